@@ -1,0 +1,110 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::{AppRef, Product, default_environment};
+
+/// One Forge app installed on one Atlassian site.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "forgeops.dev",
+    version = "v1alpha1",
+    kind = "Installation",
+    namespaced,
+    status = "InstallationStatus",
+    shortname = "finst",
+    category = "forge",
+    doc = "One Forge app installed on one Atlassian site: the desired version in spec, what is actually installed in status.",
+    printcolumn(name = "Site", type_ = "string", json_path = ".spec.site"),
+    printcolumn(name = "App", type_ = "string", json_path = ".spec.appRef.name"),
+    printcolumn(name = "Environment", type_ = "string", priority = 1, json_path = ".spec.environment"),
+    printcolumn(name = "Installed", type_ = "string", json_path = ".status.installedVersion"),
+    printcolumn(name = "Available", type_ = "string", json_path = ".status.availableVersion"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct InstallationSpec {
+    /// The ForgeApp to install. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("appRef is immutable"))]
+    pub app_ref: AppRef,
+
+    /// The app environment to install from. Immutable.
+    #[serde(default = "default_environment")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("environment is immutable"))]
+    pub environment: String,
+
+    /// The Atlassian site to install on, a hostname such as `acme.atlassian.net`. Immutable:
+    /// to move an app to another site, create another Installation.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("site is immutable"))]
+    pub site: String,
+
+    /// The Atlassian products on the site to install into. Must include the app's required product
+    /// and every product of the app's DistributionPolicy.
+    #[schemars(length(min = 1, max = 5))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub products: Vec<Product>,
+
+    /// The installation link the site admin used. Needed for a new installation when the app
+    /// environment has a DistributionPolicy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub installation_link: Option<String>,
+
+    /// Pin a major version. Unset: the latest major at first install, and no major upgrades after.
+    /// Raising it upgrades the installation; lowering it below the installed major is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub major_version: Option<u32>,
+
+    /// The highest major version whose permissions the site admin approved. An upgrade that needs
+    /// new permissions proceeds only up to this major.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub approved_major: Option<u32>,
+}
+
+/// What is installed on the site, as the operator recorded it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstallationStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// The installation's conditions: `Installed`, `UpToDate` and the `Ready` summary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// The version installed on the site, as `major.minor` (for example `2.3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installed_version: Option<String>,
+
+    /// The major version installed on the site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installed_major: Option<u32>,
+
+    /// When the app was first installed on the site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installed_at: Option<Time>,
+
+    /// The newest version deployed in the environment, as `major.minor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_version: Option<String>,
+
+    /// The revision of the installation link the site was installed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_revision: Option<i64>,
+}

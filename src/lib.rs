@@ -1,0 +1,15 @@
+//! forgeops: a Kubernetes operator that distributes Atlassian Forge apps declaratively.
+//!
+//! - [`api`]: the four custom resources (the user's contract).
+//! - [`rules`]: pure decision logic, unit-tested without a server.
+//! - [`controllers`]: observe, decide (via `rules`), act, report status.
+//! - [`operator`]: the process around the controllers.
+//! - [`localcluster`]: a real etcd + kube-apiserver on loopback for tests and the quick start.
+
+pub mod api;
+pub mod controllers;
+pub mod localcluster;
+pub mod manifests;
+pub mod operator;
+pub mod rules;
+pub mod telemetry;

@@ -1,0 +1,5 @@
+//! Pure decision logic: no client, no I/O. Controllers observe, call these, act and report.
+
+pub mod conditions;
+pub mod forge_app;
+pub mod versions;

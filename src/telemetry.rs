@@ -1,0 +1,106 @@
+//! Logs and Prometheus metrics.
+
+use std::sync::Arc;
+
+use http::Request;
+use kube::client::Body;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tower::util::MapRequestLayer;
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the global tracing subscriber. `RUST_LOG` overrides the default filter.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,kube_runtime=warn,kube_client::client::builder=off,kube_client::client::tls=error",
+        )
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub controller: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabel {
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    pub method: String,
+}
+
+/// The operator's metrics, served at `/metrics`.
+pub struct Metrics {
+    registry: Registry,
+    pub reconciliations: Family<ReconcileLabels, Counter>,
+    pub reconcile_seconds: Family<ControllerLabel, Histogram>,
+    pub api_requests: Family<MethodLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("forgeops");
+        let reconciliations = Family::<ReconcileLabels, Counter>::default();
+        registry.register("reconciliations", "Reconciliations by controller and result", reconciliations.clone());
+        let reconcile_seconds = Family::<ControllerLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 14))
+        });
+        registry.register("reconcile_duration_seconds", "Time spent in one reconciliation", reconcile_seconds.clone());
+        let api_requests = Family::<MethodLabel, Counter>::default();
+        registry.register(
+            "kube_api_requests",
+            "Requests sent to the Kubernetes API, by HTTP method",
+            api_requests.clone(),
+        );
+        Metrics { registry, reconciliations, reconcile_seconds, api_requests }
+    }
+}
+
+impl Metrics {
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Requests sent to the API server that could change something (anything but GET).
+    pub fn write_requests(&self) -> u64 {
+        ["POST", "PUT", "PATCH", "DELETE"]
+            .into_iter()
+            .map(|m| self.api_requests.get_or_create(&MethodLabel { method: m.to_string() }).get())
+            .sum()
+    }
+}
+
+/// A client layer that counts every request the operator sends, by method.
+pub fn request_counter(metrics: Arc<Metrics>) -> MapRequestLayer<impl Fn(Request<Body>) -> Request<Body> + Clone> {
+    MapRequestLayer::new(move |req: Request<Body>| {
+        metrics.api_requests.get_or_create(&MethodLabel { method: req.method().as_str().to_string() }).inc();
+        req
+    })
+}
+
+/// A client for `config` whose requests are counted in `metrics`.
+pub fn counted_client(config: kube::Config, metrics: Arc<Metrics>) -> Result<kube::Client, kube::Error> {
+    Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&request_counter(metrics)).build())
+}
