@@ -5,6 +5,9 @@
 //! immutability, uniqueness) live here as schema constraints and CEL rules, so
 //! an invalid object is rejected before the operator ever sees it.
 
+// Several `printcolumn(type_ = ...)` arguments of one derive look like duplicated attributes to clippy.
+#![allow(clippy::duplicated_attributes)]
+
 mod bulk_upgrade;
 mod common;
 mod distribution_policy;

@@ -1,0 +1,170 @@
+//! Test support: one real control plane per test binary, shared by every test, each test in a
+//! namespace of its own. The control plane is stopped and its directory removed when the test
+//! binary exits (an `atexit` hook), and its processes die with the binary even if it is killed.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use forgeops::localcluster::{self, LocalCluster, OPERATOR_USER};
+use forgeops::operator::{self, Settings};
+use forgeops::telemetry::{self, Metrics};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, Config, Resource};
+use serde::de::DeserializeOwned;
+
+/// What tests need of the shared control plane.
+pub struct Shared {
+    pub admin: Config,
+    pub operator: Config,
+    pub kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+}
+
+static SHARED: OnceLock<Shared> = OnceLock::new();
+static CLUSTER: Mutex<Option<LocalCluster>> = Mutex::new(None);
+
+extern "C" fn stop_cluster() {
+    if let Ok(mut cluster) = CLUSTER.lock() {
+        cluster.take();
+    }
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// The shared control plane, started on first use with the CRDs installed and the operator's RBAC
+/// from `deploy/rbac.yaml` bound to the operator's test identity.
+pub fn shared() -> &'static Shared {
+    SHARED.get_or_init(|| {
+        // Started on a thread of its own: the caller is inside a test's runtime.
+        std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let cluster = LocalCluster::start(None).await.expect("starting the local control plane");
+                let client = Client::try_from(cluster.admin_config()).unwrap();
+                localcluster::install_crds(&client, &forgeops::api::all_crds()).await.expect("installing the CRDs");
+                forgeops::manifests::apply_path(&client, &repo_path("deploy/rbac.yaml")).await.expect("applying RBAC");
+                bind_operator_user(&client).await;
+                let shared = Shared {
+                    admin: cluster.admin_config(),
+                    operator: cluster.operator_config(),
+                    kubeconfig: cluster.kubeconfig_path(),
+                    kubectl: localcluster::binaries().unwrap().join("kubectl"),
+                };
+                *CLUSTER.lock().unwrap() = Some(cluster);
+                // SAFETY: registers a plain extern "C" function with no captured state.
+                unsafe { libc::atexit(stop_cluster) };
+                shared
+            })
+        })
+        .join()
+        .expect("control plane start-up panicked")
+    })
+}
+
+/// Binds the ClusterRole shipped in `deploy/rbac.yaml` to the user the operator runs as in tests,
+/// so the tests prove that role is enough.
+async fn bind_operator_user(client: &Client) {
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "forgeops-operator-test-user"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "forgeops-operator"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}],
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .patch("forgeops-operator-test-user", &PatchParams::apply("forgeops-test").force(), &Patch::Apply(&binding))
+        .await
+        .expect("binding the operator role");
+}
+
+/// A namespace of the test's own, and an admin client.
+pub struct TestNs {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNs {
+    pub async fn new(prefix: &str) -> TestNs {
+        let shared = shared();
+        let client = Client::try_from(shared.admin.clone()).unwrap();
+        let name = format!("{prefix}-{}", std::process::id() % 100_000);
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("creating the test namespace");
+        TestNs { name, client }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Runs the operator's controllers for this namespace only, as the least-privilege operator
+    /// identity. It stops when the returned handle is dropped.
+    pub async fn start_operator(&self) -> RunningOperator {
+        let metrics = Arc::new(Metrics::default());
+        let client = telemetry::counted_client(shared().operator.clone(), metrics.clone()).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let settings = Settings { namespace: Some(self.name.clone()), metrics_addr: None, instance: Some("test".into()) };
+        let task_metrics = metrics.clone();
+        let task = tokio::spawn(async move {
+            operator::run(client, task_metrics, settings, async move {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        RunningOperator { stop: Some(stop), task: Some(task), metrics }
+    }
+}
+
+pub struct RunningOperator {
+    /// The operator's metrics, including every API request it sent.
+    pub metrics: Arc<Metrics>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), operator::Error>>>,
+}
+
+impl RunningOperator {
+    /// Stops the controllers and returns how the operator ended.
+    pub async fn shutdown(mut self) -> Result<(), operator::Error> {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.expect("operator task panicked")
+    }
+}
+
+impl Drop for RunningOperator {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Polls `name` until `done` holds, or panics after `timeout` showing the object as last seen.
+pub async fn wait_for<K>(api: &Api<K>, name: &str, timeout: Duration, what: &str, done: impl Fn(&K) -> bool) -> K
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = api.get_opt(name).await.expect("reading the object");
+        if let Some(obj) = &last
+            && done(obj)
+        {
+            return obj.clone();
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what} on {name}; last seen:\n{last:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
