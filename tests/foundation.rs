@@ -68,7 +68,10 @@ async fn crds_are_established_and_the_examples_apply() {
         .await
         .expect("the examples are valid");
     for kind in ["ForgeApp", "DistributionPolicy", "Installation", "BulkUpgrade"] {
-        assert!(applied.iter().any(|a| a.starts_with(&format!("{kind}/"))), "the examples include a {kind}: {applied:?}");
+        assert!(
+            applied.iter().any(|a| a.starts_with(&format!("{kind}/"))),
+            "the examples include a {kind}: {applied:?}"
+        );
     }
 }
 
@@ -100,8 +103,20 @@ fn bad_objects() -> Vec<Bad> {
     let many_envs: Vec<Value> = (0..26).map(|i| json!({"name": format!("env{i}")})).collect();
     let fapp = "ForgeApp";
     vec![
-        Bad { kind: fapp, plural: "forgeapps", before: None, bad: app_json("dup", json!([version(1, 0, &[]), version(1, 0, &[])])), message: "Duplicate value" },
-        Bad { kind: fapp, plural: "forgeapps", before: None, bad: app_json("zero", json!([version(0, 1, &[])])), message: "should be greater than or equal to 1" },
+        Bad {
+            kind: fapp,
+            plural: "forgeapps",
+            before: None,
+            bad: app_json("dup", json!([version(1, 0, &[]), version(1, 0, &[])])),
+            message: "Duplicate value",
+        },
+        Bad {
+            kind: fapp,
+            plural: "forgeapps",
+            before: None,
+            bad: app_json("zero", json!([version(0, 1, &[])])),
+            message: "should be greater than or equal to 1",
+        },
         Bad {
             kind: fapp,
             plural: "forgeapps",
@@ -122,7 +137,10 @@ fn bad_objects() -> Vec<Bad> {
             kind: fapp,
             plural: "forgeapps",
             before: None,
-            bad: app_json("both", json!([{"major": 1, "minor": 0, "compatibility": {"required": "jira", "optional": ["jira"]}}])),
+            bad: app_json(
+                "both",
+                json!([{"major": 1, "minor": 0, "compatibility": {"required": "jira", "optional": ["jira"]}}]),
+            ),
             message: "a product cannot be both required and optional",
         },
         Bad {
@@ -142,7 +160,10 @@ fn bad_objects() -> Vec<Bad> {
         Bad {
             kind: "DistributionPolicy",
             plural: "distributionpolicies",
-            before: Some(policy("rotated", json!({"appRef": {"name": "app"}, "products": ["jira"], "linkRevision": 2}))),
+            before: Some(policy(
+                "rotated",
+                json!({"appRef": {"name": "app"}, "products": ["jira"], "linkRevision": 2}),
+            )),
             bad: policy("rotated", json!({"appRef": {"name": "app"}, "products": ["jira"], "linkRevision": 1})),
             message: "linkRevision may only increase",
         },
@@ -171,10 +192,19 @@ fn bad_objects() -> Vec<Bad> {
             kind: "Installation",
             plural: "installations",
             before: Some(installation("env", site("env.atlassian.net"))),
-            bad: installation("env", json!({"appRef": {"name": "app"}, "environment": "staging", "site": "env.atlassian.net", "products": ["jira"]})),
+            bad: installation(
+                "env",
+                json!({"appRef": {"name": "app"}, "environment": "staging", "site": "env.atlassian.net", "products": ["jira"]}),
+            ),
             message: "environment is immutable",
         },
-        Bad { kind: "BulkUpgrade", plural: "bulkupgrades", before: None, bad: bulk("backwards", up(2, 2)), message: "toMajor must be greater than fromMajor" },
+        Bad {
+            kind: "BulkUpgrade",
+            plural: "bulkupgrades",
+            before: None,
+            bad: bulk("backwards", up(2, 2)),
+            message: "toMajor must be greater than fromMajor",
+        },
         Bad {
             kind: "BulkUpgrade",
             plural: "bulkupgrades",
@@ -186,7 +216,10 @@ fn bad_objects() -> Vec<Bad> {
             kind: "BulkUpgrade",
             plural: "bulkupgrades",
             before: None,
-            bad: bulk("noconcurrency", json!({"appRef": {"name": "app"}, "environment": "production", "fromMajor": 1, "toMajor": 2, "maxConcurrent": 0})),
+            bad: bulk(
+                "noconcurrency",
+                json!({"appRef": {"name": "app"}, "environment": "production", "fromMajor": 1, "toMajor": 2, "maxConcurrent": 0}),
+            ),
             message: "spec.maxConcurrent: Invalid value",
         },
     ]
@@ -202,7 +235,9 @@ async fn admission_rejects_invalid_objects_with_a_clear_message() {
         let name = case.bad["metadata"]["name"].as_str().unwrap().to_string();
         let result = match case.before {
             Some(before) => {
-                create(&api, before).await.unwrap_or_else(|e| panic!("{} {name}: the valid original was rejected: {e}", case.kind));
+                create(&api, before)
+                    .await
+                    .unwrap_or_else(|e| panic!("{} {name}: the valid original was rejected: {e}", case.kind));
                 api.patch(&name, &PatchParams::default(), &Patch::Merge(&case.bad)).await
             }
             None => create(&api, case.bad).await,
@@ -210,7 +245,13 @@ async fn admission_rejects_invalid_objects_with_a_clear_message() {
         match result {
             Err(kube::Error::Api(status)) => {
                 assert_eq!(status.code, 422, "{} {name}: {status:?}", case.kind);
-                assert!(status.message.contains(case.message), "{} {name}: expected {:?} in {:?}", case.kind, case.message, status.message);
+                assert!(
+                    status.message.contains(case.message),
+                    "{} {name}: expected {:?} in {:?}",
+                    case.kind,
+                    case.message,
+                    status.message
+                );
             }
             other => panic!("{} {name} should have been rejected with {:?}, got {other:?}", case.kind, case.message),
         }
@@ -222,10 +263,19 @@ async fn forgeapp_ready_follows_the_permission_rule() {
     let t = TestNs::new("forgeapp-ready").await;
     let operator = t.start_operator().await;
     let apps: Api<ForgeApp> = t.api();
-    let body = app_json("insights", json!([version(1, 0, &["read:jira-work"]), version(1, 1, &["read:jira-work"]), version(2, 0, &["read:jira-work", "write:jira-work"])]));
+    let body = app_json(
+        "insights",
+        json!([
+            version(1, 0, &["read:jira-work"]),
+            version(1, 1, &["read:jira-work"]),
+            version(2, 0, &["read:jira-work", "write:jira-work"])
+        ]),
+    );
     apps.create(&PostParams::default(), &serde_json::from_value(body).unwrap()).await.unwrap();
 
-    let app = wait_for(&apps, "insights", WAIT, "Ready=True", |a| ready(&a.status) == Some(("True".into(), "Ready".into()))).await;
+    let app =
+        wait_for(&apps, "insights", WAIT, "Ready=True", |a| ready(&a.status) == Some(("True".into(), "Ready".into())))
+            .await;
     let status = app.status.clone().unwrap();
     assert_eq!(status.observed_generation, app.metadata.generation);
     assert_eq!(status.environments[0].latest_version.as_deref(), Some("2.0"));
@@ -257,7 +307,8 @@ async fn forgeapp_ready_follows_the_permission_rule() {
         version(2, 1, &["read:jira-work", "write:jira-work"])]}]}});
     apps.patch("insights", &PatchParams::default(), &Patch::Merge(&fixed)).await.unwrap();
     let app = wait_for(&apps, "insights", WAIT, "Ready=True again", |a| {
-        ready(&a.status) == Some(("True".into(), "Ready".into())) && a.status.as_ref().unwrap().observed_generation == Some(3)
+        ready(&a.status) == Some(("True".into(), "Ready".into()))
+            && a.status.as_ref().unwrap().observed_generation == Some(3)
     })
     .await;
     let status = app.status.unwrap();
@@ -312,7 +363,12 @@ async fn reconciling_an_unchanged_forgeapp_sends_no_write() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(second.metrics.encode().contains("forgeops_kube_api_requests_total{method=\"GET\"}"), "reads are counted");
-    assert_eq!(second.metrics.write_requests(), 0, "an unchanged ForgeApp was reconciled with a write:\n{}", second.metrics.encode());
+    assert_eq!(
+        second.metrics.write_requests(),
+        0,
+        "an unchanged ForgeApp was reconciled with a write:\n{}",
+        second.metrics.encode()
+    );
     second.shutdown().await.unwrap();
 }
 
@@ -343,7 +399,11 @@ async fn kubectl_explain_prints_the_field_docs() {
             return;
         }
         // The OpenAPI document for a new CRD is published a moment after it is Established.
-        assert!(std::time::Instant::now() < deadline, "kubectl explain failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kubectl explain failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

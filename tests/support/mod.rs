@@ -97,7 +97,10 @@ impl TestNs {
         let client = Client::try_from(shared.admin.clone()).unwrap();
         let name = format!("{prefix}-{}", std::process::id() % 100_000);
         let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("creating the test namespace");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("creating the test namespace");
         TestNs { name, client }
     }
 
@@ -114,7 +117,8 @@ impl TestNs {
         let metrics = Arc::new(Metrics::default());
         let client = telemetry::counted_client(shared().operator.clone(), metrics.clone()).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let settings = Settings { namespace: Some(self.name.clone()), metrics_addr: None, instance: Some("test".into()) };
+        let settings =
+            Settings { namespace: Some(self.name.clone()), metrics_addr: None, instance: Some("test".into()) };
         let task_metrics = metrics.clone();
         let task = tokio::spawn(async move {
             operator::run(client, task_metrics, settings, async move {
