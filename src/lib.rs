@@ -11,5 +11,6 @@ pub mod controllers;
 pub mod localcluster;
 pub mod manifests;
 pub mod operator;
+pub mod platform;
 pub mod rules;
 pub mod telemetry;

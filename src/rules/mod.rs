@@ -2,4 +2,5 @@
 
 pub mod conditions;
 pub mod forge_app;
+pub mod link;
 pub mod versions;
