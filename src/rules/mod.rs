@@ -1,6 +1,8 @@
 //! Pure decision logic: no client, no I/O. Controllers observe, call these, act and report.
 
 pub mod conditions;
+pub mod distribution;
 pub mod forge_app;
+pub mod installation;
 pub mod link;
 pub mod versions;
