@@ -1,11 +1,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use forgeops::platform::{EmbeddedPlatform, Faults, HttpPlatform, Platform};
 use forgeops::telemetry::{self, LogFormat, Metrics};
 use forgeops::{api, localcluster, operator};
+use k8s_openapi::api::core::v1::Secret;
 
 /// forgeops: declare how Atlassian Forge apps are distributed, in Kubernetes.
 #[derive(Parser)]
@@ -53,15 +56,70 @@ struct RunArgs {
     /// This replica's name, recorded on Events (set it to the pod name).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+    /// The operator's own namespace, where it keeps the installation-link key Secret.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "forgeops-system")]
+    operator_namespace: String,
+    /// Where installs, upgrades and uninstalls are carried out.
+    #[arg(long, env = "FORGEOPS_PLATFORM", value_enum, default_value = "embedded")]
+    platform: PlatformKind,
+    /// HTTP platform: the URL actions are POSTed to.
+    #[arg(long, env = "FORGEOPS_PLATFORM_URL", required_if_eq("platform", "http"))]
+    platform_url: Option<http::Uri>,
+    /// HTTP platform: the Secret (in the operator namespace) whose `hmac-key` signs requests.
+    #[arg(long, env = "FORGEOPS_PLATFORM_SECRET", default_value = "forgeops-platform")]
+    platform_secret: String,
+    /// HTTP platform: seconds to wait for one answer.
+    #[arg(long, default_value_t = 10)]
+    platform_timeout_secs: u64,
+    /// HTTP platform: attempts per action before it is reported as failed.
+    #[arg(long, default_value_t = 4)]
+    platform_attempts: u32,
+    /// Embedded platform: latency added to every action, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    embedded_latency_ms: u64,
+    /// Embedded platform: sites whose actions fail (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    embedded_fail_sites: Vec<String>,
+    /// Embedded platform: the fraction (0 to 1) of actions that fail.
+    #[arg(long, default_value_t = 0.0)]
+    embedded_fail_fraction: f64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PlatformKind {
+    Embedded,
+    Http,
 }
 
 impl RunArgs {
-    fn settings(&self) -> operator::Settings {
-        operator::Settings {
+    async fn settings(&self, client: &kube::Client) -> anyhow::Result<operator::Settings> {
+        let platform: Arc<dyn Platform> = match self.platform {
+            PlatformKind::Embedded => Arc::new(EmbeddedPlatform::new(Faults {
+                latency: Duration::from_millis(self.embedded_latency_ms),
+                fail_all: false,
+                fail_fraction: self.embedded_fail_fraction,
+                fail_sites: self.embedded_fail_sites.iter().cloned().collect(),
+            })),
+            PlatformKind::Http => {
+                let url = self.platform_url.clone().context("--platform-url is required with --platform http")?;
+                let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), &self.operator_namespace);
+                let secret = secrets.get(&self.platform_secret).await.with_context(|| {
+                    format!("reading Secret {}/{} for the platform key", self.operator_namespace, self.platform_secret)
+                })?;
+                let key = secret.data.and_then(|d| d.get("hmac-key").map(|k| k.0.clone())).with_context(|| {
+                    format!("Secret {}/{} has no hmac-key", self.operator_namespace, self.platform_secret)
+                })?;
+                let timeout = Duration::from_secs(self.platform_timeout_secs);
+                Arc::new(HttpPlatform::new(url, &key, timeout, self.platform_attempts)?)
+            }
+        };
+        Ok(operator::Settings {
+            platform,
+            operator_namespace: self.operator_namespace.clone(),
             namespace: self.namespace.clone(),
             metrics_addr: Some(self.metrics_addr),
             instance: self.instance.clone(),
-        }
+        })
     }
 }
 
@@ -78,7 +136,8 @@ async fn main() -> anyhow::Result<()> {
             let metrics = Arc::new(Metrics::default());
             let config = kube::Config::infer().await.context("no Kubernetes configuration found")?;
             let client = telemetry::counted_client(config, metrics.clone())?;
-            operator::run(client, metrics, args.settings(), operator::shutdown_signal()).await?;
+            let settings = args.settings(&client).await?;
+            operator::run(client, metrics, settings, operator::shutdown_signal()).await?;
         }
         Command::Dev { dir, examples, run } => dev(dir, examples, run).await?,
     }
@@ -92,6 +151,7 @@ async fn dev(dir: PathBuf, examples: Vec<PathBuf>, run: RunArgs) -> anyhow::Resu
     let metrics = Arc::new(Metrics::default());
     let client = telemetry::counted_client(cluster.admin_config(), metrics.clone())?;
     localcluster::install_crds(&client, &api::all_crds()).await?;
+    forgeops::manifests::apply_path(&client, std::path::Path::new("deploy/rbac.yaml")).await?;
     for path in &examples {
         for applied in forgeops::manifests::apply_path(&client, path).await? {
             eprintln!("forgeops dev: applied {applied}");
@@ -106,7 +166,8 @@ async fn dev(dir: PathBuf, examples: Vec<PathBuf>, run: RunArgs) -> anyhow::Resu
         cluster.kubeconfig_path().display(),
         run.metrics_addr,
     );
-    let result = operator::run(client, metrics, run.settings(), operator::shutdown_signal()).await;
+    let settings = run.settings(&client).await?;
+    let result = operator::run(client, metrics, settings, operator::shutdown_signal()).await;
     drop(cluster);
     result.map_err(Into::into)
 }

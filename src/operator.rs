@@ -7,8 +7,9 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use kube::{Api, Client};
 use tracing::info;
 
-use crate::api::{ForgeApp, GROUP};
+use crate::api::{DistributionPolicy, ForgeApp, GROUP, Installation};
 use crate::controllers::{self, Context};
+use crate::platform::Platform;
 use crate::telemetry::Metrics;
 
 /// The plural resource names the operator needs served.
@@ -28,8 +29,12 @@ pub enum Error {
 }
 
 /// What the operator watches and serves.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Settings {
+    /// Where installs, upgrades and uninstalls are carried out.
+    pub platform: Arc<dyn Platform>,
+    /// The operator's own namespace, for the link key Secret.
+    pub operator_namespace: String,
     /// Watch only this namespace; every namespace when unset.
     pub namespace: Option<String>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; not served when unset.
@@ -73,9 +78,31 @@ pub async fn run(
     if let Some(addr) = settings.metrics_addr {
         serve_metrics(addr, metrics.clone(), shutdown.clone()).await?;
     }
-    let ctx = Arc::new(Context::new(client.clone(), metrics, settings.instance.clone()));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics,
+        settings.platform.clone(),
+        settings.operator_namespace.clone(),
+        settings.instance.clone(),
+    ));
     info!(namespace = settings.namespace.as_deref().unwrap_or("<all>"), "forgeops controllers starting");
-    controllers::forge_app::run(api::<ForgeApp>(&client, &settings.namespace), ctx, shutdown).await;
+    let ns = &settings.namespace;
+    tokio::join!(
+        controllers::forge_app::run(api(&client, ns), api::<Installation>(&client, ns), ctx.clone(), shutdown.clone()),
+        controllers::distribution_policy::run(
+            api(&client, ns),
+            api::<ForgeApp>(&client, ns),
+            ctx.clone(),
+            shutdown.clone()
+        ),
+        controllers::installation::run(
+            api(&client, ns),
+            api::<ForgeApp>(&client, ns),
+            api::<DistributionPolicy>(&client, ns),
+            ctx,
+            shutdown
+        ),
+    );
     info!("forgeops controllers stopped");
     Ok(())
 }

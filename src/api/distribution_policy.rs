@@ -14,6 +14,7 @@ use super::{AppRef, Product, default_environment};
     status = "DistributionPolicyStatus",
     shortname = "dpol",
     category = "forge",
+    selectable = ".spec.appRef.name",
     doc = "How a Forge app environment is distributed: whether it is shared by installation link, onto which products, and which link revision is current.",
     printcolumn(name = "App", type_ = "string", json_path = ".spec.appRef.name"),
     printcolumn(name = "Environment", type_ = "string", json_path = ".spec.environment"),

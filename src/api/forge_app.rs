@@ -168,6 +168,20 @@ pub struct EnvironmentStatus {
     /// Every major version deployed in the environment, oldest first, with its latest minor.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub majors: Vec<MajorStatus>,
+
+    /// How many installations run each version in this environment, oldest version first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub installed_versions: Vec<VersionCount>,
+}
+
+/// How many installations run one version.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionCount {
+    /// The version, as `major.minor`.
+    pub version: String,
+    /// Installations that have it installed.
+    pub installations: i64,
 }
 
 /// One major version deployed in an environment.
@@ -181,6 +195,7 @@ pub struct MajorStatus {
     pub latest_minor: u32,
 
     /// Whether every minor of this major carries the same scopes, egress and licensing. An
-    /// inconsistent major is reported on the `Ready` condition and is not offered to installations.
+    /// inconsistent major is reported on the `Ready` condition, and a minor that changes
+    /// permissions is never rolled out to installations.
     pub consistent: bool,
 }

@@ -14,6 +14,8 @@ use super::{AppRef, Product, default_environment};
     status = "InstallationStatus",
     shortname = "finst",
     category = "forge",
+    selectable = ".spec.appRef.name",
+    selectable = ".spec.site",
     doc = "One Forge app installed on one Atlassian site: the desired version in spec, what is actually installed in status.",
     printcolumn(name = "Site", type_ = "string", json_path = ".spec.site"),
     printcolumn(name = "App", type_ = "string", json_path = ".spec.appRef.name"),

@@ -1,7 +1,9 @@
 //! Controllers: each observes its objects, asks `crate::rules` what should be, acts, and reports
 //! status. Shared plumbing (context, per-object backoff, status writes, events) lives here.
 
+pub mod distribution_policy;
 pub mod forge_app;
+pub mod installation;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,19 +11,39 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 
-use crate::telemetry::Metrics;
+use crate::platform::{Platform, PlatformError};
+use crate::telemetry::{ControllerLabel, Metrics, ReconcileLabels};
 
 /// The field manager the operator writes status with.
 pub const FIELD_MANAGER: &str = "forgeops";
+
+/// The Secret, in the operator's namespace, that holds the key installation links are signed with.
+pub const LINK_KEY_SECRET: &str = "forgeops-link-key";
+const LINK_KEY_FIELD: &str = "hmac-key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Platform(#[from] PlatformError),
+    #[error("{0}")]
+    InstallationsExist(String),
+    #[error("Secret {0} has no usable {LINK_KEY_FIELD}")]
+    BadLinkKey(String),
+    #[error("{0}")]
+    Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl From<kube::runtime::finalizer::Error<Error>> for Error {
+    fn from(e: kube::runtime::finalizer::Error<Error>) -> Self {
+        Error::Finalizer(Box::new(e))
+    }
 }
 
 /// What every controller shares.
@@ -29,13 +51,68 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    pub platform: Arc<dyn Platform>,
+    /// Where the operator keeps its own objects (the link key Secret).
+    pub operator_namespace: String,
     backoff: Backoff,
+    link_key: tokio::sync::OnceCell<Vec<u8>>,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        platform: Arc<dyn Platform>,
+        operator_namespace: String,
+        instance: Option<String>,
+    ) -> Self {
         let reporter = Reporter { controller: "forgeops".into(), instance };
-        Context { recorder: Recorder::new(client.clone(), reporter), client, metrics, backoff: Backoff::default() }
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            platform,
+            operator_namespace,
+            backoff: Backoff::default(),
+            link_key: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The key installation links are signed with: read from its Secret, which is created with a
+    /// random key if absent, so links stay valid across restarts and replicas.
+    pub async fn link_key(&self) -> Result<&[u8], Error> {
+        self.link_key
+            .get_or_try_init(|| load_or_create_link_key(&self.client, &self.operator_namespace))
+            .await
+            .map(Vec::as_slice)
+    }
+}
+
+async fn load_or_create_link_key(client: &Client, namespace: &str) -> Result<Vec<u8>, Error> {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let read = |secret: Secret| {
+        secret
+            .data
+            .and_then(|d| d.get(LINK_KEY_FIELD).map(|b| b.0.clone()))
+            .filter(|k| k.len() >= 32)
+            .ok_or_else(|| Error::BadLinkKey(format!("{namespace}/{LINK_KEY_SECRET}")))
+    };
+    if let Some(secret) = secrets.get_opt(LINK_KEY_SECRET).await? {
+        return read(secret);
+    }
+    let mut key = vec![0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+        .map_err(|_| Error::BadLinkKey("no randomness for a new key".into()))?;
+    let mut secret = Secret::default();
+    secret.metadata.name = Some(LINK_KEY_SECRET.into());
+    secret.data = Some([(LINK_KEY_FIELD.to_string(), ByteString(key.clone()))].into());
+    match secrets.create(&kube::api::PostParams::default(), &secret).await {
+        Ok(_) => Ok(key),
+        // Another replica created it first: use theirs.
+        Err(kube::Error::Api(status)) if status.code == 409 => read(secrets.get(LINK_KEY_SECRET).await?),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -59,6 +136,33 @@ impl Backoff {
     pub fn reset(&self, key: &str) {
         self.failures.lock().unwrap().remove(key);
     }
+}
+
+/// Times a reconciliation and counts its outcome; resets the object's backoff on success.
+pub async fn instrumented<K, F>(ctx: &Context, controller: &'static str, obj: &K, run: F) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()>,
+    F: std::future::Future<Output = Result<Action, Error>>,
+{
+    let started = std::time::Instant::now();
+    let result = run.await;
+    ctx.metrics
+        .reconcile_seconds
+        .get_or_create(&ControllerLabel { controller })
+        .observe(started.elapsed().as_secs_f64());
+    let outcome = if result.is_ok() { "success" } else { "error" };
+    ctx.metrics.reconciliations.get_or_create(&ReconcileLabels { controller, result: outcome }).inc();
+    if result.is_ok() {
+        ctx.backoff.reset(&object_key(obj));
+    }
+    result
+}
+
+/// On failure, retry with a per-object backoff that grows with each consecutive failure.
+pub fn retry_later<K: Resource<DynamicType = ()>>(controller: &str, obj: &K, error: &Error, ctx: &Context) -> Action {
+    let delay = ctx.backoff.next_delay(&object_key(obj));
+    tracing::warn!(controller, object = %object_key(obj), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
 }
 
 /// A stable key for an object, for backoff bookkeeping.

@@ -7,11 +7,19 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions::{self, Decided};
 use super::versions::{self, Version};
-use crate::api::{AppVersion, EnvironmentStatus, ForgeApp, ForgeAppStatus, MajorStatus};
+use crate::api::{AppVersion, EnvironmentStatus, ForgeApp, ForgeAppStatus, MajorStatus, VersionCount};
 
 pub const READY: &str = "Ready";
 pub const REASON_READY: &str = "Ready";
 pub const REASON_PERMISSION_CHANGE_WITHOUT_MAJOR: &str = "PermissionChangeWithoutMajor";
+pub const REASON_INSTALLATIONS_EXIST: &str = "InstallationsExist";
+
+/// One Installation of the app, as the ForgeApp rules need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstallationSummary {
+    pub environment: String,
+    pub installed: Option<Version>,
+}
 
 /// A minor version whose permissions differ from the first minor of its major.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,7 +84,16 @@ pub fn permission_conflicts(app: &ForgeApp) -> Vec<PermissionConflict> {
     out
 }
 
-fn environment_status(name: &str, deployed: &[AppVersion], conflicts: &[PermissionConflict]) -> EnvironmentStatus {
+fn environment_status(
+    name: &str,
+    deployed: &[AppVersion],
+    conflicts: &[PermissionConflict],
+    installations: &[InstallationSummary],
+) -> EnvironmentStatus {
+    let mut counts: std::collections::BTreeMap<Version, i64> = Default::default();
+    for v in installations.iter().filter(|i| i.environment == name).filter_map(|i| i.installed) {
+        *counts.entry(v).or_default() += 1;
+    }
     let majors = versions::by_major(deployed)
         .into_iter()
         .map(|(major, group)| MajorStatus {
@@ -89,11 +106,46 @@ fn environment_status(name: &str, deployed: &[AppVersion], conflicts: &[Permissi
         name: name.to_string(),
         latest_version: versions::latest(deployed).map(|v| Version::of(v).to_string()),
         majors,
+        installed_versions: counts
+            .into_iter()
+            .map(|(version, installations)| VersionCount { version: version.to_string(), installations })
+            .collect(),
     }
 }
 
+/// Why the app's installations hold it: it is being deleted, or an environment they use was removed.
+fn installations_hold(app: &ForgeApp, installations: &[InstallationSummary]) -> Option<String> {
+    if app.metadata.deletion_timestamp.is_some() && !installations.is_empty() {
+        return Some(format!(
+            "{} installation(s) still use this app: delete them first (each is uninstalled from its site); the app is deleted after them",
+            installations.len()
+        ));
+    }
+    let mut orphaned: std::collections::BTreeMap<&str, usize> = Default::default();
+    for i in installations {
+        if !app.spec.environments.iter().any(|e| e.name == i.environment) {
+            *orphaned.entry(i.environment.as_str()).or_default() += 1;
+        }
+    }
+    if orphaned.is_empty() {
+        return None;
+    }
+    let listed: Vec<String> = orphaned
+        .iter()
+        .map(|(env, n)| format!("environment {env} was removed but {n} installation(s) still use it"))
+        .collect();
+    Some(format!("{}: delete those installations or restore the environment", listed.join("; ")))
+}
+
 /// The `Ready` condition the rules decide for an app.
-pub fn decide_ready(app: &ForgeApp, conflicts: &[PermissionConflict]) -> Decided {
+pub fn decide_ready(
+    app: &ForgeApp,
+    conflicts: &[PermissionConflict],
+    installations: &[InstallationSummary],
+) -> Decided {
+    if let Some(message) = installations_hold(app, installations) {
+        return Decided::new(READY, false, REASON_INSTALLATIONS_EXIST, message);
+    }
     if conflicts.is_empty() {
         let deployed: usize = app.spec.environments.iter().map(|e| e.versions.len()).sum();
         return Decided::new(
@@ -119,14 +171,19 @@ pub fn decide_ready(app: &ForgeApp, conflicts: &[PermissionConflict]) -> Decided
 }
 
 /// The whole status the operator should report for an app, given what it reported before.
-pub fn desired_status(app: &ForgeApp, previous: Option<&ForgeAppStatus>, now: &Time) -> ForgeAppStatus {
+pub fn desired_status(
+    app: &ForgeApp,
+    previous: Option<&ForgeAppStatus>,
+    installations: &[InstallationSummary],
+    now: &Time,
+) -> ForgeAppStatus {
     let conflicts = permission_conflicts(app);
     let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
     ForgeAppStatus {
         observed_generation: app.metadata.generation,
         conditions: conditions::merge(
             previous_conditions,
-            &[decide_ready(app, &conflicts)],
+            &[decide_ready(app, &conflicts, installations)],
             app.metadata.generation,
             now,
         ),
@@ -134,9 +191,9 @@ pub fn desired_status(app: &ForgeApp, previous: Option<&ForgeAppStatus>, now: &T
             .spec
             .environments
             .iter()
-            .map(|e| environment_status(&e.name, &e.versions, &conflicts))
+            .map(|e| environment_status(&e.name, &e.versions, &conflicts, installations))
             .collect(),
-        installations: previous.and_then(|s| s.installations),
+        installations: Some(installations.len() as i64),
     }
 }
 
@@ -180,7 +237,7 @@ mod tests {
             ),
             ("development", vec![]),
         ]);
-        let status = desired_status(&a, None, &now());
+        let status = desired_status(&a, None, &[], &now());
         assert_eq!(status.observed_generation, Some(4));
         assert_eq!(status.conditions[0].status, "True");
         assert_eq!(status.conditions[0].reason, REASON_READY);
@@ -207,7 +264,7 @@ mod tests {
         let conflicts = permission_conflicts(&a);
         assert_eq!(conflicts.len(), 1);
         assert_eq!(conflicts[0].differences, vec!["adds scope write:jira-work"]);
-        let status = desired_status(&a, None, &now());
+        let status = desired_status(&a, None, &[], &now());
         let ready = &status.conditions[0];
         assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", REASON_PERMISSION_CHANGE_WITHOUT_MAJOR));
         assert!(
@@ -243,7 +300,7 @@ mod tests {
             "staging",
             vec![version(1, 0, &["a"]), version(1, 1, &["a"]), version(2, 0, &["a"]), version(2, 1, &["b"])],
         )]);
-        let status = desired_status(&a, None, &now());
+        let status = desired_status(&a, None, &[], &now());
         let majors = &status.environments[0].majors;
         assert!(majors[0].consistent);
         assert!(!majors[1].consistent);
@@ -255,10 +312,40 @@ mod tests {
     }
 
     #[test]
+    fn installations_are_counted_per_version() {
+        let a = app(vec![("production", vec![version(1, 0, &[]), version(1, 1, &[])])]);
+        let on = |v: Option<Version>| InstallationSummary { environment: "production".into(), installed: v };
+        let installs = [on(Some(Version { major: 1, minor: 1 })), on(Some(Version { major: 1, minor: 1 })), on(None)];
+        let status = desired_status(&a, None, &installs, &now());
+        assert_eq!(status.installations, Some(3));
+        assert_eq!(
+            status.environments[0].installed_versions,
+            vec![VersionCount { version: "1.1".into(), installations: 2 }]
+        );
+    }
+
+    #[test]
+    fn installations_hold_a_deleted_app_and_a_removed_environment() {
+        let mut a = app(vec![("production", vec![version(1, 0, &[])])]);
+        let staging = [InstallationSummary { environment: "staging".into(), installed: None }];
+        let status = desired_status(&a, None, &staging, &now());
+        assert_eq!(status.conditions[0].reason, REASON_INSTALLATIONS_EXIST);
+        assert!(status.conditions[0].message.contains("environment staging was removed but 1 installation(s)"));
+        a.metadata.deletion_timestamp = Some(now());
+        let prod = [InstallationSummary { environment: "production".into(), installed: None }];
+        let status = desired_status(&a, None, &prod, &now());
+        assert_eq!(
+            (status.conditions[0].status.as_str(), status.conditions[0].reason.as_str()),
+            ("False", REASON_INSTALLATIONS_EXIST)
+        );
+        assert_eq!(desired_status(&a, None, &[], &now()).conditions[0].reason, REASON_READY);
+    }
+
+    #[test]
     fn an_unchanged_app_computes_an_identical_status() {
         let a = app(vec![("production", vec![version(1, 0, &[])])]);
-        let first = desired_status(&a, None, &now());
+        let first = desired_status(&a, None, &[], &now());
         let later = Time(jiff::Timestamp::from_second(5_000).unwrap());
-        assert_eq!(desired_status(&a, Some(&first), &later), first);
+        assert_eq!(desired_status(&a, Some(&first), &[], &later), first);
     }
 }

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use forgeops::localcluster::{self, LocalCluster, OPERATOR_USER};
 use forgeops::operator::{self, Settings};
+use forgeops::platform::{EmbeddedPlatform, Platform};
 use forgeops::telemetry::{self, Metrics};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Config, Resource};
 use serde::de::DeserializeOwned;
@@ -112,13 +113,25 @@ impl TestNs {
     }
 
     /// Runs the operator's controllers for this namespace only, as the least-privilege operator
-    /// identity. It stops when the returned handle is dropped.
+    /// identity, on a fresh embedded platform. It stops when the returned handle is dropped.
     pub async fn start_operator(&self) -> RunningOperator {
+        self.start_operator_with(Arc::new(EmbeddedPlatform::default())).await
+    }
+
+    /// [`TestNs::start_operator`] with a platform of the test's choosing. The test namespace
+    /// doubles as the operator's own namespace (for its link key Secret).
+    pub async fn start_operator_with(&self, platform: Arc<dyn Platform>) -> RunningOperator {
+        self.grant_operator_own_namespace().await;
         let metrics = Arc::new(Metrics::default());
         let client = telemetry::counted_client(shared().operator.clone(), metrics.clone()).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let settings =
-            Settings { namespace: Some(self.name.clone()), metrics_addr: None, instance: Some("test".into()) };
+        let settings = Settings {
+            platform,
+            operator_namespace: self.name.clone(),
+            namespace: Some(self.name.clone()),
+            metrics_addr: None,
+            instance: Some("test".into()),
+        };
         let task_metrics = metrics.clone();
         let task = tokio::spawn(async move {
             operator::run(client, task_metrics, settings, async move {
@@ -127,6 +140,24 @@ impl TestNs {
             .await
         });
         RunningOperator { stop: Some(stop), task: Some(task), metrics }
+    }
+}
+
+impl TestNs {
+    /// Binds the operator's own-namespace role (from `deploy/rbac.yaml`) in this namespace.
+    async fn grant_operator_own_namespace(&self) {
+        let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "forgeops-operator-test-user", "namespace": self.name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "forgeops-operator-own-namespace"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}],
+        }))
+        .unwrap();
+        Api::<RoleBinding>::namespaced(self.client.clone(), &self.name)
+            .patch("forgeops-operator-test-user", &PatchParams::apply("forgeops-test").force(), &Patch::Apply(&binding))
+            .await
+            .expect("binding the operator's own-namespace role");
     }
 }
 

@@ -1,0 +1,251 @@
+//! The Installation controller: installs an app on a site through the platform port, rolls out
+//! minors, upgrades majors when allowed, uninstalls on deletion (finalizer), and records in status
+//! what is installed. Status is the record: a platform action is only ever repeated with the same
+//! idempotency key, so an operator killed between the action and the status write repeats nothing.
+
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::ListParams;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, ResourceExt};
+use tracing::info;
+
+use super::forge_app::parse_version;
+use super::{Context, Error, apply_status, instrumented, publish_event, retry_later};
+use crate::api::{DistributionPolicy, ForgeApp, Installation, InstallationStatus};
+use crate::platform::{Action as PlatformAction, ActionKind};
+use crate::rules::conditions::{self, Decided};
+use crate::rules::installation::{self as rules, Facts, PolicyView, Step};
+use crate::rules::link::{LinkSubject, check_link};
+use crate::rules::{distribution, versions::Version};
+
+const NAME: &str = "installation";
+/// Uninstalls from the site before the Installation object goes away.
+pub const FINALIZER: &str = "forgeops.dev/uninstall";
+
+pub async fn reconcile(inst: Arc<Installation>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api: Api<Installation> = Api::namespaced(ctx.client.clone(), &inst.namespace().unwrap_or_default());
+    instrumented(&ctx, NAME, inst.as_ref(), async {
+        finalizer(&api, FINALIZER, inst.clone(), |event| async {
+            match event {
+                Finalizer::Apply(inst) => apply(&inst, &ctx).await,
+                Finalizer::Cleanup(inst) => uninstall(&inst, &ctx).await,
+            }
+        })
+        .await
+        .map_err(Error::from)
+    })
+    .await
+}
+
+/// What was observed about the world around one Installation.
+struct Observed {
+    app: Option<ForgeApp>,
+    policy: Option<PolicyView>,
+    policy_revision: Option<i64>,
+    duplicate_of: Option<String>,
+}
+
+async fn observe(inst: &Installation, ctx: &Context) -> Result<Observed, Error> {
+    let ns = inst.namespace().unwrap_or_default();
+    let spec = &inst.spec;
+    let app = Api::<ForgeApp>::namespaced(ctx.client.clone(), &ns).get_opt(&spec.app_ref.name).await?;
+    let by_app = ListParams::default().fields(&format!("spec.appRef.name={}", spec.app_ref.name));
+    let policies = Api::<DistributionPolicy>::namespaced(ctx.client.clone(), &ns).list(&by_app).await?.items;
+    let (mut policy, mut policy_revision) = (None, None);
+    if let Some(governing) = distribution::governing(&policies, &spec.app_ref.name, &spec.environment) {
+        let decision = distribution::decide(governing, app.as_ref(), None);
+        let subject = decision.link.clone().unwrap_or_else(|| LinkSubject {
+            namespace: ns.clone(),
+            app: spec.app_ref.name.clone(),
+            environment: spec.environment.clone(),
+            products: governing.spec.products.clone(),
+            revision: governing.spec.link_revision,
+        });
+        let link = match &spec.installation_link {
+            Some(link) => Some(check_link(ctx.link_key().await?, link, &subject)),
+            None => None,
+        };
+        policy_revision = decision.link.as_ref().map(|l| l.revision);
+        policy = Some(PolicyView {
+            name: governing.name_any(),
+            sharing_active: decision.sharing_active(),
+            products: governing.spec.products.clone(),
+            link,
+        });
+    }
+    // The oldest Installation of the same app environment on the same site is the one that counts.
+    let by_site = ListParams::default().fields(&format!("spec.site={}", spec.site));
+    let key = |i: &Installation| (i.metadata.creation_timestamp.clone().map(|t| t.0), i.name_any());
+    let duplicate_of = Api::<Installation>::namespaced(ctx.client.clone(), &ns)
+        .list(&by_site)
+        .await?
+        .items
+        .into_iter()
+        .filter(|o| o.spec.app_ref == spec.app_ref && o.spec.environment == spec.environment)
+        .filter(|o| o.metadata.deletion_timestamp.is_none() && o.name_any() != inst.name_any())
+        .filter(|o| key(o) < key(inst))
+        .map(|o| o.name_any())
+        .next();
+    Ok(Observed { app, policy, policy_revision, duplicate_of })
+}
+
+fn installed_version(status: &InstallationStatus) -> Option<Version> {
+    status.installed_version.as_deref().and_then(parse_version)
+}
+
+fn platform_action(inst: &Installation, app_id: &str, kind: ActionKind, version: Option<Version>) -> PlatformAction {
+    let version = version.map(|v| v.to_string());
+    PlatformAction {
+        action: kind,
+        installation: format!("{}/{}", inst.namespace().unwrap_or_default(), inst.name_any()),
+        app_id: app_id.to_string(),
+        environment: inst.spec.environment.clone(),
+        site: inst.spec.site.clone(),
+        products: inst.spec.products.clone(),
+        idempotency_key: PlatformAction::idempotency_key(
+            inst.metadata.uid.as_deref().unwrap_or_default(),
+            kind,
+            version.as_deref(),
+        ),
+        version,
+    }
+}
+
+async fn apply(inst: &Installation, ctx: &Context) -> Result<Action, Error> {
+    let observed = observe(inst, ctx).await?;
+    let facts = Facts {
+        app: observed.app.as_ref(),
+        policy: observed.policy.clone(),
+        duplicate_of: observed.duplicate_of.clone(),
+    };
+    let previous = inst.status.clone().unwrap_or_default();
+    let mut status = previous.clone();
+
+    // Decide, then act on the platform.
+    let decision = rules::decide(inst, installed_version(&status), &facts);
+    let mut platform_error = None;
+    if let (Some(app), Step::Install(to) | Step::RollOutMinor(to) | Step::UpgradeMajor(to)) =
+        (&observed.app, decision.step)
+    {
+        let kind = if matches!(decision.step, Step::Install(_)) { ActionKind::Install } else { ActionKind::Upgrade };
+        let from = status.installed_version.clone();
+        match ctx.platform.perform(&platform_action(inst, &app.spec.app_id, kind, Some(to))).await {
+            Ok(()) => {
+                status.installed_version = Some(to.to_string());
+                status.installed_major = Some(to.major);
+                let (reason, note) = match decision.step {
+                    Step::Install(_) => {
+                        status.installed_at = Some(super::now());
+                        status.link_revision = observed.policy_revision;
+                        ("Installed", format!("installed version {to} on {}", inst.spec.site))
+                    }
+                    Step::RollOutMinor(_) => {
+                        ("MinorVersionRolledOut", format!("rolled out {to} (from {})", from.unwrap_or_default()))
+                    }
+                    _ => ("Upgraded", format!("upgraded to {to} (from {})", from.unwrap_or_default())),
+                };
+                info!(installation = %inst.name_any(), site = %inst.spec.site, version = %to, reason, "platform action done");
+                publish_event(ctx, inst, false, reason, note, "Reconcile").await;
+            }
+            Err(e) => platform_error = Some((decision.step, e)),
+        }
+    }
+
+    // Report: the conditions follow from what is installed now.
+    let now_installed = rules::decide(inst, installed_version(&status), &facts);
+    let mut decided = now_installed.conditions;
+    if let Some((step, error)) = &platform_error {
+        override_with_platform_error(&mut decided, *step, &error.to_string());
+    }
+    status.available_version = now_installed.available.map(|v| v.to_string());
+    status.observed_generation = inst.metadata.generation;
+    status.conditions = conditions::merge(&previous.conditions, &decided, inst.metadata.generation, &super::now());
+    if status != previous {
+        apply_status(&ctx.client, inst, &status).await?;
+        warn_on_new_blocker(ctx, inst, &previous.conditions, &status.conditions).await;
+    }
+    // A platform failure is an error, so the object is retried with its growing backoff.
+    match platform_error {
+        Some((_, error)) => Err(error.into()),
+        None => Ok(Action::await_change()),
+    }
+}
+
+fn override_with_platform_error(decided: &mut [Decided], step: Step, message: &str) {
+    let affected: &[&str] =
+        if matches!(step, Step::Install(_)) { &[rules::INSTALLED, rules::READY] } else { &[rules::UP_TO_DATE] };
+    for d in decided.iter_mut().filter(|d| affected.contains(&d.type_)) {
+        *d = Decided::new(d.type_, false, rules::REASON_PLATFORM_ERROR, format!("{message} (retrying with backoff)"));
+    }
+}
+
+/// Records a Warning Event when the Ready condition turns False for a new reason.
+async fn warn_on_new_blocker(ctx: &Context, inst: &Installation, before: &[Condition], after: &[Condition]) {
+    let (Some(now), prev) = (conditions::find(after, rules::READY), conditions::find(before, rules::READY)) else {
+        return;
+    };
+    if now.status == crate::api::FALSE && prev.map(|p| (&p.status, &p.reason)) != Some((&now.status, &now.reason)) {
+        publish_event(ctx, inst, true, &now.reason, now.message.clone(), "Reconcile").await;
+    }
+}
+
+async fn uninstall(inst: &Installation, ctx: &Context) -> Result<Action, Error> {
+    let Some(status) = inst.status.as_ref().filter(|s| s.installed_version.is_some()) else {
+        return Ok(Action::await_change());
+    };
+    // The app's finalizer keeps it while installations exist, so it is normally still here.
+    let app_id = Api::<ForgeApp>::namespaced(ctx.client.clone(), &inst.namespace().unwrap_or_default())
+        .get_opt(&inst.spec.app_ref.name)
+        .await?
+        .map(|app| app.spec.app_id)
+        .unwrap_or_default();
+    ctx.platform.perform(&platform_action(inst, &app_id, ActionKind::Uninstall, None)).await?;
+    let note =
+        format!("uninstalled version {} from {}", status.installed_version.as_deref().unwrap_or("?"), inst.spec.site);
+    info!(installation = %inst.name_any(), site = %inst.spec.site, "uninstalled");
+    publish_event(ctx, inst, false, "Uninstalled", note, "Delete").await;
+    Ok(Action::await_change())
+}
+
+pub fn error_policy(inst: Arc<Installation>, error: &Error, ctx: Arc<Context>) -> Action {
+    retry_later(NAME, inst.as_ref(), error, &ctx)
+}
+
+fn installations_of(store: &Store<Installation>, namespace: Option<String>, app: &str) -> Vec<ObjectRef<Installation>> {
+    store
+        .state()
+        .iter()
+        .filter(|i| i.namespace() == namespace && i.spec.app_ref.name == app)
+        .map(|i| ObjectRef::from_obj(i.as_ref()))
+        .collect()
+}
+
+/// Runs the Installation controller until `shutdown` resolves. Installations are re-checked as soon
+/// as their app or its DistributionPolicy changes (watched, never polled).
+pub async fn run(
+    api: Api<Installation>,
+    apps: Api<ForgeApp>,
+    policies: Api<DistributionPolicy>,
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    use futures::StreamExt;
+    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    let (by_app, by_policy) = (controller.store(), controller.store());
+    controller
+        .watches(apps, watcher::Config::default().any_semantic(), move |app: ForgeApp| {
+            installations_of(&by_app, app.namespace(), &app.name_any())
+        })
+        .watches(policies, watcher::Config::default().any_semantic(), move |p: DistributionPolicy| {
+            installations_of(&by_policy, p.namespace(), &p.spec.app_ref.name)
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
