@@ -203,3 +203,44 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A condition of any object, as (status, reason, message).
+pub fn condition<K: serde::Serialize>(obj: &K, type_: &str) -> Option<(String, String, String)> {
+    let value = serde_json::to_value(obj).ok()?;
+    let found = value["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)?.clone();
+    let text = |k: &str| found[k].as_str().unwrap_or_default().to_string();
+    Some((text("status"), text("reason"), text("message")))
+}
+
+/// Waits until condition `type_` of `name` has `status` and `reason`, at the object's current
+/// generation, and returns the object.
+pub async fn wait_condition<K>(api: &Api<K>, name: &str, type_: &str, status: &str, reason: &str) -> K
+where
+    K: Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let what = format!("{type_}={status} ({reason})");
+    wait_for(api, name, Duration::from_secs(45), &what, |obj| {
+        let value = serde_json::to_value(obj).unwrap();
+        let current = value["status"]["observedGeneration"] == value["metadata"]["generation"];
+        current && condition(obj, type_).is_some_and(|(s, r, _)| s == status && r == reason)
+    })
+    .await
+}
+
+/// Creates an object from JSON in the test namespace.
+pub async fn create<K>(api: &Api<K>, body: serde_json::Value) -> K
+where
+    K: Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    api.create(&PostParams::default(), &serde_json::from_value(body).unwrap()).await.expect("creating a test object")
+}
+
+/// Merge-patches an object's spec.
+pub async fn patch_spec<K>(api: &Api<K>, name: &str, spec: serde_json::Value) -> K
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(name, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "spec": spec })))
+        .await
+        .expect("patching a test object")
+}

@@ -1,0 +1,371 @@
+//! End-to-end tests of distribution against a real kube-apiserver, with the operator's controllers
+//! running as the least-privilege operator identity on the embedded platform.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use forgeops::api::{DistributionPolicy, ForgeApp, Installation};
+use forgeops::platform::{ActionKind, EmbeddedPlatform, Faults};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams};
+use serde_json::{Value, json};
+use support::{TestNs, condition, create, patch_spec, wait_condition, wait_for};
+
+const WAIT: Duration = Duration::from_secs(45);
+
+fn version(major: u32, minor: u32, scopes: &[&str]) -> Value {
+    json!({"major": major, "minor": minor, "scopes": scopes, "compatibility": {"required": "jira", "optional": ["confluence"]}})
+}
+
+fn app(name: &str, environments: Value) -> Value {
+    json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": name},
+        "spec": {"appId": format!("ari:cloud:ecosystem::app/{name}"), "developerAccount": "dev@acme.example", "environments": environments}})
+}
+
+fn prod(versions: Value) -> Value {
+    json!([{"name": "production", "versions": versions}])
+}
+
+fn policy(name: &str, app: &str, sharing: &str, products: &[&str]) -> Value {
+    json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "DistributionPolicy", "metadata": {"name": name},
+        "spec": {"appRef": {"name": app}, "sharing": sharing, "products": products}})
+}
+
+fn installation(name: &str, app: &str, site: &str, extra: Value) -> Value {
+    let mut spec = json!({"appRef": {"name": app}, "site": site, "products": ["jira"]});
+    spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "Installation", "metadata": {"name": name}, "spec": spec})
+}
+
+fn installed_version(i: &Installation) -> Option<String> {
+    i.status.as_ref().and_then(|s| s.installed_version.clone())
+}
+
+fn link(p: &DistributionPolicy) -> Option<String> {
+    p.status.as_ref().and_then(|s| s.installation_link.clone())
+}
+
+async fn wait_installed(api: &Api<Installation>, name: &str, version: &str) -> Installation {
+    let i = wait_for(api, name, WAIT, &format!("installed {version}"), |i| {
+        installed_version(i).as_deref() == Some(version)
+            && condition(i, "Installed").is_some_and(|(s, _, _)| s == "True")
+            && i.status.as_ref().unwrap().observed_generation == i.metadata.generation
+    })
+    .await;
+    assert_eq!(condition(&i, "Ready").unwrap().0, "True", "{i:#?}");
+    i
+}
+
+async fn event_reasons(t: &TestNs, name: &str) -> Vec<String> {
+    let events: Api<Event> = t.api();
+    events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+async fn wait_event(t: &TestNs, name: &str, reason: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let reasons = event_reasons(t, name).await;
+        if reasons.iter().any(|r| r == reason) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no {reason} event on {name}: {reasons:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn sharing_is_active_only_for_a_deployed_unlicensed_unlisted_app() {
+    let t = TestNs::new("sharing").await;
+    let _operator = t.start_operator().await;
+    let (apps, policies): (Api<ForgeApp>, Api<DistributionPolicy>) = (t.api(), t.api());
+
+    create(&policies, policy("insights", "insights", "Enabled", &["jira"])).await;
+    let p = wait_condition(&policies, "insights", "Sharing", "False", "AppNotFound").await;
+    assert_eq!(condition(&p, "Ready").unwrap().1, "AppNotFound");
+    assert!(link(&p).is_none());
+
+    // The app appears (watched, not polled) but has nothing deployed.
+    create(&apps, app("insights", prod(json!([])))).await;
+    wait_condition(&policies, "insights", "Sharing", "False", "NotDeployed").await;
+    patch_spec(&apps, "insights", json!({"environments": prod(json!([version(1, 0, &["read:jira-work"])]))})).await;
+    let p = wait_condition(&policies, "insights", "Sharing", "True", "Active").await;
+    assert_eq!(condition(&p, "Ready").unwrap().0, "True");
+    assert!(link(&p).unwrap().starts_with("https://forgeops.dev/install/"));
+    assert_eq!(p.status.as_ref().unwrap().link_revision, Some(1));
+    wait_event(&t, "insights", "SharingEnabled").await;
+
+    // Products the app does not support.
+    patch_spec(&policies, "insights", json!({"products": ["jira", "bitbucket"]})).await;
+    let p = wait_condition(&policies, "insights", "Ready", "False", "ProductsNotSupported").await;
+    assert!(condition(&p, "Ready").unwrap().2.contains("does not support bitbucket"));
+    patch_spec(&policies, "insights", json!({"products": ["confluence"]})).await;
+    let p = wait_condition(&policies, "insights", "Ready", "False", "ProductsNotSupported").await;
+    assert!(condition(&p, "Ready").unwrap().2.contains("must include jira"));
+    patch_spec(&policies, "insights", json!({"products": ["jira", "confluence"]})).await;
+    wait_condition(&policies, "insights", "Ready", "True", "Ready").await;
+
+    // A second policy for the same app environment conflicts with the first.
+    create(&policies, policy("second", "insights", "Enabled", &["jira"])).await;
+    let second = wait_condition(&policies, "second", "Ready", "False", "Conflict").await;
+    assert!(condition(&second, "Ready").unwrap().2.contains("DistributionPolicy insights already governs"));
+    assert!(link(&second).is_none());
+
+    // Disabled by the user.
+    create(&apps, app("quiet", prod(json!([version(1, 0, &[])])))).await;
+    create(&policies, policy("quiet", "quiet", "Disabled", &["jira"])).await;
+    let p = wait_condition(&policies, "quiet", "Sharing", "False", "Disabled").await;
+    assert_eq!(condition(&p, "Ready").unwrap().0, "True", "disabled on purpose is not a problem");
+
+    // A licensed app, and a Marketplace-listed app, cannot be shared by link.
+    let mut licensed = version(1, 0, &[]);
+    licensed["licensing"] = json!(true);
+    create(&apps, app("licensed", prod(json!([licensed])))).await;
+    create(&policies, policy("licensed", "licensed", "Enabled", &["jira"])).await;
+    let p = wait_condition(&policies, "licensed", "Sharing", "False", "LicensedApp").await;
+    assert!(condition(&p, "Sharing").unwrap().2.contains("share an unlicensed copy of the app instead"));
+    let mut listed = app("listed", prod(json!([version(1, 0, &[])])));
+    listed["spec"]["listedOnMarketplace"] = json!(true);
+    create(&apps, listed).await;
+    create(&policies, policy("listed", "listed", "Enabled", &["jira"])).await;
+    wait_condition(&policies, "listed", "Sharing", "False", "ListedOnMarketplace").await;
+}
+
+#[tokio::test]
+async fn link_rotation_and_disabling_keep_existing_installs_and_stop_new_ones() {
+    let t = TestNs::new("links").await;
+    let platform = Arc::new(EmbeddedPlatform::default());
+    let _operator = t.start_operator_with(platform.clone()).await;
+    let (apps, policies, insts): (Api<ForgeApp>, Api<DistributionPolicy>, Api<Installation>) =
+        (t.api(), t.api(), t.api());
+    create(&apps, app("insights", prod(json!([version(1, 0, &["read:jira-work"])])))).await;
+    create(&policies, policy("insights", "insights", "Enabled", &["jira"])).await;
+    let p = wait_condition(&policies, "insights", "Sharing", "True", "Active").await;
+    let link1 = link(&p).unwrap();
+
+    create(&insts, installation("acme", "insights", "acme.atlassian.net", json!({"installationLink": link1}))).await;
+    let acme = wait_installed(&insts, "acme", "1.0").await;
+    assert_eq!(acme.status.as_ref().unwrap().link_revision, Some(1));
+    assert!(acme.status.as_ref().unwrap().installed_at.is_some());
+    wait_event(&t, "acme", "Installed").await;
+
+    // Rotate: a new link; the old one admits no new installation.
+    patch_spec(&policies, "insights", json!({"linkRevision": 2})).await;
+    let p = wait_for(&policies, "insights", WAIT, "link revision 2", |p| {
+        p.status.as_ref().and_then(|s| s.link_revision) == Some(2)
+    })
+    .await;
+    let link2 = link(&p).unwrap();
+    assert_ne!(link1, link2);
+    wait_event(&t, "insights", "LinkRotated").await;
+    create(&insts, installation("beta", "insights", "beta.atlassian.net", json!({"installationLink": link1}))).await;
+    let beta = wait_condition(&insts, "beta", "Installed", "False", "LinkRevoked").await;
+    assert!(condition(&beta, "Installed").unwrap().2.contains("revision 1"));
+    create(
+        &insts,
+        installation(
+            "forged",
+            "insights",
+            "forged.atlassian.net",
+            json!({"installationLink": link2.replace("revision=2", "revision=3")}),
+        ),
+    )
+    .await;
+    wait_condition(&insts, "forged", "Installed", "False", "LinkInvalid").await;
+    create(&insts, installation("nolink", "insights", "nolink.atlassian.net", json!({}))).await;
+    wait_condition(&insts, "nolink", "Installed", "False", "LinkInvalid").await;
+    patch_spec(&insts, "beta", json!({"installationLink": link2})).await;
+    wait_installed(&insts, "beta", "1.0").await;
+    assert_eq!(installed_version(&insts.get("acme").await.unwrap()).as_deref(), Some("1.0"), "acme kept working");
+
+    // Disable sharing: the link goes, new installations wait, existing ones still get new minors.
+    patch_spec(&policies, "insights", json!({"sharing": "Disabled"})).await;
+    let p = wait_condition(&policies, "insights", "Sharing", "False", "Disabled").await;
+    assert!(link(&p).is_none());
+    wait_event(&t, "insights", "SharingDisabled").await;
+    create(&insts, installation("gamma", "insights", "gamma.atlassian.net", json!({"installationLink": link2}))).await;
+    wait_condition(&insts, "gamma", "Installed", "False", "SharingDisabled").await;
+    patch_spec(
+        &apps,
+        "insights",
+        json!({"environments": prod(json!([version(1, 0, &["read:jira-work"]), version(1, 1, &["read:jira-work"])]))}),
+    )
+    .await;
+    wait_installed(&insts, "acme", "1.1").await;
+    wait_installed(&insts, "beta", "1.1").await;
+    wait_event(&t, "acme", "MinorVersionRolledOut").await;
+    assert_eq!(platform.installed_version(&format!("{}/acme", t.name)).as_deref(), Some("1.1"));
+
+    // Re-enabling restores the link of the current revision, and the waiting installation proceeds.
+    patch_spec(&policies, "insights", json!({"sharing": "Enabled"})).await;
+    let p = wait_condition(&policies, "insights", "Sharing", "True", "Active").await;
+    assert_eq!(link(&p).unwrap(), link2);
+    wait_installed(&insts, "gamma", "1.1").await;
+}
+
+#[tokio::test]
+async fn installation_reasons_before_install() {
+    let t = TestNs::new("inst-reasons").await;
+    let _operator = t.start_operator().await;
+    let (apps, insts): (Api<ForgeApp>, Api<Installation>) = (t.api(), t.api());
+
+    create(&insts, installation("early", "late-app", "early.atlassian.net", json!({}))).await;
+    wait_condition(&insts, "early", "Installed", "False", "AppNotFound").await;
+    create(&apps, app("late-app", json!([{"name": "production", "versions": [version(1, 0, &[]), version(1, 3, &[]), version(2, 0, &[])]}, {"name": "staging"}]))).await;
+    let early = wait_installed(&insts, "early", "2.0").await;
+    assert_eq!(early.status.as_ref().unwrap().available_version.as_deref(), Some("2.0"));
+    assert_eq!(condition(&early, "UpToDate").unwrap().1, "UpToDate");
+
+    create(&insts, installation("staging", "late-app", "staging.atlassian.net", json!({"environment": "staging"})))
+        .await;
+    wait_condition(&insts, "staging", "Installed", "False", "NotDeployed").await;
+
+    create(&insts, installation("pinned", "late-app", "pinned.atlassian.net", json!({"majorVersion": 1}))).await;
+    wait_installed(&insts, "pinned", "1.3").await;
+
+    create(&insts, installation("nine", "late-app", "nine.atlassian.net", json!({"majorVersion": 9}))).await;
+    wait_condition(&insts, "nine", "Ready", "False", "VersionNotDeployed").await;
+
+    create(&insts, installation("twin", "late-app", "early.atlassian.net", json!({}))).await;
+    let twin = wait_condition(&insts, "twin", "Installed", "False", "AlreadyInstalled").await;
+    assert!(condition(&twin, "Installed").unwrap().2.contains("Installation early"));
+
+    create(
+        &insts,
+        installation("wrong-products", "late-app", "products.atlassian.net", json!({"products": ["confluence"]})),
+    )
+    .await;
+    let wrong = wait_condition(&insts, "wrong-products", "Installed", "False", "IncompatibleProducts").await;
+    assert!(condition(&wrong, "Installed").unwrap().2.contains("jira"));
+
+    // With a policy for confluence too, jira alone is not enough.
+    let policies: Api<DistributionPolicy> = t.api();
+    create(&policies, policy("late-app", "late-app", "Enabled", &["jira", "confluence"])).await;
+    let p = wait_condition(&policies, "late-app", "Sharing", "True", "Active").await;
+    create(
+        &insts,
+        installation("policy-products", "late-app", "pp.atlassian.net", json!({"installationLink": link(&p).unwrap()})),
+    )
+    .await;
+    let pp = wait_condition(&insts, "policy-products", "Installed", "False", "IncompatibleProducts").await;
+    assert!(condition(&pp, "Installed").unwrap().2.contains("confluence"));
+}
+
+#[tokio::test]
+async fn major_upgrades_need_consent_for_new_permissions_and_never_go_down() {
+    let t = TestNs::new("upgrades").await;
+    let _operator = t.start_operator().await;
+    let (apps, insts): (Api<ForgeApp>, Api<Installation>) = (t.api(), t.api());
+    create(
+        &apps,
+        app(
+            "insights",
+            prod(json!([version(1, 0, &["read"]), version(2, 0, &["read"]), version(3, 0, &["read", "write"])])),
+        ),
+    )
+    .await;
+    create(&apps, app("plain", prod(json!([version(1, 0, &["read"]), version(2, 0, &["read"])])))).await;
+
+    create(&insts, installation("plain", "plain", "plain.atlassian.net", json!({"majorVersion": 1}))).await;
+    wait_installed(&insts, "plain", "1.0").await;
+    wait_condition(&insts, "plain", "UpToDate", "False", "UpgradeAvailable").await;
+
+    create(&insts, installation("acme", "insights", "acme.atlassian.net", json!({"majorVersion": 1}))).await;
+    wait_installed(&insts, "acme", "1.0").await;
+    wait_condition(&insts, "acme", "UpToDate", "False", "PermissionsOutdated").await;
+
+    patch_spec(&insts, "acme", json!({"majorVersion": 2})).await;
+    wait_installed(&insts, "acme", "2.0").await;
+    wait_event(&t, "acme", "Upgraded").await;
+
+    patch_spec(&insts, "acme", json!({"majorVersion": 3})).await;
+    let acme = wait_condition(&insts, "acme", "UpToDate", "False", "ConsentRequired").await;
+    assert!(condition(&acme, "UpToDate").unwrap().2.contains("scope write"), "{acme:#?}");
+    assert_eq!(installed_version(&acme).as_deref(), Some("2.0"), "no upgrade without consent");
+    assert_eq!(condition(&acme, "Ready").unwrap().0, "True", "an outdated installation is still Ready");
+
+    patch_spec(&insts, "acme", json!({"approvedMajor": 3})).await;
+    wait_installed(&insts, "acme", "3.0").await;
+    wait_condition(&insts, "acme", "UpToDate", "True", "UpToDate").await;
+
+    patch_spec(&insts, "acme", json!({"majorVersion": 2})).await;
+    let acme = wait_condition(&insts, "acme", "UpToDate", "False", "DowngradeNotAllowed").await;
+    assert_eq!(installed_version(&acme).as_deref(), Some("3.0"));
+
+    // The ForgeApp counts installations per version.
+    let insights = wait_for(&apps, "insights", WAIT, "installation counts", |a| {
+        a.status.as_ref().is_some_and(|s| s.environments[0].installed_versions.iter().any(|v| v.version == "3.0"))
+    })
+    .await;
+    assert_eq!(insights.status.unwrap().installations, Some(1));
+}
+
+#[tokio::test]
+async fn a_failing_site_reports_platform_errors_and_recovers_when_the_fault_is_lifted() {
+    let t = TestNs::new("faults").await;
+    let faults = Faults { fail_sites: ["bad.atlassian.net".to_string()].into(), ..Default::default() };
+    let platform = Arc::new(EmbeddedPlatform::new(faults));
+    let _operator = t.start_operator_with(platform.clone()).await;
+    let (apps, insts): (Api<ForgeApp>, Api<Installation>) = (t.api(), t.api());
+    create(&apps, app("insights", prod(json!([version(1, 0, &[])])))).await;
+    for site in ["good1", "bad", "good2"] {
+        create(&insts, installation(site, "insights", &format!("{site}.atlassian.net"), json!({}))).await;
+    }
+    wait_installed(&insts, "good1", "1.0").await;
+    wait_installed(&insts, "good2", "1.0").await;
+    let bad = wait_condition(&insts, "bad", "Installed", "False", "PlatformError").await;
+    assert!(condition(&bad, "Installed").unwrap().2.contains("injected fault"));
+    assert_eq!(condition(&bad, "Ready").unwrap().1, "PlatformError");
+
+    platform.set_faults(Faults::default());
+    wait_installed(&insts, "bad", "1.0").await;
+    let installs = platform.performed().iter().filter(|a| a.action == ActionKind::Install).count();
+    assert_eq!(installs, 3, "each site installed once");
+}
+
+#[tokio::test]
+async fn deleting_uninstalls_first_and_an_app_waits_for_its_installations() {
+    let t = TestNs::new("deletion").await;
+    let platform = Arc::new(EmbeddedPlatform::default());
+    let _operator = t.start_operator_with(platform.clone()).await;
+    let (apps, insts): (Api<ForgeApp>, Api<Installation>) = (t.api(), t.api());
+    create(&apps, app("insights", prod(json!([version(1, 0, &[])])))).await;
+    create(&insts, installation("acme", "insights", "acme.atlassian.net", json!({}))).await;
+    wait_installed(&insts, "acme", "1.0").await;
+
+    // Removing the environment that the installation uses is reported, not silently accepted.
+    patch_spec(&apps, "insights", json!({"environments": [{"name": "staging"}]})).await;
+    let a = wait_condition(&apps, "insights", "Ready", "False", "InstallationsExist").await;
+    assert!(condition(&a, "Ready").unwrap().2.contains("environment production was removed"));
+    patch_spec(&apps, "insights", json!({"environments": prod(json!([version(1, 0, &[])]))})).await;
+    wait_condition(&apps, "insights", "Ready", "True", "Ready").await;
+
+    // The app is held while the installation exists.
+    apps.delete("insights", &DeleteParams::default()).await.unwrap();
+    let a = wait_for(&apps, "insights", WAIT, "InstallationsExist on delete", |a| {
+        condition(a, "Ready").is_some_and(|(s, r, _)| s == "False" && r == "InstallationsExist")
+    })
+    .await;
+    assert!(a.metadata.deletion_timestamp.is_some());
+
+    insts.delete("acme", &DeleteParams::default()).await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while insts.get_opt("acme").await.unwrap().is_some() || apps.get_opt("insights").await.unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "the installation and the app were not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let uninstalls: Vec<_> = platform.performed().into_iter().filter(|a| a.action == ActionKind::Uninstall).collect();
+    assert_eq!(uninstalls.len(), 1);
+    assert_eq!(uninstalls[0].site, "acme.atlassian.net");
+    assert_eq!(platform.installed_version(&format!("{}/acme", t.name)), None);
+    wait_event(&t, "acme", "Uninstalled").await;
+}
