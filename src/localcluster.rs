@@ -249,6 +249,11 @@ impl LocalCluster {
         };
         std::fs::write(cluster.kubeconfig_path(), cluster.kubeconfig_yaml(&cluster.admin_token, "admin"))
             .map_err(io("writing the kubeconfig"))?;
+        std::fs::write(
+            cluster.operator_kubeconfig_path(),
+            cluster.kubeconfig_yaml(&cluster.operator_token, OPERATOR_USER),
+        )
+        .map_err(io("writing the operator kubeconfig"))?;
         cluster.wait_ready().await?;
         Ok(cluster)
     }
@@ -291,6 +296,11 @@ impl LocalCluster {
     /// A kubeconfig file for the cluster admin, for kubectl.
     pub fn kubeconfig_path(&self) -> PathBuf {
         self.dir.join("kubeconfig")
+    }
+
+    /// A kubeconfig file for the operator's own identity (see [`LocalCluster::operator_config`]).
+    pub fn operator_kubeconfig_path(&self) -> PathBuf {
+        self.dir.join("kubeconfig-operator")
     }
 
     fn kubeconfig_yaml(&self, token: &str, user: &str) -> String {

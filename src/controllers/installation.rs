@@ -116,18 +116,36 @@ fn platform_action(inst: &Installation, app_id: &str, kind: ActionKind, version:
     }
 }
 
-async fn apply(inst: &Installation, ctx: &Context) -> Result<Action, Error> {
-    let observed = observe(inst, ctx).await?;
+async fn apply(cached: &Installation, ctx: &Context) -> Result<Action, Error> {
+    let observed = observe(cached, ctx).await?;
     let facts = Facts {
         app: observed.app.as_ref(),
         policy: observed.policy.clone(),
         duplicate_of: observed.duplicate_of.clone(),
     };
+    // The watch cache can lag behind our own last status write. Before acting on the platform, make
+    // sure the decision rests on the latest record, so a cached, stale status never repeats an action.
+    let fresh;
+    let mut inst = cached;
+    if rules::decide(cached, cached.status.as_ref().and_then(installed_version), &facts).step != Step::Nothing {
+        let api: Api<Installation> = Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+        fresh = api.get(&cached.name_any()).await?;
+        inst = &fresh;
+    }
+    act_and_report(inst, &observed, &facts, ctx).await
+}
+
+async fn act_and_report(
+    inst: &Installation,
+    observed: &Observed,
+    facts: &Facts<'_>,
+    ctx: &Context,
+) -> Result<Action, Error> {
     let previous = inst.status.clone().unwrap_or_default();
     let mut status = previous.clone();
 
     // Decide, then act on the platform.
-    let decision = rules::decide(inst, installed_version(&status), &facts);
+    let decision = rules::decide(inst, installed_version(&status), facts);
     let mut platform_error = None;
     if let (Some(app), Step::Install(to) | Step::RollOutMinor(to) | Step::UpgradeMajor(to)) =
         (&observed.app, decision.step)
@@ -157,7 +175,7 @@ async fn apply(inst: &Installation, ctx: &Context) -> Result<Action, Error> {
     }
 
     // Report: the conditions follow from what is installed now.
-    let now_installed = rules::decide(inst, installed_version(&status), &facts);
+    let now_installed = rules::decide(inst, installed_version(&status), facts);
     let mut decided = now_installed.conditions;
     if let Some((step, error)) = &platform_error {
         override_with_platform_error(&mut decided, *step, &error.to_string());

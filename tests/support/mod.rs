@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod endpoint;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -23,6 +25,7 @@ pub struct Shared {
     pub admin: Config,
     pub operator: Config,
     pub kubeconfig: PathBuf,
+    pub operator_kubeconfig: PathBuf,
     pub kubectl: PathBuf,
 }
 
@@ -56,6 +59,7 @@ pub fn shared() -> &'static Shared {
                     admin: cluster.admin_config(),
                     operator: cluster.operator_config(),
                     kubeconfig: cluster.kubeconfig_path(),
+                    operator_kubeconfig: cluster.operator_kubeconfig_path(),
                     kubectl: localcluster::binaries().unwrap().join("kubectl"),
                 };
                 *CLUSTER.lock().unwrap() = Some(cluster);
@@ -145,7 +149,7 @@ impl TestNs {
 
 impl TestNs {
     /// Binds the operator's own-namespace role (from `deploy/rbac.yaml`) in this namespace.
-    async fn grant_operator_own_namespace(&self) {
+    pub async fn grant_operator_own_namespace(&self) {
         let binding: RoleBinding = serde_json::from_value(serde_json::json!({
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
