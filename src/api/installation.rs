@@ -109,4 +109,31 @@ pub struct InstallationStatus {
     /// The revision of the installation link the site was installed with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_revision: Option<i64>,
+
+    /// The BulkUpgrade that last took this installation in hand, and how that went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk_upgrade: Option<BulkUpgradeRecord>,
+}
+
+/// What a BulkUpgrade did to one installation. Bulk upgrade counts are derived from these records,
+/// so they stay exact across operator restarts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkUpgradeRecord {
+    /// The BulkUpgrade's name.
+    pub name: String,
+    /// The BulkUpgrade's UID.
+    pub uid: String,
+    /// `Upgraded` or `Failed`.
+    pub outcome: BulkUpgradeOutcome,
+    /// What the platform said, for a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// How a bulk upgrade of one installation ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum BulkUpgradeOutcome {
+    Upgraded,
+    Failed,
 }
