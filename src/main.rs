@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use forgeops::controllers::bulk_upgrade::Limits;
 use forgeops::platform::{EmbeddedPlatform, Faults, HttpPlatform, Platform};
 use forgeops::telemetry::{self, LogFormat, Metrics};
 use forgeops::{api, localcluster, operator};
@@ -74,6 +75,12 @@ struct RunArgs {
     /// HTTP platform: attempts per action before it is reported as failed.
     #[arg(long, default_value_t = 4)]
     platform_attempts: u32,
+    /// At most this many bulk upgrades run at once, across every namespace the operator watches.
+    #[arg(long, env = "FORGEOPS_MAX_RUNNING_BULK_UPGRADES", default_value_t = 3)]
+    max_running_bulk_upgrades: u32,
+    /// Seconds after which a concurrency Lease whose holder stopped renewing it is taken over.
+    #[arg(long, default_value_t = 30)]
+    lease_duration_secs: u64,
     /// Embedded platform: latency added to every action, in milliseconds.
     #[arg(long, default_value_t = 0)]
     embedded_latency_ms: u64,
@@ -119,6 +126,10 @@ impl RunArgs {
             namespace: self.namespace.clone(),
             metrics_addr: Some(self.metrics_addr),
             instance: self.instance.clone(),
+            bulk_limits: Limits {
+                global: self.max_running_bulk_upgrades,
+                lease_duration: Duration::from_secs(self.lease_duration_secs),
+            },
         })
     }
 }

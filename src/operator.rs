@@ -7,7 +7,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use kube::{Api, Client};
 use tracing::info;
 
-use crate::api::{DistributionPolicy, ForgeApp, GROUP, Installation};
+use crate::api::{BulkUpgrade, DistributionPolicy, ForgeApp, GROUP, Installation};
 use crate::controllers::{self, Context};
 use crate::platform::Platform;
 use crate::telemetry::Metrics;
@@ -41,6 +41,8 @@ pub struct Settings {
     pub metrics_addr: Option<SocketAddr>,
     /// This replica's name, for Events (the pod name in a Deployment).
     pub instance: Option<String>,
+    /// Bulk upgrade concurrency limits.
+    pub bulk_limits: controllers::bulk_upgrade::Limits,
 }
 
 /// Checks that the API server serves every forgeops resource, using discovery (which needs no
@@ -99,7 +101,14 @@ pub async fn run(
             api(&client, ns),
             api::<ForgeApp>(&client, ns),
             api::<DistributionPolicy>(&client, ns),
+            ctx.clone(),
+            shutdown.clone()
+        ),
+        controllers::bulk_upgrade::run(
+            api::<BulkUpgrade>(&client, ns),
+            api::<ForgeApp>(&client, ns),
             ctx,
+            settings.bulk_limits,
             shutdown
         ),
     );

@@ -15,7 +15,7 @@ use kube::{Api, ResourceExt};
 use tracing::info;
 
 use super::forge_app::parse_version;
-use super::{Context, Error, apply_status, instrumented, publish_event, retry_later};
+use super::{Context, Error, apply_status_guarded, instrumented, publish_event, retry_later};
 use crate::api::{DistributionPolicy, ForgeApp, Installation, InstallationStatus};
 use crate::platform::{Action as PlatformAction, ActionKind};
 use crate::rules::conditions::{self, Decided};
@@ -98,7 +98,12 @@ fn installed_version(status: &InstallationStatus) -> Option<Version> {
     status.installed_version.as_deref().and_then(parse_version)
 }
 
-fn platform_action(inst: &Installation, app_id: &str, kind: ActionKind, version: Option<Version>) -> PlatformAction {
+pub(crate) fn platform_action(
+    inst: &Installation,
+    app_id: &str,
+    kind: ActionKind,
+    version: Option<Version>,
+) -> PlatformAction {
     let version = version.map(|v| v.to_string());
     PlatformAction {
         action: kind,
@@ -184,7 +189,7 @@ async fn act_and_report(
     status.observed_generation = inst.metadata.generation;
     status.conditions = conditions::merge(&previous.conditions, &decided, inst.metadata.generation, &super::now());
     if status != previous {
-        apply_status(&ctx.client, inst, &status).await?;
+        apply_status_guarded(&ctx.client, inst, &status).await?;
         warn_on_new_blocker(ctx, inst, &previous.conditions, &status.conditions).await;
     }
     // A platform failure is an error, so the object is retried with its growing backoff.

@@ -1,6 +1,7 @@
 //! Controllers: each observes its objects, asks `crate::rules` what should be, acts, and reports
 //! status. Shared plumbing (context, per-object backoff, status writes, events) lives here.
 
+pub mod bulk_upgrade;
 pub mod distribution_policy;
 pub mod forge_app;
 pub mod installation;
@@ -189,6 +190,29 @@ where
     let body = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    Ok(())
+}
+
+/// [`apply_status`], but only if the object is unchanged since it was read (its resourceVersion is
+/// sent as a precondition; a change answers 409 Conflict). Used where two controllers write the
+/// same status (Installation: its own controller and bulk upgrades), so neither overwrites the
+/// other's record with a stale copy.
+pub async fn apply_status_guarded<K, S>(client: &Client, obj: &K, status: &S) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"resourceVersion": obj.resource_version()},
         "status": status,
     });
     api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;

@@ -307,3 +307,148 @@ mod tests {
         assert_eq!((c.pending, c.unprocessed, c.upgraded), (vec!["i1".to_string()], 3, 1));
     }
 }
+
+pub mod states {
+    //! The conditions a BulkUpgrade reports in each state, following the kstatus conventions so
+    //! that `kubectl wait --for=condition=Complete` and GitOps health checks work.
+
+    use crate::api::BulkUpgradeState;
+    use crate::rules::conditions::Decided;
+
+    /// What is known beyond the state.
+    pub struct Situation<'a> {
+        /// The first failed eligibility rule and its detail.
+        pub ineligible: Option<(&'a str, &'a str)>,
+        /// Why admission waits, and for whom.
+        pub waiting: Option<(&'a str, &'a str)>,
+        pub summary: String,
+    }
+
+    pub fn conditions(state: BulkUpgradeState, s: &Situation) -> Vec<Decided> {
+        use BulkUpgradeState::*;
+        let summary = s.summary.clone();
+        let eligible = match s.ineligible {
+            Some((reason, detail)) => Decided::new("Eligible", false, reason, detail),
+            None => Decided::new(
+                "Eligible",
+                true,
+                "Eligible",
+                "the target major adds no scope or egress and keeps licensing",
+            ),
+        };
+        let (admitted, progressing, complete, ready, reconciling, stalled) = match state {
+            Ineligible => {
+                let (reason, detail) = s.ineligible.unwrap_or(("Ineligible", ""));
+                (
+                    (false, "Ineligible", "not admitted: the upgrade is ineligible".to_string()),
+                    (false, "Ineligible", detail.to_string()),
+                    (false, "Ineligible", detail.to_string()),
+                    (false, reason, detail.to_string()),
+                    (false, "Ineligible", "nothing to do until the app changes".to_string()),
+                    (true, reason, detail.to_string()),
+                )
+            }
+            Pending | Queued => {
+                let (reason, whom) = s.waiting.unwrap_or(("Pending", ""));
+                let waiting = format!("waiting for {whom}");
+                (
+                    (false, reason, waiting.clone()),
+                    (false, "Queued", waiting.clone()),
+                    (false, "Queued", waiting.clone()),
+                    (false, "Queued", waiting.clone()),
+                    (true, "Queued", waiting),
+                    (false, "Queued", String::new()),
+                )
+            }
+            Running => (
+                (true, "Admitted", "holding the concurrency Leases".to_string()),
+                (true, "Running", summary.clone()),
+                (false, "Running", summary.clone()),
+                (false, "Running", summary.clone()),
+                (true, "Running", summary.clone()),
+                (false, "Running", String::new()),
+            ),
+            Paused => (
+                (true, "Admitted", "holding the concurrency Leases while paused".to_string()),
+                (false, "Paused", summary.clone()),
+                (false, "Paused", summary.clone()),
+                (false, "Paused", summary.clone()),
+                (false, "Paused", summary.clone()),
+                (false, "Paused", String::new()),
+            ),
+            Complete => (
+                (false, "Finished", "the Leases were released".to_string()),
+                (false, "Complete", summary.clone()),
+                (true, "Complete", summary.clone()),
+                (true, "Complete", summary.clone()),
+                (false, "Complete", summary.clone()),
+                (false, "Complete", String::new()),
+            ),
+            Cancelled => (
+                (false, "Finished", "the Leases were released".to_string()),
+                (false, "Cancelled", summary.clone()),
+                (false, "Cancelled", summary.clone()),
+                (false, "Cancelled", summary.clone()),
+                (false, "Cancelled", summary.clone()),
+                (false, "Cancelled", String::new()),
+            ),
+            Failed => (
+                (false, "Finished", "the Leases were released".to_string()),
+                (false, "MaxFailuresExceeded", summary.clone()),
+                (false, "MaxFailuresExceeded", summary.clone()),
+                (false, "MaxFailuresExceeded", summary.clone()),
+                (false, "MaxFailuresExceeded", summary.clone()),
+                (true, "MaxFailuresExceeded", summary.clone()),
+            ),
+        };
+        let d =
+            |t: &'static str, (status, reason, message): (bool, &str, String)| Decided::new(t, status, reason, message);
+        vec![
+            eligible,
+            d("Admitted", admitted),
+            d("Progressing", progressing),
+            d("Complete", complete),
+            d("Ready", ready),
+            d("Reconciling", reconciling),
+            d("Stalled", stalled),
+        ]
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn of(
+            state: BulkUpgradeState,
+            ineligible: Option<(&str, &str)>,
+            waiting: Option<(&str, &str)>,
+        ) -> Vec<(&'static str, bool, String)> {
+            conditions(state, &Situation { ineligible, waiting, summary: "1/2 upgraded".into() })
+                .into_iter()
+                .map(|c| (c.type_, c.status, c.reason))
+                .collect()
+        }
+
+        fn get(cs: &[(&'static str, bool, String)], t: &str) -> (bool, String) {
+            cs.iter().find(|c| c.0 == t).map(|c| (c.1, c.2.clone())).unwrap()
+        }
+
+        #[test]
+        fn kstatus_conventions_per_state() {
+            let c = of(BulkUpgradeState::Ineligible, Some(("AddsScopes", "adds scope x")), None);
+            assert_eq!(get(&c, "Eligible"), (false, "AddsScopes".into()));
+            assert_eq!(get(&c, "Stalled"), (true, "AddsScopes".into()));
+            let c = of(BulkUpgradeState::Queued, None, Some(("EnvironmentBusy", "ns/first")));
+            assert_eq!(get(&c, "Admitted"), (false, "EnvironmentBusy".into()));
+            assert_eq!(get(&c, "Reconciling"), (true, "Queued".into()));
+            let c = of(BulkUpgradeState::Running, None, None);
+            assert_eq!(get(&c, "Progressing"), (true, "Running".into()));
+            assert_eq!(get(&c, "Reconciling").0, true);
+            let c = of(BulkUpgradeState::Complete, None, None);
+            assert_eq!((get(&c, "Complete").0, get(&c, "Ready").0, get(&c, "Reconciling").0), (true, true, false));
+            let c = of(BulkUpgradeState::Failed, None, None);
+            assert_eq!(get(&c, "Stalled"), (true, "MaxFailuresExceeded".into()));
+            assert_eq!(get(&c, "Complete").0, false);
+        }
+    }
+}

@@ -94,6 +94,8 @@ async fn bind_operator_user(client: &Client) {
 pub struct TestNs {
     pub name: String,
     pub client: Client,
+    /// The bulk upgrade limits the operator of this namespace runs with.
+    pub bulk_limits: forgeops::controllers::bulk_upgrade::Limits,
 }
 
 impl TestNs {
@@ -106,7 +108,7 @@ impl TestNs {
             .create(&PostParams::default(), &ns)
             .await
             .expect("creating the test namespace");
-        TestNs { name, client }
+        TestNs { name, client, bulk_limits: Default::default() }
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -135,6 +137,7 @@ impl TestNs {
             namespace: Some(self.name.clone()),
             metrics_addr: None,
             instance: Some("test".into()),
+            bulk_limits: self.bulk_limits,
         };
         let task_metrics = metrics.clone();
         let task = tokio::spawn(async move {
