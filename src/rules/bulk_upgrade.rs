@@ -443,12 +443,12 @@ pub mod states {
             assert_eq!(get(&c, "Reconciling"), (true, "Queued".into()));
             let c = of(BulkUpgradeState::Running, None, None);
             assert_eq!(get(&c, "Progressing"), (true, "Running".into()));
-            assert_eq!(get(&c, "Reconciling").0, true);
+            assert!(get(&c, "Reconciling").0);
             let c = of(BulkUpgradeState::Complete, None, None);
             assert_eq!((get(&c, "Complete").0, get(&c, "Ready").0, get(&c, "Reconciling").0), (true, true, false));
             let c = of(BulkUpgradeState::Failed, None, None);
             assert_eq!(get(&c, "Stalled"), (true, "MaxFailuresExceeded".into()));
-            assert_eq!(get(&c, "Complete").0, false);
+            assert!(!get(&c, "Complete").0);
         }
     }
 }
