@@ -4,6 +4,7 @@
 //! own records, so a restart at any instant neither repeats nor forgets an upgrade.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -248,9 +249,13 @@ async fn release_all(ctx: &Context, holder: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// The Lease that admits one running bulk upgrade per app environment.
+pub fn env_lease_name(namespace: &str, app: &str, environment: &str) -> String {
+    leases::lease_name("forgeops-bulkupgrade-env", &format!("{namespace}/{app}/{environment}"))
+}
+
 fn env_lease(bu: &BulkUpgrade) -> String {
-    let key = format!("{}/{}/{}", bu.namespace().unwrap_or_default(), bu.spec.app_ref.name, bu.spec.environment);
-    leases::lease_name("forgeops-bulkupgrade-env", &key)
+    env_lease_name(&bu.namespace().unwrap_or_default(), &bu.spec.app_ref.name, &bu.spec.environment)
 }
 
 fn account_lease(account: &str) -> String {
@@ -364,29 +369,42 @@ async fn run_wave(bu: &BulkUpgrade, app: &ForgeApp, ctx: &Context, counted: &Cen
     };
     let concurrency = bu.spec.max_concurrent.max(1) as usize;
     let wave: Vec<String> = counted.pending.iter().take(concurrency * 4).cloned().collect();
+    // Failures so far, so that no new upgrade starts once there are more than maxFailures.
+    let failed = AtomicU32::new(counted.failed);
+    let (failed, max_failures) = (&failed, bu.spec.max_failures);
     let results: Vec<Result<(), Error>> = futures::stream::iter(wave)
-        .map(|name| async move { upgrade_one(bu, app, ctx, &name, target).await })
+        .map(|name| async move {
+            if max_failures.is_some_and(|max| failed.load(Ordering::SeqCst) > max) {
+                return Ok(());
+            }
+            let outcome = upgrade_one(bu, app, ctx, &name, target).await;
+            if matches!(outcome, Ok(Some(BulkUpgradeOutcome::Failed))) {
+                failed.fetch_add(1, Ordering::SeqCst);
+            }
+            outcome.map(|_| ())
+        })
         .buffer_unordered(concurrency)
         .collect()
         .await;
     results.into_iter().collect()
 }
 
+/// Upgrades one installation; returns the outcome it recorded, if it recorded one.
 async fn upgrade_one(
     bu: &BulkUpgrade,
     app: &ForgeApp,
     ctx: &Context,
     name: &str,
     target: Version,
-) -> Result<(), Error> {
+) -> Result<Option<BulkUpgradeOutcome>, Error> {
     let api: Api<Installation> = Api::namespaced(ctx.client.clone(), &bu.namespace().unwrap_or_default());
     // Re-read: the record, not a cache, says whether this installation still needs upgrading.
-    let Some(inst) = api.get_opt(name).await? else { return Ok(()) };
+    let Some(inst) = api.get_opt(name).await? else { return Ok(None) };
     let mut status = inst.status.clone().unwrap_or_default();
     if status.installed_major != Some(bu.spec.from_major)
         || status.bulk_upgrade.as_ref().is_some_and(|r| r.uid == uid(bu))
     {
-        return Ok(());
+        return Ok(None);
     }
     let action = platform_action(&inst, &app.spec.app_id, ActionKind::Upgrade, Some(target));
     let record = |outcome, message| Some(BulkUpgradeRecord { name: bu.name_any(), uid: uid(bu), outcome, message });
@@ -398,14 +416,17 @@ async fn upgrade_one(
             let note = format!("upgraded to {target} by BulkUpgrade {}", bu.name_any());
             if write_installation(ctx, &inst, &status).await? {
                 publish_event(ctx, &inst, false, "Upgraded", note, "BulkUpgrade").await;
+                return Ok(Some(BulkUpgradeOutcome::Upgraded));
             }
         }
         Err(e) => {
             status.bulk_upgrade = record(BulkUpgradeOutcome::Failed, Some(e.to_string()));
-            write_installation(ctx, &inst, &status).await?;
+            if write_installation(ctx, &inst, &status).await? {
+                return Ok(Some(BulkUpgradeOutcome::Failed));
+            }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Writes an installation's status unless it changed since it was read (then the next wave sees
