@@ -320,22 +320,29 @@ async fn claim_slot(
 }
 
 /// An older, eligible upgrade still waiting for the same environment or account, or (when this one
-/// would take a global slot) one waiting only for a slot.
+/// would take a global slot) one waiting only for a slot. "Older" means created in an earlier
+/// second: creation timestamps have one-second precision, so upgrades created in the same second
+/// have no order and simply race for the Leases.
 async fn older_waiting(
     bu: &BulkUpgrade,
     account: &str,
     bctx: &BulkContext,
 ) -> Result<Option<(&'static str, String)>, Error> {
-    let key = |b: &BulkUpgrade| (b.metadata.creation_timestamp.clone().map(|t| t.0), uid(b));
+    let created = |b: &BulkUpgrade| b.metadata.creation_timestamp.clone().map(|t| t.0);
     let waiting = |b: &BulkUpgrade| {
         let s = b.status.as_ref().and_then(|s| s.state).unwrap_or_default();
         matches!(s, BulkUpgradeState::Queued | BulkUpgradeState::Pending)
             && !b.spec.cancelled
             && b.metadata.deletion_timestamp.is_none()
     };
-    let mut older: Vec<Arc<BulkUpgrade>> =
-        bctx.upgrades.state().into_iter().filter(|o| uid(o) != uid(bu) && waiting(o) && key(o) < key(bu)).collect();
-    older.sort_by_key(|o| key(o));
+    let Some(mine) = created(bu) else { return Ok(None) };
+    let mut older: Vec<Arc<BulkUpgrade>> = bctx
+        .upgrades
+        .state()
+        .into_iter()
+        .filter(|o| uid(o) != uid(bu) && waiting(o) && created(o).is_some_and(|c| c < mine))
+        .collect();
+    older.sort_by_key(|o| created(o));
     for other in older {
         if other.namespace() == bu.namespace()
             && other.spec.app_ref == bu.spec.app_ref
