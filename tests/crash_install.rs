@@ -4,36 +4,15 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use forgeops::api::{ForgeApp, Installation};
-use forgeops::localcluster::KeptProcess;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use serde_json::json;
 use support::endpoint::Endpoint;
-use support::{TestNs, create, shared};
+use support::{TestNs, create, kill_hard};
 
 const SITES: usize = 100;
-const PLATFORM_KEY: &[u8] = b"a platform key of thirty-two bytes or more";
-
-fn start_operator(t: &TestNs, endpoint: &Endpoint, run: usize) -> KeptProcess {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_forgeops"));
-    cmd.args(["run", "--namespace", &t.name, "--operator-namespace", &t.name, "--platform", "http"])
-        .args([
-            "--platform-url",
-            &endpoint.url,
-            "--platform-secret",
-            "forgeops-platform",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .env("KUBECONFIG", &shared().operator_kubeconfig)
-        .env("RUST_LOG", "info");
-    let log = std::env::temp_dir().join(format!("forgeops-crash-install-{}-{run}.log", std::process::id()));
-    KeptProcess::spawn("forgeops", cmd, &log).expect("starting the operator")
-}
 
 async fn installed(insts: &Api<Installation>) -> usize {
     let list = insts.list(&ListParams::default()).await.unwrap().items;
@@ -43,15 +22,9 @@ async fn installed(insts: &Api<Installation>) -> usize {
 #[tokio::test]
 async fn sigkill_while_installing_100_sites_installs_each_exactly_once() {
     let t = TestNs::new("crash-install").await;
-    t.grant_operator_own_namespace().await;
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "forgeops-platform"},
-        "stringData": {"hmac-key": String::from_utf8_lossy(PLATFORM_KEY)},
-    }))
-    .unwrap();
-    t.api::<Secret>().create(&Default::default(), &secret).await.unwrap();
+    t.prepare_http_platform().await;
     // 50 ms to 1.5 s per site, so that at any moment some sites are done and others in flight.
-    let endpoint = Endpoint::start(PLATFORM_KEY, Duration::from_millis(50), Duration::from_millis(1450)).await;
+    let endpoint = Endpoint::start(support::PLATFORM_KEY, Duration::from_millis(50), Duration::from_millis(1450)).await;
 
     let apps: Api<ForgeApp> = t.api();
     create(
@@ -68,23 +41,18 @@ async fn sigkill_while_installing_100_sites_installs_each_exactly_once() {
         .await;
     }
 
-    let first = start_operator(&t, &endpoint, 1);
+    let first = t.spawn_operator_process(&endpoint.url, 1);
     let deadline = Instant::now() + Duration::from_secs(60);
     while endpoint.performed("install").len() < 20 {
         assert!(Instant::now() < deadline, "the operator installed nothing:\n{}", first.log_tail());
         assert!(!first.has_exited(), "the operator exited:\n{}", first.log_tail());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    first.signal(libc::SIGKILL);
-    let killed_at = Instant::now();
-    while !first.has_exited() {
-        assert!(killed_at.elapsed() < Duration::from_secs(10), "SIGKILL did not stop the operator");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    kill_hard(&first).await;
     let recorded_before_restart = installed(&insts).await;
     assert!(recorded_before_restart < SITES, "the kill came too late to test anything");
 
-    let second = start_operator(&t, &endpoint, 2);
+    let second = t.spawn_operator_process(&endpoint.url, 2);
     let deadline = Instant::now() + Duration::from_secs(120);
     while installed(&insts).await < SITES {
         assert!(Instant::now() < deadline, "not every site was installed:\n{}", second.log_tail());

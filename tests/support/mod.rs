@@ -251,3 +251,42 @@ where
         .await
         .expect("patching a test object")
 }
+
+/// The key the tests' HTTP platform endpoint and the operator share.
+pub const PLATFORM_KEY: &[u8] = b"a platform key of thirty-two bytes or more";
+
+impl TestNs {
+    /// Prepares this namespace for an operator process on the HTTP platform: its own-namespace
+    /// rights and the platform key Secret.
+    pub async fn prepare_http_platform(&self) {
+        self.grant_operator_own_namespace().await;
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "forgeops-platform"},
+            "stringData": {"hmac-key": String::from_utf8_lossy(PLATFORM_KEY)},
+        }))
+        .unwrap();
+        self.api::<k8s_openapi::api::core::v1::Secret>().create(&PostParams::default(), &secret).await.unwrap();
+    }
+
+    /// Starts the operator binary as a separate process, watching this namespace as the operator
+    /// identity and acting through the HTTP platform at `url`. It dies with the test process.
+    pub fn spawn_operator_process(&self, url: &str, run: usize) -> forgeops::localcluster::KeptProcess {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_forgeops"));
+        cmd.args(["run", "--namespace", &self.name, "--operator-namespace", &self.name, "--platform", "http"])
+            .args(["--platform-url", url, "--platform-secret", "forgeops-platform", "--metrics-addr", "127.0.0.1:0"])
+            .env("KUBECONFIG", &shared().operator_kubeconfig)
+            .env("RUST_LOG", "info");
+        let log = std::env::temp_dir().join(format!("forgeops-{}-{}-{run}.log", self.name, std::process::id()));
+        forgeops::localcluster::KeptProcess::spawn("forgeops", cmd, &log).expect("starting the operator")
+    }
+}
+
+/// Sends SIGKILL to a process and waits until it is gone.
+pub async fn kill_hard(process: &forgeops::localcluster::KeptProcess) {
+    process.signal(libc::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !process.has_exited() {
+        assert!(Instant::now() < deadline, "SIGKILL did not stop the process");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
