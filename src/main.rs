@@ -78,6 +78,9 @@ struct RunArgs {
     /// At most this many bulk upgrades run at once, across every namespace the operator watches.
     #[arg(long, env = "FORGEOPS_MAX_RUNNING_BULK_UPGRADES", default_value_t = 3)]
     max_running_bulk_upgrades: u32,
+    /// Run the controllers only in the replica that holds the leader Lease (for more than one replica).
+    #[arg(long, env = "FORGEOPS_LEADER_ELECT")]
+    leader_elect: bool,
     /// Seconds after which a concurrency Lease whose holder stopped renewing it is taken over.
     #[arg(long, default_value_t = 30)]
     lease_duration_secs: u64,
@@ -126,6 +129,7 @@ impl RunArgs {
             namespace: self.namespace.clone(),
             metrics_addr: Some(self.metrics_addr),
             instance: self.instance.clone(),
+            leader_election: self.leader_elect.then(|| Duration::from_secs(self.lease_duration_secs.clamp(3, 60))),
             bulk_limits: Limits {
                 global: self.max_running_bulk_upgrades,
                 lease_duration: Duration::from_secs(self.lease_duration_secs),

@@ -9,8 +9,11 @@ use tracing::info;
 
 use crate::api::{BulkUpgrade, DistributionPolicy, ForgeApp, GROUP, Installation};
 use crate::controllers::{self, Context};
+use crate::leases::{self, Claim, Holder};
 use crate::platform::Platform;
 use crate::telemetry::Metrics;
+use k8s_openapi::api::coordination::v1::Lease;
+use std::time::Duration;
 
 /// The plural resource names the operator needs served.
 pub const RESOURCES: [&str; 4] = ["forgeapps", "distributionpolicies", "installations", "bulkupgrades"];
@@ -43,7 +46,12 @@ pub struct Settings {
     pub instance: Option<String>,
     /// Bulk upgrade concurrency limits.
     pub bulk_limits: controllers::bulk_upgrade::Limits,
+    /// Run the controllers only while holding the leader Lease, with this lease duration.
+    pub leader_election: Option<Duration>,
 }
+
+/// The Lease (in the operator namespace) that elects the one replica that runs the controllers.
+pub const LEADER_LEASE: &str = "forgeops-operator-leader";
 
 /// Checks that the API server serves every forgeops resource, using discovery (which needs no
 /// extra RBAC), so a missing CRD is a clear start-up error rather than a stream of watch failures.
@@ -80,6 +88,35 @@ pub async fn run(
     if let Some(addr) = settings.metrics_addr {
         serve_metrics(addr, metrics.clone(), shutdown.clone()).await?;
     }
+    let leadership = match settings.leader_election {
+        Some(duration) => {
+            let leases: Api<Lease> = Api::namespaced(client.clone(), &settings.operator_namespace);
+            // Unique per run, so a restarted replica with the same pod name is a new holder.
+            let mut nonce = [0u8; 4];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce).ok();
+            let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+            let identity = format!("{}-{nonce}", settings.instance.as_deref().unwrap_or("forgeops"));
+            let holder = Holder { uid: identity.clone(), name: identity };
+            match become_leader(&leases, &holder, duration, shutdown.clone()).await? {
+                Some((lost, renewer)) => Some((leases, holder, lost, renewer)),
+                None => return Ok(()), // shut down before becoming leader
+            }
+        }
+        None => None,
+    };
+    // Stop the controllers on shutdown, or as soon as leadership is lost.
+    let stop: Shared<BoxFuture<'static, ()>> = match &leadership {
+        Some((_, _, lost, _)) => {
+            let (shutdown, lost) = (shutdown.clone(), lost.clone());
+            async move {
+                tokio::select! { _ = shutdown => {}, _ = lost => {} }
+            }
+            .boxed()
+            .shared()
+        }
+        None => shutdown.clone(),
+    };
+    let shutdown = stop;
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics,
@@ -113,7 +150,61 @@ pub async fn run(
         ),
     );
     info!("forgeops controllers stopped");
+    if let Some((leases, holder, _, renewer)) = leadership {
+        renewer.abort();
+        // Hand over at once rather than making the next replica wait for the Lease to expire.
+        leases::release(&leases, LEADER_LEASE, &holder.uid).await?;
+    }
     Ok(())
+}
+
+/// Leadership: resolves when it is lost; the handle stops the background renewals.
+type Leadership = (Shared<BoxFuture<'static, ()>>, tokio::task::AbortHandle);
+
+/// Waits until this replica holds the leader Lease, then keeps renewing it in the background.
+/// Returns `None` if `shutdown` came first.
+async fn become_leader(
+    leases: &Api<Lease>,
+    holder: &Holder,
+    duration: Duration,
+    shutdown: Shared<BoxFuture<'static, ()>>,
+) -> Result<Option<Leadership>, Error> {
+    let retry = duration / 3;
+    loop {
+        match leases::claim(leases, LEADER_LEASE, holder, duration).await? {
+            Claim::Held => break,
+            Claim::Busy(leader) => {
+                info!(%leader, "waiting to become leader");
+                tokio::select! {
+                    _ = shutdown.clone() => return Ok(None),
+                    _ = tokio::time::sleep(retry) => {}
+                }
+            }
+        }
+    }
+    info!(identity = %holder.uid, "became leader");
+    let (leases, holder) = (leases.clone(), holder.clone());
+    let lost = async move {
+        let mut last_renewal = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(retry).await;
+            match leases::claim(&leases, LEADER_LEASE, &holder, duration).await {
+                Ok(Claim::Held) => last_renewal = tokio::time::Instant::now(),
+                Ok(Claim::Busy(other)) => {
+                    tracing::error!(%other, "leadership lost to another replica; stopping the controllers");
+                    return;
+                }
+                Err(e) if last_renewal.elapsed() >= duration => {
+                    tracing::error!(error = %e, "could not renew the leader Lease in time; stopping the controllers");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "renewing the leader Lease failed; retrying"),
+            }
+        }
+    };
+    let task = tokio::spawn(lost);
+    let renewer = task.abort_handle();
+    Ok(Some((task.map(|_| ()).boxed().shared(), renewer)))
 }
 
 async fn serve_metrics(

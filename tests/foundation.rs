@@ -407,3 +407,34 @@ async fn kubectl_explain_prints_the_field_docs() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test]
+async fn only_the_leader_runs_the_controllers_and_a_standby_takes_over() {
+    let mut t = TestNs::new("leader").await;
+    t.leader_election = Some(Duration::from_secs(3));
+    let apps: Api<ForgeApp> = t.api();
+    let first = t.start_operator().await;
+    apps.create(&PostParams::default(), &serde_json::from_value(app_json("one", json!([version(1, 0, &[])]))).unwrap())
+        .await
+        .unwrap();
+    wait_for(&apps, "one", WAIT, "Ready", |a| ready(&a.status).is_some_and(|(s, _)| s == "True")).await;
+
+    let standby = t.start_operator().await;
+    let reconciled = |op: &support::RunningOperator| {
+        op.metrics
+            .reconciliations
+            .get_or_create(&forgeops::telemetry::ReconcileLabels { controller: "forgeapp", result: "success" })
+            .get()
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(reconciled(&standby), 0, "the standby runs no controller while the leader holds the Lease");
+
+    first.shutdown().await.expect("the leader stops cleanly and hands over");
+    apps.create(&PostParams::default(), &serde_json::from_value(app_json("two", json!([version(1, 0, &[])]))).unwrap())
+        .await
+        .unwrap();
+    wait_for(&apps, "two", WAIT, "Ready from the new leader", |a| ready(&a.status).is_some_and(|(s, _)| s == "True"))
+        .await;
+    assert!(reconciled(&standby) > 0);
+    standby.shutdown().await.unwrap();
+}

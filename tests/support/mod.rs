@@ -96,6 +96,8 @@ pub struct TestNs {
     pub client: Client,
     /// The bulk upgrade limits the operator of this namespace runs with.
     pub bulk_limits: forgeops::controllers::bulk_upgrade::Limits,
+    /// Leader election for the operators of this namespace (off unless a test sets it).
+    pub leader_election: Option<Duration>,
 }
 
 impl TestNs {
@@ -108,7 +110,7 @@ impl TestNs {
             .create(&PostParams::default(), &ns)
             .await
             .expect("creating the test namespace");
-        TestNs { name, client, bulk_limits: Default::default() }
+        TestNs { name, client, bulk_limits: Default::default(), leader_election: None }
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -138,6 +140,7 @@ impl TestNs {
             metrics_addr: None,
             instance: Some("test".into()),
             bulk_limits: self.bulk_limits,
+            leader_election: self.leader_election,
         };
         let task_metrics = metrics.clone();
         let task = tokio::spawn(async move {
