@@ -62,6 +62,13 @@ pub struct ForgeAppSpec {
     pub environments: Vec<Environment>,
 }
 
+impl ForgeApp {
+    /// The versions deployed in `environment` (none if the environment does not exist).
+    pub fn deployed(&self, environment: &str) -> &[AppVersion] {
+        self.spec.environments.iter().find(|e| e.name == environment).map(|e| e.versions.as_slice()).unwrap_or_default()
+    }
+}
+
 /// One environment of a Forge app and the versions deployed in it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]

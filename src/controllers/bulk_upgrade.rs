@@ -370,8 +370,8 @@ async fn older_waiting(
 
 /// Upgrades a wave of pending installations, at most `maxConcurrent` at a time.
 async fn run_wave(bu: &BulkUpgrade, app: &ForgeApp, ctx: &Context, counted: &Census) -> Result<(), Error> {
-    let deployed = app.spec.environments.iter().find(|e| e.name == bu.spec.environment).map(|e| e.versions.as_slice());
-    let Some(target) = deployed.and_then(|d| versions::latest_of_major(d, bu.spec.to_major)).map(Version::of) else {
+    let Some(target) = versions::latest_of_major(app.deployed(&bu.spec.environment), bu.spec.to_major).map(Version::of)
+    else {
         return Ok(());
     };
     let concurrency = bu.spec.max_concurrent.max(1) as usize;

@@ -186,14 +186,7 @@ where
         + std::fmt::Debug,
     S: Serialize,
 {
-    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
-    let body = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
-    Ok(())
+    write_status(client, obj, status, None).await
 }
 
 /// [`apply_status`], but only if the object is unchanged since it was read (its resourceVersion is
@@ -208,13 +201,31 @@ where
         + std::fmt::Debug,
     S: Serialize,
 {
+    write_status(client, obj, status, obj.resource_version()).await
+}
+
+async fn write_status<K, S>(
+    client: &Client,
+    obj: &K,
+    status: &S,
+    precondition: Option<String>,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize,
+{
     let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
-        "metadata": {"resourceVersion": obj.resource_version()},
         "status": status,
     });
+    if let Some(resource_version) = precondition {
+        body["metadata"] = serde_json::json!({ "resourceVersion": resource_version });
+    }
     api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::versions::{self, Version};
 use crate::api::{
-    AppVersion, BulkUpgradeOutcome, BulkUpgradeSpec, ForgeApp, IneligibleReason, Installation, MAX_RECORDED_FAILURES,
+    BulkUpgradeOutcome, BulkUpgradeSpec, ForgeApp, IneligibleReason, Installation, MAX_RECORDED_FAILURES,
     UpgradeFailure,
 };
 use kube::ResourceExt;
@@ -35,13 +35,7 @@ pub fn eligibility(app: Option<&ForgeApp>, spec: &BulkUpgradeSpec) -> Vec<Inelig
             format!("ForgeApp {} does not exist in this namespace", spec.app_ref.name),
         )];
     };
-    let deployed: &[AppVersion] = app
-        .spec
-        .environments
-        .iter()
-        .find(|e| e.name == spec.environment)
-        .map(|e| e.versions.as_slice())
-        .unwrap_or_default();
+    let deployed = app.deployed(&spec.environment);
     let mut out = Vec::new();
     if spec.to_major <= spec.from_major {
         out.push(reason(
@@ -149,7 +143,7 @@ pub fn census(uid: &str, spec: &BulkUpgradeSpec, installations: &[Installation])
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{AppRef, BulkUpgradeRecord, InstallationSpec, InstallationStatus, Product};
+    use crate::api::{AppRef, AppVersion, BulkUpgradeRecord, InstallationSpec, InstallationStatus, Product};
     use crate::rules::distribution::tests::{app_with, v};
 
     fn spec(from: u32, to: u32) -> BulkUpgradeSpec {

@@ -93,13 +93,7 @@ pub fn decide(policy: &DistributionPolicy, app: Option<&ForgeApp>, governing: Op
             false,
         );
     };
-    let deployed = app
-        .spec
-        .environments
-        .iter()
-        .find(|e| e.name == spec.environment)
-        .map(|e| e.versions.as_slice())
-        .unwrap_or_default();
+    let deployed = app.deployed(&spec.environment);
     let Some(latest) = versions::latest(deployed) else {
         return inactive(
             REASON_NOT_DEPLOYED,

@@ -110,11 +110,7 @@ fn not_installed(reason: &str, message: String, available: Option<Version>) -> D
 /// Decides what to do for an Installation whose installed version is `installed` (from status).
 pub fn decide(inst: &Installation, installed: Option<Version>, facts: &Facts) -> Decision {
     let spec = &inst.spec;
-    let deployed: &[AppVersion] = facts
-        .app
-        .and_then(|a| a.spec.environments.iter().find(|e| e.name == spec.environment))
-        .map(|e| e.versions.as_slice())
-        .unwrap_or_default();
+    let deployed: &[AppVersion] = facts.app.map(|a| a.deployed(&spec.environment)).unwrap_or_default();
     let newest = versions::latest(deployed);
     let available = newest.map(Version::of);
     match installed {

@@ -49,18 +49,10 @@ pub fn by_major(versions: &[AppVersion]) -> BTreeMap<u32, Vec<&AppVersion>> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::api::{Compatibility, Product};
+    use crate::api::Product;
 
     pub(crate) fn version(major: u32, minor: u32, scopes: &[&str]) -> AppVersion {
-        AppVersion {
-            major,
-            minor,
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            egress: vec![],
-            sql_module: false,
-            licensing: false,
-            compatibility: Compatibility { required: Product::Jira, optional: vec![] },
-        }
+        crate::rules::distribution::tests::v(major, minor, scopes, Product::Jira, &[])
     }
 
     #[test]
