@@ -381,7 +381,7 @@ async fn run_wave(bu: &BulkUpgrade, app: &ForgeApp, ctx: &Context, counted: &Cen
     let (failed, max_failures) = (&failed, bu.spec.max_failures);
     let results: Vec<Result<(), Error>> = futures::stream::iter(wave)
         .map(|name| async move {
-            if max_failures.is_some_and(|max| failed.load(Ordering::SeqCst) > max) {
+            if max_failures.is_some_and(|max| failed.load(Ordering::SeqCst) > max) || !still_wanted(bu, ctx).await? {
                 return Ok(());
             }
             let outcome = upgrade_one(bu, app, ctx, &name, target).await;
@@ -394,6 +394,16 @@ async fn run_wave(bu: &BulkUpgrade, app: &ForgeApp, ctx: &Context, counted: &Cen
         .collect()
         .await;
     results.into_iter().collect()
+}
+
+/// Whether the upgrade should still start new installation upgrades: read afresh, so that pausing,
+/// cancelling or deleting it takes effect within a wave.
+async fn still_wanted(bu: &BulkUpgrade, ctx: &Context) -> Result<bool, Error> {
+    let api: Api<BulkUpgrade> = Api::namespaced(ctx.client.clone(), &bu.namespace().unwrap_or_default());
+    Ok(api
+        .get_opt(&bu.name_any())
+        .await?
+        .is_some_and(|b| !b.spec.paused && !b.spec.cancelled && b.metadata.deletion_timestamp.is_none()))
 }
 
 /// Upgrades one installation; returns the outcome it recorded, if it recorded one.
