@@ -232,6 +232,15 @@ async fn pause_stops_new_upgrades_and_resume_finishes() {
     assert_eq!(condition(&b, "Complete").unwrap().0, "True");
     assert_eq!(condition(&b, "Ready").unwrap().0, "True");
     assert!(s.started_at.is_some() && s.completed_at.is_some());
+
+    // Cancelling a finished upgrade changes nothing.
+    patch_spec(&bus, "held", json!({"cancelled": true})).await;
+    let after = wait_for(&bus, "held", WAIT, "the edit acknowledged", |b| {
+        b.status.as_ref().unwrap().observed_generation == b.metadata.generation
+    })
+    .await;
+    assert_eq!(state(&after), Some(BulkUpgradeState::Complete));
+    assert_eq!(after.status.as_ref().unwrap().completed_at, b.status.as_ref().unwrap().completed_at);
 }
 
 #[tokio::test]

@@ -89,8 +89,15 @@ async fn apply(bu: &BulkUpgrade, bctx: &BulkContext) -> Result<Action, Error> {
     let previous = bu.status.clone().unwrap_or_default();
     let state = previous.state.unwrap_or_default();
     if finished(state) {
-        // Nothing changes a finished upgrade, `cancelled` included; only its record expires.
+        // Nothing changes a finished upgrade, `cancelled` included; only its record expires. A spec
+        // edit is still acknowledged, so GitOps tools do not wait on a stale observedGeneration.
         release_all(ctx, &uid(bu)).await?;
+        if previous.observed_generation != bu.metadata.generation {
+            let mut next = previous.clone();
+            next.observed_generation = bu.metadata.generation;
+            next.conditions.iter_mut().for_each(|c| c.observed_generation = bu.metadata.generation);
+            apply_status(&ctx.client, bu, &next).await?;
+        }
         return expire(bu, ctx).await;
     }
 
