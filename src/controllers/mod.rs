@@ -177,13 +177,27 @@ pub fn now() -> Time {
     Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).expect("now is a valid timestamp"))
 }
 
-/// Writes an object's status with server-side apply. The operator owns status and never writes spec.
-pub async fn apply_status<K, S>(client: &Client, obj: &K, status: &S) -> Result<(), kube::Error>
-where
+/// A namespaced object whose status the operator writes.
+pub trait NamespacedObject:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> NamespacedObject for K where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+        + std::fmt::Debug
+{
+}
+
+/// Writes an object's status with server-side apply. The operator owns status and never writes spec.
+pub async fn apply_status<K, S>(client: &Client, obj: &K, status: &S) -> Result<(), kube::Error>
+where
+    K: NamespacedObject,
     S: Serialize,
 {
     write_status(client, obj, status, None).await
@@ -195,10 +209,7 @@ where
 /// other's record with a stale copy.
 pub async fn apply_status_guarded<K, S>(client: &Client, obj: &K, status: &S) -> Result<(), kube::Error>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: NamespacedObject,
     S: Serialize,
 {
     write_status(client, obj, status, obj.resource_version()).await
@@ -211,10 +222,7 @@ async fn write_status<K, S>(
     precondition: Option<String>,
 ) -> Result<(), kube::Error>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: NamespacedObject,
     S: Serialize,
 {
     let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
