@@ -27,6 +27,8 @@ pub struct Shared {
     pub kubeconfig: PathBuf,
     pub operator_kubeconfig: PathBuf,
     pub kubectl: PathBuf,
+    /// The control plane's directory, removed at exit: logs of operator processes go here too.
+    pub dir: PathBuf,
 }
 
 static SHARED: OnceLock<Shared> = OnceLock::new();
@@ -60,6 +62,7 @@ pub fn shared() -> &'static Shared {
                     operator: cluster.operator_config(),
                     kubeconfig: cluster.kubeconfig_path(),
                     operator_kubeconfig: cluster.operator_kubeconfig_path(),
+                    dir: cluster.dir().to_path_buf(),
                     kubectl: localcluster::binaries().unwrap().join("kubectl"),
                 };
                 *CLUSTER.lock().unwrap() = Some(cluster);
@@ -279,7 +282,7 @@ impl TestNs {
             .args(["--platform-url", url, "--platform-secret", "forgeops-platform", "--metrics-addr", "127.0.0.1:0"])
             .env("KUBECONFIG", &shared().operator_kubeconfig)
             .env("RUST_LOG", "info");
-        let log = std::env::temp_dir().join(format!("forgeops-{}-{}-{run}.log", self.name, std::process::id()));
+        let log = shared().dir.join(format!("operator-{}-{run}.log", self.name));
         forgeops::localcluster::KeptProcess::spawn("forgeops", cmd, &log).expect("starting the operator")
     }
 }
