@@ -12,13 +12,15 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{DeleteParams, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 use tracing::info;
 
 use super::installation::platform_action;
-use super::{Context, Error, apply_status, apply_status_guarded, instrumented, publish_event, retry_later};
+use super::{
+    Context, Error, apply_status, apply_status_guarded, instrumented, objects_of_app, publish_event, retry_later,
+};
 use crate::api::{
     BulkUpgrade, BulkUpgradeOutcome, BulkUpgradeRecord, BulkUpgradeState, BulkUpgradeStatus, ForgeApp, Installation,
 };
@@ -486,12 +488,7 @@ pub async fn run(
     let bctx = Arc::new(BulkContext { ctx, limits, upgrades });
     controller
         .watches(apps, watcher::Config::default().any_semantic(), move |app: ForgeApp| {
-            by_app
-                .state()
-                .iter()
-                .filter(|b| b.namespace() == app.namespace() && b.spec.app_ref.name == app.name_any())
-                .map(|b| ObjectRef::from_obj(b.as_ref()))
-                .collect::<Vec<_>>()
+            objects_of_app(&by_app, app.namespace(), &app.name_any())
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, bctx)

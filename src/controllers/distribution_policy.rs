@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 
-use super::{Context, Error, apply_status, instrumented, publish_event, retry_later};
+use super::{Context, Error, apply_status, instrumented, objects_of_app, publish_event, retry_later};
 use crate::api::{DistributionPolicy, DistributionPolicyStatus, ForgeApp};
 use crate::rules::conditions;
 use crate::rules::distribution::{self, SHARING};
@@ -88,19 +87,6 @@ pub fn error_policy(policy: Arc<DistributionPolicy>, error: &Error, ctx: Arc<Con
     retry_later(NAME, policy.as_ref(), error, &ctx)
 }
 
-fn policies_of(
-    store: &Store<DistributionPolicy>,
-    namespace: Option<String>,
-    app: &str,
-) -> Vec<ObjectRef<DistributionPolicy>> {
-    store
-        .state()
-        .iter()
-        .filter(|p| p.namespace() == namespace && p.spec.app_ref.name == app)
-        .map(|p| ObjectRef::from_obj(p.as_ref()))
-        .collect()
-}
-
 /// Runs the DistributionPolicy controller until `shutdown` resolves. A policy is reconciled again
 /// when its app changes, and when another policy for the same app changes (conflicts).
 pub async fn run(
@@ -114,10 +100,10 @@ pub async fn run(
     let (by_app, by_sibling) = (controller.store(), controller.store());
     controller
         .watches(apps, watcher::Config::default().any_semantic(), move |app: ForgeApp| {
-            policies_of(&by_app, app.namespace(), &app.name_any())
+            objects_of_app(&by_app, app.namespace(), &app.name_any())
         })
         .watches(api, watcher::Config::default().any_semantic(), move |p: DistributionPolicy| {
-            policies_of(&by_sibling, p.namespace(), &p.spec.app_ref.name)
+            objects_of_app(&by_sibling, p.namespace(), &p.spec.app_ref.name)
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

@@ -9,13 +9,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 use tracing::info;
 
 use super::forge_app::parse_version;
-use super::{Context, Error, apply_status_guarded, instrumented, publish_event, retry_later};
+use super::{Context, Error, apply_status_guarded, instrumented, objects_of_app, publish_event, retry_later};
 use crate::api::{DistributionPolicy, ForgeApp, Installation, InstallationStatus};
 use crate::platform::{Action as PlatformAction, ActionKind};
 use crate::rules::conditions::{self, Decided};
@@ -239,15 +238,6 @@ pub fn error_policy(inst: Arc<Installation>, error: &Error, ctx: Arc<Context>) -
     retry_later(NAME, inst.as_ref(), error, &ctx)
 }
 
-fn installations_of(store: &Store<Installation>, namespace: Option<String>, app: &str) -> Vec<ObjectRef<Installation>> {
-    store
-        .state()
-        .iter()
-        .filter(|i| i.namespace() == namespace && i.spec.app_ref.name == app)
-        .map(|i| ObjectRef::from_obj(i.as_ref()))
-        .collect()
-}
-
 /// Runs the Installation controller until `shutdown` resolves. Installations are re-checked as soon
 /// as their app or its DistributionPolicy changes (watched, never polled).
 pub async fn run(
@@ -262,10 +252,10 @@ pub async fn run(
     let (by_app, by_policy) = (controller.store(), controller.store());
     controller
         .watches(apps, watcher::Config::default().any_semantic(), move |app: ForgeApp| {
-            installations_of(&by_app, app.namespace(), &app.name_any())
+            objects_of_app(&by_app, app.namespace(), &app.name_any())
         })
         .watches(policies, watcher::Config::default().any_semantic(), move |p: DistributionPolicy| {
-            installations_of(&by_policy, p.namespace(), &p.spec.app_ref.name)
+            objects_of_app(&by_policy, p.namespace(), &p.spec.app_ref.name)
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

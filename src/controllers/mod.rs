@@ -166,6 +166,47 @@ pub fn retry_later<K: Resource<DynamicType = ()>>(controller: &str, obj: &K, err
     Action::requeue(delay)
 }
 
+/// An object that belongs to one ForgeApp (through `spec.appRef`).
+pub trait OfApp {
+    fn app_name(&self) -> &str;
+}
+
+impl OfApp for crate::api::Installation {
+    fn app_name(&self) -> &str {
+        &self.spec.app_ref.name
+    }
+}
+
+impl OfApp for crate::api::DistributionPolicy {
+    fn app_name(&self) -> &str {
+        &self.spec.app_ref.name
+    }
+}
+
+impl OfApp for crate::api::BulkUpgrade {
+    fn app_name(&self) -> &str {
+        &self.spec.app_ref.name
+    }
+}
+
+/// The objects in `store` that belong to app `app` in `namespace`: maps a change of an app (or of a
+/// sibling) to the objects to reconcile.
+pub fn objects_of_app<K>(
+    store: &kube::runtime::reflector::Store<K>,
+    namespace: Option<String>,
+    app: &str,
+) -> Vec<kube::runtime::reflector::ObjectRef<K>>
+where
+    K: OfApp + Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .iter()
+        .filter(|o| o.namespace() == namespace && o.app_name() == app)
+        .map(|o| kube::runtime::reflector::ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}
+
 /// A stable key for an object, for backoff bookkeeping.
 pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     format!("{}/{}/{}", K::kind(&()), obj.namespace().unwrap_or_default(), obj.name_any())
