@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod controllers;
+pub mod emulator;
 pub mod leases;
 pub mod localcluster;
 pub mod manifests;

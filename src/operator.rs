@@ -34,8 +34,10 @@ pub enum Error {
 /// What the operator watches and serves.
 #[derive(Clone)]
 pub struct Settings {
-    /// Where installs, upgrades and uninstalls are carried out.
+    /// The Forge platform (the gateway, or the local emulator).
     pub platform: Arc<dyn Platform>,
+    /// The default credentials Secret, in the operator namespace, for apps that name none.
+    pub credentials_secret: String,
     /// The operator's own namespace, for the link key Secret.
     pub operator_namespace: String,
     /// Watch only this namespace; every namespace when unset.
@@ -49,6 +51,9 @@ pub struct Settings {
     /// Run the controllers only while holding the leader Lease, with this lease duration.
     pub leader_election: Option<Duration>,
 }
+
+/// How long a credentials Secret is used before it is read again (a refused one is re-read at once).
+pub const CREDENTIALS_TTL: Duration = Duration::from_secs(15);
 
 /// The Lease (in the operator namespace) that elects the one replica that runs the controllers.
 pub const LEADER_LEASE: &str = "forgeops-operator-leader";
@@ -121,6 +126,12 @@ pub async fn run(
         client.clone(),
         metrics,
         settings.platform.clone(),
+        Arc::new(crate::platform::credentials::CredentialStore::new(
+            client.clone(),
+            settings.operator_namespace.clone(),
+            settings.credentials_secret.clone(),
+            CREDENTIALS_TTL,
+        )),
         settings.operator_namespace.clone(),
         settings.instance.clone(),
     ));

@@ -48,12 +48,29 @@ pub struct MethodLabel {
     pub method: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlatformLabels {
+    /// The gateway operation (`forge_cli_installApplication`, ...).
+    pub operation: &'static str,
+    /// `ok`, or the error category (`rate_limited`, `unavailable`, ...).
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabel {
+    pub operation: &'static str,
+}
+
 /// The operator's metrics, served at `/metrics`.
 pub struct Metrics {
     registry: Registry,
     pub reconciliations: Family<ReconcileLabels, Counter>,
     pub reconcile_seconds: Family<ControllerLabel, Histogram>,
     pub api_requests: Family<MethodLabel, Counter>,
+    /// Requests sent to the Forge platform, each attempt counted, by operation and outcome.
+    pub platform_requests: Family<PlatformLabels, Counter>,
+    /// Time for one request to the Forge platform, by operation.
+    pub platform_seconds: Family<OperationLabel, Histogram>,
 }
 
 impl Default for Metrics {
@@ -71,7 +88,21 @@ impl Default for Metrics {
             "Requests sent to the Kubernetes API, by HTTP method",
             api_requests.clone(),
         );
-        Metrics { registry, reconciliations, reconcile_seconds, api_requests }
+        let platform_requests = Family::<PlatformLabels, Counter>::default();
+        registry.register(
+            "platform_requests",
+            "Requests sent to the Forge platform (each attempt), by operation and outcome",
+            platform_requests.clone(),
+        );
+        let platform_seconds = Family::<OperationLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 12))
+        });
+        registry.register(
+            "platform_request_duration_seconds",
+            "Time for one request to the Forge platform, by operation",
+            platform_seconds.clone(),
+        );
+        Metrics { registry, reconciliations, reconcile_seconds, api_requests, platform_requests, platform_seconds }
     }
 }
 

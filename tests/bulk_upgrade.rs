@@ -3,12 +3,11 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use forgeops::api::{BulkUpgrade, BulkUpgradeState, ForgeApp, Installation};
 use forgeops::controllers::bulk_upgrade::{Limits, env_lease_name};
-use forgeops::platform::{EmbeddedPlatform, Faults};
+use forgeops::emulator::Faults;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
@@ -22,7 +21,7 @@ fn version(major: u32, minor: u32, scopes: &[&str]) -> Value {
 
 fn app(name: &str, account: &str, versions: Value) -> Value {
     json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": name},
-        "spec": {"appId": format!("ari:app/{name}"), "developerAccount": account,
+        "spec": {"appId": format!("ari:cloud:ecosystem::app/{name}"), "developerAccount": account,
             "environments": [{"name": "production", "versions": versions}]}})
 }
 
@@ -185,10 +184,9 @@ async fn contention_for_an_environment_an_account_and_the_global_limit() {
 #[tokio::test]
 async fn cancel_in_the_middle_keeps_what_was_upgraded_and_releases_the_leases() {
     let t = TestNs::new("bulk-cancel").await;
-    let platform = Arc::new(EmbeddedPlatform::default());
-    let _operator = t.start_operator_with(platform.clone()).await;
+    let operator = t.start_operator().await;
     installed_on_major_1(&t, "insights", "dev", 12, vec![version(2, 0, &["read"])]).await;
-    platform.set_faults(Faults { latency: Duration::from_millis(300), ..Default::default() });
+    operator.platform.set_faults(Faults { latency_ms: 150, ..Default::default() });
     let bus: Api<BulkUpgrade> = t.api();
     create(&bus, bulk("slow", "insights", 1, 2, json!({"maxConcurrent": 1}))).await;
     wait_for(&bus, "slow", WAIT, "two upgraded", |b| b.status.as_ref().is_some_and(|s| s.upgraded >= 2)).await;
@@ -246,18 +244,17 @@ async fn pause_stops_new_upgrades_and_resume_finishes() {
 #[tokio::test]
 async fn more_failures_than_max_failures_stops_the_upgrade() {
     let t = TestNs::new("bulk-failures").await;
-    let platform = Arc::new(EmbeddedPlatform::default());
-    let _operator = t.start_operator_with(platform.clone()).await;
+    let operator = t.start_operator().await;
     installed_on_major_1(&t, "insights", "dev", 6, vec![version(2, 0, &["read"])]).await;
     let failing = (0..3).map(|i| format!("insights-{i}.atlassian.net")).collect();
-    platform.set_faults(Faults { fail_sites: failing, ..Default::default() });
+    operator.platform.set_faults(Faults { failing_sites: failing, ..Default::default() });
     let bus: Api<BulkUpgrade> = t.api();
     create(&bus, bulk("fragile", "insights", 1, 2, json!({"maxConcurrent": 1, "maxFailures": 1}))).await;
     let b = wait_state(&bus, "fragile", BulkUpgradeState::Failed).await;
     let s = b.status.as_ref().unwrap();
     assert_eq!((s.failed, s.upgraded, s.pending), (2, 0, 4), "stopped once failures exceeded 1: {s:#?}");
     assert_eq!(s.failures.len(), 2);
-    assert!(s.failures[0].message.contains("injected fault"));
+    assert!(s.failures[0].message.contains("failed on the platform"), "{s:#?}");
     assert_eq!(
         condition(&b, "Stalled").unwrap(),
         ("True".into(), "MaxFailuresExceeded".into(), condition(&b, "Stalled").unwrap().2)

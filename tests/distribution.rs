@@ -1,13 +1,12 @@
 //! End-to-end tests of distribution against a real kube-apiserver, with the operator's controllers
-//! running as the least-privilege operator identity on the embedded platform.
+//! running as the least-privilege operator identity on the platform emulator (over HTTP).
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use forgeops::api::{DistributionPolicy, ForgeApp, Installation};
-use forgeops::platform::{ActionKind, EmbeddedPlatform, Faults};
+use forgeops::emulator::{EmulatorConfig, Faults};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::{Value, json};
@@ -143,8 +142,8 @@ async fn sharing_is_active_only_for_a_deployed_unlicensed_unlisted_app() {
 #[tokio::test]
 async fn link_rotation_and_disabling_keep_existing_installs_and_stop_new_ones() {
     let t = TestNs::new("links").await;
-    let platform = Arc::new(EmbeddedPlatform::default());
-    let _operator = t.start_operator_with(platform.clone()).await;
+    let operator = t.start_operator().await;
+    let platform = operator.platform.clone();
     let (apps, policies, insts): (Api<ForgeApp>, Api<DistributionPolicy>, Api<Installation>) =
         (t.api(), t.api(), t.api());
     create(&apps, app("insights", prod(json!([version(1, 0, &["read:jira-work"])])))).await;
@@ -203,7 +202,10 @@ async fn link_rotation_and_disabling_keep_existing_installs_and_stop_new_ones() 
     wait_installed(&insts, "acme", "1.1").await;
     wait_installed(&insts, "beta", "1.1").await;
     wait_event(&t, "acme", "MinorVersionRolledOut").await;
-    assert_eq!(platform.installed_version(&format!("{}/acme", t.name)).as_deref(), Some("1.1"));
+    assert_eq!(
+        platform.installed_version("ari:cloud:ecosystem::app/insights", "acme.atlassian.net").as_deref(),
+        Some("1.1")
+    );
 
     // Re-enabling restores the link of the current revision, and the waiting installation proceeds.
     patch_spec(&policies, "insights", json!({"sharing": "Enabled"})).await;
@@ -312,9 +314,9 @@ async fn major_upgrades_need_consent_for_new_permissions_and_never_go_down() {
 #[tokio::test]
 async fn a_failing_site_reports_platform_errors_and_recovers_when_the_fault_is_lifted() {
     let t = TestNs::new("faults").await;
-    let faults = Faults { fail_sites: ["bad.atlassian.net".to_string()].into(), ..Default::default() };
-    let platform = Arc::new(EmbeddedPlatform::new(faults));
-    let _operator = t.start_operator_with(platform.clone()).await;
+    let faults = Faults { failing_sites: vec!["bad.atlassian.net".to_string()], ..Default::default() };
+    let operator = t.start_operator_with(EmulatorConfig { faults, ..Default::default() }).await;
+    let platform = operator.platform.clone();
     let (apps, insts): (Api<ForgeApp>, Api<Installation>) = (t.api(), t.api());
     create(&apps, app("insights", prod(json!([version(1, 0, &[])])))).await;
     for site in ["good1", "bad", "good2"] {
@@ -323,20 +325,21 @@ async fn a_failing_site_reports_platform_errors_and_recovers_when_the_fault_is_l
     wait_installed(&insts, "good1", "1.0").await;
     wait_installed(&insts, "good2", "1.0").await;
     let bad = wait_condition(&insts, "bad", "Installed", "False", "PlatformError").await;
-    assert!(condition(&bad, "Installed").unwrap().2.contains("injected fault"));
+    assert!(condition(&bad, "Installed").unwrap().2.contains("failed on the platform"), "{bad:#?}");
     assert_eq!(condition(&bad, "Ready").unwrap().1, "PlatformError");
 
     platform.set_faults(Faults::default());
     wait_installed(&insts, "bad", "1.0").await;
-    let installs = platform.performed().iter().filter(|a| a.action == ActionKind::Install).count();
-    assert_eq!(installs, 3, "each site installed once");
+    let installs = platform.completed_tasks("install");
+    assert_eq!(installs.len(), 3, "{installs:?}");
+    assert!(installs.values().all(|n| *n == 1), "each site installed once: {installs:?}");
 }
 
 #[tokio::test]
 async fn deleting_uninstalls_first_and_an_app_waits_for_its_installations() {
     let t = TestNs::new("deletion").await;
-    let platform = Arc::new(EmbeddedPlatform::default());
-    let _operator = t.start_operator_with(platform.clone()).await;
+    let operator = t.start_operator().await;
+    let platform = operator.platform.clone();
     let (apps, insts): (Api<ForgeApp>, Api<Installation>) = (t.api(), t.api());
     create(&apps, app("insights", prod(json!([version(1, 0, &[])])))).await;
     create(&insts, installation("acme", "insights", "acme.atlassian.net", json!({}))).await;
@@ -363,9 +366,8 @@ async fn deleting_uninstalls_first_and_an_app_waits_for_its_installations() {
         assert!(std::time::Instant::now() < deadline, "the installation and the app were not deleted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let uninstalls: Vec<_> = platform.performed().into_iter().filter(|a| a.action == ActionKind::Uninstall).collect();
-    assert_eq!(uninstalls.len(), 1);
-    assert_eq!(uninstalls[0].site, "acme.atlassian.net");
-    assert_eq!(platform.installed_version(&format!("{}/acme", t.name)), None);
+    let uninstalls = platform.completed_tasks("uninstall");
+    assert_eq!(uninstalls.into_iter().collect::<Vec<_>>(), [("acme.atlassian.net".to_string(), 1)]);
+    assert_eq!(platform.installed_version("ari:cloud:ecosystem::app/insights", "acme.atlassian.net"), None);
     wait_event(&t, "acme", "Uninstalled").await;
 }

@@ -50,6 +50,13 @@ pub struct ForgeAppSpec {
     #[schemars(length(min = 1, max = 256))]
     pub developer_account: String,
 
+    /// The Secret, in this namespace, holding the platform credentials the operator acts with for
+    /// this app: keys `email` (the Atlassian account) and `apiToken` (an Atlassian API token). Unset:
+    /// the operator-wide default Secret (`--credentials-secret` in the operator's namespace). A
+    /// rotated token is picked up without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+
     /// Whether the app is listed on the Atlassian Marketplace. A listed app cannot be shared by
     /// installation link.
     #[serde(default)]
@@ -67,6 +74,14 @@ impl ForgeApp {
     pub fn deployed(&self, environment: &str) -> &[AppVersion] {
         self.spec.environments.iter().find(|e| e.name == environment).map(|e| e.versions.as_slice()).unwrap_or_default()
     }
+}
+
+/// A reference to a Secret in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+pub struct SecretRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// One environment of a Forge app and the versions deployed in it.

@@ -110,9 +110,53 @@ pub struct InstallationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_revision: Option<i64>,
 
+    /// The platform's id of this installation, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation_id: Option<String>,
+
+    /// The platform task in flight (install, upgrade or uninstall), recorded before it is waited
+    /// on, so an operator restarted mid-way resumes waiting on it and never starts a second one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskRecord>,
+
     /// The BulkUpgrade that last took this installation in hand, and how that went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bulk_upgrade: Option<BulkUpgradeRecord>,
+}
+
+/// A platform task in flight.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRecord {
+    /// The platform's task id.
+    pub id: String,
+    /// `install`, `upgrade` or `uninstall`.
+    pub action: TaskAction,
+    /// The version the task installs or upgrades to, as `major.minor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// When the task was started.
+    pub started_at: Time,
+}
+
+impl TaskRecord {
+    /// `install`, `upgrade` or `uninstall`.
+    pub fn action_str(&self) -> &'static str {
+        match self.action {
+            TaskAction::Install => "install",
+            TaskAction::Upgrade => "upgrade",
+            TaskAction::Uninstall => "uninstall",
+        }
+    }
+}
+
+/// What a platform task does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskAction {
+    Install,
+    Upgrade,
+    Uninstall,
 }
 
 /// What a BulkUpgrade did to one installation. Bulk upgrade counts are derived from these records,

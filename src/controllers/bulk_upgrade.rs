@@ -17,15 +17,16 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 use tracing::info;
 
-use super::installation::platform_action;
+use super::site;
 use super::{
     Context, Error, apply_status, apply_status_guarded, instrumented, objects_of_app, publish_event, retry_later,
 };
+use crate::api::TaskAction;
 use crate::api::{
     BulkUpgrade, BulkUpgradeOutcome, BulkUpgradeRecord, BulkUpgradeState, BulkUpgradeStatus, ForgeApp, Installation,
 };
 use crate::leases::{self, Claim, Holder};
-use crate::platform::ActionKind;
+use crate::platform::ErrorKind;
 use crate::rules::bulk_upgrade::states::{Situation, conditions};
 use crate::rules::bulk_upgrade::{Census, census, eligibility};
 use crate::rules::conditions as conds;
@@ -432,9 +433,22 @@ async fn upgrade_one(
     {
         return Ok(None);
     }
-    let action = platform_action(&inst, &app.spec.app_id, ActionKind::Upgrade, Some(target));
     let record = |outcome, message| Some(BulkUpgradeRecord { name: bu.name_any(), uid: uid(bu), outcome, message });
-    match ctx.platform.perform(&action).await {
+    let creds = ctx.credentials_for(app).await?;
+    let site_target = site::target(&inst, app);
+    let upgraded = match site::start(ctx, &creds, &site_target, TaskAction::Upgrade, target).await {
+        Ok(site::Started::AlreadyDone) => Ok(()),
+        Ok(site::Started::Task(task)) => site::finish(ctx, &creds, &task, "upgrade").await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &upgraded {
+        ctx.saw_platform_error(&creds, e);
+        if matches!(e.kind, ErrorKind::BadCredentials | ErrorKind::RateLimited) {
+            // Not this site's fault: stop the wave and retry the whole upgrade with backoff.
+            return Err(e.clone().into());
+        }
+    }
+    match upgraded {
         Ok(()) => {
             status.installed_version = Some(target.to_string());
             status.installed_major = Some(target.major);

@@ -1,7 +1,8 @@
 //! The Installation controller: installs an app on a site through the platform port, rolls out
 //! minors, upgrades majors when allowed, uninstalls on deletion (finalizer), and records in status
-//! what is installed. Status is the record: a platform action is only ever repeated with the same
-//! idempotency key, so an operator killed between the action and the status write repeats nothing.
+//! what is installed. Status is the record: the platform task of an install or upgrade is recorded
+//! before it is waited on, so an operator killed mid-way resumes the task instead of starting a
+//! second, and an install the platform reports as already done counts as done.
 
 use std::sync::Arc;
 
@@ -14,9 +15,10 @@ use kube::{Api, ResourceExt};
 use tracing::info;
 
 use super::forge_app::parse_version;
+use super::site;
 use super::{Context, Error, apply_status_guarded, instrumented, objects_of_app, publish_event, retry_later};
-use crate::api::{DistributionPolicy, ForgeApp, Installation, InstallationStatus};
-use crate::platform::{Action as PlatformAction, ActionKind};
+use crate::api::{DistributionPolicy, ForgeApp, Installation, InstallationStatus, TaskAction, TaskRecord};
+use crate::platform::{ErrorKind, PlatformError};
 use crate::rules::conditions::{self, Decided};
 use crate::rules::installation::{self as rules, Facts, PolicyView, Step};
 use crate::rules::link::{LinkSubject, check_link};
@@ -97,29 +99,6 @@ fn installed_version(status: &InstallationStatus) -> Option<Version> {
     status.installed_version.as_deref().and_then(parse_version)
 }
 
-pub(crate) fn platform_action(
-    inst: &Installation,
-    app_id: &str,
-    kind: ActionKind,
-    version: Option<Version>,
-) -> PlatformAction {
-    let version = version.map(|v| v.to_string());
-    PlatformAction {
-        action: kind,
-        installation: format!("{}/{}", inst.namespace().unwrap_or_default(), inst.name_any()),
-        app_id: app_id.to_string(),
-        environment: inst.spec.environment.clone(),
-        site: inst.spec.site.clone(),
-        products: inst.spec.products.clone(),
-        idempotency_key: PlatformAction::idempotency_key(
-            inst.metadata.uid.as_deref().unwrap_or_default(),
-            kind,
-            version.as_deref(),
-        ),
-        version,
-    }
-}
-
 async fn apply(cached: &Installation, ctx: &Context) -> Result<Action, Error> {
     let observed = observe(cached, ctx).await?;
     let facts = Facts {
@@ -131,7 +110,10 @@ async fn apply(cached: &Installation, ctx: &Context) -> Result<Action, Error> {
     // sure the decision rests on the latest record, so a cached, stale status never repeats an action.
     let fresh;
     let mut inst = cached;
-    if rules::decide(cached, cached.status.as_ref().and_then(installed_version), &facts).step != Step::Nothing {
+    let has_task = cached.status.as_ref().is_some_and(|s| s.task.is_some());
+    if !has_task
+        && rules::decide(cached, cached.status.as_ref().and_then(installed_version), &facts).step != Step::Nothing
+    {
         let api: Api<Installation> = Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
         fresh = api.get(&cached.name_any()).await?;
         inst = &fresh;
@@ -147,34 +129,61 @@ async fn act_and_report(
 ) -> Result<Action, Error> {
     let previous = inst.status.clone().unwrap_or_default();
     let mut status = previous.clone();
-
-    // Decide, then act on the platform.
     let decision = rules::decide(inst, installed_version(&status), facts);
-    let mut platform_error = None;
-    if let (Some(app), Step::Install(to) | Step::RollOutMinor(to) | Step::UpgradeMajor(to)) =
-        (&observed.app, decision.step)
-    {
-        let kind = if matches!(decision.step, Step::Install(_)) { ActionKind::Install } else { ActionKind::Upgrade };
-        let from = status.installed_version.clone();
-        match ctx.platform.perform(&platform_action(inst, &app.spec.app_id, kind, Some(to))).await {
-            Ok(()) => {
-                status.installed_version = Some(to.to_string());
-                status.installed_major = Some(to.major);
-                let (reason, note) = match decision.step {
-                    Step::Install(_) => {
-                        status.installed_at = Some(super::now());
-                        status.link_revision = observed.policy_revision;
-                        ("Installed", format!("installed version {to} on {}", inst.spec.site))
+    let mut platform_error: Option<(Step, PlatformError)> = None;
+    let mut requeue = None;
+
+    if let Some(app) = &observed.app {
+        let acting = matches!(decision.step, Step::Install(_) | Step::RollOutMinor(_) | Step::UpgradeMajor(_));
+        if status.task.is_some() || acting {
+            let creds = ctx.credentials_for(app).await?;
+            let target = site::target(inst, app);
+            if let Some(task) = status.task.clone() {
+                // A task recorded earlier (perhaps by a process that was killed): wait for it.
+                let step = step_of(&task);
+                match site::wait(ctx, &creds, &task.id).await {
+                    Ok(site::TaskOutcome::Complete) => {
+                        status.task = None;
+                        record_done(ctx, inst, &mut status, observed, step).await;
+                        if let Ok(Some(found)) = site::find_installation(ctx, &creds, &target).await {
+                            status.installation_id = Some(found.id);
+                        }
                     }
-                    Step::RollOutMinor(_) => {
-                        ("MinorVersionRolledOut", format!("rolled out {to} (from {})", from.unwrap_or_default()))
+                    Ok(site::TaskOutcome::StillRunning) => requeue = Some(Action::requeue(site::TASK_POLL * 4)),
+                    Ok(site::TaskOutcome::Failed(said)) => {
+                        // Dropped: the next attempt decides afresh (with backoff).
+                        status.task = None;
+                        let message =
+                            format!("{} of {} failed on the platform: {said}", task.action_str(), inst.spec.site);
+                        platform_error = Some((
+                            step,
+                            PlatformError::new(ErrorKind::Unavailable, "forge_cli_getInstallationTask", message),
+                        ));
                     }
-                    _ => ("Upgraded", format!("upgraded to {to} (from {})", from.unwrap_or_default())),
-                };
-                info!(installation = %inst.name_any(), site = %inst.spec.site, version = %to, reason, "platform action done");
-                publish_event(ctx, inst, false, reason, note, "Reconcile").await;
+                    Err(e) => {
+                        ctx.saw_platform_error(&creds, &e);
+                        platform_error = Some((step, e));
+                    }
+                }
+            } else if let Step::Install(to) | Step::RollOutMinor(to) | Step::UpgradeMajor(to) = decision.step {
+                let action =
+                    if matches!(decision.step, Step::Install(_)) { TaskAction::Install } else { TaskAction::Upgrade };
+                match site::start(ctx, &creds, &target, action, to).await {
+                    Ok(site::Started::Task(id)) => {
+                        // Record the task before waiting on it: a restart resumes it, never starts a second.
+                        status.task =
+                            Some(TaskRecord { id, action, version: Some(to.to_string()), started_at: super::now() });
+                        requeue = Some(Action::requeue(site::TASK_POLL));
+                    }
+                    Ok(site::Started::AlreadyDone) => {
+                        record_done(ctx, inst, &mut status, observed, decision.step).await
+                    }
+                    Err(e) => {
+                        ctx.saw_platform_error(&creds, &e);
+                        platform_error = Some((decision.step, e));
+                    }
+                }
             }
-            Err(e) => platform_error = Some((decision.step, e)),
         }
     }
 
@@ -183,6 +192,8 @@ async fn act_and_report(
     let mut decided = now_installed.conditions;
     if let Some((step, error)) = &platform_error {
         override_with_platform_error(&mut decided, *step, &error.to_string());
+    } else if let Some(task) = &status.task {
+        override_with_task(&mut decided, task);
     }
     status.available_version = now_installed.available.map(|v| v.to_string());
     status.observed_generation = inst.metadata.generation;
@@ -194,7 +205,60 @@ async fn act_and_report(
     // A platform failure is an error, so the object is retried with its growing backoff.
     match platform_error {
         Some((_, error)) => Err(error.into()),
-        None => Ok(Action::await_change()),
+        None => Ok(requeue.unwrap_or_else(Action::await_change)),
+    }
+}
+
+fn step_of(task: &TaskRecord) -> Step {
+    let version = task.version.as_deref().and_then(parse_version).unwrap_or(Version { major: 0, minor: 0 });
+    match task.action {
+        TaskAction::Install => Step::Install(version),
+        _ => Step::UpgradeMajor(version),
+    }
+}
+
+/// Records in `status` that `step` is done on the site, with an Event.
+async fn record_done(
+    ctx: &Context,
+    inst: &Installation,
+    status: &mut InstallationStatus,
+    observed: &Observed,
+    step: Step,
+) {
+    let (Step::Install(to) | Step::RollOutMinor(to) | Step::UpgradeMajor(to)) = step else { return };
+    let from = status.installed_version.clone();
+    if from.as_deref() == Some(to.to_string().as_str()) {
+        return;
+    }
+    status.installed_version = Some(to.to_string());
+    status.installed_major = Some(to.major);
+    let (reason, note) = match step {
+        Step::Install(_) => {
+            status.installed_at = Some(super::now());
+            status.link_revision = observed.policy_revision;
+            ("Installed", format!("installed version {to} on {}", inst.spec.site))
+        }
+        _ if from.as_deref().and_then(parse_version).is_some_and(|f| f.major == to.major) => {
+            ("MinorVersionRolledOut", format!("rolled out {to} (from {})", from.unwrap_or_default()))
+        }
+        _ => ("Upgraded", format!("upgraded to {to} (from {})", from.unwrap_or_default())),
+    };
+    info!(installation = %inst.name_any(), site = %inst.spec.site, version = %to, reason, "platform action done");
+    publish_event(ctx, inst, false, reason, note, "Reconcile").await;
+}
+
+/// While a task runs, the affected conditions say so.
+fn override_with_task(decided: &mut [Decided], task: &TaskRecord) {
+    let affected: &[&str] =
+        if task.action == TaskAction::Install { &[rules::INSTALLED, rules::READY] } else { &[rules::UP_TO_DATE] };
+    let message = format!(
+        "platform task {} ({} {}) is under way",
+        task.id,
+        task.action_str(),
+        task.version.as_deref().unwrap_or("")
+    );
+    for d in decided.iter_mut().filter(|d| affected.contains(&d.type_)) {
+        *d = Decided::new(d.type_, false, rules::REASON_INSTALLING, message.clone());
     }
 }
 
@@ -217,16 +281,24 @@ async fn warn_on_new_blocker(ctx: &Context, inst: &Installation, before: &[Condi
 }
 
 async fn uninstall(inst: &Installation, ctx: &Context) -> Result<Action, Error> {
-    let Some(status) = inst.status.as_ref().filter(|s| s.installed_version.is_some()) else {
+    let Some(status) = inst.status.as_ref().filter(|s| s.installed_version.is_some() || s.task.is_some()) else {
         return Ok(Action::await_change());
     };
     // The app's finalizer keeps it while installations exist, so it is normally still here.
-    let app_id = Api::<ForgeApp>::namespaced(ctx.client.clone(), &inst.namespace().unwrap_or_default())
+    let Some(app) = Api::<ForgeApp>::namespaced(ctx.client.clone(), &inst.namespace().unwrap_or_default())
         .get_opt(&inst.spec.app_ref.name)
         .await?
-        .map(|app| app.spec.app_id)
-        .unwrap_or_default();
-    ctx.platform.perform(&platform_action(inst, &app_id, ActionKind::Uninstall, None)).await?;
+    else {
+        tracing::warn!(installation = %inst.name_any(), "the ForgeApp is gone: nothing to uninstall with");
+        return Ok(Action::await_change());
+    };
+    let creds = ctx.credentials_for(&app).await?;
+    if let Err(e) = site::uninstall(ctx, &creds, inst, &site::target(inst, &app)).await {
+        if let Error::Platform(p) = &e {
+            ctx.saw_platform_error(&creds, p);
+        }
+        return Err(e);
+    }
     let note =
         format!("uninstalled version {} from {}", status.installed_version.as_deref().unwrap_or("?"), inst.spec.site);
     info!(installation = %inst.name_any(), site = %inst.spec.site, "uninstalled");

@@ -5,6 +5,7 @@ pub mod bulk_upgrade;
 pub mod distribution_policy;
 pub mod forge_app;
 pub mod installation;
+pub mod site;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,9 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 
-use crate::platform::{Platform, PlatformError};
+use crate::api::ForgeApp;
+use crate::platform::credentials::{CredentialStore, CredentialsError};
+use crate::platform::{Credentials, ErrorKind, Platform, PlatformError};
 use crate::telemetry::{ControllerLabel, Metrics, ReconcileLabels};
 
 /// The field manager the operator writes status with.
@@ -33,6 +36,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("{0}")]
     Platform(#[from] PlatformError),
+    #[error("{0}")]
+    Credentials(#[from] CredentialsError),
     #[error("{0}")]
     InstallationsExist(String),
     #[error("Secret {0} has no usable {LINK_KEY_FIELD}")]
@@ -53,6 +58,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub platform: Arc<dyn Platform>,
+    /// Where the platform credentials of each app are read from.
+    pub credentials: Arc<CredentialStore>,
     /// Where the operator keeps its own objects (the link key Secret).
     pub operator_namespace: String,
     backoff: Backoff,
@@ -64,6 +71,7 @@ impl Context {
         client: Client,
         metrics: Arc<Metrics>,
         platform: Arc<dyn Platform>,
+        credentials: Arc<CredentialStore>,
         operator_namespace: String,
         instance: Option<String>,
     ) -> Self {
@@ -73,9 +81,24 @@ impl Context {
             client,
             metrics,
             platform,
+            credentials,
             operator_namespace,
             backoff: Backoff::default(),
             link_key: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The platform credentials `app` acts with: its own Secret, or the operator's default.
+    pub async fn credentials_for(&self, app: &ForgeApp) -> Result<Credentials, Error> {
+        let namespace = app.metadata.namespace.as_deref().unwrap_or_default();
+        let secret = app.spec.credentials_secret_ref.as_ref().map(|r| r.name.as_str());
+        Ok(self.credentials.get(namespace, secret).await?)
+    }
+
+    /// Notes a platform failure: refused credentials are re-read from their Secret next time.
+    pub fn saw_platform_error(&self, creds: &Credentials, error: &PlatformError) {
+        if error.kind == ErrorKind::BadCredentials {
+            self.credentials.invalidate(creds);
         }
     }
 

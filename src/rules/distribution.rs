@@ -178,6 +178,7 @@ pub(crate) mod tests {
         ForgeApp::new(
             "insights",
             ForgeAppSpec {
+                credentials_secret_ref: None,
                 app_id: "ari:app".into(),
                 developer_account: "dev".into(),
                 listed_on_marketplace: false,

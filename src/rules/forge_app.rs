@@ -207,6 +207,7 @@ mod tests {
         let mut app = ForgeApp::new(
             "demo",
             ForgeAppSpec {
+                credentials_secret_ref: None,
                 app_id: "ari:cloud:ecosystem::app/demo".into(),
                 developer_account: "dev@example.com".into(),
                 listed_on_marketplace: false,

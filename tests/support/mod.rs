@@ -4,20 +4,23 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
-pub mod endpoint;
+pub mod forge_cli;
+pub mod platform;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use forgeops::emulator::EmulatorConfig;
 use forgeops::localcluster::{self, LocalCluster, OPERATOR_USER};
 use forgeops::operator::{self, Settings};
-use forgeops::platform::{EmbeddedPlatform, Platform};
+use forgeops::platform::{ForgeGateway, GatewayOptions};
 use forgeops::telemetry::{self, Metrics};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Config, Resource};
+use platform::TestPlatform;
 use serde::de::DeserializeOwned;
 
 /// What tests need of the shared control plane.
@@ -79,16 +82,23 @@ pub fn shared() -> &'static Shared {
 /// Binds the ClusterRole shipped in `deploy/rbac.yaml` to the user the operator runs as in tests,
 /// so the tests prove that role is enough.
 async fn bind_operator_user(client: &Client) {
+    for role in ["forgeops-operator", "forgeops-operator-credentials"] {
+        bind_operator_user_to(client, role).await;
+    }
+}
+
+async fn bind_operator_user_to(client: &Client, role: &str) {
+    let name = format!("{role}-test-user");
     let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRoleBinding",
-        "metadata": {"name": "forgeops-operator-test-user"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "forgeops-operator"},
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}],
     }))
     .unwrap();
     Api::<ClusterRoleBinding>::all(client.clone())
-        .patch("forgeops-operator-test-user", &PatchParams::apply("forgeops-test").force(), &Patch::Apply(&binding))
+        .patch(&name, &PatchParams::apply("forgeops-test").force(), &Patch::Apply(&binding))
         .await
         .expect("binding the operator role");
 }
@@ -124,20 +134,58 @@ impl TestNs {
     }
 
     /// Runs the operator's controllers for this namespace only, as the least-privilege operator
-    /// identity, on a fresh embedded platform. It stops when the returned handle is dropped.
+    /// identity, on a fresh platform emulator (see [`platform`]). It stops when the returned
+    /// handle is dropped.
     pub async fn start_operator(&self) -> RunningOperator {
-        self.start_operator_with(Arc::new(EmbeddedPlatform::default())).await
+        self.start_operator_with(EmulatorConfig { task_duration: Duration::from_millis(100), ..Default::default() })
+            .await
     }
 
-    /// [`TestNs::start_operator`] with a platform of the test's choosing. The test namespace
-    /// doubles as the operator's own namespace (for its link key Secret).
-    pub async fn start_operator_with(&self, platform: Arc<dyn Platform>) -> RunningOperator {
+    /// [`TestNs::start_operator`] with an emulator configured by the test. The test namespace
+    /// doubles as the operator's own namespace (for its Secrets and Leases).
+    pub async fn start_operator_with(&self, config: EmulatorConfig) -> RunningOperator {
+        let platform = self.start_platform(config).await;
+        self.start_operator_on(platform).await
+    }
+
+    /// Starts an emulator mirroring this namespace, and creates the credentials Secret for it.
+    pub async fn start_platform(&self, config: EmulatorConfig) -> Arc<TestPlatform> {
+        let platform = TestPlatform::start(self.client.clone(), &self.name, config).await;
         self.grant_operator_own_namespace().await;
+        self.put_credentials(platform::CREDENTIALS_SECRET, platform::EMAIL, platform::TOKEN).await;
+        platform
+    }
+
+    /// Creates or replaces a credentials Secret in this namespace.
+    pub async fn put_credentials(&self, name: &str, email: &str, token: &str) {
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name},
+            "stringData": {"email": email, "apiToken": token},
+        }))
+        .unwrap();
+        self.api::<k8s_openapi::api::core::v1::Secret>()
+            .patch(name, &PatchParams::apply("forgeops-test").force(), &Patch::Apply(&secret))
+            .await
+            .expect("writing the credentials Secret");
+    }
+
+    /// Runs the operator's controllers on an emulator already started.
+    pub async fn start_operator_on(&self, platform: Arc<TestPlatform>) -> RunningOperator {
         let metrics = Arc::new(Metrics::default());
         let client = telemetry::counted_client(shared().operator.clone(), metrics.clone()).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let options = GatewayOptions {
+            url: platform.emulator.graphql_url(),
+            timeout: Duration::from_secs(10),
+            attempts: 3,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(500),
+            ..GatewayOptions::default()
+        };
         let settings = Settings {
-            platform,
+            platform: Arc::new(ForgeGateway::new(options, Some(metrics.clone())).unwrap()),
+            credentials_secret: platform::CREDENTIALS_SECRET.into(),
             operator_namespace: self.name.clone(),
             namespace: Some(self.name.clone()),
             metrics_addr: None,
@@ -152,7 +200,7 @@ impl TestNs {
             })
             .await
         });
-        RunningOperator { stop: Some(stop), task: Some(task), metrics }
+        RunningOperator { stop: Some(stop), task: Some(task), metrics, platform }
     }
 }
 
@@ -177,6 +225,8 @@ impl TestNs {
 pub struct RunningOperator {
     /// The operator's metrics, including every API request it sent.
     pub metrics: Arc<Metrics>,
+    /// The platform it acts on.
+    pub platform: Arc<TestPlatform>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), operator::Error>>>,
 }
@@ -258,28 +308,15 @@ where
         .expect("patching a test object")
 }
 
-/// The key the tests' HTTP platform endpoint and the operator share.
-pub const PLATFORM_KEY: &[u8] = b"a platform key of thirty-two bytes or more";
-
 impl TestNs {
-    /// Prepares this namespace for an operator process on the HTTP platform: its own-namespace
-    /// rights and the platform key Secret.
-    pub async fn prepare_http_platform(&self) {
-        self.grant_operator_own_namespace().await;
-        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "forgeops-platform"},
-            "stringData": {"hmac-key": String::from_utf8_lossy(PLATFORM_KEY)},
-        }))
-        .unwrap();
-        self.api::<k8s_openapi::api::core::v1::Secret>().create(&PostParams::default(), &secret).await.unwrap();
-    }
-
     /// Starts the operator binary as a separate process, watching this namespace as the operator
-    /// identity and acting through the HTTP platform at `url`. It dies with the test process.
-    pub fn spawn_operator_process(&self, url: &str, run: usize) -> forgeops::localcluster::KeptProcess {
+    /// identity and acting on the platform at `graphql_url` with the credentials Secret of
+    /// [`TestNs::start_platform`]. It dies with the test process.
+    pub fn spawn_operator_process(&self, graphql_url: &str, run: usize) -> forgeops::localcluster::KeptProcess {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_forgeops"));
-        cmd.args(["run", "--namespace", &self.name, "--operator-namespace", &self.name, "--platform", "http"])
-            .args(["--platform-url", url, "--platform-secret", "forgeops-platform", "--metrics-addr", "127.0.0.1:0"])
+        cmd.args(["run", "--namespace", &self.name, "--operator-namespace", &self.name])
+            .args(["--platform-url", graphql_url, "--credentials-secret", platform::CREDENTIALS_SECRET])
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .env("KUBECONFIG", &shared().operator_kubeconfig)
             .env("RUST_LOG", "info");
         let log = shared().dir.join(format!("operator-{}-{run}.log", self.name));

@@ -1,0 +1,172 @@
+//! Carrying out installs, upgrades and uninstalls of one site on the platform: find the platform's
+//! version id, start the task, wait for it. The platform takes no idempotency key, so an install or
+//! upgrade that the platform says is already done (`APP_ALREADY_INSTALLED`,
+//! `INSTALLATION_ALREADY_UPGRADED`) counts as done, and callers record the task id before waiting.
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+
+use super::{Context, Error};
+use crate::api::{ForgeApp, Installation, TaskAction};
+use crate::platform::{Credentials, ErrorKind, InstallationFilter, PlatformError, Target, TaskState};
+use crate::rules::versions::{Version, latest};
+
+/// How often a task is polled (the CLI polls every 500 ms).
+pub const TASK_POLL: Duration = Duration::from_millis(250);
+/// How long one reconcile waits for a task before it lets go (and resumes it later).
+pub const TASK_WAIT: Duration = Duration::from_secs(120);
+
+/// How a start went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// A task was started: wait for it.
+    Task(String),
+    /// The platform says the site already has it.
+    AlreadyDone,
+}
+
+/// Where `inst` lives on the platform: the app, environment, site and the product to install into
+/// (the app's required product when the Installation lists it, else its first product).
+pub fn target(inst: &Installation, app: &ForgeApp) -> Target {
+    let required = latest(app.deployed(&inst.spec.environment)).map(|v| v.compatibility.required);
+    let product = required
+        .filter(|p| inst.spec.products.contains(p))
+        .or_else(|| inst.spec.products.first().copied())
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "jira".into());
+    Target {
+        app_id: app.spec.app_id.clone(),
+        environment_key: crate::platform::environment_key(&inst.spec.environment).to_string(),
+        site: inst.spec.site.clone(),
+        product,
+    }
+}
+
+/// The platform's id of version `to` (its highest patch) in the app environment.
+pub async fn version_id(
+    ctx: &Context,
+    creds: &Credentials,
+    target: &Target,
+    to: Version,
+) -> Result<String, PlatformError> {
+    let versions = ctx.platform.versions(creds, &target.app_id, &target.environment_key).await?;
+    versions
+        .iter()
+        .filter(|v| v.major_minor() == Some((to.major, to.minor)) && !v.id.is_empty())
+        .max_by_key(|v| v.version.rsplit('.').next().and_then(|p| p.parse::<u32>().ok()).unwrap_or(0))
+        .map(|v| v.id.clone())
+        .ok_or_else(|| {
+            PlatformError::new(
+                ErrorKind::NotFound,
+                "forge_cli_getApplicationIdentityVersionDetails",
+                format!(
+                    "version {to} of {} is not deployed in environment {} on the platform: deploy it with `forge deploy -e {}`",
+                    target.app_id, target.environment_key, target.environment_key
+                ),
+            )
+        })
+}
+
+/// Starts installing or upgrading to `to`.
+pub async fn start(
+    ctx: &Context,
+    creds: &Credentials,
+    target: &Target,
+    action: TaskAction,
+    to: Version,
+) -> Result<Started, PlatformError> {
+    let id = version_id(ctx, creds, target, to).await?;
+    let started = match action {
+        TaskAction::Install => ctx.platform.start_install(creds, target, Some(&id)).await,
+        _ => ctx.platform.start_upgrade(creds, target, Some(&id)).await,
+    };
+    match started {
+        Ok(task) => Ok(Started::Task(task)),
+        Err(e) if matches!(e.kind, ErrorKind::AlreadyInstalled | ErrorKind::AlreadyUpgraded) => {
+            Ok(Started::AlreadyDone)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// How waiting on a task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskOutcome {
+    Complete,
+    /// The task failed, with what the platform said (or the platform no longer knows it).
+    Failed(String),
+    /// Still running after [`TASK_WAIT`]: wait again later.
+    StillRunning,
+}
+
+/// Waits for a task, for at most [`TASK_WAIT`].
+pub async fn wait(ctx: &Context, creds: &Credentials, task_id: &str) -> Result<TaskOutcome, PlatformError> {
+    let deadline = tokio::time::Instant::now() + TASK_WAIT;
+    loop {
+        let task = match ctx.platform.task(creds, task_id).await {
+            Ok(task) => task,
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                return Ok(TaskOutcome::Failed(format!("the platform no longer knows task {task_id}")));
+            }
+            Err(e) => return Err(e),
+        };
+        match task.state {
+            TaskState::Complete => return Ok(TaskOutcome::Complete),
+            TaskState::Failed if task.already_done() => return Ok(TaskOutcome::Complete),
+            TaskState::Failed => return Ok(TaskOutcome::Failed(task.messages())),
+            _ if tokio::time::Instant::now() >= deadline => return Ok(TaskOutcome::StillRunning),
+            _ => tokio::time::sleep(TASK_POLL).await,
+        }
+    }
+}
+
+/// Waits for a task to complete; failing, or still running after [`TASK_WAIT`], is an error.
+pub async fn finish(ctx: &Context, creds: &Credentials, task_id: &str, what: &str) -> Result<(), PlatformError> {
+    let failed = |m: String| PlatformError::new(ErrorKind::Unavailable, "forge_cli_getInstallationTask", m);
+    match wait(ctx, creds, task_id).await? {
+        TaskOutcome::Complete => Ok(()),
+        TaskOutcome::Failed(said) => Err(failed(format!("{what} failed on the platform: {said}"))),
+        TaskOutcome::StillRunning => Err(failed(format!("{what} task {task_id} is still running after {TASK_WAIT:?}"))),
+    }
+}
+
+/// The platform's installation of the app environment on the target's site, if any.
+pub async fn find_installation(
+    ctx: &Context,
+    creds: &Credentials,
+    target: &Target,
+) -> Result<Option<crate::platform::InstallationInfo>, PlatformError> {
+    let context = match ctx.platform.installation_context(creds, &target.site, &target.product).await {
+        Ok(c) => c,
+        Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let filter = InstallationFilter { contexts: vec![context], ..Default::default() };
+    let mut after: Option<String> = None;
+    loop {
+        let page = ctx.platform.installations(creds, &target.app_id, &filter, after.as_deref()).await?;
+        if let Some(found) = page.items.into_iter().find(|i| i.environment_key == target.environment_key) {
+            return Ok(Some(found));
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(None),
+        }
+    }
+}
+
+/// Uninstalls the app environment from the site, waiting for the task. Nothing installed: done.
+pub async fn uninstall(ctx: &Context, creds: &Credentials, inst: &Installation, target: &Target) -> Result<(), Error> {
+    let Some(found) = find_installation(ctx, creds, target).await? else {
+        tracing::info!(installation = %inst.name_any(), site = %target.site, "nothing installed on the platform");
+        return Ok(());
+    };
+    let task = match ctx.platform.start_uninstall(creds, &target.app_id, &target.environment_key, &found.id).await {
+        Ok(task) => task,
+        Err(e) if e.kind == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    finish(ctx, creds, &task, "uninstall").await?;
+    Ok(())
+}

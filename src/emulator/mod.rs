@@ -1,0 +1,587 @@
+//! A local stand-in for the Forge GraphQL gateway (`https://api.atlassian.com/graphql`), which the
+//! real `forge` CLI (pointed at it with `FORGE_GRAPHQL_GATEWAY`) and forgeops' own adapter talk to.
+//!
+//! - [`model`]: the platform's state and rules (accounts, apps, environments, versions, sites,
+//!   installations, asynchronous tasks, bulk upgrades, sharing and installation links), pure.
+//! - [`schema`]: the GraphQL schema over it, with the gateway's own type and field names.
+//! - This module: the HTTP server. `POST /graphql` (Basic auth `email:apiToken`) and a separate
+//!   admin API under `/admin/` (JSON, no auth, loopback clients only):
+//!
+//! | endpoint | body | answer |
+//! |---|---|---|
+//! | `POST /admin/deploy` | [`DeployRequest`] | [`DeployOutcome`] |
+//! | `POST /admin/sites` | [`SeedSite`] | [`SiteInfo`] |
+//! | `GET /admin/sites` | | `[SiteInfo]` |
+//! | `POST /admin/link-install` | [`LinkInstallRequest`] | [`LinkInstallOutcome`] |
+//! | `PUT /admin/faults`, `GET /admin/faults` | [`Faults`] | [`Faults`] |
+//! | `GET /admin/requests`, `DELETE /admin/requests` | | `[RecordedRequest]`, 204 |
+//! | `GET /admin/state` | | the model as JSON (no tokens) |
+//! | `POST /admin/forget-finished-rollouts` | | `{"forgotten": n}` |
+//!
+//! Admin errors answer `{"error": {"errorType", "statusCode", "message"}}` with that status.
+
+pub mod model;
+pub mod schema;
+mod seed;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+pub use model::PlatformError;
+pub use seed::{
+    DeployOutcome, DeployRequest, LinkInstallOutcome, LinkInstallRequest, Seed, SeedAccount, SeedApp, SeedEgress,
+    SeedEnvironment, SeedInstallation, SeedLink, SeedSite, SeedVersion, SiteInfo,
+};
+
+use model::{Model, Settings};
+use schema::{Caller, EmulatorSchema, SharedModel, now_ms};
+
+/// How the emulator starts.
+#[derive(Clone, Debug)]
+pub struct EmulatorConfig {
+    /// The initial content (ignored, except for accounts, when `state_file` exists).
+    pub seed: Seed,
+    /// How long an install, upgrade or uninstall task takes (PENDING, then RUNNING from a third
+    /// of it, then COMPLETE or FAILED).
+    pub task_duration: Duration,
+    /// A bulk upgrade upgrades one installation per step (so 10 ms is 10 per 100 ms).
+    pub rollout_step: Duration,
+    /// The most installations one bulk upgrade takes (the platform's 1800); a larger `limit` is
+    /// reduced to it and the rest left for a later bulk upgrade.
+    pub upgrade_limit: u32,
+    /// The most bulk upgrades running at once on the whole platform (APP_ROLLOUTS_UNAVAILABLE).
+    pub global_rollout_limit: u32,
+    /// Sharing and installation links are available (`updateAppDetails`,
+    /// `generateDistributionLink`, `getActiveDistributionLink`); when off they answer an error
+    /// with errorType UNSUPPORTED.
+    pub distribution: bool,
+    /// Faults injected from the start.
+    pub faults: Faults,
+    /// Persist the model here (JSON, after each change) and restore it at start if present.
+    pub state_file: Option<PathBuf>,
+    /// Finished bulk upgrades are forgotten this long after they finish (None: kept).
+    pub rollout_retention: Option<Duration>,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            seed: Seed::default(),
+            task_duration: Duration::from_millis(300),
+            rollout_step: Duration::from_millis(10),
+            upgrade_limit: 1800,
+            global_rollout_limit: 3,
+            distribution: true,
+            faults: Faults::default(),
+            state_file: None,
+            rollout_retention: None,
+        }
+    }
+}
+
+/// Faults injected into `POST /graphql` (the admin API is never affected).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Faults {
+    /// Added to every answer.
+    pub latency_ms: u64,
+    /// The fraction (0 to 1) of requests answered HTTP 500 or 503.
+    pub error_rate: f64,
+    /// Sites (host names or cloud ids) whose tasks and bulk-upgrade steps fail.
+    pub failing_sites: Vec<String>,
+    /// The next this many requests are answered HTTP 429 (`Retry-After: 1`, errorType
+    /// TOO_MANY_REQUESTS).
+    pub rate_limit_burst: u32,
+    /// The gateway is down: HTTP 503 for every request until lifted.
+    pub down: bool,
+}
+
+/// One GraphQL request as received (the API token is never recorded).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedRequest {
+    /// `operationName`, or the name in the query text.
+    pub operation_name: Option<String>,
+    /// The variables (null if none).
+    pub variables: serde_json::Value,
+    /// The authenticated account, if the credentials were valid.
+    pub account_id: Option<String>,
+    /// When it was received, epoch milliseconds.
+    pub at_ms: i64,
+}
+
+struct FaultState {
+    faults: Faults,
+    burst_left: u32,
+}
+
+struct Shared {
+    model: SharedModel,
+    schema: EmulatorSchema,
+    faults: Mutex<FaultState>,
+    requests: Mutex<Vec<RecordedRequest>>,
+    state_file: Option<PathBuf>,
+    /// The model revision last written to the state file.
+    persisted: Mutex<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn new(config: &EmulatorConfig) -> anyhow::Result<Arc<Shared>> {
+        let settings = Settings {
+            task_duration_ms: i64::try_from(config.task_duration.as_millis()).unwrap_or(i64::MAX / 4),
+            rollout_step_us: i64::try_from(config.rollout_step.as_micros()).unwrap_or(i64::MAX / 4),
+            upgrade_limit: config.upgrade_limit,
+            global_rollout_limit: config.global_rollout_limit,
+            rollout_retention_ms: config
+                .rollout_retention
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)),
+            distribution: config.distribution,
+        };
+        let mut model = match &config.state_file {
+            Some(path) if path.exists() => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("reading state {}: {e}", path.display()))?;
+                Model::restore(&text, &config.seed, settings)
+                    .map_err(|e| anyhow::anyhow!("parsing state {}: {e}", path.display()))?
+            }
+            _ => Model::from_seed(&config.seed, settings, now_ms()).map_err(|e| anyhow::anyhow!("seed: {e}"))?,
+        };
+        model.failing_sites = config.faults.failing_sites.clone();
+        let model: SharedModel = Arc::new(Mutex::new(model));
+        let shared = Arc::new(Shared {
+            schema: schema::build_schema(model.clone()),
+            model,
+            faults: Mutex::new(FaultState {
+                faults: config.faults.clone(),
+                burst_left: config.faults.rate_limit_burst,
+            }),
+            requests: Mutex::new(Vec::new()),
+            state_file: config.state_file.clone(),
+            persisted: Mutex::new(u64::MAX),
+        });
+        shared.persist();
+        Ok(shared)
+    }
+
+    fn advance(&self) {
+        lock(&self.model).advance(now_ms());
+    }
+
+    /// Writes the model to the state file if it changed (temp file, then rename).
+    fn persist(&self) {
+        let Some(path) = &self.state_file else { return };
+        let mut persisted = lock(&self.persisted);
+        let (revision, json) = {
+            let model = lock(&self.model);
+            if model.revision == *persisted {
+                return;
+            }
+            (model.revision, serde_json::to_vec(&*model))
+        };
+        let Ok(json) = json else { return };
+        let tmp = path.with_extension("tmp");
+        let written = std::fs::write(&tmp, &json).and_then(|()| std::fs::rename(&tmp, path));
+        match written {
+            Ok(()) => *persisted = revision,
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "emulator: could not write the state file"),
+        }
+    }
+
+    fn set_faults(&self, f: Faults) {
+        lock(&self.model).failing_sites = f.failing_sites.clone();
+        let mut state = lock(&self.faults);
+        state.burst_left = f.rate_limit_burst;
+        state.faults = f;
+    }
+
+    fn faults(&self) -> Faults {
+        let state = lock(&self.faults);
+        Faults { rate_limit_burst: state.burst_left, ..state.faults.clone() }
+    }
+
+    fn mutate<T>(&self, f: impl FnOnce(&mut Model, i64) -> Result<T, PlatformError>) -> Result<T, PlatformError> {
+        let now = now_ms();
+        let result = {
+            let mut model = lock(&self.model);
+            model.advance(now);
+            f(&mut model, now)
+        };
+        self.persist();
+        result
+    }
+}
+
+/// An emulator serving on loopback until dropped.
+pub struct RunningEmulator {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl RunningEmulator {
+    /// `http://127.0.0.1:<port>/graphql` (for `FORGE_GRAPHQL_GATEWAY`).
+    pub fn graphql_url(&self) -> String {
+        format!("http://{}/graphql", self.addr)
+    }
+    /// `http://127.0.0.1:<port>/admin`.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}/admin", self.addr)
+    }
+    /// The address served.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+    /// Every GraphQL request received so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.shared.requests).clone()
+    }
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        lock(&self.shared.requests).clear();
+    }
+    /// Replaces the injected faults (the 429 burst counts from now).
+    pub fn set_faults(&self, f: Faults) {
+        self.shared.set_faults(f);
+    }
+    /// The injected faults (`rateLimitBurst` is what is left of the burst).
+    pub fn faults(&self) -> Faults {
+        self.shared.faults()
+    }
+    /// The model as JSON (what `GET /admin/state` answers; no tokens).
+    pub fn state(&self) -> serde_json::Value {
+        self.shared.advance();
+        lock(&self.shared.model).dump()
+    }
+    /// Deploys a new version (see [`model::Model::deploy`]).
+    pub fn deploy(&self, req: DeployRequest) -> Result<DeployOutcome, PlatformError> {
+        self.shared.mutate(|m, now| m.deploy(&req, now))
+    }
+    /// Adds an app with its environments and versions (see [`model::Model::add_app`]).
+    pub fn add_app(&self, app: SeedApp) -> Result<(), PlatformError> {
+        self.shared.mutate(|m, now| m.add_app(&app, now))
+    }
+    /// Adds a site.
+    pub fn add_site(&self, site: SeedSite) -> Result<SiteInfo, PlatformError> {
+        self.shared.mutate(|m, _| m.add_site(site))
+    }
+    /// A customer installs the app through its installation link.
+    pub fn link_install(&self, req: LinkInstallRequest) -> Result<LinkInstallOutcome, PlatformError> {
+        self.shared.mutate(|m, now| m.link_install(&req, now))
+    }
+    /// Forgets finished bulk upgrades; answers how many.
+    pub fn forget_finished_rollouts(&self) -> usize {
+        self.shared.mutate(|m, _| Ok(m.forget_finished_rollouts())).unwrap_or(0)
+    }
+}
+
+impl Drop for RunningEmulator {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.ticker.abort();
+        self.server.abort();
+        self.shared.persist();
+    }
+}
+
+fn spawn_ticker(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_millis(25));
+        let mut last_persist = std::time::Instant::now();
+        loop {
+            interval.tick().await;
+            shared.advance();
+            if last_persist.elapsed() >= Duration::from_millis(200) {
+                shared.persist();
+                last_persist = std::time::Instant::now();
+            }
+        }
+    })
+}
+
+/// Starts an emulator on `listen` (use `127.0.0.1:0` for a random port) in the current tokio
+/// runtime; it serves until the returned handle is dropped.
+pub async fn start(config: EmulatorConfig, listen: SocketAddr) -> anyhow::Result<RunningEmulator> {
+    let shared = Shared::new(&config)?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let app = router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let server = tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "emulator: server stopped");
+        }
+    });
+    let ticker = spawn_ticker(shared.clone());
+    Ok(RunningEmulator { shared, addr, shutdown: Some(tx), server, ticker })
+}
+
+/// Serves an emulator on `listen` until `shutdown` completes (`forgeops platform serve`).
+pub async fn serve(
+    config: EmulatorConfig,
+    listen: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let shared = Shared::new(&config)?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        graphql = %format!("http://{addr}/graphql"),
+        admin = %format!("http://{addr}/admin"),
+        "emulator: serving the Forge GraphQL gateway"
+    );
+    let ticker = spawn_ticker(shared.clone());
+    let app = router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    ticker.abort();
+    shared.persist();
+    result.map_err(Into::into)
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    let admin = Router::new()
+        .route("/deploy", post(admin_deploy))
+        .route("/sites", post(admin_add_site).get(admin_sites))
+        .route("/link-install", post(admin_link_install))
+        .route("/faults", get(admin_get_faults).put(admin_put_faults))
+        .route("/requests", get(admin_requests).delete(admin_clear_requests))
+        .route("/state", get(admin_state))
+        .route("/forget-finished-rollouts", post(admin_forget))
+        .layer(middleware::from_fn(loopback_only));
+    Router::new().route("/graphql", post(graphql)).nest("/admin", admin).with_state(shared)
+}
+
+fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+fn gateway_error(status: StatusCode, error_type: &str, message: &str) -> Response {
+    json_response(
+        status,
+        &serde_json::json!({"errors": [{"message": message, "extensions": {"errorType": error_type, "statusCode": status.as_u16()}}]}),
+    )
+}
+
+fn admin_error(e: &PlatformError) -> Response {
+    let status = StatusCode::from_u16(e.status_code).unwrap_or(StatusCode::BAD_REQUEST);
+    json_response(status, &serde_json::json!({"error": e}))
+}
+
+fn admin_result<T: Serialize>(r: Result<T, PlatformError>) -> Response {
+    match r {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(e) => admin_error(&e),
+    }
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, PlatformError> {
+    serde_json::from_slice(body)
+        .map_err(|e| PlatformError::new(model::error_type::BAD_REQUEST, 400, format!("bad JSON body: {e}")))
+}
+
+async fn loopback_only(ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request, next: Next) -> Response {
+    if peer.ip().is_loopback() {
+        next.run(req).await
+    } else {
+        json_response(StatusCode::FORBIDDEN, &serde_json::json!({"error": {"message": "admin API: loopback only"}}))
+    }
+}
+
+async fn admin_deploy(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    admin_result(parse_body::<DeployRequest>(&body).and_then(|req| s.mutate(|m, now| m.deploy(&req, now))))
+}
+
+async fn admin_add_site(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    admin_result(parse_body::<SeedSite>(&body).and_then(|site| s.mutate(|m, _| m.add_site(site))))
+}
+
+async fn admin_sites(State(s): State<Arc<Shared>>) -> Response {
+    let sites: Vec<SiteInfo> = lock(&s.model)
+        .sites
+        .iter()
+        .map(|site| SiteInfo {
+            host_name: site.host_name.clone(),
+            cloud_id: site.cloud_id.clone(),
+            activation_ids: site.products.clone(),
+            installation_contexts: site
+                .products
+                .keys()
+                .filter_map(|p| site.context(p).map(|c| (p.clone(), c)))
+                .collect(),
+        })
+        .collect();
+    json_response(StatusCode::OK, &sites)
+}
+
+async fn admin_link_install(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    admin_result(parse_body::<LinkInstallRequest>(&body).and_then(|req| s.mutate(|m, now| m.link_install(&req, now))))
+}
+
+async fn admin_get_faults(State(s): State<Arc<Shared>>) -> Response {
+    json_response(StatusCode::OK, &s.faults())
+}
+
+async fn admin_put_faults(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    match parse_body::<Faults>(&body) {
+        Ok(f) => {
+            s.set_faults(f);
+            json_response(StatusCode::OK, &s.faults())
+        }
+        Err(e) => admin_error(&e),
+    }
+}
+
+async fn admin_requests(State(s): State<Arc<Shared>>) -> Response {
+    json_response(StatusCode::OK, &*lock(&s.requests))
+}
+
+async fn admin_clear_requests(State(s): State<Arc<Shared>>) -> Response {
+    lock(&s.requests).clear();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn admin_state(State(s): State<Arc<Shared>>) -> Response {
+    s.advance();
+    let dump = lock(&s.model).dump();
+    json_response(StatusCode::OK, &dump)
+}
+
+async fn admin_forget(State(s): State<Arc<Shared>>) -> Response {
+    let n = s.mutate(|m, _| Ok(m.forget_finished_rollouts())).unwrap_or(0);
+    json_response(StatusCode::OK, &serde_json::json!({"forgotten": n}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GraphqlBody {
+    query: String,
+    #[serde(default)]
+    variables: Option<serde_json::Value>,
+    #[serde(default)]
+    operation_name: Option<String>,
+}
+
+/// The name of the operation in a query text, when there is exactly one named operation.
+fn operation_name_of(query: &str) -> Option<String> {
+    let doc = async_graphql::parser::parse_query(query).ok()?;
+    match doc.operations {
+        async_graphql::parser::types::DocumentOperations::Single(_) => None,
+        async_graphql::parser::types::DocumentOperations::Multiple(ops) => {
+            if ops.len() == 1 {
+                ops.keys().next().map(|k| k.to_string())
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// The account of `Authorization: Basic base64(email:token)`.
+fn authenticate(model: &Model, headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (email, token) = text.split_once(':')?;
+    model.authenticate(email, token).map(|a| a.account_id.clone())
+}
+
+async fn graphql(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let now = now_ms();
+    let parsed: Result<GraphqlBody, _> = serde_json::from_slice(&body);
+    let account_id = authenticate(&lock(&s.model), &headers);
+    let (operation_name, variables) = match &parsed {
+        Ok(b) => (
+            b.operation_name.clone().filter(|n| !n.is_empty()).or_else(|| operation_name_of(&b.query)),
+            b.variables.clone().unwrap_or(serde_json::Value::Null),
+        ),
+        Err(_) => (None, serde_json::Value::Null),
+    };
+    lock(&s.requests).push(RecordedRequest {
+        operation_name: operation_name.clone(),
+        variables: variables.clone(),
+        account_id: account_id.clone(),
+        at_ms: now,
+    });
+    let (faults, rate_limited) = {
+        let mut state = lock(&s.faults);
+        let limited = !state.faults.down && state.burst_left > 0;
+        if limited {
+            state.burst_left -= 1;
+        }
+        (state.faults.clone(), limited)
+    };
+    if faults.down {
+        return gateway_error(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "Service Unavailable");
+    }
+    if rate_limited {
+        let mut r = gateway_error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS", "Too many requests");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    }
+    if faults.error_rate > 0.0 && rand::random::<f64>() < faults.error_rate {
+        return if rand::random::<bool>() {
+            gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR", "Internal Server Error")
+        } else {
+            gateway_error(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "Service Unavailable")
+        };
+    }
+    if faults.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    }
+    let Some(account_id) = account_id else {
+        return gateway_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "Unauthorized");
+    };
+    let body = match parsed {
+        Ok(b) => b,
+        Err(e) => {
+            return gateway_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &format!("bad GraphQL request body: {e}"));
+        }
+    };
+    s.advance();
+    let mut request = async_graphql::Request::new(body.query)
+        .variables(async_graphql::Variables::from_json(variables))
+        .data(Caller(account_id));
+    if let Some(name) = operation_name {
+        request = request.operation_name(name);
+    }
+    let response = s.schema.execute(request).await;
+    s.persist();
+    let mut r = json_response(StatusCode::OK, &response);
+    if let Ok(v) = HeaderValue::from_str(&model::random_uuid()) {
+        r.headers_mut().insert("x-request-id", v);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1596 @@
+//! The emulated platform's state and rules: pure and in memory, no I/O. Time is always passed in
+//! (epoch milliseconds) and asynchronous work (installation tasks, rollouts) progresses when
+//! [`Model::advance`] is called with a later time.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use super::seed::{
+    DeployOutcome, DeployRequest, LinkInstallOutcome, LinkInstallRequest, Seed, SeedApp, SeedSite, SiteInfo,
+};
+
+/// Epoch milliseconds.
+pub type Millis = i64;
+
+/// Error types, as the platform names them in `extensions.errorType`.
+pub mod error_type {
+    pub const APP_NOT_FOUND: &str = "APP_NOT_FOUND";
+    pub const PERMISSION_DENIED: &str = "PERMISSION_DENIED";
+    /// The spelling the rollout mutations use.
+    pub const PERMISSION_DENIED_ERROR: &str = "PermissionDeniedError";
+    pub const APP_ALREADY_INSTALLED: &str = "APP_ALREADY_INSTALLED";
+    pub const INSTALLATION_ALREADY_UPGRADED: &str = "INSTALLATION_ALREADY_UPGRADED";
+    pub const INSTALLATION_LIMIT_REACHED: &str = "INSTALLATION_LIMIT_REACHED";
+    pub const INSTALLATION_NOT_FOUND: &str = "INSTALLATION_NOT_FOUND";
+    pub const APP_ROLLOUT_RUNNING: &str = "APP_ROLLOUT_RUNNING";
+    pub const TOO_MANY_APP_ROLLOUTS_RUNNING_FOR_ACCOUNT: &str = "TOO_MANY_APP_ROLLOUTS_RUNNING_FOR_ACCOUNT";
+    pub const APP_ROLLOUTS_UNAVAILABLE: &str = "APP_ROLLOUTS_UNAVAILABLE";
+    pub const APP_ROLLOUT_NOT_RUNNING: &str = "APP_ROLLOUT_NOT_RUNNING";
+    pub const APP_ROLLOUT_NOT_ELIGIBLE: &str = "APP_ROLLOUT_NOT_ELIGIBLE";
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    pub const BAD_REQUEST: &str = "BAD_REQUEST";
+    pub const CONFLICT: &str = "CONFLICT";
+    pub const UNSUPPORTED: &str = "UNSUPPORTED";
+    pub const SITE_FAILURE: &str = "INTERNAL_SERVER_ERROR";
+    pub const DISTRIBUTION_LINK_INVALID: &str = "DISTRIBUTION_LINK_INVALID";
+    pub const APP_NOT_SHARED: &str = "APP_NOT_SHARED";
+    pub const UNAUTHORIZED: &str = "UNAUTHORIZED";
+}
+
+use error_type as et;
+
+/// An error as the platform reports it: `{ message, extensions { errorType, statusCode } }`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[error("{error_type} ({status_code}): {message}")]
+pub struct PlatformError {
+    /// `extensions.errorType`.
+    pub error_type: String,
+    /// `extensions.statusCode`.
+    pub status_code: u16,
+    /// `message`.
+    pub message: String,
+}
+
+impl PlatformError {
+    /// An error of `error_type` with an HTTP-like status code.
+    pub fn new(error_type: &str, status_code: u16, message: impl Into<String>) -> Self {
+        PlatformError { error_type: error_type.to_string(), status_code, message: message.into() }
+    }
+    fn app_not_found(id: &str) -> Self {
+        Self::new(et::APP_NOT_FOUND, 404, format!("App {id} was not found"))
+    }
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(et::BAD_REQUEST, 400, message)
+    }
+}
+
+/// An account's status, as `me { user { accountStatus } }` answers it.
+#[derive(async_graphql::Enum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+#[graphql(rename_items = "lowercase")]
+pub enum AccountStatus {
+    #[default]
+    Active,
+    Inactive,
+    Closed,
+}
+
+/// An environment's type.
+#[derive(async_graphql::Enum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[graphql(name = "AppEnvironmentType")]
+pub enum EnvironmentType {
+    Development,
+    Production,
+    Staging,
+}
+
+impl EnvironmentType {
+    /// The type the platform gives an environment of this key.
+    pub fn for_key(key: &str) -> Self {
+        match key {
+            "production" => EnvironmentType::Production,
+            "staging" => EnvironmentType::Staging,
+            _ => EnvironmentType::Development,
+        }
+    }
+}
+
+/// Sharing: `DEVELOPMENT` (off) or `PUBLIC` (on, installation links work).
+#[derive(async_graphql::Enum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DistributionStatus {
+    #[default]
+    Development,
+    Public,
+}
+
+/// The kind of an egress permission.
+#[derive(async_graphql::Enum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[graphql(name = "AppNetworkPermissionType")]
+pub enum EgressType {
+    FetchBackendSide,
+    FetchClientSide,
+    Fonts,
+    Frames,
+    Images,
+    Media,
+    Navigation,
+    Scripts,
+    Styles,
+}
+
+/// An egress permission's category.
+#[derive(async_graphql::Enum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[graphql(name = "AppNetworkEgressCategory")]
+pub enum EgressCategory {
+    Analytics,
+}
+
+/// An egress permission of a version.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Egress {
+    /// `type`.
+    #[serde(rename = "type", default = "default_egress_type")]
+    pub kind: EgressType,
+    /// Addresses (host names or URLs, possibly with wildcards).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// `ANALYTICS` or none.
+    #[serde(default)]
+    pub category: Option<EgressCategory>,
+    /// In scope of end-user data.
+    #[serde(default, rename = "inScopeEUD")]
+    pub in_scope_eud: bool,
+}
+
+fn default_egress_type() -> EgressType {
+    EgressType::FetchBackendSide
+}
+
+/// A developer account. The token is never serialized.
+#[derive(Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Account {
+    pub email: String,
+    #[serde(skip)]
+    pub api_token: String,
+    pub account_id: String,
+    pub name: String,
+    pub status: AccountStatus,
+}
+
+/// A deployed version.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Version {
+    pub id: String,
+    /// `M.m.p`.
+    pub version: String,
+    pub created_at: Millis,
+    pub scopes: Vec<String>,
+    pub egress: Vec<Egress>,
+    pub requires_license: bool,
+    /// Lowercase product names.
+    pub required_products: Vec<String>,
+}
+
+impl Version {
+    /// `(major, minor, patch)`.
+    pub fn triple(&self) -> (u64, u64, u64) {
+        parse_version(&self.version).unwrap_or((0, 0, 0))
+    }
+    /// The major version.
+    pub fn major(&self) -> u64 {
+        self.triple().0
+    }
+}
+
+/// An app environment; `versions` are in ascending version order (the last is the latest).
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Environment {
+    pub id: String,
+    pub key: String,
+    #[serde(rename = "type")]
+    pub env_type: EnvironmentType,
+    pub created_at: Millis,
+    pub versions: Vec<Version>,
+}
+
+impl Environment {
+    /// The latest version.
+    pub fn latest(&self) -> Option<&Version> {
+        self.versions.last()
+    }
+    /// A version by id.
+    pub fn version(&self, id: &str) -> Option<&Version> {
+        self.versions.iter().find(|v| v.id == id)
+    }
+}
+
+/// An installation link.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DistributionLink {
+    pub products: Vec<String>,
+    pub signature: String,
+    pub created_at: Millis,
+}
+
+/// A Forge app.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct App {
+    pub id: String,
+    pub name: String,
+    /// The owner's account id.
+    pub owner: String,
+    pub created_at: Millis,
+    pub distribution_status: DistributionStatus,
+    pub listed_on_marketplace: bool,
+    pub distribution_link: Option<DistributionLink>,
+    /// Signatures of links that were replaced (they admit no install).
+    #[serde(default)]
+    pub retired_link_signatures: Vec<String>,
+    pub environments: Vec<Environment>,
+}
+
+impl App {
+    /// An environment by key.
+    pub fn environment(&self, key: &str) -> Option<&Environment> {
+        self.environments.iter().find(|e| e.key == key)
+    }
+    fn environment_mut(&mut self, key: &str) -> Option<&mut Environment> {
+        self.environments.iter_mut().find(|e| e.key == key)
+    }
+}
+
+/// An Atlassian site.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Site {
+    pub host_name: String,
+    pub cloud_id: String,
+    /// Activation id by lowercase product.
+    pub products: BTreeMap<String, String>,
+    pub app_limit: Option<u32>,
+}
+
+impl Site {
+    /// The installation context (workspace ARI) of `product` on this site.
+    pub fn context(&self, product: &str) -> Option<String> {
+        self.products.get(product).map(|activation| workspace_ari(product, &self.cloud_id, activation))
+    }
+    fn info(&self) -> SiteInfo {
+        SiteInfo {
+            host_name: self.host_name.clone(),
+            cloud_id: self.cloud_id.clone(),
+            activation_ids: self.products.clone(),
+            installation_contexts: self
+                .products
+                .iter()
+                .map(|(p, a)| (p.clone(), workspace_ari(p, &self.cloud_id, a)))
+                .collect(),
+        }
+    }
+}
+
+/// The workspace ARI the CLI builds for a product on a site (`createWorkspaceAriByProduct`).
+pub fn workspace_ari(product: &str, cloud_id: &str, activation_id: &str) -> String {
+    format!("ari:cloud:{product}:{cloud_id}:workspace/{activation_id}")
+}
+
+/// An app environment installed on a site's product.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Installation {
+    pub id: String,
+    pub app_id: String,
+    pub environment_key: String,
+    pub cloud_id: String,
+    pub product: String,
+    /// The installation context (workspace ARI).
+    pub context: String,
+    pub version_id: String,
+    pub created_at: Millis,
+}
+
+/// What a task does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    Install,
+    Upgrade,
+    Uninstall,
+}
+
+/// A task's state.
+#[derive(async_graphql::Enum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[graphql(name = "AppTaskState")]
+pub enum TaskState {
+    Complete,
+    Failed,
+    Pending,
+    Running,
+}
+
+impl TaskState {
+    /// COMPLETE or FAILED.
+    pub fn is_finished(self) -> bool {
+        matches!(self, TaskState::Complete | TaskState::Failed)
+    }
+}
+
+/// An asynchronous install, upgrade or uninstall.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    pub id: String,
+    pub kind: TaskKind,
+    pub account_id: String,
+    pub app_id: String,
+    pub environment_key: String,
+    pub cloud_id: String,
+    pub product: String,
+    pub context: String,
+    pub installation_id: Option<String>,
+    pub version_id: Option<String>,
+    pub created_at: Millis,
+    pub due_at: Millis,
+    pub state: TaskState,
+    pub errors: Vec<PlatformError>,
+    /// A failure decided when the task was accepted, reported when it finishes.
+    pub preset_failure: Option<PlatformError>,
+}
+
+/// A rollout's status.
+#[derive(async_graphql::Enum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[graphql(name = "AppVersionRolloutStatus")]
+pub enum RolloutStatus {
+    Cancelled,
+    Complete,
+    Running,
+}
+
+/// A bulk upgrade of the installations on one version to a newer one.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    pub id: String,
+    pub app_id: String,
+    pub environment_id: String,
+    pub environment_key: String,
+    pub source_version_id: String,
+    pub target_version_id: String,
+    pub created_at: Millis,
+    pub completed_at: Option<Millis>,
+    pub status: RolloutStatus,
+    pub upgrade_limit: u32,
+    pub created_by: String,
+    pub cancelled_by: Option<String>,
+    /// Installations still to upgrade, in order.
+    pub pending: VecDeque<String>,
+    pub completed: u32,
+    pub failed: u32,
+    /// When the next installation is upgraded, epoch microseconds.
+    pub next_step_at_us: i64,
+}
+
+/// The model's tunables.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How long an install/upgrade/uninstall task takes.
+    pub task_duration_ms: i64,
+    /// A rollout upgrades one installation per step, in microseconds.
+    pub rollout_step_us: i64,
+    /// The most installations one rollout takes.
+    pub upgrade_limit: u32,
+    /// The most rollouts running at once on the whole platform.
+    pub global_rollout_limit: u32,
+    /// Finished rollouts are forgotten this long after they finish (none: kept).
+    pub rollout_retention_ms: Option<i64>,
+    /// Sharing and installation links are available.
+    pub distribution: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            task_duration_ms: 300,
+            rollout_step_us: 10_000,
+            upgrade_limit: 1800,
+            global_rollout_limit: 3,
+            rollout_retention_ms: None,
+            distribution: true,
+        }
+    }
+}
+
+/// What an install or upgrade asks for.
+#[derive(Clone, Debug, Default)]
+pub struct InstallInput {
+    pub app_id: String,
+    pub environment_key: String,
+    pub context: String,
+    pub version_id: Option<String>,
+}
+
+/// What an uninstall asks for.
+#[derive(Clone, Debug, Default)]
+pub struct UninstallInput {
+    pub app_id: String,
+    pub environment_key: String,
+    pub installation_id: Option<String>,
+    pub context: Option<String>,
+}
+
+/// The installations filter of `appInstallationsByApp`.
+#[derive(Clone, Debug, Default)]
+pub struct InstallationFilter {
+    pub app_ids: Vec<String>,
+    pub environment_types: Option<Vec<EnvironmentType>>,
+    pub contexts: Option<Vec<String>>,
+    pub ids: Option<Vec<String>>,
+}
+
+/// The answer to a rollout creation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutCreated {
+    pub id: String,
+    pub upgrade_limit: u32,
+    pub total_eligible: u32,
+    pub expected_remaining: u32,
+}
+
+/// The whole platform state. Accounts and settings are not serialized (tokens never leave memory;
+/// they come from the seed and the configuration at start).
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Model {
+    #[serde(skip)]
+    pub accounts: Vec<Account>,
+    pub apps: Vec<App>,
+    pub sites: Vec<Site>,
+    pub installations: Vec<Installation>,
+    pub tasks: BTreeMap<String, Task>,
+    pub rollouts: Vec<Rollout>,
+    #[serde(skip)]
+    pub settings: Settings,
+    /// Sites (host names or cloud ids) whose tasks fail.
+    #[serde(skip)]
+    pub failing_sites: Vec<String>,
+    /// Incremented on every change (for persistence).
+    #[serde(skip)]
+    pub revision: u64,
+}
+
+/// Parses `M`, `M.m` or `M.m.p`.
+pub fn parse_version(s: &str) -> Option<(u64, u64, u64)> {
+    let parts: Vec<&str> = s.trim().split('.').collect();
+    if parts.is_empty() || parts.len() > 3 {
+        return None;
+    }
+    let mut out = [0u64; 3];
+    for (i, p) in parts.iter().enumerate() {
+        out[i] = p.parse().ok()?;
+    }
+    Some((out[0], out[1], out[2]))
+}
+
+fn normalize_version(s: &str) -> Option<String> {
+    parse_version(s).map(|(a, b, c)| format!("{a}.{b}.{c}"))
+}
+
+const PRODUCTS: [&str; 3] = ["jira", "confluence", "compass"];
+
+fn normalize_product(p: &str) -> Result<String, PlatformError> {
+    let lower = p.trim().to_ascii_lowercase();
+    if PRODUCTS.contains(&lower.as_str()) {
+        Ok(lower)
+    } else {
+        Err(PlatformError::bad_request(format!("unknown product {p:?} (jira, confluence or compass)")))
+    }
+}
+
+fn fnv(data: &str, salt: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ salt;
+    for b in data.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn format_uuid(v: u128) -> String {
+    // Version 4 layout, variant 1.
+    let v = (v & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let h = format!("{v:032x}");
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// A uuid derived from a name: the same name always gives the same uuid.
+pub fn stable_uuid(name: &str) -> String {
+    format_uuid((u128::from(fnv(name, 1)) << 64) | u128::from(fnv(name, 0x9e37_79b9)))
+}
+
+/// A random uuid.
+pub fn random_uuid() -> String {
+    format_uuid(rand::random::<u128>())
+}
+
+/// A random link signature (url-safe).
+fn random_signature() -> String {
+    use base64::Engine as _;
+    let bytes: [u8; 24] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn same_site(site: &Site, names: &[String]) -> bool {
+    names.iter().any(|n| n.eq_ignore_ascii_case(&site.host_name) || n == &site.cloud_id)
+}
+
+/// Whether a version may be reached from another by a rollout, and if not why.
+pub fn rollout_ineligibility(source: &Version, target: &Version) -> Option<String> {
+    if target.triple() <= source.triple() {
+        return Some(format!("version {} is not newer than {}", target.version, source.version));
+    }
+    let scopes: BTreeSet<&String> = source.scopes.iter().collect();
+    let added: Vec<&String> = target.scopes.iter().filter(|s| !scopes.contains(s)).collect();
+    if !added.is_empty() {
+        return Some(format!("version {} adds scopes {added:?}", target.version));
+    }
+    let mut source_egress: BTreeMap<(EgressType, &str), Option<EgressCategory>> = BTreeMap::new();
+    for e in &source.egress {
+        for a in &e.addresses {
+            source_egress.insert((e.kind, a.as_str()), e.category);
+        }
+    }
+    for e in &target.egress {
+        for a in &e.addresses {
+            match source_egress.get(&(e.kind, a.as_str())) {
+                None => return Some(format!("version {} adds egress to {a}", target.version)),
+                Some(c) if *c != e.category => {
+                    return Some(format!("version {} changes the egress category of {a}", target.version));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    if target.requires_license != source.requires_license {
+        return Some(format!("version {} changes licensing", target.version));
+    }
+    None
+}
+
+impl Model {
+    /// Builds the model from a seed. Unknown references in the seed are errors.
+    pub fn from_seed(seed: &Seed, settings: Settings, now: Millis) -> Result<Model, PlatformError> {
+        let mut model = Model { settings, ..Model::default() };
+        model.accounts = accounts_from_seed(seed);
+        for s in &seed.sites {
+            model.add_site(s.clone())?;
+        }
+        for a in &seed.apps {
+            model.add_app(a, now)?;
+        }
+        for i in &seed.installations {
+            let product = normalize_product(&i.product)?;
+            let site = model
+                .site_by_host(&i.site)
+                .ok_or_else(|| PlatformError::bad_request(format!("installation: unknown site {}", i.site)))?
+                .clone();
+            let context = site
+                .context(&product)
+                .ok_or_else(|| PlatformError::bad_request(format!("installation: {} has no {product}", i.site)))?;
+            let app = model.app(&i.app_id).ok_or_else(|| PlatformError::app_not_found(&i.app_id))?;
+            let env = app.environment(&i.environment).ok_or_else(|| {
+                PlatformError::bad_request(format!("installation: {} has no environment {}", i.app_id, i.environment))
+            })?;
+            let version = match &i.version {
+                None => env.latest(),
+                Some(v) => {
+                    let v = normalize_version(v).unwrap_or_default();
+                    env.versions.iter().find(|x| x.version == v)
+                }
+            }
+            .ok_or_else(|| PlatformError::bad_request(format!("installation: no such version {:?}", i.version)))?;
+            let id = i.id.clone().unwrap_or_else(|| {
+                stable_uuid(&format!("installation/{}/{}/{}/{product}", i.app_id, i.environment, site.cloud_id))
+            });
+            let installation = Installation {
+                id,
+                app_id: i.app_id.clone(),
+                environment_key: i.environment.clone(),
+                cloud_id: site.cloud_id.clone(),
+                product,
+                context,
+                version_id: version.id.clone(),
+                created_at: now,
+            };
+            if model.installed(
+                &installation.app_id,
+                &installation.environment_key,
+                &site.cloud_id,
+                &installation.product,
+            ) {
+                return Err(PlatformError::bad_request(format!(
+                    "installation of {} {} on {} {} appears twice",
+                    i.app_id, i.environment, i.site, installation.product
+                )));
+            }
+            model.installations.push(installation);
+        }
+        Ok(model)
+    }
+
+    /// Restores a persisted model, with the accounts of the seed and the given settings.
+    pub fn restore(json: &str, seed: &Seed, settings: Settings) -> Result<Model, serde_json::Error> {
+        let mut model: Model = serde_json::from_str(json)?;
+        model.accounts = accounts_from_seed(seed);
+        model.settings = settings;
+        Ok(model)
+    }
+
+    /// A JSON dump of everything (tokens left out).
+    pub fn dump(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("accounts".into(), serde_json::to_value(&self.accounts).unwrap_or_default());
+        }
+        v
+    }
+
+    fn touch(&mut self) {
+        self.revision += 1;
+    }
+
+    /// The account with these credentials.
+    pub fn authenticate(&self, email: &str, token: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.email.eq_ignore_ascii_case(email) && a.api_token == token)
+    }
+
+    /// An account by id.
+    pub fn account(&self, account_id: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.account_id == account_id)
+    }
+
+    /// An app by id.
+    pub fn app(&self, id: &str) -> Option<&App> {
+        self.apps.iter().find(|a| a.id == id)
+    }
+
+    fn app_mut(&mut self, id: &str) -> Option<&mut App> {
+        self.apps.iter_mut().find(|a| a.id == id)
+    }
+
+    /// An app the caller owns: APP_NOT_FOUND if there is none, PERMISSION_DENIED if another
+    /// account owns it.
+    pub fn owned_app(&self, caller: &str, id: &str) -> Result<&App, PlatformError> {
+        let app = self.app(id).ok_or_else(|| PlatformError::app_not_found(id))?;
+        if app.owner != caller {
+            return Err(PlatformError::new(
+                et::PERMISSION_DENIED,
+                403,
+                format!("You don't have permission to access app {id}"),
+            ));
+        }
+        Ok(app)
+    }
+
+    /// A version anywhere, with its app and environment.
+    pub fn version(&self, id: &str) -> Option<(&App, &Environment, &Version)> {
+        self.apps.iter().find_map(|a| a.environments.iter().find_map(|e| e.version(id).map(|v| (a, e, v))))
+    }
+
+    /// A site by host name (case-insensitive, scheme and path ignored).
+    pub fn site_by_host(&self, host: &str) -> Option<&Site> {
+        let host = host.trim().trim_start_matches("https://").trim_start_matches("http://");
+        let host = host.split('/').next().unwrap_or(host);
+        self.sites.iter().find(|s| s.host_name.eq_ignore_ascii_case(host))
+    }
+
+    /// A site by cloud id.
+    pub fn site_by_cloud_id(&self, cloud_id: &str) -> Option<&Site> {
+        self.sites.iter().find(|s| s.cloud_id == cloud_id)
+    }
+
+    /// A site by one of its activation ids.
+    pub fn site_by_activation_id(&self, activation_id: &str) -> Option<&Site> {
+        self.sites.iter().find(|s| s.products.values().any(|a| a == activation_id))
+    }
+
+    /// Reads an installation context: `ari:cloud:<product>:<cloudId>:workspace/<activationId>`,
+    /// `ari:cloud:<product>::workspace/<activationId>` or `ari:cloud:<product>::site/<cloudId>`.
+    /// Answers the site and the product.
+    pub fn resolve_context(&self, context: &str) -> Result<(&Site, String), PlatformError> {
+        let bad = || PlatformError::bad_request(format!("installation context {context} is not a known site"));
+        let rest = context.strip_prefix("ari:cloud:").ok_or_else(bad)?;
+        let mut parts = rest.splitn(3, ':');
+        let product = parts.next().ok_or_else(bad)?.to_string();
+        let cloud_id = parts.next().ok_or_else(bad)?;
+        let resource = parts.next().ok_or_else(bad)?;
+        let (kind, id) = resource.split_once('/').ok_or_else(bad)?;
+        if !PRODUCTS.contains(&product.as_str()) {
+            return Err(bad());
+        }
+        let site = match kind {
+            "site" => self.site_by_cloud_id(id),
+            "workspace" => {
+                let site =
+                    if cloud_id.is_empty() { self.site_by_activation_id(id) } else { self.site_by_cloud_id(cloud_id) };
+                site.filter(|s| s.products.get(&product).map(String::as_str) == Some(id))
+            }
+            _ => None,
+        }
+        .ok_or_else(bad)?;
+        if !site.products.contains_key(&product) {
+            return Err(bad());
+        }
+        Ok((site, product))
+    }
+
+    /// Whether this app environment is installed on the site's product.
+    pub fn installed(&self, app_id: &str, env_key: &str, cloud_id: &str, product: &str) -> bool {
+        self.find_installation(app_id, env_key, cloud_id, product).is_some()
+    }
+
+    fn find_installation(&self, app_id: &str, env_key: &str, cloud_id: &str, product: &str) -> Option<&Installation> {
+        self.installations.iter().find(|i| {
+            i.app_id == app_id && i.environment_key == env_key && i.cloud_id == cloud_id && i.product == product
+        })
+    }
+
+    /// An installation by id.
+    pub fn installation(&self, id: &str) -> Option<&Installation> {
+        self.installations.iter().find(|i| i.id == id)
+    }
+
+    /// A task by id.
+    pub fn task(&self, id: &str) -> Option<&Task> {
+        self.tasks.get(id)
+    }
+
+    fn unfinished_tasks(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values().filter(|t| !t.state.is_finished())
+    }
+
+    fn new_task(&mut self, mut task: Task, now: Millis) -> String {
+        task.id = random_uuid();
+        task.created_at = now;
+        task.due_at = now + self.settings.task_duration_ms.max(0);
+        task.state = TaskState::Pending;
+        let id = task.id.clone();
+        self.tasks.insert(id.clone(), task);
+        self.touch();
+        id
+    }
+
+    /// `installApp`: accepted as a task (whose id is answered) or refused at once. Installing an
+    /// app environment already installed (or being installed) on the context, or beyond the
+    /// site's app limit, is accepted and the task fails with APP_ALREADY_INSTALLED or
+    /// INSTALLATION_LIMIT_REACHED, as on the real platform.
+    pub fn install(&mut self, caller: &str, input: &InstallInput, now: Millis) -> Result<String, PlatformError> {
+        let app = self.owned_app(caller, &input.app_id)?;
+        let env = app.environment(&input.environment_key).ok_or_else(|| {
+            PlatformError::new(et::APP_NOT_FOUND, 404, format!("Environment {} was not found", input.environment_key))
+        })?;
+        let version = match &input.version_id {
+            Some(v) => env.version(v).ok_or_else(|| {
+                PlatformError::new(et::APP_NOT_FOUND, 404, format!("Version {v} was not found in {}", env.key))
+            })?,
+            None => env.latest().ok_or_else(|| {
+                PlatformError::new(et::APP_NOT_FOUND, 404, format!("Nothing is deployed to {}", env.key))
+            })?,
+        };
+        let version_id = version.id.clone();
+        let (site, product) = self.resolve_context(&input.context)?;
+        let (cloud_id, app_limit) = (site.cloud_id.clone(), site.app_limit);
+        let pending_same = self.unfinished_tasks().any(|t| {
+            t.kind == TaskKind::Install
+                && t.preset_failure.is_none()
+                && t.app_id == input.app_id
+                && t.environment_key == input.environment_key
+                && t.cloud_id == cloud_id
+                && t.product == product
+        });
+        let preset_failure =
+            if pending_same || self.installed(&input.app_id, &input.environment_key, &cloud_id, &product) {
+                Some(PlatformError::new(et::APP_ALREADY_INSTALLED, 409, "App is already installed on this site"))
+            } else if let Some(limit) = app_limit {
+                let on_site = self.installations.iter().filter(|i| i.cloud_id == cloud_id).count()
+                    + self
+                        .unfinished_tasks()
+                        .filter(|t| t.kind == TaskKind::Install && t.preset_failure.is_none() && t.cloud_id == cloud_id)
+                        .count();
+                (on_site >= limit as usize).then(|| {
+                    PlatformError::new(
+                        et::INSTALLATION_LIMIT_REACHED,
+                        400,
+                        format!("The site already has the maximum number of apps installed ({limit})"),
+                    )
+                })
+            } else {
+                None
+            };
+        let task = Task {
+            id: String::new(),
+            kind: TaskKind::Install,
+            account_id: caller.to_string(),
+            app_id: input.app_id.clone(),
+            environment_key: input.environment_key.clone(),
+            cloud_id,
+            product,
+            context: input.context.clone(),
+            installation_id: None,
+            version_id: Some(version_id),
+            created_at: now,
+            due_at: now,
+            state: TaskState::Pending,
+            errors: Vec::new(),
+            preset_failure,
+        };
+        Ok(self.new_task(task, now))
+    }
+
+    /// `upgradeApp`: refused at once when the installation is missing or already on the target
+    /// version (INSTALLATION_ALREADY_UPGRADED); otherwise a task. Without a version, the latest.
+    pub fn upgrade(&mut self, caller: &str, input: &InstallInput, now: Millis) -> Result<String, PlatformError> {
+        let app = self.owned_app(caller, &input.app_id)?;
+        let env = app.environment(&input.environment_key).ok_or_else(|| {
+            PlatformError::new(et::APP_NOT_FOUND, 404, format!("Environment {} was not found", input.environment_key))
+        })?;
+        let target = match &input.version_id {
+            Some(v) => env.version(v).ok_or_else(|| {
+                PlatformError::new(et::APP_NOT_FOUND, 404, format!("Version {v} was not found in {}", env.key))
+            })?,
+            None => env.latest().ok_or_else(|| {
+                PlatformError::new(et::APP_NOT_FOUND, 404, format!("Nothing is deployed to {}", env.key))
+            })?,
+        };
+        let target_id = target.id.clone();
+        let (site, product) = self.resolve_context(&input.context)?;
+        let cloud_id = site.cloud_id.clone();
+        let installation =
+            self.find_installation(&input.app_id, &input.environment_key, &cloud_id, &product).ok_or_else(|| {
+                PlatformError::new(et::INSTALLATION_NOT_FOUND, 404, "The app is not installed on this site")
+            })?;
+        if installation.version_id == target_id {
+            return Err(PlatformError::new(
+                et::INSTALLATION_ALREADY_UPGRADED,
+                409,
+                "The installation is already on this version",
+            ));
+        }
+        let task = Task {
+            id: String::new(),
+            kind: TaskKind::Upgrade,
+            account_id: caller.to_string(),
+            app_id: input.app_id.clone(),
+            environment_key: input.environment_key.clone(),
+            cloud_id,
+            product,
+            context: installation.context.clone(),
+            installation_id: Some(installation.id.clone()),
+            version_id: Some(target_id),
+            created_at: now,
+            due_at: now,
+            state: TaskState::Pending,
+            errors: Vec::new(),
+            preset_failure: None,
+        };
+        Ok(self.new_task(task, now))
+    }
+
+    /// `uninstallApp` by installation id (or context): a task.
+    pub fn uninstall(&mut self, caller: &str, input: &UninstallInput, now: Millis) -> Result<String, PlatformError> {
+        let app = self.owned_app(caller, &input.app_id)?;
+        if app.environment(&input.environment_key).is_none() {
+            return Err(PlatformError::new(
+                et::APP_NOT_FOUND,
+                404,
+                format!("Environment {} was not found", input.environment_key),
+            ));
+        }
+        let installation = match (&input.installation_id, &input.context) {
+            (Some(id), _) => self.installation(id),
+            (None, Some(ctx)) => {
+                let (site, product) = self.resolve_context(ctx)?;
+                self.find_installation(&input.app_id, &input.environment_key, &site.cloud_id, &product)
+            }
+            (None, None) => {
+                return Err(PlatformError::bad_request("installationId or installationContext is required"));
+            }
+        }
+        .filter(|i| i.app_id == input.app_id && i.environment_key == input.environment_key)
+        .ok_or_else(|| PlatformError::new(et::INSTALLATION_NOT_FOUND, 404, "Installation not found"))?
+        .clone();
+        let task = Task {
+            id: String::new(),
+            kind: TaskKind::Uninstall,
+            account_id: caller.to_string(),
+            app_id: input.app_id.clone(),
+            environment_key: input.environment_key.clone(),
+            cloud_id: installation.cloud_id.clone(),
+            product: installation.product.clone(),
+            context: installation.context.clone(),
+            installation_id: Some(installation.id.clone()),
+            version_id: None,
+            created_at: now,
+            due_at: now,
+            state: TaskState::Pending,
+            errors: Vec::new(),
+            preset_failure: None,
+        };
+        Ok(self.new_task(task, now))
+    }
+
+    fn site_failing(&self, cloud_id: &str) -> bool {
+        !self.failing_sites.is_empty()
+            && self.site_by_cloud_id(cloud_id).is_some_and(|s| same_site(s, &self.failing_sites))
+    }
+
+    /// Moves tasks and rollouts forward to `now`. Answers whether anything changed.
+    pub fn advance(&mut self, now: Millis) -> bool {
+        let before = self.revision;
+        let mut due: Vec<(Millis, String)> = self.unfinished_tasks().map(|t| (t.due_at, t.id.clone())).collect();
+        due.sort();
+        for (_, id) in due {
+            let Some(task) = self.tasks.get(&id) else { continue };
+            if now >= task.due_at {
+                self.finish_task(&id);
+            } else if task.state == TaskState::Pending && now >= task.created_at + (task.due_at - task.created_at) / 3 {
+                if let Some(t) = self.tasks.get_mut(&id) {
+                    t.state = TaskState::Running;
+                }
+                self.touch();
+            }
+        }
+        self.advance_rollouts(now);
+        if let Some(retention) = self.settings.rollout_retention_ms {
+            let n = self.rollouts.len();
+            self.rollouts.retain(|r| r.completed_at.is_none_or(|c| c + retention > now));
+            if self.rollouts.len() != n {
+                self.touch();
+            }
+        }
+        self.revision != before
+    }
+
+    fn finish_task(&mut self, id: &str) {
+        let Some(task) = self.tasks.get(id).cloned() else { return };
+        let outcome = if let Some(f) = task.preset_failure.clone() {
+            Err(f)
+        } else if self.site_failing(&task.cloud_id) {
+            Err(PlatformError::new(et::SITE_FAILURE, 500, "The site failed to process the request"))
+        } else {
+            self.apply_task(&task)
+        };
+        if let Some(t) = self.tasks.get_mut(id) {
+            match outcome {
+                Ok(installation_id) => {
+                    t.state = TaskState::Complete;
+                    if installation_id.is_some() {
+                        t.installation_id = installation_id;
+                    }
+                }
+                Err(e) => {
+                    t.state = TaskState::Failed;
+                    t.errors = vec![e];
+                }
+            }
+        }
+        self.touch();
+    }
+
+    fn apply_task(&mut self, task: &Task) -> Result<Option<String>, PlatformError> {
+        match task.kind {
+            TaskKind::Install => {
+                if self.installed(&task.app_id, &task.environment_key, &task.cloud_id, &task.product) {
+                    return Err(PlatformError::new(et::APP_ALREADY_INSTALLED, 409, "App is already installed"));
+                }
+                let version_id = task.version_id.clone().unwrap_or_default();
+                if self.version(&version_id).is_none() {
+                    return Err(PlatformError::new(et::APP_NOT_FOUND, 404, "The version no longer exists"));
+                }
+                let id = random_uuid();
+                self.installations.push(Installation {
+                    id: id.clone(),
+                    app_id: task.app_id.clone(),
+                    environment_key: task.environment_key.clone(),
+                    cloud_id: task.cloud_id.clone(),
+                    product: task.product.clone(),
+                    context: task.context.clone(),
+                    version_id,
+                    created_at: task.due_at,
+                });
+                Ok(Some(id))
+            }
+            TaskKind::Upgrade => {
+                let target = task.version_id.clone().unwrap_or_default();
+                let inst = self
+                    .installations
+                    .iter_mut()
+                    .find(|i| Some(&i.id) == task.installation_id.as_ref())
+                    .ok_or_else(|| PlatformError::new(et::INSTALLATION_NOT_FOUND, 404, "Installation not found"))?;
+                inst.version_id = target;
+                Ok(None)
+            }
+            TaskKind::Uninstall => {
+                let n = self.installations.len();
+                self.installations.retain(|i| Some(&i.id) != task.installation_id.as_ref());
+                if self.installations.len() == n {
+                    return Err(PlatformError::new(et::INSTALLATION_NOT_FOUND, 404, "Installation not found"));
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn advance_rollouts(&mut self, now: Millis) {
+        let now_us = now.saturating_mul(1000);
+        let step = self.settings.rollout_step_us.max(0);
+        for idx in 0..self.rollouts.len() {
+            if self.rollouts[idx].status != RolloutStatus::Running {
+                continue;
+            }
+            let mut changed = false;
+            let mut last_step_us = None;
+            while self.rollouts[idx].next_step_at_us <= now_us {
+                let Some(inst_id) = self.rollouts[idx].pending.pop_front() else { break };
+                let (source, target) =
+                    (self.rollouts[idx].source_version_id.clone(), self.rollouts[idx].target_version_id.clone());
+                let failing = self.installation(&inst_id).is_some_and(|i| self.site_failing(&i.cloud_id));
+                let ok = match self.installations.iter_mut().find(|i| i.id == inst_id) {
+                    Some(i) if i.version_id == target => true,
+                    Some(i) if i.version_id == source && !failing => {
+                        i.version_id = target;
+                        true
+                    }
+                    _ => false,
+                };
+                let r = &mut self.rollouts[idx];
+                if ok {
+                    r.completed += 1;
+                } else {
+                    r.failed += 1;
+                }
+                last_step_us = Some(r.next_step_at_us);
+                r.next_step_at_us += step;
+                changed = true;
+            }
+            let r = &mut self.rollouts[idx];
+            if r.pending.is_empty() {
+                r.status = RolloutStatus::Complete;
+                r.completed_at = Some(last_step_us.map_or(now, |us| us / 1000).max(r.created_at));
+                changed = true;
+            }
+            if changed {
+                self.touch();
+            }
+        }
+    }
+
+    /// `upgradeableByRolloutFromVersion`: whether installations on `source` may be moved to
+    /// `target` by a rollout.
+    pub fn upgradeable(&self, source_id: &str, target_id: &str) -> Result<bool, PlatformError> {
+        let (_, source_env, source) = self
+            .version(source_id)
+            .ok_or_else(|| PlatformError::new(et::APP_NOT_FOUND, 404, format!("Version {source_id} was not found")))?;
+        let (_, target_env, target) = self
+            .version(target_id)
+            .ok_or_else(|| PlatformError::new(et::APP_NOT_FOUND, 404, format!("Version {target_id} was not found")))?;
+        Ok(source_env.id == target_env.id && rollout_ineligibility(source, target).is_none())
+    }
+
+    fn running_rollouts(&self) -> impl Iterator<Item = &Rollout> {
+        self.rollouts.iter().filter(|r| r.status == RolloutStatus::Running)
+    }
+
+    /// `createAppVersionRollout`.
+    pub fn create_rollout(
+        &mut self,
+        caller: &str,
+        source_id: &str,
+        target_id: &str,
+        limit: Option<i64>,
+        now: Millis,
+    ) -> Result<RolloutCreated, PlatformError> {
+        let (app, env, source) = self
+            .version(source_id)
+            .ok_or_else(|| PlatformError::new(et::APP_NOT_FOUND, 404, format!("Version {source_id} was not found")))?;
+        if app.owner != caller {
+            return Err(PlatformError::new(
+                et::PERMISSION_DENIED_ERROR,
+                403,
+                format!("You don't have permission to upgrade installations of app {}", app.id),
+            ));
+        }
+        let target = env.version(target_id).ok_or_else(|| {
+            PlatformError::new(et::APP_NOT_FOUND, 404, format!("Version {target_id} was not found in {}", env.key))
+        })?;
+        if let Some(reason) = rollout_ineligibility(source, target) {
+            return Err(PlatformError::new(
+                et::APP_ROLLOUT_NOT_ELIGIBLE,
+                400,
+                format!("Installations on {} cannot be upgraded to it by a rollout: {reason}", source.version),
+            ));
+        }
+        if let Some(l) = limit
+            && l <= 0
+        {
+            return Err(PlatformError::bad_request("limit must be positive"));
+        }
+        let (app_id, owner, env_id, env_key) = (app.id.clone(), app.owner.clone(), env.id.clone(), env.key.clone());
+        if self.running_rollouts().any(|r| r.environment_id == env_id) {
+            return Err(PlatformError::new(
+                et::APP_ROLLOUT_RUNNING,
+                409,
+                "A rollout is already running for this app environment",
+            ));
+        }
+        if self.running_rollouts().any(|r| self.app(&r.app_id).is_some_and(|a| a.owner == owner)) {
+            return Err(PlatformError::new(
+                et::TOO_MANY_APP_ROLLOUTS_RUNNING_FOR_ACCOUNT,
+                429,
+                "A rollout is already running for an app of this account",
+            ));
+        }
+        if self.running_rollouts().count() >= self.settings.global_rollout_limit as usize {
+            return Err(PlatformError::new(
+                et::APP_ROLLOUTS_UNAVAILABLE,
+                503,
+                "Rollouts are unavailable right now, try again later",
+            ));
+        }
+        let mut eligible: Vec<&Installation> = self
+            .installations
+            .iter()
+            .filter(|i| i.app_id == app_id && i.environment_key == env_key && i.version_id == source_id)
+            .collect();
+        eligible.sort_by_key(|i| i.created_at);
+        let upgrade_limit = match limit {
+            Some(l) => (l.min(i64::from(self.settings.upgrade_limit))) as u32,
+            None => self.settings.upgrade_limit,
+        };
+        let total = eligible.len() as u32;
+        let taken: VecDeque<String> = eligible.iter().take(upgrade_limit as usize).map(|i| i.id.clone()).collect();
+        let expected_remaining = total - taken.len() as u32;
+        let id = random_uuid();
+        self.rollouts.push(Rollout {
+            id: id.clone(),
+            app_id,
+            environment_id: env_id,
+            environment_key: env_key,
+            source_version_id: source_id.to_string(),
+            target_version_id: target_id.to_string(),
+            created_at: now,
+            completed_at: None,
+            status: RolloutStatus::Running,
+            upgrade_limit,
+            created_by: caller.to_string(),
+            cancelled_by: None,
+            pending: taken,
+            completed: 0,
+            failed: 0,
+            next_step_at_us: now * 1000 + self.settings.rollout_step_us.max(0),
+        });
+        self.touch();
+        Ok(RolloutCreated { id, upgrade_limit, total_eligible: total, expected_remaining })
+    }
+
+    /// A rollout by id.
+    pub fn rollout(&self, id: &str) -> Option<&Rollout> {
+        self.rollouts.iter().find(|r| r.id == id)
+    }
+
+    /// `cancelAppVersionRollout`: only a RUNNING rollout; the installations not yet upgraded stay.
+    pub fn cancel_rollout(&mut self, caller: &str, id: &str, now: Millis) -> Result<(), PlatformError> {
+        let r = self
+            .rollout(id)
+            .ok_or_else(|| PlatformError::new(et::NOT_FOUND, 404, format!("Rollout {id} was not found")))?;
+        if self.app(&r.app_id).is_none_or(|a| a.owner != caller) {
+            return Err(PlatformError::new(et::PERMISSION_DENIED_ERROR, 403, "You don't have permission to cancel it"));
+        }
+        if r.status != RolloutStatus::Running {
+            return Err(PlatformError::new(et::APP_ROLLOUT_NOT_RUNNING, 409, "The rollout is not running"));
+        }
+        if let Some(r) = self.rollouts.iter_mut().find(|r| r.id == id) {
+            r.status = RolloutStatus::Cancelled;
+            r.cancelled_by = Some(caller.to_string());
+            r.completed_at = Some(now);
+            r.pending.clear();
+        }
+        self.touch();
+        Ok(())
+    }
+
+    /// Forgets finished (COMPLETE or CANCELLED) rollouts; answers how many.
+    pub fn forget_finished_rollouts(&mut self) -> usize {
+        let n = self.rollouts.len();
+        self.rollouts.retain(|r| r.status == RolloutStatus::Running);
+        let forgotten = n - self.rollouts.len();
+        if forgotten > 0 {
+            self.touch();
+        }
+        forgotten
+    }
+
+    fn require_distribution(&self) -> Result<(), PlatformError> {
+        if self.settings.distribution {
+            Ok(())
+        } else {
+            Err(PlatformError::new(
+                et::UNSUPPORTED,
+                403,
+                "Distribution settings are not available for API-token authentication",
+            ))
+        }
+    }
+
+    /// `updateAppDetails(distributionStatus)`: sharing on (PUBLIC) or off (DEVELOPMENT).
+    pub fn set_distribution_status(
+        &mut self,
+        caller: &str,
+        app_id: &str,
+        status: Option<DistributionStatus>,
+        name: Option<String>,
+    ) -> Result<(), PlatformError> {
+        self.require_distribution()?;
+        let app = self.owned_app(caller, app_id)?;
+        if status == Some(DistributionStatus::Development) && app.listed_on_marketplace {
+            return Err(PlatformError::new(
+                et::CONFLICT,
+                409,
+                "A Marketplace-listed app cannot be made private (DEVELOPMENT)",
+            ));
+        }
+        if let Some(app) = self.app_mut(app_id) {
+            if let Some(s) = status {
+                app.distribution_status = s;
+            }
+            if let Some(n) = name {
+                app.name = n;
+            }
+        }
+        self.touch();
+        Ok(())
+    }
+
+    /// `generateDistributionLink`: a new link (new signature) replacing the current one, which
+    /// then admits no install. Sharing must be on.
+    pub fn generate_link(
+        &mut self,
+        caller: &str,
+        app_id: &str,
+        products: &[String],
+        now: Millis,
+    ) -> Result<DistributionLink, PlatformError> {
+        self.require_distribution()?;
+        let app = self.owned_app(caller, app_id)?;
+        if app.distribution_status != DistributionStatus::Public {
+            return Err(PlatformError::new(
+                et::APP_NOT_SHARED,
+                409,
+                "Turn sharing on (distributionStatus PUBLIC) before generating an installation link",
+            ));
+        }
+        if products.is_empty() {
+            return Err(PlatformError::bad_request("at least one product is required"));
+        }
+        let mut normalized = Vec::new();
+        for p in products {
+            let p = normalize_product(p)?;
+            if !normalized.contains(&p) {
+                normalized.push(p);
+            }
+        }
+        let link = DistributionLink { products: normalized, signature: random_signature(), created_at: now };
+        if let Some(app) = self.app_mut(app_id)
+            && let Some(old) = app.distribution_link.replace(link.clone())
+        {
+            app.retired_link_signatures.push(old.signature);
+        }
+        self.touch();
+        Ok(link)
+    }
+
+    /// `getActiveDistributionLink`.
+    pub fn active_link(&self, caller: &str, app_id: &str) -> Result<Option<DistributionLink>, PlatformError> {
+        self.require_distribution()?;
+        Ok(self.owned_app(caller, app_id)?.distribution_link.clone())
+    }
+
+    /// A customer installs through an installation link: refused unless sharing is on, the
+    /// signature is the current link's and the product is one of the link's. Immediate.
+    pub fn link_install(&mut self, req: &LinkInstallRequest, now: Millis) -> Result<LinkInstallOutcome, PlatformError> {
+        let app = self.app(&req.app_id).ok_or_else(|| PlatformError::app_not_found(&req.app_id))?;
+        if app.distribution_status != DistributionStatus::Public {
+            return Err(PlatformError::new(et::APP_NOT_SHARED, 403, "The app is not shared"));
+        }
+        let link = app.distribution_link.as_ref().filter(|l| l.signature == req.signature).ok_or_else(|| {
+            PlatformError::new(et::DISTRIBUTION_LINK_INVALID, 403, "The installation link is not valid any more")
+        })?;
+        let product = normalize_product(&req.product)?;
+        if !link.products.contains(&product) {
+            return Err(PlatformError::new(
+                et::DISTRIBUTION_LINK_INVALID,
+                403,
+                format!("The installation link does not cover {product}"),
+            ));
+        }
+        let env = app.environment(&req.environment).ok_or_else(|| {
+            PlatformError::new(et::APP_NOT_FOUND, 404, format!("Environment {} was not found", req.environment))
+        })?;
+        let version =
+            env.latest().ok_or_else(|| PlatformError::new(et::APP_NOT_FOUND, 404, "Nothing is deployed"))?.clone();
+        let site = self
+            .site_by_host(&req.site)
+            .ok_or_else(|| PlatformError::new(et::NOT_FOUND, 404, format!("Site {} was not found", req.site)))?;
+        let context = site
+            .context(&product)
+            .ok_or_else(|| PlatformError::bad_request(format!("{} has no {product}", site.host_name)))?;
+        let cloud_id = site.cloud_id.clone();
+        if self.installed(&req.app_id, &req.environment, &cloud_id, &product) {
+            return Err(PlatformError::new(et::APP_ALREADY_INSTALLED, 409, "App is already installed on this site"));
+        }
+        if let Some(limit) = site.app_limit
+            && self.installations.iter().filter(|i| i.cloud_id == cloud_id).count() >= limit as usize
+        {
+            return Err(PlatformError::new(et::INSTALLATION_LIMIT_REACHED, 400, "The site has too many apps"));
+        }
+        let id = random_uuid();
+        self.installations.push(Installation {
+            id: id.clone(),
+            app_id: req.app_id.clone(),
+            environment_key: req.environment.clone(),
+            cloud_id,
+            product,
+            context: context.clone(),
+            version_id: version.id.clone(),
+            created_at: now,
+        });
+        self.touch();
+        Ok(LinkInstallOutcome { installation_id: id, installation_context: context, version: version.version })
+    }
+
+    /// Adds an app (as a seed describes it): what `forge register` and `forge deploy` stand in for.
+    pub fn add_app(&mut self, a: &SeedApp, now: Millis) -> Result<(), PlatformError> {
+        let owner = self
+            .accounts
+            .iter()
+            .find(|acc| acc.email.eq_ignore_ascii_case(&a.owner) || acc.account_id == a.owner)
+            .map(|acc| acc.account_id.clone())
+            .ok_or_else(|| PlatformError::bad_request(format!("app {}: unknown owner {}", a.id, a.owner)))?;
+        let uuid = app_uuid(&a.id).ok_or_else(|| {
+            PlatformError::bad_request(format!("app id {} is not ari:cloud:ecosystem::app/<uuid>", a.id))
+        })?;
+        if self.app(&a.id).is_some() {
+            return Err(PlatformError::bad_request(format!("app {} appears twice", a.id)));
+        }
+        let mut app = App {
+            id: a.id.clone(),
+            name: a.name.clone().unwrap_or_else(|| uuid.to_string()),
+            owner,
+            created_at: now,
+            distribution_status: a.distribution_status,
+            listed_on_marketplace: a.listed_on_marketplace,
+            distribution_link: None,
+            retired_link_signatures: Vec::new(),
+            environments: Vec::new(),
+        };
+        if let Some(link) = &a.distribution_link {
+            let products = link.products.iter().map(|p| normalize_product(p)).collect::<Result<Vec<_>, _>>()?;
+            app.distribution_link =
+                Some(DistributionLink { products, signature: link.signature.clone(), created_at: now });
+        }
+        for e in &a.environments {
+            let mut env = Environment {
+                id: e.id.clone().unwrap_or_else(|| stable_uuid(&format!("{}/{}", a.id, e.key))),
+                key: e.key.clone(),
+                env_type: e.env_type.unwrap_or_else(|| EnvironmentType::for_key(&e.key)),
+                created_at: now,
+                versions: Vec::new(),
+            };
+            let mut versions = Vec::new();
+            for v in &e.versions {
+                let version = normalize_version(&v.version).ok_or_else(|| {
+                    PlatformError::bad_request(format!("app {} {}: bad version {:?}", a.id, e.key, v.version))
+                })?;
+                versions.push(Version {
+                    id: v.id.clone().unwrap_or_else(|| stable_uuid(&format!("{}/{}/{version}", a.id, e.key))),
+                    version,
+                    created_at: v.created_at.unwrap_or(0),
+                    scopes: v.scopes.clone(),
+                    egress: v.egress.iter().cloned().map(|x| x.into_egress()).collect(),
+                    requires_license: v.requires_license,
+                    required_products: v
+                        .required_products
+                        .iter()
+                        .map(|p| normalize_product(p))
+                        .collect::<Result<_, _>>()?,
+                });
+            }
+            versions.sort_by_key(|v| v.triple());
+            let n = versions.len() as i64;
+            for (i, v) in versions.iter_mut().enumerate() {
+                if v.created_at == 0 {
+                    // Older versions a little earlier, in order.
+                    v.created_at = now - (n - i as i64) * 60_000;
+                }
+            }
+            for w in versions.windows(2) {
+                if w[0].version == w[1].version {
+                    return Err(PlatformError::bad_request(format!(
+                        "{} {}: version {} twice",
+                        a.id, e.key, w[0].version
+                    )));
+                }
+            }
+            env.versions = versions;
+            app.environments.push(env);
+        }
+        self.apps.push(app);
+        self.touch();
+        Ok(())
+    }
+
+    /// Deploys a new version (the latest unless it is a minor of an older major). A minor of an
+    /// existing major may not add scopes, egress or licensing (the real platform makes such a
+    /// deployment a new major). Installations on an older version of the same major are moved to it
+    /// at once (no consent needed).
+    pub fn deploy(&mut self, req: &DeployRequest, now: Millis) -> Result<DeployOutcome, PlatformError> {
+        let version = normalize_version(&req.version)
+            .ok_or_else(|| PlatformError::bad_request(format!("bad version {:?}", req.version)))?;
+        let app = self.app(&req.app_id).ok_or_else(|| PlatformError::app_not_found(&req.app_id))?;
+        let required_products =
+            req.required_products.iter().map(|p| normalize_product(p)).collect::<Result<Vec<_>, _>>()?;
+        let new = Version {
+            id: stable_uuid(&format!("{}/{}/{version}", req.app_id, req.environment)),
+            version: version.clone(),
+            created_at: now,
+            scopes: req.scopes.clone(),
+            egress: req.egress.iter().cloned().map(|e| e.into_egress()).collect(),
+            requires_license: req.requires_license,
+            required_products,
+        };
+        if let Some(env) = app.environment(&req.environment) {
+            // As with `forge deploy`, a major's versions only go up; an older major may still get a
+            // new minor (the platform keeps every major usable).
+            if let Some(newest) = env.versions.iter().filter(|v| v.major() == new.major()).max_by_key(|v| v.triple())
+                && newest.triple() >= new.triple()
+            {
+                return Err(PlatformError::new(
+                    et::CONFLICT,
+                    409,
+                    format!("version {version} is not newer than {} of the same major", newest.version),
+                ));
+            }
+            if let Some(prev) = env.versions.iter().filter(|v| v.major() == new.major()).max_by_key(|v| v.triple()) {
+                let mut as_minor = new.clone();
+                as_minor.version = format!("{}.{}.{}", new.major() + 1, 0, 0);
+                if let Some(reason) = rollout_ineligibility(prev, &as_minor) {
+                    return Err(PlatformError::bad_request(format!(
+                        "{version} cannot be a minor of {}: {reason}; deploy it as a new major",
+                        prev.version
+                    )));
+                }
+            }
+        }
+        let (app_id, env_key) = (req.app_id.clone(), req.environment.clone());
+        let Some(app) = self.app_mut(&app_id) else { return Err(PlatformError::app_not_found(&app_id)) };
+        if app.environment(&env_key).is_none() {
+            app.environments.push(Environment {
+                id: stable_uuid(&format!("{app_id}/{env_key}")),
+                key: env_key.clone(),
+                env_type: EnvironmentType::for_key(&env_key),
+                created_at: now,
+                versions: Vec::new(),
+            });
+        }
+        let Some(env) = app.environment_mut(&env_key) else { return Err(PlatformError::app_not_found(&app_id)) };
+        let same_major: Vec<String> =
+            env.versions.iter().filter(|v| v.major() == new.major()).map(|v| v.id.clone()).collect();
+        env.versions.push(new.clone());
+        env.versions.sort_by_key(|v| v.triple());
+        let mut upgraded = Vec::new();
+        for i in self.installations.iter_mut() {
+            if i.app_id == app_id && i.environment_key == env_key && same_major.contains(&i.version_id) {
+                i.version_id = new.id.clone();
+                upgraded.push(i.id.clone());
+            }
+        }
+        self.touch();
+        Ok(DeployOutcome { version_id: new.id, version, upgraded_installations: upgraded })
+    }
+
+    /// Adds a site (or answers the existing one with that host name unchanged).
+    pub fn add_site(&mut self, s: SeedSite) -> Result<SiteInfo, PlatformError> {
+        let host = s.host_name.trim().to_ascii_lowercase();
+        if host.is_empty() || host.contains('/') {
+            return Err(PlatformError::bad_request(format!("bad host name {:?}", s.host_name)));
+        }
+        if let Some(existing) = self.site_by_host(&host) {
+            return Err(PlatformError::new(et::CONFLICT, 409, format!("site {} exists", existing.host_name)));
+        }
+        let cloud_id = s.cloud_id.clone().unwrap_or_else(|| stable_uuid(&format!("site/{host}")));
+        if self.site_by_cloud_id(&cloud_id).is_some() {
+            return Err(PlatformError::new(et::CONFLICT, 409, format!("cloud id {cloud_id} exists")));
+        }
+        let mut products = BTreeMap::new();
+        for p in &s.products {
+            let p = normalize_product(p)?;
+            let activation =
+                s.activation_ids.get(&p).cloned().unwrap_or_else(|| stable_uuid(&format!("activation/{host}/{p}")));
+            products.insert(p, activation);
+        }
+        let site = Site { host_name: host, cloud_id, products, app_limit: s.app_limit };
+        let info = site.info();
+        self.sites.push(site);
+        self.touch();
+        Ok(info)
+    }
+
+    /// Installations matching the filter (in creation order). Every app must be the caller's.
+    pub fn installations_by_app(
+        &self,
+        caller: &str,
+        filter: &InstallationFilter,
+    ) -> Result<Vec<&Installation>, PlatformError> {
+        let mut env_types: BTreeMap<(&str, &str), EnvironmentType> = BTreeMap::new();
+        for id in &filter.app_ids {
+            let app = self.owned_app(caller, id)?;
+            for e in &app.environments {
+                env_types.insert((app.id.as_str(), e.key.as_str()), e.env_type);
+            }
+        }
+        let contexts: Option<Vec<(String, String)>> = filter.contexts.as_ref().map(|cs| {
+            cs.iter().filter_map(|c| self.resolve_context(c).ok().map(|(s, p)| (s.cloud_id.clone(), p))).collect()
+        });
+        Ok(self
+            .installations
+            .iter()
+            .filter(|i| filter.app_ids.contains(&i.app_id))
+            .filter(|i| {
+                filter.environment_types.as_ref().is_none_or(|types| {
+                    env_types.get(&(i.app_id.as_str(), i.environment_key.as_str())).is_some_and(|t| types.contains(t))
+                })
+            })
+            .filter(|i| {
+                contexts.as_ref().is_none_or(|cs| {
+                    cs.iter().any(|(c, p)| c == &i.cloud_id && p == &i.product)
+                        || filter.contexts.as_ref().is_some_and(|raw| raw.contains(&i.context))
+                })
+            })
+            .filter(|i| filter.ids.as_ref().is_none_or(|ids| ids.contains(&i.id)))
+            .collect())
+    }
+}
+
+fn app_uuid(id: &str) -> Option<&str> {
+    id.strip_prefix("ari:cloud:ecosystem::app/").filter(|u| !u.is_empty())
+}
+
+fn accounts_from_seed(seed: &Seed) -> Vec<Account> {
+    seed.accounts
+        .iter()
+        .map(|a| Account {
+            email: a.email.clone(),
+            api_token: a.api_token.clone(),
+            account_id: a.account_id.clone().unwrap_or_else(|| format!("712020:{}", stable_uuid(&a.email))),
+            name: a.name.clone().unwrap_or_else(|| a.email.split('@').next().unwrap_or_default().to_string()),
+            status: a.status.unwrap_or_default(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "model_tests.rs"]
+mod tests;

@@ -1,0 +1,585 @@
+//! The model's rules, without a server.
+
+use super::*;
+use crate::emulator::seed::{SeedAccount, SeedApp, SeedEgress, SeedEnvironment, SeedVersion};
+
+const ACME: &str = "platform-team@acme.example";
+const OTHER: &str = "someone@globex.example";
+const APP1: &str = "ari:cloud:ecosystem::app/6f1c2d3e-0000-4000-8000-000000000001";
+const APP2: &str = "ari:cloud:ecosystem::app/6f1c2d3e-0000-4000-8000-000000000002";
+const APP3: &str = "ari:cloud:ecosystem::app/6f1c2d3e-0000-4000-8000-000000000003";
+const T0: Millis = 1_700_000_000_000;
+
+fn seed() -> Seed {
+    let mut seed = Seed::from_yaml_str(include_str!("../../deploy/emulator/seed.yaml")).expect("seed parses");
+    seed.accounts.push(SeedAccount {
+        email: OTHER.into(),
+        api_token: "other-token".into(),
+        account_id: Some("other-account".into()),
+        name: None,
+        status: None,
+    });
+    // A third app owned by the other account, with a bulk-upgradeable pair of majors.
+    seed.apps.push(SeedApp {
+        id: APP3.into(),
+        name: Some("globex-app".into()),
+        owner: OTHER.into(),
+        distribution_status: DistributionStatus::Development,
+        listed_on_marketplace: true,
+        distribution_link: None,
+        environments: vec![SeedEnvironment {
+            key: "production".into(),
+            env_type: None,
+            id: None,
+            versions: ["1.0.0", "2.0.0"]
+                .iter()
+                .map(|v| SeedVersion {
+                    version: v.to_string(),
+                    id: None,
+                    scopes: vec!["read:jira-work".into()],
+                    egress: vec![],
+                    requires_license: false,
+                    required_products: vec!["jira".into()],
+                    created_at: None,
+                })
+                .collect(),
+        }],
+    });
+    seed
+}
+
+fn model() -> Model {
+    Model::from_seed(&seed(), Settings { task_duration_ms: 300, rollout_step_us: 10_000, ..Settings::default() }, T0)
+        .expect("model")
+}
+
+fn acme(m: &Model) -> String {
+    m.accounts.iter().find(|a| a.email == ACME).unwrap().account_id.clone()
+}
+
+fn version_id(m: &Model, app: &str, env: &str, v: &str) -> String {
+    m.app(app).unwrap().environment(env).unwrap().versions.iter().find(|x| x.version == v).unwrap().id.clone()
+}
+
+fn ctx(m: &Model, host: &str, product: &str) -> String {
+    m.site_by_host(host).unwrap().context(product).unwrap()
+}
+
+fn install_input(m: &Model, app: &str, host: &str, version: Option<&str>) -> InstallInput {
+    InstallInput {
+        app_id: app.into(),
+        environment_key: "production".into(),
+        context: ctx(m, host, "jira"),
+        version_id: version.map(|v| version_id(m, app, "production", v)),
+    }
+}
+
+/// Installs and lets the task finish.
+fn installed(m: &mut Model, app: &str, host: &str, version: Option<&str>, now: Millis) -> String {
+    let caller = m.app(app).unwrap().owner.clone();
+    let input = install_input(m, app, host, version);
+    let task = m.install(&caller, &input, now).expect("accepted");
+    m.advance(now + 1000);
+    assert_eq!(m.task(&task).unwrap().state, TaskState::Complete, "{:?}", m.task(&task).unwrap().errors);
+    m.task(&task).unwrap().installation_id.clone().unwrap()
+}
+
+#[test]
+fn seed_loads_with_stable_ids_and_normalized_versions() {
+    let a = model();
+    let b = model();
+    assert_eq!(version_id(&a, APP1, "production", "1.1.0"), version_id(&b, APP1, "production", "1.1.0"));
+    assert_eq!(a.sites[0].cloud_id, b.sites[0].cloud_id);
+    let env = a.app(APP1).unwrap().environment("production").unwrap();
+    assert_eq!(env.latest().unwrap().version, "2.0.0");
+    assert_eq!(env.env_type, EnvironmentType::Production);
+    assert_eq!(a.app(APP1).unwrap().environment("development").unwrap().env_type, EnvironmentType::Development);
+    assert_eq!(a.authenticate(ACME, "local-dev-token").map(|x| x.status), Some(AccountStatus::Active));
+    assert!(a.authenticate(ACME, "wrong").is_none());
+    let site = a.site_by_host("https://ACME.atlassian.net/").unwrap();
+    assert_eq!(site.products.len(), 2);
+    let ctx = site.context("jira").unwrap();
+    assert!(ctx.starts_with(&format!("ari:cloud:jira:{}:workspace/", site.cloud_id)));
+    let (resolved, product) = a.resolve_context(&ctx).unwrap();
+    assert_eq!((resolved.host_name.as_str(), product.as_str()), ("acme.atlassian.net", "jira"));
+    let site_ari = format!("ari:cloud:confluence::site/{}", site.cloud_id);
+    assert_eq!(a.resolve_context(&site_ari).unwrap().1, "confluence");
+    assert!(a.resolve_context("ari:cloud:jira:nope:workspace/nope").is_err());
+    assert!(a.resolve_context("garbage").is_err());
+    // Tokens never leave memory.
+    assert!(!serde_json::to_string(&a).unwrap().contains("local-dev-token"));
+    assert!(!a.dump().to_string().contains("local-dev-token"));
+}
+
+#[test]
+fn bad_seeds_are_errors_not_panics() {
+    let mut s = seed();
+    s.apps[0].owner = "nobody@example".into();
+    assert!(Model::from_seed(&s, Settings::default(), T0).is_err());
+    let mut s = seed();
+    s.apps[0].environments[0].versions[0].version = "x.y".into();
+    assert!(Model::from_seed(&s, Settings::default(), T0).is_err());
+    let mut s = seed();
+    s.apps[0].id = "not-an-ari".into();
+    assert!(Model::from_seed(&s, Settings::default(), T0).is_err());
+}
+
+#[test]
+fn install_task_lifecycle_pending_running_complete() {
+    let mut m = model();
+    let caller = acme(&m);
+    let input = install_input(&m, APP1, "acme.atlassian.net", None);
+    let task = m.install(&caller, &input, T0).unwrap();
+    assert_eq!(m.task(&task).unwrap().state, TaskState::Pending);
+    m.advance(T0 + 50);
+    assert_eq!(m.task(&task).unwrap().state, TaskState::Pending);
+    m.advance(T0 + 150);
+    assert_eq!(m.task(&task).unwrap().state, TaskState::Running);
+    assert!(m.installations.is_empty(), "no effect before the task completes");
+    m.advance(T0 + 300);
+    let t = m.task(&task).unwrap();
+    assert_eq!(t.state, TaskState::Complete);
+    assert_eq!(m.installations.len(), 1);
+    // Without a version: the latest.
+    assert_eq!(m.installations[0].version_id, version_id(&m, APP1, "production", "2.0.0"));
+    assert_eq!(t.installation_id.as_deref(), Some(m.installations[0].id.as_str()));
+}
+
+#[test]
+fn install_twice_is_app_already_installed() {
+    let mut m = model();
+    let caller = acme(&m);
+    let input = install_input(&m, APP1, "acme.atlassian.net", Some("1.0.0"));
+    let first = m.install(&caller, &input, T0).unwrap();
+    // A second install while the first is pending: accepted, its task fails.
+    let second = m.install(&caller, &input, T0 + 10).unwrap();
+    m.advance(T0 + 1000);
+    assert_eq!(m.task(&first).unwrap().state, TaskState::Complete);
+    let t = m.task(&second).unwrap();
+    assert_eq!(t.state, TaskState::Failed);
+    assert_eq!(t.errors[0].error_type, "APP_ALREADY_INSTALLED");
+    // And once installed.
+    let third = m.install(&caller, &input, T0 + 2000).unwrap();
+    m.advance(T0 + 3000);
+    assert_eq!(m.task(&third).unwrap().errors[0].error_type, "APP_ALREADY_INSTALLED");
+    assert_eq!(m.installations.len(), 1);
+    // Another environment of the same app on the same site is another installation.
+    let mut dev = input.clone();
+    dev.environment_key = "development".into();
+    dev.version_id = None;
+    let t = m.install(&caller, &dev, T0 + 4000).unwrap();
+    m.advance(T0 + 5000);
+    assert_eq!(m.task(&t).unwrap().state, TaskState::Complete);
+}
+
+#[test]
+fn upgrade_rules() {
+    let mut m = model();
+    let caller = acme(&m);
+    installed(&mut m, APP1, "acme.atlassian.net", Some("1.0.0"), T0);
+    // To the version already installed.
+    let same = install_input(&m, APP1, "acme.atlassian.net", Some("1.0.0"));
+    let e = m.upgrade(&caller, &same, T0 + 2000).unwrap_err();
+    assert_eq!(e.error_type, "INSTALLATION_ALREADY_UPGRADED");
+    // Without a version: to the latest.
+    let latest = install_input(&m, APP1, "acme.atlassian.net", None);
+    let t = m.upgrade(&caller, &latest, T0 + 2000).unwrap();
+    m.advance(T0 + 3000);
+    assert_eq!(m.task(&t).unwrap().state, TaskState::Complete);
+    assert_eq!(m.installations[0].version_id, version_id(&m, APP1, "production", "2.0.0"));
+    assert_eq!(m.upgrade(&caller, &latest, T0 + 4000).unwrap_err().error_type, "INSTALLATION_ALREADY_UPGRADED");
+    // Not installed there.
+    let globex = install_input(&m, APP1, "globex.atlassian.net", None);
+    assert_eq!(m.upgrade(&caller, &globex, T0 + 4000).unwrap_err().error_type, "INSTALLATION_NOT_FOUND");
+}
+
+#[test]
+fn permission_and_not_found() {
+    let mut m = model();
+    let input = install_input(&m, APP1, "acme.atlassian.net", None);
+    assert_eq!(m.install("other-account", &input, T0).unwrap_err().error_type, "PERMISSION_DENIED");
+    let mut missing = input.clone();
+    missing.app_id = "ari:cloud:ecosystem::app/00000000-0000-4000-8000-00000000dead".into();
+    assert_eq!(m.install(&acme(&m), &missing, T0).unwrap_err().error_type, "APP_NOT_FOUND");
+    let mut bad_version = input.clone();
+    bad_version.version_id = Some("nope".into());
+    assert_eq!(m.install(&acme(&m), &bad_version, T0).unwrap_err().error_type, "APP_NOT_FOUND");
+    let mut bad_ctx = input;
+    bad_ctx.context = "ari:cloud:jira::site/unknown".into();
+    assert_eq!(m.install(&acme(&m), &bad_ctx, T0).unwrap_err().error_type, "BAD_REQUEST");
+}
+
+#[test]
+fn failing_site_fails_the_task_and_limit_is_reached() {
+    let mut m = model();
+    let caller = acme(&m);
+    m.failing_sites = vec!["globex.atlassian.net".into()];
+    let input = install_input(&m, APP1, "globex.atlassian.net", None);
+    let t = m.install(&caller, &input, T0).unwrap();
+    m.advance(T0 + 1000);
+    let task = m.task(&t).unwrap();
+    assert_eq!(task.state, TaskState::Failed);
+    assert_eq!(task.errors[0].status_code, 500);
+    assert!(m.installations.is_empty());
+    m.failing_sites.clear();
+
+    m.add_site(SeedSite {
+        host_name: "tiny.atlassian.net".into(),
+        cloud_id: None,
+        products: vec!["jira".into()],
+        activation_ids: Default::default(),
+        app_limit: Some(1),
+    })
+    .unwrap();
+    installed(&mut m, APP1, "tiny.atlassian.net", None, T0);
+    let mut second = install_input(&m, APP2, "tiny.atlassian.net", None);
+    second.context = ctx(&m, "tiny.atlassian.net", "jira");
+    let t = m.install(&caller, &second, T0 + 2000).unwrap();
+    m.advance(T0 + 3000);
+    assert_eq!(m.task(&t).unwrap().errors[0].error_type, "INSTALLATION_LIMIT_REACHED");
+}
+
+#[test]
+fn uninstall_removes_the_installation() {
+    let mut m = model();
+    let caller = acme(&m);
+    let id = installed(&mut m, APP1, "acme.atlassian.net", None, T0);
+    let input = UninstallInput {
+        app_id: APP1.into(),
+        environment_key: "production".into(),
+        installation_id: Some(id.clone()),
+        context: None,
+    };
+    let t = m.uninstall(&caller, &input, T0 + 2000).unwrap();
+    assert_eq!(m.installations.len(), 1);
+    m.advance(T0 + 3000);
+    assert_eq!(m.task(&t).unwrap().state, TaskState::Complete);
+    assert!(m.installations.is_empty());
+    assert_eq!(m.uninstall(&caller, &input, T0 + 4000).unwrap_err().error_type, "INSTALLATION_NOT_FOUND");
+    assert_eq!(m.uninstall("other-account", &input, T0 + 4000).unwrap_err().error_type, "PERMISSION_DENIED");
+}
+
+fn version(v: &str, scopes: &[&str], egress: &[(&str, Option<EgressCategory>)], license: bool) -> Version {
+    Version {
+        id: v.into(),
+        version: v.into(),
+        created_at: 0,
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        egress: egress
+            .iter()
+            .map(|(a, c)| Egress {
+                kind: EgressType::FetchBackendSide,
+                addresses: vec![a.to_string()],
+                category: *c,
+                in_scope_eud: false,
+            })
+            .collect(),
+        requires_license: license,
+        required_products: vec![],
+    }
+}
+
+#[test]
+fn rollout_eligibility() {
+    let base = version("1.0.0", &["read:jira-work", "write:jira-work"], &[("a.example", None)], false);
+    let ok = version("2.0.0", &["read:jira-work"], &[("a.example", None)], false);
+    assert_eq!(rollout_ineligibility(&base, &ok), None, "fewer scopes, same egress");
+    assert!(rollout_ineligibility(&ok, &base).is_some(), "older");
+    assert!(rollout_ineligibility(&base, &base).is_some(), "same version");
+    let scope = version("2.0.0", &["read:jira-work", "manage:jira-configuration"], &[("a.example", None)], false);
+    assert!(rollout_ineligibility(&base, &scope).unwrap().contains("scopes"));
+    let egress = version("2.0.0", &["read:jira-work"], &[("a.example", None), ("b.example", None)], false);
+    assert!(rollout_ineligibility(&base, &egress).unwrap().contains("egress"));
+    let category = version("2.0.0", &["read:jira-work"], &[("a.example", Some(EgressCategory::Analytics))], false);
+    assert!(rollout_ineligibility(&base, &category).unwrap().contains("category"));
+    let license = version("2.0.0", &["read:jira-work"], &[("a.example", None)], true);
+    assert!(rollout_ineligibility(&base, &license).unwrap().contains("licensing"));
+
+    // In the seed, 2.0.0 adds write:jira-work to 1.x: not by rollout.
+    let m = model();
+    let (v1, v11, v2) = (
+        version_id(&m, APP1, "production", "1.0.0"),
+        version_id(&m, APP1, "production", "1.1.0"),
+        version_id(&m, APP1, "production", "2.0.0"),
+    );
+    assert!(!m.upgradeable(&v1, &v2).unwrap());
+    assert!(m.upgradeable(&v1, &v11).unwrap());
+    assert!(!m.upgradeable(&v11, &v1).unwrap());
+    assert!(m.upgradeable("nope", &v1).is_err());
+    let e = version_id(&m, APP3, "production", "1.0.0");
+    assert!(!m.upgradeable(&e, &v2).unwrap(), "another app");
+}
+
+/// Puts `n` installations of APP3 production on version `v`, each on its own site.
+fn many_installations(m: &mut Model, n: usize, v: &str) {
+    let vid = version_id(m, APP3, "production", v);
+    for i in 0..n {
+        let info = m
+            .add_site(SeedSite {
+                host_name: format!("site{i}.atlassian.net"),
+                cloud_id: None,
+                products: vec!["jira".into()],
+                activation_ids: Default::default(),
+                app_limit: None,
+            })
+            .unwrap();
+        m.installations.push(Installation {
+            id: format!("inst-{i}"),
+            app_id: APP3.into(),
+            environment_key: "production".into(),
+            cloud_id: info.cloud_id.clone(),
+            product: "jira".into(),
+            context: info.installation_contexts["jira"].clone(),
+            version_id: vid.clone(),
+            created_at: T0 + i as i64,
+        });
+    }
+}
+
+#[test]
+fn rollout_takes_at_most_the_upgrade_limit_and_leaves_the_rest() {
+    let mut m = model();
+    m.settings.rollout_step_us = 1000; // one installation per millisecond
+    many_installations(&mut m, 2000, "1.0.0");
+    let (v1, v2) = (version_id(&m, APP3, "production", "1.0.0"), version_id(&m, APP3, "production", "2.0.0"));
+    let created = m.create_rollout("other-account", &v1, &v2, Some(5000), T0).unwrap();
+    assert_eq!((created.upgrade_limit, created.total_eligible, created.expected_remaining), (1800, 2000, 200));
+    m.advance(T0 + 100);
+    let r = m.rollout(&created.id).unwrap();
+    assert_eq!((r.status, r.completed, r.pending.len()), (RolloutStatus::Running, 100, 1700));
+    m.advance(T0 + 1800);
+    let r = m.rollout(&created.id).unwrap();
+    assert_eq!((r.status, r.completed, r.failed, r.pending.len()), (RolloutStatus::Complete, 1800, 0, 0));
+    assert_eq!(r.completed_at, Some(T0 + 1800));
+    let on = |m: &Model, v: &str| m.installations.iter().filter(|i| i.version_id == v).count();
+    assert_eq!((on(&m, &v1), on(&m, &v2)), (200, 1800));
+    // The rest, by a later rollout with a smaller limit.
+    let next = m.create_rollout("other-account", &v1, &v2, Some(150), T0 + 2000).unwrap();
+    assert_eq!((next.upgrade_limit, next.total_eligible, next.expected_remaining), (150, 200, 50));
+    m.advance(T0 + 10_000);
+    let last = m.create_rollout("other-account", &v1, &v2, None, T0 + 10_000).unwrap();
+    assert_eq!((last.upgrade_limit, last.total_eligible, last.expected_remaining), (1800, 50, 0));
+    m.advance(T0 + 20_000);
+    assert_eq!(on(&m, &v2), 2000);
+    assert_eq!(m.create_rollout("other-account", &v1, &v2, Some(0), T0).unwrap_err().error_type, "BAD_REQUEST");
+}
+
+#[test]
+fn rollout_concurrency_limits_and_failures() {
+    let mut m = model();
+    many_installations(&mut m, 10, "1.0.0");
+    let (v1, v2) = (version_id(&m, APP3, "production", "1.0.0"), version_id(&m, APP3, "production", "2.0.0"));
+    assert_eq!(m.create_rollout(&acme(&m), &v1, &v2, None, T0).unwrap_err().error_type, "PermissionDeniedError");
+    let (a1, a11) = (version_id(&m, APP1, "production", "1.0.0"), version_id(&m, APP1, "production", "1.1.0"));
+    let a2 = version_id(&m, APP1, "production", "2.0.0");
+    assert_eq!(m.create_rollout(&acme(&m), &a1, &a2, None, T0).unwrap_err().error_type, "APP_ROLLOUT_NOT_ELIGIBLE");
+    m.failing_sites = vec!["site3.atlassian.net".into()];
+    let first = m.create_rollout("other-account", &v1, &v2, None, T0).unwrap();
+    // One per app environment.
+    assert_eq!(m.create_rollout("other-account", &v1, &v2, None, T0).unwrap_err().error_type, "APP_ROLLOUT_RUNNING");
+    // One per account: acme's own app may start one, but not a second of acme's.
+    let acme_rollout = m.create_rollout(&acme(&m), &a1, &a11, None, T0).unwrap();
+    let dev = version_id(&m, APP1, "development", "2.1.0");
+    let e = m.create_rollout(&acme(&m), &dev, &dev, None, T0).unwrap_err();
+    assert_eq!(e.error_type, "APP_ROLLOUT_NOT_ELIGIBLE");
+    m.settings.global_rollout_limit = 2;
+    // A third account's rollout would exceed the global limit.
+    m.accounts.push(Account {
+        email: "third@x".into(),
+        api_token: "t".into(),
+        account_id: "third".into(),
+        name: "third".into(),
+        status: AccountStatus::Active,
+    });
+    m.apps.iter_mut().find(|a| a.id == APP2).unwrap().owner = "third".into();
+    let d = m
+        .deploy(
+            &DeployRequest {
+                app_id: APP2.into(),
+                environment: "production".into(),
+                version: "2.0.0".into(),
+                scopes: vec!["read:confluence-content.summary".into()],
+                egress: vec![],
+                requires_license: false,
+                required_products: vec!["confluence".into()],
+            },
+            T0,
+        )
+        .unwrap();
+    let b1 = version_id(&m, APP2, "production", "1.4.0");
+    assert_eq!(
+        m.create_rollout("third", &b1, &d.version_id, None, T0).unwrap_err().error_type,
+        "APP_ROLLOUTS_UNAVAILABLE"
+    );
+    // Another app of an account with a running rollout.
+    m.apps.iter_mut().find(|a| a.id == APP2).unwrap().owner = acme(&m);
+    let e = m.create_rollout(&acme(&m), &b1, &d.version_id, None, T0).unwrap_err();
+    assert_eq!(e.error_type, "TOO_MANY_APP_ROLLOUTS_RUNNING_FOR_ACCOUNT");
+    m.cancel_rollout(&acme(&m), &acme_rollout.id, T0).unwrap();
+    m.advance(T0 + 1000);
+    let r = m.rollout(&first.id).unwrap();
+    assert_eq!((r.status, r.completed, r.failed), (RolloutStatus::Complete, 9, 1), "site3 failed");
+}
+
+#[test]
+fn cancel_stops_a_running_rollout_only() {
+    let mut m = model();
+    many_installations(&mut m, 100, "1.0.0");
+    let (v1, v2) = (version_id(&m, APP3, "production", "1.0.0"), version_id(&m, APP3, "production", "2.0.0"));
+    let r = m.create_rollout("other-account", &v1, &v2, None, T0).unwrap();
+    m.advance(T0 + 105); // 10 ms per step: 10 done
+    assert_eq!(m.cancel_rollout(&acme(&m), &r.id, T0 + 105).unwrap_err().error_type, "PermissionDeniedError");
+    m.cancel_rollout("other-account", &r.id, T0 + 105).unwrap();
+    let got = m.rollout(&r.id).unwrap();
+    assert_eq!((got.status, got.completed, got.pending.len()), (RolloutStatus::Cancelled, 10, 0));
+    assert_eq!(got.cancelled_by.as_deref(), Some("other-account"));
+    m.advance(T0 + 10_000);
+    assert_eq!(m.rollout(&r.id).unwrap().completed, 10, "nothing more after cancel");
+    let e = m.cancel_rollout("other-account", &r.id, T0 + 10_000).unwrap_err();
+    assert_eq!(e.error_type, "APP_ROLLOUT_NOT_RUNNING");
+    assert_eq!(m.cancel_rollout("other-account", "nope", T0).unwrap_err().error_type, "NOT_FOUND");
+    // Forgotten on request, or after the retention.
+    assert_eq!(m.forget_finished_rollouts(), 1);
+    assert!(m.rollout(&r.id).is_none());
+    m.settings.rollout_retention_ms = Some(5000);
+    let r = m.create_rollout("other-account", &v1, &v2, None, T0 + 20_000).unwrap();
+    m.advance(T0 + 21_000); // 90 steps of 10 ms: complete at T0 + 20 900
+    assert_eq!(m.rollout(&r.id).unwrap().status, RolloutStatus::Complete);
+    m.advance(T0 + 25_000);
+    assert!(m.rollout(&r.id).is_some(), "kept during the retention");
+    m.advance(T0 + 40_000);
+    assert!(m.rollout(&r.id).is_none());
+}
+
+#[test]
+fn links_rotate_one_way_and_need_sharing() {
+    let mut m = model();
+    let caller = acme(&m);
+    let products = vec!["jira".to_string()];
+    assert_eq!(m.generate_link(&caller, APP1, &products, T0).unwrap_err().error_type, "APP_NOT_SHARED");
+    m.set_distribution_status(&caller, APP1, Some(DistributionStatus::Public), None).unwrap();
+    assert_eq!(m.generate_link("other-account", APP1, &products, T0).unwrap_err().error_type, "PERMISSION_DENIED");
+    let first = m.generate_link(&caller, APP1, &products, T0).unwrap();
+    assert_eq!(m.active_link(&caller, APP1).unwrap(), Some(first.clone()));
+    let req = |sig: &str, site: &str| LinkInstallRequest {
+        app_id: APP1.into(),
+        environment: "production".into(),
+        site: site.into(),
+        product: "jira".into(),
+        signature: sig.into(),
+    };
+    let done = m.link_install(&req(&first.signature, "acme.atlassian.net"), T0).unwrap();
+    assert_eq!(done.version, "2.0.0");
+    assert_eq!(
+        m.link_install(&req(&first.signature, "acme.atlassian.net"), T0).unwrap_err().error_type,
+        "APP_ALREADY_INSTALLED"
+    );
+    let second = m.generate_link(&caller, APP1, &products, T0 + 1).unwrap();
+    assert_ne!(first.signature, second.signature);
+    let e = m.link_install(&req(&first.signature, "globex.atlassian.net"), T0).unwrap_err();
+    assert_eq!(e.error_type, "DISTRIBUTION_LINK_INVALID");
+    let mut confluence = req(&second.signature, "globex.atlassian.net");
+    confluence.product = "confluence".into();
+    assert_eq!(m.link_install(&confluence, T0).unwrap_err().error_type, "DISTRIBUTION_LINK_INVALID");
+    // Sharing off: no installs, even with the current signature.
+    m.set_distribution_status(&caller, APP1, Some(DistributionStatus::Development), None).unwrap();
+    assert_eq!(
+        m.link_install(&req(&second.signature, "globex.atlassian.net"), T0).unwrap_err().error_type,
+        "APP_NOT_SHARED"
+    );
+    m.set_distribution_status(&caller, APP1, Some(DistributionStatus::Public), None).unwrap();
+    m.link_install(&req(&second.signature, "globex.atlassian.net"), T0).unwrap();
+    // A Marketplace-listed app cannot be made private.
+    let e = m.set_distribution_status("other-account", APP3, Some(DistributionStatus::Development), None).unwrap_err();
+    assert_eq!(e.error_type, "CONFLICT");
+    // Without the capability.
+    m.settings.distribution = false;
+    assert_eq!(m.generate_link(&caller, APP1, &products, T0).unwrap_err().error_type, "UNSUPPORTED");
+    assert_eq!(m.active_link(&caller, APP1).unwrap_err().error_type, "UNSUPPORTED");
+    let e = m.set_distribution_status(&caller, APP1, Some(DistributionStatus::Public), None).unwrap_err();
+    assert_eq!(e.error_type, "UNSUPPORTED");
+}
+
+#[test]
+fn deploy_rolls_minors_out_but_not_majors() {
+    let mut m = model();
+    let on_1_0 = installed(&mut m, APP1, "acme.atlassian.net", Some("1.0.0"), T0);
+    let on_2_0 = installed(&mut m, APP1, "globex.atlassian.net", Some("2.0.0"), T0);
+    let deploy = |v: &str, scopes: &[&str]| DeployRequest {
+        app_id: APP1.into(),
+        environment: "production".into(),
+        version: v.into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        egress: vec![SeedEgress::Address("api.insights.acme.example".into())],
+        requires_license: false,
+        required_products: vec!["jira".into()],
+    };
+    // Not newer than the newest of its major.
+    assert_eq!(m.deploy(&deploy("1.1", &["read:jira-work"]), T0).unwrap_err().error_type, "CONFLICT");
+    // An older major may get a new minor; it reaches that major's installations but is not the latest.
+    let minor = m.deploy(&deploy("1.2", &["read:jira-work"]), T0).unwrap();
+    assert_eq!(minor.upgraded_installations, vec![on_1_0.clone()]);
+    assert_eq!(m.app(APP1).unwrap().environment("production").unwrap().latest().unwrap().version, "2.0.0");
+    // A minor adding a scope must be a major.
+    let e = m.deploy(&deploy("2.1", &["read:jira-work", "write:jira-work", "manage:jira-webhook"]), T0).unwrap_err();
+    assert_eq!(e.error_type, "BAD_REQUEST");
+    let out = m.deploy(&deploy("2.1", &["read:jira-work", "write:jira-work"]), T0).unwrap();
+    assert_eq!(out.version, "2.1.0");
+    assert_eq!(out.upgraded_installations, vec![on_2_0.clone()]);
+    assert_eq!(m.installation(&on_2_0).unwrap().version_id, out.version_id);
+    assert_eq!(m.installation(&on_1_0).unwrap().version_id, minor.version_id);
+    let env = m.app(APP1).unwrap().environment("production").unwrap();
+    assert_eq!(env.latest().unwrap().version, "2.1.0");
+    // A new major moves nobody.
+    let out = m.deploy(&deploy("3.0.0", &["read:jira-work", "write:jira-work", "manage:jira-webhook"]), T0).unwrap();
+    assert!(out.upgraded_installations.is_empty());
+    // A new environment is created on first deploy.
+    let mut staging = deploy("1.0.0", &[]);
+    staging.environment = "staging".into();
+    m.deploy(&staging, T0).unwrap();
+    assert_eq!(m.app(APP1).unwrap().environment("staging").unwrap().env_type, EnvironmentType::Staging);
+}
+
+#[test]
+fn installation_filter_and_persistence_round_trip() {
+    let mut m = model();
+    let caller = acme(&m);
+    let a = installed(&mut m, APP1, "acme.atlassian.net", None, T0);
+    let _b = installed(&mut m, APP1, "globex.atlassian.net", None, T0);
+    let all = InstallationFilter { app_ids: vec![APP1.into()], ..Default::default() };
+    assert_eq!(m.installations_by_app(&caller, &all).unwrap().len(), 2);
+    let by_ctx = InstallationFilter {
+        app_ids: vec![APP1.into()],
+        contexts: Some(vec![ctx(&m, "acme.atlassian.net", "jira")]),
+        ..Default::default()
+    };
+    assert_eq!(m.installations_by_app(&caller, &by_ctx).unwrap()[0].id, a);
+    let dev_only = InstallationFilter {
+        app_ids: vec![APP1.into()],
+        environment_types: Some(vec![EnvironmentType::Development]),
+        ..Default::default()
+    };
+    assert!(m.installations_by_app(&caller, &dev_only).unwrap().is_empty());
+    assert!(m.installations_by_app("other-account", &all).is_err());
+
+    let pending = m.install(&caller, &install_input(&m, APP2, "acme.atlassian.net", None), T0 + 5000);
+    // APP2 requires confluence but the emulator does not enforce products; the task is there.
+    let pending = pending.unwrap();
+    let json = serde_json::to_string(&m).unwrap();
+    let mut restored = Model::restore(&json, &seed(), Settings::default()).unwrap();
+    assert_eq!(restored.installations.len(), 2);
+    assert_eq!(restored.task(&pending).unwrap().state, TaskState::Pending);
+    assert!(restored.authenticate(ACME, "local-dev-token").is_some());
+    restored.advance(T0 + 10_000);
+    assert_eq!(restored.task(&pending).unwrap().state, TaskState::Complete);
+}
+
+#[test]
+fn versions_parse() {
+    assert_eq!(parse_version("1.0"), Some((1, 0, 0)));
+    assert_eq!(parse_version("12.3.4"), Some((12, 3, 4)));
+    assert_eq!(parse_version("1.x"), None);
+    assert_eq!(parse_version("1.2.3.4"), None);
+    assert_ne!(stable_uuid("a"), stable_uuid("b"));
+    assert_eq!(random_uuid().len(), 36);
+}

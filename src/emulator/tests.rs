@@ -1,0 +1,804 @@
+//! GraphQL-level tests (the verbatim operation texts of the forge CLI and forgeops against the
+//! schema) and HTTP tests on loopback.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use super::model::{Installation, Model, Settings};
+use super::schema::{Caller, EmulatorSchema, SharedModel, build_schema, now_ms};
+use super::*;
+
+const APP1: &str = "ari:cloud:ecosystem::app/6f1c2d3e-0000-4000-8000-000000000001";
+const APP2: &str = "ari:cloud:ecosystem::app/6f1c2d3e-0000-4000-8000-000000000002";
+const EMAIL: &str = "platform-team@acme.example";
+const TOKEN: &str = "local-dev-token";
+
+const GET_USER_DETAILS: &str = include_str!("../platform/ops/forge_cli_getUserDetails.graphql");
+const GET_TENANT_CONTEXT_DETAILS: &str = include_str!("../platform/ops/getTenantContextDetails.graphql");
+const GET_HOSTNAMES: &str = include_str!("../platform/ops/forge_cli_getHostnameForTenantContexts.graphql");
+const GET_IDENTITY_VERSIONS: &str =
+    include_str!("../platform/ops/forge_cli_getApplicationIdentityVersionDetails.graphql");
+const GET_VERSION_DETAILS: &str = include_str!("../platform/ops/forge_cli_getApplicationVersionDetails.graphql");
+const GET_LATEST_VERSIONS: &str =
+    include_str!("../platform/ops/forge_cli_getApplicationEnvironmentLatestVersions.graphql");
+const INSTALL: &str = include_str!("../platform/ops/forge_cli_installApplication.graphql");
+const UPGRADE: &str = include_str!("../platform/ops/forge_cli_upgradeApplication.graphql");
+const UNINSTALL: &str = include_str!("../platform/ops/forge_cli_uninstallApplication.graphql");
+const GET_TASK: &str = include_str!("../platform/ops/forge_cli_getInstallationTask.graphql");
+const GET_INSTALLATIONS: &str = include_str!("../platform/ops/forge_cli_getEcosystemInstallationsByApp.graphql");
+const LIST_ENVIRONMENT: &str = include_str!("../platform/ops/forge_cli_listEnvironment.graphql");
+const UPGRADE_VERSIONS: &str = include_str!("../platform/ops/forge_cli_getAppUpgradeVersionsList.graphql");
+const UPGRADABLE_TO: &str = include_str!("../platform/ops/forge_cli_getAppUpgradableToList.graphql");
+const CREATE_ROLLOUT: &str = include_str!("../platform/ops/forge_cli_createAppVersionUpgradeRollout.graphql");
+const GET_ROLLOUT: &str = include_str!("../platform/ops/forge_cli_getAppVersionRollout.graphql");
+const LIST_ROLLOUTS: &str = include_str!("../platform/ops/forge_cli_getAppVersionRolloutsList.graphql");
+const CANCEL_ROLLOUT: &str = include_str!("../platform/ops/forge_cli_cancelAppVersionUpgradeRollout.graphql");
+const UPDATE_APP_DETAILS: &str = include_str!("../platform/ops/forgeops_updateAppDetails.graphql");
+const GENERATE_LINK: &str = include_str!("../platform/ops/forgeops_generateDistributionLink.graphql");
+const GET_LINK: &str = include_str!("../platform/ops/forgeops_getActiveDistributionLink.graphql");
+
+// Operations the CLI sends whose texts are not in src/platform/ops (copied from @forge/cli 13.3.0).
+const HAS_NO_INSTALLATIONS: &str = r#"
+      query forge_cli_hasNoAppInstallationsForEnv($filter: AppInstallationsByAppFilter!) {
+        ecosystem {
+          appInstallationsByApp(filter: $filter, first: 1) {
+            totalCount
+          }
+        }
+      }"#;
+const VERSION_LIST_BY_MAJOR: &str = r#"
+      query forge_cli_getApplicationVersionList($id: ID!, $environmentKey: String!, $majorVersion: Int!) {
+        app(id: $id) {
+          appFeatures {
+            key
+            value
+          }
+          environmentByKey(key: $environmentKey) {
+            id
+            type
+            versions(majorVersion: $majorVersion) {
+              nodes {
+                id
+                version
+                isLatest
+                requiredProducts
+                permissions {
+                  egress {
+                    addresses
+                  }
+                  scopes {
+                    key
+                  }
+                }
+              }
+            }
+          }
+        }
+      }"#;
+const VERSION_LIST_PAGED: &str = r#"
+      query forge_cli_getApplicationVersionList($appId: ID!, $first: Int, $after: String) {
+        app(id: $appId) {
+          environments {
+            key
+            versions(first: $first, after: $after) {
+              nodes {
+                version
+              }
+              pageInfo {
+                hasNextPage
+                endCursor
+              }
+            }
+          }
+        }
+      }"#;
+const ENVIRONMENT_BY_KEY: &str = r#"
+      query forge_cli_getEnvironmentByKey($appAri: ID!, $environmentKey: String!) {
+        app(id: $appAri) {
+          id
+          environmentByKey(key: $environmentKey) {
+            id
+            appId
+            key
+            type
+          }
+        }
+      }"#;
+const ENVIRONMENT_ID: &str = r#"
+      query forge_cli_getApplicationEnvironmentId($id: ID!, $key: String!) {
+        app(id: $id) {
+          name
+          environmentByKey(key: $key) {
+            id
+            type
+          }
+        }
+      }"#;
+const APP_OWNER: &str = r#"
+      query forge_cli_getAppOwner($id: ID!) {
+        app(id: $id) {
+          createdBy {
+            name
+            accountId
+          }
+        }
+      }"#;
+const ENTITLEMENT_OFFERING: &str = r#"query getEntitlementOffering($hostNames: [String!], $product: String!) {
+              tenantContexts(hostNames: $hostNames) {
+                cloudUrl
+                entitlementInfo(hamsProductKey: $product) {
+                  entitlement {
+                    ... on HamsEntitlement {
+                        id
+                        name
+                        currentEdition
+                      }
+                    ... on CcpEntitlement {
+                      id
+                      offering {
+                        name
+                      }
+                    }
+                  }
+                }
+              }
+            }"#;
+
+fn seed() -> Seed {
+    let mut seed = Seed::from_yaml_str(include_str!("../../deploy/emulator/seed.yaml")).expect("seed");
+    seed.accounts.push(SeedAccount {
+        email: "other@globex.example".into(),
+        api_token: "other-token".into(),
+        account_id: Some("other-account".into()),
+        name: None,
+        status: None,
+    });
+    seed
+}
+
+fn setup() -> (SharedModel, EmulatorSchema, String) {
+    let model = Model::from_seed(&seed(), Settings::default(), now_ms()).expect("model");
+    let caller = model.accounts[0].account_id.clone();
+    let shared: SharedModel = Arc::new(Mutex::new(model));
+    let schema = build_schema(shared.clone());
+    (shared, schema, caller)
+}
+
+/// Runs an operation; answers `{data, errors}` as JSON.
+async fn exec(schema: &EmulatorSchema, caller: &str, query: &str, variables: Value) -> Value {
+    let request = async_graphql::Request::new(query)
+        .variables(async_graphql::Variables::from_json(variables))
+        .data(Caller(caller.to_string()));
+    serde_json::to_value(schema.execute(request).await).expect("response JSON")
+}
+
+/// Runs an operation that must succeed; answers `data`.
+async fn data(schema: &EmulatorSchema, caller: &str, query: &str, variables: Value) -> Value {
+    let response = exec(schema, caller, query, variables).await;
+    assert!(response.get("errors").is_none_or(|e| e.as_array().is_some_and(|a| a.is_empty())), "{response:#}");
+    response["data"].clone()
+}
+
+fn finish_tasks(model: &SharedModel) {
+    model.lock().unwrap().advance(now_ms() + 60_000);
+}
+
+async fn workspace(schema: &EmulatorSchema, caller: &str, host: &str, product: &str) -> String {
+    let d = data(schema, caller, GET_TENANT_CONTEXT_DETAILS, json!({"hostNames": [host], "product": product})).await;
+    let tc = &d["tenantContexts"][0];
+    let cloud = tc["cloudId"].as_str().expect("cloudId");
+    let activation = tc["activationIdByProduct"]["active"].as_str().expect("activation id");
+    format!("ari:cloud:{product}:{cloud}:workspace/{activation}")
+}
+
+async fn version_id(schema: &EmulatorSchema, caller: &str, env: &str, major: i64) -> (String, String) {
+    let d = data(
+        schema,
+        caller,
+        GET_IDENTITY_VERSIONS,
+        json!({"appId": APP1, "environmentKey": env, "firstN": 1, "majorVersion": major}),
+    )
+    .await;
+    let node = &d["app"]["environmentByKey"]["versions"]["nodes"][0];
+    (node["id"].as_str().unwrap().to_string(), node["version"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn cli_install_upgrade_uninstall_flow() {
+    let (model, schema, me) = setup();
+    let d = data(&schema, &me, GET_USER_DETAILS, Value::Null).await;
+    assert_eq!(d["me"]["user"]["accountStatus"], "active");
+    assert_eq!(d["me"]["user"]["name"], "Platform Team");
+    assert_eq!(d["me"]["user"]["accountId"], me.as_str());
+
+    let ctx = workspace(&schema, &me, "acme.atlassian.net", "jira").await;
+    let (v11, version) = version_id(&schema, &me, "production", 1).await;
+    assert_eq!(version, "1.1.0");
+    let input = json!({"input": {"installationContext": ctx, "appId": APP1, "environmentKey": "production",
+        "async": true, "versionId": v11}});
+    let d = data(&schema, &me, INSTALL, input.clone()).await;
+    assert_eq!(d["installApp"]["success"], true, "{d}");
+    let task = d["installApp"]["taskId"].as_str().unwrap().to_string();
+    let d = data(&schema, &me, GET_TASK, json!({"id": task})).await;
+    assert!(["PENDING", "RUNNING"].contains(&d["appInstallationTask"]["state"].as_str().unwrap()));
+    finish_tasks(&model);
+    let d = data(&schema, &me, GET_TASK, json!({"id": task})).await;
+    assert_eq!(d["appInstallationTask"], json!({"state": "COMPLETE", "errors": null}));
+
+    let filter =
+        json!({"filter": {"apps": {"ids": [APP1]}, "appEnvironments": {"types": ["PRODUCTION"]}}, "first": 100});
+    let d = data(&schema, &me, GET_INSTALLATIONS, filter.clone()).await;
+    let conn = &d["ecosystem"]["appInstallationsByApp"];
+    assert_eq!(conn["pageInfo"]["hasNextPage"], false);
+    let node = &conn["nodes"][0];
+    assert_eq!(node["installationContext"], ctx.as_str());
+    assert_eq!(node["secondaryInstallationContexts"], json!([]));
+    assert_eq!(node["computeVersion"], Value::Null);
+    assert_eq!(node["appEnvironment"], json!({"key": "production", "type": "PRODUCTION"}));
+    assert_eq!(node["appEnvironmentVersion"]["version"], "1.1.0");
+    assert_eq!(node["appEnvironmentVersion"]["isLatest"], false);
+    assert_eq!(
+        node["appEnvironmentVersion"]["permissions"],
+        json!([{"scopes": [{"key": "read:jira-work"}], "egress": [{"addresses": ["api.insights.acme.example"]}]}])
+    );
+    let installation_id = node["id"].as_str().unwrap().to_string();
+
+    // Host names by cloud id, in the order asked, null for unknown ones.
+    let cloud = ctx.split(':').nth(3).unwrap();
+    let d = data(&schema, &me, GET_HOSTNAMES, json!({"cloudIds": [cloud, "unknown"]})).await;
+    assert_eq!(d["tenantContexts"], json!([{"hostName": "acme.atlassian.net"}, null]));
+
+    // Installing again: the task fails with APP_ALREADY_INSTALLED.
+    let d = data(&schema, &me, INSTALL, input).await;
+    let again = d["installApp"]["taskId"].as_str().unwrap().to_string();
+    finish_tasks(&model);
+    let d = data(&schema, &me, GET_TASK, json!({"id": again})).await;
+    assert_eq!(d["appInstallationTask"]["state"], "FAILED");
+    assert_eq!(d["appInstallationTask"]["errors"][0]["extensions"]["errorType"], "APP_ALREADY_INSTALLED");
+    assert_eq!(d["appInstallationTask"]["errors"][0]["extensions"]["statusCode"], 409);
+
+    // Upgrade without a version: to the latest; then again: INSTALLATION_ALREADY_UPGRADED.
+    let up =
+        json!({"input": {"installationContext": ctx, "appId": APP1, "environmentKey": "production", "async": true}});
+    let d = data(&schema, &me, UPGRADE, up.clone()).await;
+    assert_eq!(d["upgradeApp"]["success"], true, "{d}");
+    finish_tasks(&model);
+    let d = data(&schema, &me, GET_INSTALLATIONS, filter.clone()).await;
+    assert_eq!(d["ecosystem"]["appInstallationsByApp"]["nodes"][0]["appEnvironmentVersion"]["version"], "2.0.0");
+    let d = data(&schema, &me, UPGRADE, up).await;
+    assert_eq!(d["upgradeApp"]["success"], false);
+    assert_eq!(d["upgradeApp"]["taskId"], Value::Null);
+    assert_eq!(d["upgradeApp"]["errors"][0]["extensions"]["errorType"], "INSTALLATION_ALREADY_UPGRADED");
+
+    // Uninstall, then the environment has no installations.
+    let d = data(
+        &schema,
+        &me,
+        UNINSTALL,
+        json!({"input": {"appId": APP1, "environmentKey": "production", "installationId": installation_id, "async": true}}),
+    )
+    .await;
+    assert_eq!(d["uninstallApp"]["success"], true, "{d}");
+    finish_tasks(&model);
+    let d = data(
+        &schema,
+        &me,
+        HAS_NO_INSTALLATIONS,
+        json!({"filter": {"apps": {"ids": [APP1]}, "appEnvironments": {"types": ["PRODUCTION"]}}}),
+    )
+    .await;
+    assert_eq!(d["ecosystem"]["appInstallationsByApp"]["totalCount"], 0);
+
+    // Another account: PERMISSION_DENIED, as a payload error and as a GraphQL error.
+    let other =
+        json!({"input": {"installationContext": ctx, "appId": APP1, "environmentKey": "production", "async": true}});
+    let d = data(&schema, "other-account", INSTALL, other).await;
+    assert_eq!(d["installApp"]["errors"][0]["extensions"]["errorType"], "PERMISSION_DENIED");
+    let r = exec(&schema, "other-account", GET_INSTALLATIONS, filter).await;
+    assert_eq!(r["errors"][0]["extensions"]["errorType"], "PERMISSION_DENIED");
+}
+
+#[tokio::test]
+async fn cli_version_and_environment_queries() {
+    let (model, schema, me) = setup();
+    let vars = |first: i64, major: Value| json!({"appId": APP1, "environmentKey": "production", "firstN": first, "majorVersion": major});
+    let d = data(&schema, &me, GET_VERSION_DETAILS, vars(1, Value::Null)).await;
+    let env = &d["app"]["environmentByKey"];
+    assert_eq!((env["type"].as_str(), env["key"].as_str()), (Some("PRODUCTION"), Some("production")));
+    let v = &env["versions"]["nodes"][0];
+    assert_eq!(v["version"], "2.0.0");
+    assert_eq!(v["isLatest"], true);
+    assert_eq!(v["requiresLicense"], false);
+    assert!(v["createdAt"].as_str().unwrap().parse::<i64>().is_ok(), "epoch ms as a string");
+    assert_eq!(
+        v["permissions"],
+        json!([{"scopes": [{"key": "read:jira-work"}, {"key": "write:jira-work"}],
+            "egress": [{"type": "FETCH_BACKEND_SIDE", "addresses": ["api.insights.acme.example"], "category": null, "inScopeEUD": false}],
+            "securityPolicies": []}])
+    );
+    assert_eq!(v["extensions"], Value::Null);
+    assert_eq!(v["storage"], json!({"hosted": null, "remotes": null}));
+    assert_eq!(v["migrationKeys"], Value::Null);
+    let d = data(&schema, &me, GET_VERSION_DETAILS, vars(1, json!(1))).await;
+    let v = &d["app"]["environmentByKey"]["versions"]["nodes"][0];
+    assert_eq!((v["version"].as_str(), v["isLatest"].as_bool()), (Some("1.1.0"), Some(false)));
+
+    let d =
+        data(&schema, &me, GET_LATEST_VERSIONS, json!({"appId": APP1, "environmentKey": "production", "firstN": 2}))
+            .await;
+    assert_eq!(d["app"]["appFeatures"], json!([]));
+    let nodes = &d["app"]["environmentByKey"]["versions"]["nodes"];
+    assert_eq!(nodes.as_array().unwrap().len(), 2);
+    assert_eq!(nodes[1]["version"], "1.1.0");
+    assert_eq!(nodes[0]["requiredProducts"], json!(["JIRA"]));
+
+    let d = data(&schema, &me, LIST_ENVIRONMENT, json!({"id": APP1, "first": 25})).await;
+    let page = &d["app"]["environmentsPage"];
+    assert_eq!(page["totalCount"], 2);
+    assert_eq!(page["nodes"][0]["key"], "production");
+    assert_eq!(page["nodes"][1]["type"], "DEVELOPMENT");
+    assert_eq!(page["nodes"][1]["versions"]["nodes"][0]["requiredProducts"], json!(["JIRA"]));
+    let d = data(&schema, &me, LIST_ENVIRONMENT, json!({"id": APP1, "first": 1})).await;
+    let cursor = d["app"]["environmentsPage"]["pageInfo"]["endCursor"].as_str().unwrap().to_string();
+    assert_eq!(d["app"]["environmentsPage"]["pageInfo"]["hasNextPage"], true);
+    let d = data(&schema, &me, LIST_ENVIRONMENT, json!({"id": APP1, "first": 1, "after": cursor})).await;
+    assert_eq!(d["app"]["environmentsPage"]["nodes"][0]["key"], "development");
+    assert_eq!(d["app"]["environmentsPage"]["pageInfo"]["hasNextPage"], false);
+
+    // The version client's paginated list (`forge version list`).
+    let mut versions = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let d = data(&schema, &me, VERSION_LIST_PAGED, json!({"appId": APP1, "first": 2, "after": after})).await;
+        let env =
+            d["app"]["environments"].as_array().unwrap().iter().find(|e| e["key"] == "production").unwrap().clone();
+        versions.extend(env["versions"]["nodes"].as_array().unwrap().iter().map(|n| n["version"].clone()));
+        if env["versions"]["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = env["versions"]["pageInfo"]["endCursor"].clone();
+    }
+    assert_eq!(versions, vec![json!("2.0.0"), json!("1.1.0"), json!("1.0.0")]);
+    // The installations client's variant, by major.
+    let d = data(
+        &schema,
+        &me,
+        VERSION_LIST_BY_MAJOR,
+        json!({"id": APP1, "environmentKey": "production", "majorVersion": 1}),
+    )
+    .await;
+    assert_eq!(d["app"]["environmentByKey"]["versions"]["nodes"].as_array().unwrap().len(), 2);
+
+    let d = data(&schema, &me, ENVIRONMENT_BY_KEY, json!({"appAri": APP1, "environmentKey": "development"})).await;
+    assert_eq!(d["app"]["environmentByKey"]["appId"], APP1);
+    assert_eq!(d["app"]["environmentByKey"]["type"], "DEVELOPMENT");
+    let d = data(&schema, &me, ENVIRONMENT_ID, json!({"id": APP1, "key": "nope"})).await;
+    assert_eq!(d["app"]["name"], "issue-tracker-insights");
+    assert_eq!(d["app"]["environmentByKey"], Value::Null);
+    let d = data(&schema, &me, APP_OWNER, json!({"id": APP1})).await;
+    assert_eq!(d["app"]["createdBy"]["name"], "Platform Team");
+    let d = data(
+        &schema,
+        &me,
+        ENTITLEMENT_OFFERING,
+        json!({"hostNames": ["acme.atlassian.net"], "product": "jira-software.ondemand"}),
+    )
+    .await;
+    assert_eq!(d["tenantContexts"][0], json!({"cloudUrl": "https://acme.atlassian.net", "entitlementInfo": null}));
+
+    // Installation counts per version.
+    {
+        let mut m = model.lock().unwrap();
+        let site = m.site_by_host("globex.atlassian.net").unwrap().clone();
+        let v = m.app(APP1).unwrap().environment("production").unwrap().versions[0].id.clone();
+        m.installations.push(Installation {
+            id: "i-1".into(),
+            app_id: APP1.into(),
+            environment_key: "production".into(),
+            cloud_id: site.cloud_id.clone(),
+            product: "jira".into(),
+            context: site.context("jira").unwrap(),
+            version_id: v,
+            created_at: 0,
+        });
+    }
+    let d = data(&schema, &me, UPGRADE_VERSIONS, json!({"appId": APP1, "environmentKey": "production"})).await;
+    let counts: Vec<(Value, Value)> = d["app"]["environmentByKey"]["versions"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["version"].clone(), n["installations"]["totalCount"].clone()))
+        .collect();
+    assert_eq!(counts, vec![(json!("2.0.0"), json!(0)), (json!("1.1.0"), json!(0)), (json!("1.0.0"), json!(1))]);
+
+    // Unknown app: null; another account's: PERMISSION_DENIED; bad input: an error, no panic.
+    let d = data(&schema, &me, APP_OWNER, json!({"id": "ari:cloud:ecosystem::app/unknown"})).await;
+    assert_eq!(d["app"], Value::Null);
+    let r = exec(&schema, "other-account", APP_OWNER, json!({"id": APP1})).await;
+    assert_eq!(r["errors"][0]["extensions"]["errorType"], "PERMISSION_DENIED");
+    let r = exec(&schema, &me, LIST_ENVIRONMENT, json!({"id": APP1, "first": 1, "after": "garbage"})).await;
+    assert!(r["errors"][0]["message"].as_str().unwrap().contains("cursor"));
+    let r = exec(&schema, &me, GET_VERSION_DETAILS, json!({"appId": APP1})).await;
+    assert!(r["errors"].as_array().is_some_and(|e| !e.is_empty()));
+}
+
+#[tokio::test]
+async fn cli_bulk_upgrade_flow() {
+    let (model, schema, me) = setup();
+    let (v10, _) = {
+        let d = data(
+            &schema,
+            &me,
+            GET_IDENTITY_VERSIONS,
+            json!({"appId": APP1, "environmentKey": "production", "firstN": 10, "majorVersion": 1}),
+        )
+        .await;
+        let nodes = d["app"]["environmentByKey"]["versions"]["nodes"].as_array().unwrap().clone();
+        (nodes[1]["id"].as_str().unwrap().to_string(), nodes[0]["id"].as_str().unwrap().to_string())
+    };
+    for host in ["acme.atlassian.net", "globex.atlassian.net"] {
+        let ctx = workspace(&schema, &me, host, "jira").await;
+        let input = json!({"input": {"installationContext": ctx, "appId": APP1, "environmentKey": "production",
+            "async": true, "versionId": v10}});
+        assert_eq!(data(&schema, &me, INSTALL, input).await["installApp"]["success"], true);
+    }
+    finish_tasks(&model);
+
+    let d = data(
+        &schema,
+        &me,
+        UPGRADABLE_TO,
+        json!({"appId": APP1, "environmentKey": "production", "sourceVersionId": v10}),
+    )
+    .await;
+    let eligible: Vec<(Value, Value, Value)> = d["app"]["environmentByKey"]["versions"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let u = &n["upgradeableByRolloutFromVersion"];
+            (n["version"].clone(), u["upgradeableByRollout"].clone(), u["upgradeLimit"].clone())
+        })
+        .collect();
+    assert_eq!(
+        eligible,
+        vec![
+            (json!("2.0.0"), json!(false), json!(1800)),
+            (json!("1.1.0"), json!(true), json!(1800)),
+            (json!("1.0.0"), json!(false), json!(1800))
+        ]
+    );
+    let target = d["app"]["environmentByKey"]["versions"]["nodes"][1]["id"].as_str().unwrap().to_string();
+
+    let create = json!({"input": {"sourceVersionId": v10, "targetVersionId": target, "limit": 1}});
+    let d = data(&schema, &me, CREATE_ROLLOUT, create.clone()).await;
+    let c = &d["ecosystem"]["createAppVersionRollout"];
+    assert_eq!(c["success"], true, "{c}");
+    assert_eq!(c["appVersionRollout"]["status"], "RUNNING");
+    assert_eq!(c["appVersionRollout"]["upgradeLimit"], 1);
+    assert_eq!((c["totalEligibleUpgrades"].as_i64(), c["expectedRemainingUpgrades"].as_i64()), (Some(2), Some(1)));
+    let id = c["appVersionRollout"]["id"].as_str().unwrap().to_string();
+    let d = data(&schema, &me, CREATE_ROLLOUT, create).await;
+    assert_eq!(d["ecosystem"]["createAppVersionRollout"]["success"], false);
+    assert_eq!(
+        d["ecosystem"]["createAppVersionRollout"]["errors"][0]["extensions"]["errorType"],
+        "APP_ROLLOUT_RUNNING"
+    );
+
+    let d = data(&schema, &me, GET_ROLLOUT, json!({"appRolloutId": id})).await;
+    let r = &d["ecosystem"]["appVersionRollout"];
+    assert_eq!(r["status"], "RUNNING");
+    assert_eq!(r["appId"], APP1);
+    assert_eq!(r["completedAt"], Value::Null);
+    assert_eq!(r["progress"], json!({"completedUpgradeCount": 0, "failedUpgradeCount": 0, "pendingUpgradeCount": 1}));
+    let d = data(&schema, &me, LIST_ROLLOUTS, json!({"appId": APP1, "environmentKey": "production"})).await;
+    let nodes = &d["app"]["environmentByKey"]["appVersionRollouts"]["nodes"];
+    assert_eq!(nodes[0]["id"], id.as_str());
+    assert_eq!(nodes[0]["sourceVersionId"], v10.as_str());
+    assert!(nodes[0]["createdAt"].as_str().unwrap().contains('T'), "a DateTime");
+
+    let d = data(&schema, &me, CANCEL_ROLLOUT, json!({"input": {"id": id}})).await;
+    assert_eq!(d["ecosystem"]["cancelAppVersionRollout"], json!({"success": true, "errors": null}));
+    let d = data(&schema, &me, CANCEL_ROLLOUT, json!({"input": {"id": id}})).await;
+    assert_eq!(
+        d["ecosystem"]["cancelAppVersionRollout"]["errors"][0]["extensions"]["errorType"],
+        "APP_ROLLOUT_NOT_RUNNING"
+    );
+    let d = data(&schema, &me, GET_ROLLOUT, json!({"appRolloutId": id})).await;
+    assert_eq!(d["ecosystem"]["appVersionRollout"]["status"], "CANCELLED");
+
+    // A new rollout completes as time passes.
+    let create = json!({"input": {"sourceVersionId": v10, "targetVersionId": target}});
+    let d = data(&schema, &me, CREATE_ROLLOUT, create).await;
+    let id = d["ecosystem"]["createAppVersionRollout"]["appVersionRollout"]["id"].as_str().unwrap().to_string();
+    finish_tasks(&model);
+    let d = data(&schema, &me, GET_ROLLOUT, json!({"appRolloutId": id})).await;
+    let r = &d["ecosystem"]["appVersionRollout"];
+    assert_eq!(r["status"], "COMPLETE");
+    assert_eq!(r["progress"]["completedUpgradeCount"], 2);
+    let d = data(&schema, &me, GET_ROLLOUT, json!({"appRolloutId": "unknown"})).await;
+    assert_eq!(d["ecosystem"]["appVersionRollout"], Value::Null);
+}
+
+#[tokio::test]
+async fn forgeops_distribution_operations() {
+    let (model, schema, me) = setup();
+    let share = |status: &str| json!({"input": {"appId": APP1, "distributionStatus": status}});
+    let link_vars = json!({"appId": APP1, "products": ["jira", "confluence"]});
+    // Sharing is off in the seed: no link.
+    let r = exec(&schema, &me, GENERATE_LINK, link_vars.clone()).await;
+    assert_eq!(r["errors"][0]["extensions"]["errorType"], "APP_NOT_SHARED");
+    let d = data(&schema, &me, UPDATE_APP_DETAILS, share("PUBLIC")).await;
+    assert_eq!(
+        d["updateAppDetails"],
+        json!({"success": true, "errors": null, "app": {"id": APP1, "distributionStatus": "PUBLIC"}})
+    );
+    let d = data(&schema, &me, GET_LINK, json!({"appId": APP1})).await;
+    assert_eq!(d["ecosystem"]["devConsole"]["getActiveDistributionLink"], Value::Null);
+    let d = data(&schema, &me, GENERATE_LINK, link_vars.clone()).await;
+    let first = d["ecosystem"]["devConsole"]["generateDistributionLink"].clone();
+    assert_eq!(first["products"], json!(["jira", "confluence"]));
+    assert_eq!(first["status"], "ACTIVE");
+    let d = data(&schema, &me, GET_LINK, json!({"appId": APP1})).await;
+    assert_eq!(d["ecosystem"]["devConsole"]["getActiveDistributionLink"], first);
+    let d = data(&schema, &me, GENERATE_LINK, link_vars.clone()).await;
+    let second = d["ecosystem"]["devConsole"]["generateDistributionLink"].clone();
+    assert_ne!(first["signature"], second["signature"]);
+    // The old signature admits no install, the new one does.
+    let link = |sig: &Value| LinkInstallRequest {
+        app_id: APP1.into(),
+        environment: "production".into(),
+        site: "acme.atlassian.net".into(),
+        product: "confluence".into(),
+        signature: sig.as_str().unwrap().into(),
+    };
+    {
+        let mut m = model.lock().unwrap();
+        assert_eq!(
+            m.link_install(&link(&first["signature"]), now_ms()).unwrap_err().error_type,
+            "DISTRIBUTION_LINK_INVALID"
+        );
+        m.link_install(&link(&second["signature"]), now_ms()).unwrap();
+    }
+    // Another account cannot touch it.
+    let r = exec(&schema, "other-account", GET_LINK, json!({"appId": APP1})).await;
+    assert_eq!(r["errors"][0]["extensions"]["errorType"], "PERMISSION_DENIED");
+    let d = data(&schema, "other-account", UPDATE_APP_DETAILS, share("DEVELOPMENT")).await;
+    assert_eq!(d["updateAppDetails"]["errors"][0]["extensions"]["errorType"], "PERMISSION_DENIED");
+    // Without the distribution capability: UNSUPPORTED errors.
+    model.lock().unwrap().settings.distribution = false;
+    for (query, vars) in
+        [(UPDATE_APP_DETAILS, share("DEVELOPMENT")), (GENERATE_LINK, link_vars), (GET_LINK, json!({"appId": APP1}))]
+    {
+        let r = exec(&schema, &me, query, vars).await;
+        assert_eq!(r["errors"][0]["extensions"]["errorType"], "UNSUPPORTED", "{r}");
+        assert_eq!(r["errors"][0]["extensions"]["statusCode"], 403);
+    }
+    let _ = APP2;
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().expect("client")
+}
+
+async fn post(url: &str, auth: Option<(&str, &str)>, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = client().post(url).header("content-type", "application/json").body(serde_json::to_vec(body).unwrap());
+    if let Some((user, token)) = auth {
+        req = req.basic_auth(user, Some(token));
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.expect("body");
+    (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+async fn gql(emu: &RunningEmulator, query: &str, variables: Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    post(&emu.graphql_url(), Some((EMAIL, TOKEN)), &json!({"query": query, "variables": variables})).await
+}
+
+async fn admin(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
+    let mut req = client().request(method, url);
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(serde_json::to_vec(&b).unwrap());
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.expect("body");
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn config() -> EmulatorConfig {
+    EmulatorConfig { seed: seed(), task_duration: std::time::Duration::from_millis(60), ..Default::default() }
+}
+
+async fn wait_task(emu: &RunningEmulator, task: &str) -> Value {
+    for _ in 0..100 {
+        let (_, _, r) = gql(emu, GET_TASK, json!({"id": task})).await;
+        let t = r["data"]["appInstallationTask"].clone();
+        if t["state"] == "COMPLETE" || t["state"] == "FAILED" {
+            return t;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("task {task} did not finish");
+}
+
+#[tokio::test]
+async fn http_auth_request_log_and_faults() {
+    let emu = start(config(), "127.0.0.1:0".parse().unwrap()).await.expect("start");
+    let me = json!({"query": GET_USER_DETAILS});
+    let (status, _, body) = post(&emu.graphql_url(), None, &me).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        body,
+        json!({"errors": [{"message": "Unauthorized", "extensions": {"errorType": "UNAUTHORIZED", "statusCode": 401}}]})
+    );
+    let (status, _, _) = post(&emu.graphql_url(), Some((EMAIL, "wrong")), &me).await;
+    assert_eq!(status, 401);
+    let (status, headers, body) = post(&emu.graphql_url(), Some((EMAIL, TOKEN)), &me).await;
+    assert_eq!(status, 200);
+    assert!(headers.contains_key("x-request-id"));
+    assert_eq!(body["data"]["me"]["user"]["accountStatus"], "active");
+
+    let log = emu.requests();
+    assert_eq!(log.len(), 3);
+    assert_eq!(log[2].operation_name.as_deref(), Some("forge_cli_getUserDetails"));
+    assert!(log[2].account_id.is_some());
+    assert_eq!(log[0].account_id, None);
+    assert!(!serde_json::to_string(&log).unwrap().contains(TOKEN));
+    let (status, listed) = admin(reqwest::Method::GET, format!("{}/requests", emu.admin_url()), None).await;
+    assert_eq!((status, listed.as_array().map(Vec::len)), (200, Some(3)));
+    assert_eq!(listed[2]["operationName"], "forge_cli_getUserDetails");
+    let (status, _) = admin(reqwest::Method::DELETE, format!("{}/requests", emu.admin_url()), None).await;
+    assert_eq!(status, 204);
+    assert!(emu.requests().is_empty());
+
+    // A burst of 429s, then normal answers.
+    emu.set_faults(Faults { rate_limit_burst: 2, ..Default::default() });
+    for _ in 0..2 {
+        let (status, headers, body) = gql(&emu, GET_USER_DETAILS, Value::Null).await;
+        assert_eq!(status, 429);
+        assert_eq!(headers.get("retry-after").unwrap(), "1");
+        assert_eq!(body["errors"][0]["extensions"]["errorType"], "TOO_MANY_REQUESTS");
+    }
+    assert_eq!(gql(&emu, GET_USER_DETAILS, Value::Null).await.0, 200);
+    // Down until lifted, through the admin API.
+    let faults_url = format!("{}/faults", emu.admin_url());
+    let (status, f) = admin(reqwest::Method::PUT, faults_url.clone(), Some(json!({"down": true}))).await;
+    assert_eq!((status, f["down"].as_bool()), (200, Some(true)));
+    assert_eq!(gql(&emu, GET_USER_DETAILS, Value::Null).await.0, 503);
+    admin(reqwest::Method::PUT, faults_url.clone(), Some(json!({"errorRate": 1.0}))).await;
+    assert!([500, 503].contains(&gql(&emu, GET_USER_DETAILS, Value::Null).await.0));
+    admin(reqwest::Method::PUT, faults_url.clone(), Some(json!({"latencyMs": 30}))).await;
+    let started = std::time::Instant::now();
+    assert_eq!(gql(&emu, GET_USER_DETAILS, Value::Null).await.0, 200);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(30));
+    let (status, _) = admin(reqwest::Method::PUT, faults_url, Some(json!({"down": "yes"}))).await;
+    assert_eq!(status, 400);
+    assert_eq!(emu.requests().len(), 6);
+    // Bad GraphQL is an error answer, not a crash.
+    let (status, _, body) = gql(&emu, "query { nope }", Value::Null).await;
+    assert_eq!(status, 200);
+    assert!(body["errors"][0]["message"].is_string());
+    let (status, _, _) = post(&emu.graphql_url(), Some((EMAIL, TOKEN)), &json!({"nope": 1})).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn http_admin_api_and_install_by_the_clock() {
+    let emu = start(config(), "127.0.0.1:0".parse().unwrap()).await.expect("start");
+    let (status, site) = admin(
+        reqwest::Method::POST,
+        format!("{}/sites", emu.admin_url()),
+        Some(json!({"hostName": "initech.atlassian.net", "products": ["jira"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{site}");
+    let ctx = site["installationContexts"]["jira"].as_str().unwrap().to_string();
+    let (status, _) = admin(
+        reqwest::Method::POST,
+        format!("{}/sites", emu.admin_url()),
+        Some(json!({"hostName": "initech.atlassian.net", "products": ["jira"]})),
+    )
+    .await;
+    assert_eq!(status, 409);
+
+    let (_, _, r) = gql(
+        &emu,
+        INSTALL,
+        json!({"input": {"installationContext": ctx, "appId": APP1, "environmentKey": "production", "async": true}}),
+    )
+    .await;
+    let task = r["data"]["installApp"]["taskId"].as_str().expect("task id").to_string();
+    assert_eq!(wait_task(&emu, &task).await["state"], "COMPLETE");
+
+    // A minor deployed through the admin API reaches the installation at once; a major does not.
+    let (status, out) = admin(
+        reqwest::Method::POST,
+        format!("{}/deploy", emu.admin_url()),
+        Some(json!({"appId": APP1, "version": "2.1.0", "scopes": ["read:jira-work", "write:jira-work"],
+            "egress": ["api.insights.acme.example"], "requiredProducts": ["jira"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["upgradedInstallations"].as_array().unwrap().len(), 1);
+    let (status, out) = admin(
+        reqwest::Method::POST,
+        format!("{}/deploy", emu.admin_url()),
+        Some(json!({"appId": APP1, "version": "1.0"})),
+    )
+    .await;
+    assert_eq!((status, out["error"]["errorType"].as_str()), (409, Some("CONFLICT")));
+    let (status, _) = admin(reqwest::Method::POST, format!("{}/deploy", emu.admin_url()), Some(json!({"x": 1}))).await;
+    assert_eq!(status, 400);
+
+    // Link install: refused with a wrong signature, accepted with the current one.
+    gql(&emu, UPDATE_APP_DETAILS, json!({"input": {"appId": APP1, "distributionStatus": "PUBLIC"}})).await;
+    let (_, _, r) = gql(&emu, GENERATE_LINK, json!({"appId": APP1, "products": ["jira"]})).await;
+    let signature = r["data"]["ecosystem"]["devConsole"]["generateDistributionLink"]["signature"].clone();
+    let url = format!("{}/link-install", emu.admin_url());
+    let body = |sig: Value| json!({"appId": APP1, "site": "globex.atlassian.net", "product": "jira", "signature": sig});
+    let (status, e) = admin(reqwest::Method::POST, url.clone(), Some(body(json!("forged")))).await;
+    assert_eq!((status, e["error"]["errorType"].as_str()), (403, Some("DISTRIBUTION_LINK_INVALID")));
+    let (status, out) = admin(reqwest::Method::POST, url, Some(body(signature))).await;
+    assert_eq!((status, out["version"].as_str()), (200, Some("2.1.0")));
+    let direct = emu.link_install(LinkInstallRequest {
+        app_id: APP1.into(),
+        environment: "production".into(),
+        site: "globex.atlassian.net".into(),
+        product: "jira".into(),
+        signature: "forged".into(),
+    });
+    assert!(direct.is_err());
+
+    let (status, state) = admin(reqwest::Method::GET, format!("{}/state", emu.admin_url()), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(state["installations"].as_array().unwrap().len(), 2);
+    assert_eq!(state["sites"].as_array().unwrap().len(), 3);
+    assert!(!state.to_string().contains(TOKEN));
+    assert_eq!(emu.state()["installations"], state["installations"]);
+    let (status, out) =
+        admin(reqwest::Method::POST, format!("{}/forget-finished-rollouts", emu.admin_url()), None).await;
+    assert_eq!((status, out["forgotten"].as_u64()), (200, Some(0)));
+}
+
+#[tokio::test]
+async fn state_file_survives_a_restart() {
+    let dir = std::env::temp_dir().join(format!("forgeops-emulator-{}", model::random_uuid()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("state.json");
+    let config = EmulatorConfig { state_file: Some(path.clone()), ..config() };
+    let task = {
+        let emu = start(config.clone(), "127.0.0.1:0".parse().unwrap()).await.expect("start");
+        let ctx = emu
+            .add_site(SeedSite {
+                host_name: "initech.atlassian.net".into(),
+                cloud_id: None,
+                products: vec!["jira".into()],
+                activation_ids: Default::default(),
+                app_limit: None,
+            })
+            .unwrap()
+            .installation_contexts["jira"]
+            .clone();
+        let (_, _, r) = gql(
+            &emu,
+            INSTALL,
+            json!({"input": {"installationContext": ctx, "appId": APP1, "environmentKey": "production", "async": true}}),
+        )
+        .await;
+        let task = r["data"]["installApp"]["taskId"].as_str().unwrap().to_string();
+        assert_eq!(wait_task(&emu, &task).await["state"], "COMPLETE");
+        task
+    };
+    assert!(path.exists());
+    assert!(!std::fs::read_to_string(&path).unwrap().contains(TOKEN));
+    let emu = start(config, "127.0.0.1:0".parse().unwrap()).await.expect("restart");
+    assert_eq!(wait_task(&emu, &task).await["state"], "COMPLETE");
+    assert_eq!(emu.state()["installations"].as_array().unwrap().len(), 1);
+    assert_eq!(emu.state()["sites"].as_array().unwrap().len(), 3);
+    drop(emu);
+    let _ = std::fs::remove_dir_all(&dir);
+}

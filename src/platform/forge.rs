@@ -1,0 +1,997 @@
+//! The `forge` backend: GraphQL over HTTPS to the Forge gateway (default
+//! `https://api.atlassian.com/graphql`, or the local emulator), sending the `forge` CLI's own
+//! operations ([`super::ops`]) with Basic auth. Rate limiting (HTTP 429 or `TOO_MANY_REQUESTS`),
+//! 5xx answers and transport failures are retried with jittered exponential backoff that honours
+//! `Retry-After`; `HTTPS_PROXY`/`NO_PROXY` are honoured and an extra CA bundle can be trusted.
+//! Requests are counted by operation and outcome, with a latency histogram. The API token is only
+//! ever put into the `Authorization` header: never into a log, an error, a status or a metric.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+
+use super::ops;
+use super::{
+    Account, Credentials, DistributionLink, Egress, EnvironmentInfo, ErrorKind, InstallationFilter, InstallationInfo,
+    Page, Platform, PlatformError, PlatformResult, Rollout, RolloutStarted, RolloutStatus, Target, Task, TaskState,
+    UpgradeTarget, VersionCount, VersionInfo,
+};
+use crate::telemetry::Metrics;
+
+/// The real gateway.
+pub const DEFAULT_GATEWAY: &str = "https://api.atlassian.com/graphql";
+
+/// The developer console, where sharing is managed by hand.
+pub const DEVELOPER_CONSOLE: &str = "https://developer.atlassian.com/console/myapps";
+
+/// How the backend reaches the gateway.
+#[derive(Clone, Debug)]
+pub struct GatewayOptions {
+    /// The GraphQL endpoint.
+    pub url: String,
+    /// Time allowed for one request.
+    pub timeout: Duration,
+    /// Attempts per operation for retryable failures (at least 1).
+    pub attempts: u32,
+    /// The first retry delay; it doubles with each attempt, with full jitter, up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// A PEM bundle of extra CA certificates to trust.
+    pub ca_bundle: Option<PathBuf>,
+    /// Whether the distribution operations (sharing, links) are offered. They are undocumented and
+    /// unconfirmed for API-token auth on the real platform, so they are off unless asked for.
+    pub distribution: bool,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        GatewayOptions {
+            url: DEFAULT_GATEWAY.into(),
+            timeout: Duration::from_secs(30),
+            attempts: 5,
+            initial_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(20),
+            ca_bundle: None,
+            distribution: false,
+        }
+    }
+}
+
+/// The Forge gateway backend.
+pub struct ForgeGateway {
+    options: GatewayOptions,
+    http: reqwest::Client,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl ForgeGateway {
+    pub fn new(options: GatewayOptions, metrics: Option<Arc<Metrics>>) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let mut builder = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("forgeops/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &options.ca_bundle {
+            let pem = std::fs::read(path).with_context(|| format!("reading the CA bundle {}", path.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("parsing the CA bundle {}", path.display()))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().context("building the HTTP client")?;
+        Ok(ForgeGateway { options, http, metrics })
+    }
+
+    pub fn options(&self) -> &GatewayOptions {
+        &self.options
+    }
+
+    fn record(&self, operation: &'static str, outcome: &'static str, started: Instant) {
+        if let Some(m) = &self.metrics {
+            m.platform_requests
+                .get_or_create(&crate::telemetry::PlatformLabels { operation, outcome: outcome.into() })
+                .inc();
+            m.platform_seconds
+                .get_or_create(&crate::telemetry::OperationLabel { operation })
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Sends one operation, retrying what may succeed later; returns its `data`.
+    async fn call(
+        &self,
+        creds: &Credentials,
+        operation: &'static str,
+        query: &str,
+        variables: Value,
+    ) -> PlatformResult<Value> {
+        let body = json!({ "query": ops::text(query), "variables": variables, "operationName": operation });
+        let attempts = self.options.attempts.max(1);
+        let mut last = None;
+        for attempt in 1..=attempts {
+            let started = Instant::now();
+            let result = self.send_once(creds, operation, &body).await;
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(e) => e.kind.as_str(),
+            };
+            self.record(operation, outcome, started);
+            match result {
+                Ok(data) => return Ok(data),
+                Err(e) if matches!(e.kind, ErrorKind::RateLimited | ErrorKind::Unavailable) && attempt < attempts => {
+                    let delay = e.retry_after.unwrap_or_else(|| self.backoff(attempt));
+                    tracing::debug!(operation, attempt, kind = %e.kind, retry_in = ?delay, "platform call failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| PlatformError::new(ErrorKind::Unavailable, operation, "no attempt made")))
+    }
+
+    /// Full jitter: a random delay up to the exponential bound.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let bound = self
+            .options
+            .initial_backoff
+            .saturating_mul(1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX))
+            .min(self.options.max_backoff);
+        let ms = bound.as_millis().max(1) as u64;
+        Duration::from_millis(rand::random_range(ms / 2..=ms))
+    }
+
+    async fn send_once(&self, creds: &Credentials, operation: &'static str, body: &Value) -> PlatformResult<Value> {
+        let unavailable = |m: String| PlatformError::new(ErrorKind::Unavailable, operation, m);
+        let response = self
+            .http
+            .post(&self.options.url)
+            .header(reqwest::header::AUTHORIZATION, creds.authorization())
+            .header("atl-client-name", "forgeops")
+            .header("atl-client-version", env!("CARGO_PKG_VERSION"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| unavailable(describe_transport_error(&e)))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(300)));
+        let request_id = response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let text = response.text().await.map_err(|e| unavailable(describe_transport_error(&e)))?;
+        let parsed: Option<Value> = serde_json::from_str(&text).ok();
+        let request_id = parsed
+            .as_ref()
+            .and_then(|v| v.pointer("/extensions/gateway/request_id"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or(request_id);
+        let with_meta = |mut e: PlatformError| {
+            e.retry_after = retry_after;
+            e.request_id = request_id.clone();
+            e
+        };
+        if !status.is_success() {
+            let kind = match status.as_u16() {
+                401 => ErrorKind::BadCredentials,
+                403 => ErrorKind::PermissionDenied,
+                404 => ErrorKind::NotFound,
+                429 => ErrorKind::RateLimited,
+                s if s >= 500 => ErrorKind::Unavailable,
+                _ => parsed.as_ref().and_then(first_error_kind).unwrap_or(ErrorKind::Refused),
+            };
+            let message = parsed
+                .as_ref()
+                .and_then(first_error_message)
+                .unwrap_or_else(|| format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()));
+            let message = match kind {
+                ErrorKind::BadCredentials => format!(
+                    "the platform refused the credentials of {} ({}): check the Secret's email and apiToken",
+                    creds.email, creds.source
+                ),
+                _ => message,
+            };
+            return Err(with_meta(PlatformError::new(kind, operation, message)));
+        }
+        let Some(parsed) = parsed else {
+            return Err(with_meta(unavailable(format!(
+                "the gateway answered HTTP {status} with a body that is not JSON"
+            ))));
+        };
+        if let Some(kind) = first_error_kind(&parsed).or_else(|| has_errors(&parsed).then_some(ErrorKind::Refused)) {
+            let message = first_error_message(&parsed).unwrap_or_else(|| "GraphQL error".into());
+            // Partial data with errors: only an error when nothing usable came back.
+            if parsed.get("data").is_none_or(Value::is_null) || kind == ErrorKind::RateLimited {
+                return Err(with_meta(PlatformError::new(kind, operation, message)));
+            }
+            tracing::debug!(operation, %message, "the gateway answered with data and errors");
+        }
+        Ok(parsed.get("data").cloned().unwrap_or(Value::Null))
+    }
+
+    /// A mutation payload `{success, errors}`: an error when `success` is false.
+    fn payload_ok(operation: &'static str, payload: &Value) -> PlatformResult<()> {
+        if payload.get("success").and_then(Value::as_bool) == Some(true) {
+            return Ok(());
+        }
+        let kind = first_error_kind(payload).unwrap_or(ErrorKind::Refused);
+        let message = first_error_message(payload).unwrap_or_else(|| "the platform did not succeed".into());
+        Err(PlatformError::new(kind, operation, message))
+    }
+
+    fn require_distribution(&self, operation: &'static str) -> PlatformResult<()> {
+        if self.options.distribution {
+            Ok(())
+        } else {
+            Err(PlatformError::new(
+                ErrorKind::Unsupported,
+                operation,
+                format!(
+                    "sharing and installation links are not enabled in forgeops (start it with --platform-distribution) \
+                     or not offered by the platform; manage distribution in the developer console ({DEVELOPER_CONSOLE})"
+                ),
+            ))
+        }
+    }
+}
+
+fn describe_transport_error(e: &reqwest::Error) -> String {
+    // Never the URL's userinfo or headers: only what kind of failure it was.
+    let what = if e.is_timeout() {
+        "no answer in time"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the answer broke off"
+    } else {
+        "the request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() { what.to_string() } else { format!("{what}: {detail}") }
+}
+
+fn errors_of(v: &Value) -> impl Iterator<Item = &Value> {
+    v.get("errors").and_then(Value::as_array).into_iter().flatten()
+}
+
+fn has_errors(v: &Value) -> bool {
+    errors_of(v).next().is_some()
+}
+
+fn first_error_kind(v: &Value) -> Option<ErrorKind> {
+    errors_of(v).find_map(|e| {
+        let ext = e.get("extensions")?;
+        let error_type = ext.get("errorType").or_else(|| ext.get("classification")).and_then(Value::as_str);
+        let status = ext.get("statusCode").and_then(Value::as_u64).map(|s| s as u16);
+        Some(ErrorKind::from_error_type(error_type.unwrap_or(""), status))
+    })
+}
+
+fn first_error_message(v: &Value) -> Option<String> {
+    let messages: Vec<&str> = errors_of(v).filter_map(|e| e.get("message").and_then(Value::as_str)).collect();
+    (!messages.is_empty()).then(|| messages.join("; "))
+}
+
+fn s(v: &Value, key: &str) -> Option<String> {
+    match v.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn nodes(v: Option<&Value>) -> impl Iterator<Item = &Value> {
+    v.and_then(|v| v.get("nodes")).and_then(Value::as_array).into_iter().flatten().filter(|n| !n.is_null())
+}
+
+fn not_found(operation: &'static str, what: String) -> PlatformError {
+    PlatformError::new(ErrorKind::NotFound, operation, what)
+}
+
+/// The environment of `app` in `data`, or a NotFound error naming what is missing.
+fn environment_of<'d>(
+    data: &'d Value,
+    operation: &'static str,
+    app_id: &str,
+    environment_key: &str,
+) -> PlatformResult<&'d Value> {
+    let app = data.get("app").filter(|a| !a.is_null()).ok_or_else(|| {
+        not_found(operation, format!("app {app_id} not found, or the credentials' account may not see it"))
+    })?;
+    app.get("environmentByKey")
+        .filter(|e| !e.is_null())
+        .ok_or_else(|| not_found(operation, format!("app {app_id} has no environment {environment_key}")))
+}
+
+fn permissions(version: &Value) -> (Vec<String>, Vec<Egress>) {
+    let mut scopes = Vec::new();
+    let mut egress = Vec::new();
+    for set in version.get("permissions").and_then(Value::as_array).into_iter().flatten() {
+        for scope in set.get("scopes").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(key) = s(scope, "key") {
+                scopes.push(key);
+            }
+        }
+        for e in set.get("egress").and_then(Value::as_array).into_iter().flatten() {
+            egress.push(Egress {
+                type_: s(e, "type"),
+                addresses: e
+                    .get("addresses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.as_str().map(str::to_string))
+                    .collect(),
+                category: s(e, "category"),
+            });
+        }
+    }
+    scopes.sort();
+    scopes.dedup();
+    (scopes, egress)
+}
+
+fn rollout_status(s: &str) -> RolloutStatus {
+    match s {
+        "RUNNING" => RolloutStatus::Running,
+        "CANCELLED" => RolloutStatus::Cancelled,
+        _ => RolloutStatus::Complete,
+    }
+}
+
+fn parse_rollout(n: &Value) -> Rollout {
+    let count = |k: &str| n.get("progress").and_then(|p| p.get(k)).and_then(Value::as_u64).unwrap_or(0);
+    Rollout {
+        id: s(n, "id").unwrap_or_default(),
+        status: rollout_status(&s(n, "status").unwrap_or_default()),
+        source_version_id: s(n, "sourceVersionId").unwrap_or_default(),
+        target_version_id: s(n, "targetVersionId").unwrap_or_default(),
+        created_at: s(n, "createdAt"),
+        completed_at: s(n, "completedAt"),
+        completed: count("completedUpgradeCount"),
+        failed: count("failedUpgradeCount"),
+        pending: count("pendingUpgradeCount"),
+        upgrade_limit: n.get("upgradeLimit").and_then(Value::as_u64).map(|l| l as u32),
+    }
+}
+
+/// The product whose installation context an install uses (`jira-service-management` lives in Jira).
+fn context_product(product: &str) -> &str {
+    match product {
+        "jira-service-management" => "jira",
+        other => other,
+    }
+}
+
+/// The cloud id and product of a workspace ARI (`ari:cloud:jira:<cloudId>:workspace/<activationId>`)
+/// or a site ARI (`ari:cloud:jira::site/<cloudId>`).
+pub fn parse_context(ari: &str) -> Option<(String, String)> {
+    let mut parts = ari.splitn(5, ':');
+    let (_, _, product, cloud_id, resource) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let cloud = if cloud_id.is_empty() { resource.strip_prefix("site/")? } else { cloud_id };
+    Some((cloud.to_string(), product.to_string()))
+}
+
+impl Platform for ForgeGateway {
+    fn whoami<'a>(&'a self, creds: &'a Credentials) -> BoxFuture<'a, PlatformResult<Account>> {
+        async move {
+            const OP: &str = "forge_cli_getUserDetails";
+            let data = self.call(creds, OP, ops::GET_USER_DETAILS, json!({})).await?;
+            let user = data.pointer("/me/user").filter(|u| !u.is_null()).ok_or_else(|| {
+                PlatformError::new(ErrorKind::BadCredentials, OP, "the platform knows no user for these credentials")
+            })?;
+            let account = Account {
+                account_id: s(user, "accountId").unwrap_or_default(),
+                name: s(user, "name").unwrap_or_default(),
+                status: s(user, "accountStatus").unwrap_or_default(),
+            };
+            if account.status != "active" {
+                return Err(PlatformError::new(
+                    ErrorKind::BadCredentials,
+                    OP,
+                    format!("the account of {} is {}, not active", creds.email, account.status),
+                ));
+            }
+            Ok(account)
+        }
+        .boxed()
+    }
+
+    fn environments<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        app_id: &'a str,
+    ) -> BoxFuture<'a, PlatformResult<Vec<EnvironmentInfo>>> {
+        async move {
+            const OP: &str = "forge_cli_listEnvironment";
+            let mut out = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let vars = json!({ "id": app_id, "first": 25, "after": after });
+                let data = self.call(creds, OP, ops::LIST_ENVIRONMENT, vars).await?;
+                let page = data
+                    .pointer("/app/environmentsPage")
+                    .filter(|p| !p.is_null())
+                    .ok_or_else(|| not_found(OP, format!("app {app_id} not found")))?;
+                for n in nodes(Some(page)) {
+                    out.push(EnvironmentInfo {
+                        id: s(n, "id").unwrap_or_default(),
+                        key: s(n, "key").unwrap_or_default(),
+                        type_: s(n, "type").unwrap_or_default(),
+                        created_at: s(n, "createdAt"),
+                    });
+                }
+                after = page.pointer("/pageInfo/endCursor").and_then(Value::as_str).map(str::to_string);
+                if page.pointer("/pageInfo/hasNextPage").and_then(Value::as_bool) != Some(true) || after.is_none() {
+                    return Ok(out);
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn versions<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        app_id: &'a str,
+        environment_key: &'a str,
+    ) -> BoxFuture<'a, PlatformResult<Vec<VersionInfo>>> {
+        async move {
+            const DETAILS: &str = "forge_cli_getApplicationVersionDetails";
+            const IDS: &str = "forge_cli_getApplicationIdentityVersionDetails";
+            const LATEST: &str = "forge_cli_getApplicationEnvironmentLatestVersions";
+            let first = 200;
+            let vars =
+                json!({ "appId": app_id, "environmentKey": environment_key, "firstN": first, "majorVersion": null });
+            let details = self.call(creds, DETAILS, ops::GET_APPLICATION_VERSION_DETAILS, vars.clone()).await?;
+            let ids = self.call(creds, IDS, ops::GET_APPLICATION_IDENTITY_VERSION_DETAILS, vars).await?;
+            let products_vars = json!({ "appId": app_id, "environmentKey": environment_key, "firstN": first });
+            let latest =
+                self.call(creds, LATEST, ops::GET_APPLICATION_ENVIRONMENT_LATEST_VERSIONS, products_vars).await?;
+            let id_of: HashMap<String, String> =
+                nodes(environment_of(&ids, IDS, app_id, environment_key)?.get("versions"))
+                    .filter_map(|n| Some((s(n, "version")?, s(n, "id")?)))
+                    .collect();
+            let products_of: HashMap<String, Vec<String>> =
+                nodes(environment_of(&latest, LATEST, app_id, environment_key)?.get("versions"))
+                    .filter_map(|n| {
+                        let products = n
+                            .get("requiredProducts")
+                            .and_then(Value::as_array)
+                            .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_lowercase)).collect())
+                            .unwrap_or_default();
+                        Some((s(n, "version")?, products))
+                    })
+                    .collect();
+            let env = environment_of(&details, DETAILS, app_id, environment_key)?;
+            Ok(nodes(env.get("versions"))
+                .filter_map(|n| {
+                    let version = s(n, "version")?;
+                    let (scopes, egress) = permissions(n);
+                    Some(VersionInfo {
+                        id: id_of.get(&version).cloned().unwrap_or_default(),
+                        created_at: s(n, "createdAt"),
+                        is_latest: n.get("isLatest").and_then(Value::as_bool).unwrap_or(false),
+                        requires_license: n.get("requiresLicense").and_then(Value::as_bool).unwrap_or(false),
+                        scopes,
+                        egress,
+                        required_products: products_of.get(&version).cloned().unwrap_or_default(),
+                        version,
+                    })
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn installation_counts<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        app_id: &'a str,
+        environment_key: &'a str,
+    ) -> BoxFuture<'a, PlatformResult<Vec<VersionCount>>> {
+        async move {
+            const OP: &str = "forge_cli_getAppUpgradeVersionsList";
+            let vars = json!({ "appId": app_id, "environmentKey": environment_key });
+            let data = self.call(creds, OP, ops::GET_APP_UPGRADE_VERSIONS_LIST, vars).await?;
+            let env = environment_of(&data, OP, app_id, environment_key)?;
+            Ok(nodes(env.get("versions"))
+                .map(|n| VersionCount {
+                    id: s(n, "id").unwrap_or_default(),
+                    version: s(n, "version").unwrap_or_default(),
+                    installations: n.pointer("/installations/totalCount").and_then(Value::as_u64).unwrap_or(0),
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn installations<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        app_id: &'a str,
+        filter: &'a InstallationFilter,
+        after: Option<&'a str>,
+    ) -> BoxFuture<'a, PlatformResult<Page<InstallationInfo>>> {
+        async move {
+            const OP: &str = "forge_cli_getEcosystemInstallationsByApp";
+            const HOSTS: &str = "forge_cli_getHostnameForTenantContexts";
+            let mut gql_filter = json!({ "apps": { "ids": [app_id] } });
+            if !filter.environment_types.is_empty() {
+                gql_filter["appEnvironments"] = json!({ "types": filter.environment_types });
+            }
+            if !filter.contexts.is_empty() || !filter.ids.is_empty() {
+                let mut installations = json!({});
+                if !filter.contexts.is_empty() {
+                    installations["contexts"] = json!(filter.contexts);
+                }
+                if !filter.ids.is_empty() {
+                    installations["ids"] = json!(filter.ids);
+                }
+                gql_filter["appInstallations"] = installations;
+            }
+            let vars = json!({ "filter": gql_filter, "first": 100, "after": after });
+            let data = self.call(creds, OP, ops::GET_ECOSYSTEM_INSTALLATIONS_BY_APP, vars).await?;
+            let list = data
+                .pointer("/ecosystem/appInstallationsByApp")
+                .filter(|l| !l.is_null())
+                .ok_or_else(|| not_found(OP, format!("app {app_id} not found")))?;
+            let mut items: Vec<InstallationInfo> = nodes(Some(list))
+                .map(|n| {
+                    let context = s(n, "installationContext").unwrap_or_default();
+                    InstallationInfo {
+                        id: s(n, "id").unwrap_or_default(),
+                        product: parse_context(&context).map(|(_, p)| p),
+                        site: None,
+                        environment_key: n.pointer("/appEnvironment/key").and_then(Value::as_str).unwrap_or("").into(),
+                        environment_type: n.pointer("/appEnvironment/type").and_then(Value::as_str).map(str::to_string),
+                        version: n
+                            .pointer("/appEnvironmentVersion/version")
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
+                        version_is_latest: n
+                            .pointer("/appEnvironmentVersion/isLatest")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false),
+                        installation_context: context,
+                    }
+                })
+                .collect();
+            // Host names, 20 cloud ids a call, as the CLI does.
+            let mut cloud_ids: Vec<String> =
+                items.iter().filter_map(|i| parse_context(&i.installation_context).map(|(c, _)| c)).collect();
+            cloud_ids.sort();
+            cloud_ids.dedup();
+            let mut host_of = HashMap::new();
+            for chunk in cloud_ids.chunks(20) {
+                let data = self
+                    .call(creds, HOSTS, ops::GET_HOSTNAME_FOR_TENANT_CONTEXTS, json!({ "cloudIds": chunk }))
+                    .await?;
+                let hosts = data.get("tenantContexts").and_then(Value::as_array).cloned().unwrap_or_default();
+                for (id, host) in chunk.iter().zip(hosts) {
+                    if let Some(h) = s(&host, "hostName") {
+                        host_of.insert(id.clone(), h);
+                    }
+                }
+            }
+            for i in &mut items {
+                i.site = parse_context(&i.installation_context).and_then(|(c, _)| host_of.get(&c).cloned());
+            }
+            let next = (list.pointer("/pageInfo/hasNextPage").and_then(Value::as_bool) == Some(true))
+                .then(|| list.pointer("/pageInfo/endCursor").and_then(Value::as_str).map(str::to_string))
+                .flatten();
+            Ok(Page { items, next })
+        }
+        .boxed()
+    }
+
+    fn installation_context<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        site: &'a str,
+        product: &'a str,
+    ) -> BoxFuture<'a, PlatformResult<String>> {
+        async move {
+            const OP: &str = "getTenantContextDetails";
+            let product = context_product(product);
+            if product == "bitbucket" {
+                return Err(PlatformError::new(
+                    ErrorKind::Unsupported,
+                    OP,
+                    "Bitbucket workspaces are not supported by forgeops yet",
+                ));
+            }
+            let vars = json!({ "hostNames": [site], "product": product });
+            let data = self.call(creds, OP, ops::GET_TENANT_CONTEXT_DETAILS, vars).await?;
+            let context = data.get("tenantContexts").and_then(Value::as_array).and_then(|c| c.first()).cloned();
+            let cloud_id = context
+                .as_ref()
+                .and_then(|c| s(c, "cloudId"))
+                .ok_or_else(|| not_found(OP, format!("{site} is not an Atlassian site the platform knows")))?;
+            let activation = context
+                .as_ref()
+                .and_then(|c| c.pointer("/activationIdByProduct/active"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| not_found(OP, format!("{site} does not run {product}")))?;
+            Ok(format!("ari:cloud:{product}:{cloud_id}:workspace/{activation}"))
+        }
+        .boxed()
+    }
+
+    fn start_install<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        target: &'a Target,
+        version_id: Option<&'a str>,
+    ) -> BoxFuture<'a, PlatformResult<String>> {
+        async move {
+            const OP: &str = "forge_cli_installApplication";
+            let context = self.installation_context(creds, &target.site, &target.product).await?;
+            let mut input = json!({
+                "installationContext": context,
+                "appId": target.app_id,
+                "environmentKey": target.environment_key,
+                "async": true,
+            });
+            if let Some(id) = version_id {
+                input["versionId"] = json!(id);
+            }
+            let data = self.call(creds, OP, ops::INSTALL_APPLICATION, json!({ "input": input })).await?;
+            task_id(OP, data.get("installApp"))
+        }
+        .boxed()
+    }
+
+    fn start_upgrade<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        target: &'a Target,
+        version_id: Option<&'a str>,
+    ) -> BoxFuture<'a, PlatformResult<String>> {
+        async move {
+            const OP: &str = "forge_cli_upgradeApplication";
+            let context = self.installation_context(creds, &target.site, &target.product).await?;
+            let mut input = json!({
+                "installationContext": context,
+                "appId": target.app_id,
+                "environmentKey": target.environment_key,
+            });
+            if let Some(id) = version_id {
+                input["versionId"] = json!(id);
+            }
+            input["async"] = json!(true);
+            let data = self.call(creds, OP, ops::UPGRADE_APPLICATION, json!({ "input": input })).await?;
+            task_id(OP, data.get("upgradeApp"))
+        }
+        .boxed()
+    }
+
+    fn start_uninstall<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        app_id: &'a str,
+        environment_key: &'a str,
+        installation_id: &'a str,
+    ) -> BoxFuture<'a, PlatformResult<String>> {
+        async move {
+            const OP: &str = "forge_cli_uninstallApplication";
+            let input = json!({
+                "appId": app_id,
+                "environmentKey": environment_key,
+                "installationId": installation_id,
+                "async": true,
+            });
+            let data = self.call(creds, OP, ops::UNINSTALL_APPLICATION, json!({ "input": input })).await?;
+            task_id(OP, data.get("uninstallApp"))
+        }
+        .boxed()
+    }
+
+    fn task<'a>(&'a self, creds: &'a Credentials, task_id: &'a str) -> BoxFuture<'a, PlatformResult<Task>> {
+        async move {
+            const OP: &str = "forge_cli_getInstallationTask";
+            let data = self.call(creds, OP, ops::GET_INSTALLATION_TASK, json!({ "id": task_id })).await?;
+            let task = data
+                .get("appInstallationTask")
+                .filter(|t| !t.is_null())
+                .ok_or_else(|| not_found(OP, format!("the platform has no task {task_id}")))?;
+            let state = match s(task, "state").as_deref() {
+                Some("COMPLETE") => TaskState::Complete,
+                Some("FAILED") => TaskState::Failed,
+                Some("RUNNING") => TaskState::Running,
+                _ => TaskState::Pending,
+            };
+            let errors = errors_of(task)
+                .map(|e| {
+                    let kind = first_error_kind(&json!({ "errors": [e] })).unwrap_or(ErrorKind::Refused);
+                    (kind, s(e, "message").unwrap_or_default())
+                })
+                .collect();
+            Ok(Task { state, errors })
+        }
+        .boxed()
+    }
+
+    fn upgrade_targets<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        app_id: &'a str,
+        environment_key: &'a str,
+        source_version_id: &'a str,
+    ) -> BoxFuture<'a, PlatformResult<Vec<UpgradeTarget>>> {
+        async move {
+            const OP: &str = "forge_cli_getAppUpgradableToList";
+            let vars =
+                json!({ "appId": app_id, "environmentKey": environment_key, "sourceVersionId": source_version_id });
+            let data = self.call(creds, OP, ops::GET_APP_UPGRADABLE_TO_LIST, vars).await?;
+            let env = environment_of(&data, OP, app_id, environment_key)?;
+            Ok(nodes(env.get("versions"))
+                .map(|n| {
+                    let info = n.get("upgradeableByRolloutFromVersion");
+                    UpgradeTarget {
+                        version_id: s(n, "id").unwrap_or_default(),
+                        version: s(n, "version").unwrap_or_default(),
+                        upgradeable_by_rollout: info
+                            .and_then(|i| i.get("upgradeableByRollout"))
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false),
+                        upgrade_limit: info
+                            .and_then(|i| i.get("upgradeLimit"))
+                            .and_then(Value::as_u64)
+                            .map(|l| l as u32),
+                    }
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn create_rollout<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        source_version_id: &'a str,
+        target_version_id: &'a str,
+        limit: Option<u32>,
+    ) -> BoxFuture<'a, PlatformResult<RolloutStarted>> {
+        async move {
+            const OP: &str = "forge_cli_createAppVersionUpgradeRollout";
+            let mut input = json!({ "sourceVersionId": source_version_id, "targetVersionId": target_version_id });
+            if let Some(limit) = limit {
+                input["limit"] = json!(limit);
+            }
+            let data = self.call(creds, OP, ops::CREATE_APP_VERSION_UPGRADE_ROLLOUT, json!({ "input": input })).await?;
+            let payload = data
+                .pointer("/ecosystem/createAppVersionRollout")
+                .filter(|p| !p.is_null())
+                .ok_or_else(|| PlatformError::new(ErrorKind::Unavailable, OP, "the platform gave no answer"))?;
+            Self::payload_ok(OP, payload)?;
+            let rollout = payload.get("appVersionRollout").filter(|r| !r.is_null()).ok_or_else(|| {
+                PlatformError::new(ErrorKind::Unavailable, OP, "the platform reported success without a rollout")
+            })?;
+            Ok(RolloutStarted {
+                rollout_id: s(rollout, "id").unwrap_or_default(),
+                upgrade_limit: rollout.get("upgradeLimit").and_then(Value::as_u64).map(|l| l as u32),
+                total_eligible_upgrades: payload.get("totalEligibleUpgrades").and_then(Value::as_u64),
+                expected_remaining_upgrades: payload.get("expectedRemainingUpgrades").and_then(Value::as_u64),
+            })
+        }
+        .boxed()
+    }
+
+    fn rollout<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        rollout_id: &'a str,
+    ) -> BoxFuture<'a, PlatformResult<Option<Rollout>>> {
+        async move {
+            const OP: &str = "forge_cli_getAppVersionRollout";
+            let data =
+                match self.call(creds, OP, ops::GET_APP_VERSION_ROLLOUT, json!({ "appRolloutId": rollout_id })).await {
+                    Ok(data) => data,
+                    Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+            Ok(data
+                .pointer("/ecosystem/appVersionRollout")
+                .filter(|r| !r.is_null() && r.get("id").is_some_and(|id| !id.is_null()))
+                .map(parse_rollout))
+        }
+        .boxed()
+    }
+
+    fn rollouts<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        app_id: &'a str,
+        environment_key: &'a str,
+    ) -> BoxFuture<'a, PlatformResult<Vec<Rollout>>> {
+        async move {
+            const OP: &str = "forge_cli_getAppVersionRolloutsList";
+            let vars = json!({ "appId": app_id, "environmentKey": environment_key });
+            let data = self.call(creds, OP, ops::GET_APP_VERSION_ROLLOUTS_LIST, vars).await?;
+            let env = environment_of(&data, OP, app_id, environment_key)?;
+            Ok(nodes(env.get("appVersionRollouts")).map(parse_rollout).collect())
+        }
+        .boxed()
+    }
+
+    fn cancel_rollout<'a>(&'a self, creds: &'a Credentials, rollout_id: &'a str) -> BoxFuture<'a, PlatformResult<()>> {
+        async move {
+            const OP: &str = "forge_cli_cancelAppVersionUpgradeRollout";
+            let vars = json!({ "input": { "id": rollout_id } });
+            let data = self.call(creds, OP, ops::CANCEL_APP_VERSION_UPGRADE_ROLLOUT, vars).await?;
+            let payload = data
+                .pointer("/ecosystem/cancelAppVersionRollout")
+                .filter(|p| !p.is_null())
+                .ok_or_else(|| PlatformError::new(ErrorKind::Unavailable, OP, "the platform gave no answer"))?;
+            Self::payload_ok(OP, payload)
+        }
+        .boxed()
+    }
+
+    fn set_sharing<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        app_id: &'a str,
+        enabled: bool,
+    ) -> BoxFuture<'a, PlatformResult<()>> {
+        async move {
+            const OP: &str = "forgeops_updateAppDetails";
+            self.require_distribution(OP)?;
+            let status = if enabled { "PUBLIC" } else { "DEVELOPMENT" };
+            let vars = json!({ "input": { "appId": app_id, "distributionStatus": status } });
+            let data = self.call(creds, OP, ops::FORGEOPS_UPDATE_APP_DETAILS, vars).await?;
+            let payload = data
+                .get("updateAppDetails")
+                .filter(|p| !p.is_null())
+                .ok_or_else(|| PlatformError::new(ErrorKind::Unsupported, OP, "the platform does not offer this"))?;
+            Self::payload_ok(OP, payload)
+        }
+        .boxed()
+    }
+
+    fn generate_link<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        app_id: &'a str,
+        products: &'a [String],
+    ) -> BoxFuture<'a, PlatformResult<DistributionLink>> {
+        async move {
+            const OP: &str = "forgeops_generateDistributionLink";
+            self.require_distribution(OP)?;
+            let vars = json!({ "appId": app_id, "products": products });
+            let data = self.call(creds, OP, ops::FORGEOPS_GENERATE_DISTRIBUTION_LINK, vars).await?;
+            data.pointer("/ecosystem/devConsole/generateDistributionLink")
+                .filter(|l| !l.is_null())
+                .map(|l| link(app_id, l))
+                .ok_or_else(|| PlatformError::new(ErrorKind::Unsupported, OP, "the platform generated no link"))
+        }
+        .boxed()
+    }
+
+    fn active_link<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        app_id: &'a str,
+    ) -> BoxFuture<'a, PlatformResult<Option<DistributionLink>>> {
+        async move {
+            const OP: &str = "forgeops_getActiveDistributionLink";
+            self.require_distribution(OP)?;
+            let data =
+                self.call(creds, OP, ops::FORGEOPS_GET_ACTIVE_DISTRIBUTION_LINK, json!({ "appId": app_id })).await?;
+            Ok(data
+                .pointer("/ecosystem/devConsole/getActiveDistributionLink")
+                .filter(|l| !l.is_null() && l.get("signature").is_some_and(|s| !s.is_null()))
+                .map(|l| link(app_id, l)))
+        }
+        .boxed()
+    }
+}
+
+fn task_id(operation: &'static str, payload: Option<&Value>) -> PlatformResult<String> {
+    let payload = payload
+        .filter(|p| !p.is_null())
+        .ok_or_else(|| PlatformError::new(ErrorKind::Unavailable, operation, "the platform gave no answer"))?;
+    ForgeGateway::payload_ok(operation, payload)?;
+    s(payload, "taskId")
+        .ok_or_else(|| PlatformError::new(ErrorKind::Unavailable, operation, "the platform started no task"))
+}
+
+/// The installation link in the platform's own format:
+/// `https://developer.atlassian.com/console/install/<app uuid>?signature=...&product=...`.
+fn link(app_id: &str, l: &Value) -> DistributionLink {
+    let products: Vec<String> = l
+        .get("products")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str().map(str::to_string))
+        .collect();
+    let uuid = app_id.rsplit('/').next().unwrap_or(app_id);
+    let signature = s(l, "signature").unwrap_or_default();
+    let mut url = format!("https://developer.atlassian.com/console/install/{uuid}?signature={}", urlencode(&signature));
+    for p in &products {
+        url.push_str("&product=");
+        url.push_str(&urlencode(p));
+    }
+    DistributionLink { url, products }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contexts_parse_to_cloud_id_and_product() {
+        assert_eq!(parse_context("ari:cloud:jira:1234-abcd:workspace/5678"), Some(("1234-abcd".into(), "jira".into())));
+        assert_eq!(parse_context("ari:cloud:confluence::site/c-1"), Some(("c-1".into(), "confluence".into())));
+        assert_eq!(parse_context("nonsense"), None);
+    }
+
+    #[test]
+    fn gateway_errors_map_to_kinds_and_messages() {
+        let answer = json!({"errors": [{"message": "already there", "extensions": {"errorType": "APP_ALREADY_INSTALLED", "statusCode": 409}}]});
+        assert_eq!(first_error_kind(&answer), Some(ErrorKind::AlreadyInstalled));
+        assert_eq!(first_error_message(&answer).as_deref(), Some("already there"));
+        let payload = json!({"success": false, "errors": [{"message": "busy", "extensions": {"errorType": "APP_ROLLOUT_RUNNING"}}]});
+        let e = ForgeGateway::payload_ok("op", &payload).unwrap_err();
+        assert_eq!((e.kind, e.message.as_str()), (ErrorKind::RolloutRunning, "busy"));
+        assert!(ForgeGateway::payload_ok("op", &json!({"success": true})).is_ok());
+    }
+
+    #[test]
+    fn links_have_the_platform_format() {
+        let l = link(
+            "ari:cloud:ecosystem::app/abc-1",
+            &json!({"products": ["jira"], "signature": "s+g/1", "status": "ACTIVE"}),
+        );
+        assert_eq!(l.url, "https://developer.atlassian.com/console/install/abc-1?signature=s%2Bg%2F1&product=jira");
+    }
+
+    #[test]
+    fn permissions_are_flattened() {
+        let v = json!({"permissions": [
+            {"scopes": [{"key": "write:jira-work"}, {"key": "read:jira-work"}], "egress": [{"type": "FETCH_BACKEND_SIDE", "addresses": ["a.example"], "category": "ANALYTICS"}]},
+            {"scopes": [{"key": "read:jira-work"}], "egress": null}
+        ]});
+        let (scopes, egress) = permissions(&v);
+        assert_eq!(scopes, vec!["read:jira-work", "write:jira-work"]);
+        assert_eq!(egress.len(), 1);
+        assert_eq!(egress[0].category.as_deref(), Some("ANALYTICS"));
+    }
+
+    #[test]
+    fn backoff_is_jittered_and_bounded() {
+        let g = ForgeGateway::new(GatewayOptions::default(), None).unwrap();
+        for attempt in 1..20 {
+            let d = g.backoff(attempt);
+            assert!(d <= g.options.max_backoff, "{d:?}");
+            assert!(d >= Duration::from_millis(125), "{d:?}");
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The platform the tests' operators act on: the emulator, in the test process, on loopback.
+//!
+//! ForgeApps still declare their versions in spec, so something has to stand in for
+//! `forge deploy` and for the sites that exist: a mirror task watches the test namespace and, for
+//! every ForgeApp, creates the app on the emulator (owned by the test account) and deploys each
+//! declared version it lacks; for every Installation, it adds the site with the products named.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use forgeops::api::{ForgeApp, Installation};
+use forgeops::emulator::{self, DeployRequest, EmulatorConfig, Faults, RunningEmulator, Seed, SeedApp, SeedSite};
+use futures::StreamExt;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+
+/// The account the tests' operators act as.
+pub const EMAIL: &str = "dev@acme.example";
+/// Its API token (a test value).
+pub const TOKEN: &str = "test-api-token-3b9e";
+/// The credentials Secret the tests create in the operator namespace.
+pub const CREDENTIALS_SECRET: &str = "forgeops-credentials";
+
+/// The emulator and the task mirroring the namespace into it.
+pub struct TestPlatform {
+    pub emulator: RunningEmulator,
+    mirror: tokio::task::JoinHandle<()>,
+    /// Versions deployed by the mirror (`app/env/version`), so each is deployed once.
+    deployed: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl Drop for TestPlatform {
+    fn drop(&mut self) {
+        self.mirror.abort();
+    }
+}
+
+/// The platform version string of a declared `major.minor`.
+pub fn platform_version(major: u64, minor: u64) -> String {
+    format!("{major}.{minor}.0")
+}
+
+impl TestPlatform {
+    /// Starts an emulator with the test account, and the mirror of `namespace`.
+    pub async fn start(client: Client, namespace: &str, mut config: EmulatorConfig) -> Arc<TestPlatform> {
+        let account = format!("{{email: {EMAIL}, apiToken: {TOKEN}, name: Dev}}");
+        let mut seed = Seed::from_yaml_str(&format!("accounts: [{account}]")).unwrap();
+        seed.apps.append(&mut config.seed.apps);
+        seed.sites.append(&mut config.seed.sites);
+        seed.installations.append(&mut config.seed.installations);
+        config.seed = seed;
+        let emulator = emulator::start(config, "127.0.0.1:0".parse().unwrap()).await.expect("starting the emulator");
+        let deployed = Arc::new(Mutex::new(BTreeSet::new()));
+        Arc::new_cyclic(|weak: &std::sync::Weak<TestPlatform>| {
+            let weak = weak.clone();
+            let (apps, insts): (Api<ForgeApp>, Api<Installation>) =
+                (Api::namespaced(client.clone(), namespace), Api::namespaced(client, namespace));
+            let mirror = tokio::spawn(async move {
+                let apps = watcher(apps, watcher::Config::default())
+                    .applied_objects()
+                    .map(|a| a.map(|a| Either::App(Box::new(a))));
+                let insts = watcher(insts, watcher::Config::default())
+                    .applied_objects()
+                    .map(|i| i.map(|i| Either::Inst(Box::new(i))));
+                let mut both = std::pin::pin!(futures::stream::select(apps, insts));
+                while let Some(event) = both.next().await {
+                    let Some(platform) = weak.upgrade() else { return };
+                    match event {
+                        Ok(Either::App(app)) => platform.mirror_app(&app),
+                        Ok(Either::Inst(inst)) => platform.mirror_site(&inst),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            });
+            TestPlatform { emulator, mirror, deployed }
+        })
+    }
+
+    /// Creates the app if the emulator lacks it and deploys every declared version it lacks.
+    pub fn mirror_app(&self, app: &ForgeApp) {
+        let id = app.spec.app_id.clone();
+        let state = self.emulator.state();
+        let known = state["apps"].as_array().is_some_and(|a| a.iter().any(|x| x["id"] == id.as_str()));
+        if !known {
+            let seed_app: SeedApp = serde_json::from_value(serde_json::json!({
+                "id": id, "owner": EMAIL, "listedOnMarketplace": app.spec.listed_on_marketplace,
+            }))
+            .unwrap();
+            if let Err(e) = self.emulator.add_app(seed_app) {
+                eprintln!("mirror: adding app {id}: {e:?}");
+            }
+        }
+        for env in &app.spec.environments {
+            let mut versions: Vec<_> = env.versions.iter().collect();
+            versions.sort_by_key(|v| (v.major, v.minor));
+            for v in versions {
+                let version = platform_version(v.major as u64, v.minor as u64);
+                let key = format!("{id}/{}/{version}", env.name);
+                if self.deployed.lock().unwrap().contains(&key) {
+                    continue;
+                }
+                let mut products = vec![v.compatibility.required.as_str().to_string()];
+                products.retain(|p| p != "jira-service-management" && p != "bitbucket");
+                let request = DeployRequest {
+                    app_id: id.clone(),
+                    environment: forgeops::platform::environment_key(&env.name).to_string(),
+                    version,
+                    scopes: v.scopes.clone(),
+                    egress: v.egress.iter().map(|e| emulator::SeedEgress::Address(e.clone())).collect(),
+                    requires_license: v.licensing,
+                    required_products: products,
+                };
+                match self.emulator.deploy(request) {
+                    Ok(_) => {
+                        self.deployed.lock().unwrap().insert(key);
+                    }
+                    Err(e) => eprintln!("mirror: deploying {key}: {e:?}"),
+                }
+            }
+        }
+    }
+
+    /// Adds the Installation's site, with Jira, Confluence and Compass.
+    pub fn mirror_site(&self, inst: &Installation) {
+        let host = inst.spec.site.to_ascii_lowercase();
+        let state = self.emulator.state();
+        if state["sites"].as_array().is_some_and(|s| s.iter().any(|x| x["hostName"] == host.as_str())) {
+            return;
+        }
+        let site: SeedSite = serde_json::from_value(
+            serde_json::json!({"hostName": host, "products": ["jira", "confluence", "compass"]}),
+        )
+        .unwrap();
+        if let Err(e) = self.emulator.add_site(site) {
+            eprintln!("mirror: adding site {host}: {e:?}");
+        }
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.emulator.set_faults(faults);
+    }
+
+    /// The version installed on `site` for `app_id` (`major.minor`), as the emulator says.
+    pub fn installed_version(&self, app_id: &str, site: &str) -> Option<String> {
+        let state = self.emulator.state();
+        let cloud_id = state["sites"].as_array()?.iter().find(|s| s["hostName"] == site)?["cloudId"].clone();
+        let installation = state["installations"]
+            .as_array()?
+            .iter()
+            .find(|i| i["appId"] == app_id && i["cloudId"] == cloud_id)?
+            .clone();
+        let version_id = installation["versionId"].as_str()?;
+        let version = state["apps"]
+            .as_array()?
+            .iter()
+            .flat_map(|a| a["environments"].as_array().cloned().unwrap_or_default())
+            .flat_map(|e| e["versions"].as_array().cloned().unwrap_or_default())
+            .find(|v| v["id"] == version_id)?;
+        let text = version["version"].as_str()?;
+        let (major, minor) = forgeops::platform::parse_major_minor(text)?;
+        Some(format!("{major}.{minor}"))
+    }
+
+    /// How many tasks of `kind` (`INSTALL`, `UPGRADE`, `UNINSTALL`) completed, by site host name.
+    pub fn completed_tasks(&self, kind: &str) -> std::collections::BTreeMap<String, u32> {
+        let state = self.emulator.state();
+        let host_of = |cloud: &serde_json::Value| {
+            state["sites"]
+                .as_array()
+                .and_then(|s| s.iter().find(|x| x["cloudId"] == *cloud))
+                .and_then(|s| s["hostName"].as_str())
+                .unwrap_or("?")
+                .to_string()
+        };
+        let mut counts = std::collections::BTreeMap::new();
+        for t in state["tasks"].as_object().into_iter().flat_map(|m| m.values()) {
+            if t["kind"].as_str().is_some_and(|k| k.eq_ignore_ascii_case(kind))
+                && t["state"].as_str().is_some_and(|s| s.eq_ignore_ascii_case("COMPLETE"))
+            {
+                *counts.entry(host_of(&t["cloudId"])).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
+    /// Requests the emulator received for `operation`.
+    pub fn calls(&self, operation: &str) -> usize {
+        self.emulator.requests().iter().filter(|r| r.operation_name.as_deref() == Some(operation)).count()
+    }
+}
+
+enum Either {
+    App(Box<ForgeApp>),
+    Inst(Box<Installation>),
+}
