@@ -517,3 +517,81 @@ fn the_cli_reaches_nothing_but_loopback() {
         forge_cli::describe(&args, &out)
     );
 }
+
+/// For the same action, forgeops' adapter (`forgeops::platform::ForgeGateway`) sends the same
+/// operation with the same variables as the real CLI. Each side runs against its own emulator
+/// started from the same seed (whose ids are fixed), so the recorded mutations are comparable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adapter_sends_what_the_cli_sends() {
+    use forgeops::platform::{Credentials, ForgeGateway, GatewayOptions, Platform, Target};
+    let fresh = || EmulatorConfig { seed: seed(&[(INST_GLOBEX, GLOBEX, "2.0.0")]), ..Default::default() };
+    let last_mutation = |emulator: &RunningEmulator, op: &str| {
+        let found = emulator.requests().into_iter().rev().find(|r| r.operation_name.as_deref() == Some(op));
+        found.map(|r| r.variables).unwrap_or_else(|| panic!("the adapter sent no {op}"))
+    };
+    let creds = Credentials::new(EMAIL, TOKEN, "test");
+    let target = |site: &str| Target {
+        app_id: APP.into(),
+        environment_key: ENV.into(),
+        site: site.into(),
+        product: "jira".into(),
+    };
+    let site = |site: &str| (APP_UUID.to_string(), site.to_string(), "jira".to_string(), ENV.to_string());
+    let mut compared = Vec::new();
+
+    // Install of major 1 (the CLI's --major-version sends the version id; so does forgeops).
+    let cli = Harness::start_with(fresh()).await;
+    let (cli_op, cli_vars) = cli.mutation(&install(Some(1), ACME));
+    let ours = Harness::start_with(fresh()).await;
+    let g = ForgeGateway::new(GatewayOptions { url: ours.emulator.graphql_url(), ..Default::default() }, None).unwrap();
+    g.start_install(&creds, &target(ACME), Some(V1)).await.unwrap();
+    assert_eq!(cli_vars, last_mutation(&ours.emulator, &cli_op), "{cli_op}");
+    compared.push(cli_op);
+
+    // Upgrade to the latest (no version id: the platform's latest).
+    let (app_uuid, site_name, product, environment) = site(GLOBEX);
+    let (cli_op, cli_vars) = cli.mutation(&CliAction::Upgrade { app_uuid, site: site_name, product, environment });
+    g.start_upgrade(&creds, &target(GLOBEX), None).await.unwrap();
+    assert_eq!(cli_vars, last_mutation(&ours.emulator, &cli_op), "{cli_op}");
+    compared.push(cli_op);
+
+    // Bulk upgrade 2 → 3 without a limit, then its cancellation.
+    let cli =
+        Harness::start_with(EmulatorConfig { rollout_step: std::time::Duration::from_secs(600), ..fresh() }).await;
+    let ours =
+        Harness::start_with(EmulatorConfig { rollout_step: std::time::Duration::from_secs(600), ..fresh() }).await;
+    let g = ForgeGateway::new(GatewayOptions { url: ours.emulator.graphql_url(), ..Default::default() }, None).unwrap();
+    let (cli_op, cli_vars) =
+        cli.mutation(&CliAction::BulkUpgradeStart { environment: ENV.into(), from_major: 2, to_major: 3, limit: None });
+    let started = g.create_rollout(&creds, V2, V3, None).await.unwrap();
+    assert_eq!(cli_vars, last_mutation(&ours.emulator, &cli_op), "{cli_op}");
+    compared.push(cli_op);
+    let cli_rollout = cli.rollouts()[0]["id"].as_str().unwrap().to_string();
+    let (cli_op, cli_vars) =
+        cli.mutation(&CliAction::BulkUpgradeCancel { environment: ENV.into(), rollout_id: cli_rollout.clone() });
+    g.cancel_rollout(&creds, &started.rollout_id).await.unwrap();
+    let our_vars = last_mutation(&ours.emulator, &cli_op).to_string().replace(&started.rollout_id, &cli_rollout);
+    assert_eq!(cli_vars.to_string(), our_vars, "{cli_op} (rollout ids aside)");
+    compared.push(cli_op);
+
+    // Uninstall of a seeded installation (same id on both emulators).
+    let cli = Harness::start_with(fresh()).await;
+    let ours = Harness::start_with(fresh()).await;
+    let g = ForgeGateway::new(GatewayOptions { url: ours.emulator.graphql_url(), ..Default::default() }, None).unwrap();
+    let (app_uuid, site_name, product, environment) = site(GLOBEX);
+    let (cli_op, cli_vars) = cli.mutation(&CliAction::Uninstall { app_uuid, site: site_name, product, environment });
+    g.start_uninstall(&creds, APP, ENV, INST_GLOBEX, Some(&globex_context())).await.unwrap();
+    assert_eq!(cli_vars, last_mutation(&ours.emulator, &cli_op), "{cli_op}");
+    compared.push(cli_op);
+
+    assert_eq!(
+        compared,
+        [
+            "forge_cli_installApplication",
+            "forge_cli_upgradeApplication",
+            "forge_cli_createAppVersionUpgradeRollout",
+            "forge_cli_cancelAppVersionUpgradeRollout",
+            "forge_cli_uninstallApplication"
+        ]
+    );
+}

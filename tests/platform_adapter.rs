@@ -164,7 +164,7 @@ async fn every_port_operation_works_against_the_emulator() {
 
     // Uninstall by the installation's id.
     let acme = page.items.iter().find(|i| i.site.as_deref() == Some("acme.atlassian.net")).unwrap();
-    let task = g.start_uninstall(&c, APP, "production", &acme.id).await.unwrap();
+    let task = g.start_uninstall(&c, APP, "production", &acme.id, Some(&acme.installation_context)).await.unwrap();
     assert_eq!(finish(&g, &task).await.state, TaskState::Complete);
     let page = g.installations(&c, APP, &InstallationFilter::default(), None).await.unwrap();
     assert_eq!(page.items.len(), 2);

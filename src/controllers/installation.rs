@@ -135,8 +135,22 @@ async fn act_and_report(
 
     if let Some(app) = &observed.app {
         let acting = matches!(decision.step, Step::Install(_) | Step::RollOutMinor(_) | Step::UpgradeMajor(_));
-        if status.task.is_some() || acting {
-            let creds = ctx.credentials_for(app).await?;
+        let creds = if status.task.is_some() || acting {
+            match ctx.credentials_for(app).await {
+                Ok(creds) => Some(creds),
+                Err(e) => {
+                    // No usable credentials: reported on the conditions (what to fix), retried with backoff.
+                    let step = status.task.as_ref().map(step_of).unwrap_or(decision.step);
+                    let message = e.to_string();
+                    platform_error =
+                        Some((step, PlatformError::new(ErrorKind::BadCredentials, "credentials", message)));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(creds) = creds {
             let target = site::target(inst, app);
             if let Some(task) = status.task.clone() {
                 // A task recorded earlier (perhaps by a process that was killed): wait for it.

@@ -162,11 +162,13 @@ pub async fn uninstall(ctx: &Context, creds: &Credentials, inst: &Installation, 
         tracing::info!(installation = %inst.name_any(), site = %target.site, "nothing installed on the platform");
         return Ok(());
     };
-    let task = match ctx.platform.start_uninstall(creds, &target.app_id, &target.environment_key, &found.id).await {
-        Ok(task) => task,
-        Err(e) if e.kind == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
+    let context = Some(found.installation_context.as_str());
+    let task =
+        match ctx.platform.start_uninstall(creds, &target.app_id, &target.environment_key, &found.id, context).await {
+            Ok(task) => task,
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
     finish(ctx, creds, &task, "uninstall").await?;
     Ok(())
 }

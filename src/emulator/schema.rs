@@ -701,8 +701,9 @@ impl AppInstallation {
             installation_context: ID(i.context.clone()),
             secondary_installation_contexts: Some(Vec::new()),
             app_environment: Some(AppEnvironment { app_id: app.id.clone(), key: env.key.clone() }),
+            // No separate code version: the code running is the installed version.
+            compute_version: version.clone(),
             app_environment_version: version,
-            compute_version: None,
             created_at: ms_to_datetime(i.created_at),
             is_recoverable: false,
             provisioned_externally: Some(false),

@@ -688,15 +688,19 @@ impl Platform for ForgeGateway {
         app_id: &'a str,
         environment_key: &'a str,
         installation_id: &'a str,
+        installation_context: Option<&'a str>,
     ) -> BoxFuture<'a, PlatformResult<String>> {
         async move {
             const OP: &str = "forge_cli_uninstallApplication";
-            let input = json!({
+            let mut input = json!({
                 "appId": app_id,
                 "environmentKey": environment_key,
                 "installationId": installation_id,
-                "async": true,
             });
+            if let Some(context) = installation_context {
+                input["installationContext"] = json!(context);
+            }
+            input["async"] = json!(true);
             let data = self.call(creds, OP, ops::UNINSTALL_APPLICATION, json!({ "input": input })).await?;
             task_id(OP, data.get("uninstallApp"))
         }

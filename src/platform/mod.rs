@@ -420,13 +420,15 @@ pub trait Platform: Send + Sync {
         version_id: Option<&'a str>,
     ) -> BoxFuture<'a, PlatformResult<String>>;
 
-    /// Starts uninstalling an installation; returns the task id (`forge_cli_uninstallApplication`).
+    /// Starts uninstalling an installation (by id, with its context when known, as the CLI sends
+    /// them); returns the task id (`forge_cli_uninstallApplication`).
     fn start_uninstall<'a>(
         &'a self,
         creds: &'a Credentials,
         app_id: &'a str,
         environment_key: &'a str,
         installation_id: &'a str,
+        installation_context: Option<&'a str>,
     ) -> BoxFuture<'a, PlatformResult<String>>;
 
     /// The state of a task (`forge_cli_getInstallationTask`).

@@ -313,13 +313,28 @@ impl TestNs {
     /// identity and acting on the platform at `graphql_url` with the credentials Secret of
     /// [`TestNs::start_platform`]. It dies with the test process.
     pub fn spawn_operator_process(&self, graphql_url: &str, run: usize) -> forgeops::localcluster::KeptProcess {
+        self.spawn_operator_process_logging(graphql_url, run, "info")
+    }
+
+    /// The log file of operator process `run` of this namespace.
+    pub fn operator_log(&self, run: usize) -> PathBuf {
+        shared().dir.join(format!("operator-{}-{run}.log", self.name))
+    }
+
+    /// [`TestNs::spawn_operator_process`] with the log filter `rust_log`.
+    pub fn spawn_operator_process_logging(
+        &self,
+        graphql_url: &str,
+        run: usize,
+        rust_log: &str,
+    ) -> forgeops::localcluster::KeptProcess {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_forgeops"));
         cmd.args(["run", "--namespace", &self.name, "--operator-namespace", &self.name])
             .args(["--platform-url", graphql_url, "--credentials-secret", platform::CREDENTIALS_SECRET])
             .args(["--metrics-addr", "127.0.0.1:0"])
             .env("KUBECONFIG", &shared().operator_kubeconfig)
-            .env("RUST_LOG", "info");
-        let log = shared().dir.join(format!("operator-{}-{run}.log", self.name));
+            .env("RUST_LOG", rust_log);
+        let log = self.operator_log(run);
         forgeops::localcluster::KeptProcess::spawn("forgeops", cmd, &log).expect("starting the operator")
     }
 }
