@@ -88,12 +88,12 @@ fn installed(m: &mut Model, app: &str, host: &str, version: Option<&str>, now: M
 fn seed_loads_with_stable_ids_and_normalized_versions() {
     let a = model();
     let b = model();
-    assert_eq!(version_id(&a, APP1, "production", "1.1.0"), version_id(&b, APP1, "production", "1.1.0"));
+    assert_eq!(version_id(&a, APP1, "production", "1.2.0"), version_id(&b, APP1, "production", "1.2.0"));
     assert_eq!(a.sites[0].cloud_id, b.sites[0].cloud_id);
     let env = a.app(APP1).unwrap().environment("production").unwrap();
     assert_eq!(env.latest().unwrap().version, "2.0.0");
     assert_eq!(env.env_type, EnvironmentType::Production);
-    assert_eq!(a.app(APP1).unwrap().environment("development").unwrap().env_type, EnvironmentType::Development);
+    assert_eq!(a.app(APP1).unwrap().environment("default").unwrap().env_type, EnvironmentType::Development);
     assert_eq!(a.authenticate(ACME, "local-dev-token").map(|x| x.status), Some(AccountStatus::Active));
     assert!(a.authenticate(ACME, "wrong").is_none());
     let site = a.site_by_host("https://ACME.atlassian.net/").unwrap();
@@ -165,7 +165,7 @@ fn install_twice_is_app_already_installed() {
     assert_eq!(m.installations.len(), 1);
     // Another environment of the same app on the same site is another installation.
     let mut dev = input.clone();
-    dev.environment_key = "development".into();
+    dev.environment_key = "default".into();
     dev.version_id = None;
     let t = m.install(&caller, &dev, T0 + 4000).unwrap();
     m.advance(T0 + 5000);
@@ -299,7 +299,7 @@ fn rollout_eligibility() {
     let m = model();
     let (v1, v11, v2) = (
         version_id(&m, APP1, "production", "1.0.0"),
-        version_id(&m, APP1, "production", "1.1.0"),
+        version_id(&m, APP1, "production", "1.2.0"),
         version_id(&m, APP1, "production", "2.0.0"),
     );
     assert!(!m.upgradeable(&v1, &v2).unwrap());
@@ -370,7 +370,7 @@ fn rollout_concurrency_limits_and_failures() {
     many_installations(&mut m, 10, "1.0.0");
     let (v1, v2) = (version_id(&m, APP3, "production", "1.0.0"), version_id(&m, APP3, "production", "2.0.0"));
     assert_eq!(m.create_rollout(&acme(&m), &v1, &v2, None, T0).unwrap_err().error_type, "PermissionDeniedError");
-    let (a1, a11) = (version_id(&m, APP1, "production", "1.0.0"), version_id(&m, APP1, "production", "1.1.0"));
+    let (a1, a11) = (version_id(&m, APP1, "production", "1.0.0"), version_id(&m, APP1, "production", "1.2.0"));
     let a2 = version_id(&m, APP1, "production", "2.0.0");
     assert_eq!(m.create_rollout(&acme(&m), &a1, &a2, None, T0).unwrap_err().error_type, "APP_ROLLOUT_NOT_ELIGIBLE");
     m.failing_sites = vec!["site3.atlassian.net".into()];
@@ -379,7 +379,7 @@ fn rollout_concurrency_limits_and_failures() {
     assert_eq!(m.create_rollout("other-account", &v1, &v2, None, T0).unwrap_err().error_type, "APP_ROLLOUT_RUNNING");
     // One per account: acme's own app may start one, but not a second of acme's.
     let acme_rollout = m.create_rollout(&acme(&m), &a1, &a11, None, T0).unwrap();
-    let dev = version_id(&m, APP1, "development", "2.1.0");
+    let dev = version_id(&m, APP1, "default", "2.1.0");
     let e = m.create_rollout(&acme(&m), &dev, &dev, None, T0).unwrap_err();
     assert_eq!(e.error_type, "APP_ROLLOUT_NOT_ELIGIBLE");
     m.settings.global_rollout_limit = 2;
@@ -517,7 +517,7 @@ fn deploy_rolls_minors_out_but_not_majors() {
     // Not newer than the newest of its major.
     assert_eq!(m.deploy(&deploy("1.1", &["read:jira-work"]), T0).unwrap_err().error_type, "CONFLICT");
     // An older major may get a new minor; it reaches that major's installations but is not the latest.
-    let minor = m.deploy(&deploy("1.2", &["read:jira-work"]), T0).unwrap();
+    let minor = m.deploy(&deploy("1.3", &["read:jira-work"]), T0).unwrap();
     assert_eq!(minor.upgraded_installations, vec![on_1_0.clone()]);
     assert_eq!(m.app(APP1).unwrap().environment("production").unwrap().latest().unwrap().version, "2.0.0");
     // A minor adding a scope must be a major.

@@ -214,7 +214,7 @@ async fn cli_install_upgrade_uninstall_flow() {
 
     let ctx = workspace(&schema, &me, "acme.atlassian.net", "jira").await;
     let (v11, version) = version_id(&schema, &me, "production", 1).await;
-    assert_eq!(version, "1.1.0");
+    assert_eq!(version, "1.2.0");
     let input = json!({"input": {"installationContext": ctx, "appId": APP1, "environmentKey": "production",
         "async": true, "versionId": v11}});
     let d = data(&schema, &me, INSTALL, input.clone()).await;
@@ -234,9 +234,9 @@ async fn cli_install_upgrade_uninstall_flow() {
     let node = &conn["nodes"][0];
     assert_eq!(node["installationContext"], ctx.as_str());
     assert_eq!(node["secondaryInstallationContexts"], json!([]));
-    assert_eq!(node["computeVersion"], Value::Null);
+    assert_eq!(node["computeVersion"], node["appEnvironmentVersion"], "the code running is the installed version");
     assert_eq!(node["appEnvironment"], json!({"key": "production", "type": "PRODUCTION"}));
-    assert_eq!(node["appEnvironmentVersion"]["version"], "1.1.0");
+    assert_eq!(node["appEnvironmentVersion"]["version"], "1.2.0");
     assert_eq!(node["appEnvironmentVersion"]["isLatest"], false);
     assert_eq!(
         node["appEnvironmentVersion"]["permissions"],
@@ -322,7 +322,7 @@ async fn cli_version_and_environment_queries() {
     assert_eq!(v["migrationKeys"], Value::Null);
     let d = data(&schema, &me, GET_VERSION_DETAILS, vars(1, json!(1))).await;
     let v = &d["app"]["environmentByKey"]["versions"]["nodes"][0];
-    assert_eq!((v["version"].as_str(), v["isLatest"].as_bool()), (Some("1.1.0"), Some(false)));
+    assert_eq!((v["version"].as_str(), v["isLatest"].as_bool()), (Some("1.2.0"), Some(false)));
 
     let d =
         data(&schema, &me, GET_LATEST_VERSIONS, json!({"appId": APP1, "environmentKey": "production", "firstN": 2}))
@@ -330,7 +330,7 @@ async fn cli_version_and_environment_queries() {
     assert_eq!(d["app"]["appFeatures"], json!([]));
     let nodes = &d["app"]["environmentByKey"]["versions"]["nodes"];
     assert_eq!(nodes.as_array().unwrap().len(), 2);
-    assert_eq!(nodes[1]["version"], "1.1.0");
+    assert_eq!(nodes[1]["version"], "1.2.0");
     assert_eq!(nodes[0]["requiredProducts"], json!(["JIRA"]));
 
     let d = data(&schema, &me, LIST_ENVIRONMENT, json!({"id": APP1, "first": 25})).await;
@@ -343,7 +343,7 @@ async fn cli_version_and_environment_queries() {
     let cursor = d["app"]["environmentsPage"]["pageInfo"]["endCursor"].as_str().unwrap().to_string();
     assert_eq!(d["app"]["environmentsPage"]["pageInfo"]["hasNextPage"], true);
     let d = data(&schema, &me, LIST_ENVIRONMENT, json!({"id": APP1, "first": 1, "after": cursor})).await;
-    assert_eq!(d["app"]["environmentsPage"]["nodes"][0]["key"], "development");
+    assert_eq!(d["app"]["environmentsPage"]["nodes"][0]["key"], "default");
     assert_eq!(d["app"]["environmentsPage"]["pageInfo"]["hasNextPage"], false);
 
     // The version client's paginated list (`forge version list`).
@@ -359,7 +359,7 @@ async fn cli_version_and_environment_queries() {
         }
         after = env["versions"]["pageInfo"]["endCursor"].clone();
     }
-    assert_eq!(versions, vec![json!("2.0.0"), json!("1.1.0"), json!("1.0.0")]);
+    assert_eq!(versions, vec![json!("2.0.0"), json!("1.2.0"), json!("1.0.0")]);
     // The installations client's variant, by major.
     let d = data(
         &schema,
@@ -370,7 +370,7 @@ async fn cli_version_and_environment_queries() {
     .await;
     assert_eq!(d["app"]["environmentByKey"]["versions"]["nodes"].as_array().unwrap().len(), 2);
 
-    let d = data(&schema, &me, ENVIRONMENT_BY_KEY, json!({"appAri": APP1, "environmentKey": "development"})).await;
+    let d = data(&schema, &me, ENVIRONMENT_BY_KEY, json!({"appAri": APP1, "environmentKey": "default"})).await;
     assert_eq!(d["app"]["environmentByKey"]["appId"], APP1);
     assert_eq!(d["app"]["environmentByKey"]["type"], "DEVELOPMENT");
     let d = data(&schema, &me, ENVIRONMENT_ID, json!({"id": APP1, "key": "nope"})).await;
@@ -410,7 +410,7 @@ async fn cli_version_and_environment_queries() {
         .iter()
         .map(|n| (n["version"].clone(), n["installations"]["totalCount"].clone()))
         .collect();
-    assert_eq!(counts, vec![(json!("2.0.0"), json!(0)), (json!("1.1.0"), json!(0)), (json!("1.0.0"), json!(1))]);
+    assert_eq!(counts, vec![(json!("2.0.0"), json!(0)), (json!("1.2.0"), json!(0)), (json!("1.0.0"), json!(1))]);
 
     // Unknown app: null; another account's: PERMISSION_DENIED; bad input: an error, no panic.
     let d = data(&schema, &me, APP_OWNER, json!({"id": "ari:cloud:ecosystem::app/unknown"})).await;
@@ -465,7 +465,7 @@ async fn cli_bulk_upgrade_flow() {
         eligible,
         vec![
             (json!("2.0.0"), json!(false), json!(1800)),
-            (json!("1.1.0"), json!(true), json!(1800)),
+            (json!("1.2.0"), json!(true), json!(1800)),
             (json!("1.0.0"), json!(false), json!(1800))
         ]
     );
