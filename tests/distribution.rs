@@ -348,7 +348,7 @@ async fn deleting_uninstalls_first_and_an_app_waits_for_its_installations() {
     // Removing the environment that the installation uses is reported, not silently accepted.
     patch_spec(&apps, "insights", json!({"environments": [{"name": "staging"}]})).await;
     let a = wait_condition(&apps, "insights", "Ready", "False", "InstallationsExist").await;
-    assert!(condition(&a, "Ready").unwrap().2.contains("environment production was removed"));
+    assert!(condition(&a, "Ready").unwrap().2.contains("environment production is not in spec.environments"));
     patch_spec(&apps, "insights", json!({"environments": prod(json!([version(1, 0, &[])]))})).await;
     wait_condition(&apps, "insights", "Ready", "True", "Ready").await;
 

@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use forgeops::api::{ForgeApp, ForgeAppStatus};
+use forgeops::emulator::DeployRequest;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -21,17 +22,26 @@ fn ready(status: &Option<ForgeAppStatus>) -> Option<(String, String)> {
     Some((c.status.clone(), c.reason.clone()))
 }
 
+/// A ForgeApp whose production environment has `versions` deployed on the platform (the test
+/// platform deploys them; see `support::platform::declared`).
 fn app_json(name: &str, versions: Value) -> Value {
-    json!({
+    support::platform::declared(json!({
         "apiVersion": "forgeops.dev/v1alpha1",
         "kind": "ForgeApp",
         "metadata": {"name": name},
         "spec": {
             "appId": format!("ari:cloud:ecosystem::app/{name}"),
-            "developerAccount": "dev@acme.example",
             "environments": [{"name": "production", "versions": versions}]
         }
-    })
+    }))
+}
+
+/// A ForgeApp with `spec` merged into a valid one, for admission cases.
+fn fapp_spec(name: &str, spec: Value) -> Value {
+    let mut body = json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": name},
+        "spec": {"appId": "ari:cloud:ecosystem::app/a"}});
+    body["spec"].as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
+    body
 }
 
 fn version(major: u32, minor: u32, scopes: &[&str]) -> Value {
@@ -100,55 +110,43 @@ fn bulk(name: &str, spec: Value) -> Value {
 fn bad_objects() -> Vec<Bad> {
     let site = |s: &str| json!({"appRef": {"name": "app"}, "site": s, "products": ["jira"]});
     let up = |from: u32, to: u32| json!({"appRef": {"name": "app"}, "environment": "production", "fromMajor": from, "toMajor": to});
-    let many_envs: Vec<Value> = (0..26).map(|i| json!({"name": format!("env{i}")})).collect();
+    let many_envs: Vec<Value> = (0..26).map(|i| json!(format!("env{i}"))).collect();
     let fapp = "ForgeApp";
     vec![
         Bad {
             kind: fapp,
             plural: "forgeapps",
             before: None,
-            bad: app_json("dup", json!([version(1, 0, &[]), version(1, 0, &[])])),
+            bad: fapp_spec("dup", json!({"environments": ["production", "production"]})),
             message: "Duplicate value",
         },
         Bad {
             kind: fapp,
             plural: "forgeapps",
             before: None,
-            bad: app_json("zero", json!([version(0, 1, &[])])),
-            message: "should be greater than or equal to 1",
-        },
-        Bad {
-            kind: fapp,
-            plural: "forgeapps",
-            before: None,
-            bad: json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": "envs"},
-                "spec": {"appId": "a", "developerAccount": "d", "environments": many_envs}}),
+            bad: fapp_spec("envs", json!({"environments": many_envs})),
             message: "must have at most 25 items",
         },
         Bad {
             kind: fapp,
             plural: "forgeapps",
             before: None,
-            bad: json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": "envname"},
-                "spec": {"appId": "a", "developerAccount": "d", "environments": [{"name": "Prod_1"}]}}),
+            bad: fapp_spec("envname", json!({"environments": ["Prod_1"]})),
             message: "should match",
         },
         Bad {
             kind: fapp,
             plural: "forgeapps",
             before: None,
-            bad: app_json(
-                "both",
-                json!([{"major": 1, "minor": 0, "compatibility": {"required": "jira", "optional": ["jira"]}}]),
-            ),
-            message: "a product cannot be both required and optional",
+            bad: fapp_spec("interval", json!({"refreshInterval": "ten minutes"})),
+            message: "should match",
         },
         Bad {
             kind: fapp,
             plural: "forgeapps",
             before: None,
-            bad: app_json("trello", json!([{"major": 1, "minor": 0, "compatibility": {"required": "trello"}}])),
-            message: "Unsupported value: \"trello\"",
+            bad: fapp_spec("noenvs", json!({"environments": []})),
+            message: "should have at least 1 items",
         },
         Bad {
             kind: "DistributionPolicy",
@@ -259,61 +257,93 @@ async fn admission_rejects_invalid_objects_with_a_clear_message() {
 }
 
 #[tokio::test]
-async fn forgeapp_ready_follows_the_permission_rule() {
-    let t = TestNs::new("forgeapp-ready").await;
+async fn forgeapp_reports_what_the_platform_has_and_says_what_to_fix() {
+    let t = TestNs::new("forgeapp-platform").await;
     let operator = t.start_operator().await;
     let apps: Api<ForgeApp> = t.api();
     let body = app_json(
         "insights",
         json!([
             version(1, 0, &["read:jira-work"]),
-            version(1, 1, &["read:jira-work"]),
+            version(1, 2, &["read:jira-work"]),
             version(2, 0, &["read:jira-work", "write:jira-work"])
         ]),
     );
     apps.create(&PostParams::default(), &serde_json::from_value(body).unwrap()).await.unwrap();
 
-    let app =
-        wait_for(&apps, "insights", WAIT, "Ready=True", |a| ready(&a.status) == Some(("True".into(), "Ready".into())))
-            .await;
+    let app = wait_for(&apps, "insights", WAIT, "Ready=True with 3 versions", |a| {
+        ready(&a.status) == Some(("True".into(), "Ready".into())) && a.deployed("production").len() == 3
+    })
+    .await;
     let status = app.status.clone().unwrap();
     assert_eq!(status.observed_generation, app.metadata.generation);
+    assert_eq!(status.account.as_ref().map(|a| a.name.as_str()), Some("Dev"), "the account the credentials act as");
     assert_eq!(status.environments[0].latest_version.as_deref(), Some("2.0"));
     let majors: Vec<(u32, u32)> = status.environments[0].majors.iter().map(|m| (m.major, m.latest_minor)).collect();
-    assert_eq!(majors, vec![(1, 1), (2, 0)]);
-    let first_transition = status.conditions[0].last_transition_time.clone();
+    assert_eq!(majors, vec![(1, 2), (2, 0)]);
+    let v2 = &status.environments[0].versions[2];
+    assert_eq!((v2.version.as_deref(), v2.latest), (Some("2.0.0"), true));
+    assert_eq!(v2.scopes, ["read:jira-work", "write:jira-work"]);
+    assert_eq!(v2.installations, Some(0));
 
-    // A minor that adds a scope breaks the rule.
-    let broken = json!({"spec": {"environments": [{"name": "production", "versions": [
-        version(1, 0, &["read:jira-work"]), version(1, 1, &["read:jira-work", "admin:jira"]), version(2, 0, &["read:jira-work", "write:jira-work"])]}]}});
-    apps.patch("insights", &PatchParams::default(), &Patch::Merge(&broken)).await.unwrap();
-    let app = wait_for(&apps, "insights", WAIT, "Ready=False", |a| {
-        ready(&a.status) == Some(("False".into(), "PermissionChangeWithoutMajor".into()))
+    // A deploy is seen when a CI job asks for a refresh (the annotation), not before the interval.
+    let deploy = |version: &str| DeployRequest {
+        app_id: "ari:cloud:ecosystem::app/insights".into(),
+        environment: "production".into(),
+        version: version.into(),
+        scopes: vec!["read:jira-work".into(), "write:jira-work".into()],
+        egress: vec![],
+        requires_license: false,
+        required_products: vec!["jira".into()],
+    };
+    operator.platform.emulator.deploy(deploy("2.1.0")).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(apps.get("insights").await.unwrap().deployed("production").len(), 3, "not read again yet");
+    let ask = |value: &str| json!({"metadata": {"annotations": {"forgeops.dev/refresh": value}}});
+    apps.patch("insights", &PatchParams::default(), &Patch::Merge(&ask("after-deploy-1"))).await.unwrap();
+    let app = wait_for(&apps, "insights", WAIT, "2.1 seen", |a| {
+        a.status.as_ref().and_then(|s| s.environments[0].latest_version.as_deref()) == Some("2.1")
+    })
+    .await;
+    assert_eq!(app.status.unwrap().observed_refresh.as_deref(), Some("after-deploy-1"));
+
+    // An environment the app does not have on the platform: stalled until the spec or platform changes.
+    apps.patch(
+        "insights",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"environments": ["production", "staging"]}})),
+    )
+    .await
+    .unwrap();
+    let app = wait_for(&apps, "insights", WAIT, "EnvironmentNotFound", |a| {
+        ready(&a.status) == Some(("False".into(), "EnvironmentNotFound".into()))
             && a.status.as_ref().unwrap().observed_generation == a.metadata.generation
     })
     .await;
-    let condition = &app.status.as_ref().unwrap().conditions[0];
-    assert!(
-        condition.message.contains("environment production: version 1.1 adds scope admin:jira compared with 1.0"),
-        "{}",
-        condition.message
-    );
-    assert_eq!(condition.observed_generation, app.metadata.generation);
-    assert_eq!(app.metadata.generation, Some(2));
+    let status = app.status.unwrap();
+    let stalled = status.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+    assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", "EnvironmentNotFound"));
+    assert!(stalled.message.contains("no environment staging") && stalled.message.contains("spec.environments"));
+    apps.patch("insights", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"environments": ["production"]}})))
+        .await
+        .unwrap();
+    wait_for(&apps, "insights", WAIT, "Ready again", |a| ready(&a.status).is_some_and(|(s, _)| s == "True")).await;
 
-    // Fixing it makes the app Ready again, at the new generation.
-    let fixed = json!({"spec": {"environments": [{"name": "production", "versions": [
-        version(1, 0, &["read:jira-work"]), version(1, 1, &["read:jira-work"]), version(2, 0, &["read:jira-work", "write:jira-work"]),
-        version(2, 1, &["read:jira-work", "write:jira-work"])]}]}});
-    apps.patch("insights", &PatchParams::default(), &Patch::Merge(&fixed)).await.unwrap();
-    let app = wait_for(&apps, "insights", WAIT, "Ready=True again", |a| {
-        ready(&a.status) == Some(("True".into(), "Ready".into()))
-            && a.status.as_ref().unwrap().observed_generation == Some(3)
+    // The platform down: Reconciling, with what was last known kept; then back.
+    operator.platform.set_faults(forgeops::emulator::Faults { down: true, ..Default::default() });
+    apps.patch("insights", &PatchParams::default(), &Patch::Merge(&ask("while-down"))).await.unwrap();
+    let app = wait_for(&apps, "insights", WAIT, "PlatformUnavailable", |a| {
+        ready(&a.status) == Some(("False".into(), "PlatformUnavailable".into()))
     })
     .await;
     let status = app.status.unwrap();
-    assert_eq!(status.environments[0].latest_version.as_deref(), Some("2.1"));
-    assert!(status.conditions[0].last_transition_time.0 >= first_transition.0);
+    assert_eq!(status.environments[0].versions.len(), 4, "the last known versions are kept");
+    let reconciling = status.conditions.iter().find(|c| c.type_ == "Reconciling").unwrap();
+    assert_eq!(reconciling.status, "True");
+    operator.platform.set_faults(forgeops::emulator::Faults::default());
+    apps.patch("insights", &PatchParams::default(), &Patch::Merge(&ask("after-outage"))).await.unwrap();
+    wait_for(&apps, "insights", WAIT, "Ready after the outage", |a| ready(&a.status).is_some_and(|(s, _)| s == "True"))
+        .await;
 
     // The readiness changes were recorded as Events on the app.
     let events: Api<Event> = t.api();
@@ -328,7 +358,7 @@ async fn forgeapp_ready_follows_the_permission_rule() {
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("insights"))
             .filter_map(|e| e.reason)
             .collect();
-        if reasons.iter().any(|r| r == "PermissionChangeWithoutMajor") && reasons.iter().any(|r| r == "Ready") {
+        if ["EnvironmentNotFound", "PlatformUnavailable", "Ready"].iter().all(|r| reasons.iter().any(|x| x == r)) {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "events not recorded: {reasons:?}");
@@ -341,15 +371,17 @@ async fn forgeapp_ready_follows_the_permission_rule() {
 async fn reconciling_an_unchanged_forgeapp_sends_no_write() {
     let t = TestNs::new("noop").await;
     let apps: Api<ForgeApp> = t.api();
-    let body = app_json("steady", json!([version(1, 0, &["read:jira-work"]), version(1, 1, &["read:jira-work"])]));
+    let body = app_json("steady", json!([version(1, 0, &["read:jira-work"]), version(1, 2, &["read:jira-work"])]));
     apps.create(&PostParams::default(), &serde_json::from_value(body).unwrap()).await.unwrap();
     let first = t.start_operator().await;
     wait_for(&apps, "steady", WAIT, "Ready=True", |a| ready(&a.status).is_some_and(|(s, _)| s == "True")).await;
     assert!(first.metrics.write_requests() >= 1, "the first operator wrote the status");
+    let platform = first.platform.clone();
     first.shutdown().await.unwrap();
 
-    // A fresh operator lists the app and reconciles it; nothing changed, so it must not write.
-    let second = t.start_operator().await;
+    // A fresh operator lists the app, reads it from the same platform again and reconciles it;
+    // nothing changed, so it must not write.
+    let second = t.start_operator_on(platform).await;
     let reconciled = || {
         second
             .metrics
@@ -380,13 +412,13 @@ async fn kubectl_explain_prints_the_field_docs() {
         let out = std::process::Command::new(&shared.kubectl)
             .arg("--kubeconfig")
             .arg(&shared.kubeconfig)
-            .args(["explain", "forgeapp.spec.environments.versions"])
+            .args(["explain", "forgeapp.status.environments.versions"])
             .output()
             .expect("running kubectl");
         let text = String::from_utf8_lossy(&out.stdout);
         if out.status.success() {
             for expected in [
-                "The versions deployed in this environment",
+                "The versions deployed, oldest first, as the platform reports them",
                 "scopes",
                 "The OAuth scopes the version requests",
                 "egress",
@@ -419,7 +451,7 @@ async fn only_the_leader_runs_the_controllers_and_a_standby_takes_over() {
         .unwrap();
     wait_for(&apps, "one", WAIT, "Ready", |a| ready(&a.status).is_some_and(|(s, _)| s == "True")).await;
 
-    let standby = t.start_operator().await;
+    let standby = t.start_operator_on(first.platform.clone()).await;
     let reconciled = |op: &support::RunningOperator| {
         op.metrics
             .reconciliations

@@ -7,7 +7,9 @@ use super::Product;
 /// The platform's limit on environments per app.
 pub const MAX_ENVIRONMENTS: usize = 25;
 
-/// A Forge app, the environments it is deployed to and the versions deployed in each.
+/// A Forge app and the environments forgeops manages. The versions deployed in each environment,
+/// with their permissions, are read from the platform (`forge deploy` makes them) and reported in
+/// status; they are never declared here.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "forgeops.dev",
@@ -17,7 +19,7 @@ pub const MAX_ENVIRONMENTS: usize = 25;
     status = "ForgeAppStatus",
     shortname = "fapp",
     category = "forge",
-    doc = "A Forge app, its environments and the versions deployed in each. The operator reports the latest versions and whether every major version is consistent in its permissions.",
+    doc = "A Forge app and the environments forgeops manages. The versions deployed in each environment, with their scopes, egress, licensing and installation counts, are read from the Forge platform and reported in status.",
     printcolumn(name = "App ID", type_ = "string", json_path = ".spec.appId"),
     printcolumn(
         name = "Production",
@@ -31,6 +33,7 @@ pub const MAX_ENVIRONMENTS: usize = 25;
         description = "Installations of this app across environments",
         json_path = ".status.installations"
     ),
+    printcolumn(name = "Account", type_ = "string", priority = 1, json_path = ".status.account.name"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(
         name = "Reason",
@@ -46,9 +49,11 @@ pub struct ForgeAppSpec {
     #[schemars(length(min = 1, max = 256))]
     pub app_id: String,
 
-    /// The Atlassian developer account that owns the app. Bulk upgrades are limited per account.
+    /// The Atlassian developer account that owns the app, for the one-bulk-upgrade-per-account
+    /// limit. Unset: the account the credentials act as (`status.account.accountId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
-    pub developer_account: String,
+    pub developer_account: Option<String>,
 
     /// The Secret, in this namespace, holding the platform credentials the operator acts with for
     /// this app: keys `email` (the Atlassian account) and `apiToken` (an Atlassian API token). Unset:
@@ -62,18 +67,83 @@ pub struct ForgeAppSpec {
     #[serde(default)]
     pub listed_on_marketplace: bool,
 
-    /// The environments the app is deployed to, keyed by name (at most 25, the platform's limit).
-    #[serde(default)]
-    #[schemars(length(max = 25))]
-    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
-    pub environments: Vec<Environment>,
+    /// The environments forgeops manages: `production`, `staging`, `development` or custom ones (at
+    /// most 25, the platform's limit). Default: `production`.
+    #[serde(default = "default_environments")]
+    #[schemars(
+        length(min = 1, max = 25),
+        inner(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))
+    )]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub environments: Vec<String>,
+
+    /// How often the versions are read from the platform, as a duration (`30s`, `10m`, `1h`).
+    /// Default `10m`. Set the annotation `forgeops.dev/refresh` to a new value (for example from a
+    /// CI job after `forge deploy`) to have them read at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"))]
+    pub refresh_interval: Option<String>,
 }
 
+fn default_environments() -> Vec<String> {
+    vec!["production".to_string()]
+}
+
+/// The annotation that asks for the versions to be read from the platform at once (any new value).
+pub const REFRESH_ANNOTATION: &str = "forgeops.dev/refresh";
+
+/// The refresh interval when `spec.refreshInterval` is unset.
+pub const DEFAULT_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+
 impl ForgeApp {
-    /// The versions deployed in `environment` (none if the environment does not exist).
+    /// The versions deployed in `environment`, as last read from the platform (none if unknown).
     pub fn deployed(&self, environment: &str) -> &[AppVersion] {
-        self.spec.environments.iter().find(|e| e.name == environment).map(|e| e.versions.as_slice()).unwrap_or_default()
+        self.status
+            .as_ref()
+            .and_then(|s| s.environments.iter().find(|e| e.name == environment))
+            .map(|e| e.versions.as_slice())
+            .unwrap_or_default()
     }
+
+    /// `spec.refreshInterval`, parsed (the default when unset; at least 5 seconds).
+    pub fn refresh_interval(&self) -> std::time::Duration {
+        self.spec
+            .refresh_interval
+            .as_deref()
+            .and_then(parse_duration)
+            .unwrap_or(DEFAULT_REFRESH_INTERVAL)
+            .max(std::time::Duration::from_secs(5))
+    }
+
+    /// The account bulk upgrades are limited by: `spec.developerAccount`, else the observed one.
+    pub fn account(&self) -> Option<&str> {
+        self.spec
+            .developer_account
+            .as_deref()
+            .or_else(|| self.status.as_ref().and_then(|s| s.account.as_ref()).map(|a| a.account_id.as_str()))
+    }
+}
+
+/// Parses `1h30m`, `10m`, `45s`.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let mut total = 0u64;
+    let mut digits = String::new();
+    for c in text.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            's' | 'm' | 'h' => {
+                let n: u64 = digits.parse().ok()?;
+                digits.clear();
+                total = total.checked_add(n.checked_mul(match c {
+                    's' => 1,
+                    'm' => 60,
+                    _ => 3600,
+                })?)?;
+            }
+            _ => return None,
+        }
+    }
+    (digits.is_empty() && !text.is_empty()).then(|| std::time::Duration::from_secs(total))
 }
 
 /// A reference to a Secret in the same namespace.
@@ -84,71 +154,64 @@ pub struct SecretRef {
     pub name: String,
 }
 
-/// One environment of a Forge app and the versions deployed in it.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Environment {
-    /// The environment name, a DNS label: `development`, `staging`, `production` or a custom name.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
-    pub name: String,
-
-    /// The versions deployed in this environment, keyed by (major, minor). Within one major
-    /// version every minor must carry the same scopes, egress and licensing.
-    #[serde(default)]
-    #[schemars(length(max = 200))]
-    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["major".into(), "minor".into()]))]
-    pub versions: Vec<AppVersion>,
-}
-
-/// A version of the app deployed in an environment, with what it is allowed to do.
+/// A version of the app deployed in an environment, as the platform reports it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppVersion {
-    /// The major version (1 or more). A new major is needed whenever permissions or licensing change.
-    #[schemars(range(min = 1, max = 100000))]
+    /// The major version (the first component of the platform's version).
     pub major: u32,
 
-    /// The minor version within the major (0 or more). Minor versions roll out to installations
-    /// without the site admin's consent.
-    #[schemars(range(min = 0, max = 100000))]
+    /// The minor version within the major (its second component). On the platform a new minor
+    /// never changes permissions (a permission change always makes a new major), and minors roll
+    /// out to installations by themselves.
     pub minor: u32,
+
+    /// The platform's version string (for example `2.1.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+
+    /// When the version was deployed, as the platform says (epoch milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+
+    /// Whether this is the environment's latest version.
+    #[serde(default)]
+    pub latest: bool,
 
     /// The OAuth scopes the version requests, for example `read:jira-work`.
     #[serde(default)]
-    #[schemars(length(max = 200), inner(length(min = 1, max = 256)))]
-    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
     pub scopes: Vec<String>,
 
     /// The external domains the version may call (egress permissions), for example `api.example.com`.
     #[serde(default)]
-    #[schemars(length(max = 200), inner(length(min = 1, max = 256)))]
-    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
     pub egress: Vec<String>,
 
     /// Whether the version uses the Forge SQL module.
     #[serde(default)]
     pub sql_module: bool,
 
-    /// Whether the version's manifest enables licensing. A licensed app cannot be shared by link.
+    /// Whether the version requires a license (the platform's `requiresLicense`). A licensed app
+    /// cannot be shared by link, and enabling licensing needs the site admin's consent.
     #[serde(default)]
     pub licensing: bool,
 
     /// The Atlassian products the version works with.
     pub compatibility: Compatibility,
+
+    /// How many installations run this version, as the platform counts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installations: Option<i64>,
 }
 
 /// The products a version is compatible with.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new("!self.optional.exists(p, p == self.required)").message("a product cannot be both required and optional"))]
 pub struct Compatibility {
-    /// The product every installation must include.
+    /// The product every installation must include (the platform's first required product).
     pub required: Product,
 
     /// Further products the app can also be installed into.
     #[serde(default)]
-    #[schemars(length(max = 5))]
-    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
     pub optional: Vec<Product>,
 }
 
@@ -160,23 +223,42 @@ pub struct ForgeAppStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// The app's conditions. `Ready` summarises them: `False` with reason
-    /// `PermissionChangeWithoutMajor` when a minor version changes permissions within its major.
+    /// The app's conditions: `Ready` (the app is readable on the platform and nothing holds it),
+    /// `Reconciling` and `Stalled` (kstatus).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 
-    /// The latest versions in each environment.
+    /// The account the credentials act as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountStatus>,
+
+    /// Each managed environment with the versions the platform reports. Kept as last known while
+    /// the platform cannot be read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
     pub environments: Vec<EnvironmentStatus>,
 
-    /// How many Installations of this app exist, across environments.
+    /// How many Installations of this app exist in the cluster, across environments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installations: Option<i64>,
+
+    /// The value of the `forgeops.dev/refresh` annotation the versions were last read for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_refresh: Option<String>,
 }
 
-/// The versions deployed in one environment, as the operator sees them.
+/// A platform account.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountStatus {
+    /// The Atlassian account id.
+    pub account_id: String,
+    /// The account's display name.
+    pub name: String,
+}
+
+/// One environment as the platform reports it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentStatus {
@@ -191,7 +273,11 @@ pub struct EnvironmentStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub majors: Vec<MajorStatus>,
 
-    /// How many installations run each version in this environment, oldest version first.
+    /// The versions deployed, oldest first, as the platform reports them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<AppVersion>,
+
+    /// How many of the cluster's Installations run each version, oldest version first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub installed_versions: Vec<VersionCount>,
 }
@@ -216,8 +302,7 @@ pub struct MajorStatus {
     /// The newest minor version deployed within this major.
     pub latest_minor: u32,
 
-    /// Whether every minor of this major carries the same scopes, egress and licensing. An
-    /// inconsistent major is reported on the `Ready` condition, and a minor that changes
-    /// permissions is never rolled out to installations.
-    pub consistent: bool,
+    /// Installations of this major on the platform (those made through the link included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installations: Option<i64>,
 }

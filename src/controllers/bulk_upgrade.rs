@@ -282,7 +282,7 @@ fn slot_lease(i: u32) -> String {
 async fn admit(bu: &BulkUpgrade, app: &ForgeApp, bctx: &BulkContext) -> Result<Option<(&'static str, String)>, Error> {
     let ctx = &bctx.ctx;
     let me = Holder { uid: uid(bu), name: full_name(bu) };
-    let account = &app.spec.developer_account;
+    let account = app.account().unwrap_or("unknown");
     if let Some(wait) = older_waiting(bu, account, bctx).await? {
         release_all(ctx, &me.uid).await?;
         return Ok(Some(wait));
@@ -363,7 +363,7 @@ async fn older_waiting(
         let other_app = Api::<ForgeApp>::namespaced(bctx.ctx.client.clone(), &other.namespace().unwrap_or_default())
             .get_opt(&other.spec.app_ref.name)
             .await?;
-        if other_app.is_some_and(|a| a.spec.developer_account == account) {
+        if other_app.is_some_and(|a| a.account() == Some(account)) {
             return Ok(Some(("AccountBusy", full_name(&other))));
         }
         let only_slot = other

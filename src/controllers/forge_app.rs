@@ -1,5 +1,7 @@
-//! The ForgeApp controller: reports latest versions and installation counts per environment and the
-//! `PermissionChangeWithoutMajor` rule, and holds an app (finalizer) while installations use it.
+//! The ForgeApp controller: reads the app from the platform (its account, and the versions deployed in
+//! each managed environment with their permissions and installation counts) on an interval and on
+//! demand, reports it with installation counts from the cluster, and holds an app (finalizer)
+//! while installations use it. Status is written only when something changed.
 
 use std::sync::Arc;
 
@@ -12,9 +14,13 @@ use kube::{Api, ResourceExt};
 use tracing::info;
 
 use super::{Context, Error, apply_status, instrumented, publish_event, retry_later};
-use crate::api::{ForgeApp, ForgeAppStatus, Installation};
+use crate::api::{AccountStatus, ForgeApp, ForgeAppStatus, Installation};
+use crate::platform::{ErrorKind, PlatformError};
 use crate::rules::conditions;
-use crate::rules::forge_app::{InstallationSummary, READY, desired_status};
+use crate::rules::forge_app::{
+    InstallationSummary, Observation, READY, REASON_APP_NOT_FOUND, REASON_BAD_CREDENTIALS, REASON_PLATFORM_UNAVAILABLE,
+    app_versions, desired_status, refresh_due,
+};
 use crate::rules::versions::Version;
 
 const NAME: &str = "forgeapp";
@@ -27,8 +33,8 @@ pub async fn reconcile(app: Arc<ForgeApp>, ctx: Arc<Context>) -> Result<Action, 
     instrumented(&ctx, NAME, app.as_ref(), async {
         finalizer(&api, FINALIZER, app.clone(), |event| async {
             match event {
-                Finalizer::Apply(app) => report(&app, &ctx).await.map(|_| Action::await_change()),
-                Finalizer::Cleanup(app) => match report(&app, &ctx).await? {
+                Finalizer::Apply(app) => report(&app, &ctx).await.map(|(_, next)| Action::requeue(next)),
+                Finalizer::Cleanup(app) => match report(&app, &ctx).await?.0 {
                     0 => Ok(Action::await_change()),
                     n => Err(Error::InstallationsExist(format!(
                         "{n} installation(s) still use ForgeApp {}",
@@ -43,8 +49,9 @@ pub async fn reconcile(app: Arc<ForgeApp>, ctx: Arc<Context>) -> Result<Action, 
     .await
 }
 
-/// Observes the app's installations, decides and reports status; returns how many installations use it.
-async fn report(app: &ForgeApp, ctx: &Context) -> Result<usize, Error> {
+/// Observes the app on the platform (when due) and its installations, decides and reports status;
+/// returns how many installations use it and when to look again.
+async fn report(app: &ForgeApp, ctx: &Context) -> Result<(usize, std::time::Duration), Error> {
     // Observe: the Installations of this app (the field is selectable, so the server filters).
     let installations: Api<Installation> = Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
     let params = ListParams::default().fields(&format!("spec.appRef.name={}", app.name_any()));
@@ -59,16 +66,82 @@ async fn report(app: &ForgeApp, ctx: &Context) -> Result<usize, Error> {
         })
         .collect();
 
-    // Decide: a pure function of the object, its installations and what was reported before.
+    // Observe the platform when a refresh is due.
+    let key = super::object_key(app);
+    let since = ctx.since_refresh(&key);
+    let observation = if app.metadata.deletion_timestamp.is_none() && refresh_due(app, since) {
+        let observed = observe(app, ctx).await;
+        ctx.mark_refreshed(&key);
+        observed
+    } else {
+        Observation::NotRead
+    };
+
+    // Decide: a pure function of the object, what the platform said, its installations and what
+    // was reported before.
     let previous = app.status.as_ref();
-    let desired = desired_status(app, previous, &summaries, &super::now());
+    let desired = desired_status(app, previous, &observation, &summaries, &super::now());
 
     // Report: write only when something changed, so an idle operator sends no writes.
     if previous != Some(&desired) {
         apply_status(&ctx.client, app, &desired).await?;
         report_ready_transition(ctx, app, previous, &desired).await;
     }
-    Ok(summaries.len())
+    let interval = app.refresh_interval();
+    let next = match &observation {
+        // Transient: look again sooner; the Secret is not watched, so bad credentials are retried too.
+        Observation::Failed { reason, .. } if *reason == REASON_PLATFORM_UNAVAILABLE => interval.min(RETRY_SOON),
+        Observation::Failed { .. } => interval.min(RETRY_LATER),
+        _ => interval.saturating_sub(ctx.since_refresh(&key).unwrap_or_default()).max(RETRY_MIN),
+    };
+    Ok((summaries.len(), next))
+}
+
+const RETRY_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+const RETRY_SOON: std::time::Duration = std::time::Duration::from_secs(15);
+const RETRY_LATER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reads the app from the platform: the account, the environments, and each managed environment's
+/// versions with their installation counts.
+async fn observe(app: &ForgeApp, ctx: &Context) -> Observation {
+    let creds = match ctx.credentials_for(app).await {
+        Ok(creds) => creds,
+        Err(e) => return Observation::Failed { reason: REASON_BAD_CREDENTIALS, message: e.to_string() },
+    };
+    let app_id = app.spec.app_id.as_str();
+    let result: Result<Observation, PlatformError> = async {
+        let me = ctx.platform.whoami(&creds).await?;
+        let existing = ctx.platform.environments(&creds, app_id).await?;
+        let mut environments = Vec::new();
+        for name in &app.spec.environments {
+            let key = crate::platform::environment_key(name);
+            if !existing.iter().any(|e| e.key == key) {
+                environments.push((name.clone(), None));
+                continue;
+            }
+            let versions = ctx.platform.versions(&creds, app_id, key).await?;
+            let counts = ctx.platform.installation_counts(&creds, app_id, key).await?;
+            environments.push((name.clone(), Some(app_versions(&versions, &counts))));
+        }
+        Ok(Observation::Read { account: AccountStatus { account_id: me.account_id, name: me.name }, environments })
+    }
+    .await;
+    result.unwrap_or_else(|e| {
+        ctx.saw_platform_error(&creds, &e);
+        let (reason, message) = match e.kind {
+            ErrorKind::BadCredentials => (REASON_BAD_CREDENTIALS, e.to_string()),
+            ErrorKind::NotFound | ErrorKind::PermissionDenied => (
+                REASON_APP_NOT_FOUND,
+                format!(
+                    "app {app_id} not found on the platform, or {} may not see it: check spec.appId, and that the \
+                     credentials ({}) are those of the app's owner ({e})",
+                    creds.email, creds.source
+                ),
+            ),
+            _ => (REASON_PLATFORM_UNAVAILABLE, format!("the platform could not be read: {e}; retrying")),
+        };
+        Observation::Failed { reason, message }
+    })
 }
 
 /// Parses `major.minor`.

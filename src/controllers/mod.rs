@@ -64,6 +64,8 @@ pub struct Context {
     pub operator_namespace: String,
     backoff: Backoff,
     link_key: tokio::sync::OnceCell<Vec<u8>>,
+    /// When each ForgeApp was last read from the platform by this process.
+    refreshed: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Context {
@@ -85,7 +87,18 @@ impl Context {
             operator_namespace,
             backoff: Backoff::default(),
             link_key: tokio::sync::OnceCell::new(),
+            refreshed: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// How long since this process last read the object `key` from the platform.
+    pub fn since_refresh(&self, key: &str) -> Option<Duration> {
+        self.refreshed.lock().unwrap().get(key).map(|t| t.elapsed())
+    }
+
+    /// Notes that the object `key` was just read from the platform.
+    pub fn mark_refreshed(&self, key: &str) {
+        self.refreshed.lock().unwrap().insert(key.to_string(), std::time::Instant::now());
     }
 
     /// The platform credentials `app` acts with: its own Secret, or the operator's default.

@@ -171,20 +171,40 @@ pub fn decide(policy: &DistributionPolicy, app: Option<&ForgeApp>, governing: Op
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::api::{AppRef, AppVersion, Compatibility, DistributionPolicySpec, Environment, ForgeAppSpec};
+    use crate::api::{
+        AppRef, AppVersion, Compatibility, DistributionPolicySpec, EnvironmentStatus, ForgeAppSpec, ForgeAppStatus,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+    /// An app whose production environment has `versions` (as read from the platform).
     pub(crate) fn app_with(versions: Vec<AppVersion>) -> ForgeApp {
-        ForgeApp::new(
+        let mut app = ForgeApp::new(
             "insights",
             ForgeAppSpec {
                 credentials_secret_ref: None,
                 app_id: "ari:app".into(),
-                developer_account: "dev".into(),
+                developer_account: Some("dev".into()),
                 listed_on_marketplace: false,
-                environments: vec![Environment { name: "production".into(), versions }],
+                environments: vec!["production".into()],
+                refresh_interval: None,
             },
-        )
+        );
+        app.status = Some(ForgeAppStatus {
+            environments: vec![EnvironmentStatus {
+                name: "production".into(),
+                latest_version: None,
+                majors: vec![],
+                versions,
+                installed_versions: vec![],
+            }],
+            ..Default::default()
+        });
+        app
+    }
+
+    /// The versions of the app's production environment, to change in a test.
+    pub(crate) fn versions_of(app: &mut ForgeApp) -> &mut Vec<AppVersion> {
+        &mut app.status.as_mut().unwrap().environments[0].versions
     }
 
     pub(crate) fn v(major: u32, minor: u32, scopes: &[&str], required: Product, optional: &[Product]) -> AppVersion {
@@ -196,6 +216,10 @@ pub(crate) mod tests {
             sql_module: false,
             licensing: false,
             compatibility: Compatibility { required, optional: optional.to_vec() },
+            version: Some(format!("{major}.{minor}.0")),
+            created_at: None,
+            latest: false,
+            installations: None,
         }
     }
 
@@ -244,7 +268,7 @@ pub(crate) mod tests {
             (false, REASON_NOT_DEPLOYED, false, REASON_NOT_DEPLOYED)
         );
         let mut licensed = app_with(vec![v(1, 0, &[], Product::Jira, &[])]);
-        licensed.spec.environments[0].versions[0].licensing = true;
+        versions_of(&mut licensed)[0].licensing = true;
         let d = decide(&enabled, Some(&licensed), None);
         assert_eq!(reasons(&d), (false, REASON_LICENSED_APP, false, REASON_LICENSED_APP));
         assert!(d.conditions[0].message.contains("share an unlicensed copy of the app instead"));

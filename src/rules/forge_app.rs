@@ -1,18 +1,31 @@
-//! The ForgeApp rules: latest versions per environment, and the platform rule that a permission or
-//! licensing change always makes a new major version.
-
-use std::collections::BTreeSet;
+//! The ForgeApp rules: what the platform says about an app (its account, environments and the
+//! versions deployed in each) becomes its status, and the conditions say what to do when the
+//! platform cannot be read or installations hold the app.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions::{self, Decided};
 use super::versions::{self, Version};
-use crate::api::{AppVersion, EnvironmentStatus, ForgeApp, ForgeAppStatus, MajorStatus, VersionCount};
+use crate::api::{
+    AccountStatus, AppVersion, Compatibility, EnvironmentStatus, ForgeApp, ForgeAppStatus, MajorStatus, Product,
+    VersionCount,
+};
+use crate::platform::VersionInfo;
 
 pub const READY: &str = "Ready";
+/// Whether the app was read from the platform the last time it was asked.
+pub const SYNCED: &str = "Synced";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+
 pub const REASON_READY: &str = "Ready";
-pub const REASON_PERMISSION_CHANGE_WITHOUT_MAJOR: &str = "PermissionChangeWithoutMajor";
+pub const REASON_SYNCED: &str = "Synced";
+pub const REASON_REFRESHING: &str = "Refreshing";
 pub const REASON_INSTALLATIONS_EXIST: &str = "InstallationsExist";
+pub const REASON_BAD_CREDENTIALS: &str = "BadCredentials";
+pub const REASON_APP_NOT_FOUND: &str = "AppNotFound";
+pub const REASON_ENVIRONMENT_NOT_FOUND: &str = "EnvironmentNotFound";
+pub const REASON_PLATFORM_UNAVAILABLE: &str = "PlatformUnavailable";
 
 /// One Installation of the app, as the ForgeApp rules need it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,109 +34,100 @@ pub struct InstallationSummary {
     pub installed: Option<Version>,
 }
 
-/// A minor version whose permissions differ from the first minor of its major.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PermissionConflict {
-    pub environment: String,
-    pub base: Version,
-    pub version: Version,
-    /// What differs, for example `adds scope write:jira-work`.
-    pub differences: Vec<String>,
+/// What the platform said about the app this time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Observation {
+    /// Not read this time (not due): what was known stays.
+    NotRead,
+    /// Read: the account, and each managed environment's versions (none: no such environment).
+    Read { account: AccountStatus, environments: Vec<(String, Option<Vec<AppVersion>>)> },
+    /// The platform could not be read; `reason` is one of the `REASON_*` above.
+    Failed { reason: &'static str, message: String },
 }
 
-impl std::fmt::Display for PermissionConflict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "environment {}: version {} {} compared with {}",
-            self.environment,
-            self.version,
-            self.differences.join(", "),
-            self.base
-        )
-    }
-}
-
-/// How `version` differs from `base` in scopes, egress and licensing.
-pub fn permission_differences(base: &AppVersion, version: &AppVersion) -> Vec<String> {
-    let mut out = Vec::new();
-    set_differences("scope", &base.scopes, &version.scopes, &mut out);
-    set_differences("egress", &base.egress, &version.egress, &mut out);
-    if base.licensing != version.licensing {
-        out.push(if version.licensing { "enables licensing" } else { "disables licensing" }.to_string());
-    }
+/// The platform's versions of an environment as the status reports them, oldest first. The major
+/// and minor are the first two components of the version string; the required product is the
+/// first the platform names (`jira` when it names none it knows).
+pub fn app_versions(infos: &[VersionInfo], counts: &[crate::platform::VersionCount]) -> Vec<AppVersion> {
+    let mut out: Vec<AppVersion> = infos
+        .iter()
+        .filter_map(|v| {
+            let (major, minor) = v.major_minor()?;
+            let products: Vec<Product> = v.required_products.iter().filter_map(|p| parse_product(p)).collect();
+            let mut egress: Vec<String> = v.egress.iter().flat_map(|e| e.addresses.iter().cloned()).collect();
+            egress.sort();
+            egress.dedup();
+            Some(AppVersion {
+                major,
+                minor,
+                version: Some(v.version.clone()),
+                created_at: v.created_at.clone(),
+                latest: v.is_latest,
+                scopes: v.scopes.clone(),
+                egress,
+                sql_module: false,
+                licensing: v.requires_license,
+                compatibility: Compatibility {
+                    required: products.first().copied().unwrap_or(Product::Jira),
+                    optional: products.iter().skip(1).copied().collect(),
+                },
+                installations: counts
+                    .iter()
+                    .find(|c| c.version == v.version || (!v.id.is_empty() && c.id == v.id))
+                    .map(|c| c.installations as i64),
+            })
+        })
+        .collect();
+    out.sort_by_key(|v| (Version::of(v), v.version.clone()));
     out
 }
 
-fn set_differences(what: &str, base: &[String], version: &[String], out: &mut Vec<String>) {
-    let base: BTreeSet<&str> = base.iter().map(String::as_str).collect();
-    let version: BTreeSet<&str> = version.iter().map(String::as_str).collect();
-    out.extend(version.difference(&base).map(|s| format!("adds {what} {s}")));
-    out.extend(base.difference(&version).map(|s| format!("removes {what} {s}")));
-}
-
-/// Every minor version, in every environment, whose permissions differ from its major's first minor.
-pub fn permission_conflicts(app: &ForgeApp) -> Vec<PermissionConflict> {
-    let mut out = Vec::new();
-    for env in &app.spec.environments {
-        for group in versions::by_major(&env.versions).values() {
-            let base = group[0];
-            for v in &group[1..] {
-                let differences = permission_differences(base, v);
-                if !differences.is_empty() {
-                    out.push(PermissionConflict {
-                        environment: env.name.clone(),
-                        base: Version::of(base),
-                        version: Version::of(v),
-                        differences,
-                    });
-                }
-            }
-        }
-    }
-    out
+fn parse_product(p: &str) -> Option<Product> {
+    serde_json::from_value(serde_json::Value::String(p.to_ascii_lowercase().replace('_', "-"))).ok()
 }
 
 fn environment_status(
     name: &str,
-    deployed: &[AppVersion],
-    conflicts: &[PermissionConflict],
+    deployed: Vec<AppVersion>,
     installations: &[InstallationSummary],
 ) -> EnvironmentStatus {
     let mut counts: std::collections::BTreeMap<Version, i64> = Default::default();
     for v in installations.iter().filter(|i| i.environment == name).filter_map(|i| i.installed) {
         *counts.entry(v).or_default() += 1;
     }
-    let majors = versions::by_major(deployed)
+    let majors = versions::by_major(&deployed)
         .into_iter()
         .map(|(major, group)| MajorStatus {
             major,
             latest_minor: group.last().map(|v| v.minor).unwrap_or_default(),
-            consistent: !conflicts.iter().any(|c| c.environment == name && c.version.major == major),
+            installations: group.iter().map(|v| v.installations).sum(),
         })
         .collect();
     EnvironmentStatus {
         name: name.to_string(),
-        latest_version: versions::latest(deployed).map(|v| Version::of(v).to_string()),
+        latest_version: versions::latest(&deployed).map(|v| Version::of(v).to_string()),
         majors,
         installed_versions: counts
             .into_iter()
             .map(|(version, installations)| VersionCount { version: version.to_string(), installations })
             .collect(),
+        versions: deployed,
     }
 }
 
-/// Why the app's installations hold it: it is being deleted, or an environment they use was removed.
+/// Why the app's installations hold it: it is being deleted, or an environment they use is no
+/// longer managed.
 fn installations_hold(app: &ForgeApp, installations: &[InstallationSummary]) -> Option<String> {
     if app.metadata.deletion_timestamp.is_some() && !installations.is_empty() {
         return Some(format!(
-            "{} installation(s) still use this app: delete them first (each is uninstalled from its site); the app is deleted after them",
+            "{} installation(s) still use this app: delete them first (each is uninstalled from its site, or \
+             orphaned, as its deletionPolicy says); the app is deleted after them",
             installations.len()
         ));
     }
     let mut orphaned: std::collections::BTreeMap<&str, usize> = Default::default();
     for i in installations {
-        if !app.spec.environments.iter().any(|e| e.name == i.environment) {
+        if !app.spec.environments.contains(&i.environment) {
             *orphaned.entry(i.environment.as_str()).or_default() += 1;
         }
     }
@@ -132,89 +136,163 @@ fn installations_hold(app: &ForgeApp, installations: &[InstallationSummary]) -> 
     }
     let listed: Vec<String> = orphaned
         .iter()
-        .map(|(env, n)| format!("environment {env} was removed but {n} installation(s) still use it"))
+        .map(|(env, n)| format!("environment {env} is not in spec.environments but {n} installation(s) use it"))
         .collect();
-    Some(format!("{}: delete those installations or restore the environment", listed.join("; ")))
+    Some(format!("{}: delete those installations or add the environment back", listed.join("; ")))
 }
 
-/// The `Ready` condition the rules decide for an app.
-pub fn decide_ready(
+/// The `Synced` condition: the outcome of the last platform read (carried over when not read).
+fn decide_synced(
     app: &ForgeApp,
-    conflicts: &[PermissionConflict],
-    installations: &[InstallationSummary],
+    previous: Option<&ForgeAppStatus>,
+    observation: &Observation,
+    environments: &[EnvironmentStatus],
 ) -> Decided {
-    if let Some(message) = installations_hold(app, installations) {
-        return Decided::new(READY, false, REASON_INSTALLATIONS_EXIST, message);
+    match observation {
+        Observation::NotRead => match previous.and_then(|s| conditions::find(&s.conditions, SYNCED)) {
+            Some(c) => Decided::new(SYNCED, c.status == crate::api::TRUE, c.reason.clone(), c.message.clone()),
+            None => Decided::new(SYNCED, false, REASON_REFRESHING, "reading the app from the platform"),
+        },
+        Observation::Failed { reason, message } => {
+            let kept = if environments.iter().any(|e| !e.versions.is_empty()) {
+                "; the versions last read are kept"
+            } else {
+                ""
+            };
+            Decided::new(SYNCED, false, *reason, format!("{message}{kept}"))
+        }
+        Observation::Read { account, environments: read } => {
+            let missing: Vec<&str> = read.iter().filter(|(_, v)| v.is_none()).map(|(n, _)| n.as_str()).collect();
+            if !missing.is_empty() {
+                return Decided::new(
+                    SYNCED,
+                    false,
+                    REASON_ENVIRONMENT_NOT_FOUND,
+                    format!(
+                        "app {} has no environment {} on the platform: create it (`forge environments create`) and \
+                         deploy to it (`forge deploy -e <name>`), or remove it from spec.environments",
+                        app.spec.app_id,
+                        missing.join(", ")
+                    ),
+                );
+            }
+            let deployed: usize = read.iter().filter_map(|(_, v)| v.as_ref()).map(Vec::len).sum();
+            Decided::new(
+                SYNCED,
+                true,
+                REASON_SYNCED,
+                format!("{} environment(s), {deployed} deployed version(s), read as {}", read.len(), account.name),
+            )
+        }
     }
-    if conflicts.is_empty() {
-        let deployed: usize = app.spec.environments.iter().map(|e| e.versions.len()).sum();
-        return Decided::new(
-            READY,
-            true,
-            REASON_READY,
-            format!(
-                "{} environment(s), {deployed} deployed version(s), permissions consistent within every major",
-                app.spec.environments.len()
-            ),
-        );
-    }
-    let listed: Vec<String> = conflicts.iter().map(ToString::to_string).collect();
-    Decided::new(
-        READY,
-        false,
-        REASON_PERMISSION_CHANGE_WITHOUT_MAJOR,
-        format!(
-            "{}. A scope, egress or licensing change must be deployed as a new major version; other versions remain usable",
-            listed.join("; ")
-        ),
-    )
 }
 
-/// The whole status the operator should report for an app, given what it reported before.
+/// The whole status the operator should report for an app, given what it reported before and
+/// what the platform said this time.
 pub fn desired_status(
     app: &ForgeApp,
     previous: Option<&ForgeAppStatus>,
+    observation: &Observation,
     installations: &[InstallationSummary],
     now: &Time,
 ) -> ForgeAppStatus {
-    let conflicts = permission_conflicts(app);
+    let last_known = |name: &str| {
+        previous
+            .and_then(|s| s.environments.iter().find(|e| e.name == name))
+            .map(|e| e.versions.clone())
+            .unwrap_or_default()
+    };
+    let environments: Vec<EnvironmentStatus> = app
+        .spec
+        .environments
+        .iter()
+        .map(|name| {
+            let deployed = match observation {
+                Observation::Read { environments, .. } => environments
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone().unwrap_or_default())
+                    .unwrap_or_default(),
+                _ => last_known(name),
+            };
+            environment_status(name, deployed, installations)
+        })
+        .collect();
+    let account = match observation {
+        Observation::Read { account, .. } => Some(account.clone()),
+        _ => previous.and_then(|s| s.account.clone()),
+    };
+    let synced = decide_synced(app, previous, observation, &environments);
+    let ready = match installations_hold(app, installations) {
+        Some(message) => Decided::new(READY, false, REASON_INSTALLATIONS_EXIST, message),
+        None if synced.status => Decided::new(READY, true, REASON_READY, synced.message.clone()),
+        None => Decided::new(READY, false, synced.reason.clone(), synced.message.clone()),
+    };
+    // kstatus: in progress while the platform is being read (or retried); stalled on what only a
+    // change by the user can fix.
+    let needs_user =
+        matches!(synced.reason.as_str(), REASON_BAD_CREDENTIALS | REASON_APP_NOT_FOUND | REASON_ENVIRONMENT_NOT_FOUND);
+    let in_progress = !synced.status && !needs_user;
+    let reconciling = Decided::new(
+        RECONCILING,
+        in_progress,
+        if in_progress { synced.reason.clone() } else { REASON_SYNCED.to_string() },
+        if in_progress { synced.message.clone() } else { String::new() },
+    );
+    let stalled = Decided::new(
+        STALLED,
+        needs_user,
+        if needs_user { synced.reason.clone() } else { REASON_SYNCED.to_string() },
+        if needs_user { synced.message.clone() } else { String::new() },
+    );
     let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let observed_refresh = match observation {
+        Observation::NotRead => previous.and_then(|s| s.observed_refresh.clone()),
+        _ => app.metadata.annotations.as_ref().and_then(|a| a.get(crate::api::REFRESH_ANNOTATION)).cloned(),
+    };
     ForgeAppStatus {
         observed_generation: app.metadata.generation,
         conditions: conditions::merge(
             previous_conditions,
-            &[decide_ready(app, &conflicts, installations)],
+            &[ready, synced, reconciling, stalled],
             app.metadata.generation,
             now,
         ),
-        environments: app
-            .spec
-            .environments
-            .iter()
-            .map(|e| environment_status(&e.name, &e.versions, &conflicts, installations))
-            .collect(),
+        account,
+        environments,
         installations: Some(installations.len() as i64),
+        observed_refresh,
     }
+}
+
+/// Whether the app should be read from the platform now: never read, spec changed, refresh asked
+/// for (a new annotation value), or the last read is older than the interval.
+pub fn refresh_due(app: &ForgeApp, since_last_read: Option<std::time::Duration>) -> bool {
+    let Some(status) = app.status.as_ref() else { return true };
+    let asked = app.metadata.annotations.as_ref().and_then(|a| a.get(crate::api::REFRESH_ANNOTATION));
+    status.account.is_none()
+        || status.observed_generation != app.metadata.generation
+        || asked.is_some() && asked != status.observed_refresh.as_ref()
+        || since_last_read.is_none_or(|d| d >= app.refresh_interval())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Environment, ForgeAppSpec};
+    use crate::api::ForgeAppSpec;
+    use crate::platform::Egress;
     use crate::rules::versions::tests::version;
 
-    fn app(envs: Vec<(&str, Vec<AppVersion>)>) -> ForgeApp {
+    fn app(envs: &[&str]) -> ForgeApp {
         let mut app = ForgeApp::new(
             "demo",
             ForgeAppSpec {
                 credentials_secret_ref: None,
                 app_id: "ari:cloud:ecosystem::app/demo".into(),
-                developer_account: "dev@example.com".into(),
+                developer_account: None,
                 listed_on_marketplace: false,
-                environments: envs
-                    .into_iter()
-                    .map(|(name, versions)| Environment { name: name.into(), versions })
-                    .collect(),
+                environments: envs.iter().map(|e| e.to_string()).collect(),
+                refresh_interval: None,
             },
         );
         app.metadata.generation = Some(4);
@@ -225,99 +303,122 @@ mod tests {
         Time(jiff::Timestamp::from_second(1_000).unwrap())
     }
 
+    fn account() -> AccountStatus {
+        AccountStatus { account_id: "712020:dev".into(), name: "Dev".into() }
+    }
+
+    fn read(envs: Vec<(&str, Option<Vec<AppVersion>>)>) -> Observation {
+        Observation::Read {
+            account: account(),
+            environments: envs.into_iter().map(|(n, v)| (n.to_string(), v)).collect(),
+        }
+    }
+
+    fn reason(status: &ForgeAppStatus, type_: &str) -> (String, String) {
+        let c = conditions::find(&status.conditions, type_).unwrap();
+        (c.status.clone(), c.reason.clone())
+    }
+
     #[test]
-    fn consistent_app_is_ready_with_latest_versions() {
-        let a = app(vec![
+    fn platform_versions_become_app_versions_oldest_first_with_counts() {
+        let info = |v: &str, id: &str, scopes: &[&str], products: &[&str]| VersionInfo {
+            id: id.into(),
+            version: v.into(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            required_products: products.iter().map(|s| s.to_string()).collect(),
+            egress: vec![Egress { addresses: vec!["b.example".into(), "a.example".into()], ..Default::default() }],
+            ..Default::default()
+        };
+        let infos = [info("2.1.0", "v21", &["write"], &["confluence"]), info("1.0.0", "v10", &["read"], &[])];
+        let counts = [crate::platform::VersionCount { id: "v10".into(), version: "1.0.0".into(), installations: 7 }];
+        let versions = app_versions(&infos, &counts);
+        assert_eq!(versions.iter().map(|v| (v.major, v.minor)).collect::<Vec<_>>(), [(1, 0), (2, 1)]);
+        assert_eq!(versions[0].installations, Some(7));
+        assert_eq!(versions[1].installations, None);
+        assert_eq!(versions[1].compatibility.required, Product::Confluence);
+        assert_eq!(versions[0].compatibility.required, Product::Jira, "none named: jira");
+        assert_eq!(versions[0].egress, ["a.example", "b.example"]);
+        assert_eq!(versions[1].version.as_deref(), Some("2.1.0"));
+    }
+
+    #[test]
+    fn a_read_app_is_ready_with_latest_versions_and_the_account() {
+        let a = app(&["production", "development"]);
+        let obs = read(vec![
             (
                 "production",
-                vec![
+                Some(vec![
                     version(1, 0, &["read:jira-work"]),
                     version(2, 0, &["read:jira-work", "write:jira-work"]),
                     version(2, 3, &["read:jira-work", "write:jira-work"]),
-                ],
+                ]),
             ),
-            ("development", vec![]),
+            ("development", Some(vec![])),
         ]);
-        let status = desired_status(&a, None, &[], &now());
+        let status = desired_status(&a, None, &obs, &[], &now());
         assert_eq!(status.observed_generation, Some(4));
-        assert_eq!(status.conditions[0].status, "True");
-        assert_eq!(status.conditions[0].reason, REASON_READY);
-        assert_eq!(status.conditions[0].observed_generation, Some(4));
+        assert_eq!(reason(&status, READY), ("True".into(), REASON_READY.into()));
+        assert_eq!(reason(&status, RECONCILING).0, "False");
+        assert_eq!(reason(&status, STALLED).0, "False");
+        assert_eq!(status.account, Some(account()));
         let prod = &status.environments[0];
         assert_eq!(prod.latest_version.as_deref(), Some("2.3"));
         assert_eq!(
             prod.majors,
             vec![
-                MajorStatus { major: 1, latest_minor: 0, consistent: true },
-                MajorStatus { major: 2, latest_minor: 3, consistent: true },
+                MajorStatus { major: 1, latest_minor: 0, installations: None },
+                MajorStatus { major: 2, latest_minor: 3, installations: None },
             ]
         );
+        assert_eq!(prod.versions.len(), 3);
         assert_eq!(status.environments[1].latest_version, None);
-        assert!(status.environments[1].majors.is_empty());
+        assert_eq!(a.deployed("production").len(), 0, "deployed() reads the app's status");
     }
 
     #[test]
-    fn a_minor_that_adds_a_scope_is_a_permission_change_without_major() {
-        let a = app(vec![(
-            "production",
-            vec![version(2, 0, &["read:jira-work"]), version(2, 1, &["read:jira-work", "write:jira-work"])],
-        )]);
-        let conflicts = permission_conflicts(&a);
-        assert_eq!(conflicts.len(), 1);
-        assert_eq!(conflicts[0].differences, vec!["adds scope write:jira-work"]);
-        let status = desired_status(&a, None, &[], &now());
-        let ready = &status.conditions[0];
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", REASON_PERMISSION_CHANGE_WITHOUT_MAJOR));
-        assert!(
-            ready.message.contains("environment production: version 2.1 adds scope write:jira-work compared with 2.0"),
-            "{}",
-            ready.message
-        );
-        assert!(!status.environments[0].majors[0].consistent);
+    fn failures_say_what_to_fix_and_keep_the_last_known_versions() {
+        let mut a = app(&["production"]);
+        let first = desired_status(&a, None, &read(vec![("production", Some(vec![version(1, 0, &[])]))]), &[], &now());
+        a.status = Some(first.clone());
+        assert_eq!(a.deployed("production").len(), 1);
+
+        let failed = Observation::Failed { reason: REASON_PLATFORM_UNAVAILABLE, message: "no answer".into() };
+        let status = desired_status(&a, Some(&first), &failed, &[], &now());
+        assert_eq!(reason(&status, READY), ("False".into(), REASON_PLATFORM_UNAVAILABLE.into()));
+        assert_eq!(reason(&status, RECONCILING), ("True".into(), REASON_PLATFORM_UNAVAILABLE.into()));
+        assert_eq!(reason(&status, STALLED).0, "False", "the platform coming back fixes it");
+        assert_eq!(status.environments, first.environments, "last known versions kept");
+        assert!(conditions::find(&status.conditions, READY).unwrap().message.contains("last read are kept"));
+
+        let bad = Observation::Failed { reason: REASON_BAD_CREDENTIALS, message: "refused".into() };
+        let status = desired_status(&a, Some(&first), &bad, &[], &now());
+        assert_eq!(reason(&status, STALLED), ("True".into(), REASON_BAD_CREDENTIALS.into()));
+        assert_eq!(reason(&status, RECONCILING).0, "False");
+
+        let missing = read(vec![("production", None)]);
+        let status = desired_status(&a, Some(&first), &missing, &[], &now());
+        assert_eq!(reason(&status, READY), ("False".into(), REASON_ENVIRONMENT_NOT_FOUND.into()));
+        let message = &conditions::find(&status.conditions, READY).unwrap().message;
+        assert!(message.contains("spec.environments") && message.contains("forge deploy"), "{message}");
     }
 
     #[test]
-    fn egress_removal_and_licensing_changes_are_reported() {
-        let mut base = version(1, 0, &[]);
-        base.egress = vec!["api.example.com".into()];
-        let mut next = version(1, 1, &[]);
-        next.licensing = true;
-        assert_eq!(permission_differences(&base, &next), vec!["removes egress api.example.com", "enables licensing"]);
-        let mut next = base.clone();
-        next.minor = 2;
-        next.sql_module = true;
-        assert!(permission_differences(&base, &next).is_empty(), "the SQL module is not a permission");
-    }
-
-    #[test]
-    fn same_permissions_in_another_order_are_consistent() {
-        let a = app(vec![("production", vec![version(1, 0, &["a", "b"]), version(1, 1, &["b", "a"])])]);
-        assert!(permission_conflicts(&a).is_empty());
-    }
-
-    #[test]
-    fn conflicts_in_one_major_leave_other_majors_consistent() {
-        let a = app(vec![(
-            "staging",
-            vec![version(1, 0, &["a"]), version(1, 1, &["a"]), version(2, 0, &["a"]), version(2, 1, &["b"])],
-        )]);
-        let status = desired_status(&a, None, &[], &now());
-        let majors = &status.environments[0].majors;
-        assert!(majors[0].consistent);
-        assert!(!majors[1].consistent);
-        let message = &status.conditions[0].message;
-        assert!(
-            message.contains("environment staging: version 2.1 adds scope b, removes scope a compared with 2.0"),
-            "{message}"
-        );
+    fn not_reading_carries_the_last_outcome_over() {
+        let a = app(&["production"]);
+        let first = desired_status(&a, None, &read(vec![("production", Some(vec![version(1, 0, &[])]))]), &[], &now());
+        let later = Time(jiff::Timestamp::from_second(5_000).unwrap());
+        assert_eq!(desired_status(&a, Some(&first), &Observation::NotRead, &[], &later), first, "no write");
+        let never = desired_status(&a, None, &Observation::NotRead, &[], &now());
+        assert_eq!(reason(&never, RECONCILING), ("True".into(), REASON_REFRESHING.into()));
     }
 
     #[test]
     fn installations_are_counted_per_version() {
-        let a = app(vec![("production", vec![version(1, 0, &[]), version(1, 1, &[])])]);
+        let a = app(&["production"]);
         let on = |v: Option<Version>| InstallationSummary { environment: "production".into(), installed: v };
         let installs = [on(Some(Version { major: 1, minor: 1 })), on(Some(Version { major: 1, minor: 1 })), on(None)];
-        let status = desired_status(&a, None, &installs, &now());
+        let obs = read(vec![("production", Some(vec![version(1, 0, &[]), version(1, 1, &[])]))]);
+        let status = desired_status(&a, None, &obs, &installs, &now());
         assert_eq!(status.installations, Some(3));
         assert_eq!(
             status.environments[0].installed_versions,
@@ -326,27 +427,39 @@ mod tests {
     }
 
     #[test]
-    fn installations_hold_a_deleted_app_and_a_removed_environment() {
-        let mut a = app(vec![("production", vec![version(1, 0, &[])])]);
+    fn installations_hold_a_deleted_app_and_an_unmanaged_environment() {
+        let mut a = app(&["production"]);
+        let obs = read(vec![("production", Some(vec![version(1, 0, &[])]))]);
         let staging = [InstallationSummary { environment: "staging".into(), installed: None }];
-        let status = desired_status(&a, None, &staging, &now());
-        assert_eq!(status.conditions[0].reason, REASON_INSTALLATIONS_EXIST);
-        assert!(status.conditions[0].message.contains("environment staging was removed but 1 installation(s)"));
+        let status = desired_status(&a, None, &obs, &staging, &now());
+        assert_eq!(reason(&status, READY).1, REASON_INSTALLATIONS_EXIST);
+        let message = &conditions::find(&status.conditions, READY).unwrap().message;
+        assert!(message.contains("environment staging is not in spec.environments but 1 installation(s)"), "{message}");
         a.metadata.deletion_timestamp = Some(now());
         let prod = [InstallationSummary { environment: "production".into(), installed: None }];
-        let status = desired_status(&a, None, &prod, &now());
-        assert_eq!(
-            (status.conditions[0].status.as_str(), status.conditions[0].reason.as_str()),
-            ("False", REASON_INSTALLATIONS_EXIST)
-        );
-        assert_eq!(desired_status(&a, None, &[], &now()).conditions[0].reason, REASON_READY);
+        let status = desired_status(&a, None, &obs, &prod, &now());
+        assert_eq!(reason(&status, READY), ("False".into(), REASON_INSTALLATIONS_EXIST.into()));
+        assert_eq!(reason(&desired_status(&a, None, &obs, &[], &now()), READY).1, REASON_READY);
     }
 
     #[test]
-    fn an_unchanged_app_computes_an_identical_status() {
-        let a = app(vec![("production", vec![version(1, 0, &[])])]);
-        let first = desired_status(&a, None, &[], &now());
-        let later = Time(jiff::Timestamp::from_second(5_000).unwrap());
-        assert_eq!(desired_status(&a, Some(&first), &[], &later), first);
+    fn a_refresh_is_due_when_never_read_asked_for_changed_or_old() {
+        let mut a = app(&["production"]);
+        assert!(refresh_due(&a, None));
+        let obs = read(vec![("production", Some(vec![]))]);
+        a.status = Some(desired_status(&a, None, &obs, &[], &now()));
+        let recent = Some(std::time::Duration::from_secs(10));
+        assert!(!refresh_due(&a, recent));
+        assert!(refresh_due(&a, Some(std::time::Duration::from_secs(601))), "the default interval is 10m");
+        assert!(refresh_due(&a, None), "not read by this process yet");
+        a.spec.refresh_interval = Some("5s".into());
+        assert!(refresh_due(&a, recent));
+        a.spec.refresh_interval = None;
+        a.metadata.annotations = Some([(crate::api::REFRESH_ANNOTATION.to_string(), "deploy-42".to_string())].into());
+        assert!(refresh_due(&a, recent), "asked for");
+        a.status = Some(desired_status(&a, a.status.as_ref(), &obs, &[], &now()));
+        assert!(!refresh_due(&a, recent), "answered");
+        a.metadata.generation = Some(5);
+        assert!(refresh_due(&a, recent), "spec changed");
     }
 }

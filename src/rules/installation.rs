@@ -131,7 +131,21 @@ fn decide_first_install(
         return not_installed(REASON_APP_NOT_FOUND, message, None);
     }
     let Some(newest) = versions::latest(deployed) else {
-        let message = format!("app {} has no version deployed in environment {}", spec.app_ref.name, spec.environment);
+        // Nothing known: say whether that is because the app cannot be read from the platform.
+        let unread = facts.app.and_then(|a| a.status.as_ref()).and_then(|s| {
+            crate::rules::conditions::find(&s.conditions, crate::rules::forge_app::SYNCED)
+                .filter(|c| c.status != crate::api::TRUE)
+        });
+        let message = match unread {
+            Some(c) => format!(
+                "the versions of app {} are not known: ForgeApp {} says {} ({}); fix that first",
+                spec.app_ref.name, spec.app_ref.name, c.reason, c.message
+            ),
+            None => format!(
+                "app {} has no version deployed in environment {}: deploy one with `forge deploy -e {}`",
+                spec.app_ref.name, spec.environment, spec.environment
+            ),
+        };
         return not_installed(REASON_NOT_DEPLOYED, message, None);
     };
     if let Some(first) = &facts.duplicate_of {

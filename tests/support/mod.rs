@@ -290,22 +290,25 @@ where
     .await
 }
 
-/// Creates an object from JSON in the test namespace.
+/// Creates an object from JSON in the test namespace. A ForgeApp may be written with its versions
+/// in `spec.environments[].versions` (see [`platform::declared`]): they go to the platform.
 pub async fn create<K>(api: &Api<K>, body: serde_json::Value) -> K
 where
-    K: Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    K: Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug + Resource<DynamicType = ()>,
 {
+    let body = if K::kind(&()) == "ForgeApp" { platform::declared(body) } else { body };
     api.create(&PostParams::default(), &serde_json::from_value(body).unwrap()).await.expect("creating a test object")
 }
 
-/// Merge-patches an object's spec.
+/// Merge-patches an object's spec. For a ForgeApp, `environments` with versions deploys them to
+/// the platform (see [`platform::declared`]).
 pub async fn patch_spec<K>(api: &Api<K>, name: &str, spec: serde_json::Value) -> K
 where
-    K: Clone + DeserializeOwned + std::fmt::Debug,
+    K: Clone + DeserializeOwned + std::fmt::Debug + Resource<DynamicType = ()>,
 {
-    api.patch(name, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "spec": spec })))
-        .await
-        .expect("patching a test object")
+    let body = serde_json::json!({ "spec": spec });
+    let body = if K::kind(&()) == "ForgeApp" { platform::declared(body) } else { body };
+    api.patch(name, &PatchParams::default(), &Patch::Merge(body)).await.expect("patching a test object")
 }
 
 impl TestNs {

@@ -1,9 +1,11 @@
 //! The platform the tests' operators act on: the emulator, in the test process, on loopback.
 //!
-//! ForgeApps still declare their versions in spec, so something has to stand in for
-//! `forge deploy` and for the sites that exist: a mirror task watches the test namespace and, for
-//! every ForgeApp, creates the app on the emulator (owned by the test account) and deploys each
-//! declared version it lacks; for every Installation, it adds the site with the products named.
+//! Something has to stand in for `forge deploy` and for the sites that exist. Tests write the
+//! versions an app should have next to it, in the annotation [`DEPLOY_ANNOTATION`] (see
+//! [`declared`]); a mirror task watches the test namespace and, for every ForgeApp, creates the app
+//! on the emulator (owned by the test account), deploys each version it lacks and then asks the
+//! operator to read the app again (the `forgeops.dev/refresh` annotation, as a CI job would after
+//! `forge deploy`); for every Installation, it adds the site with Jira, Confluence and Compass.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -21,6 +23,23 @@ pub const EMAIL: &str = "dev@acme.example";
 pub const TOKEN: &str = "test-api-token-3b9e";
 /// The credentials Secret the tests create in the operator namespace.
 pub const CREDENTIALS_SECRET: &str = "forgeops-credentials";
+/// Test-only: the versions to deploy for a ForgeApp, as JSON `[{name, versions: [...]}]`.
+pub const DEPLOY_ANNOTATION: &str = "test.forgeops.dev/deploy";
+
+/// Turns a ForgeApp body (or a merge patch of one) written the old, declarative way, with
+/// `spec.environments: [{name, versions}]`, into the real shape: `spec.environments` as names, and
+/// the versions in [`DEPLOY_ANNOTATION`] for the mirror to deploy. Other bodies pass unchanged.
+pub fn declared(mut body: serde_json::Value) -> serde_json::Value {
+    let Some(envs) = body["spec"]["environments"].as_array().cloned() else { return body };
+    if !envs.iter().any(|e| e.is_object()) {
+        return body;
+    }
+    let names: Vec<serde_json::Value> = envs.iter().map(|e| e["name"].clone()).collect();
+    body["spec"]["environments"] = serde_json::Value::Array(names);
+    let deploy = serde_json::Value::Array(envs).to_string();
+    body["metadata"]["annotations"][DEPLOY_ANNOTATION] = serde_json::Value::String(deploy);
+    body
+}
 
 /// The emulator and the task mirroring the namespace into it.
 pub struct TestPlatform {
@@ -28,6 +47,31 @@ pub struct TestPlatform {
     mirror: tokio::task::JoinHandle<()>,
     /// Versions deployed by the mirror (`app/env/version`), so each is deployed once.
     deployed: Arc<Mutex<BTreeSet<String>>>,
+    /// Refreshes asked for so far.
+    refreshes: std::sync::atomic::AtomicU64,
+}
+
+/// An environment and its versions, as tests declare them.
+#[derive(serde::Deserialize, Default)]
+struct DeclaredEnvironment {
+    name: String,
+    #[serde(default)]
+    versions: Vec<DeclaredVersion>,
+}
+
+/// A version as tests declare it (the shape the ForgeApp once had).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeclaredVersion {
+    major: u32,
+    minor: u32,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    egress: Vec<String>,
+    #[serde(default)]
+    licensing: bool,
+    compatibility: forgeops::api::Compatibility,
 }
 
 impl Drop for TestPlatform {
@@ -56,6 +100,7 @@ impl TestPlatform {
             let weak = weak.clone();
             let (apps, insts): (Api<ForgeApp>, Api<Installation>) =
                 (Api::namespaced(client.clone(), namespace), Api::namespaced(client, namespace));
+            let apps_api = apps.clone();
             let mirror = tokio::spawn(async move {
                 let apps = watcher(apps, watcher::Config::default())
                     .applied_objects()
@@ -67,31 +112,58 @@ impl TestPlatform {
                 while let Some(event) = both.next().await {
                     let Some(platform) = weak.upgrade() else { return };
                     match event {
-                        Ok(Either::App(app)) => platform.mirror_app(&app),
+                        Ok(Either::App(app)) => {
+                            if platform.mirror_app(&app) {
+                                // As a CI job would after `forge deploy`: ask for a refresh.
+                                let n = platform.refreshes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let patch = serde_json::json!({"metadata": {"annotations": {
+                                    forgeops::api::REFRESH_ANNOTATION: format!("mirror-{n}")}}});
+                                let name = app.metadata.name.clone().unwrap_or_default();
+                                let _ = apps_api
+                                    .patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(patch))
+                                    .await;
+                            }
+                        }
                         Ok(Either::Inst(inst)) => platform.mirror_site(&inst),
                         Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                     }
                 }
             });
-            TestPlatform { emulator, mirror, deployed }
+            TestPlatform { emulator, mirror, deployed, refreshes: Default::default() }
         })
     }
 
-    /// Creates the app if the emulator lacks it and deploys every declared version it lacks.
-    pub fn mirror_app(&self, app: &ForgeApp) {
+    /// Creates the app if the emulator lacks it and deploys every version of [`DEPLOY_ANNOTATION`]
+    /// it lacks; answers whether it deployed anything.
+    pub fn mirror_app(&self, app: &ForgeApp) -> bool {
         let id = app.spec.app_id.clone();
         let state = self.emulator.state();
         let known = state["apps"].as_array().is_some_and(|a| a.iter().any(|x| x["id"] == id.as_str()));
+        let declared: Vec<DeclaredEnvironment> = app
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(DEPLOY_ANNOTATION))
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_default();
         if !known {
+            let environments: Vec<serde_json::Value> = app
+                .spec
+                .environments
+                .iter()
+                .map(|e| serde_json::json!({"key": forgeops::platform::environment_key(e)}))
+                .collect();
             let seed_app: SeedApp = serde_json::from_value(serde_json::json!({
                 "id": id, "owner": EMAIL, "listedOnMarketplace": app.spec.listed_on_marketplace,
+                "environments": environments,
             }))
             .unwrap();
             if let Err(e) = self.emulator.add_app(seed_app) {
                 eprintln!("mirror: adding app {id}: {e:?}");
             }
         }
-        for env in &app.spec.environments {
+        let mut any = !known;
+        for env in &declared {
             let mut versions: Vec<_> = env.versions.iter().collect();
             versions.sort_by_key(|v| (v.major, v.minor));
             for v in versions {
@@ -101,6 +173,7 @@ impl TestPlatform {
                     continue;
                 }
                 let mut products = vec![v.compatibility.required.as_str().to_string()];
+                products.extend(v.compatibility.optional.iter().map(|p| p.as_str().to_string()));
                 products.retain(|p| p != "jira-service-management" && p != "bitbucket");
                 let request = DeployRequest {
                     app_id: id.clone(),
@@ -114,11 +187,13 @@ impl TestPlatform {
                 match self.emulator.deploy(request) {
                     Ok(_) => {
                         self.deployed.lock().unwrap().insert(key);
+                        any = true;
                     }
                     Err(e) => eprintln!("mirror: deploying {key}: {e:?}"),
                 }
             }
         }
+        any
     }
 
     /// Adds the Installation's site, with Jira, Confluence and Compass.
