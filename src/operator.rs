@@ -7,7 +7,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use kube::{Api, Client};
 use tracing::info;
 
-use crate::api::{BulkUpgrade, DistributionPolicy, ForgeApp, GROUP, Installation};
+use crate::api::{BulkUpgrade, ForgeApp, GROUP, Installation};
 use crate::controllers::{self, Context};
 use crate::leases::{self, Claim, Holder};
 use crate::platform::Platform;
@@ -145,13 +145,7 @@ pub async fn run(
             ctx.clone(),
             shutdown.clone()
         ),
-        controllers::installation::run(
-            api(&client, ns),
-            api::<ForgeApp>(&client, ns),
-            api::<DistributionPolicy>(&client, ns),
-            ctx.clone(),
-            shutdown.clone()
-        ),
+        controllers::installation::run(api(&client, ns), api::<ForgeApp>(&client, ns), ctx.clone(), shutdown.clone()),
         controllers::bulk_upgrade::run(
             api::<BulkUpgrade>(&client, ns),
             api::<ForgeApp>(&client, ns),

@@ -46,7 +46,10 @@ async fn installed_on_major_1(t: &TestNs, name: &str, account: &str, sites: usiz
     }
     let mut versions = vec![version(1, 0, &["read"])];
     versions.extend(next);
+    let count = versions.len();
     patch_spec(&apps, name, json!({"environments": [{"name": "production", "versions": versions}]})).await;
+    // Deployed on the platform and read back by the operator, as after `forge deploy` and a refresh.
+    wait_for(&apps, name, WAIT, "the new versions read", |a| a.deployed("production").len() == count).await;
 }
 
 fn installed_major(i: &Installation) -> Option<u32> {

@@ -139,79 +139,98 @@ async fn sharing_is_active_only_for_a_deployed_unlicensed_unlisted_app() {
     wait_condition(&policies, "listed", "Sharing", "False", "ListedOnMarketplace").await;
 }
 
+/// The signature of a platform installation link (`...?signature=<s>&product=...`).
+fn signature_of(url: &str) -> String {
+    let raw = url.split("signature=").nth(1).unwrap().split('&').next().unwrap();
+    let mut out = Vec::new();
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            out.push(u8::from_str_radix(&raw[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
 #[tokio::test]
-async fn link_rotation_and_disabling_keep_existing_installs_and_stop_new_ones() {
-    let t = TestNs::new("links").await;
+async fn a_customers_install_through_the_link_is_adopted_and_deletion_policy_is_honoured() {
+    let t = TestNs::new("adopt").await;
     let operator = t.start_operator().await;
     let platform = operator.platform.clone();
-    let (apps, policies, insts): (Api<ForgeApp>, Api<DistributionPolicy>, Api<Installation>) =
-        (t.api(), t.api(), t.api());
+    let (apps, insts): (Api<ForgeApp>, Api<Installation>) = (t.api(), t.api());
     create(&apps, app("insights", prod(json!([version(1, 0, &["read:jira-work"])])))).await;
-    create(&policies, policy("insights", "insights", "Enabled", &["jira"])).await;
-    let p = wait_condition(&policies, "insights", "Sharing", "True", "Active").await;
-    let link1 = link(&p).unwrap();
+    wait_for(&apps, "insights", WAIT, "1.0 read", |a| a.deployed("production").len() == 1).await;
 
-    create(&insts, installation("acme", "insights", "acme.atlassian.net", json!({"installationLink": link1}))).await;
-    let acme = wait_installed(&insts, "acme", "1.0").await;
-    assert_eq!(acme.status.as_ref().unwrap().link_revision, Some(1));
-    assert!(acme.status.as_ref().unwrap().installed_at.is_some());
-    wait_event(&t, "acme", "Installed").await;
-
-    // Rotate: a new link; the old one admits no new installation.
-    patch_spec(&policies, "insights", json!({"linkRevision": 2})).await;
-    let p = wait_for(&policies, "insights", WAIT, "link revision 2", |p| {
-        p.status.as_ref().and_then(|s| s.link_revision) == Some(2)
-    })
-    .await;
-    let link2 = link(&p).unwrap();
-    assert_ne!(link1, link2);
-    wait_event(&t, "insights", "LinkRotated").await;
-    create(&insts, installation("beta", "insights", "beta.atlassian.net", json!({"installationLink": link1}))).await;
-    let beta = wait_condition(&insts, "beta", "Installed", "False", "LinkRevoked").await;
-    assert!(condition(&beta, "Installed").unwrap().2.contains("revision 1"));
-    create(
-        &insts,
-        installation(
-            "forged",
-            "insights",
-            "forged.atlassian.net",
-            json!({"installationLink": link2.replace("revision=2", "revision=3")}),
-        ),
+    // A customer installs through the app's link on the platform (no Installation yet).
+    let gateway = forgeops::platform::ForgeGateway::new(
+        forgeops::platform::GatewayOptions {
+            url: platform.emulator.graphql_url(),
+            distribution: true,
+            ..Default::default()
+        },
+        None,
     )
-    .await;
-    wait_condition(&insts, "forged", "Installed", "False", "LinkInvalid").await;
-    create(&insts, installation("nolink", "insights", "nolink.atlassian.net", json!({}))).await;
-    wait_condition(&insts, "nolink", "Installed", "False", "LinkInvalid").await;
-    patch_spec(&insts, "beta", json!({"installationLink": link2})).await;
-    wait_installed(&insts, "beta", "1.0").await;
-    assert_eq!(installed_version(&insts.get("acme").await.unwrap()).as_deref(), Some("1.0"), "acme kept working");
+    .unwrap();
+    let creds = forgeops::platform::Credentials::new(support::platform::EMAIL, support::platform::TOKEN, "test");
+    let app_id = "ari:cloud:ecosystem::app/insights";
+    use forgeops::platform::Platform as _;
+    gateway.set_sharing(&creds, app_id, true).await.unwrap();
+    let link = gateway.generate_link(&creds, app_id, &["jira".to_string()]).await.unwrap();
+    let site: forgeops::emulator::SeedSite =
+        serde_json::from_value(json!({"hostName": "customer.atlassian.net", "products": ["jira"]})).unwrap();
+    platform.emulator.add_site(site).unwrap();
+    platform
+        .emulator
+        .link_install(forgeops::emulator::LinkInstallRequest {
+            app_id: app_id.into(),
+            environment: "production".into(),
+            site: "customer.atlassian.net".into(),
+            product: "jira".into(),
+            signature: signature_of(&link.url),
+        })
+        .unwrap();
 
-    // Disable sharing: the link goes, new installations wait, existing ones still get new minors.
-    patch_spec(&policies, "insights", json!({"sharing": "Disabled"})).await;
-    let p = wait_condition(&policies, "insights", "Sharing", "False", "Disabled").await;
-    assert!(link(&p).is_none());
-    wait_event(&t, "insights", "SharingDisabled").await;
-    create(&insts, installation("gamma", "insights", "gamma.atlassian.net", json!({"installationLink": link2}))).await;
-    wait_condition(&insts, "gamma", "Installed", "False", "SharingDisabled").await;
+    // The Installation declared for that site adopts it instead of failing or installing again.
+    create(&insts, installation("customer", "insights", "customer.atlassian.net", json!({"deletionPolicy": "Orphan"})))
+        .await;
+    let customer = wait_installed(&insts, "customer", "1.0").await;
+    let status = customer.status.as_ref().unwrap();
+    assert!(status.adopted, "{status:#?}");
+    assert!(status.installation_id.is_some());
+    assert_eq!(status.permissions_up_to_date, Some(true));
+    wait_event(&t, "customer", "Adopted").await;
+    assert_eq!(platform.calls("forge_cli_installApplication"), 0, "nothing was installed again");
+
+    // A new minor rolls out on the platform by itself; the status follows.
     patch_spec(
         &apps,
         "insights",
         json!({"environments": prod(json!([version(1, 0, &["read:jira-work"]), version(1, 1, &["read:jira-work"])]))}),
     )
     .await;
-    wait_installed(&insts, "acme", "1.1").await;
-    wait_installed(&insts, "beta", "1.1").await;
-    wait_event(&t, "acme", "MinorVersionRolledOut").await;
-    assert_eq!(
-        platform.installed_version("ari:cloud:ecosystem::app/insights", "acme.atlassian.net").as_deref(),
-        Some("1.1")
-    );
+    wait_installed(&insts, "customer", "1.1").await;
+    wait_event(&t, "customer", "MinorVersionRolledOut").await;
 
-    // Re-enabling restores the link of the current revision, and the waiting installation proceeds.
-    patch_spec(&policies, "insights", json!({"sharing": "Enabled"})).await;
-    let p = wait_condition(&policies, "insights", "Sharing", "True", "Active").await;
-    assert_eq!(link(&p).unwrap(), link2);
-    wait_installed(&insts, "gamma", "1.1").await;
+    // deletionPolicy Orphan: the object goes, the app stays on the site.
+    insts.delete("customer", &DeleteParams::default()).await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while insts.get_opt("customer").await.unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "the orphaned Installation was not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_event(&t, "customer", "Orphaned").await;
+    assert_eq!(platform.installed_version(app_id, "customer.atlassian.net").as_deref(), Some("1.1"));
+    assert_eq!(platform.calls("forge_cli_uninstallApplication"), 0);
+
+    // Created again, it adopts the installation once more.
+    create(&insts, installation("customer", "insights", "customer.atlassian.net", json!({}))).await;
+    let again = wait_installed(&insts, "customer", "1.1").await;
+    assert!(again.status.as_ref().unwrap().adopted);
 }
 
 #[tokio::test]
@@ -249,17 +268,12 @@ async fn installation_reasons_before_install() {
     let wrong = wait_condition(&insts, "wrong-products", "Installed", "False", "IncompatibleProducts").await;
     assert!(condition(&wrong, "Installed").unwrap().2.contains("jira"));
 
-    // With a policy for confluence too, jira alone is not enough.
+    // A DistributionPolicy does not gate what a developer installs.
     let policies: Api<DistributionPolicy> = t.api();
-    create(&policies, policy("late-app", "late-app", "Enabled", &["jira", "confluence"])).await;
-    let p = wait_condition(&policies, "late-app", "Sharing", "True", "Active").await;
-    create(
-        &insts,
-        installation("policy-products", "late-app", "pp.atlassian.net", json!({"installationLink": link(&p).unwrap()})),
-    )
-    .await;
-    let pp = wait_condition(&insts, "policy-products", "Installed", "False", "IncompatibleProducts").await;
-    assert!(condition(&pp, "Installed").unwrap().2.contains("confluence"));
+    create(&policies, policy("late-app", "late-app", "Disabled", &["jira", "confluence"])).await;
+    wait_condition(&policies, "late-app", "Sharing", "False", "Disabled").await;
+    create(&insts, installation("by-hand", "late-app", "hand.atlassian.net", json!({}))).await;
+    wait_installed(&insts, "by-hand", "2.0").await;
 }
 
 #[tokio::test]
@@ -302,6 +316,20 @@ async fn major_upgrades_need_consent_for_new_permissions_and_never_go_down() {
     patch_spec(&insts, "acme", json!({"majorVersion": 2})).await;
     let acme = wait_condition(&insts, "acme", "UpToDate", "False", "DowngradeNotAllowed").await;
     assert_eq!(installed_version(&acme).as_deref(), Some("3.0"));
+    assert!(condition(&acme, "UpToDate").unwrap().2.contains("delete this Installation"), "says how");
+
+    // A major that enables licensing needs consent even without new scopes.
+    let mut paid = version(2, 0, &["read"]);
+    paid["licensing"] = json!(true);
+    create(&apps, app("paid", prod(json!([version(1, 0, &["read"]), paid])))).await;
+    create(&insts, installation("paid", "paid", "paid.atlassian.net", json!({"majorVersion": 1}))).await;
+    wait_installed(&insts, "paid", "1.0").await;
+    patch_spec(&insts, "paid", json!({"majorVersion": 2})).await;
+    let p = wait_condition(&insts, "paid", "UpToDate", "False", "ConsentRequired").await;
+    assert!(condition(&p, "UpToDate").unwrap().2.contains("licensing"), "{p:#?}");
+    assert_eq!(p.status.as_ref().unwrap().permissions_up_to_date, Some(false));
+    patch_spec(&insts, "paid", json!({"approvedMajor": 2})).await;
+    wait_installed(&insts, "paid", "2.0").await;
 
     // The ForgeApp counts installations per version.
     let insights = wait_for(&apps, "insights", WAIT, "installation counts", |a| {
@@ -309,6 +337,13 @@ async fn major_upgrades_need_consent_for_new_permissions_and_never_go_down() {
     })
     .await;
     assert_eq!(insights.status.unwrap().installations, Some(1));
+    let ask = json!({"metadata": {"annotations": {"forgeops.dev/refresh": "count"}}});
+    apps.patch("paid", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&ask)).await.unwrap();
+    let paid = wait_for(&apps, "paid", WAIT, "platform counts", |a| {
+        a.status.as_ref().is_some_and(|s| s.environments[0].majors.iter().any(|m| m.installations == Some(1)))
+    })
+    .await;
+    assert_eq!(paid.status.unwrap().environments[0].majors[1].major, 2, "the platform counts per major");
 }
 
 #[tokio::test]

@@ -230,10 +230,23 @@ async fn rate_limiting_and_5xx_bursts_are_retried_with_backoff_and_counted() {
     );
     assert!(exported.contains("forgeops_platform_request_duration_seconds_bucket"));
 
-    // Half the requests fail with 5xx: every call still succeeds within its attempts.
-    emu.set_faults(Faults { error_rate: 0.5, ..Faults::default() });
-    for _ in 0..10 {
-        g.environments(&creds(), APP).await.expect("retried past the 5xx answers");
+    // A third of the requests fail with 5xx: every call still succeeds within its attempts (12 here,
+    // so that a call failing every attempt, at 0.3^12, does not make the test flaky).
+    emu.set_faults(Faults { error_rate: 0.3, ..Faults::default() });
+    let patient = ForgeGateway::new(
+        GatewayOptions {
+            url: emu.graphql_url(),
+            attempts: 12,
+            initial_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(20),
+            ..GatewayOptions::default()
+        },
+        Some(metrics.clone()),
+    )
+    .unwrap();
+    // 30 calls, so that at least one 5xx is all but certain (0.7^30 < 1e-4 to see none).
+    for _ in 0..30 {
+        patient.environments(&creds(), APP).await.expect("retried past the 5xx answers");
     }
     let exported = metrics.encode();
     assert!(exported.contains(r#"operation="forge_cli_listEnvironment",outcome="unavailable""#), "{exported}");

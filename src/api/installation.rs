@@ -52,17 +52,16 @@ pub struct InstallationSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("site is immutable"))]
     pub site: String,
 
-    /// The Atlassian products on the site to install into. Must include the app's required product
-    /// and every product of the app's DistributionPolicy.
+    /// The Atlassian products on the site to install into. Must include the app's required product.
     #[schemars(length(min = 1, max = 5))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub products: Vec<Product>,
 
-    /// The installation link the site admin used. Needed for a new installation when the app
-    /// environment has a DistributionPolicy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2048))]
-    pub installation_link: Option<String>,
+    /// What deleting this Installation does on the site: `Uninstall` (the default) uninstalls the
+    /// app first; `Orphan` leaves it installed and only forgets it (for example before moving the
+    /// Installation to another cluster or namespace, or when Argo CD or Flux prune it by mistake).
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
 
     /// Pin a major version. Unset: the latest major at first install, and no major upgrades after.
     /// Raising it upgrades the installation; lowering it below the installed major is refused.
@@ -106,9 +105,15 @@ pub struct InstallationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub available_version: Option<String>,
 
-    /// The revision of the installation link the site was installed with.
+    /// Whether the installed version has the permissions of the environment's latest version
+    /// (false: a newer major asks for more, and the site admin's consent is needed to move to it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link_revision: Option<i64>,
+    pub permissions_up_to_date: Option<bool>,
+
+    /// Whether this Installation adopted an installation that already existed on the site
+    /// (installed by a customer through the link, or by hand with `forge install`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
 
     /// The platform's id of this installation, once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,6 +127,16 @@ pub struct InstallationStatus {
     /// The BulkUpgrade that last took this installation in hand, and how that went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bulk_upgrade: Option<BulkUpgradeRecord>,
+}
+
+/// What deleting an Installation does on the site.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum DeletionPolicy {
+    /// Uninstall the app from the site, then let the object go.
+    #[default]
+    Uninstall,
+    /// Leave the app installed on the site; only the object goes.
+    Orphan,
 }
 
 /// A platform task in flight.

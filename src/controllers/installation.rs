@@ -17,12 +17,11 @@ use tracing::info;
 use super::forge_app::parse_version;
 use super::site;
 use super::{Context, Error, apply_status_guarded, instrumented, objects_of_app, publish_event, retry_later};
-use crate::api::{DistributionPolicy, ForgeApp, Installation, InstallationStatus, TaskAction, TaskRecord};
+use crate::api::{DeletionPolicy, ForgeApp, Installation, InstallationStatus, TaskAction, TaskRecord};
 use crate::platform::{ErrorKind, PlatformError};
 use crate::rules::conditions::{self, Decided};
-use crate::rules::installation::{self as rules, Facts, PolicyView, Step};
-use crate::rules::link::{LinkSubject, check_link};
-use crate::rules::{distribution, versions::Version};
+use crate::rules::installation::{self as rules, Facts, Step};
+use crate::rules::versions::Version;
 
 const NAME: &str = "installation";
 /// Uninstalls from the site before the Installation object goes away.
@@ -46,8 +45,6 @@ pub async fn reconcile(inst: Arc<Installation>, ctx: Arc<Context>) -> Result<Act
 /// What was observed about the world around one Installation.
 struct Observed {
     app: Option<ForgeApp>,
-    policy: Option<PolicyView>,
-    policy_revision: Option<i64>,
     duplicate_of: Option<String>,
 }
 
@@ -55,30 +52,6 @@ async fn observe(inst: &Installation, ctx: &Context) -> Result<Observed, Error> 
     let ns = inst.namespace().unwrap_or_default();
     let spec = &inst.spec;
     let app = Api::<ForgeApp>::namespaced(ctx.client.clone(), &ns).get_opt(&spec.app_ref.name).await?;
-    let by_app = ListParams::default().fields(&format!("spec.appRef.name={}", spec.app_ref.name));
-    let policies = Api::<DistributionPolicy>::namespaced(ctx.client.clone(), &ns).list(&by_app).await?.items;
-    let (mut policy, mut policy_revision) = (None, None);
-    if let Some(governing) = distribution::governing(&policies, &spec.app_ref.name, &spec.environment) {
-        let decision = distribution::decide(governing, app.as_ref(), None);
-        let subject = decision.link.clone().unwrap_or_else(|| LinkSubject {
-            namespace: ns.clone(),
-            app: spec.app_ref.name.clone(),
-            environment: spec.environment.clone(),
-            products: governing.spec.products.clone(),
-            revision: governing.spec.link_revision,
-        });
-        let link = match &spec.installation_link {
-            Some(link) => Some(check_link(ctx.link_key().await?, link, &subject)),
-            None => None,
-        };
-        policy_revision = decision.link.as_ref().map(|l| l.revision);
-        policy = Some(PolicyView {
-            name: governing.name_any(),
-            sharing_active: decision.sharing_active(),
-            products: governing.spec.products.clone(),
-            link,
-        });
-    }
     // The oldest Installation of the same app environment on the same site is the one that counts.
     let by_site = ListParams::default().fields(&format!("spec.site={}", spec.site));
     let key = |i: &Installation| (i.metadata.creation_timestamp.clone().map(|t| t.0), i.name_any());
@@ -92,7 +65,7 @@ async fn observe(inst: &Installation, ctx: &Context) -> Result<Observed, Error> 
         .filter(|o| key(o) < key(inst))
         .map(|o| o.name_any())
         .next();
-    Ok(Observed { app, policy, policy_revision, duplicate_of })
+    Ok(Observed { app, duplicate_of })
 }
 
 fn installed_version(status: &InstallationStatus) -> Option<Version> {
@@ -101,11 +74,7 @@ fn installed_version(status: &InstallationStatus) -> Option<Version> {
 
 async fn apply(cached: &Installation, ctx: &Context) -> Result<Action, Error> {
     let observed = observe(cached, ctx).await?;
-    let facts = Facts {
-        app: observed.app.as_ref(),
-        policy: observed.policy.clone(),
-        duplicate_of: observed.duplicate_of.clone(),
-    };
+    let facts = Facts { app: observed.app.as_ref(), duplicate_of: observed.duplicate_of.clone() };
     // The watch cache can lag behind our own last status write. Before acting on the platform, make
     // sure the decision rests on the latest record, so a cached, stale status never repeats an action.
     let fresh;
@@ -158,7 +127,7 @@ async fn act_and_report(
                 match site::wait(ctx, &creds, &task.id).await {
                     Ok(site::TaskOutcome::Complete) => {
                         status.task = None;
-                        record_done(ctx, inst, &mut status, observed, step).await;
+                        record_done(ctx, inst, &mut status, step).await;
                         if let Ok(Some(found)) = site::find_installation(ctx, &creds, &target).await {
                             status.installation_id = Some(found.id);
                         }
@@ -182,16 +151,29 @@ async fn act_and_report(
             } else if let Step::Install(to) | Step::RollOutMinor(to) | Step::UpgradeMajor(to) = decision.step {
                 let action =
                     if matches!(decision.step, Step::Install(_)) { TaskAction::Install } else { TaskAction::Upgrade };
-                match site::start(ctx, &creds, &target, action, to).await {
-                    Ok(site::Started::Task(id)) => {
+                // A site that already has the app (a customer installed it through the link, someone
+                // ran `forge install`, or a task of ours finished before we could record it) is adopted.
+                let existing = match action {
+                    TaskAction::Install => site::find_installation(ctx, &creds, &target).await,
+                    _ => Ok(None),
+                };
+                let started = match existing {
+                    Ok(Some(found)) => {
+                        adopt(ctx, inst, &mut status, found).await;
+                        Ok(None)
+                    }
+                    Ok(None) => site::start(ctx, &creds, &target, action, to).await.map(Some),
+                    Err(e) => Err(e),
+                };
+                match started {
+                    Ok(None) => {}
+                    Ok(Some(site::Started::Task(id))) => {
                         // Record the task before waiting on it: a restart resumes it, never starts a second.
                         status.task =
                             Some(TaskRecord { id, action, version: Some(to.to_string()), started_at: super::now() });
                         requeue = Some(Action::requeue(site::TASK_POLL));
                     }
-                    Ok(site::Started::AlreadyDone) => {
-                        record_done(ctx, inst, &mut status, observed, decision.step).await
-                    }
+                    Ok(Some(site::Started::AlreadyDone)) => record_done(ctx, inst, &mut status, decision.step).await,
                     Err(e) => {
                         ctx.saw_platform_error(&creds, &e);
                         platform_error = Some((decision.step, e));
@@ -210,6 +192,12 @@ async fn act_and_report(
         override_with_task(&mut decided, task);
     }
     status.available_version = now_installed.available.map(|v| v.to_string());
+    status.permissions_up_to_date = status.installed_version.as_ref().map(|_| {
+        !decided.iter().any(|d| {
+            d.type_ == rules::UP_TO_DATE
+                && [rules::REASON_PERMISSIONS_OUTDATED, rules::REASON_CONSENT_REQUIRED].contains(&d.reason.as_str())
+        })
+    });
     status.observed_generation = inst.metadata.generation;
     status.conditions = conditions::merge(&previous.conditions, &decided, inst.metadata.generation, &super::now());
     if status != previous {
@@ -231,14 +219,34 @@ fn step_of(task: &TaskRecord) -> Step {
     }
 }
 
-/// Records in `status` that `step` is done on the site, with an Event.
-async fn record_done(
+/// Records in `status` an installation found on the site, with an Event.
+async fn adopt(
     ctx: &Context,
     inst: &Installation,
     status: &mut InstallationStatus,
-    observed: &Observed,
-    step: Step,
+    found: crate::platform::InstallationInfo,
 ) {
+    let version = found
+        .version
+        .as_deref()
+        .and_then(crate::platform::parse_major_minor)
+        .map(|(major, minor)| Version { major, minor });
+    status.installed_version = version.map(|v| v.to_string());
+    status.installed_major = version.map(|v| v.major);
+    status.installed_at = Some(super::now());
+    status.installation_id = Some(found.id);
+    status.adopted = true;
+    let note = format!(
+        "adopted the installation already on {} (version {})",
+        inst.spec.site,
+        version.map(|v| v.to_string()).unwrap_or_else(|| "unknown".into())
+    );
+    info!(installation = %inst.name_any(), site = %inst.spec.site, "adopted an existing installation");
+    publish_event(ctx, inst, false, "Adopted", note, "Reconcile").await;
+}
+
+/// Records in `status` that `step` is done on the site, with an Event.
+async fn record_done(ctx: &Context, inst: &Installation, status: &mut InstallationStatus, step: Step) {
     let (Step::Install(to) | Step::RollOutMinor(to) | Step::UpgradeMajor(to)) = step else { return };
     let from = status.installed_version.clone();
     if from.as_deref() == Some(to.to_string().as_str()) {
@@ -249,7 +257,6 @@ async fn record_done(
     let (reason, note) = match step {
         Step::Install(_) => {
             status.installed_at = Some(super::now());
-            status.link_revision = observed.policy_revision;
             ("Installed", format!("installed version {to} on {}", inst.spec.site))
         }
         _ if from.as_deref().and_then(parse_version).is_some_and(|f| f.major == to.major) => {
@@ -298,6 +305,16 @@ async fn uninstall(inst: &Installation, ctx: &Context) -> Result<Action, Error> 
     let Some(status) = inst.status.as_ref().filter(|s| s.installed_version.is_some() || s.task.is_some()) else {
         return Ok(Action::await_change());
     };
+    if inst.spec.deletion_policy == DeletionPolicy::Orphan {
+        let note = format!(
+            "left version {} installed on {} (deletionPolicy Orphan)",
+            status.installed_version.as_deref().unwrap_or("?"),
+            inst.spec.site
+        );
+        info!(installation = %inst.name_any(), site = %inst.spec.site, "orphaned");
+        publish_event(ctx, inst, false, "Orphaned", note, "Delete").await;
+        return Ok(Action::await_change());
+    }
     // The app's finalizer keeps it while installations exist, so it is normally still here.
     let Some(app) = Api::<ForgeApp>::namespaced(ctx.client.clone(), &inst.namespace().unwrap_or_default())
         .get_opt(&inst.spec.app_ref.name)
@@ -325,23 +342,19 @@ pub fn error_policy(inst: Arc<Installation>, error: &Error, ctx: Arc<Context>) -
 }
 
 /// Runs the Installation controller until `shutdown` resolves. Installations are re-checked as soon
-/// as their app or its DistributionPolicy changes (watched, never polled).
+/// as their app changes (watched, never polled).
 pub async fn run(
     api: Api<Installation>,
     apps: Api<ForgeApp>,
-    policies: Api<DistributionPolicy>,
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     use futures::StreamExt;
     let controller = Controller::new(api, watcher::Config::default().any_semantic());
-    let (by_app, by_policy) = (controller.store(), controller.store());
+    let by_app = controller.store();
     controller
         .watches(apps, watcher::Config::default().any_semantic(), move |app: ForgeApp| {
             objects_of_app(&by_app, app.namespace(), &app.name_any())
-        })
-        .watches(policies, watcher::Config::default().any_semantic(), move |p: DistributionPolicy| {
-            objects_of_app(&by_policy, p.namespace(), &p.spec.app_ref.name)
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

@@ -250,7 +250,7 @@ mod tests {
                 environment: "production".into(),
                 site: format!("{name}.example"),
                 products: vec![Product::Jira],
-                installation_link: None,
+                deletion_policy: Default::default(),
                 major_version: pinned,
                 approved_major: None,
             },

@@ -1,10 +1,11 @@
 //! The Installation rules: whether a site may install, which version it gets, when minors roll out
-//! and when a major upgrade needs the site admin's consent.
+//! and when a major upgrade needs the site admin's consent. A developer installs with the rights of
+//! the app's account (as `forge install` does); sharing by link is for customers and the platform,
+//! so no DistributionPolicy gates an Installation.
 
 use std::collections::BTreeSet;
 
 use super::conditions::Decided;
-use super::link::LinkCheck;
 use super::versions::{self, Version};
 use crate::api::{AppVersion, ForgeApp, Installation, Product};
 
@@ -16,9 +17,6 @@ pub const REASON_INSTALLED: &str = "Installed";
 pub const REASON_INSTALLING: &str = "Installing";
 pub const REASON_APP_NOT_FOUND: &str = "AppNotFound";
 pub const REASON_NOT_DEPLOYED: &str = "NotDeployed";
-pub const REASON_SHARING_DISABLED: &str = "SharingDisabled";
-pub const REASON_LINK_REVOKED: &str = "LinkRevoked";
-pub const REASON_LINK_INVALID: &str = "LinkInvalid";
 pub const REASON_INCOMPATIBLE_PRODUCTS: &str = "IncompatibleProducts";
 pub const REASON_ALREADY_INSTALLED: &str = "AlreadyInstalled";
 pub const REASON_VERSION_NOT_DEPLOYED: &str = "VersionNotDeployed";
@@ -30,21 +28,10 @@ pub const REASON_DOWNGRADE_NOT_ALLOWED: &str = "DowngradeNotAllowed";
 pub const REASON_PLATFORM_ERROR: &str = "PlatformError";
 pub const REASON_READY: &str = "Ready";
 
-/// What the governing DistributionPolicy says, as the Installation controller observed it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PolicyView {
-    pub name: String,
-    pub sharing_active: bool,
-    pub products: Vec<Product>,
-    /// How `spec.installationLink` compares with the current link (`None`: no link given).
-    pub link: Option<LinkCheck>,
-}
-
 /// Everything the rules look at besides the Installation itself.
 #[derive(Clone, Debug, Default)]
 pub struct Facts<'a> {
     pub app: Option<&'a ForgeApp>,
-    pub policy: Option<PolicyView>,
     /// An older Installation of the same app, environment and site.
     pub duplicate_of: Option<String>,
 }
@@ -68,8 +55,17 @@ pub struct Decision {
     pub available: Option<Version>,
 }
 
-/// The scopes and egress domains `to` requests that `from` does not.
+/// What moving from `from` to `to` newly asks of the site admin: the scopes and egress domains
+/// `to` requests that `from` does not, and licensing when `to` enables it.
 pub fn added_permissions(from: Option<&AppVersion>, to: &AppVersion) -> Vec<String> {
+    let mut added = added_scopes_and_egress(from, to);
+    if to.licensing && !from.is_some_and(|f| f.licensing) {
+        added.push("licensing (a paid app)".to_string());
+    }
+    added
+}
+
+fn added_scopes_and_egress(from: Option<&AppVersion>, to: &AppVersion) -> Vec<String> {
     let have: BTreeSet<(&str, &str)> = from
         .map(|f| {
             f.scopes
@@ -155,44 +151,10 @@ fn decide_first_install(
         );
         return not_installed(REASON_ALREADY_INSTALLED, message, available);
     }
-    let mut required: BTreeSet<Product> = BTreeSet::from([newest.compatibility.required]);
-    if let Some(policy) = &facts.policy {
-        if !policy.sharing_active {
-            let message = format!(
-                "DistributionPolicy {} does not share this app environment by link, so no new installation is admitted",
-                policy.name
-            );
-            return not_installed(REASON_SHARING_DISABLED, message, available);
-        }
-        match &policy.link {
-            Some(LinkCheck::Current) => {}
-            Some(LinkCheck::Revoked { revision }) => {
-                let message = format!(
-                    "spec.installationLink is revision {revision}, which was rotated: use the current link from DistributionPolicy {}",
-                    policy.name
-                );
-                return not_installed(REASON_LINK_REVOKED, message, available);
-            }
-            Some(LinkCheck::Invalid(why)) => {
-                let message = format!(
-                    "spec.installationLink is not valid ({why}): use the link from DistributionPolicy {}",
-                    policy.name
-                );
-                return not_installed(REASON_LINK_INVALID, message, available);
-            }
-            None => {
-                let message = format!(
-                    "spec.installationLink is required: copy status.installationLink of DistributionPolicy {}",
-                    policy.name
-                );
-                return not_installed(REASON_LINK_INVALID, message, available);
-            }
-        }
-        required.extend(policy.products.iter().copied());
-    }
+    let required: BTreeSet<Product> = BTreeSet::from([newest.compatibility.required]);
     let missing: Vec<String> = required.iter().filter(|p| !spec.products.contains(p)).map(|p| p.to_string()).collect();
     if !missing.is_empty() {
-        let message = format!("spec.products must include {}", missing.join(", "));
+        let message = format!("spec.products must include {}: the app requires it", missing.join(", "));
         return not_installed(REASON_INCOMPATIBLE_PRODUCTS, message, available);
     }
     let target_major = spec.major_version.unwrap_or(newest.major);
@@ -242,8 +204,10 @@ fn decide_installed(
     let desired_major = spec.major_version.unwrap_or(current.major);
     if desired_major < current.major {
         let message = format!(
-            "spec.majorVersion {desired_major} is below the installed major {}: a downgrade is not possible; uninstall first",
-            current.major
+            "spec.majorVersion {desired_major} is below the installed major {}: the platform cannot downgrade. Set \
+             spec.majorVersion back to {} or more, or delete this Installation (deletionPolicy Uninstall) and create it \
+             again with majorVersion {desired_major}",
+            current.major, current.major
         );
         return blocked(minor_step, Decided::new(UP_TO_DATE, false, REASON_DOWNGRADE_NOT_ALLOWED, message), ready_ok);
     }
@@ -328,7 +292,7 @@ mod tests {
                 environment: "production".into(),
                 site: "acme.atlassian.net".into(),
                 products: products.to_vec(),
-                installation_link: None,
+                deletion_policy: Default::default(),
                 major_version: major,
                 approved_major: None,
             },
@@ -352,15 +316,6 @@ mod tests {
         ])
     }
 
-    fn policy(active: bool, link: Option<LinkCheck>) -> PolicyView {
-        PolicyView {
-            name: "share".into(),
-            sharing_active: active,
-            products: vec![Product::Jira, Product::Confluence],
-            link,
-        }
-    }
-
     #[test]
     fn first_install_takes_the_latest_minor_of_the_pinned_or_latest_major() {
         let app = app();
@@ -380,46 +335,43 @@ mod tests {
         let d = decide(&inst(&[Product::Jira], None), None, &Facts { app: Some(&empty), ..Default::default() });
         assert_eq!(reasons(&d)[0], (INSTALLED, false, REASON_NOT_DEPLOYED));
         let app = app();
-        let facts = Facts { app: Some(&app), duplicate_of: Some("first".into()), ..Default::default() };
+        let facts = Facts { app: Some(&app), duplicate_of: Some("first".into()) };
         let d = decide(&inst(&[Product::Jira], None), None, &facts);
         assert_eq!(reasons(&d)[0], (INSTALLED, false, REASON_ALREADY_INSTALLED));
         assert!(d.conditions[0].message.contains("Installation first"));
     }
 
     #[test]
-    fn a_new_installation_needs_active_sharing_and_the_current_link() {
-        let app = app();
-        let both = [Product::Jira, Product::Confluence];
-        let check = |p: PolicyView, products: &[Product]| {
-            let d =
-                decide(&inst(products, None), None, &Facts { app: Some(&app), policy: Some(p), duplicate_of: None });
-            (d.step, d.conditions[0].reason.clone(), d.conditions[0].message.clone())
-        };
-        assert_eq!(check(policy(false, Some(LinkCheck::Current)), &both).1, REASON_SHARING_DISABLED);
-        assert_eq!(check(policy(true, Some(LinkCheck::Revoked { revision: 1 })), &both).1, REASON_LINK_REVOKED);
-        assert_eq!(check(policy(true, Some(LinkCheck::Invalid("bad".into()))), &both).1, REASON_LINK_INVALID);
-        assert_eq!(check(policy(true, None), &both).1, REASON_LINK_INVALID);
-        let (step, reason, message) = check(policy(true, Some(LinkCheck::Current)), &[Product::Jira]);
-        assert_eq!((step, reason.as_str()), (Step::Nothing, REASON_INCOMPATIBLE_PRODUCTS));
-        assert!(message.contains("confluence"), "{message}");
-        assert_eq!(check(policy(true, Some(LinkCheck::Current)), &both).0, Step::Install(ver(3, 1)));
-    }
-
-    #[test]
-    fn the_required_product_is_needed_without_a_policy() {
+    fn the_required_product_is_needed() {
         let app = app();
         let d = decide(&inst(&[Product::Confluence], None), None, &Facts { app: Some(&app), ..Default::default() });
         assert_eq!(reasons(&d)[0], (INSTALLED, false, REASON_INCOMPATIBLE_PRODUCTS));
+        assert!(d.conditions[0].message.contains("spec.products must include jira"), "{}", d.conditions[0].message);
     }
 
     #[test]
-    fn installed_sites_keep_working_whatever_the_policy_says() {
+    fn minors_roll_out_to_installed_sites() {
         let app = app();
-        let facts = Facts { app: Some(&app), policy: Some(policy(false, None)), duplicate_of: None };
+        let facts = Facts { app: Some(&app), ..Default::default() };
         let d = decide(&inst(&[Product::Jira], None), Some(ver(1, 0)), &facts);
-        assert_eq!(d.step, Step::RollOutMinor(ver(1, 2)), "minors roll out even with sharing disabled");
+        assert_eq!(d.step, Step::RollOutMinor(ver(1, 2)));
         assert_eq!(reasons(&d)[0], (INSTALLED, true, REASON_INSTALLED));
         assert_eq!(reasons(&d)[2], (READY, true, REASON_READY));
+    }
+
+    #[test]
+    fn enabling_licensing_needs_consent_even_without_new_scopes() {
+        let mut paid = v(2, 0, &["read"], Product::Jira, &[]);
+        paid.licensing = true;
+        let app = app_with(vec![v(1, 0, &["read"], Product::Jira, &[]), paid]);
+        let facts = Facts { app: Some(&app), ..Default::default() };
+        let d = decide(&inst(&[Product::Jira], Some(2)), Some(ver(1, 0)), &facts);
+        assert_eq!(d.step, Step::Nothing);
+        assert_eq!(reasons(&d)[1], (UP_TO_DATE, false, REASON_CONSENT_REQUIRED));
+        assert!(d.conditions[1].message.contains("licensing"), "{}", d.conditions[1].message);
+        let mut approved = inst(&[Product::Jira], Some(2));
+        approved.spec.approved_major = Some(2);
+        assert_eq!(decide(&approved, Some(ver(1, 0)), &facts).step, Step::UpgradeMajor(ver(2, 0)));
     }
 
     #[test]
@@ -462,6 +414,8 @@ mod tests {
         let facts = Facts { app: Some(&app), ..Default::default() };
         let d = decide(&inst(&[Product::Jira], Some(1)), Some(ver(2, 0)), &facts);
         assert_eq!(reasons(&d)[1], (UP_TO_DATE, false, REASON_DOWNGRADE_NOT_ALLOWED));
+        let message = &d.conditions[1].message;
+        assert!(message.contains("delete this Installation") && message.contains("back to 2"), "{message}");
         let d = decide(&inst(&[Product::Jira], Some(9)), Some(ver(2, 0)), &facts);
         assert_eq!(reasons(&d)[2], (READY, false, REASON_VERSION_NOT_DEPLOYED));
     }
