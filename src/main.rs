@@ -194,6 +194,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Dev { dir, examples, platform_seed, platform_listen, mut run } => {
             run.platform_url = format!("http://{platform_listen}/graphql");
+            // The emulator offers sharing and links, so the examples' DistributionPolicy works.
+            run.platform_distribution = true;
             dev(dir, examples, (platform_seed, platform_listen), run).await?
         }
         Command::Platform { command: PlatformCommand::Serve(args) } => platform_serve(args).await?,

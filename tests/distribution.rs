@@ -99,7 +99,7 @@ async fn sharing_is_active_only_for_a_deployed_unlicensed_unlisted_app() {
     patch_spec(&apps, "insights", json!({"environments": prod(json!([version(1, 0, &["read:jira-work"])]))})).await;
     let p = wait_condition(&policies, "insights", "Sharing", "True", "Active").await;
     assert_eq!(condition(&p, "Ready").unwrap().0, "True");
-    assert!(link(&p).unwrap().starts_with("https://forgeops.dev/install/"));
+    assert!(link(&p).unwrap().starts_with("https://developer.atlassian.com/console/install/insights?signature="));
     assert_eq!(p.status.as_ref().unwrap().link_revision, Some(1));
     wait_event(&t, "insights", "SharingEnabled").await;
 
@@ -137,6 +137,90 @@ async fn sharing_is_active_only_for_a_deployed_unlicensed_unlisted_app() {
     create(&apps, listed).await;
     create(&policies, policy("listed", "listed", "Enabled", &["jira"])).await;
     wait_condition(&policies, "listed", "Sharing", "False", "ListedOnMarketplace").await;
+}
+
+#[tokio::test]
+async fn links_come_from_the_platform_rotate_one_way_and_follow_the_products() {
+    let t = TestNs::new("links").await;
+    let operator = t.start_operator().await;
+    let platform = operator.platform.clone();
+    let (apps, policies): (Api<ForgeApp>, Api<DistributionPolicy>) = (t.api(), t.api());
+    create(&apps, app("insights", prod(json!([version(1, 0, &["read:jira-work"])])))).await;
+    create(&policies, policy("insights", "insights", "Enabled", &["jira"])).await;
+    let p = wait_condition(&policies, "insights", "Sharing", "True", "Active").await;
+    let link1 = link(&p).unwrap();
+    assert_eq!(p.status.as_ref().unwrap().link_products, ["jira"]);
+    let customer = |site: &str, link: &str| {
+        let s: forgeops::emulator::SeedSite =
+            serde_json::from_value(json!({"hostName": site, "products": ["jira", "confluence"]})).unwrap();
+        platform.emulator.add_site(s).unwrap();
+        platform.emulator.link_install(forgeops::emulator::LinkInstallRequest {
+            app_id: "ari:cloud:ecosystem::app/insights".into(),
+            environment: "production".into(),
+            site: site.into(),
+            product: "jira".into(),
+            signature: signature_of(link),
+        })
+    };
+    customer("first.atlassian.net", &link1).expect("the link admits a customer");
+
+    // Rotation: a new link from the platform; the old one admits nobody new.
+    patch_spec(&policies, "insights", json!({"linkRevision": 2})).await;
+    let p = wait_for(&policies, "insights", WAIT, "revision 2", |p| {
+        p.status.as_ref().and_then(|s| s.link_revision) == Some(2)
+    })
+    .await;
+    let link2 = link(&p).unwrap();
+    assert_ne!(link1, link2);
+    wait_event(&t, "insights", "LinkRotated").await;
+    assert!(customer("second.atlassian.net", &link1).is_err(), "a rotated link admits nobody");
+    customer("third.atlassian.net", &link2).expect("the current link admits");
+
+    // Products: a new link, said in the condition and an Event.
+    patch_spec(&policies, "insights", json!({"products": ["jira", "confluence"]})).await;
+    let p = wait_for(&policies, "insights", WAIT, "a link for both products", |p| {
+        p.status.as_ref().is_some_and(|s| s.link_products.len() == 2)
+    })
+    .await;
+    let link3 = link(&p).unwrap();
+    assert_ne!(link3, link2);
+    assert!(condition(&p, "Sharing").unwrap().2.contains("a new link was issued for products"), "{p:#?}");
+    wait_event(&t, "insights", "LinkRegenerated").await;
+
+    // Re-created with revision 1, the policy keeps the platform's current link: no rotated link returns.
+    policies.delete("insights", &DeleteParams::default()).await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while policies.get_opt("insights").await.unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "the policy was not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    create(&policies, policy("insights", "insights", "Enabled", &["jira", "confluence"])).await;
+    let p = wait_condition(&policies, "insights", "Sharing", "True", "Active").await;
+    assert_eq!(link(&p).unwrap(), link3);
+
+    // Disabled: no link, and sharing is off on the platform.
+    patch_spec(&policies, "insights", json!({"sharing": "Disabled"})).await;
+    let p = wait_condition(&policies, "insights", "Sharing", "False", "Disabled").await;
+    assert!(link(&p).is_none());
+    let state = platform.emulator.state();
+    let app =
+        state["apps"].as_array().unwrap().iter().find(|a| a["id"] == "ari:cloud:ecosystem::app/insights").unwrap();
+    assert_eq!(app["distributionStatus"], "DEVELOPMENT", "{app:#}");
+}
+
+#[tokio::test]
+async fn without_the_distribution_capability_the_policy_says_where_to_share_by_hand() {
+    let mut t = TestNs::new("no-distribution").await;
+    t.distribution = false;
+    let _operator = t.start_operator().await;
+    let (apps, policies): (Api<ForgeApp>, Api<DistributionPolicy>) = (t.api(), t.api());
+    create(&apps, app("insights", prod(json!([version(1, 0, &[])])))).await;
+    create(&policies, policy("insights", "insights", "Enabled", &["jira"])).await;
+    let p = wait_condition(&policies, "insights", "Ready", "False", "DistributionUnsupported").await;
+    let message = condition(&p, "Ready").unwrap().2;
+    assert!(message.contains("https://developer.atlassian.com/console/myapps/insights/distribution"), "{message}");
+    assert!(message.contains("--platform-distribution"), "{message}");
+    assert!(link(&p).is_none());
 }
 
 /// The signature of a platform installation link (`...?signature=<s>&product=...`).

@@ -85,11 +85,17 @@ pub struct DistributionPolicyStatus {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 
-    /// The current installation link, present only while sharing is active.
+    /// The current installation link, as the platform issued it
+    /// (`https://developer.atlassian.com/console/install/...`), present only while sharing is active.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installation_link: Option<String>,
 
-    /// The link revision that is active.
+    /// The `spec.linkRevision` the current link was generated for. Raising `spec.linkRevision` above
+    /// it generates a new link on the platform, and the old one stops admitting installations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_revision: Option<i64>,
+
+    /// The products the current link installs into.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link_products: Vec<String>,
 }

@@ -1,5 +1,8 @@
-//! The DistributionPolicy controller: decides whether sharing is active, issues the signed
-//! installation link of the current revision, and reports conflicts between policies.
+//! The DistributionPolicy controller: decides whether sharing should be active, and carries that
+//! out on the platform through its distribution capability: sharing on or off, the installation
+//! link (generated again when `linkRevision` is raised or the products change, reused otherwise,
+//! so a re-created policy never brings back a rotated link). Where the capability is off or the
+//! platform refuses, the conditions say so and where to do it by hand.
 
 use std::sync::Arc;
 
@@ -10,9 +13,9 @@ use kube::{Api, ResourceExt};
 
 use super::{Context, Error, apply_status, instrumented, objects_of_app, publish_event, retry_later};
 use crate::api::{DistributionPolicy, DistributionPolicyStatus, ForgeApp};
+use crate::platform::{ErrorKind, PlatformError};
 use crate::rules::conditions;
 use crate::rules::distribution::{self, SHARING};
-use crate::rules::link::make_link;
 
 const NAME: &str = "distributionpolicy";
 
@@ -34,21 +37,60 @@ async fn apply(policy: &DistributionPolicy, ctx: &Context) -> Result<(), Error> 
 
     // Decide.
     let decision = distribution::decide(policy, app.as_ref(), governing.as_deref());
-    let link = match &decision.link {
-        Some(subject) => Some(make_link(ctx.link_key().await?, subject)),
-        None => None,
-    };
     let previous = policy.status.clone().unwrap_or_default();
+    let mut decided = decision.conditions.clone();
+    let mut link = (previous.installation_link.clone(), previous.link_revision, previous.link_products.clone());
+    let mut failure = None;
+
+    // Act on the platform: only the governing policy of an app that exists does, and not while the
+    // policy asks for products the app does not support (the link would be for the wrong products).
+    let products_ok = !decided.iter().any(|d| d.reason == distribution::REASON_PRODUCTS_NOT_SUPPORTED);
+    if let (Some(app), None, true) = (app.as_ref(), governing.as_ref(), products_ok) {
+        match carry_out(policy, app, &decision, &previous, ctx).await {
+            Ok(now) => {
+                // A new link because the products changed: the Sharing condition says so (and keeps
+                // saying it while that link stands).
+                let previous_sharing = conditions::find(&previous.conditions, SHARING).map(|c| c.message.clone());
+                let noted = previous_sharing.filter(|m| m.contains("a new link was issued"));
+                if let (Some(note), true) = (noted, now.0 == previous.installation_link)
+                    && let Some(sharing) = decided.iter_mut().find(|d| d.type_ == SHARING && d.status)
+                {
+                    sharing.message = note;
+                } else if previous.installation_link.is_some()
+                    && now.0.is_some()
+                    && now.0 != previous.installation_link
+                    && now.2 != previous.link_products
+                    && let Some(sharing) = decided.iter_mut().find(|d| d.type_ == SHARING && d.status)
+                {
+                    sharing.message = format!(
+                        "{}; a new link was issued for products {} (the link for {} no longer admits installations)",
+                        sharing.message,
+                        now.2.join(", "),
+                        previous.link_products.join(", ")
+                    );
+                }
+                link = now
+            }
+            Err(e) => {
+                let (reason, message) = platform_problem(app, &e);
+                for d in decided.iter_mut() {
+                    *d = conditions::Decided::new(d.type_, false, reason, message.clone());
+                }
+                if e.kind != ErrorKind::Unsupported {
+                    failure = Some(e);
+                }
+            }
+        }
+    }
+    if !decision.sharing_active() {
+        link = (None, None, Vec::new());
+    }
     let status = DistributionPolicyStatus {
         observed_generation: policy.metadata.generation,
-        conditions: conditions::merge(
-            &previous.conditions,
-            &decision.conditions,
-            policy.metadata.generation,
-            &super::now(),
-        ),
-        installation_link: link,
-        link_revision: decision.link.as_ref().map(|l| l.revision),
+        conditions: conditions::merge(&previous.conditions, &decided, policy.metadata.generation, &super::now()),
+        installation_link: link.0,
+        link_revision: link.1,
+        link_products: link.2,
     };
 
     // Report.
@@ -56,8 +98,82 @@ async fn apply(policy: &DistributionPolicy, ctx: &Context) -> Result<(), Error> 
         apply_status(&ctx.client, policy, &status).await?;
         report_events(ctx, policy, &previous, &status).await;
     }
-    Ok(())
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
+
+/// Sharing on or off on the platform, and the link: the active one is kept unless the revision
+/// was raised or the products changed. Returns (link, revision, products).
+async fn carry_out(
+    policy: &DistributionPolicy,
+    app: &ForgeApp,
+    decision: &distribution::PolicyDecision,
+    previous: &DistributionPolicyStatus,
+    ctx: &Context,
+) -> Result<(Option<String>, Option<i64>, Vec<String>), PlatformError> {
+    let creds = ctx
+        .credentials_for(app)
+        .await
+        .map_err(|e| PlatformError::new(ErrorKind::BadCredentials, "credentials", e.to_string()))?;
+    let app_id = app.spec.app_id.as_str();
+    let result = async {
+        if !decision.sharing_active() {
+            if previous.installation_link.is_some() || previous.link_revision.is_some() {
+                ctx.platform.set_sharing(&creds, app_id, false).await?;
+            }
+            return Ok((None, None, Vec::new()));
+        }
+        let products: Vec<String> = policy.spec.products.iter().map(|p| p.as_str().to_string()).collect();
+        ctx.platform.set_sharing(&creds, app_id, true).await?;
+        let active = ctx.platform.active_link(&creds, app_id).await?;
+        let rotate = previous.link_revision.is_some_and(|r| policy.spec.link_revision > r);
+        let same_products = |l: &crate::platform::DistributionLink| {
+            let mut a = l.products.clone();
+            let mut b = products.clone();
+            a.sort();
+            b.sort();
+            a == b
+        };
+        let link = match active {
+            Some(l) if !rotate && same_products(&l) => l,
+            _ => ctx.platform.generate_link(&creds, app_id, &products).await?,
+        };
+        Ok((Some(link.url), Some(policy.spec.link_revision), link.products))
+    }
+    .await;
+    if let Err(e) = &result {
+        ctx.saw_platform_error(&creds, e);
+    }
+    result
+}
+
+/// The condition reason and message for a platform failure, saying where to act by hand.
+fn platform_problem(app: &ForgeApp, e: &PlatformError) -> (&'static str, String) {
+    let uuid = app.spec.app_id.rsplit('/').next().unwrap_or_default();
+    let console = format!("https://developer.atlassian.com/console/myapps/{uuid}/distribution");
+    match e.kind {
+        ErrorKind::Unsupported | ErrorKind::PermissionDenied => (
+            REASON_DISTRIBUTION_UNSUPPORTED,
+            format!(
+                "forgeops cannot manage sharing for this app on the platform ({}): manage it by hand in the developer \
+                 console at {console}, or run forgeops with --platform-distribution where the platform allows it",
+                e.message
+            ),
+        ),
+        ErrorKind::BadCredentials => (
+            REASON_PLATFORM_ERROR,
+            format!("{e}: fix the app's credentials Secret (spec.credentialsSecretRef or the operator's default)"),
+        ),
+        _ => (REASON_PLATFORM_ERROR, format!("{e} (retrying with backoff)")),
+    }
+}
+
+/// Sharing cannot be managed on the platform by forgeops.
+pub const REASON_DISTRIBUTION_UNSUPPORTED: &str = "DistributionUnsupported";
+/// The platform failed; retried.
+pub const REASON_PLATFORM_ERROR: &str = "PlatformError";
 
 async fn report_events(
     ctx: &Context,
@@ -80,6 +196,18 @@ async fn report_events(
             "installation link rotated from revision {old} to {new}; the old link no longer admits new installations"
         );
         publish_event(ctx, policy, false, "LinkRotated", note, "Rotate").await;
+    } else if before.installation_link.is_some()
+        && after.installation_link.is_some()
+        && before.installation_link != after.installation_link
+        && before.link_products != after.link_products
+    {
+        let note = format!(
+            "the products changed from {} to {}: the platform issued a new installation link, and the old one no \
+             longer admits new installations",
+            before.link_products.join(", "),
+            after.link_products.join(", ")
+        );
+        publish_event(ctx, policy, false, "LinkRegenerated", note, "Rotate").await;
     }
 }
 

@@ -26,10 +26,6 @@ use crate::telemetry::{ControllerLabel, Metrics, ReconcileLabels};
 /// The field manager the operator writes status with.
 pub const FIELD_MANAGER: &str = "forgeops";
 
-/// The Secret, in the operator's namespace, that holds the key installation links are signed with.
-pub const LINK_KEY_SECRET: &str = "forgeops-link-key";
-const LINK_KEY_FIELD: &str = "hmac-key";
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("kubernetes API: {0}")]
@@ -40,8 +36,6 @@ pub enum Error {
     Credentials(#[from] CredentialsError),
     #[error("{0}")]
     InstallationsExist(String),
-    #[error("Secret {0} has no usable {LINK_KEY_FIELD}")]
-    BadLinkKey(String),
     #[error("{0}")]
     Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -63,7 +57,6 @@ pub struct Context {
     /// Where the operator keeps its own objects (the link key Secret).
     pub operator_namespace: String,
     backoff: Backoff,
-    link_key: tokio::sync::OnceCell<Vec<u8>>,
     /// When each ForgeApp was last read from the platform by this process.
     refreshed: Mutex<HashMap<String, std::time::Instant>>,
 }
@@ -86,7 +79,6 @@ impl Context {
             credentials,
             operator_namespace,
             backoff: Backoff::default(),
-            link_key: tokio::sync::OnceCell::new(),
             refreshed: Mutex::new(HashMap::new()),
         }
     }
@@ -113,43 +105,6 @@ impl Context {
         if error.kind == ErrorKind::BadCredentials {
             self.credentials.invalidate(creds);
         }
-    }
-
-    /// The key installation links are signed with: read from its Secret, which is created with a
-    /// random key if absent, so links stay valid across restarts and replicas.
-    pub async fn link_key(&self) -> Result<&[u8], Error> {
-        self.link_key
-            .get_or_try_init(|| load_or_create_link_key(&self.client, &self.operator_namespace))
-            .await
-            .map(Vec::as_slice)
-    }
-}
-
-async fn load_or_create_link_key(client: &Client, namespace: &str) -> Result<Vec<u8>, Error> {
-    use k8s_openapi::ByteString;
-    use k8s_openapi::api::core::v1::Secret;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let read = |secret: Secret| {
-        secret
-            .data
-            .and_then(|d| d.get(LINK_KEY_FIELD).map(|b| b.0.clone()))
-            .filter(|k| k.len() >= 32)
-            .ok_or_else(|| Error::BadLinkKey(format!("{namespace}/{LINK_KEY_SECRET}")))
-    };
-    if let Some(secret) = secrets.get_opt(LINK_KEY_SECRET).await? {
-        return read(secret);
-    }
-    let mut key = vec![0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
-        .map_err(|_| Error::BadLinkKey("no randomness for a new key".into()))?;
-    let mut secret = Secret::default();
-    secret.metadata.name = Some(LINK_KEY_SECRET.into());
-    secret.data = Some([(LINK_KEY_FIELD.to_string(), ByteString(key.clone()))].into());
-    match secrets.create(&kube::api::PostParams::default(), &secret).await {
-        Ok(_) => Ok(key),
-        // Another replica created it first: use theirs.
-        Err(kube::Error::Api(status)) if status.code == 409 => read(secrets.get(LINK_KEY_SECRET).await?),
-        Err(e) => Err(e.into()),
     }
 }
 

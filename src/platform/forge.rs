@@ -208,13 +208,10 @@ impl ForgeGateway {
                 "the gateway answered HTTP {status} with a body that is not JSON"
             ))));
         };
+        // As the CLI does, any GraphQL error fails the operation (partial data is not used).
         if let Some(kind) = first_error_kind(&parsed).or_else(|| has_errors(&parsed).then_some(ErrorKind::Refused)) {
             let message = first_error_message(&parsed).unwrap_or_else(|| "GraphQL error".into());
-            // Partial data with errors: only an error when nothing usable came back.
-            if parsed.get("data").is_none_or(Value::is_null) || kind == ErrorKind::RateLimited {
-                return Err(with_meta(PlatformError::new(kind, operation, message)));
-            }
-            tracing::debug!(operation, %message, "the gateway answered with data and errors");
+            return Err(with_meta(PlatformError::new(kind, operation, message)));
         }
         Ok(parsed.get("data").cloned().unwrap_or(Value::Null))
     }

@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 
 use super::conditions::Decided;
-use super::link::LinkSubject;
 use super::versions;
 use crate::api::{DistributionPolicy, ForgeApp, Product, Sharing};
 use kube::ResourceExt;
@@ -21,6 +20,16 @@ pub const REASON_LISTED_ON_MARKETPLACE: &str = "ListedOnMarketplace";
 pub const REASON_PRODUCTS_NOT_SUPPORTED: &str = "ProductsNotSupported";
 pub const REASON_CONFLICT: &str = "Conflict";
 pub const REASON_READY: &str = "Ready";
+
+/// What an active installation link admits installations of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkSubject {
+    pub namespace: String,
+    pub app: String,
+    pub environment: String,
+    pub products: Vec<Product>,
+    pub revision: i64,
+}
 
 /// What the policy rules decided.
 #[derive(Clone, Debug, PartialEq)]

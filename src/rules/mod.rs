@@ -5,5 +5,4 @@ pub mod conditions;
 pub mod distribution;
 pub mod forge_app;
 pub mod installation;
-pub mod link;
 pub mod versions;

@@ -111,6 +111,9 @@ pub struct TestNs {
     pub bulk_limits: forgeops::controllers::bulk_upgrade::Limits,
     /// Leader election for the operators of this namespace (off unless a test sets it).
     pub leader_election: Option<Duration>,
+    /// Whether the operators of this namespace use the platform's distribution capability (on
+    /// unless a test turns it off).
+    pub distribution: bool,
 }
 
 impl TestNs {
@@ -123,7 +126,7 @@ impl TestNs {
             .create(&PostParams::default(), &ns)
             .await
             .expect("creating the test namespace");
-        TestNs { name, client, bulk_limits: Default::default(), leader_election: None }
+        TestNs { name, client, bulk_limits: Default::default(), leader_election: None, distribution: true }
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -181,6 +184,7 @@ impl TestNs {
             attempts: 3,
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(500),
+            distribution: self.distribution,
             ..GatewayOptions::default()
         };
         let settings = Settings {
