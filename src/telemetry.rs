@@ -36,6 +36,8 @@ pub fn init_logging(format: LogFormat) {
 pub struct ReconcileLabels {
     pub controller: &'static str,
     pub result: &'static str,
+    /// The error category (`none` on success).
+    pub category: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -221,6 +221,7 @@ async fn without_the_distribution_capability_the_policy_says_where_to_share_by_h
     assert!(message.contains("https://developer.atlassian.com/console/myapps/insights/distribution"), "{message}");
     assert!(message.contains("--platform-distribution"), "{message}");
     assert!(link(&p).is_none());
+    assert_eq!(condition(&p, "Stalled").unwrap().1, "DistributionUnsupported");
 }
 
 /// The signature of a platform installation link (`...?signature=<s>&product=...`).
@@ -351,6 +352,13 @@ async fn installation_reasons_before_install() {
     .await;
     let wrong = wait_condition(&insts, "wrong-products", "Installed", "False", "IncompatibleProducts").await;
     assert!(condition(&wrong, "Installed").unwrap().2.contains("jira"));
+    assert_eq!(condition(&wrong, "Stalled").unwrap().0, "True", "only a change of spec.products fixes it");
+    assert_eq!(condition(&wrong, "Reconciling").unwrap().0, "False");
+    let early = insts.get("early").await.unwrap();
+    assert_eq!(
+        (condition(&early, "Stalled").unwrap().0, condition(&early, "Reconciling").unwrap().0),
+        ("False".into(), "False".into())
+    );
 
     // A DistributionPolicy does not gate what a developer installs.
     let policies: Api<DistributionPolicy> = t.api();
@@ -446,6 +454,11 @@ async fn a_failing_site_reports_platform_errors_and_recovers_when_the_fault_is_l
     let bad = wait_condition(&insts, "bad", "Installed", "False", "PlatformError").await;
     assert!(condition(&bad, "Installed").unwrap().2.contains("failed on the platform"), "{bad:#?}");
     assert_eq!(condition(&bad, "Ready").unwrap().1, "PlatformError");
+    assert_eq!(condition(&bad, "Reconciling").unwrap().0, "True", "retried with backoff: in progress");
+    assert!(
+        operator.metrics.encode().contains(r#"controller="installation",result="error",category="platform_retryable""#),
+        "the reconcile metrics carry the category"
+    );
 
     platform.set_faults(Faults::default());
     wait_installed(&insts, "bad", "1.0").await;

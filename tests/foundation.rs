@@ -386,7 +386,11 @@ async fn reconciling_an_unchanged_forgeapp_sends_no_write() {
         second
             .metrics
             .reconciliations
-            .get_or_create(&forgeops::telemetry::ReconcileLabels { controller: "forgeapp", result: "success" })
+            .get_or_create(&forgeops::telemetry::ReconcileLabels {
+                controller: "forgeapp",
+                result: "success",
+                category: "none",
+            })
             .get()
     };
     let deadline = std::time::Instant::now() + WAIT;
@@ -455,7 +459,11 @@ async fn only_the_leader_runs_the_controllers_and_a_standby_takes_over() {
     let reconciled = |op: &support::RunningOperator| {
         op.metrics
             .reconciliations
-            .get_or_create(&forgeops::telemetry::ReconcileLabels { controller: "forgeapp", result: "success" })
+            .get_or_create(&forgeops::telemetry::ReconcileLabels {
+                controller: "forgeapp",
+                result: "success",
+                category: "none",
+            })
             .get()
     };
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -85,6 +85,14 @@ async fn apply(policy: &DistributionPolicy, ctx: &Context) -> Result<(), Error> 
     if !decision.sharing_active() {
         link = (None, None, Vec::new());
     }
+    // kstatus: a retried platform failure is in progress; any other Ready=False needs a change.
+    let ready = decided.iter().find(|d| d.type_ == distribution::READY).cloned();
+    let kstatus = match (&failure, ready) {
+        (Some(e), _) => conditions::kstatus(Some((REASON_PLATFORM_ERROR, e.message.as_str())), None),
+        (None, Some(r)) if !r.status => conditions::kstatus(None, Some((r.reason.as_str(), r.message.as_str()))),
+        _ => conditions::kstatus(None, None),
+    };
+    decided.extend(kstatus);
     let status = DistributionPolicyStatus {
         observed_generation: policy.metadata.generation,
         conditions: conditions::merge(&previous.conditions, &decided, policy.metadata.generation, &super::now()),

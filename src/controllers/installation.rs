@@ -191,6 +191,7 @@ async fn act_and_report(
     } else if let Some(task) = &status.task {
         override_with_task(&mut decided, task);
     }
+    decided.extend(installation_kstatus(&decided, status.task.is_some(), now_installed.step, platform_error.as_ref()));
     status.available_version = now_installed.available.map(|v| v.to_string());
     status.permissions_up_to_date = status.installed_version.as_ref().map(|_| {
         !decided.iter().any(|d| {
@@ -209,6 +210,39 @@ async fn act_and_report(
         Some((_, error)) => Err(error.into()),
         None => Ok(requeue.unwrap_or_else(Action::await_change)),
     }
+}
+
+/// kstatus for an Installation: `Reconciling` while a platform task or step is under way or a
+/// failure is retried; `Stalled` on what only a change (of the spec, the app or the site) fixes.
+fn installation_kstatus(
+    decided: &[Decided],
+    task: bool,
+    step: Step,
+    error: Option<&(Step, PlatformError)>,
+) -> [Decided; 2] {
+    let find = |type_: &str| decided.iter().find(|d| d.type_ == type_);
+    let needs_change = [
+        rules::REASON_APP_NOT_FOUND,
+        rules::REASON_NOT_DEPLOYED,
+        rules::REASON_INCOMPATIBLE_PRODUCTS,
+        rules::REASON_ALREADY_INSTALLED,
+        rules::REASON_VERSION_NOT_DEPLOYED,
+        rules::REASON_CONSENT_REQUIRED,
+        rules::REASON_DOWNGRADE_NOT_ALLOWED,
+    ];
+    let stalled = [rules::READY, rules::INSTALLED, rules::UP_TO_DATE]
+        .into_iter()
+        .filter_map(find)
+        .find(|d| !d.status && needs_change.contains(&d.reason.as_str()))
+        .map(|d| (d.reason.as_str(), d.message.as_str()))
+        .or_else(|| {
+            error.filter(|(_, e)| !e.retryable()).map(|(_, e)| (rules::REASON_PLATFORM_ERROR, e.message.as_str()))
+        });
+    let retrying =
+        error.filter(|(_, e)| e.retryable()).map(|(_, e)| (rules::REASON_PLATFORM_ERROR, e.message.as_str()));
+    let under_way =
+        (task || step != Step::Nothing).then_some((rules::REASON_INSTALLING, "a platform task is under way"));
+    conditions::kstatus(if stalled.is_some() { None } else { retrying.or(under_way) }, stalled)
 }
 
 fn step_of(task: &TaskRecord) -> Step {

@@ -40,6 +40,55 @@ pub enum Error {
     Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
 }
 
+/// What kind of failure an [`Error`] is: `error_policy` and the metrics branch on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCategory {
+    /// The Kubernetes API failed or conflicted: retry with backoff.
+    Kubernetes,
+    /// The platform is rate limiting, unavailable, or busy: retry with backoff.
+    PlatformRetryable,
+    /// The platform refused (not found, permission denied, limit reached, unsupported): retrying the
+    /// same request will not help; look again after a long while, or when the object changes.
+    PlatformRefused,
+    /// No usable credentials: wait for the Secret to change (re-read after a while).
+    Credentials,
+    /// An expected state the user resolves (installations hold an app): wait for a change.
+    Waiting,
+}
+
+impl ErrorCategory {
+    /// The label used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCategory::Kubernetes => "kubernetes",
+            ErrorCategory::PlatformRetryable => "platform_retryable",
+            ErrorCategory::PlatformRefused => "platform_refused",
+            ErrorCategory::Credentials => "credentials",
+            ErrorCategory::Waiting => "waiting",
+        }
+    }
+}
+
+impl Error {
+    /// The category of this failure.
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            Error::Kube(_) => ErrorCategory::Kubernetes,
+            Error::Platform(e) if e.kind == ErrorKind::BadCredentials => ErrorCategory::Credentials,
+            Error::Platform(e) if e.retryable() => ErrorCategory::PlatformRetryable,
+            Error::Platform(_) => ErrorCategory::PlatformRefused,
+            Error::Credentials(_) => ErrorCategory::Credentials,
+            Error::InstallationsExist(_) => ErrorCategory::Waiting,
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
+                    e.category()
+                }
+                _ => ErrorCategory::Kubernetes,
+            },
+        }
+    }
+}
+
 impl From<kube::runtime::finalizer::Error<Error>> for Error {
     fn from(e: kube::runtime::finalizer::Error<Error>) -> Self {
         Error::Finalizer(Box::new(e))
@@ -142,19 +191,42 @@ where
         .reconcile_seconds
         .get_or_create(&ControllerLabel { controller })
         .observe(started.elapsed().as_secs_f64());
-    let outcome = if result.is_ok() { "success" } else { "error" };
-    ctx.metrics.reconciliations.get_or_create(&ReconcileLabels { controller, result: outcome }).inc();
+    let (outcome, category) = match &result {
+        Ok(_) => ("success", "none"),
+        Err(e) => ("error", e.category().as_str()),
+    };
+    ctx.metrics.reconciliations.get_or_create(&ReconcileLabels { controller, result: outcome, category }).inc();
     if result.is_ok() {
         ctx.backoff.reset(&object_key(obj));
     }
     result
 }
 
-/// On failure, retry with a per-object backoff that grows with each consecutive failure.
+/// How long to wait before looking again at an object the platform refused, or whose credentials
+/// are unusable, when nothing else changes it.
+pub const LOOK_AGAIN: Duration = Duration::from_secs(300);
+
+/// On failure: retryable failures back off per object (1 s, 2 s, 4 s … 5 min, reset by a success);
+/// refusals and missing credentials wait for a change (or look again after [`LOOK_AGAIN`]); an
+/// expected state waits for a change. Never a hot loop, and a warning only for real failures.
 pub fn retry_later<K: Resource<DynamicType = ()>>(controller: &str, obj: &K, error: &Error, ctx: &Context) -> Action {
-    let delay = ctx.backoff.next_delay(&object_key(obj));
-    tracing::warn!(controller, object = %object_key(obj), %error, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    let object = object_key(obj);
+    let category = error.category();
+    match category {
+        ErrorCategory::Kubernetes | ErrorCategory::PlatformRetryable => {
+            let delay = ctx.backoff.next_delay(&object);
+            tracing::warn!(controller, %object, %error, category = category.as_str(), retry_in = ?delay, "reconcile failed");
+            Action::requeue(delay)
+        }
+        ErrorCategory::PlatformRefused | ErrorCategory::Credentials => {
+            tracing::info!(controller, %object, %error, category = category.as_str(), "waiting for a change");
+            Action::requeue(LOOK_AGAIN)
+        }
+        ErrorCategory::Waiting => {
+            tracing::debug!(controller, %object, %error, "waiting for a change");
+            Action::requeue(LOOK_AGAIN)
+        }
+    }
 }
 
 /// An object that belongs to one ForgeApp (through `spec.appRef`).
@@ -294,6 +366,20 @@ pub async fn publish_event<K: Resource<DynamicType = ()>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_have_categories() {
+        use crate::platform::PlatformError;
+        let p = |kind| Error::Platform(PlatformError::new(kind, "op", "m"));
+        assert_eq!(p(ErrorKind::RateLimited).category(), ErrorCategory::PlatformRetryable);
+        assert_eq!(p(ErrorKind::Unavailable).category(), ErrorCategory::PlatformRetryable);
+        assert_eq!(p(ErrorKind::InstallationLimitReached).category(), ErrorCategory::PlatformRefused);
+        assert_eq!(p(ErrorKind::PermissionDenied).category(), ErrorCategory::PlatformRefused);
+        assert_eq!(p(ErrorKind::BadCredentials).category(), ErrorCategory::Credentials);
+        assert_eq!(Error::InstallationsExist("x".into()).category(), ErrorCategory::Waiting);
+        let wrapped = Error::from(kube::runtime::finalizer::Error::CleanupFailed(p(ErrorKind::Unavailable)));
+        assert_eq!(wrapped.category(), ErrorCategory::PlatformRetryable);
+    }
 
     #[test]
     fn backoff_grows_per_object_and_resets() {

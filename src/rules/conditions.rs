@@ -20,6 +20,21 @@ impl Decided {
     }
 }
 
+/// kstatus: the object is being worked on.
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus: the object cannot make progress without a change.
+pub const STALLED: &str = "Stalled";
+
+/// The kstatus conditions `Reconciling` and `Stalled` (each `False` unless given), with the
+/// reason and message of what is under way, or of what only a change can fix.
+pub fn kstatus(in_progress: Option<(&str, &str)>, stalled: Option<(&str, &str)>) -> [Decided; 2] {
+    let one = |type_, given: Option<(&str, &str)>| match given {
+        Some((reason, message)) => Decided::new(type_, true, reason, message),
+        None => Decided::new(type_, false, "AsExpected", ""),
+    };
+    [one(RECONCILING, in_progress), one(STALLED, stalled)]
+}
+
 fn status_str(status: bool) -> &'static str {
     if status { TRUE } else { FALSE }
 }
