@@ -122,6 +122,7 @@ pub async fn run(
         None => shutdown.clone(),
     };
     let shutdown = stop;
+    let caches = Arc::new(controllers::caches::Caches::start(&client, settings.namespace.as_deref()).await);
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics,
@@ -132,6 +133,7 @@ pub async fn run(
             settings.credentials_secret.clone(),
             CREDENTIALS_TTL,
         )),
+        caches,
         settings.operator_namespace.clone(),
         settings.instance.clone(),
     ));

@@ -496,7 +496,8 @@ pub async fn run(
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(kube::runtime::controller::Config::default().concurrency(super::concurrency::SMALL));
     let upgrades = controller.store();
     let by_app = controller.store();
     let bctx = Arc::new(BulkContext { ctx, limits, upgrades });

@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
@@ -28,10 +27,10 @@ async fn apply(policy: &DistributionPolicy, ctx: &Context) -> Result<(), Error> 
     // Observe: the app, and every policy for the same app (to find the one that governs).
     let ns = policy.namespace().unwrap_or_default();
     let app_name = &policy.spec.app_ref.name;
-    let app = Api::<ForgeApp>::namespaced(ctx.client.clone(), &ns).get_opt(app_name).await?;
-    let params = ListParams::default().fields(&format!("spec.appRef.name={app_name}"));
-    let siblings = Api::<DistributionPolicy>::namespaced(ctx.client.clone(), &ns).list(&params).await?.items;
-    let governing = distribution::governing(&siblings, app_name, &policy.spec.environment)
+    // From the watch caches: no request per reconcile.
+    let app = ctx.caches.app(&ns, app_name).map(|a| a.as_ref().clone());
+    let siblings = ctx.caches.policies_of_app(&ns, app_name);
+    let governing = distribution::governing(siblings.iter().map(|p| p.as_ref()), app_name, &policy.spec.environment)
         .map(|p| p.name_any())
         .filter(|name| *name != policy.name_any());
 
@@ -232,7 +231,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     use futures::StreamExt;
-    let controller = Controller::new(api.clone(), watcher::Config::default().any_semantic());
+    let controller = Controller::new(api.clone(), watcher::Config::default().any_semantic())
+        .with_config(kube::runtime::controller::Config::default().concurrency(super::concurrency::SMALL));
     let (by_app, by_sibling) = (controller.store(), controller.store());
     controller
         .watches(apps, watcher::Config::default().any_semantic(), move |app: ForgeApp| {

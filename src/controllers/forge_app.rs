@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -52,17 +51,14 @@ pub async fn reconcile(app: Arc<ForgeApp>, ctx: Arc<Context>) -> Result<Action, 
 /// Observes the app on the platform (when due) and its installations, decides and reports status;
 /// returns how many installations use it and when to look again.
 async fn report(app: &ForgeApp, ctx: &Context) -> Result<(usize, std::time::Duration), Error> {
-    // Observe: the Installations of this app (the field is selectable, so the server filters).
-    let installations: Api<Installation> = Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
-    let params = ListParams::default().fields(&format!("spec.appRef.name={}", app.name_any()));
-    let summaries: Vec<InstallationSummary> = installations
-        .list(&params)
-        .await?
-        .items
+    // Observe: the Installations of this app, from the watch cache.
+    let summaries: Vec<InstallationSummary> = ctx
+        .caches
+        .installations_of_app(&app.namespace().unwrap_or_default(), &app.name_any())
         .into_iter()
         .map(|i| InstallationSummary {
-            environment: i.spec.environment,
-            installed: i.status.and_then(|s| s.installed_version).and_then(|v| parse_version(&v)),
+            environment: i.spec.environment.clone(),
+            installed: i.status.as_ref().and_then(|s| s.installed_version.as_deref()).and_then(parse_version),
         })
         .collect();
 
@@ -180,6 +176,7 @@ pub async fn run(
 ) {
     use futures::StreamExt;
     Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(kube::runtime::controller::Config::default().concurrency(super::concurrency::MEDIUM))
         .watches(installations, watcher::Config::default().any_semantic(), |inst: Installation| {
             inst.namespace().map(|ns| ObjectRef::new(&inst.spec.app_ref.name).within(&ns))
         })

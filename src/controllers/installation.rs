@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::{Controller, watcher};
@@ -51,14 +50,13 @@ struct Observed {
 async fn observe(inst: &Installation, ctx: &Context) -> Result<Observed, Error> {
     let ns = inst.namespace().unwrap_or_default();
     let spec = &inst.spec;
-    let app = Api::<ForgeApp>::namespaced(ctx.client.clone(), &ns).get_opt(&spec.app_ref.name).await?;
+    // From the watch caches: no request per reconcile.
+    let app = ctx.caches.app(&ns, &spec.app_ref.name).map(|a| a.as_ref().clone());
     // The oldest Installation of the same app environment on the same site is the one that counts.
-    let by_site = ListParams::default().fields(&format!("spec.site={}", spec.site));
     let key = |i: &Installation| (i.metadata.creation_timestamp.clone().map(|t| t.0), i.name_any());
-    let duplicate_of = Api::<Installation>::namespaced(ctx.client.clone(), &ns)
-        .list(&by_site)
-        .await?
-        .items
+    let duplicate_of = ctx
+        .caches
+        .installations_on_site(&ns, &spec.site)
         .into_iter()
         .filter(|o| o.spec.app_ref == spec.app_ref && o.spec.environment == spec.environment)
         .filter(|o| o.metadata.deletion_timestamp.is_none() && o.name_any() != inst.name_any())
@@ -384,7 +382,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     use futures::StreamExt;
-    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(kube::runtime::controller::Config::default().concurrency(super::concurrency::INSTALLATIONS));
     let by_app = controller.store();
     controller
         .watches(apps, watcher::Config::default().any_semantic(), move |app: ForgeApp| {

@@ -2,6 +2,7 @@
 //! status. Shared plumbing (context, per-object backoff, status writes, events) lives here.
 
 pub mod bulk_upgrade;
+pub mod caches;
 pub mod distribution_policy;
 pub mod forge_app;
 pub mod installation;
@@ -22,6 +23,17 @@ use crate::api::ForgeApp;
 use crate::platform::credentials::{CredentialStore, CredentialsError};
 use crate::platform::{Credentials, ErrorKind, Platform, PlatformError};
 use crate::telemetry::{ControllerLabel, Metrics, ReconcileLabels};
+
+/// How many objects each controller reconciles at once, so a burst of objects (or a slow platform)
+/// never opens unbounded platform calls and API requests.
+pub mod concurrency {
+    /// Installations: each may wait on a platform task.
+    pub const INSTALLATIONS: u16 = 32;
+    /// ForgeApps: each may read several environments from the platform.
+    pub const MEDIUM: u16 = 8;
+    /// DistributionPolicies and BulkUpgrades.
+    pub const SMALL: u16 = 4;
+}
 
 /// The field manager the operator writes status with.
 pub const FIELD_MANAGER: &str = "forgeops";
@@ -103,6 +115,8 @@ pub struct Context {
     pub platform: Arc<dyn Platform>,
     /// Where the platform credentials of each app are read from.
     pub credentials: Arc<CredentialStore>,
+    /// The watch caches reconciles read related objects from.
+    pub caches: Arc<caches::Caches>,
     /// Where the operator keeps its own objects (the link key Secret).
     pub operator_namespace: String,
     backoff: Backoff,
@@ -116,6 +130,7 @@ impl Context {
         metrics: Arc<Metrics>,
         platform: Arc<dyn Platform>,
         credentials: Arc<CredentialStore>,
+        caches: Arc<caches::Caches>,
         operator_namespace: String,
         instance: Option<String>,
     ) -> Self {
@@ -126,6 +141,7 @@ impl Context {
             metrics,
             platform,
             credentials,
+            caches,
             operator_namespace,
             backoff: Backoff::default(),
             refreshed: Mutex::new(HashMap::new()),
