@@ -503,3 +503,31 @@ async fn deleting_uninstalls_first_and_an_app_waits_for_its_installations() {
     assert_eq!(platform.installed_version("ari:cloud:ecosystem::app/insights", "acme.atlassian.net"), None);
     wait_event(&t, "acme", "Uninstalled").await;
 }
+
+#[tokio::test]
+async fn installs_wait_out_a_platform_outage_and_lose_nothing() {
+    let t = TestNs::new("outage").await;
+    let operator = t.start_operator().await;
+    let platform = operator.platform.clone();
+    let (apps, insts): (Api<ForgeApp>, Api<Installation>) = (t.api(), t.api());
+    create(&apps, app("insights", prod(json!([version(1, 0, &[])])))).await;
+    wait_for(&apps, "insights", WAIT, "1.0 read", |a| a.deployed("production").len() == 1).await;
+
+    // The gateway goes down; the Installations are created meanwhile.
+    platform.set_faults(Faults { down: true, ..Default::default() });
+    for site in ["one", "two", "three"] {
+        create(&insts, installation(site, "insights", &format!("{site}.atlassian.net"), json!({}))).await;
+    }
+    let one = wait_condition(&insts, "one", "Installed", "False", "PlatformError").await;
+    assert_eq!(condition(&one, "Reconciling").unwrap().0, "True", "retried, not stalled");
+    assert_eq!(condition(&one, "Stalled").unwrap().0, "False");
+
+    // Back up: every site is installed exactly once.
+    platform.set_faults(Faults::default());
+    for site in ["one", "two", "three"] {
+        wait_installed(&insts, site, "1.0").await;
+    }
+    let installs = platform.completed_tasks("install");
+    assert_eq!(installs.len(), 3, "{installs:?}");
+    assert!(installs.values().all(|n| *n == 1), "each site installed once: {installs:?}");
+}
