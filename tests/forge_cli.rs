@@ -595,3 +595,18 @@ async fn the_adapter_sends_what_the_cli_sends() {
         ]
     );
 }
+
+/// `forge environments list` reads the environments with `forge_cli_listEnvironment`, the
+/// operation forgeops' adapter uses for them, and prints what the emulator has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environments_list() {
+    let h = Harness::start(seed(&[])).await;
+    let (stdout, recorded) = h.run(&["environments", "list"]);
+    assert_sequence(&recorded, &["forge_cli_getUserDetails", "forge_cli_listEnvironment"]);
+    let vars = vars_of(&recorded, "forge_cli_listEnvironment")[0];
+    assert_eq!(vars["id"], APP, "{vars:#}");
+    let state = h.state();
+    let env = &state["apps"][0]["environments"][0];
+    assert!(stdout.contains(env["id"].as_str().unwrap()), "the environment id is printed:\n{stdout}");
+    assert!(stdout.contains("PRODUCTION") && stdout.contains(ENV), "{stdout}");
+}

@@ -773,11 +773,8 @@ impl Model {
         id
     }
 
-    /// `installApp`: accepted as a task (whose id is answered) or refused at once. Installing an
-    /// app environment already installed (or being installed) on the context, or beyond the
-    /// site's app limit, is accepted and the task fails with APP_ALREADY_INSTALLED or
-    /// INSTALLATION_LIMIT_REACHED, as on the real platform.
-    pub fn install(&mut self, caller: &str, input: &InstallInput, now: Millis) -> Result<String, PlatformError> {
+    /// The id of the version an install or upgrade asks for: the one given, else the latest.
+    fn target_version(&self, caller: &str, input: &InstallInput) -> Result<String, PlatformError> {
         let app = self.owned_app(caller, &input.app_id)?;
         let env = app.environment(&input.environment_key).ok_or_else(|| {
             PlatformError::new(et::APP_NOT_FOUND, 404, format!("Environment {} was not found", input.environment_key))
@@ -790,7 +787,15 @@ impl Model {
                 PlatformError::new(et::APP_NOT_FOUND, 404, format!("Nothing is deployed to {}", env.key))
             })?,
         };
-        let version_id = version.id.clone();
+        Ok(version.id.clone())
+    }
+
+    /// `installApp`: accepted as a task (whose id is answered) or refused at once. Installing an
+    /// app environment already installed (or being installed) on the context, or beyond the
+    /// site's app limit, is accepted and the task fails with APP_ALREADY_INSTALLED or
+    /// INSTALLATION_LIMIT_REACHED, as on the real platform.
+    pub fn install(&mut self, caller: &str, input: &InstallInput, now: Millis) -> Result<String, PlatformError> {
+        let version_id = self.target_version(caller, input)?;
         let (site, product) = self.resolve_context(&input.context)?;
         let (cloud_id, app_limit) = (site.cloud_id.clone(), site.app_limit);
         let pending_same = self.unfinished_tasks().any(|t| {
@@ -843,19 +848,7 @@ impl Model {
     /// `upgradeApp`: refused at once when the installation is missing or already on the target
     /// version (INSTALLATION_ALREADY_UPGRADED); otherwise a task. Without a version, the latest.
     pub fn upgrade(&mut self, caller: &str, input: &InstallInput, now: Millis) -> Result<String, PlatformError> {
-        let app = self.owned_app(caller, &input.app_id)?;
-        let env = app.environment(&input.environment_key).ok_or_else(|| {
-            PlatformError::new(et::APP_NOT_FOUND, 404, format!("Environment {} was not found", input.environment_key))
-        })?;
-        let target = match &input.version_id {
-            Some(v) => env.version(v).ok_or_else(|| {
-                PlatformError::new(et::APP_NOT_FOUND, 404, format!("Version {v} was not found in {}", env.key))
-            })?,
-            None => env.latest().ok_or_else(|| {
-                PlatformError::new(et::APP_NOT_FOUND, 404, format!("Nothing is deployed to {}", env.key))
-            })?,
-        };
-        let target_id = target.id.clone();
+        let target_id = self.target_version(caller, input)?;
         let (site, product) = self.resolve_context(&input.context)?;
         let cloud_id = site.cloud_id.clone();
         let installation =

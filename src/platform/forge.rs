@@ -216,6 +216,31 @@ impl ForgeGateway {
         Ok(parsed.get("data").cloned().unwrap_or(Value::Null))
     }
 
+    /// Starts an install or upgrade task on the target's site, with the input the CLI sends:
+    /// `{installationContext, appId, environmentKey, versionId?, async: true}`.
+    async fn start_task(
+        &self,
+        creds: &Credentials,
+        target: &Target,
+        version_id: Option<&str>,
+        operation: &'static str,
+        query: &'static str,
+        field: &str,
+    ) -> PlatformResult<String> {
+        let context = self.installation_context(creds, &target.site, &target.product).await?;
+        let mut input = json!({
+            "installationContext": context,
+            "appId": target.app_id,
+            "environmentKey": target.environment_key,
+            "async": true,
+        });
+        if let Some(id) = version_id {
+            input["versionId"] = json!(id);
+        }
+        let data = self.call(creds, operation, query, json!({ "input": input })).await?;
+        task_id(operation, data.get(field))
+    }
+
     /// A mutation payload `{success, errors}`: an error when `success` is false.
     fn payload_ok(operation: &'static str, payload: &Value) -> PlatformResult<()> {
         if payload.get("success").and_then(Value::as_bool) == Some(true) {
@@ -637,21 +662,14 @@ impl Platform for ForgeGateway {
         target: &'a Target,
         version_id: Option<&'a str>,
     ) -> BoxFuture<'a, PlatformResult<String>> {
-        async move {
-            const OP: &str = "forge_cli_installApplication";
-            let context = self.installation_context(creds, &target.site, &target.product).await?;
-            let mut input = json!({
-                "installationContext": context,
-                "appId": target.app_id,
-                "environmentKey": target.environment_key,
-                "async": true,
-            });
-            if let Some(id) = version_id {
-                input["versionId"] = json!(id);
-            }
-            let data = self.call(creds, OP, ops::INSTALL_APPLICATION, json!({ "input": input })).await?;
-            task_id(OP, data.get("installApp"))
-        }
+        self.start_task(
+            creds,
+            target,
+            version_id,
+            "forge_cli_installApplication",
+            ops::INSTALL_APPLICATION,
+            "installApp",
+        )
         .boxed()
     }
 
@@ -661,21 +679,14 @@ impl Platform for ForgeGateway {
         target: &'a Target,
         version_id: Option<&'a str>,
     ) -> BoxFuture<'a, PlatformResult<String>> {
-        async move {
-            const OP: &str = "forge_cli_upgradeApplication";
-            let context = self.installation_context(creds, &target.site, &target.product).await?;
-            let mut input = json!({
-                "installationContext": context,
-                "appId": target.app_id,
-                "environmentKey": target.environment_key,
-            });
-            if let Some(id) = version_id {
-                input["versionId"] = json!(id);
-            }
-            input["async"] = json!(true);
-            let data = self.call(creds, OP, ops::UPGRADE_APPLICATION, json!({ "input": input })).await?;
-            task_id(OP, data.get("upgradeApp"))
-        }
+        self.start_task(
+            creds,
+            target,
+            version_id,
+            "forge_cli_upgradeApplication",
+            ops::UPGRADE_APPLICATION,
+            "upgradeApp",
+        )
         .boxed()
     }
 
