@@ -238,7 +238,23 @@ impl ForgeGateway {
             input["versionId"] = json!(id);
         }
         let data = self.call(creds, operation, query, json!({ "input": input })).await?;
-        task_id(operation, data.get(field))
+        task_id(operation, &data, field)
+    }
+
+    /// The mutation payload at `pointer` in `data`, checked: missing is `missing` (with its message),
+    /// `success: false` is the platform's error.
+    fn payload<'d>(
+        operation: &'static str,
+        data: &'d Value,
+        pointer: &str,
+        missing: (ErrorKind, &str),
+    ) -> PlatformResult<&'d Value> {
+        let payload = data
+            .pointer(pointer)
+            .filter(|p| !p.is_null())
+            .ok_or_else(|| PlatformError::new(missing.0, operation, missing.1))?;
+        Self::payload_ok(operation, payload)?;
+        Ok(payload)
     }
 
     /// A mutation payload `{success, errors}`: an error when `success` is false.
@@ -710,7 +726,7 @@ impl Platform for ForgeGateway {
             }
             input["async"] = json!(true);
             let data = self.call(creds, OP, ops::UNINSTALL_APPLICATION, json!({ "input": input })).await?;
-            task_id(OP, data.get("uninstallApp"))
+            task_id(OP, &data, "uninstallApp")
         }
         .boxed()
     }
@@ -788,11 +804,8 @@ impl Platform for ForgeGateway {
                 input["limit"] = json!(limit);
             }
             let data = self.call(creds, OP, ops::CREATE_APP_VERSION_UPGRADE_ROLLOUT, json!({ "input": input })).await?;
-            let payload = data
-                .pointer("/ecosystem/createAppVersionRollout")
-                .filter(|p| !p.is_null())
-                .ok_or_else(|| PlatformError::new(ErrorKind::Unavailable, OP, "the platform gave no answer"))?;
-            Self::payload_ok(OP, payload)?;
+            let no_answer = (ErrorKind::Unavailable, "the platform gave no answer");
+            let payload = Self::payload(OP, &data, "/ecosystem/createAppVersionRollout", no_answer)?;
             let rollout = payload.get("appVersionRollout").filter(|r| !r.is_null()).ok_or_else(|| {
                 PlatformError::new(ErrorKind::Unavailable, OP, "the platform reported success without a rollout")
             })?;
@@ -848,11 +861,8 @@ impl Platform for ForgeGateway {
             const OP: &str = "forge_cli_cancelAppVersionUpgradeRollout";
             let vars = json!({ "input": { "id": rollout_id } });
             let data = self.call(creds, OP, ops::CANCEL_APP_VERSION_UPGRADE_ROLLOUT, vars).await?;
-            let payload = data
-                .pointer("/ecosystem/cancelAppVersionRollout")
-                .filter(|p| !p.is_null())
-                .ok_or_else(|| PlatformError::new(ErrorKind::Unavailable, OP, "the platform gave no answer"))?;
-            Self::payload_ok(OP, payload)
+            let no_answer = (ErrorKind::Unavailable, "the platform gave no answer");
+            Self::payload(OP, &data, "/ecosystem/cancelAppVersionRollout", no_answer).map(|_| ())
         }
         .boxed()
     }
@@ -869,11 +879,8 @@ impl Platform for ForgeGateway {
             let status = if enabled { "PUBLIC" } else { "DEVELOPMENT" };
             let vars = json!({ "input": { "appId": app_id, "distributionStatus": status } });
             let data = self.call(creds, OP, ops::FORGEOPS_UPDATE_APP_DETAILS, vars).await?;
-            let payload = data
-                .get("updateAppDetails")
-                .filter(|p| !p.is_null())
-                .ok_or_else(|| PlatformError::new(ErrorKind::Unsupported, OP, "the platform does not offer this"))?;
-            Self::payload_ok(OP, payload)
+            let not_offered = (ErrorKind::Unsupported, "the platform does not offer this");
+            Self::payload(OP, &data, "/updateAppDetails", not_offered).map(|_| ())
         }
         .boxed()
     }
@@ -916,11 +923,9 @@ impl Platform for ForgeGateway {
     }
 }
 
-fn task_id(operation: &'static str, payload: Option<&Value>) -> PlatformResult<String> {
-    let payload = payload
-        .filter(|p| !p.is_null())
-        .ok_or_else(|| PlatformError::new(ErrorKind::Unavailable, operation, "the platform gave no answer"))?;
-    ForgeGateway::payload_ok(operation, payload)?;
+fn task_id(operation: &'static str, data: &Value, field: &str) -> PlatformResult<String> {
+    let no_answer = (ErrorKind::Unavailable, "the platform gave no answer");
+    let payload = ForgeGateway::payload(operation, data, &format!("/{field}"), no_answer)?;
     s(payload, "taskId")
         .ok_or_else(|| PlatformError::new(ErrorKind::Unavailable, operation, "the platform started no task"))
 }
