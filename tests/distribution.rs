@@ -531,3 +531,38 @@ async fn installs_wait_out_a_platform_outage_and_lose_nothing() {
     assert_eq!(installs.len(), 3, "{installs:?}");
     assert!(installs.values().all(|n| *n == 1), "each site installed once: {installs:?}");
 }
+
+#[tokio::test]
+async fn installations_follow_the_minors_the_platform_rolls_out() {
+    let t = TestNs::new("follow").await;
+    let operator = t.start_operator().await;
+    let platform = operator.platform.clone();
+    let (apps, insts): (Api<ForgeApp>, Api<Installation>) = (t.api(), t.api());
+    create(&apps, app("insights", prod(json!([version(1, 0, &["read"])])))).await;
+    for site in ["one", "two"] {
+        create(&insts, installation(site, "insights", &format!("{site}.atlassian.net"), json!({}))).await;
+    }
+    for site in ["one", "two"] {
+        wait_installed(&insts, site, "1.0").await;
+    }
+
+    // `forge deploy` of a minor: the platform moves the sites itself; after the CI job's refresh the
+    // Installations show it, from the app's listing, without an upgrade request of their own.
+    let deploy = forgeops::emulator::DeployRequest {
+        app_id: "ari:cloud:ecosystem::app/insights".into(),
+        environment: "production".into(),
+        version: "1.1.0".into(),
+        scopes: vec!["read".into()],
+        egress: vec![],
+        requires_license: false,
+        required_products: vec!["jira".into()],
+    };
+    platform.emulator.deploy(deploy).unwrap();
+    let ask = json!({"metadata": {"annotations": {"forgeops.dev/refresh": "after-deploy"}}});
+    apps.patch("insights", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&ask)).await.unwrap();
+    for site in ["one", "two"] {
+        wait_installed(&insts, site, "1.1").await;
+    }
+    wait_event(&t, "one", "MinorVersionRolledOut").await;
+    assert_eq!(platform.calls("forge_cli_upgradeApplication"), 0, "the operator upgraded nothing itself");
+}

@@ -96,6 +96,9 @@ async fn act_and_report(
 ) -> Result<Action, Error> {
     let previous = inst.status.clone().unwrap_or_default();
     let mut status = previous.clone();
+    if let Some(app) = &observed.app {
+        follow_the_platform(ctx, inst, app, &mut status).await;
+    }
     let decision = rules::decide(inst, installed_version(&status), facts);
     let mut platform_error: Option<(Step, PlatformError)> = None;
     let mut requeue = None;
@@ -249,6 +252,27 @@ fn step_of(task: &TaskRecord) -> Step {
         TaskAction::Install => Step::Install(version),
         _ => Step::UpgradeMajor(version),
     }
+}
+
+/// What the platform did on its own since the status was written: a minor rolled out. Taken from
+/// the app's last platform listing, and only forward (the platform never downgrades; an older
+/// listing never undoes a newer record). A new major is left to the BulkUpgrade that records it,
+/// so its counts stay exact.
+async fn follow_the_platform(ctx: &Context, inst: &Installation, app: &ForgeApp, status: &mut InstallationStatus) {
+    let (Some(current), None) = (installed_version(status), status.task.as_ref()) else { return };
+    let key = crate::platform::environment_key(&inst.spec.environment);
+    let Some(listed) = ctx.platform_installation(&app.spec.app_id, key, &inst.spec.site) else { return };
+    let Some((major, minor)) = listed.version.as_deref().and_then(crate::platform::parse_major_minor) else { return };
+    let now = Version { major, minor };
+    if now <= current || now.major != current.major {
+        return;
+    }
+    status.installed_version = Some(now.to_string());
+    status.installed_major = Some(now.major);
+    status.installation_id = Some(listed.id);
+    let (reason, note) = ("MinorVersionRolledOut", format!("the platform rolled out {now} (from {current})"));
+    info!(installation = %inst.name_any(), site = %inst.spec.site, version = %now, reason, "followed the platform");
+    publish_event(ctx, inst, false, reason, note, "Reconcile").await;
 }
 
 /// Records in `status` an installation found on the site, with an Event.

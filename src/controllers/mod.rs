@@ -122,6 +122,21 @@ pub struct Context {
     backoff: Backoff,
     /// When each ForgeApp was last read from the platform by this process.
     refreshed: Mutex<HashMap<String, std::time::Instant>>,
+    /// What the platform last listed for each app: installations by (environment key, site).
+    platform_installations: Mutex<HashMap<String, PlatformListing>>,
+}
+
+/// An app's installations as the platform last listed them, by (environment key, site).
+pub type PlatformListing = HashMap<(String, String), PlatformInstallation>;
+
+/// One installation as the platform last listed it (with the app's other installations, a page
+/// of 100 at a time, when the ForgeApp was read), so Installations learn what the platform did on
+/// its own (minor roll-outs, bulk-upgrade rollouts) without a request each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlatformInstallation {
+    pub id: String,
+    /// The installed version, as the platform's dotted string.
+    pub version: Option<String>,
 }
 
 impl Context {
@@ -145,12 +160,29 @@ impl Context {
             operator_namespace,
             backoff: Backoff::default(),
             refreshed: Mutex::new(HashMap::new()),
+            platform_installations: Mutex::new(HashMap::new()),
         }
     }
 
     /// How long since this process last read the object `key` from the platform.
     pub fn since_refresh(&self, key: &str) -> Option<Duration> {
         self.refreshed.lock().unwrap().get(key).map(|t| t.elapsed())
+    }
+
+    /// Replaces what the platform lists for app `app_id`.
+    pub fn set_platform_installations(&self, app_id: &str, listed: PlatformListing) {
+        self.platform_installations.lock().unwrap().insert(app_id.to_string(), listed);
+    }
+
+    /// What the platform last listed for app `app_id` in environment `environment_key` on `site`.
+    pub fn platform_installation(
+        &self,
+        app_id: &str,
+        environment_key: &str,
+        site: &str,
+    ) -> Option<PlatformInstallation> {
+        let index = self.platform_installations.lock().unwrap();
+        index.get(app_id)?.get(&(environment_key.to_string(), site.to_string())).cloned()
     }
 
     /// Notes that the object `key` was just read from the platform.
