@@ -105,6 +105,40 @@ pub async fn claim(api: &Api<Lease>, name: &str, holder: &Holder, duration: Dura
     }
 }
 
+/// Takes or renews the Lease `name` for `holder` from a copy already at hand (a watch cache), with
+/// no read: the copy's resourceVersion is the compare in compare-and-swap. `None` when the copy was
+/// stale (409 Conflict): read it and try again with [`claim`].
+pub async fn claim_from(
+    api: &Api<Lease>,
+    name: &str,
+    cached: Option<&Lease>,
+    holder: &Holder,
+    duration: Duration,
+) -> Result<Option<Claim>, kube::Error> {
+    let now = jiff::Timestamp::now();
+    let result = match cached {
+        None => {
+            let mut lease = Lease::default();
+            lease.metadata.name = Some(name.into());
+            held_by(&mut lease, holder, duration, now);
+            api.create(&PostParams::default(), &lease).await
+        }
+        Some(lease) => {
+            if !available_to(lease, &holder.uid, now) {
+                return Ok(Some(Claim::Busy(holder_name(lease))));
+            }
+            let mut lease = lease.clone();
+            held_by(&mut lease, holder, duration, now);
+            api.replace(name, &PostParams::default(), &lease).await
+        }
+    };
+    match result {
+        Ok(_) => Ok(Some(Claim::Held)),
+        Err(e) if conflict(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether `holder` currently holds the Lease `name`.
 pub async fn holds(api: &Api<Lease>, name: &str, holder: &str) -> Result<bool, kube::Error> {
     Ok(api.get_opt(name).await?.and_then(|l| l.spec).and_then(|s| s.holder_identity).as_deref() == Some(holder))

@@ -147,6 +147,10 @@ struct RunArgs {
     /// Seconds after which a concurrency Lease whose holder stopped renewing it is taken over.
     #[arg(long, default_value_t = 30)]
     lease_duration_secs: u64,
+
+    /// How often a running bulk-upgrade rollout is read from the platform, in seconds.
+    #[arg(long, default_value_t = 2, env = "FORGEOPS_ROLLOUT_POLL_SECS")]
+    rollout_poll_secs: u64,
 }
 
 impl RunArgs {
@@ -171,6 +175,8 @@ impl RunArgs {
             bulk_limits: Limits {
                 global: self.max_running_bulk_upgrades,
                 lease_duration: Duration::from_secs(self.lease_duration_secs),
+                poll: Duration::from_secs(self.rollout_poll_secs.max(1)),
+                ..Limits::default()
             },
         })
     }

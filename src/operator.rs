@@ -122,7 +122,9 @@ pub async fn run(
         None => shutdown.clone(),
     };
     let shutdown = stop;
-    let caches = Arc::new(controllers::caches::Caches::start(&client, settings.namespace.as_deref()).await);
+    let caches = Arc::new(
+        controllers::caches::Caches::start(&client, settings.namespace.as_deref(), &settings.operator_namespace).await,
+    );
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics,

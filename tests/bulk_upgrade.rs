@@ -5,12 +5,13 @@ mod support;
 
 use std::time::Duration;
 
-use forgeops::api::{BulkUpgrade, BulkUpgradeState, ForgeApp, Installation};
+use forgeops::api::{BulkUpgrade, BulkUpgradeState, ForgeApp, Installation, RolloutPhase};
 use forgeops::controllers::bulk_upgrade::{Limits, env_lease_name};
-use forgeops::emulator::Faults;
+use forgeops::emulator::{EmulatorConfig, Faults};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
+use support::platform::seeded;
 use support::{TestNs, condition, create, patch_spec, wait_condition, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -184,52 +185,89 @@ async fn contention_for_an_environment_an_account_and_the_global_limit() {
     assert!(leases_held(&t).await.is_empty(), "every Lease was released");
 }
 
+/// An operator whose emulator upgrades one installation per `step` in rollouts.
+async fn operator_with_rollout_step(t: &TestNs, step: Duration) -> support::RunningOperator {
+    t.start_operator_with(EmulatorConfig {
+        task_duration: Duration::from_millis(100),
+        rollout_step: step,
+        ..Default::default()
+    })
+    .await
+}
+
+fn status(b: &BulkUpgrade) -> &forgeops::api::BulkUpgradeStatus {
+    b.status.as_ref().unwrap()
+}
+
+const APP_ID: &str = "ari:cloud:ecosystem::app/insights";
+
 #[tokio::test]
-async fn cancel_in_the_middle_keeps_what_was_upgraded_and_releases_the_leases() {
+async fn cancel_in_the_middle_cancels_the_rollout_keeps_what_was_upgraded_and_releases_the_leases() {
     let t = TestNs::new("bulk-cancel").await;
-    let operator = t.start_operator().await;
-    installed_on_major_1(&t, "insights", "dev", 12, vec![version(2, 0, &["read"])]).await;
-    operator.platform.set_faults(Faults { latency_ms: 150, ..Default::default() });
+    let operator = operator_with_rollout_step(&t, Duration::from_millis(700)).await;
+    installed_on_major_1(&t, "insights", "dev", 10, vec![version(2, 0, &["read"])]).await;
     let bus: Api<BulkUpgrade> = t.api();
-    create(&bus, bulk("slow", "insights", 1, 2, json!({"maxConcurrent": 1}))).await;
+    create(&bus, bulk("slow", "insights", 1, 2, json!({}))).await;
     wait_for(&bus, "slow", WAIT, "two upgraded", |b| b.status.as_ref().is_some_and(|s| s.upgraded >= 2)).await;
     assert!(!leases_held(&t).await.is_empty());
     patch_spec(&bus, "slow", json!({"cancelled": true})).await;
     let b = wait_state(&bus, "slow", BulkUpgradeState::Cancelled).await;
-    assert!(b.status.as_ref().unwrap().completed_at.is_some());
-    wait_for(&bus, "slow", WAIT, "leases released", |_| true).await;
+    let s = status(&b);
+    assert!(s.completed_at.is_some());
+    assert_eq!(s.rollouts.len(), 1);
+    assert_eq!(s.rollouts[0].status, RolloutPhase::Cancelled);
+    let on_platform = operator.platform.rollouts(APP_ID);
+    assert_eq!(on_platform.len(), 1);
+    assert_eq!(on_platform[0]["status"], "CANCELLED", "cancelled on the platform");
+    assert_eq!(on_platform[0]["id"].as_str(), Some(s.rollouts[0].id.as_str()));
+    let upgraded = s.upgraded as usize;
+    assert!((2..10).contains(&upgraded), "some upgraded, the rest untouched: {s:#?}");
+    assert_eq!(s.unprocessed as usize, 10 - upgraded);
     let deadline = std::time::Instant::now() + WAIT;
     while !leases_held(&t).await.is_empty() {
         assert!(std::time::Instant::now() < deadline, "the Leases were not released");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The one upgrade in flight finishes; then nothing more moves.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The Installations show what the rollout did, from the platform's listing.
+    let insts: Api<Installation> = t.api();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let on_2 = majors(&t, "insights").await.iter().filter(|m| **m == Some(2)).count();
+        if on_2 == upgraded {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "Installations on 2: {on_2}, upgraded {upgraded}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let after = majors(&t, "insights").await;
-    let upgraded = after.iter().filter(|m| **m == Some(2)).count();
-    assert!((2..12).contains(&upgraded), "some upgraded, the rest untouched: {after:?}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(majors(&t, "insights").await, after, "nothing moves after cancel");
-    let b = bus.get("slow").await.unwrap();
-    assert_eq!(state(&b), Some(BulkUpgradeState::Cancelled));
+    assert_eq!(after.iter().filter(|m| **m == Some(2)).count(), upgraded, "nothing moves after cancel");
+    let _ = insts;
 }
 
 #[tokio::test]
-async fn pause_stops_new_upgrades_and_resume_finishes() {
+async fn pause_between_steps_holds_until_resumed() {
     let t = TestNs::new("bulk-pause").await;
-    let _operator = t.start_operator().await;
-    installed_on_major_1(&t, "insights", "dev", 4, vec![version(2, 0, &["read"])]).await;
+    let operator = operator_with_rollout_step(&t, Duration::from_millis(400)).await;
+    installed_on_major_1(&t, "insights", "dev", 5, vec![version(2, 0, &["read"])]).await;
     let bus: Api<BulkUpgrade> = t.api();
-    create(&bus, bulk("held", "insights", 1, 2, json!({"paused": true}))).await;
+    create(&bus, bulk("held", "insights", 1, 2, json!({"steps": [{"limit": 2}, {}]}))).await;
+    wait_for(&bus, "held", WAIT, "step 1 running", |b| b.status.as_ref().is_some_and(|s| s.rollouts.len() == 1)).await;
+    // A platform rollout cannot be paused mid-way: step 1 runs to its end, then the upgrade holds.
+    patch_spec(&bus, "held", json!({"paused": true})).await;
     let b = wait_state(&bus, "held", BulkUpgradeState::Paused).await;
+    let s = status(&b);
+    assert_eq!((s.upgraded, s.pending, s.unprocessed, s.step), (2, 0, 3, Some(1)), "{s:#?}");
     assert_eq!(condition(&b, "Progressing").unwrap().1, "Paused");
-    assert_eq!(b.status.as_ref().unwrap().pending, 4);
     assert_eq!(leases_held(&t).await.len(), 3, "the environment, account and slot Leases stay held");
-    assert_eq!(majors(&t, "insights").await, vec![Some(1); 4]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(operator.platform.rollouts(APP_ID).len(), 1, "no step starts while paused");
     patch_spec(&bus, "held", json!({"paused": false})).await;
     let b = wait_state(&bus, "held", BulkUpgradeState::Complete).await;
-    let s = b.status.as_ref().unwrap();
-    assert_eq!((s.total, s.upgraded, s.pending, s.failed), (4, 4, 0, 0));
+    let s = status(&b);
+    assert_eq!((s.total, s.upgraded, s.pending, s.failed, s.unprocessed), (5, 5, 0, 0, 0));
+    assert_eq!(s.rollouts.iter().map(|r| (r.step, r.completed)).collect::<Vec<_>>(), vec![(1, 2), (2, 3)]);
+    assert_eq!(operator.platform.rollouts(APP_ID).len(), 2, "one rollout per step");
     assert_eq!(condition(&b, "Complete").unwrap().0, "True");
     assert_eq!(condition(&b, "Ready").unwrap().0, "True");
     assert!(s.started_at.is_some() && s.completed_at.is_some());
@@ -245,39 +283,44 @@ async fn pause_stops_new_upgrades_and_resume_finishes() {
 }
 
 #[tokio::test]
-async fn more_failures_than_max_failures_stops_the_upgrade() {
+async fn the_failure_gate_between_steps_stops_the_upgrade() {
     let t = TestNs::new("bulk-failures").await;
     let operator = t.start_operator().await;
     installed_on_major_1(&t, "insights", "dev", 6, vec![version(2, 0, &["read"])]).await;
-    let failing = (0..3).map(|i| format!("insights-{i}.atlassian.net")).collect();
+    // Five sites of six fail: whichever three step 1 takes, at least two fail.
+    let failing = (0..5).map(|i| format!("insights-{i}.atlassian.net")).collect();
     operator.platform.set_faults(Faults { failing_sites: failing, ..Default::default() });
     let bus: Api<BulkUpgrade> = t.api();
-    create(&bus, bulk("fragile", "insights", 1, 2, json!({"maxConcurrent": 1, "maxFailures": 1}))).await;
+    create(&bus, bulk("fragile", "insights", 1, 2, json!({"steps": [{"limit": 3}, {}], "maxFailures": 1}))).await;
     let b = wait_state(&bus, "fragile", BulkUpgradeState::Failed).await;
-    let s = b.status.as_ref().unwrap();
-    assert_eq!((s.failed, s.upgraded, s.pending), (2, 0, 4), "stopped once failures exceeded 1: {s:#?}");
-    assert_eq!(s.failures.len(), 2);
-    assert!(s.failures[0].message.contains("failed on the platform"), "{s:#?}");
-    assert_eq!(
-        condition(&b, "Stalled").unwrap(),
-        ("True".into(), "MaxFailuresExceeded".into(), condition(&b, "Stalled").unwrap().2)
-    );
+    let s = status(&b);
+    assert!(s.failed >= 2, "{s:#?}");
+    assert_eq!((s.failed + s.upgraded, s.pending, s.rollouts.len()), (3, 0, 1), "stopped after step 1: {s:#?}");
+    let stalled = condition(&b, "Stalled").unwrap();
+    assert_eq!((stalled.0.as_str(), stalled.1.as_str()), ("True", "MaxFailuresExceeded"));
+    assert_eq!(operator.platform.rollouts(APP_ID).len(), 1, "step 2 never started");
     assert!(leases_held(&t).await.is_empty());
 }
 
 #[tokio::test]
-async fn limit_leaves_the_rest_unprocessed_and_pinned_installations_are_skipped() {
-    let t = TestNs::new("bulk-limit").await;
+async fn limit_leaves_the_rest_unprocessed_pinned_installations_hold_and_ttl_deletes() {
+    let mut t = TestNs::new("bulk-limit").await;
+    t.bulk_limits = Limits { recheck: Duration::from_secs(2), ..Default::default() };
     let _operator = t.start_operator().await;
     installed_on_major_1(&t, "insights", "dev", 6, vec![version(2, 0, &["read"])]).await;
     let insts: Api<Installation> = t.api();
+    // A rollout would move an installation pinned to major 1: the upgrade waits for it.
     patch_spec(&insts, "insights-5", json!({"majorVersion": 1})).await;
     let bus: Api<BulkUpgrade> = t.api();
     create(&bus, bulk("some", "insights", 1, 2, json!({"limit": 3, "ttlSecondsAfterFinished": 3}))).await;
+    let b = wait_condition(&bus, "some", "Eligible", "False", "PinnedInstallations").await;
+    assert!(condition(&b, "Eligible").unwrap().2.contains("insights-5"), "{:?}", condition(&b, "Eligible"));
+    patch_spec(&insts, "insights-5", json!({"majorVersion": null})).await;
     let b = wait_state(&bus, "some", BulkUpgradeState::Complete).await;
-    let s = b.status.as_ref().unwrap();
-    assert_eq!((s.total, s.upgraded, s.skipped, s.unprocessed, s.pending), (3, 3, 1, 2, 0), "{s:#?}");
-    assert_eq!(majors(&t, "insights").await, vec![Some(2), Some(2), Some(2), Some(1), Some(1), Some(1)]);
+    let s = status(&b);
+    assert_eq!((s.total, s.upgraded, s.unprocessed, s.pending), (6, 3, 3, 0), "{s:#?}");
+    assert_eq!(condition(&b, "Complete").unwrap().1, "LimitReached");
+    assert_eq!(s.rollouts[0].limit, Some(3));
 
     // The finished record is deleted once its TTL has passed.
     let deadline = std::time::Instant::now() + WAIT;
@@ -285,6 +328,65 @@ async fn limit_leaves_the_rest_unprocessed_and_pinned_installations_are_skipped(
         assert!(std::time::Instant::now() < deadline, "the finished BulkUpgrade was not deleted after its TTL");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test]
+async fn twenty_five_hundred_installations_take_two_rollouts_and_the_records_outlive_the_platform() {
+    const SITES: usize = 2500;
+    let t = TestNs::new("bulk-2500").await;
+    let mut config = seeded(APP_ID, &[("1.0.0", &["read"]), ("2.0.0", &["read"])], "big", SITES, "1.0.0");
+    config.rollout_step = Duration::from_millis(2);
+    let platform = t.start_platform(config).await;
+    let operator = t.start_operator_on(platform.clone()).await;
+    let (apps, insts, bus): (Api<ForgeApp>, Api<Installation>, Api<BulkUpgrade>) = (t.api(), t.api(), t.api());
+    create(
+        &apps,
+        json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": "insights"},
+        "spec": {"appId": APP_ID, "environments": ["production"]}}),
+    )
+    .await;
+    // A few of the sites are declared in the cluster too (adopted as they are).
+    let declared = [0usize, 1799, 1800, 2499];
+    for i in declared {
+        create(&insts, json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "Installation", "metadata": {"name": format!("big-{i:04}")},
+            "spec": {"appRef": {"name": "insights"}, "site": format!("big-{i:04}.atlassian.net"), "products": ["jira"]}}))
+        .await;
+    }
+    for i in declared {
+        wait_for(&insts, &format!("big-{i:04}"), WAIT, "adopted on 1.0", |i| installed_major(i) == Some(1)).await;
+    }
+    create(&bus, bulk("all", "insights", 1, 2, json!({}))).await;
+    let b =
+        wait_for(&bus, "all", Duration::from_secs(120), "complete", |b| state(b) == Some(BulkUpgradeState::Complete))
+            .await;
+    let s = status(&b);
+    assert_eq!((s.total, s.upgraded, s.failed, s.pending, s.unprocessed), (2500, 2500, 0, 0, 0), "{s:#?}");
+    let taken: Vec<(u32, u32, Option<u32>)> =
+        s.rollouts.iter().map(|r| (r.step, r.completed, r.upgrade_limit)).collect();
+    assert_eq!(taken, vec![(1, 1800, Some(1800)), (1, 700, Some(1800))], "the platform's cap of 1800 per rollout");
+    assert_eq!(platform.rollouts(APP_ID).len(), 2);
+    let by = platform.upgraded_by(APP_ID);
+    assert_eq!(by.len(), SITES);
+    assert!(by.values().all(|r| r.len() == 1), "every installation upgraded exactly once");
+    // The declared Installations show the new version, from the platform's listing.
+    for i in declared {
+        let name = format!("big-{i:04}");
+        wait_for(&insts, &name, WAIT, "shows 2.0", |i| {
+            i.status.as_ref().and_then(|s| s.installed_version.as_deref()) == Some("2.0")
+        })
+        .await;
+    }
+    // The platform forgets finished rollouts; the BulkUpgrade keeps its records.
+    assert_eq!(platform.emulator.forget_finished_rollouts(), 2);
+    patch_spec(&bus, "all", json!({"ttlSecondsAfterFinished": 3600})).await;
+    let after = wait_for(&bus, "all", WAIT, "the edit acknowledged", |b| {
+        b.status.as_ref().unwrap().observed_generation == b.metadata.generation
+    })
+    .await;
+    assert_eq!(status(&after).rollouts, s.rollouts, "the records are kept");
+    assert!(platform.rollouts(APP_ID).is_empty());
+    let writes = operator.metrics.write_requests();
+    eprintln!("2500 installations: {} rollouts, {writes} Kubernetes API writes by the operator", s.rollouts.len());
 }
 
 #[tokio::test]
@@ -306,4 +408,127 @@ async fn a_lease_whose_holder_stopped_renewing_is_taken_over_after_it_expires() 
     assert_eq!(b.status.as_ref().unwrap().blocked_by.as_deref(), Some("elsewhere/ghost"));
     let b = wait_state(&bus, "after-ghost", BulkUpgradeState::Complete).await;
     assert_eq!(b.status.as_ref().unwrap().upgraded, 1);
+}
+
+/// Runs the real `forge` CLI (off the async runtime) against `platform` for app [`APP_ID`].
+async fn forge_cli(platform: &support::platform::TestPlatform, args: &[&str]) -> String {
+    let env = support::forge_cli::ForgeEnv::new(
+        platform.emulator.graphql_url(),
+        support::platform::EMAIL,
+        support::platform::TOKEN,
+    )
+    .with_app(APP_ID);
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        support::forge_cli::forge_ok(&args, &env)
+    })
+    .await
+    .unwrap()
+}
+
+fn kubectl(args: &[&str]) -> String {
+    let shared = support::shared();
+    let out = std::process::Command::new(&shared.kubectl)
+        .arg("--kubeconfig")
+        .arg(&shared.kubeconfig)
+        .args(args)
+        .output()
+        .expect("running kubectl");
+    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_started_with_the_cli_makes_the_upgrade_wait_and_the_cli_lists_what_kubectl_shows() {
+    let t = TestNs::new("bulk-cli").await;
+    let mut config = seeded(APP_ID, &[("1.0.0", &["read"]), ("2.0.0", &["read"])], "cli", 16, "1.0.0");
+    config.rollout_step = Duration::from_millis(500);
+    let platform = t.start_platform(config).await;
+    let _operator = t.start_operator_on(platform.clone()).await;
+    let (apps, bus): (Api<ForgeApp>, Api<BulkUpgrade>) = (t.api(), t.api());
+    create(
+        &apps,
+        json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": "insights"},
+        "spec": {"appId": APP_ID, "environments": ["production"]}}),
+    )
+    .await;
+    wait_for(&apps, "insights", WAIT, "read", |a| a.deployed("production").len() == 2).await;
+
+    // Someone runs a bulk upgrade with the CLI, outside the cluster: 8 sites, 4 s.
+    forge_cli(
+        &platform,
+        &[
+            "version",
+            "bulk-upgrade",
+            "start",
+            "--non-interactive",
+            "--json",
+            "--environment",
+            "production",
+            "--from-version",
+            "1",
+            "--to-version",
+            "2",
+            "--limit",
+            "8",
+        ],
+    )
+    .await;
+    assert_eq!(platform.rollouts(APP_ID).len(), 1);
+    create(&bus, bulk("mine", "insights", 1, 2, json!({}))).await;
+    let b = wait_condition(&bus, "mine", "Admitted", "False", "AppRolloutRunning").await;
+    assert_eq!(state(&b), Some(BulkUpgradeState::Queued));
+    assert!(
+        status(&b).blocked_by.as_deref().is_some_and(|w| w.contains("already running")),
+        "{:?}",
+        status(&b).blocked_by
+    );
+    assert!(status(&b).rollouts.is_empty(), "nothing started, nothing counted as failed");
+    assert_eq!(status(&b).failed, 0);
+
+    // Once it has finished, ours runs and takes the rest.
+    let b =
+        wait_for(&bus, "mine", Duration::from_secs(90), "complete", |b| state(b) == Some(BulkUpgradeState::Complete))
+            .await;
+    let s = status(&b);
+    assert_eq!((s.upgraded, s.failed, s.pending, s.rollouts.len()), (8, 0, 0, 1), "{s:#?}");
+
+    // `forge version bulk-upgrade list` shows the rollout with the counts `kubectl get fbu` shows.
+    let listed = forge_cli(
+        &platform,
+        &["version", "bulk-upgrade", "list", "--json", "--environment", "production", "--non-interactive"],
+    )
+    .await;
+    let rows = support::forge_cli::parse_json_output(&listed);
+    let rows = rows.as_array().unwrap_or_else(|| panic!("a JSON list:\n{listed}"));
+    assert_eq!(rows.len(), 2, "the CLI's and ours: {listed}");
+    let table = kubectl(&[
+        "get",
+        "fbu",
+        "-n",
+        &t.name,
+        "--no-headers",
+        "-o",
+        "custom-columns=ROLLOUT:.status.rollouts[*].id,STATE:.status.state,UPGRADED:.status.upgraded,FAILED:.status.failed,PENDING:.status.pending",
+    ]);
+    let cols: Vec<&str> = table.split_whitespace().collect();
+    let json_out = kubectl(&["get", "fbu", "mine", "-n", &t.name, "-o", "json"]);
+    let fbu: BulkUpgrade = serde_json::from_str(&json_out).unwrap();
+    for record in &status(&fbu).rollouts {
+        let row = rows
+            .iter()
+            .find(|r| r["id"] == record.id.as_str())
+            .unwrap_or_else(|| panic!("{} not listed: {listed}", record.id));
+        assert_eq!(row["status"], "COMPLETE");
+        assert_eq!(row["completedUpgradeCount"], record.completed, "{row:#}");
+        assert_eq!(row["failedUpgradeCount"], record.failed, "{row:#}");
+        assert_eq!(row["pendingUpgradeCount"], record.pending, "{row:#}");
+        assert_eq!(row["sourceVersionId"], record.source_version.as_str());
+        assert_eq!(row["targetVersionId"], record.target_version.as_str());
+    }
+    assert_eq!(cols, vec![s.rollouts[0].id.as_str(), "Complete", "8", "0", "0"], "{table}");
+    // The default columns of `kubectl get fbu` name the rollout too.
+    let wide = kubectl(&["get", "fbu", "mine", "-n", &t.name]);
+    assert!(wide.contains(&s.rollouts[0].id) && wide.contains("ROLLOUT"), "{wide}");
 }

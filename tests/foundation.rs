@@ -215,10 +215,10 @@ fn bad_objects() -> Vec<Bad> {
             plural: "bulkupgrades",
             before: None,
             bad: bulk(
-                "noconcurrency",
-                json!({"appRef": {"name": "app"}, "environment": "production", "fromMajor": 1, "toMajor": 2, "maxConcurrent": 0}),
+                "overpercent",
+                json!({"appRef": {"name": "app"}, "environment": "production", "fromMajor": 1, "toMajor": 2, "maxFailurePercent": 101}),
             ),
-            message: "spec.maxConcurrent: Invalid value",
+            message: "spec.maxFailurePercent: Invalid value",
         },
     ]
 }

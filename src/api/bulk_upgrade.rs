@@ -1,11 +1,8 @@
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::AppRef;
-
-/// The most failures a BulkUpgrade status keeps.
-pub const MAX_RECORDED_FAILURES: usize = 50;
 
 /// Move every eligible installation of an app environment from one major version to a newer one.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -24,7 +21,11 @@ pub const MAX_RECORDED_FAILURES: usize = 50;
     printcolumn(name = "From", type_ = "integer", json_path = ".spec.fromMajor"),
     printcolumn(name = "To", type_ = "integer", json_path = ".spec.toMajor"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
+    printcolumn(name = "Step", type_ = "integer", json_path = ".status.step"),
+    printcolumn(name = "Rollout", type_ = "string", json_path = ".status.rollouts[-1:].id"),
     printcolumn(name = "Upgraded", type_ = "integer", json_path = ".status.upgraded"),
+    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failed"),
+    printcolumn(name = "Pending", type_ = "integer", json_path = ".status.pending"),
     printcolumn(name = "Total", type_ = "integer", json_path = ".status.total"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -50,26 +51,43 @@ pub struct BulkUpgradeSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("toMajor is immutable"))]
     pub to_major: u32,
 
-    /// The most installation upgrades in flight at once.
-    #[serde(default = "default_max_concurrent")]
-    #[schemars(range(min = 1, max = 1000))]
-    pub max_concurrent: u32,
+    /// Progressive steps, run one after the other: each step is one platform rollout (or more,
+    /// when it is larger than the platform's `upgradeLimit`) that starts once the previous step's
+    /// rollouts have finished and the failure gate (`maxFailures`, `maxFailurePercent`) passed. For
+    /// example `[{limit: 10}, {limit: 200}, {}]` upgrades 10 installations, then 200, then the rest.
+    /// Empty: one step with every eligible installation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub steps: Vec<UpgradeStep>,
 
-    /// Stop starting new upgrades once more installations than this have failed.
+    /// Failure gate, checked whenever a rollout has finished and before the next one starts: stop
+    /// with `Failed` once more installations than this have failed to upgrade (over every rollout
+    /// of this upgrade).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub max_failures: Option<u32>,
 
-    /// Upgrade at most this many installations in this request; the rest are counted as unprocessed.
+    /// Failure gate, checked like `maxFailures`: stop with `Failed` once failed upgrades are more
+    /// than this percentage of the upgrades that have run so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_failure_percent: Option<u32>,
+
+    /// Upgrade at most this many installations over all steps; what remains is reported in
+    /// `status.unprocessed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub limit: Option<u32>,
 
-    /// Stop starting new upgrades while true; in-flight ones finish. The concurrency Leases stay held.
+    /// Hold before the next rollout (the next step, or the next part of a step larger than the
+    /// platform's `upgradeLimit`) while true. A rollout already running on the platform cannot be
+    /// paused mid-way: it runs to its end, then the upgrade waits in `Paused`. A paused upgrade
+    /// is admitted first and keeps its concurrency Leases.
     #[serde(default)]
     pub paused: bool,
 
-    /// Stop for good: keeps what was upgraded and releases the concurrency Leases. Has no effect on a
+    /// Stop for good: cancels the running rollout on the platform (installations it already
+    /// upgraded keep the new version) and releases the concurrency Leases. Has no effect on a
     /// finished upgrade.
     #[serde(default)]
     pub cancelled: bool,
@@ -80,8 +98,15 @@ pub struct BulkUpgradeSpec {
     pub ttl_seconds_after_finished: Option<i64>,
 }
 
-fn default_max_concurrent() -> u32 {
-    10
+/// One progressive step of a BulkUpgrade.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStep {
+    /// How many installations this step upgrades; absent: every eligible installation that
+    /// remains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub limit: Option<u32>,
 }
 
 /// Where a bulk upgrade is in its life.
@@ -107,7 +132,7 @@ pub struct BulkUpgradeStatus {
     pub observed_generation: Option<i64>,
 
     /// The upgrade's conditions: `Eligible`, `Admitted`, `Progressing`, `Complete`, `Ready`, and the
-    /// kstatus `Reconciling` and `Stalled`.
+    /// kstatus `Reconciling` and `Stalled`, each with a reason from a fixed set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -116,31 +141,42 @@ pub struct BulkUpgradeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<BulkUpgradeState>,
 
-    /// Installations in scope: installed on fromMajor in the environment.
+    /// The platform version installations are upgraded from: the latest version of fromMajor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_version: Option<String>,
+
+    /// The platform version installations are upgraded to: the latest version of toMajor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_version: Option<String>,
+
+    /// The step in progress, or the last one run (counted from 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u32>,
+
+    /// Installations on the source version when the first rollout started, as the platform
+    /// counted them.
     #[serde(default)]
     pub total: u32,
 
-    /// Installations upgraded to toMajor.
+    /// Installations the rollouts upgraded (the platform's completed count, summed).
     #[serde(default)]
     pub upgraded: u32,
 
-    /// Installations whose upgrade failed.
+    /// Upgrades that failed (the platform's failed count, summed over rollouts; a failed
+    /// installation stays on the source version and a later rollout may take it again).
     #[serde(default)]
     pub failed: u32,
 
-    /// Installations still to upgrade.
+    /// Installations the running rollout has still to upgrade.
     #[serde(default)]
     pub pending: u32,
 
-    /// Installations pinned to another major by `spec.majorVersion`, left alone.
-    #[serde(default)]
-    pub skipped: u32,
-
-    /// Installations left out by `spec.limit`.
+    /// Installations still on the source version that no running rollout holds, as last counted
+    /// on the platform: what a further step, a higher `limit` or another BulkUpgrade would take.
     #[serde(default)]
     pub unprocessed: u32,
 
-    /// When the upgrade started running.
+    /// When the first rollout started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
 
@@ -148,10 +184,16 @@ pub struct BulkUpgradeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
 
-    /// The first failed installations (at most 50) with the platform's message.
+    /// Every platform rollout this upgrade ran, oldest first, as last seen on the platform. Kept
+    /// after the platform forgets a finished rollout; removed only with the object.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 50))]
-    pub failures: Vec<UpgradeFailure>,
+    pub rollouts: Vec<RolloutRecord>,
+
+    /// A rollout about to be started: written before the platform is asked, so that a restart
+    /// finds the rollout the platform created (same versions, created since) instead of starting
+    /// a second one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting: Option<StartingRollout>,
 
     /// Every eligibility rule the upgrade fails, with its detail (for example `adds scope write:confluence-content`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -162,16 +204,75 @@ pub struct BulkUpgradeStatus {
     pub blocked_by: Option<String>,
 }
 
-/// One installation whose upgrade failed.
+/// One platform rollout (`createAppVersionRollout`) run by a BulkUpgrade.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct UpgradeFailure {
-    /// The Installation object's name.
-    pub installation: String,
-    /// The site the installation is on.
-    pub site: String,
-    /// What the platform said.
-    pub message: String,
+pub struct RolloutRecord {
+    /// The platform's rollout id (what `forge version bulk-upgrade list` shows).
+    pub id: String,
+    /// The step this rollout belongs to (counted from 1).
+    pub step: u32,
+    /// The version upgraded from, as the platform's dotted string.
+    pub source_version: String,
+    /// The version upgraded to.
+    pub target_version: String,
+    /// The platform's id of the source version.
+    pub source_version_id: String,
+    /// The platform's id of the target version.
+    pub target_version_id: String,
+    /// The limit this upgrade asked for (none: as many as the platform takes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The most installations the platform takes in one rollout, as it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_limit: Option<u32>,
+    /// `Running`, `Complete` or `Cancelled`, as last seen.
+    pub status: RolloutPhase,
+    /// When the platform created the rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the platform finished it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// Installations upgraded, as last seen.
+    #[serde(default)]
+    pub completed: u32,
+    /// Upgrades that failed, as last seen.
+    #[serde(default)]
+    pub failed: u32,
+    /// Installations still to upgrade, as last seen.
+    #[serde(default)]
+    pub pending: u32,
+    /// Installations on the source version the platform left for a later rollout when it
+    /// created this one (its `expectedRemainingUpgrades`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u32>,
+    /// Whether the rollout was found on the platform (started before a restart, or from outside
+    /// the cluster with the same versions) rather than answered to this upgrade's request.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
+    /// Whether the platform no longer returns this rollout; the counts are as last seen.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forgotten: bool,
+}
+
+/// A rollout's status on the platform.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum RolloutPhase {
+    Running,
+    Complete,
+    Cancelled,
+}
+
+/// A rollout this upgrade is about to ask the platform for.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StartingRollout {
+    /// The step it belongs to (counted from 1).
+    pub step: u32,
+    /// When it was decided (microseconds); a rollout with the same versions created since then
+    /// is this one.
+    pub since: MicroTime,
 }
 
 /// One eligibility rule the upgrade fails.

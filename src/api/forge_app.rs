@@ -170,6 +170,10 @@ pub struct AppVersion {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
 
+    /// The platform's id of the version (what installs, upgrades and rollouts name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+
     /// When the version was deployed, as the platform says (epoch milliseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,

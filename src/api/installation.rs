@@ -123,10 +123,6 @@ pub struct InstallationStatus {
     /// on, so an operator restarted mid-way resumes waiting on it and never starts a second one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskRecord>,
-
-    /// The BulkUpgrade that last took this installation in hand, and how that went.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bulk_upgrade: Option<BulkUpgradeRecord>,
 }
 
 /// What deleting an Installation does on the site.
@@ -172,27 +168,4 @@ pub enum TaskAction {
     Install,
     Upgrade,
     Uninstall,
-}
-
-/// What a BulkUpgrade did to one installation. Bulk upgrade counts are derived from these records,
-/// so they stay exact across operator restarts.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BulkUpgradeRecord {
-    /// The BulkUpgrade's name.
-    pub name: String,
-    /// The BulkUpgrade's UID.
-    pub uid: String,
-    /// `Upgraded` or `Failed`.
-    pub outcome: BulkUpgradeOutcome,
-    /// What the platform said, for a failure.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
-
-/// How a bulk upgrade of one installation ended.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
-pub enum BulkUpgradeOutcome {
-    Upgraded,
-    Failed,
 }

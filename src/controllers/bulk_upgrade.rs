@@ -1,55 +1,62 @@
-//! The BulkUpgrade controller: checks eligibility, takes the concurrency Leases (app environment,
-//! developer account, a global slot), upgrades the installations in waves of at most
-//! `maxConcurrent` through the platform port, and reports counts derived from the installations'
-//! own records, so a restart at any instant neither repeats nor forgets an upgrade.
+//! The BulkUpgrade controller: gathers what [`rules::decide`] needs (the app and the pinned
+//! installations and the Leases from the watch caches; the running rollout, eligibility, the count
+//! on the source version and, after a restart, a rollout to adopt, from the platform), calls it,
+//! and carries out the effects it returns in order. It writes the status only when it changed.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::DeleteParams;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
-use tracing::info;
+use tracing::{info, warn};
 
-use super::site;
-use super::{
-    Context, Error, apply_status, apply_status_guarded, instrumented, objects_of_app, publish_event, retry_later,
-};
-use crate::api::TaskAction;
-use crate::api::{
-    BulkUpgrade, BulkUpgradeOutcome, BulkUpgradeRecord, BulkUpgradeState, BulkUpgradeStatus, ForgeApp, Installation,
-};
+use super::{Context, Error, apply_status, instrumented, objects_of_app, publish_event, retry_delay};
+use crate::api::{BulkUpgrade, BulkUpgradeState, BulkUpgradeStatus, ForgeApp, RolloutPhase};
 use crate::leases::{self, Claim, Holder};
-use crate::platform::ErrorKind;
-use crate::rules::bulk_upgrade::states::{Situation, conditions};
-use crate::rules::bulk_upgrade::{Census, census, eligibility};
+use crate::platform::{Credentials, PlatformError, RolloutStatus};
+use crate::rules::bulk_upgrade::{
+    self as rules, Admission, AppView, Current, Decision, Effect, Inputs, LeaseHold, Leases, Other, PlatformView,
+    Reason, Requeue, StartAnswer,
+};
 use crate::rules::conditions as conds;
-use crate::rules::versions::{self, Version};
 
 const NAME: &str = "bulkupgrade";
 /// Releases the Leases before a BulkUpgrade object goes away.
 pub const FINALIZER: &str = "forgeops.dev/leases";
-/// How often a waiting upgrade tries again for its Leases.
-const QUEUED_RETRY: Duration = Duration::from_secs(2);
 
-/// The concurrency limits.
+/// The concurrency limits and the pace of polling.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// At most this many bulk upgrades run at once.
     pub global: u32,
     /// A Lease whose holder has not renewed it for this long is taken over.
     pub lease_duration: Duration,
+    /// How often a running rollout is read from the platform.
+    pub poll: Duration,
+    /// How often, at most, the app's installations are listed again while a rollout runs (once
+    /// more when it finishes).
+    pub refresh: Duration,
+    /// How often an upgrade held by something outside the watched objects (pinned
+    /// installations, the platform's eligibility) looks again.
+    pub recheck: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { global: 3, lease_duration: Duration::from_secs(30) }
+        Limits {
+            global: 3,
+            lease_duration: Duration::from_secs(30),
+            poll: Duration::from_secs(2),
+            refresh: Duration::from_secs(10),
+            recheck: Duration::from_secs(30),
+        }
     }
 }
 
@@ -57,6 +64,8 @@ pub struct BulkContext {
     pub ctx: Arc<Context>,
     pub limits: Limits,
     upgrades: Store<BulkUpgrade>,
+    /// When each app's installations were last listed for a running rollout.
+    refreshed: Mutex<HashMap<String, Instant>>,
 }
 
 pub async fn reconcile(bu: Arc<BulkUpgrade>, bctx: Arc<BulkContext>) -> Result<Action, Error> {
@@ -65,8 +74,8 @@ pub async fn reconcile(bu: Arc<BulkUpgrade>, bctx: Arc<BulkContext>) -> Result<A
     instrumented(ctx, NAME, bu.as_ref(), async {
         finalizer(&api, FINALIZER, bu.clone(), |event| async {
             match event {
-                Finalizer::Apply(bu) => apply(&bu, &bctx).await,
-                Finalizer::Cleanup(bu) => release_all(ctx, &uid(&bu)).await.map(|_| Action::await_change()),
+                Finalizer::Apply(bu) => apply(bu, &bctx).await,
+                Finalizer::Cleanup(bu) => release_all(&bctx, &uid(&bu), true).await.map(|_| Action::await_change()),
             }
         })
         .await
@@ -83,178 +92,470 @@ fn full_name(bu: &BulkUpgrade) -> String {
     format!("{}/{}", bu.namespace().unwrap_or_default(), bu.name_any())
 }
 
-fn finished(state: BulkUpgradeState) -> bool {
-    matches!(state, BulkUpgradeState::Complete | BulkUpgradeState::Cancelled | BulkUpgradeState::Failed)
+fn finished(state: Option<BulkUpgradeState>) -> bool {
+    matches!(state, Some(BulkUpgradeState::Complete | BulkUpgradeState::Cancelled | BulkUpgradeState::Failed))
 }
 
-async fn apply(bu: &BulkUpgrade, bctx: &BulkContext) -> Result<Action, Error> {
+fn running_rollout(status: &BulkUpgradeStatus) -> Option<&crate::api::RolloutRecord> {
+    status.rollouts.last().filter(|r| r.status == RolloutPhase::Running)
+}
+
+/// What was gathered for one decision.
+struct Gathered {
+    app: Option<Arc<ForgeApp>>,
+    view: AppView,
+    platform: PlatformView,
+    admission: Admission,
+    creds: Option<Credentials>,
+}
+
+async fn apply(bu: Arc<BulkUpgrade>, bctx: &BulkContext) -> Result<Action, Error> {
     let ctx = &bctx.ctx;
-    let previous = bu.status.clone().unwrap_or_default();
-    let state = previous.state.unwrap_or_default();
-    if finished(state) {
-        // Nothing changes a finished upgrade, `cancelled` included; only its record expires. A spec
-        // edit is still acknowledged, so GitOps tools do not wait on a stale observedGeneration.
-        release_all(ctx, &uid(bu)).await?;
-        if previous.observed_generation != bu.metadata.generation {
-            let mut next = previous.clone();
-            next.observed_generation = bu.metadata.generation;
-            next.conditions.iter_mut().for_each(|c| c.observed_generation = bu.metadata.generation);
-            apply_status(&ctx.client, bu, &next).await?;
-        }
-        return expire(bu, ctx).await;
-    }
-
-    // Observe.
-    let ns = bu.namespace().unwrap_or_default();
-    let app = Api::<ForgeApp>::namespaced(ctx.client.clone(), &ns).get_opt(&bu.spec.app_ref.name).await?;
-    let installations = list_installations(ctx, bu).await?;
-
-    // Decide.
-    let ineligible = eligibility(app.as_ref(), &bu.spec);
-    let counted = census(&uid(bu), &bu.spec, &installations);
-    let mut next = BulkUpgradeStatus { started_at: previous.started_at.clone(), ..Default::default() };
-    fill_counts(&mut next, &counted);
-    next.ineligible_reasons = ineligible.clone();
-    let first_reason = ineligible.first().map(|r| (r.reason.as_str(), r.detail.as_str()));
-
-    let (state, waiting, action) = if !ineligible.is_empty() {
-        release_all(ctx, &uid(bu)).await?;
-        (BulkUpgradeState::Ineligible, None, Action::await_change())
-    } else if bu.spec.cancelled {
-        release_all(ctx, &uid(bu)).await?;
-        (BulkUpgradeState::Cancelled, None, Action::await_change())
-    } else if bu.spec.max_failures.is_some_and(|max| counted.failed > max) {
-        release_all(ctx, &uid(bu)).await?;
-        (BulkUpgradeState::Failed, None, Action::await_change())
-    } else {
-        let app = app.as_ref().expect("an eligible upgrade has its app");
-        match admit(bu, app, bctx).await? {
-            Some((reason, blocked_by)) => {
-                (BulkUpgradeState::Queued, Some((reason, blocked_by)), Action::requeue(QUEUED_RETRY))
+    let mut current = bu;
+    let mut fresh_read = false;
+    // At most a few rounds: a decision that only records its intent to start is followed at once
+    // by the start itself, and a start or cancel first re-reads the object.
+    for _ in 0..4 {
+        let previous = current.status.clone().unwrap_or_default();
+        let gathered = match gather(&current, bctx).await {
+            Ok(g) => g,
+            Err(e) => {
+                // The Leases are renewed while a rollout runs, whatever the platform answers.
+                if running_rollout(&previous).is_some()
+                    && let Some(account) = current_account(&current, ctx)
+                {
+                    let _ = take_leases(&current, &account, bctx).await;
+                }
+                return Err(e);
             }
-            None if counted.pending.is_empty() => {
-                release_all(ctx, &uid(bu)).await?;
-                (BulkUpgradeState::Complete, None, Action::await_change())
-            }
-            None if bu.spec.paused => (BulkUpgradeState::Paused, None, Action::requeue(bctx.limits.lease_duration / 3)),
-            None => (BulkUpgradeState::Running, None, Action::requeue(Duration::ZERO)),
-        }
-    };
-
-    if matches!(state, BulkUpgradeState::Running | BulkUpgradeState::Paused | BulkUpgradeState::Complete) {
-        next.started_at.get_or_insert_with(super::now);
-    }
-    if finished(state) {
-        next.completed_at = Some(super::now());
-    }
-    next.blocked_by = waiting.as_ref().map(|(_, who)| who.clone());
-    next.state = Some(state);
-    report(bu, ctx, &previous, next, state, first_reason, &waiting, &counted).await?;
-
-    if state == BulkUpgradeState::Running {
-        let app = app.as_ref().expect("a running upgrade has its app");
-        run_wave(bu, app, ctx, &counted).await?;
-    }
-    if finished(state) {
-        return expire(bu, ctx).await;
-    }
-    Ok(action)
-}
-
-fn fill_counts(status: &mut BulkUpgradeStatus, c: &Census) {
-    status.total = c.total();
-    status.upgraded = c.upgraded;
-    status.failed = c.failed;
-    status.pending = c.pending.len() as u32;
-    status.skipped = c.skipped;
-    status.unprocessed = c.unprocessed;
-    status.failures = c.failures.clone();
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn report(
-    bu: &BulkUpgrade,
-    ctx: &Context,
-    previous: &BulkUpgradeStatus,
-    mut next: BulkUpgradeStatus,
-    state: BulkUpgradeState,
-    ineligible: Option<(&str, &str)>,
-    waiting: &Option<(&'static str, String)>,
-    counted: &Census,
-) -> Result<(), Error> {
-    let summary = format!(
-        "{} of {} upgraded, {} failed, {} pending, {} skipped, {} unprocessed",
-        counted.upgraded,
-        counted.total(),
-        counted.failed,
-        counted.pending.len(),
-        counted.skipped,
-        counted.unprocessed
-    );
-    let situation = Situation { ineligible, waiting: waiting.as_ref().map(|(r, w)| (*r, w.as_str())), summary };
-    let decided = conditions(state, &situation);
-    next.observed_generation = bu.metadata.generation;
-    if next.completed_at.is_some() && previous.completed_at.is_some() {
-        next.completed_at = previous.completed_at.clone();
-    }
-    next.conditions = conds::merge(&previous.conditions, &decided, bu.metadata.generation, &super::now());
-    if &next == previous {
-        return Ok(());
-    }
-    apply_status(&ctx.client, bu, &next).await?;
-    if previous.state != Some(state) {
-        info!(bulk_upgrade = %full_name(bu), ?state, "bulk upgrade state changed");
-        let (warning, reason) = match state {
-            BulkUpgradeState::Running if previous.state != Some(BulkUpgradeState::Paused) => (false, "Admitted"),
-            BulkUpgradeState::Complete => (false, "Completed"),
-            BulkUpgradeState::Cancelled => (false, "Cancelled"),
-            BulkUpgradeState::Failed => (true, "MaxFailuresExceeded"),
-            BulkUpgradeState::Ineligible => (true, ineligible.map(|i| i.0).unwrap_or("Ineligible")),
-            _ => return Ok(()),
         };
-        let note = conds::find(&next.conditions, "Progressing").map(|c| c.message.clone()).unwrap_or_default();
-        publish_event(ctx, bu, warning, reason, note, "Reconcile").await;
-    }
-    Ok(())
-}
-
-async fn list_installations(ctx: &Context, bu: &BulkUpgrade) -> Result<Vec<Installation>, Error> {
-    let params = ListParams::default().fields(&format!("spec.appRef.name={}", bu.spec.app_ref.name));
-    Ok(Api::<Installation>::namespaced(ctx.client.clone(), &bu.namespace().unwrap_or_default())
-        .list(&params)
-        .await?
-        .items)
-}
-
-/// Deletes a finished upgrade once `ttlSecondsAfterFinished` has passed.
-async fn expire(bu: &BulkUpgrade, ctx: &Context) -> Result<Action, Error> {
-    let (Some(ttl), Some(done)) =
-        (bu.spec.ttl_seconds_after_finished, bu.status.as_ref().and_then(|s| s.completed_at.clone()))
-    else {
-        return Ok(Action::await_change());
-    };
-    let expiry = done.0 + jiff::SignedDuration::from_secs(ttl);
-    let now = jiff::Timestamp::now();
-    if now < expiry {
-        let wait = expiry.duration_since(now).as_secs().max(0) as u64;
-        return Ok(Action::requeue(Duration::from_secs(wait + 1)));
-    }
-    info!(bulk_upgrade = %full_name(bu), "deleting the finished bulk upgrade: its TTL has passed");
-    let api: Api<BulkUpgrade> = Api::namespaced(ctx.client.clone(), &bu.namespace().unwrap_or_default());
-    match api.delete(&bu.name_any(), &DeleteParams::default()).await {
-        Ok(_) => Ok(Action::await_change()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Action::await_change()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Releases every Lease the upgrade holds. Idempotent.
-async fn release_all(ctx: &Context, holder: &str) -> Result<(), Error> {
-    let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.operator_namespace);
-    for lease in api.list(&ListParams::default()).await?.items {
-        if lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(holder) {
-            leases::release(&api, &lease.name_any(), holder).await?;
+        let inputs = Inputs {
+            spec: &current.spec,
+            generation: current.metadata.generation,
+            previous: &previous,
+            now: super::now(),
+            instant: jiff::Timestamp::now(),
+            app: gathered.view.clone(),
+            platform: gathered.platform.clone(),
+            admission: gathered.admission.clone(),
+        };
+        let decision = rules::decide(&inputs);
+        let acts_on_platform =
+            decision.effects.iter().any(|e| matches!(e, Effect::StartRollout(_) | Effect::CancelRollout(_)));
+        if acts_on_platform && !fresh_read {
+            // The watch cache can lag behind our own last write: act on the platform only from
+            // the latest record, so a stale status never starts a rollout twice.
+            fresh_read = true;
+            let api: Api<BulkUpgrade> = Api::namespaced(ctx.client.clone(), &current.namespace().unwrap_or_default());
+            let Some(latest) = api.get_opt(&current.name_any()).await? else { return Ok(Action::await_change()) };
+            if latest.resource_version() != current.resource_version() {
+                current = Arc::new(latest);
+                continue;
+            }
         }
+        let (status, requeue) = match execute(&current, &decision, &inputs, &gathered, bctx).await? {
+            Some(done) => done,
+            // Lost a Lease to another upgrade meanwhile: decide again once the cache shows it.
+            None => return Ok(Action::requeue(Duration::from_secs(1))),
+        };
+        if status != previous {
+            apply_status(&ctx.client, current.as_ref(), &status).await?;
+            report(&current, ctx, &previous, &status, &decision).await;
+        }
+        if requeue == Requeue::Now {
+            let mut next = (*current).clone();
+            next.status = Some(status);
+            current = Arc::new(next);
+            continue;
+        }
+        return Ok(action(requeue, bctx.limits));
+    }
+    Ok(Action::requeue(bctx.limits.poll))
+}
+
+fn action(requeue: Requeue, limits: Limits) -> Action {
+    match requeue {
+        Requeue::Now => Action::requeue(Duration::ZERO),
+        Requeue::Poll => Action::requeue(limits.poll),
+        Requeue::Queued => Action::requeue(Duration::from_secs(2)),
+        Requeue::Platform => Action::requeue(Duration::from_secs(10)),
+        Requeue::Renew => Action::requeue(limits.lease_duration / 3),
+        Requeue::Recheck => Action::requeue(limits.recheck),
+        Requeue::After(d) => Action::requeue(d),
+        Requeue::AwaitChange => Action::await_change(),
+    }
+}
+
+fn current_account(bu: &BulkUpgrade, ctx: &Context) -> Option<String> {
+    let app = ctx.caches.app(&bu.namespace().unwrap_or_default(), &bu.spec.app_ref.name)?;
+    app.account().map(str::to_string)
+}
+
+fn count(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Reads what the decision needs: the cluster's side from the caches, the platform's side only
+/// when it matters (a running rollout's progress; before a new rollout, eligibility, the count on
+/// the source version and a rollout to adopt).
+async fn gather(bu: &BulkUpgrade, bctx: &BulkContext) -> Result<Gathered, Error> {
+    let ctx = &bctx.ctx;
+    let ns = bu.namespace().unwrap_or_default();
+    let status = bu.status.clone().unwrap_or_default();
+    let app = ctx.caches.app(&ns, &bu.spec.app_ref.name);
+    let installations = ctx.caches.installations_of_app(&ns, &bu.spec.app_ref.name);
+    let pinned = rules::pinned(&bu.spec, installations.iter().map(|i| i.as_ref()));
+    let view = rules::app_view(app.as_deref(), &bu.spec, pinned);
+    let mut gathered =
+        Gathered { app: app.clone(), view, platform: PlatformView::default(), admission: Admission::Free, creds: None };
+    let (Some(app), AppView::Read(facts)) = (app, &gathered.view) else { return Ok(gathered) };
+    if finished(status.state) {
+        return Ok(gathered);
+    }
+    gathered.admission = admission_of(bu, &facts.account, bctx);
+    let creds = ctx.credentials_for(&app).await?;
+    let platform = &ctx.platform;
+    let app_id = app.spec.app_id.as_str();
+    let env_key = crate::platform::environment_key(&bu.spec.environment);
+    let observed = async {
+        let mut view = PlatformView::default();
+        if let Some(r) = running_rollout(&status) {
+            view.current = match platform.rollout(&creds, &r.id).await? {
+                Some(seen) => Current::Seen(seen),
+                None => Current::Gone,
+            };
+        }
+        let still_running = matches!(&view.current, Current::Seen(r) if r.status == RolloutStatus::Running);
+        if let (false, Some(source), Some(target)) = (still_running, &facts.source, &facts.target) {
+            let targets = platform.upgrade_targets(&creds, app_id, env_key, &source.id).await?;
+            view.upgradeable = Some(targets.iter().any(|t| t.version_id == target.id && t.upgradeable_by_rollout));
+            let counts = platform.installation_counts(&creds, app_id, env_key).await?;
+            let on_source = counts.iter().find(|c| c.id == source.id || c.version == source.version);
+            view.on_source = Some(on_source.map(|c| count(c.installations)).unwrap_or(0));
+            if let Some(starting) = &status.starting {
+                let since = starting.since.0.as_millisecond();
+                view.adoptable = platform
+                    .rollouts(&creds, app_id, env_key)
+                    .await?
+                    .into_iter()
+                    .filter(|r| r.source_version_id == source.id && r.target_version_id == target.id)
+                    .filter(|r| !status.rollouts.iter().any(|known| known.id == r.id))
+                    .filter(|r| {
+                        r.created_at.as_deref().and_then(crate::platform::time_millis).is_some_and(|c| c >= since)
+                    })
+                    .collect();
+            }
+        }
+        Ok::<_, PlatformError>(view)
+    }
+    .await;
+    match observed {
+        Ok(view) => gathered.platform = view,
+        Err(e) => {
+            ctx.saw_platform_error(&creds, &e);
+            return Err(e.into());
+        }
+    }
+    gathered.creds = Some(creds);
+    Ok(gathered)
+}
+
+/// Admission from the Lease cache and the other upgrades in the watch cache.
+fn admission_of(bu: &BulkUpgrade, account: &str, bctx: &BulkContext) -> Admission {
+    let ctx = &bctx.ctx;
+    let now = jiff::Timestamp::now();
+    let hold = |name: &str| {
+        let lease = ctx.caches.lease(&ctx.operator_namespace, name)?;
+        let holder = lease.spec.as_ref()?.holder_identity.clone().filter(|h| !h.is_empty())?;
+        let live = !leases::available_to(&lease, "", now);
+        let display = lease
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(leases::HOLDER_ANNOTATION).cloned())
+            .unwrap_or_else(|| holder.clone());
+        Some(LeaseHold { holder, name: display, live })
+    };
+    let held = Leases {
+        environment: hold(&env_lease(bu)),
+        account: hold(&account_lease(account)),
+        slots: (0..bctx.limits.global).map(|i| hold(&slot_lease(i))).collect(),
+    };
+    let me = uid(bu);
+    let ns = bu.namespace();
+    let others: Vec<Other> = bctx
+        .upgrades
+        .state()
+        .into_iter()
+        .filter(|o| uid(o) != me)
+        .filter_map(|o| {
+            let created = o.metadata.creation_timestamp.clone()?.0;
+            let state = o.status.as_ref().and_then(|s| s.state).unwrap_or_default();
+            let waiting = matches!(state, BulkUpgradeState::Queued | BulkUpgradeState::Pending)
+                && !o.spec.cancelled
+                && o.metadata.deletion_timestamp.is_none();
+            let same_app = o.namespace() == ns && o.spec.app_ref == bu.spec.app_ref;
+            let other_account = ctx
+                .caches
+                .app(&o.namespace().unwrap_or_default(), &o.spec.app_ref.name)
+                .and_then(|a| a.account().map(str::to_string));
+            let for_slot = o
+                .status
+                .as_ref()
+                .and_then(|s| conds::find(&s.conditions, rules::Type::Admitted.as_str()))
+                .is_some_and(|c| c.reason == Reason::GlobalLimitReached.as_str());
+            Some(Other {
+                name: full_name(&o),
+                created,
+                waiting,
+                same_environment: same_app && o.spec.environment == bu.spec.environment,
+                same_account: other_account.as_deref() == Some(account),
+                for_slot,
+            })
+        })
+        .collect();
+    let older = bu.metadata.creation_timestamp.as_ref().and_then(|c| rules::older_waiting(c.0, &others));
+    rules::admission(&me, &held, older)
+}
+
+/// Carries out the effects in order. `None`: a Lease was lost to another upgrade meanwhile (no
+/// status is written; the next round decides again).
+async fn execute(
+    bu: &BulkUpgrade,
+    decision: &Decision,
+    inputs: &Inputs<'_>,
+    gathered: &Gathered,
+    bctx: &BulkContext,
+) -> Result<Option<(BulkUpgradeStatus, Requeue)>, Error> {
+    let ctx = &bctx.ctx;
+    let mut status = decision.status.clone();
+    let mut requeue = decision.requeue;
+    let was_finished = finished(inputs.previous.state);
+    for effect in &decision.effects {
+        match effect {
+            Effect::TakeLeases => {
+                let AppView::Read(facts) = &gathered.view else { continue };
+                if !take_leases(bu, &facts.account, bctx).await? {
+                    return Ok(None);
+                }
+            }
+            Effect::ReleaseLeases => {
+                // On the way to a final state, the API is asked too (the cache may lag behind a
+                // Lease just taken); otherwise the cache says whether anything is held.
+                let finishing = finished(status.state) && !was_finished;
+                release_all(bctx, &uid(bu), finishing).await?;
+            }
+            Effect::StartRollout(request) => {
+                let creds = gathered.creds.as_ref().expect("a start is decided only with credentials");
+                let answer = match ctx
+                    .platform
+                    .create_rollout(creds, &request.source.id, &request.target.id, request.limit)
+                    .await
+                {
+                    Ok(started) => {
+                        info!(bulk_upgrade = %full_name(bu), rollout = %started.rollout_id, step = request.step,
+                            limit = ?request.limit, "started a rollout on the platform");
+                        StartAnswer::Started { started, request: request.clone() }
+                    }
+                    Err(e) => match rules::refusal(e.kind) {
+                        Some(reason) => {
+                            info!(bulk_upgrade = %full_name(bu), %reason, "the platform refused the rollout for now");
+                            StartAnswer::Refused { reason, message: refusal_message(reason, &e) }
+                        }
+                        None => {
+                            ctx.saw_platform_error(creds, &e);
+                            return Err(e.into());
+                        }
+                    },
+                };
+                let (folded, after) = rules::after_start(
+                    decision,
+                    answer,
+                    &inputs.previous.conditions,
+                    inputs.spec,
+                    inputs.generation,
+                    &inputs.now,
+                );
+                status = folded;
+                requeue = after;
+            }
+            Effect::CancelRollout(id) => {
+                let creds = gathered.creds.as_ref().expect("a cancel is decided only with credentials");
+                match ctx.platform.cancel_rollout(creds, id).await {
+                    Ok(()) => {
+                        info!(bulk_upgrade = %full_name(bu), rollout = %id, "cancelled the rollout on the platform")
+                    }
+                    // Finished or forgotten meanwhile: the next poll shows it.
+                    Err(e)
+                        if matches!(
+                            e.kind,
+                            crate::platform::ErrorKind::NotFound | crate::platform::ErrorKind::Refused
+                        ) =>
+                    {
+                        info!(bulk_upgrade = %full_name(bu), rollout = %id, error = %e, "the rollout was no longer running")
+                    }
+                    Err(e) => {
+                        ctx.saw_platform_error(creds, &e);
+                        return Err(e.into());
+                    }
+                }
+            }
+            Effect::RefreshInstallations => {
+                let (Some(app), Some(creds)) = (&gathered.app, &gathered.creds) else { continue };
+                let still_running = running_rollout(&status).is_some();
+                let key = format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any());
+                let due = {
+                    let mut last = bctx.refreshed.lock().unwrap();
+                    let due = !still_running || last.get(&key).is_none_or(|t| t.elapsed() >= bctx.limits.refresh);
+                    if due {
+                        last.insert(key, Instant::now());
+                    }
+                    due
+                };
+                if due && let Err(e) = super::listing::refresh(ctx, app, creds).await {
+                    // The next refresh (or the ForgeApp's own) catches up.
+                    warn!(bulk_upgrade = %full_name(bu), error = %e, "listing the app's installations failed");
+                }
+            }
+            Effect::Delete => {
+                info!(bulk_upgrade = %full_name(bu), "deleting the finished bulk upgrade: its TTL has passed");
+                let api: Api<BulkUpgrade> = Api::namespaced(ctx.client.clone(), &bu.namespace().unwrap_or_default());
+                match api.delete(&bu.name_any(), &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+                return Ok(Some((inputs.previous.clone(), Requeue::AwaitChange)));
+            }
+        }
+    }
+    Ok(Some((status, requeue)))
+}
+
+fn refusal_message(reason: Reason, e: &PlatformError) -> String {
+    let what = match reason {
+        Reason::AppRolloutRunning => "a rollout already running on the platform for this app environment",
+        Reason::AccountRolloutRunning => "a rollout already running on the platform for another app of this account",
+        _ => "the platform's global limit on running rollouts",
+    };
+    format!("{what} (started outside this cluster?): {}", e.message)
+}
+
+/// Events: one per state change, and one per rollout started or adopted.
+async fn report(bu: &BulkUpgrade, ctx: &Context, previous: &BulkUpgradeStatus, next: &BulkUpgradeStatus, d: &Decision) {
+    for r in next.rollouts.iter().skip(previous.rollouts.len()) {
+        let verb = if r.adopted { "adopted" } else { "started" };
+        let note = format!(
+            "{verb} rollout {} for step {}: {} -> {}, {} installation(s){}",
+            r.id,
+            r.step,
+            r.source_version,
+            r.target_version,
+            r.pending + r.completed + r.failed,
+            r.limit.map(|l| format!(" (limit {l})")).unwrap_or_default()
+        );
+        publish_event(ctx, bu, false, "RolloutStarted", note, "Reconcile").await;
+    }
+    if previous.state == next.state {
+        return;
+    }
+    let state = next.state.unwrap_or_default();
+    info!(bulk_upgrade = %full_name(bu), ?state, "bulk upgrade state changed");
+    let progressing = conds::find(&next.conditions, rules::Type::Progressing.as_str());
+    let admitted = conds::find(&next.conditions, rules::Type::Admitted.as_str());
+    let eligible = conds::find(&next.conditions, rules::Type::Eligible.as_str());
+    let (warning, condition) = match state {
+        BulkUpgradeState::Ineligible => (true, eligible),
+        BulkUpgradeState::Queued | BulkUpgradeState::Pending => (false, admitted),
+        BulkUpgradeState::Failed => (true, progressing),
+        _ => (false, progressing),
+    };
+    let Some(c) = condition else { return };
+    let reason = if state == BulkUpgradeState::Complete { "Completed".to_string() } else { c.reason.clone() };
+    publish_event(ctx, bu, warning, &reason, c.message.clone(), "Reconcile").await;
+    let _ = d;
+}
+
+/// Takes (or renews) the environment, account and one global-slot Lease, all or none. Answers
+/// whether it holds them all.
+async fn take_leases(bu: &BulkUpgrade, account: &str, bctx: &BulkContext) -> Result<bool, Error> {
+    let ctx = &bctx.ctx;
+    let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.operator_namespace);
+    let me = Holder { uid: uid(bu), name: full_name(bu) };
+    let duration = bctx.limits.lease_duration;
+    let cached = |name: &str| ctx.caches.lease(&ctx.operator_namespace, name);
+    for name in [env_lease(bu), account_lease(account)] {
+        if !matches!(claim(&api, &name, cached(&name), &me, duration).await?, Claim::Held) {
+            release_all(bctx, &me.uid, true).await?;
+            return Ok(false);
+        }
+    }
+    let slots: Vec<String> = (0..bctx.limits.global).map(slot_lease).collect();
+    let mine = slots.iter().find(|s| {
+        cached(s).and_then(|l| l.spec.clone()).and_then(|s| s.holder_identity).as_deref() == Some(me.uid.as_str())
+    });
+    let order: Vec<&String> = mine.into_iter().chain(slots.iter().filter(|s| Some(*s) != mine)).collect();
+    for slot in order {
+        let lease = cached(slot);
+        if lease.as_ref().is_some_and(|l| !leases::available_to(l, &me.uid, jiff::Timestamp::now())) {
+            continue;
+        }
+        if matches!(claim(&api, slot, lease, &me, duration).await?, Claim::Held) {
+            return Ok(true);
+        }
+    }
+    release_all(bctx, &me.uid, true).await?;
+    Ok(false)
+}
+
+/// Takes or renews one Lease, from the cached copy (no read); a renewal younger than a third of the
+/// duration is skipped. On a conflict (the cache was behind) it reads the Lease once and tries again.
+async fn claim(
+    api: &Api<Lease>,
+    name: &str,
+    cached: Option<Arc<Lease>>,
+    me: &Holder,
+    duration: Duration,
+) -> Result<Claim, Error> {
+    if let Some(lease) = &cached {
+        let spec = lease.spec.as_ref();
+        let mine = spec.and_then(|s| s.holder_identity.as_deref()) == Some(me.uid.as_str());
+        let renewed = spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0);
+        let fresh = renewed.is_some_and(|r| jiff::Timestamp::now().duration_since(r).unsigned_abs() < duration / 3);
+        if mine && fresh {
+            return Ok(Claim::Held);
+        }
+    }
+    match leases::claim_from(api, name, cached.as_deref(), me, duration).await? {
+        Some(claim) => Ok(claim),
+        None => Ok(leases::claim(api, name, me, duration).await?),
+    }
+}
+
+/// Releases every Lease the upgrade holds. With `ask_api`, the upgrade's own Lease names are read
+/// from the API too (the cache may not show a Lease just taken yet). Idempotent.
+async fn release_all(bctx: &BulkContext, holder: &str, ask_api: bool) -> Result<(), Error> {
+    let ctx = &bctx.ctx;
+    let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.operator_namespace);
+    let mut names: Vec<String> = ctx
+        .caches
+        .leases
+        .state()
+        .into_iter()
+        .filter(|l| l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(holder))
+        .map(|l| l.name_any())
+        .collect();
+    if ask_api {
+        for lease in api.list(&Default::default()).await?.items {
+            if lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(holder) {
+                names.push(lease.name_any());
+            }
+        }
+        names.sort();
+        names.dedup();
+    }
+    for name in names {
+        leases::release(&api, &name, holder).await?;
     }
     Ok(())
 }
@@ -276,215 +577,12 @@ fn slot_lease(i: u32) -> String {
     format!("forgeops-bulkupgrade-slot-{i}")
 }
 
-/// Takes the upgrade's Leases in a fixed order (environment, account, a global slot). Returns the
-/// reason it must wait and for whom, or `None` once it holds all three. Waiting upgrades go first
-/// come, first served: an older one waiting for the same environment or account goes first.
-async fn admit(bu: &BulkUpgrade, app: &ForgeApp, bctx: &BulkContext) -> Result<Option<(&'static str, String)>, Error> {
-    let ctx = &bctx.ctx;
-    let me = Holder { uid: uid(bu), name: full_name(bu) };
-    let account = app.account().unwrap_or("unknown");
-    if let Some(wait) = older_waiting(bu, account, bctx).await? {
-        release_all(ctx, &me.uid).await?;
-        return Ok(Some(wait));
-    }
-    let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.operator_namespace);
-    let duration = bctx.limits.lease_duration;
-    let mut blocked = None;
-    if let Claim::Busy(who) = leases::claim(&api, &env_lease(bu), &me, duration).await? {
-        blocked = Some(("EnvironmentBusy", who));
-    } else if let Claim::Busy(who) = leases::claim(&api, &account_lease(account), &me, duration).await? {
-        blocked = Some(("AccountBusy", who));
-    } else if let Some(who) = claim_slot(&api, &me, bctx.limits, duration).await? {
-        blocked = Some(("GlobalLimitReached", who));
-    }
-    if blocked.is_some() {
-        // All or nothing: never sit on part of the Leases while waiting for the rest.
-        release_all(ctx, &me.uid).await?;
-    }
-    Ok(blocked)
-}
-
-/// Takes (or renews) one global slot; returns who holds the first slot if none is free.
-async fn claim_slot(
-    api: &Api<Lease>,
-    me: &Holder,
-    limits: Limits,
-    duration: Duration,
-) -> Result<Option<String>, Error> {
-    for i in 0..limits.global {
-        if leases::holds(api, &slot_lease(i), &me.uid).await? {
-            leases::claim(api, &slot_lease(i), me, duration).await?;
-            return Ok(None);
-        }
-    }
-    let mut first_holder = None;
-    for i in 0..limits.global {
-        match leases::claim(api, &slot_lease(i), me, duration).await? {
-            Claim::Held => return Ok(None),
-            Claim::Busy(who) => {
-                first_holder.get_or_insert(who);
-            }
-        }
-    }
-    Ok(Some(first_holder.unwrap_or_else(|| "the global limit of 0".into())))
-}
-
-/// An older, eligible upgrade still waiting for the same environment or account, or (when this one
-/// would take a global slot) one waiting only for a slot. "Older" means created in an earlier
-/// second: creation timestamps have one-second precision, so upgrades created in the same second
-/// have no order and simply race for the Leases.
-async fn older_waiting(
-    bu: &BulkUpgrade,
-    account: &str,
-    bctx: &BulkContext,
-) -> Result<Option<(&'static str, String)>, Error> {
-    let created = |b: &BulkUpgrade| b.metadata.creation_timestamp.clone().map(|t| t.0);
-    let waiting = |b: &BulkUpgrade| {
-        let s = b.status.as_ref().and_then(|s| s.state).unwrap_or_default();
-        matches!(s, BulkUpgradeState::Queued | BulkUpgradeState::Pending)
-            && !b.spec.cancelled
-            && b.metadata.deletion_timestamp.is_none()
-    };
-    let Some(mine) = created(bu) else { return Ok(None) };
-    let mut older: Vec<Arc<BulkUpgrade>> = bctx
-        .upgrades
-        .state()
-        .into_iter()
-        .filter(|o| uid(o) != uid(bu) && waiting(o) && created(o).is_some_and(|c| c < mine))
-        .collect();
-    older.sort_by_key(|o| created(o));
-    for other in older {
-        if other.namespace() == bu.namespace()
-            && other.spec.app_ref == bu.spec.app_ref
-            && other.spec.environment == bu.spec.environment
-        {
-            return Ok(Some(("EnvironmentBusy", full_name(&other))));
-        }
-        let other_app = Api::<ForgeApp>::namespaced(bctx.ctx.client.clone(), &other.namespace().unwrap_or_default())
-            .get_opt(&other.spec.app_ref.name)
-            .await?;
-        if other_app.is_some_and(|a| a.account() == Some(account)) {
-            return Ok(Some(("AccountBusy", full_name(&other))));
-        }
-        let only_slot = other
-            .status
-            .as_ref()
-            .and_then(|s| conds::find(&s.conditions, "Admitted"))
-            .is_some_and(|c| c.reason == "GlobalLimitReached");
-        if only_slot {
-            return Ok(Some(("GlobalLimitReached", full_name(&other))));
-        }
-    }
-    Ok(None)
-}
-
-/// Upgrades a wave of pending installations, at most `maxConcurrent` at a time.
-async fn run_wave(bu: &BulkUpgrade, app: &ForgeApp, ctx: &Context, counted: &Census) -> Result<(), Error> {
-    let Some(target) = versions::latest_of_major(app.deployed(&bu.spec.environment), bu.spec.to_major).map(Version::of)
-    else {
-        return Ok(());
-    };
-    let concurrency = bu.spec.max_concurrent.max(1) as usize;
-    let wave: Vec<String> = counted.pending.iter().take(concurrency * 4).cloned().collect();
-    // Failures so far, so that no new upgrade starts once there are more than maxFailures.
-    let failed = AtomicU32::new(counted.failed);
-    let (failed, max_failures) = (&failed, bu.spec.max_failures);
-    let results: Vec<Result<(), Error>> = futures::stream::iter(wave)
-        .map(|name| async move {
-            if max_failures.is_some_and(|max| failed.load(Ordering::SeqCst) > max) || !still_wanted(bu, ctx).await? {
-                return Ok(());
-            }
-            let outcome = upgrade_one(bu, app, ctx, &name, target).await;
-            if matches!(outcome, Ok(Some(BulkUpgradeOutcome::Failed))) {
-                failed.fetch_add(1, Ordering::SeqCst);
-            }
-            outcome.map(|_| ())
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    results.into_iter().collect()
-}
-
-/// Whether the upgrade should still start new installation upgrades: read afresh, so that pausing,
-/// cancelling or deleting it takes effect within a wave.
-async fn still_wanted(bu: &BulkUpgrade, ctx: &Context) -> Result<bool, Error> {
-    let api: Api<BulkUpgrade> = Api::namespaced(ctx.client.clone(), &bu.namespace().unwrap_or_default());
-    Ok(api
-        .get_opt(&bu.name_any())
-        .await?
-        .is_some_and(|b| !b.spec.paused && !b.spec.cancelled && b.metadata.deletion_timestamp.is_none()))
-}
-
-/// Upgrades one installation; returns the outcome it recorded, if it recorded one.
-async fn upgrade_one(
-    bu: &BulkUpgrade,
-    app: &ForgeApp,
-    ctx: &Context,
-    name: &str,
-    target: Version,
-) -> Result<Option<BulkUpgradeOutcome>, Error> {
-    let api: Api<Installation> = Api::namespaced(ctx.client.clone(), &bu.namespace().unwrap_or_default());
-    // Re-read: the record, not a cache, says whether this installation still needs upgrading.
-    let Some(inst) = api.get_opt(name).await? else { return Ok(None) };
-    let mut status = inst.status.clone().unwrap_or_default();
-    if status.installed_major != Some(bu.spec.from_major)
-        || status.bulk_upgrade.as_ref().is_some_and(|r| r.uid == uid(bu))
-    {
-        return Ok(None);
-    }
-    let record = |outcome, message| Some(BulkUpgradeRecord { name: bu.name_any(), uid: uid(bu), outcome, message });
-    let creds = ctx.credentials_for(app).await?;
-    let site_target = site::target(&inst, app);
-    let upgraded = match site::start(ctx, &creds, &site_target, TaskAction::Upgrade, target).await {
-        Ok(site::Started::AlreadyDone) => Ok(()),
-        Ok(site::Started::Task(task)) => site::finish(ctx, &creds, &task, "upgrade").await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = &upgraded {
-        ctx.saw_platform_error(&creds, e);
-        if matches!(e.kind, ErrorKind::BadCredentials | ErrorKind::RateLimited) {
-            // Not this site's fault: stop the wave and retry the whole upgrade with backoff.
-            return Err(e.clone().into());
-        }
-    }
-    match upgraded {
-        Ok(()) => {
-            status.installed_version = Some(target.to_string());
-            status.installed_major = Some(target.major);
-            status.bulk_upgrade = record(BulkUpgradeOutcome::Upgraded, None);
-            let note = format!("upgraded to {target} by BulkUpgrade {}", bu.name_any());
-            if write_installation(ctx, &inst, &status).await? {
-                publish_event(ctx, &inst, false, "Upgraded", note, "BulkUpgrade").await;
-                return Ok(Some(BulkUpgradeOutcome::Upgraded));
-            }
-        }
-        Err(e) => {
-            status.bulk_upgrade = record(BulkUpgradeOutcome::Failed, Some(e.to_string()));
-            if write_installation(ctx, &inst, &status).await? {
-                return Ok(Some(BulkUpgradeOutcome::Failed));
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// Writes an installation's status unless it changed since it was read (then the next wave sees
-/// the change and decides again). Returns whether it was written.
-async fn write_installation(
-    ctx: &Context,
-    inst: &Installation,
-    status: &crate::api::InstallationStatus,
-) -> Result<bool, Error> {
-    match apply_status_guarded(&ctx.client, inst, status).await {
-        Ok(()) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
+/// Retries with the object's backoff; while a rollout runs, never later than a third of the Lease
+/// duration, so the Leases are renewed through a platform outage.
 pub fn error_policy(bu: Arc<BulkUpgrade>, error: &Error, bctx: Arc<BulkContext>) -> Action {
-    retry_later(NAME, bu.as_ref(), error, &bctx.ctx)
+    let delay = retry_delay(NAME, bu.as_ref(), error, &bctx.ctx);
+    let running = bu.status.as_ref().is_some_and(|s| running_rollout(s).is_some());
+    Action::requeue(if running { delay.min(bctx.limits.lease_duration / 3) } else { delay })
 }
 
 /// Runs the BulkUpgrade controller until `shutdown` resolves. An upgrade is re-evaluated when its
@@ -500,7 +598,7 @@ pub async fn run(
         .with_config(kube::runtime::controller::Config::default().concurrency(super::concurrency::SMALL));
     let upgrades = controller.store();
     let by_app = controller.store();
-    let bctx = Arc::new(BulkContext { ctx, limits, upgrades });
+    let bctx = Arc::new(BulkContext { ctx, limits, upgrades, refreshed: Mutex::new(HashMap::new()) });
     controller
         .watches(apps, watcher::Config::default().any_semantic(), move |app: ForgeApp| {
             objects_of_app(&by_app, app.namespace(), &app.name_any())

@@ -11,6 +11,8 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 
+use k8s_openapi::api::coordination::v1::Lease;
+
 use crate::api::{DistributionPolicy, ForgeApp, Installation};
 
 /// The shared caches, filled by watches that run as long as this value lives.
@@ -18,6 +20,8 @@ pub struct Caches {
     pub apps: Store<ForgeApp>,
     pub installations: Store<Installation>,
     pub policies: Store<DistributionPolicy>,
+    /// The Leases in the operator's namespace (the bulk upgrade concurrency limits).
+    pub leases: Store<Lease>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -49,8 +53,9 @@ where
 }
 
 impl Caches {
-    /// Starts the watches (in `namespace`, or everywhere) and waits until each has listed once.
-    pub async fn start(client: &Client, namespace: Option<&str>) -> Caches {
+    /// Starts the watches (in `namespace`, or everywhere; the Leases in `operator_namespace`) and
+    /// waits until each has listed once.
+    pub async fn start(client: &Client, namespace: Option<&str>, operator_namespace: &str) -> Caches {
         fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
         where
             K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -63,8 +68,10 @@ impl Caches {
         let (apps, a) = start_one(api::<ForgeApp>(client, namespace));
         let (installations, i) = start_one(api::<Installation>(client, namespace));
         let (policies, p) = start_one(api::<DistributionPolicy>(client, namespace));
-        let caches = Caches { apps, installations, policies, tasks: vec![a, i, p] };
+        let (leases, l) = start_one(Api::<Lease>::namespaced(client.clone(), operator_namespace));
+        let caches = Caches { apps, installations, policies, leases, tasks: vec![a, i, p, l] };
         let ready = async {
+            let _ = caches.leases.wait_until_ready().await;
             let _ = caches.apps.wait_until_ready().await;
             let _ = caches.installations.wait_until_ready().await;
             let _ = caches.policies.wait_until_ready().await;
@@ -87,6 +94,11 @@ impl Caches {
             .into_iter()
             .filter(|i| i.metadata.namespace.as_deref() == Some(namespace) && i.spec.app_ref.name == app)
             .collect()
+    }
+
+    /// The Lease `name` in the operator's namespace.
+    pub fn lease(&self, operator_namespace: &str, name: &str) -> Option<Arc<Lease>> {
+        self.leases.get(&ObjectRef::new(name).within(operator_namespace))
     }
 
     /// The Installations on `site` in `namespace`.

@@ -121,23 +121,7 @@ async fn observe(app: &ForgeApp, ctx: &Context) -> Observation {
         }
         // Every installation of the app, a page at a time: what the platform did on its own
         // (minor roll-outs, rollouts) reaches the Installations from here, not a request each.
-        let mut listed = std::collections::HashMap::new();
-        let mut after: Option<String> = None;
-        loop {
-            let filter = crate::platform::InstallationFilter::default();
-            let page = ctx.platform.installations(&creds, app_id, &filter, after.as_deref()).await?;
-            for i in page.items {
-                if let Some(site) = i.site {
-                    let entry = super::PlatformInstallation { id: i.id, version: i.version };
-                    listed.insert((i.environment_key, site), entry);
-                }
-            }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
-            }
-        }
-        ctx.set_platform_installations(app_id, listed);
+        super::listing::refresh(ctx, app, &creds).await?;
         Ok(Observation::Read { account: AccountStatus { account_id: me.account_id, name: me.name }, environments })
     }
     .await;

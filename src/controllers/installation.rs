@@ -254,23 +254,27 @@ fn step_of(task: &TaskRecord) -> Step {
     }
 }
 
-/// What the platform did on its own since the status was written: a minor rolled out. Taken from
-/// the app's last platform listing, and only forward (the platform never downgrades; an older
-/// listing never undoes a newer record). A new major is left to the BulkUpgrade that records it,
-/// so its counts stay exact.
+/// What the platform did on its own since the status was written: a minor rolled out, or a
+/// bulk-upgrade rollout moved the installation to a newer major. Taken from the app's last
+/// platform listing, and only forward (the platform never downgrades; an older listing never
+/// undoes a newer record).
 async fn follow_the_platform(ctx: &Context, inst: &Installation, app: &ForgeApp, status: &mut InstallationStatus) {
     let (Some(current), None) = (installed_version(status), status.task.as_ref()) else { return };
     let key = crate::platform::environment_key(&inst.spec.environment);
     let Some(listed) = ctx.platform_installation(&app.spec.app_id, key, &inst.spec.site) else { return };
     let Some((major, minor)) = listed.version.as_deref().and_then(crate::platform::parse_major_minor) else { return };
     let now = Version { major, minor };
-    if now <= current || now.major != current.major {
+    if now <= current {
         return;
     }
     status.installed_version = Some(now.to_string());
     status.installed_major = Some(now.major);
     status.installation_id = Some(listed.id);
-    let (reason, note) = ("MinorVersionRolledOut", format!("the platform rolled out {now} (from {current})"));
+    let (reason, note) = if now.major == current.major {
+        ("MinorVersionRolledOut", format!("the platform rolled out {now} (from {current})"))
+    } else {
+        ("UpgradedByRollout", format!("a bulk-upgrade rollout on the platform upgraded {current} to {now}"))
+    };
     info!(installation = %inst.name_any(), site = %inst.spec.site, version = %now, reason, "followed the platform");
     publish_event(ctx, inst, false, reason, note, "Reconcile").await;
 }
@@ -409,10 +413,15 @@ pub async fn run(
     let controller = Controller::new(api, watcher::Config::default().any_semantic())
         .with_config(kube::runtime::controller::Config::default().concurrency(super::concurrency::INSTALLATIONS));
     let by_app = controller.store();
+    // Installations whose platform listing changed (a rollout moved them), from the listing refresh.
+    let triggers = ctx
+        .installation_trigger_stream()
+        .map(|rx| futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) }).boxed());
     controller
         .watches(apps, watcher::Config::default().any_semantic(), move |app: ForgeApp| {
             objects_of_app(&by_app, app.namespace(), &app.name_any())
         })
+        .reconcile_on(triggers.unwrap_or_else(|| futures::stream::empty().boxed()))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

@@ -6,6 +6,7 @@ pub mod caches;
 pub mod distribution_policy;
 pub mod forge_app;
 pub mod installation;
+pub mod listing;
 pub mod site;
 
 use std::collections::HashMap;
@@ -19,7 +20,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 
-use crate::api::ForgeApp;
+use crate::api::{ForgeApp, Installation};
 use crate::platform::credentials::{CredentialStore, CredentialsError};
 use crate::platform::{Credentials, ErrorKind, Platform, PlatformError};
 use crate::telemetry::{ControllerLabel, Metrics, ReconcileLabels};
@@ -124,6 +125,10 @@ pub struct Context {
     refreshed: Mutex<HashMap<String, std::time::Instant>>,
     /// What the platform last listed for each app: installations by (environment key, site).
     platform_installations: Mutex<HashMap<String, PlatformListing>>,
+    /// Asks the Installation controller to look again at one Installation (see [`listing`]).
+    installation_triggers: tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<Installation>>,
+    installation_trigger_stream:
+        Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<Installation>>>>,
 }
 
 /// An app's installations as the platform last listed them, by (environment key, site).
@@ -150,7 +155,10 @@ impl Context {
         instance: Option<String>,
     ) -> Self {
         let reporter = Reporter { controller: "forgeops".into(), instance };
+        let (installation_triggers, stream) = tokio::sync::mpsc::unbounded_channel();
         Context {
+            installation_triggers,
+            installation_trigger_stream: Mutex::new(Some(stream)),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
@@ -169,9 +177,31 @@ impl Context {
         self.refreshed.lock().unwrap().get(key).map(|t| t.elapsed())
     }
 
-    /// Replaces what the platform lists for app `app_id`.
-    pub fn set_platform_installations(&self, app_id: &str, listed: PlatformListing) {
-        self.platform_installations.lock().unwrap().insert(app_id.to_string(), listed);
+    /// Replaces what the platform lists for app `app_id`; answers the (environment key, site)
+    /// entries that changed.
+    pub fn set_platform_installations(&self, app_id: &str, listed: PlatformListing) -> Vec<(String, String)> {
+        let mut index = self.platform_installations.lock().unwrap();
+        let before = index.get(app_id);
+        let mut changed: Vec<(String, String)> =
+            listed.iter().filter(|(k, v)| before.and_then(|b| b.get(*k)) != Some(*v)).map(|(k, _)| k.clone()).collect();
+        if let Some(before) = before {
+            changed.extend(before.keys().filter(|k| !listed.contains_key(*k)).cloned());
+        }
+        index.insert(app_id.to_string(), listed);
+        changed
+    }
+
+    /// Asks the Installation controller to reconcile `inst` soon.
+    pub fn trigger_installation(&self, inst: &Installation) {
+        let _ = self.installation_triggers.send(kube::runtime::reflector::ObjectRef::from_obj(inst));
+    }
+
+    /// The stream of [`Context::trigger_installation`] requests; the Installation controller takes
+    /// it once.
+    pub fn installation_trigger_stream(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<Installation>>> {
+        self.installation_trigger_stream.lock().unwrap().take()
     }
 
     /// What the platform last listed for app `app_id` in environment `environment_key` on `site`.
@@ -258,21 +288,26 @@ pub const LOOK_AGAIN: Duration = Duration::from_secs(300);
 /// refusals and missing credentials wait for a change (or look again after [`LOOK_AGAIN`]); an
 /// expected state waits for a change. Never a hot loop, and a warning only for real failures.
 pub fn retry_later<K: Resource<DynamicType = ()>>(controller: &str, obj: &K, error: &Error, ctx: &Context) -> Action {
+    Action::requeue(retry_delay(controller, obj, error, ctx))
+}
+
+/// How long [`retry_later`] waits (and logs why).
+pub fn retry_delay<K: Resource<DynamicType = ()>>(controller: &str, obj: &K, error: &Error, ctx: &Context) -> Duration {
     let object = object_key(obj);
     let category = error.category();
     match category {
         ErrorCategory::Kubernetes | ErrorCategory::PlatformRetryable => {
             let delay = ctx.backoff.next_delay(&object);
             tracing::warn!(controller, %object, %error, category = category.as_str(), retry_in = ?delay, "reconcile failed");
-            Action::requeue(delay)
+            delay
         }
         ErrorCategory::PlatformRefused | ErrorCategory::Credentials => {
             tracing::info!(controller, %object, %error, category = category.as_str(), "waiting for a change");
-            Action::requeue(LOOK_AGAIN)
+            LOOK_AGAIN
         }
         ErrorCategory::Waiting => {
             tracing::debug!(controller, %object, %error, "waiting for a change");
-            Action::requeue(LOOK_AGAIN)
+            LOOK_AGAIN
         }
     }
 }

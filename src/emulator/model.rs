@@ -299,6 +299,9 @@ pub struct Installation {
     pub context: String,
     pub version_id: String,
     pub created_at: Millis,
+    /// The rollouts that upgraded this installation, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upgraded_by: Vec<String>,
 }
 
 /// What a task does.
@@ -614,6 +617,7 @@ impl Model {
                 context,
                 version_id: version.id.clone(),
                 created_at: now,
+                upgraded_by: Vec::new(),
             };
             if model.installed(
                 &installation.app_id,
@@ -1003,6 +1007,7 @@ impl Model {
                     context: task.context.clone(),
                     version_id,
                     created_at: task.due_at,
+                    upgraded_by: Vec::new(),
                 });
                 Ok(Some(id))
             }
@@ -1045,6 +1050,7 @@ impl Model {
                     Some(i) if i.version_id == target => true,
                     Some(i) if i.version_id == source && !failing => {
                         i.version_id = target;
+                        i.upgraded_by.push(self.rollouts[idx].id.clone());
                         true
                     }
                     _ => false,
@@ -1349,6 +1355,7 @@ impl Model {
             context: context.clone(),
             version_id: version.id.clone(),
             created_at: now,
+            upgraded_by: Vec::new(),
         });
         self.touch();
         Ok(LinkInstallOutcome { installation_id: id, installation_context: context, version: version.version })

@@ -332,6 +332,7 @@ fn many_installations(m: &mut Model, n: usize, v: &str) {
             context: info.installation_contexts["jira"].clone(),
             version_id: vid.clone(),
             created_at: T0 + i as i64,
+            upgraded_by: Vec::new(),
         });
     }
 }

@@ -401,6 +401,7 @@ async fn cli_version_and_environment_queries() {
             context: site.context("jira").unwrap(),
             version_id: v,
             created_at: 0,
+            upgraded_by: Vec::new(),
         });
     }
     let d = data(&schema, &me, UPGRADE_VERSIONS, json!({"appId": APP1, "environmentKey": "production"})).await;

@@ -235,6 +235,12 @@ pub struct DistributionLink {
     pub products: Vec<String>,
 }
 
+/// A time the platform reports, as epoch milliseconds: it answers epoch milliseconds as a string
+/// for versions and an RFC 3339 date-time for rollouts and installations.
+pub fn time_millis(text: &str) -> Option<i64> {
+    text.parse::<i64>().ok().or_else(|| text.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond()))
+}
+
 /// The stable categories of platform failures, which controllers, `error_policy` and metrics use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ErrorKind {
@@ -504,6 +510,13 @@ mod tests {
         assert_eq!(environment_key("production"), "production");
         assert_eq!(environment_key("staging"), "staging");
         assert_eq!(environment_key("perf-eu"), "perf-eu");
+    }
+
+    #[test]
+    fn times_parse_from_millis_or_rfc3339() {
+        assert_eq!(time_millis("1800000000500"), Some(1_800_000_000_500));
+        assert_eq!(time_millis("2027-01-15T08:00:00.500Z"), Some(1_800_000_000_500));
+        assert_eq!(time_millis("yesterday"), None);
     }
 
     #[test]

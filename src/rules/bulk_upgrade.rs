@@ -1,24 +1,78 @@
-//! The BulkUpgrade rules: eligibility (the platform upgrades without consent only when the upgrade
-//! grants nothing new), which installations are in scope, and counts derived from the cluster.
+//! The BulkUpgrade rules. A bulk upgrade runs as platform rollouts (`createAppVersionRollout`), in
+//! the progressive steps of `spec.steps`, under the cluster's Leases and the platform's own limits.
+//!
+//! [`decide`] is the whole state machine, and pure: from the spec, the previous status, what the
+//! platform and the Leases look like now, it returns the next status (conditions included), the
+//! effects to carry out (take or release the Leases, start or cancel a rollout, refresh the
+//! installations, delete) and when to look again. The controller only gathers the inputs and
+//! carries out the effects; [`after_start`] folds the platform's answer to a start into the
+//! status.
+//!
+//! States: `Pending` (the app is not read yet), `Ineligible`, `Queued` (a Lease or the platform's
+//! own limit), `Running`, `Paused`, and the final `Complete`, `Cancelled` and `Failed`.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
+
+use super::conditions::{self as conds, Decided};
 use super::versions::{self, Version};
 use crate::api::{
-    BulkUpgradeOutcome, BulkUpgradeSpec, ForgeApp, IneligibleReason, Installation, MAX_RECORDED_FAILURES,
-    UpgradeFailure,
+    BulkUpgradeSpec, BulkUpgradeState, BulkUpgradeStatus, ForgeApp, IneligibleReason, Installation, RolloutPhase,
+    RolloutRecord, StartingRollout,
 };
-use kube::ResourceExt;
+use crate::platform::{ErrorKind, Rollout, RolloutStarted, RolloutStatus};
 
-pub const REASON_APP_NOT_FOUND: &str = "AppNotFound";
-pub const REASON_MAJOR_NOT_DEPLOYED: &str = "MajorNotDeployed";
-pub const REASON_NOT_NEWER: &str = "ToMajorNotNewer";
-pub const REASON_ADDS_SCOPES: &str = "AddsScopes";
-pub const REASON_ADDS_EGRESS: &str = "AddsEgress";
-pub const REASON_LICENSING_CHANGED: &str = "LicensingChanged";
+crate::named! {
+    /// The condition types a BulkUpgrade reports.
+    pub enum Type { Eligible, Admitted, Progressing, Complete, Ready, Reconciling, Stalled }
+}
 
-fn reason(reason: &str, detail: String) -> IneligibleReason {
-    IneligibleReason { reason: reason.into(), detail }
+crate::named! {
+    /// Every reason a BulkUpgrade condition can give.
+    pub enum Reason {
+        // Eligibility.
+        Eligible,
+        AppNotFound,
+        AppNotRead,
+        MajorNotDeployed,
+        ToMajorNotNewer,
+        AddsScopes,
+        AddsEgress,
+        LicensingChanged,
+        PlatformRefused,
+        PinnedInstallations,
+        // Admission: the cluster's Leases, then the platform's own limits.
+        EnvironmentBusy,
+        AccountBusy,
+        GlobalLimitReached,
+        AppRolloutRunning,
+        AccountRolloutRunning,
+        RolloutsUnavailable,
+        Admitted,
+        Released,
+        // Progress.
+        Pending,
+        Queued,
+        Ineligible,
+        Starting,
+        Running,
+        PauseRequested,
+        Cancelling,
+        Paused,
+        Complete,
+        LimitReached,
+        NothingToUpgrade,
+        Cancelled,
+        CancelledOnPlatform,
+        MaxFailuresExceeded,
+        AsExpected,
+    }
+}
+
+fn ineligible(reason: Reason, detail: String) -> IneligibleReason {
+    IneligibleReason { reason: reason.as_str().into(), detail }
 }
 
 fn added<'a>(from: &'a [String], to: &'a [String]) -> Vec<&'a str> {
@@ -27,19 +81,21 @@ fn added<'a>(from: &'a [String], to: &'a [String]) -> Vec<&'a str> {
 }
 
 /// Every eligibility rule the upgrade fails, comparing the latest minor of `fromMajor` with the
-/// latest minor of `toMajor` in the upgrade's environment. Empty means eligible.
+/// latest minor of `toMajor` as the app's status reports them. The platform decides
+/// (`upgradeableByRollout`); this explains its refusal precisely. Removing scopes or egress and
+/// adding the SQL module stay allowed. Empty means eligible.
 pub fn eligibility(app: Option<&ForgeApp>, spec: &BulkUpgradeSpec) -> Vec<IneligibleReason> {
     let Some(app) = app else {
-        return vec![reason(
-            REASON_APP_NOT_FOUND,
+        return vec![ineligible(
+            Reason::AppNotFound,
             format!("ForgeApp {} does not exist in this namespace", spec.app_ref.name),
         )];
     };
     let deployed = app.deployed(&spec.environment);
     let mut out = Vec::new();
     if spec.to_major <= spec.from_major {
-        out.push(reason(
-            REASON_NOT_NEWER,
+        out.push(ineligible(
+            Reason::ToMajorNotNewer,
             format!("toMajor {} is not newer than fromMajor {}", spec.to_major, spec.from_major),
         ));
     }
@@ -47,8 +103,8 @@ pub fn eligibility(app: Option<&ForgeApp>, spec: &BulkUpgradeSpec) -> Vec<Inelig
     let to = versions::latest_of_major(deployed, spec.to_major);
     for (major, v) in [(spec.from_major, from), (spec.to_major, to)] {
         if v.is_none() {
-            out.push(reason(
-                REASON_MAJOR_NOT_DEPLOYED,
+            out.push(ineligible(
+                Reason::MajorNotDeployed,
                 format!("major {major} is not deployed in environment {}", spec.environment),
             ));
         }
@@ -57,17 +113,17 @@ pub fn eligibility(app: Option<&ForgeApp>, spec: &BulkUpgradeSpec) -> Vec<Inelig
     let scopes = added(&from.scopes, &to.scopes);
     if !scopes.is_empty() {
         let detail = scopes.iter().map(|s| format!("adds scope {s}")).collect::<Vec<_>>().join(", ");
-        out.push(reason(REASON_ADDS_SCOPES, detail));
+        out.push(ineligible(Reason::AddsScopes, detail));
     }
     let egress = added(&from.egress, &to.egress);
     if !egress.is_empty() {
         let detail = egress.iter().map(|e| format!("adds egress {e}")).collect::<Vec<_>>().join(", ");
-        out.push(reason(REASON_ADDS_EGRESS, detail));
+        out.push(ineligible(Reason::AddsEgress, detail));
     }
     if from.licensing != to.licensing {
         let on_off = |b: bool| if b { "enabled" } else { "disabled" };
-        out.push(reason(
-            REASON_LICENSING_CHANGED,
+        out.push(ineligible(
+            Reason::LicensingChanged,
             format!(
                 "licensing is {} in {} but {} in {}",
                 on_off(from.licensing),
@@ -80,369 +136,929 @@ pub fn eligibility(app: Option<&ForgeApp>, spec: &BulkUpgradeSpec) -> Vec<Inelig
     out
 }
 
-/// Where each installation of the app environment stands with respect to one BulkUpgrade.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Census {
-    /// Installations still to upgrade, in the order they will be taken (by name).
-    pub pending: Vec<String>,
-    pub upgraded: u32,
-    pub failed: u32,
-    pub skipped: u32,
-    pub unprocessed: u32,
-    /// The first failures, with the platform's message.
-    pub failures: Vec<UpgradeFailure>,
+/// Installations declared in the cluster that a rollout would move although their spec pins
+/// them to another major: on the source major, with `spec.majorVersion` set to neither major of
+/// the upgrade's target. A platform rollout cannot leave them out, so the upgrade waits for them.
+pub fn pinned<'a>(spec: &BulkUpgradeSpec, installations: impl IntoIterator<Item = &'a Installation>) -> Vec<String> {
+    let mut out: Vec<String> = installations
+        .into_iter()
+        .filter(|i| i.spec.app_ref == spec.app_ref && i.spec.environment == spec.environment)
+        .filter(|i| i.metadata.deletion_timestamp.is_none())
+        .filter(|i| i.status.as_ref().and_then(|s| s.installed_major) == Some(spec.from_major))
+        .filter(|i| i.spec.major_version.is_some_and(|m| m != spec.to_major))
+        .filter_map(|i| i.metadata.name.clone())
+        .collect();
+    out.sort();
+    out
 }
 
-impl Census {
-    pub fn total(&self) -> u32 {
-        self.upgraded + self.failed + self.pending.len() as u32
+/// A version the platform knows by id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionRef {
+    pub id: String,
+    /// The platform's dotted version string.
+    pub version: String,
+}
+
+/// What the cluster says about the upgrade's app.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AppView {
+    /// No ForgeApp of that name in the namespace.
+    Missing,
+    /// The ForgeApp has not been read from the platform yet.
+    NotRead,
+    Read(AppFacts),
+}
+
+/// The upgrade's app as read from the platform.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppFacts {
+    /// The developer account, for the account Lease.
+    pub account: String,
+    /// The latest version of fromMajor (what rollouts upgrade from).
+    pub source: Option<VersionRef>,
+    /// The latest version of toMajor (what rollouts upgrade to).
+    pub target: Option<VersionRef>,
+    /// [`eligibility`]: every rule the upgrade fails, as the app's status shows.
+    pub reasons: Vec<IneligibleReason>,
+    /// [`pinned`] installations.
+    pub pinned: Vec<String>,
+}
+
+/// Builds the [`AppView`] of `spec` from the ForgeApp (if any) and the pinned installations.
+pub fn app_view(app: Option<&ForgeApp>, spec: &BulkUpgradeSpec, pinned: Vec<String>) -> AppView {
+    let Some(app) = app else { return AppView::Missing };
+    let read = app.status.as_ref().is_some_and(|s| s.environments.iter().any(|e| e.name == spec.environment));
+    let Some(account) = app.account().filter(|_| read) else { return AppView::NotRead };
+    let deployed = app.deployed(&spec.environment);
+    let version_ref = |major| {
+        versions::latest_of_major(deployed, major).and_then(|v| {
+            Some(VersionRef {
+                id: v.id.clone()?,
+                version: v.version.clone().unwrap_or_else(|| Version::of(v).to_string()),
+            })
+        })
+    };
+    AppView::Read(AppFacts {
+        account: account.to_string(),
+        source: version_ref(spec.from_major),
+        target: version_ref(spec.to_major),
+        reasons: eligibility(Some(app), spec),
+        pinned,
+    })
+}
+
+/// The running rollout of the status, as the platform reports it now.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Current {
+    /// Not asked (no rollout is running).
+    #[default]
+    NotAsked,
+    Seen(Rollout),
+    /// The platform no longer returns it: it finished and was forgotten.
+    Gone,
+}
+
+/// What the platform says now.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PlatformView {
+    /// `upgradeableByRollout` of the target from the source; `None` when not asked.
+    pub upgradeable: Option<bool>,
+    /// The running rollout recorded in status.
+    pub current: Current,
+    /// Rollouts with the upgrade's source and target, created since `status.starting.since`, that
+    /// the status does not record: the rollout a killed process had started.
+    pub adoptable: Vec<Rollout>,
+    /// Installations on the source version now; `None` when not asked.
+    pub on_source: Option<u32>,
+}
+
+/// Who holds one Lease, as the Lease cache shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseHold {
+    /// The holder's UID.
+    pub holder: String,
+    /// The holder's `namespace/name`, for `blockedBy`.
+    pub name: String,
+    /// Whether the holder renewed it within its duration.
+    pub live: bool,
+}
+
+/// The Leases this upgrade needs, as the cache shows them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Leases {
+    pub environment: Option<LeaseHold>,
+    pub account: Option<LeaseHold>,
+    /// One entry per global slot.
+    pub slots: Vec<Option<LeaseHold>>,
+}
+
+/// Whether the upgrade may run now, as far as the cluster's Leases say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Free,
+    Busy { reason: Reason, holder: String },
+}
+
+/// Admission from the Leases and the oldest upgrade waiting ahead of this one (first come, first
+/// served): an upgrade that holds all its Leases keeps them; otherwise it waits for an older one
+/// waiting for the same environment or account, then for any live holder of its Leases.
+pub fn admission(me: &str, leases: &Leases, older_waiting: Option<(Reason, String)>) -> Admission {
+    let mine = |l: &Option<LeaseHold>| l.as_ref().is_some_and(|l| l.holder == me && l.live);
+    let busy = |l: &Option<LeaseHold>| l.as_ref().filter(|l| l.holder != me && l.live).map(|l| l.name.clone());
+    if mine(&leases.environment) && mine(&leases.account) && leases.slots.iter().any(mine) {
+        return Admission::Free;
+    }
+    if let Some((reason, holder)) = older_waiting {
+        return Admission::Busy { reason, holder };
+    }
+    if let Some(holder) = busy(&leases.environment) {
+        return Admission::Busy { reason: Reason::EnvironmentBusy, holder };
+    }
+    if let Some(holder) = busy(&leases.account) {
+        return Admission::Busy { reason: Reason::AccountBusy, holder };
+    }
+    if !leases.slots.is_empty() && leases.slots.iter().all(|s| busy(s).is_some()) {
+        let holder = leases.slots.iter().find_map(busy).unwrap_or_default();
+        return Admission::Busy { reason: Reason::GlobalLimitReached, holder };
+    }
+    if leases.slots.is_empty() {
+        return Admission::Busy { reason: Reason::GlobalLimitReached, holder: "the global limit of 0".into() };
+    }
+    Admission::Free
+}
+
+/// Another BulkUpgrade, as [`older_waiting`] needs it.
+#[derive(Clone, Debug)]
+pub struct Other {
+    pub name: String,
+    pub created: jiff::Timestamp,
+    /// Queued or pending, neither cancelled nor being deleted.
+    pub waiting: bool,
+    pub same_environment: bool,
+    pub same_account: bool,
+    /// Waiting for a global slot only.
+    pub for_slot: bool,
+}
+
+/// The oldest upgrade created in an earlier second than `created` that waits for the same
+/// environment or account, or only for a global slot. Creation timestamps have one-second
+/// precision, so upgrades created in the same second have no order and race for the Leases.
+pub fn older_waiting(created: jiff::Timestamp, others: &[Other]) -> Option<(Reason, String)> {
+    let mut older: Vec<&Other> = others.iter().filter(|o| o.waiting && o.created < created).collect();
+    older.sort_by_key(|o| o.created);
+    older.into_iter().find_map(|o| {
+        if o.same_environment {
+            Some((Reason::EnvironmentBusy, o.name.clone()))
+        } else if o.same_account {
+            Some((Reason::AccountBusy, o.name.clone()))
+        } else if o.for_slot {
+            Some((Reason::GlobalLimitReached, o.name.clone()))
+        } else {
+            None
+        }
+    })
+}
+
+/// A rollout to ask the platform for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutRequest {
+    pub step: u32,
+    pub source: VersionRef,
+    pub target: VersionRef,
+    /// At most this many installations (the platform also caps at its `upgradeLimit`).
+    pub limit: Option<u32>,
+}
+
+/// What the controller carries out, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Take or renew the environment, account and global-slot Leases (all or none).
+    TakeLeases,
+    /// Release every Lease this upgrade holds.
+    ReleaseLeases,
+    /// Create a rollout (`status.starting` is already recorded), then fold the answer in with
+    /// [`after_start`].
+    StartRollout(RolloutRequest),
+    /// Cancel the running rollout on the platform.
+    CancelRollout(String),
+    /// Re-list the app's installations on the platform, so the Installations it moved show it.
+    RefreshInstallations,
+    /// Delete the BulkUpgrade: its `ttlSecondsAfterFinished` has passed.
+    Delete,
+}
+
+/// When to look again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requeue {
+    /// At once, once the status (with `starting`) is written.
+    Now,
+    /// A rollout runs: poll it (and renew the Leases).
+    Poll,
+    /// Waiting for a Lease.
+    Queued,
+    /// Waiting for the platform (its own limits, or an answer it could not give).
+    Platform,
+    /// Paused: renew the Leases.
+    Renew,
+    /// Something may change that no watch of this controller reports in time (pinned
+    /// installations, the platform's eligibility, an app change the shared cache has not shown
+    /// yet when the app's own watch fired).
+    Recheck,
+    /// After this long (the TTL).
+    After(Duration),
+    /// Only when the object or its app changes.
+    AwaitChange,
+}
+
+/// What [`decide`] returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub status: BulkUpgradeStatus,
+    pub effects: Vec<Effect>,
+    pub requeue: Requeue,
+    /// What the conditions were rendered from (kept to re-render after a start).
+    pub situation: Situation,
+}
+
+/// Everything the upgrade decides from.
+#[derive(Clone, Debug)]
+pub struct Inputs<'a> {
+    pub spec: &'a BulkUpgradeSpec,
+    pub generation: Option<i64>,
+    pub previous: &'a BulkUpgradeStatus,
+    /// Now, to the second (the precision of status times).
+    pub now: Time,
+    /// Now, to the microsecond (for `status.starting.since`).
+    pub instant: jiff::Timestamp,
+    pub app: AppView,
+    pub platform: PlatformView,
+    pub admission: Admission,
+}
+
+/// What the conditions say beyond the state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Situation {
+    pub state: BulkUpgradeState,
+    /// The first failed eligibility rule and its detail.
+    pub ineligible: Option<(Reason, String)>,
+    /// Why admission waits, and for whom or what.
+    pub waiting: Option<(Reason, String)>,
+    /// The reason within the state (for example `PauseRequested` while running, `LimitReached`
+    /// when complete).
+    pub detail: Reason,
+    pub summary: String,
+}
+
+fn finished(state: BulkUpgradeState) -> bool {
+    matches!(state, BulkUpgradeState::Complete | BulkUpgradeState::Cancelled | BulkUpgradeState::Failed)
+}
+
+fn time_of_millis(text: Option<&str>) -> Option<Time> {
+    jiff::Timestamp::from_millisecond(crate::platform::time_millis(text?)?).ok().map(Time)
+}
+
+fn count(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn phase(status: RolloutStatus) -> RolloutPhase {
+    match status {
+        RolloutStatus::Running => RolloutPhase::Running,
+        RolloutStatus::Complete => RolloutPhase::Complete,
+        RolloutStatus::Cancelled => RolloutPhase::Cancelled,
     }
 }
 
-/// Counts the installations of `spec`'s app environment for the BulkUpgrade with `uid`, from their
-/// status alone, so the counts are right after any restart.
-pub fn census(uid: &str, spec: &BulkUpgradeSpec, installations: &[Installation]) -> Census {
-    let mut census = Census::default();
-    let mut candidates = Vec::new();
-    let mut sorted: Vec<&Installation> = installations
-        .iter()
-        .filter(|i| i.spec.app_ref == spec.app_ref && i.spec.environment == spec.environment)
-        .collect();
-    sorted.sort_by_key(|i| i.name_any());
-    for inst in sorted {
-        let status = inst.status.clone().unwrap_or_default();
-        match status.bulk_upgrade.as_ref().filter(|r| r.uid == uid) {
-            Some(record) if record.outcome == BulkUpgradeOutcome::Upgraded => census.upgraded += 1,
-            Some(record) => {
-                census.failed += 1;
-                if census.failures.len() < MAX_RECORDED_FAILURES {
-                    census.failures.push(UpgradeFailure {
-                        installation: inst.name_any(),
-                        site: inst.spec.site.clone(),
-                        message: record.message.clone().unwrap_or_default(),
-                    });
-                }
+/// Copies what the platform reports of a rollout into its record; answers whether progress moved.
+fn mirror(record: &mut RolloutRecord, seen: &Rollout) -> bool {
+    let before = (record.status, record.completed, record.failed, record.pending);
+    record.status = phase(seen.status);
+    record.completed = count(seen.completed);
+    record.failed = count(seen.failed);
+    record.pending = count(seen.pending);
+    if record.status != RolloutPhase::Running {
+        record.pending = 0;
+        record.completed_at = record.completed_at.take().or_else(|| time_of_millis(seen.completed_at.as_deref()));
+    }
+    record.upgrade_limit = record.upgrade_limit.or(seen.upgrade_limit);
+    before != (record.status, record.completed, record.failed, record.pending)
+}
+
+fn adopted_record(seen: &Rollout, step: u32, facts: Option<&AppFacts>) -> RolloutRecord {
+    let name = |id: &str, v: Option<&VersionRef>| {
+        v.filter(|v| v.id == id).map(|v| v.version.clone()).unwrap_or_else(|| id.to_string())
+    };
+    let mut record = RolloutRecord {
+        id: seen.id.clone(),
+        step,
+        source_version: name(&seen.source_version_id, facts.and_then(|f| f.source.as_ref())),
+        target_version: name(&seen.target_version_id, facts.and_then(|f| f.target.as_ref())),
+        source_version_id: seen.source_version_id.clone(),
+        target_version_id: seen.target_version_id.clone(),
+        limit: None,
+        upgrade_limit: seen.upgrade_limit,
+        status: RolloutPhase::Running,
+        started_at: time_of_millis(seen.created_at.as_deref()),
+        completed_at: None,
+        completed: 0,
+        failed: 0,
+        pending: 0,
+        remaining: None,
+        adopted: true,
+        forgotten: false,
+    };
+    mirror(&mut record, seen);
+    record
+}
+
+/// What comes after the rollouts recorded so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Start a rollout for `step` (counted from 1) of at most `limit` installations.
+    Start { step: u32, limit: Option<u32> },
+    /// Nothing more to start; the reason is `Complete`, `LimitReached` or `NothingToUpgrade`.
+    Done(Reason),
+}
+
+fn taken(r: &RolloutRecord) -> u32 {
+    r.completed.saturating_add(r.failed).saturating_add(r.pending)
+}
+
+/// The next rollout, given the finished ones and how many installations are on the source version
+/// now. A step goes on with a further rollout while the platform left installations for later
+/// (its `upgradeLimit`) and the step's limit is not reached; then the next step starts.
+pub fn plan(spec: &BulkUpgradeSpec, records: &[RolloutRecord], on_source: u32) -> Plan {
+    let steps: Vec<Option<u32>> =
+        if spec.steps.is_empty() { vec![None] } else { spec.steps.iter().map(|s| s.limit).collect() };
+    let overall_left = spec.limit.map(|l| l.saturating_sub(records.iter().map(taken).sum()));
+    if overall_left == Some(0) {
+        return Plan::Done(Reason::LimitReached);
+    }
+    if on_source == 0 {
+        return Plan::Done(if records.is_empty() { Reason::NothingToUpgrade } else { Reason::Complete });
+    }
+    let step_taken = |step: u32| records.iter().filter(|r| r.step == step).map(taken).sum::<u32>();
+    let step_limit = |step: u32| steps.get(step as usize - 1).copied().flatten();
+    let step = match records.last() {
+        None => 1,
+        Some(last) => {
+            let full = step_limit(last.step).is_some_and(|l| step_taken(last.step) >= l);
+            let more = match last.remaining {
+                Some(n) => n > 0,
+                None => on_source > last.failed,
+            };
+            if full || !more || last.status == RolloutPhase::Cancelled { last.step + 1 } else { last.step }
+        }
+    };
+    if step as usize > steps.len() {
+        return Plan::Done(Reason::Complete);
+    }
+    let step_left = step_limit(step).map(|l| l.saturating_sub(step_taken(step)));
+    let limit = match (step_left, overall_left) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Plan::Start { step, limit }
+}
+
+/// The failure gate: why the upgrade must stop, if it must.
+pub fn gate(spec: &BulkUpgradeSpec, upgraded: u32, failed: u32) -> Option<String> {
+    if let Some(max) = spec.max_failures.filter(|max| failed > *max) {
+        return Some(format!("{failed} upgrades failed, more than maxFailures {max}"));
+    }
+    let ran = upgraded + failed;
+    if let Some(pct) =
+        spec.max_failure_percent.filter(|pct| ran > 0 && u64::from(failed) * 100 > u64::from(*pct) * u64::from(ran))
+    {
+        return Some(format!("{failed} of {ran} upgrades failed, more than maxFailurePercent {pct}%"));
+    }
+    None
+}
+
+fn sum_counts(status: &mut BulkUpgradeStatus) {
+    status.upgraded = status.rollouts.iter().map(|r| r.completed).sum();
+    status.failed = status.rollouts.iter().map(|r| r.failed).sum();
+    status.pending = status.rollouts.iter().filter(|r| r.status == RolloutPhase::Running).map(|r| r.pending).sum();
+}
+
+fn summary(status: &BulkUpgradeStatus, spec: &BulkUpgradeSpec) -> String {
+    let steps = spec.steps.len().max(1);
+    let step = status.step.map(|s| format!("step {s} of {steps}: ")).unwrap_or_default();
+    let rollout = status.rollouts.last().map(|r| format!("; rollout {} ({:?})", r.id, r.status)).unwrap_or_default();
+    format!(
+        "{step}{} upgraded, {} failed, {} pending, {} unprocessed{rollout}",
+        status.upgraded, status.failed, status.pending, status.unprocessed
+    )
+}
+
+/// The conditions of each state, following the kstatus conventions (so `kubectl wait
+/// --for=condition=Complete` and GitOps health checks work).
+pub fn conditions(s: &Situation) -> Vec<Decided> {
+    use BulkUpgradeState::*;
+    let d = |t: Type, status: bool, reason: Reason, message: &str| {
+        Decided::new(t.as_str(), status, reason.as_str(), message)
+    };
+    let summary = s.summary.as_str();
+    let eligible = match &s.ineligible {
+        Some((reason, detail)) => d(Type::Eligible, false, *reason, detail),
+        None if s.state == Pending => d(Type::Eligible, false, Reason::Pending, "not checked yet"),
+        None => d(Type::Eligible, true, Reason::Eligible, "the platform upgrades these installations by rollout"),
+    };
+    let mut out = vec![eligible];
+    let (waiting_reason, waiting) =
+        s.waiting.as_ref().map(|(r, w)| (*r, format!("waiting for {w}"))).unwrap_or((Reason::Pending, String::new()));
+    let released = "the Leases were released";
+    type Set = (bool, Reason, String);
+    type Kstatus = Option<(Reason, String)>;
+    let (admitted, progressing, complete, ready, reconciling, stalled): (Set, Set, Set, Set, Kstatus, Kstatus) =
+        match s.state {
+            Ineligible => {
+                let (reason, detail) = s.ineligible.clone().unwrap_or((Reason::Ineligible, String::new()));
+                (
+                    (false, Reason::Ineligible, "not admitted: the upgrade is ineligible".into()),
+                    (false, Reason::Ineligible, detail.clone()),
+                    (false, Reason::Ineligible, detail.clone()),
+                    (false, reason, detail.clone()),
+                    None,
+                    Some((reason, detail)),
+                )
             }
-            None if status.installed_major == Some(spec.from_major) && inst.metadata.deletion_timestamp.is_none() => {
-                if inst.spec.major_version.is_some_and(|m| m != spec.to_major) {
-                    census.skipped += 1;
-                } else {
-                    candidates.push(inst.name_any());
-                }
+            Pending | Queued => (
+                (false, waiting_reason, waiting.clone()),
+                (false, s.detail, waiting.clone()),
+                (false, s.detail, waiting.clone()),
+                (false, s.detail, waiting.clone()),
+                Some((s.detail, waiting.clone())),
+                None,
+            ),
+            Running => (
+                (true, Reason::Admitted, "holding the concurrency Leases".into()),
+                (true, s.detail, summary.into()),
+                (false, Reason::Running, summary.into()),
+                (false, Reason::Running, summary.into()),
+                Some((s.detail, summary.into())),
+                None,
+            ),
+            Paused => (
+                (true, Reason::Admitted, "holding the concurrency Leases while paused".into()),
+                (false, Reason::Paused, summary.into()),
+                (false, Reason::Paused, summary.into()),
+                (false, Reason::Paused, summary.into()),
+                None,
+                None,
+            ),
+            Complete => (
+                (false, Reason::Released, released.into()),
+                (false, s.detail, summary.into()),
+                (true, s.detail, summary.into()),
+                (true, s.detail, summary.into()),
+                None,
+                None,
+            ),
+            Cancelled => (
+                (false, Reason::Released, released.into()),
+                (false, s.detail, summary.into()),
+                (false, s.detail, summary.into()),
+                (false, s.detail, summary.into()),
+                None,
+                None,
+            ),
+            Failed => (
+                (false, Reason::Released, released.into()),
+                (false, s.detail, summary.into()),
+                (false, s.detail, summary.into()),
+                (false, s.detail, summary.into()),
+                None,
+                Some((s.detail, summary.into())),
+            ),
+        };
+    for (t, (status, reason, message)) in
+        [(Type::Admitted, admitted), (Type::Progressing, progressing), (Type::Complete, complete), (Type::Ready, ready)]
+    {
+        out.push(d(t, status, reason, &message));
+    }
+    let k = |t: Type, given: Option<(Reason, String)>| match given {
+        Some((reason, message)) => d(t, true, reason, &message),
+        None => d(t, false, Reason::AsExpected, ""),
+    };
+    out.push(k(Type::Reconciling, reconciling));
+    out.push(k(Type::Stalled, stalled));
+    out
+}
+
+fn render(
+    mut status: BulkUpgradeStatus,
+    s: &Situation,
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: &Time,
+) -> BulkUpgradeStatus {
+    status.state = Some(s.state);
+    status.observed_generation = generation;
+    status.conditions = conds::merge(previous, &conditions(s), generation, now);
+    status
+}
+
+/// The BulkUpgrade state machine.
+pub fn decide(i: &Inputs) -> Decision {
+    let prev = i.previous;
+    let state = prev.state.unwrap_or_default();
+    if finished(state) {
+        return decide_finished(i);
+    }
+    let mut next = prev.clone();
+    let mut effects = Vec::new();
+    let facts = match &i.app {
+        AppView::Read(f) => Some(f),
+        _ => None,
+    };
+
+    // Mirror the running rollout; adopt the one a killed process started.
+    let mut moved = false;
+    if let Some(last) = next.rollouts.last_mut().filter(|r| r.status == RolloutPhase::Running) {
+        match &i.platform.current {
+            Current::Seen(seen) => moved |= mirror(last, seen),
+            Current::Gone => {
+                last.forgotten = true;
+                last.status = RolloutPhase::Complete;
+                last.pending = 0;
+                moved = true;
             }
-            None => {}
+            Current::NotAsked => {}
         }
     }
-    let room = spec.limit.map(|l| l.saturating_sub(census.upgraded + census.failed) as usize).unwrap_or(usize::MAX);
-    census.unprocessed = candidates.len().saturating_sub(room) as u32;
-    candidates.truncate(room);
-    census.pending = candidates;
-    census
+    let running_now = next.rollouts.last().is_some_and(|r| r.status == RolloutPhase::Running);
+    if let (Some(starting), false) = (next.starting.clone(), running_now) {
+        let mut adoptable = i.platform.adoptable.clone();
+        adoptable.retain(|r| !next.rollouts.iter().any(|known| known.id == r.id));
+        adoptable.sort_by_key(|r| r.created_at.as_deref().and_then(crate::platform::time_millis));
+        if !adoptable.is_empty() {
+            let first = next.rollouts.is_empty();
+            for seen in &adoptable {
+                next.rollouts.push(adopted_record(seen, starting.step, facts));
+            }
+            if let (true, Some(on_source)) = (first, i.platform.on_source) {
+                // What was on the source version before: what is there now, and what left it.
+                next.total = on_source + next.rollouts.iter().map(|r| r.completed).sum::<u32>();
+            }
+            next.starting = None;
+            next.step = Some(starting.step);
+            next.started_at.get_or_insert_with(|| i.now.clone());
+            moved = true;
+        }
+    }
+    sum_counts(&mut next);
+    if moved {
+        effects.push(Effect::RefreshInstallations);
+    }
+    let situation = |state, detail, next: &BulkUpgradeStatus| Situation {
+        state,
+        ineligible: None,
+        waiting: None,
+        detail,
+        summary: summary(next, i.spec),
+    };
+    let done = |mut next: BulkUpgradeStatus, mut effects: Vec<Effect>, state, detail: Reason, ttl_from_now: bool| {
+        next.starting = None;
+        next.blocked_by = None;
+        next.completed_at = Some(i.now.clone());
+        effects.push(Effect::ReleaseLeases);
+        let s = situation(state, detail, &next);
+        let requeue = match i.spec.ttl_seconds_after_finished {
+            Some(ttl) if ttl_from_now => Requeue::After(Duration::from_secs(ttl.max(0) as u64 + 1)),
+            _ => Requeue::AwaitChange,
+        };
+        Decision { status: render(next, &s, &prev.conditions, i.generation, &i.now), effects, requeue, situation: s }
+    };
+
+    // A rollout runs: poll it, renew the Leases, cancel it if asked.
+    if let Some(running) = next.rollouts.last().filter(|r| r.status == RolloutPhase::Running).cloned() {
+        next.step = Some(running.step);
+        next.blocked_by = None;
+        if let Some(remaining) = running.remaining {
+            next.unprocessed = remaining;
+        }
+        effects.insert(0, Effect::TakeLeases);
+        let detail = if i.spec.cancelled {
+            effects.push(Effect::CancelRollout(running.id.clone()));
+            Reason::Cancelling
+        } else if i.spec.paused {
+            Reason::PauseRequested
+        } else {
+            Reason::Running
+        };
+        let s = situation(BulkUpgradeState::Running, detail, &next);
+        return Decision {
+            status: render(next, &s, &prev.conditions, i.generation, &i.now),
+            effects,
+            requeue: Requeue::Poll,
+            situation: s,
+        };
+    }
+
+    // No rollout runs.
+    if let Some(on) = i.platform.on_source {
+        next.unprocessed = on;
+        if !next.rollouts.is_empty() {
+            // Exact between rollouts: what is still on the source version, and what left it.
+            next.total = on + next.upgraded;
+        }
+    }
+    if i.spec.cancelled {
+        return done(next, effects, BulkUpgradeState::Cancelled, Reason::Cancelled, true);
+    }
+    if next.rollouts.last().is_some_and(|r| r.status == RolloutPhase::Cancelled) {
+        return done(next, effects, BulkUpgradeState::Cancelled, Reason::CancelledOnPlatform, true);
+    }
+    if !next.rollouts.is_empty() && gate(i.spec, next.upgraded, next.failed).is_some() {
+        return done(next, effects, BulkUpgradeState::Failed, Reason::MaxFailuresExceeded, true);
+    }
+
+    // Eligibility of the next rollout.
+    let not_ready = |mut next: BulkUpgradeStatus,
+                     mut effects: Vec<Effect>,
+                     state: BulkUpgradeState,
+                     reasons: Vec<IneligibleReason>,
+                     waiting: Option<(Reason, String)>,
+                     requeue: Requeue| {
+        effects.push(Effect::ReleaseLeases);
+        next.blocked_by = None;
+        next.ineligible_reasons = reasons.clone();
+        let first = reasons.first().map(|r| {
+            (
+                Reason::ALL.iter().copied().find(|x| x.as_str() == r.reason).unwrap_or(Reason::Ineligible),
+                r.detail.clone(),
+            )
+        });
+        let detail = if state == BulkUpgradeState::Pending { Reason::Pending } else { Reason::Ineligible };
+        let s = Situation { state, ineligible: first, waiting, detail, summary: summary(&next, i.spec) };
+        Decision { status: render(next, &s, &prev.conditions, i.generation, &i.now), effects, requeue, situation: s }
+    };
+    let facts = match &i.app {
+        AppView::Missing => {
+            let reasons = eligibility(None, i.spec);
+            return not_ready(next, effects, BulkUpgradeState::Ineligible, reasons, None, Requeue::Recheck);
+        }
+        AppView::NotRead => {
+            let waiting =
+                Some((Reason::AppNotRead, format!("ForgeApp {} to be read from the platform", i.spec.app_ref.name)));
+            return not_ready(next, effects, BulkUpgradeState::Pending, vec![], waiting, Requeue::Queued);
+        }
+        AppView::Read(f) => f,
+    };
+    let blocking: Vec<IneligibleReason> = facts
+        .reasons
+        .iter()
+        .filter(|r| [Reason::MajorNotDeployed.as_str(), Reason::ToMajorNotNewer.as_str()].contains(&r.reason.as_str()))
+        .cloned()
+        .collect();
+    let (Some(source), Some(target)) = (facts.source.clone(), facts.target.clone()) else {
+        let reasons = if blocking.is_empty() {
+            vec![ineligible(Reason::MajorNotDeployed, "the platform did not report the versions' ids yet".into())]
+        } else {
+            blocking
+        };
+        return not_ready(next, effects, BulkUpgradeState::Ineligible, reasons, None, Requeue::Recheck);
+    };
+    if !blocking.is_empty() {
+        return not_ready(next, effects, BulkUpgradeState::Ineligible, blocking, None, Requeue::Recheck);
+    }
+    next.source_version = Some(source.version.clone());
+    next.target_version = Some(target.version.clone());
+    match i.platform.upgradeable {
+        Some(false) => {
+            let mut reasons = facts.reasons.clone();
+            if reasons.is_empty() {
+                reasons.push(ineligible(
+                    Reason::PlatformRefused,
+                    format!(
+                        "the platform does not offer {} as a rollout target from {}: the installations need the site admins' consent (upgrade them one by one with an Installation's approvedMajor)",
+                        target.version, source.version
+                    ),
+                ));
+            }
+            return not_ready(next, effects, BulkUpgradeState::Ineligible, reasons, None, Requeue::Recheck);
+        }
+        None => {
+            let waiting = Some((Reason::Pending, "the platform to answer whether the target is eligible".into()));
+            return not_ready(next, effects, BulkUpgradeState::Pending, vec![], waiting, Requeue::Platform);
+        }
+        Some(true) => {}
+    }
+    if !facts.pinned.is_empty() {
+        let names = facts.pinned.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+        let detail = format!(
+            "{} installation(s) on major {} are pinned to another major by spec.majorVersion ({names}): a platform rollout would upgrade them too; unpin them, or set their majorVersion to {}",
+            facts.pinned.len(),
+            i.spec.from_major,
+            i.spec.to_major
+        );
+        let reasons = vec![ineligible(Reason::PinnedInstallations, detail)];
+        return not_ready(next, effects, BulkUpgradeState::Ineligible, reasons, None, Requeue::Recheck);
+    }
+    next.ineligible_reasons = vec![];
+
+    // What comes next.
+    let Some(on_source) = i.platform.on_source else {
+        let waiting = Some((Reason::Pending, "the platform to count the installations on the source version".into()));
+        return not_ready(next, effects, BulkUpgradeState::Pending, vec![], waiting, Requeue::Platform);
+    };
+    let (step, limit) = match plan(i.spec, &next.rollouts, on_source) {
+        Plan::Done(reason) => return done(next, effects, BulkUpgradeState::Complete, reason, true),
+        Plan::Start { step, limit } => (step, limit),
+    };
+    if let Admission::Busy { reason, holder } = &i.admission {
+        effects.push(Effect::ReleaseLeases);
+        next.blocked_by = Some(holder.clone());
+        let s = Situation {
+            state: BulkUpgradeState::Queued,
+            ineligible: None,
+            waiting: Some((*reason, holder.clone())),
+            detail: Reason::Queued,
+            summary: summary(&next, i.spec),
+        };
+        return Decision {
+            status: render(next, &s, &prev.conditions, i.generation, &i.now),
+            effects,
+            requeue: Requeue::Queued,
+            situation: s,
+        };
+    }
+    if i.spec.paused {
+        // Admitted, holding the Leases, before the next rollout.
+        effects.push(Effect::TakeLeases);
+        next.blocked_by = None;
+        let s = situation(BulkUpgradeState::Paused, Reason::Paused, &next);
+        return Decision {
+            status: render(next, &s, &prev.conditions, i.generation, &i.now),
+            effects,
+            requeue: Requeue::Renew,
+            situation: s,
+        };
+    }
+    effects.push(Effect::TakeLeases);
+    next.blocked_by = None;
+    let requeue = match &next.starting {
+        // Written first, so that a restart finds the rollout the platform created.
+        None => {
+            next.starting = Some(StartingRollout { step, since: MicroTime(i.instant) });
+            Requeue::Now
+        }
+        Some(_) => {
+            effects.push(Effect::StartRollout(RolloutRequest { step, source, target, limit }));
+            Requeue::Poll
+        }
+    };
+    next.step = Some(step);
+    // A retry after the platform's refusal stays queued until the platform takes the rollout.
+    let refused = prev.state == Some(BulkUpgradeState::Queued)
+        && conds::find(&prev.conditions, Type::Admitted.as_str()).is_some_and(|c| {
+            [Reason::AppRolloutRunning, Reason::AccountRolloutRunning, Reason::RolloutsUnavailable]
+                .iter()
+                .any(|r| r.as_str() == c.reason)
+        });
+    let s = if refused {
+        let c = conds::find(&prev.conditions, Type::Admitted.as_str()).expect("checked above");
+        let reason = Reason::ALL.iter().copied().find(|r| r.as_str() == c.reason).unwrap_or(Reason::Queued);
+        next.blocked_by = prev.blocked_by.clone();
+        Situation {
+            state: BulkUpgradeState::Queued,
+            ineligible: None,
+            waiting: Some((reason, c.message.trim_start_matches("waiting for ").to_string())),
+            detail: Reason::Queued,
+            summary: summary(&next, i.spec),
+        }
+    } else {
+        situation(BulkUpgradeState::Running, Reason::Starting, &next)
+    };
+    Decision { status: render(next, &s, &prev.conditions, i.generation, &i.now), effects, requeue, situation: s }
+}
+
+fn decide_finished(i: &Inputs) -> Decision {
+    let prev = i.previous;
+    let mut next = prev.clone();
+    // Nothing changes a finished upgrade, `cancelled` included; a spec edit is still acknowledged,
+    // so GitOps tools do not wait on a stale observedGeneration.
+    next.observed_generation = i.generation;
+    next.conditions.iter_mut().for_each(|c| c.observed_generation = i.generation);
+    let mut effects = vec![Effect::ReleaseLeases];
+    let requeue = match (i.spec.ttl_seconds_after_finished, &prev.completed_at) {
+        (Some(ttl), Some(done)) => {
+            let expiry = done.0 + jiff::SignedDuration::from_secs(ttl);
+            if i.now.0 >= expiry {
+                effects.push(Effect::Delete);
+                Requeue::AwaitChange
+            } else {
+                Requeue::After(Duration::from_secs(expiry.duration_since(i.now.0).as_secs().max(0) as u64 + 1))
+            }
+        }
+        _ => Requeue::AwaitChange,
+    };
+    let state = prev.state.unwrap_or_default();
+    let s =
+        Situation { state, ineligible: None, waiting: None, detail: Reason::Complete, summary: summary(prev, i.spec) };
+    Decision { status: next, effects, requeue, situation: s }
+}
+
+/// How the platform answered a start.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StartAnswer {
+    Started {
+        started: RolloutStarted,
+        request: RolloutRequest,
+    },
+    /// One of the platform's own limits: wait, never a failure.
+    Refused {
+        reason: Reason,
+        message: String,
+    },
+}
+
+/// The platform's limits that make an upgrade wait (`APP_ROLLOUT_RUNNING`,
+/// `TOO_MANY_APP_ROLLOUTS_RUNNING_FOR_ACCOUNT`, `APP_ROLLOUTS_UNAVAILABLE`), as reasons.
+pub fn refusal(kind: ErrorKind) -> Option<Reason> {
+    match kind {
+        ErrorKind::RolloutRunning => Some(Reason::AppRolloutRunning),
+        ErrorKind::AccountBusy => Some(Reason::AccountRolloutRunning),
+        ErrorKind::GlobalLimit => Some(Reason::RolloutsUnavailable),
+        _ => None,
+    }
+}
+
+/// Folds the platform's answer to a start into the decided status: the rollout's record (written
+/// at once), or `Queued` with the platform's reason (the start is retried later, and
+/// `status.starting` stays so the retry may still find a rollout that was created).
+pub fn after_start(
+    decision: &Decision,
+    answer: StartAnswer,
+    previous: &[Condition],
+    spec: &BulkUpgradeSpec,
+    generation: Option<i64>,
+    now: &Time,
+) -> (BulkUpgradeStatus, Requeue) {
+    let mut next = decision.status.clone();
+    match answer {
+        StartAnswer::Started { started, request } => {
+            let total = started.total_eligible_upgrades.map(count);
+            let remaining = started.expected_remaining_upgrades.map(count);
+            let pending = match (total, remaining) {
+                (Some(t), Some(r)) => t.saturating_sub(r),
+                _ => 0,
+            };
+            if next.rollouts.is_empty() {
+                next.total = total.unwrap_or(next.unprocessed);
+            }
+            next.rollouts.push(RolloutRecord {
+                id: started.rollout_id,
+                step: request.step,
+                source_version: request.source.version,
+                target_version: request.target.version,
+                source_version_id: request.source.id,
+                target_version_id: request.target.id,
+                limit: request.limit,
+                upgrade_limit: started.upgrade_limit,
+                status: RolloutPhase::Running,
+                started_at: Some(now.clone()),
+                completed_at: None,
+                completed: 0,
+                failed: 0,
+                pending,
+                remaining,
+                adopted: false,
+                forgotten: false,
+            });
+            next.starting = None;
+            next.step = Some(request.step);
+            next.blocked_by = None;
+            next.started_at.get_or_insert_with(|| now.clone());
+            if let Some(r) = remaining {
+                next.unprocessed = r;
+            }
+            sum_counts(&mut next);
+            let s = Situation {
+                state: BulkUpgradeState::Running,
+                ineligible: None,
+                waiting: None,
+                detail: Reason::Running,
+                summary: summary(&next, spec),
+            };
+            (render(next, &s, previous, generation, now), Requeue::Poll)
+        }
+        StartAnswer::Refused { reason, message } => {
+            next.blocked_by = Some(message.clone());
+            let s = Situation {
+                state: BulkUpgradeState::Queued,
+                ineligible: None,
+                waiting: Some((reason, message)),
+                detail: Reason::Queued,
+                summary: summary(&next, spec),
+            };
+            (render(next, &s, previous, generation, now), Requeue::Platform)
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::{AppRef, AppVersion, BulkUpgradeRecord, InstallationSpec, InstallationStatus, Product};
-    use crate::rules::distribution::tests::{app_with, v};
-
-    fn spec(from: u32, to: u32) -> BulkUpgradeSpec {
-        BulkUpgradeSpec {
-            app_ref: AppRef { name: "insights".into() },
-            environment: "production".into(),
-            from_major: from,
-            to_major: to,
-            max_concurrent: 10,
-            max_failures: None,
-            limit: None,
-            paused: false,
-            cancelled: false,
-            ttl_seconds_after_finished: None,
-        }
-    }
-
-    fn reasons(r: &[IneligibleReason]) -> Vec<&str> {
-        r.iter().map(|r| r.reason.as_str()).collect()
-    }
-
-    fn with(scopes: &[&str], egress: &[&str], sql: bool, licensing: bool, major: u32, minor: u32) -> AppVersion {
-        let mut out = v(major, minor, scopes, Product::Jira, &[]);
-        out.egress = egress.iter().map(|e| e.to_string()).collect();
-        out.sql_module = sql;
-        out.licensing = licensing;
-        out
-    }
-
-    #[test]
-    fn the_same_permissions_are_eligible() {
-        let app = app_with(vec![
-            with(&["read"], &["a.example"], false, false, 1, 0),
-            with(&["read"], &["a.example"], false, false, 2, 0),
-        ]);
-        assert!(eligibility(Some(&app), &spec(1, 2)).is_empty());
-    }
-
-    #[test]
-    fn removing_scopes_or_egress_and_adding_sql_are_eligible() {
-        let app = app_with(vec![
-            with(&["read", "write"], &["a.example"], false, false, 1, 0),
-            with(&["read"], &[], true, false, 2, 0),
-        ]);
-        assert!(eligibility(Some(&app), &spec(1, 2)).is_empty());
-    }
-
-    #[test]
-    fn each_rule_alone() {
-        let base = with(&["read"], &["a.example"], false, false, 1, 0);
-        let scope = app_with(vec![
-            base.clone(),
-            with(&["read", "write:confluence-content"], &["a.example"], false, false, 2, 0),
-        ]);
-        let r = eligibility(Some(&scope), &spec(1, 2));
-        assert_eq!(reasons(&r), vec![REASON_ADDS_SCOPES]);
-        assert_eq!(r[0].detail, "adds scope write:confluence-content");
-        let egress = app_with(vec![base.clone(), with(&["read"], &["a.example", "b.example"], false, false, 2, 0)]);
-        let r = eligibility(Some(&egress), &spec(1, 2));
-        assert_eq!((reasons(&r), r[0].detail.as_str()), (vec![REASON_ADDS_EGRESS], "adds egress b.example"));
-        let licensing = app_with(vec![base.clone(), with(&["read"], &["a.example"], false, true, 2, 0)]);
-        assert_eq!(reasons(&eligibility(Some(&licensing), &spec(1, 2))), vec![REASON_LICENSING_CHANGED]);
-        let unlicensing =
-            app_with(vec![with(&["read"], &[], false, true, 1, 0), with(&["read"], &[], false, false, 2, 0)]);
-        assert_eq!(reasons(&eligibility(Some(&unlicensing), &spec(1, 2))), vec![REASON_LICENSING_CHANGED]);
-        let only_one = app_with(vec![base]);
-        let r = eligibility(Some(&only_one), &spec(1, 2));
-        assert_eq!(
-            (reasons(&r), r[0].detail.as_str()),
-            (vec![REASON_MAJOR_NOT_DEPLOYED], "major 2 is not deployed in environment production")
-        );
-        assert_eq!(reasons(&eligibility(None, &spec(1, 2))), vec![REASON_APP_NOT_FOUND]);
-        assert_eq!(reasons(&eligibility(Some(&scope), &spec(2, 2))), vec![REASON_NOT_NEWER]);
-    }
-
-    #[test]
-    fn combinations_list_every_failed_rule() {
-        let app = app_with(vec![
-            with(&["read"], &["a.example"], false, false, 1, 0),
-            with(&["read", "write", "admin"], &["b.example"], true, true, 3, 0),
-        ]);
-        let r = eligibility(Some(&app), &spec(1, 3));
-        assert_eq!(reasons(&r), vec![REASON_ADDS_SCOPES, REASON_ADDS_EGRESS, REASON_LICENSING_CHANGED]);
-        assert_eq!(r[0].detail, "adds scope admin, adds scope write");
-        let r = eligibility(Some(&app), &spec(1, 2));
-        assert_eq!(reasons(&r), vec![REASON_MAJOR_NOT_DEPLOYED]);
-    }
-
-    #[test]
-    fn the_latest_minors_are_compared() {
-        // 2.0 added a scope, 2.1 dropped it again: the upgrade is eligible once 2.1 is deployed.
-        let mut versions =
-            vec![with(&["read"], &[], false, false, 1, 0), with(&["read", "write"], &[], false, false, 2, 0)];
-        assert_eq!(reasons(&eligibility(Some(&app_with(versions.clone())), &spec(1, 2))), vec![REASON_ADDS_SCOPES]);
-        versions.push(with(&["read"], &[], false, false, 2, 1));
-        assert!(eligibility(Some(&app_with(versions)), &spec(1, 2)).is_empty());
-    }
-
-    fn inst(name: &str, major: Option<u32>, pinned: Option<u32>, record: Option<BulkUpgradeOutcome>) -> Installation {
-        let mut i = Installation::new(
-            name,
-            InstallationSpec {
-                app_ref: AppRef { name: "insights".into() },
-                environment: "production".into(),
-                site: format!("{name}.example"),
-                products: vec![Product::Jira],
-                deletion_policy: Default::default(),
-                major_version: pinned,
-                approved_major: None,
-            },
-        );
-        i.status = Some(InstallationStatus {
-            installed_major: major,
-            bulk_upgrade: record.map(|outcome| BulkUpgradeRecord {
-                name: "bu".into(),
-                uid: "uid-1".into(),
-                outcome,
-                message: Some("boom".into()),
-            }),
-            ..Default::default()
-        });
-        i
-    }
-
-    #[test]
-    fn census_counts_from_installation_records() {
-        let all = vec![
-            inst("c", Some(1), None, None),
-            inst("a", Some(1), None, None),
-            inst("done", Some(2), None, Some(BulkUpgradeOutcome::Upgraded)),
-            inst("broken", Some(1), None, Some(BulkUpgradeOutcome::Failed)),
-            inst("pinned", Some(1), Some(1), None),
-            inst("pinned-to-target", Some(1), Some(2), None),
-            inst("other-major", Some(3), None, None),
-            inst("not-installed", None, None, None),
-        ];
-        let c = census("uid-1", &spec(1, 2), &all);
-        assert_eq!(c.pending, vec!["a", "c", "pinned-to-target"]);
-        assert_eq!((c.upgraded, c.failed, c.skipped, c.unprocessed, c.total()), (1, 1, 1, 0, 5));
-        assert_eq!(c.failures[0].message, "boom");
-        let other = census("uid-2", &spec(1, 2), &all);
-        assert_eq!(other.pending.len(), 4, "another upgrade's records are not ours");
-    }
-
-    #[test]
-    fn limit_leaves_the_rest_unprocessed() {
-        let all: Vec<Installation> = (0..5).map(|i| inst(&format!("i{i}"), Some(1), None, None)).collect();
-        let mut s = spec(1, 2);
-        s.limit = Some(2);
-        let c = census("uid-1", &s, &all);
-        assert_eq!((c.pending.len(), c.unprocessed, c.total()), (2, 3, 2));
-        let mut after = all.clone();
-        after[0] = inst("i0", Some(2), None, Some(BulkUpgradeOutcome::Upgraded));
-        let c = census("uid-1", &s, &after);
-        assert_eq!((c.pending, c.unprocessed, c.upgraded), (vec!["i1".to_string()], 3, 1));
-    }
-}
-
-pub mod states {
-    //! The conditions a BulkUpgrade reports in each state, following the kstatus conventions so
-    //! that `kubectl wait --for=condition=Complete` and GitOps health checks work.
-
-    use crate::api::BulkUpgradeState;
-    use crate::rules::conditions::Decided;
-
-    /// What is known beyond the state.
-    pub struct Situation<'a> {
-        /// The first failed eligibility rule and its detail.
-        pub ineligible: Option<(&'a str, &'a str)>,
-        /// Why admission waits, and for whom.
-        pub waiting: Option<(&'a str, &'a str)>,
-        pub summary: String,
-    }
-
-    pub fn conditions(state: BulkUpgradeState, s: &Situation) -> Vec<Decided> {
-        use BulkUpgradeState::*;
-        let summary = s.summary.clone();
-        let eligible = match s.ineligible {
-            Some((reason, detail)) => Decided::new("Eligible", false, reason, detail),
-            None => Decided::new(
-                "Eligible",
-                true,
-                "Eligible",
-                "the target major adds no scope or egress and keeps licensing",
-            ),
-        };
-        let (admitted, progressing, complete, ready, reconciling, stalled) = match state {
-            Ineligible => {
-                let (reason, detail) = s.ineligible.unwrap_or(("Ineligible", ""));
-                (
-                    (false, "Ineligible", "not admitted: the upgrade is ineligible".to_string()),
-                    (false, "Ineligible", detail.to_string()),
-                    (false, "Ineligible", detail.to_string()),
-                    (false, reason, detail.to_string()),
-                    (false, "Ineligible", "nothing to do until the app changes".to_string()),
-                    (true, reason, detail.to_string()),
-                )
-            }
-            Pending | Queued => {
-                let (reason, whom) = s.waiting.unwrap_or(("Pending", ""));
-                let waiting = format!("waiting for {whom}");
-                (
-                    (false, reason, waiting.clone()),
-                    (false, "Queued", waiting.clone()),
-                    (false, "Queued", waiting.clone()),
-                    (false, "Queued", waiting.clone()),
-                    (true, "Queued", waiting),
-                    (false, "Queued", String::new()),
-                )
-            }
-            Running => (
-                (true, "Admitted", "holding the concurrency Leases".to_string()),
-                (true, "Running", summary.clone()),
-                (false, "Running", summary.clone()),
-                (false, "Running", summary.clone()),
-                (true, "Running", summary.clone()),
-                (false, "Running", String::new()),
-            ),
-            Paused => (
-                (true, "Admitted", "holding the concurrency Leases while paused".to_string()),
-                (false, "Paused", summary.clone()),
-                (false, "Paused", summary.clone()),
-                (false, "Paused", summary.clone()),
-                (false, "Paused", summary.clone()),
-                (false, "Paused", String::new()),
-            ),
-            Complete => (
-                (false, "Finished", "the Leases were released".to_string()),
-                (false, "Complete", summary.clone()),
-                (true, "Complete", summary.clone()),
-                (true, "Complete", summary.clone()),
-                (false, "Complete", summary.clone()),
-                (false, "Complete", String::new()),
-            ),
-            Cancelled => (
-                (false, "Finished", "the Leases were released".to_string()),
-                (false, "Cancelled", summary.clone()),
-                (false, "Cancelled", summary.clone()),
-                (false, "Cancelled", summary.clone()),
-                (false, "Cancelled", summary.clone()),
-                (false, "Cancelled", String::new()),
-            ),
-            Failed => (
-                (false, "Finished", "the Leases were released".to_string()),
-                (false, "MaxFailuresExceeded", summary.clone()),
-                (false, "MaxFailuresExceeded", summary.clone()),
-                (false, "MaxFailuresExceeded", summary.clone()),
-                (false, "MaxFailuresExceeded", summary.clone()),
-                (true, "MaxFailuresExceeded", summary.clone()),
-            ),
-        };
-        let d =
-            |t: &'static str, (status, reason, message): (bool, &str, String)| Decided::new(t, status, reason, message);
-        vec![
-            eligible,
-            d("Admitted", admitted),
-            d("Progressing", progressing),
-            d("Complete", complete),
-            d("Ready", ready),
-            d("Reconciling", reconciling),
-            d("Stalled", stalled),
-        ]
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        fn of(
-            state: BulkUpgradeState,
-            ineligible: Option<(&str, &str)>,
-            waiting: Option<(&str, &str)>,
-        ) -> Vec<(&'static str, bool, String)> {
-            conditions(state, &Situation { ineligible, waiting, summary: "1/2 upgraded".into() })
-                .into_iter()
-                .map(|c| (c.type_, c.status, c.reason))
-                .collect()
-        }
-
-        fn get(cs: &[(&'static str, bool, String)], t: &str) -> (bool, String) {
-            cs.iter().find(|c| c.0 == t).map(|c| (c.1, c.2.clone())).unwrap()
-        }
-
-        #[test]
-        fn kstatus_conventions_per_state() {
-            let c = of(BulkUpgradeState::Ineligible, Some(("AddsScopes", "adds scope x")), None);
-            assert_eq!(get(&c, "Eligible"), (false, "AddsScopes".into()));
-            assert_eq!(get(&c, "Stalled"), (true, "AddsScopes".into()));
-            let c = of(BulkUpgradeState::Queued, None, Some(("EnvironmentBusy", "ns/first")));
-            assert_eq!(get(&c, "Admitted"), (false, "EnvironmentBusy".into()));
-            assert_eq!(get(&c, "Reconciling"), (true, "Queued".into()));
-            let c = of(BulkUpgradeState::Running, None, None);
-            assert_eq!(get(&c, "Progressing"), (true, "Running".into()));
-            assert!(get(&c, "Reconciling").0);
-            let c = of(BulkUpgradeState::Complete, None, None);
-            assert_eq!((get(&c, "Complete").0, get(&c, "Ready").0, get(&c, "Reconciling").0), (true, true, false));
-            let c = of(BulkUpgradeState::Failed, None, None);
-            assert_eq!(get(&c, "Stalled"), (true, "MaxFailuresExceeded".into()));
-            assert!(!get(&c, "Complete").0);
-        }
-    }
-}
+#[path = "bulk_upgrade_tests.rs"]
+mod tests;

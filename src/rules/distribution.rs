@@ -226,6 +226,7 @@ pub(crate) mod tests {
             licensing: false,
             compatibility: Compatibility { required, optional: optional.to_vec() },
             version: Some(format!("{major}.{minor}.0")),
+            id: Some(format!("v-{major}-{minor}")),
             created_at: None,
             latest: false,
             installations: None,

@@ -61,6 +61,7 @@ pub fn app_versions(infos: &[VersionInfo], counts: &[crate::platform::VersionCou
                 major,
                 minor,
                 version: Some(v.version.clone()),
+                id: (!v.id.is_empty()).then(|| v.id.clone()),
                 created_at: v.created_at.clone(),
                 latest: v.is_latest,
                 scopes: v.scopes.clone(),

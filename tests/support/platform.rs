@@ -80,6 +80,28 @@ impl Drop for TestPlatform {
     }
 }
 
+/// An emulator configuration whose platform already has app `app_id` (owned by the test account)
+/// with `versions` (`(version, scopes)`) in production, and `sites` sites `<prefix>-<i>.atlassian.net`
+/// with the app installed on version `installed`, as if customers had installed it over time.
+pub fn seeded(
+    app_id: &str,
+    versions: &[(&str, &[&str])],
+    prefix: &str,
+    sites: usize,
+    installed: &str,
+) -> EmulatorConfig {
+    let versions: Vec<serde_json::Value> = versions
+        .iter()
+        .map(|(v, scopes)| serde_json::json!({"version": v, "scopes": scopes, "requiredProducts": ["jira"]}))
+        .collect();
+    let seed = serde_json::json!({
+        "apps": [{"id": app_id, "owner": EMAIL, "environments": [{"key": "production", "versions": versions}]}],
+        "sites": (0..sites).map(|i| serde_json::json!({"hostName": format!("{prefix}-{i:04}.atlassian.net"), "products": ["jira"]})).collect::<Vec<_>>(),
+        "installations": (0..sites).map(|i| serde_json::json!({"appId": app_id, "site": format!("{prefix}-{i:04}.atlassian.net"), "product": "jira", "version": installed})).collect::<Vec<_>>(),
+    });
+    EmulatorConfig { seed: serde_json::from_value(seed).expect("a valid seed"), ..Default::default() }
+}
+
 /// The platform version string of a declared `major.minor`.
 pub fn platform_version(major: u64, minor: u64) -> String {
     format!("{major}.{minor}.0")
@@ -257,6 +279,33 @@ impl TestPlatform {
             }
         }
         counts
+    }
+
+    /// The platform's rollouts (bulk upgrades) of `app_id`, as its state shows them, oldest first.
+    pub fn rollouts(&self, app_id: &str) -> Vec<serde_json::Value> {
+        let state = self.emulator.state();
+        let mut out: Vec<serde_json::Value> =
+            state["rollouts"].as_array().into_iter().flatten().filter(|r| r["appId"] == app_id).cloned().collect();
+        out.sort_by_key(|r| r["createdAt"].as_i64());
+        out
+    }
+
+    /// For each installation of `app_id`, the rollouts that upgraded it.
+    pub fn upgraded_by(&self, app_id: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+        let state = self.emulator.state();
+        state["installations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["appId"] == app_id)
+            .map(|i| {
+                let by = i["upgradedBy"].as_array().into_iter().flatten();
+                (
+                    i["id"].as_str().unwrap_or_default().to_string(),
+                    by.filter_map(|r| r.as_str().map(String::from)).collect(),
+                )
+            })
+            .collect()
     }
 
     /// Requests the emulator received for `operation`.

@@ -1,0 +1,43 @@
+//! The platform's list of an app's installations (`forge_cli_getEcosystemInstallationsByApp`, 100
+//! a page), kept per app. What the platform did on its own (a minor rolled out, a bulk-upgrade
+//! rollout) reaches the Installations from here: each Installation whose entry changed is
+//! reconciled again, with no request of its own.
+
+use kube::ResourceExt;
+
+use super::{Context, PlatformInstallation, PlatformListing};
+use crate::api::ForgeApp;
+use crate::platform::{Credentials, InstallationFilter, PlatformError};
+
+/// Lists every installation of `app`, stores the listing, and triggers the Installations in the
+/// app's namespace whose (environment, site) entry changed. Answers how many changed.
+pub async fn refresh(ctx: &Context, app: &ForgeApp, creds: &Credentials) -> Result<usize, PlatformError> {
+    let app_id = app.spec.app_id.as_str();
+    let mut listed = PlatformListing::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = ctx.platform.installations(creds, app_id, &InstallationFilter::default(), after.as_deref()).await?;
+        for i in page.items {
+            if let Some(site) = i.site {
+                listed.insert((i.environment_key, site), PlatformInstallation { id: i.id, version: i.version });
+            }
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let changed = ctx.set_platform_installations(app_id, listed);
+    let count = changed.len();
+    if count > 0 {
+        let namespace = app.namespace().unwrap_or_default();
+        let changed: std::collections::HashSet<(String, String)> = changed.into_iter().collect();
+        for inst in ctx.caches.installations_of_app(&namespace, &app.name_any()) {
+            let key = crate::platform::environment_key(&inst.spec.environment).to_string();
+            if changed.contains(&(key, inst.spec.site.clone())) {
+                ctx.trigger_installation(&inst);
+            }
+        }
+    }
+    Ok(count)
+}

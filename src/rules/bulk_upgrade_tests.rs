@@ -1,0 +1,714 @@
+use super::*;
+use crate::api::{AppRef, AppVersion, InstallationSpec, InstallationStatus, Product, UpgradeStep};
+use crate::rules::distribution::tests::{app_with, v};
+
+fn spec(from: u32, to: u32) -> BulkUpgradeSpec {
+    BulkUpgradeSpec {
+        app_ref: AppRef { name: "insights".into() },
+        environment: "production".into(),
+        from_major: from,
+        to_major: to,
+        steps: vec![],
+        max_failures: None,
+        max_failure_percent: None,
+        limit: None,
+        paused: false,
+        cancelled: false,
+        ttl_seconds_after_finished: None,
+    }
+}
+
+fn reasons(r: &[IneligibleReason]) -> Vec<&str> {
+    r.iter().map(|r| r.reason.as_str()).collect()
+}
+
+fn with(scopes: &[&str], egress: &[&str], sql: bool, licensing: bool, major: u32, minor: u32) -> AppVersion {
+    let mut out = v(major, minor, scopes, Product::Jira, &[]);
+    out.egress = egress.iter().map(|e| e.to_string()).collect();
+    out.sql_module = sql;
+    out.licensing = licensing;
+    out
+}
+
+#[test]
+fn the_same_permissions_are_eligible() {
+    let app = app_with(vec![
+        with(&["read"], &["a.example"], false, false, 1, 0),
+        with(&["read"], &["a.example"], false, false, 2, 0),
+    ]);
+    assert!(eligibility(Some(&app), &spec(1, 2)).is_empty());
+}
+
+#[test]
+fn removing_scopes_or_egress_and_adding_sql_are_eligible() {
+    let app = app_with(vec![
+        with(&["read", "write"], &["a.example"], false, false, 1, 0),
+        with(&["read"], &[], true, false, 2, 0),
+    ]);
+    assert!(eligibility(Some(&app), &spec(1, 2)).is_empty());
+}
+
+#[test]
+fn each_rule_alone() {
+    let base = with(&["read"], &["a.example"], false, false, 1, 0);
+    let scope =
+        app_with(vec![base.clone(), with(&["read", "write:confluence-content"], &["a.example"], false, false, 2, 0)]);
+    let r = eligibility(Some(&scope), &spec(1, 2));
+    assert_eq!(reasons(&r), vec!["AddsScopes"]);
+    assert_eq!(r[0].detail, "adds scope write:confluence-content");
+    let egress = app_with(vec![base.clone(), with(&["read"], &["a.example", "b.example"], false, false, 2, 0)]);
+    let r = eligibility(Some(&egress), &spec(1, 2));
+    assert_eq!((reasons(&r), r[0].detail.as_str()), (vec!["AddsEgress"], "adds egress b.example"));
+    let licensing = app_with(vec![base.clone(), with(&["read"], &["a.example"], false, true, 2, 0)]);
+    assert_eq!(reasons(&eligibility(Some(&licensing), &spec(1, 2))), vec!["LicensingChanged"]);
+    let unlicensing = app_with(vec![with(&["read"], &[], false, true, 1, 0), with(&["read"], &[], false, false, 2, 0)]);
+    assert_eq!(reasons(&eligibility(Some(&unlicensing), &spec(1, 2))), vec!["LicensingChanged"]);
+    let only_one = app_with(vec![base]);
+    let r = eligibility(Some(&only_one), &spec(1, 2));
+    assert_eq!(
+        (reasons(&r), r[0].detail.as_str()),
+        (vec!["MajorNotDeployed"], "major 2 is not deployed in environment production")
+    );
+    assert_eq!(reasons(&eligibility(None, &spec(1, 2))), vec!["AppNotFound"]);
+    assert_eq!(reasons(&eligibility(Some(&scope), &spec(2, 2))), vec!["ToMajorNotNewer"]);
+}
+
+#[test]
+fn combinations_list_every_failed_rule() {
+    let app = app_with(vec![
+        with(&["read"], &["a.example"], false, false, 1, 0),
+        with(&["read", "write", "admin"], &["b.example"], true, true, 3, 0),
+    ]);
+    let r = eligibility(Some(&app), &spec(1, 3));
+    assert_eq!(reasons(&r), vec!["AddsScopes", "AddsEgress", "LicensingChanged"]);
+    assert_eq!(r[0].detail, "adds scope admin, adds scope write");
+    assert_eq!(reasons(&eligibility(Some(&app), &spec(1, 2))), vec!["MajorNotDeployed"]);
+}
+
+#[test]
+fn the_latest_minors_are_compared() {
+    let mut versions =
+        vec![with(&["read"], &[], false, false, 1, 0), with(&["read", "write"], &[], false, false, 2, 0)];
+    assert_eq!(reasons(&eligibility(Some(&app_with(versions.clone())), &spec(1, 2))), vec!["AddsScopes"]);
+    versions.push(with(&["read"], &[], false, false, 2, 1));
+    assert!(eligibility(Some(&app_with(versions)), &spec(1, 2)).is_empty());
+}
+
+fn inst(name: &str, major: Option<u32>, pinned_to: Option<u32>) -> Installation {
+    let mut i = Installation::new(
+        name,
+        InstallationSpec {
+            app_ref: AppRef { name: "insights".into() },
+            environment: "production".into(),
+            site: format!("{name}.example"),
+            products: vec![Product::Jira],
+            deletion_policy: Default::default(),
+            major_version: pinned_to,
+            approved_major: None,
+        },
+    );
+    i.status = Some(InstallationStatus { installed_major: major, ..Default::default() });
+    i
+}
+
+#[test]
+fn installations_pinned_to_another_major_are_named() {
+    let all = [
+        inst("free", Some(1), None),
+        inst("pinned", Some(1), Some(1)),
+        inst("pinned-to-target", Some(1), Some(2)),
+        inst("already-moved", Some(3), Some(3)),
+    ];
+    assert_eq!(pinned(&spec(1, 2), &all), vec!["pinned"]);
+}
+
+#[test]
+fn the_app_view_reads_ids_account_and_versions() {
+    let app = app_with(vec![with(&["read"], &[], false, false, 1, 0), with(&["read"], &[], false, false, 2, 3)]);
+    let AppView::Read(f) = app_view(Some(&app), &spec(1, 2), vec![]) else { panic!("read") };
+    assert_eq!(f.source, Some(VersionRef { id: "v-1-0".into(), version: "1.0.0".into() }));
+    assert_eq!(f.target, Some(VersionRef { id: "v-2-3".into(), version: "2.3.0".into() }));
+    assert_eq!(app_view(None, &spec(1, 2), vec![]), AppView::Missing);
+    let mut unread = app.clone();
+    unread.status = None;
+    assert_eq!(app_view(Some(&unread), &spec(1, 2), vec![]), AppView::NotRead);
+}
+
+// --- admission ---
+
+fn hold(holder: &str, live: bool) -> Option<LeaseHold> {
+    Some(LeaseHold { holder: holder.into(), name: format!("ns/{holder}"), live })
+}
+
+#[test]
+fn admission_by_leases() {
+    let free = Leases { environment: None, account: None, slots: vec![None, None] };
+    assert_eq!(admission("me", &free, None), Admission::Free);
+    let env = Leases { environment: hold("a", true), ..free.clone() };
+    assert_eq!(admission("me", &env, None), Admission::Busy { reason: Reason::EnvironmentBusy, holder: "ns/a".into() });
+    let expired = Leases { environment: hold("a", false), ..free.clone() };
+    assert_eq!(admission("me", &expired, None), Admission::Free, "an expired Lease is taken over");
+    let account = Leases { account: hold("b", true), ..free.clone() };
+    assert_eq!(admission("me", &account, None), Admission::Busy { reason: Reason::AccountBusy, holder: "ns/b".into() });
+    let full = Leases { slots: vec![hold("c", true), hold("d", true)], ..free.clone() };
+    assert_eq!(
+        admission("me", &full, None),
+        Admission::Busy { reason: Reason::GlobalLimitReached, holder: "ns/c".into() }
+    );
+    let one_left = Leases { slots: vec![hold("c", true), None], ..free.clone() };
+    assert_eq!(admission("me", &one_left, None), Admission::Free);
+    let none = Leases { slots: vec![], ..free.clone() };
+    assert!(matches!(admission("me", &none, None), Admission::Busy { reason: Reason::GlobalLimitReached, .. }));
+}
+
+#[test]
+fn admission_is_first_come_first_served_but_a_holder_keeps_its_leases() {
+    let free = Leases { environment: None, account: None, slots: vec![None] };
+    let older = Some((Reason::EnvironmentBusy, "ns/older".to_string()));
+    assert_eq!(
+        admission("me", &free, older.clone()),
+        Admission::Busy { reason: Reason::EnvironmentBusy, holder: "ns/older".into() }
+    );
+    let mine = Leases { environment: hold("me", true), account: hold("me", true), slots: vec![hold("me", true)] };
+    assert_eq!(admission("me", &mine, older), Admission::Free);
+}
+
+#[test]
+fn older_waiting_upgrades_go_first() {
+    let t = |s: i64| jiff::Timestamp::from_second(s).unwrap();
+    let other = |name: &str, created: i64, env: bool, account: bool, slot: bool| Other {
+        name: name.into(),
+        created: t(created),
+        waiting: true,
+        same_environment: env,
+        same_account: account,
+        for_slot: slot,
+    };
+    let others = vec![
+        other("same-second", 100, true, false, false),
+        other("account", 90, false, true, false),
+        other("env", 95, true, false, false),
+        other("unrelated", 80, false, false, false),
+    ];
+    assert_eq!(older_waiting(t(100), &others), Some((Reason::AccountBusy, "account".into())));
+    assert_eq!(older_waiting(t(90), &others), None);
+    let mut not_waiting = others.clone();
+    not_waiting.iter_mut().for_each(|o| o.waiting = false);
+    assert_eq!(older_waiting(t(200), &not_waiting), None);
+    assert_eq!(
+        older_waiting(t(200), &[other("slot", 10, false, false, true)]),
+        Some((Reason::GlobalLimitReached, "slot".into()))
+    );
+}
+
+// --- planning and the failure gate ---
+
+fn record(step: u32, completed: u32, failed: u32, remaining: Option<u32>) -> RolloutRecord {
+    RolloutRecord {
+        id: format!("r-{step}-{completed}"),
+        step,
+        source_version: "1.0.0".into(),
+        target_version: "2.0.0".into(),
+        source_version_id: "v-1-0".into(),
+        target_version_id: "v-2-0".into(),
+        limit: None,
+        upgrade_limit: Some(1800),
+        status: RolloutPhase::Complete,
+        started_at: None,
+        completed_at: None,
+        completed,
+        failed,
+        pending: 0,
+        remaining,
+        adopted: false,
+        forgotten: false,
+    }
+}
+
+fn steps(limits: &[Option<u32>]) -> Vec<UpgradeStep> {
+    limits.iter().map(|l| UpgradeStep { limit: *l }).collect()
+}
+
+#[test]
+fn one_unlimited_step_continues_while_the_platform_left_some() {
+    let s = spec(1, 2);
+    assert_eq!(plan(&s, &[], 2500), Plan::Start { step: 1, limit: None });
+    let first = record(1, 1800, 0, Some(700));
+    assert_eq!(plan(&s, std::slice::from_ref(&first), 700), Plan::Start { step: 1, limit: None });
+    let second = record(1, 700, 0, Some(0));
+    assert_eq!(plan(&s, &[first, second], 0), Plan::Done(Reason::Complete));
+    assert_eq!(plan(&s, &[], 0), Plan::Done(Reason::NothingToUpgrade));
+}
+
+#[test]
+fn steps_run_in_order_with_their_limits() {
+    let mut s = spec(1, 2);
+    s.steps = steps(&[Some(10), Some(200), None]);
+    assert_eq!(plan(&s, &[], 300), Plan::Start { step: 1, limit: Some(10) });
+    let r1 = record(1, 10, 0, Some(290));
+    assert_eq!(plan(&s, std::slice::from_ref(&r1), 290), Plan::Start { step: 2, limit: Some(200) });
+    let r2 = record(2, 200, 0, Some(90));
+    assert_eq!(plan(&s, &[r1.clone(), r2.clone()], 90), Plan::Start { step: 3, limit: None });
+    let r3 = record(3, 90, 0, Some(0));
+    assert_eq!(plan(&s, &[r1, r2, r3], 0), Plan::Done(Reason::Complete));
+}
+
+#[test]
+fn a_step_larger_than_the_platform_cap_takes_more_rollouts() {
+    let mut s = spec(1, 2);
+    s.steps = steps(&[Some(2000), None]);
+    let r1 = record(1, 1800, 0, Some(700));
+    assert_eq!(plan(&s, std::slice::from_ref(&r1), 700), Plan::Start { step: 1, limit: Some(200) });
+    let r2 = record(1, 200, 0, Some(500));
+    assert_eq!(plan(&s, &[r1, r2], 500), Plan::Start { step: 2, limit: None });
+}
+
+#[test]
+fn the_overall_limit_caps_every_step() {
+    let mut s = spec(1, 2);
+    s.steps = steps(&[Some(10), None]);
+    s.limit = Some(15);
+    let r1 = record(1, 10, 0, Some(90));
+    assert_eq!(plan(&s, std::slice::from_ref(&r1), 90), Plan::Start { step: 2, limit: Some(5) });
+    let r2 = record(2, 5, 0, Some(85));
+    assert_eq!(plan(&s, &[r1, r2], 85), Plan::Done(Reason::LimitReached));
+}
+
+#[test]
+fn an_adopted_rollout_without_remaining_uses_the_count() {
+    let s = spec(1, 2);
+    let adopted = record(1, 8, 2, None);
+    assert_eq!(plan(&s, std::slice::from_ref(&adopted), 2), Plan::Done(Reason::Complete), "only its failures left");
+    assert_eq!(plan(&s, &[adopted], 30), Plan::Start { step: 1, limit: None });
+}
+
+#[test]
+fn the_failure_gate() {
+    let mut s = spec(1, 2);
+    assert_eq!(gate(&s, 0, 100), None);
+    s.max_failures = Some(2);
+    assert_eq!(gate(&s, 10, 2), None);
+    assert!(gate(&s, 10, 3).unwrap().contains("more than maxFailures 2"));
+    s.max_failures = None;
+    s.max_failure_percent = Some(10);
+    assert_eq!(gate(&s, 9, 1), None, "10% is not more than 10%");
+    assert!(gate(&s, 8, 2).unwrap().contains("2 of 10"));
+    assert_eq!(gate(&s, 0, 0), None);
+    s.max_failure_percent = Some(0);
+    assert!(gate(&s, 5, 1).is_some());
+}
+
+// --- decide: every transition ---
+
+fn now() -> Time {
+    Time(jiff::Timestamp::from_second(1_800_000_000).unwrap())
+}
+
+fn facts() -> AppFacts {
+    AppFacts {
+        account: "acct".into(),
+        source: Some(VersionRef { id: "v-1-0".into(), version: "1.0.0".into() }),
+        target: Some(VersionRef { id: "v-2-0".into(), version: "2.0.0".into() }),
+        reasons: vec![],
+        pinned: vec![],
+    }
+}
+
+fn eligible_platform(on_source: u32) -> PlatformView {
+    PlatformView { upgradeable: Some(true), on_source: Some(on_source), ..Default::default() }
+}
+
+struct Case {
+    spec: BulkUpgradeSpec,
+    previous: BulkUpgradeStatus,
+    app: AppView,
+    platform: PlatformView,
+    admission: Admission,
+}
+
+impl Case {
+    fn new() -> Case {
+        Case {
+            spec: spec(1, 2),
+            previous: BulkUpgradeStatus::default(),
+            app: AppView::Read(facts()),
+            platform: eligible_platform(100),
+            admission: Admission::Free,
+        }
+    }
+
+    fn decide(&self) -> Decision {
+        decide(&Inputs {
+            spec: &self.spec,
+            generation: Some(1),
+            previous: &self.previous,
+            now: now(),
+            instant: now().0,
+            app: self.app.clone(),
+            platform: self.platform.clone(),
+            admission: self.admission.clone(),
+        })
+    }
+}
+
+fn cond(d: &Decision, t: Type) -> (String, String) {
+    let c = conds::find(&d.status.conditions, t.as_str()).unwrap();
+    (c.status.clone(), c.reason.clone())
+}
+
+fn state(d: &Decision) -> BulkUpgradeState {
+    d.status.state.unwrap()
+}
+
+fn running(step: u32, pending: u32, remaining: Option<u32>) -> RolloutRecord {
+    RolloutRecord { status: RolloutPhase::Running, pending, ..record(step, 0, 0, remaining) }
+}
+
+fn seen(id: &str, status: RolloutStatus, completed: u64, failed: u64, pending: u64) -> Rollout {
+    Rollout {
+        id: id.into(),
+        status,
+        source_version_id: "v-1-0".into(),
+        target_version_id: "v-2-0".into(),
+        created_at: Some("1800000000500".into()),
+        completed_at: (status != RolloutStatus::Running).then(|| "1800000009000".into()),
+        completed,
+        failed,
+        pending,
+        upgrade_limit: Some(1800),
+    }
+}
+
+#[test]
+fn an_app_not_read_yet_waits_in_pending() {
+    let mut c = Case::new();
+    c.app = AppView::NotRead;
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Pending);
+    assert_eq!(cond(&d, Type::Admitted), ("False".into(), "AppNotRead".into()));
+    assert_eq!(cond(&d, Type::Reconciling).0, "True");
+    assert_eq!(d.requeue, Requeue::Queued);
+}
+
+#[test]
+fn a_missing_app_or_major_is_ineligible_and_stalled() {
+    let mut c = Case::new();
+    c.app = AppView::Missing;
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Ineligible);
+    assert_eq!(cond(&d, Type::Eligible), ("False".into(), "AppNotFound".into()));
+    assert_eq!(cond(&d, Type::Stalled), ("True".into(), "AppNotFound".into()));
+    assert_eq!(d.effects, vec![Effect::ReleaseLeases]);
+    let mut c = Case::new();
+    let mut f = facts();
+    f.target = None;
+    f.reasons = vec![ineligible(Reason::MajorNotDeployed, "major 2 is not deployed".into())];
+    c.app = AppView::Read(f);
+    let d = c.decide();
+    assert_eq!(cond(&d, Type::Eligible), ("False".into(), "MajorNotDeployed".into()));
+}
+
+#[test]
+fn a_platform_refusal_of_eligibility_is_explained_by_the_difference() {
+    let mut c = Case::new();
+    c.platform.upgradeable = Some(false);
+    let mut f = facts();
+    f.reasons = vec![ineligible(Reason::AddsScopes, "adds scope write".into())];
+    c.app = AppView::Read(f);
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Ineligible);
+    assert_eq!(cond(&d, Type::Eligible), ("False".into(), "AddsScopes".into()));
+    assert_eq!(d.status.ineligible_reasons[0].detail, "adds scope write");
+    assert_eq!(d.requeue, Requeue::Recheck);
+    // No difference known here: the platform's refusal itself.
+    c.app = AppView::Read(facts());
+    let d = c.decide();
+    assert_eq!(cond(&d, Type::Eligible), ("False".into(), "PlatformRefused".into()));
+}
+
+#[test]
+fn local_differences_do_not_overrule_the_platform() {
+    let mut c = Case::new();
+    let mut f = facts();
+    f.reasons = vec![ineligible(Reason::AddsEgress, "adds egress x".into())];
+    c.app = AppView::Read(f);
+    assert_eq!(state(&c.decide()), BulkUpgradeState::Running, "the platform says upgradeable");
+}
+
+#[test]
+fn pinned_installations_hold_the_upgrade() {
+    let mut c = Case::new();
+    let mut f = facts();
+    f.pinned = vec!["a".into(), "b".into()];
+    c.app = AppView::Read(f);
+    let d = c.decide();
+    assert_eq!(cond(&d, Type::Eligible), ("False".into(), "PinnedInstallations".into()));
+    assert!(d.status.ineligible_reasons[0].detail.contains("(a, b)"));
+    assert_eq!(d.requeue, Requeue::Recheck);
+}
+
+#[test]
+fn a_busy_lease_queues_with_blocked_by() {
+    let mut c = Case::new();
+    c.admission = Admission::Busy { reason: Reason::AccountBusy, holder: "ns/first".into() };
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Queued);
+    assert_eq!(cond(&d, Type::Admitted), ("False".into(), "AccountBusy".into()));
+    assert_eq!(d.status.blocked_by.as_deref(), Some("ns/first"));
+    assert_eq!(d.effects, vec![Effect::ReleaseLeases]);
+    assert_eq!(d.requeue, Requeue::Queued);
+}
+
+#[test]
+fn admitted_writes_its_intent_then_starts() {
+    let c = Case::new();
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Running);
+    assert_eq!(d.effects, vec![Effect::TakeLeases]);
+    assert_eq!(d.requeue, Requeue::Now);
+    assert_eq!(d.status.starting, Some(StartingRollout { step: 1, since: MicroTime(now().0) }));
+    let mut c = Case::new();
+    c.previous = d.status.clone();
+    let d2 = c.decide();
+    let start =
+        RolloutRequest { step: 1, source: facts().source.unwrap(), target: facts().target.unwrap(), limit: None };
+    assert_eq!(d2.effects, vec![Effect::TakeLeases, Effect::StartRollout(start.clone())]);
+    assert_eq!(cond(&d2, Type::Progressing), ("True".into(), "Starting".into()));
+
+    let answer = StartAnswer::Started {
+        started: RolloutStarted {
+            rollout_id: "r1".into(),
+            upgrade_limit: Some(1800),
+            total_eligible_upgrades: Some(100),
+            expected_remaining_upgrades: Some(0),
+        },
+        request: start,
+    };
+    let (status, requeue) = after_start(&d2, answer, &c.previous.conditions, &c.spec, Some(1), &now());
+    assert_eq!(requeue, Requeue::Poll);
+    assert_eq!(status.starting, None);
+    assert_eq!((status.total, status.pending, status.unprocessed), (100, 100, 0));
+    assert_eq!(status.rollouts[0].id, "r1");
+    assert_eq!(status.rollouts[0].status, RolloutPhase::Running);
+    assert!(status.started_at.is_some());
+}
+
+#[test]
+fn a_platform_limit_queues_and_the_retry_stays_queued() {
+    let mut c = Case::new();
+    c.previous.starting = Some(StartingRollout { step: 1, since: MicroTime(now().0) });
+    let d = c.decide();
+    let answer = StartAnswer::Refused {
+        reason: refusal(ErrorKind::RolloutRunning).unwrap(),
+        message: "a rollout already running on the platform".into(),
+    };
+    let (status, requeue) = after_start(&d, answer, &[], &c.spec, Some(1), &now());
+    assert_eq!(requeue, Requeue::Platform);
+    assert_eq!(status.state, Some(BulkUpgradeState::Queued));
+    assert!(status.starting.is_some(), "the intent stays");
+    let admitted = conds::find(&status.conditions, "Admitted").unwrap();
+    assert_eq!((admitted.status.as_str(), admitted.reason.as_str()), ("False", "AppRolloutRunning"));
+    // The retry: the start is tried again, the status still says Queued (no flapping).
+    c.previous = status;
+    let d = c.decide();
+    assert!(matches!(d.effects.last(), Some(Effect::StartRollout(_))));
+    assert_eq!(state(&d), BulkUpgradeState::Queued);
+    assert_eq!(cond(&d, Type::Admitted), ("False".into(), "AppRolloutRunning".into()));
+    assert_eq!(refusal(ErrorKind::AccountBusy), Some(Reason::AccountRolloutRunning));
+    assert_eq!(refusal(ErrorKind::GlobalLimit), Some(Reason::RolloutsUnavailable));
+    assert_eq!(refusal(ErrorKind::Unavailable), None);
+}
+
+#[test]
+fn a_running_rollout_is_mirrored_and_the_leases_renewed() {
+    let mut c = Case::new();
+    c.previous.state = Some(BulkUpgradeState::Running);
+    c.previous.rollouts = vec![running(1, 100, Some(0))];
+    c.platform =
+        PlatformView { current: Current::Seen(seen("r-1-0", RolloutStatus::Running, 40, 1, 59)), ..Default::default() };
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Running);
+    assert_eq!((d.status.upgraded, d.status.failed, d.status.pending), (40, 1, 59));
+    assert_eq!(d.effects, vec![Effect::TakeLeases, Effect::RefreshInstallations]);
+    assert_eq!(d.requeue, Requeue::Poll);
+    // No progress: no refresh.
+    c.previous = d.status.clone();
+    assert_eq!(c.decide().effects, vec![Effect::TakeLeases]);
+    // Paused while running: the rollout runs on.
+    c.spec.paused = true;
+    let d = c.decide();
+    assert_eq!((state(&d), cond(&d, Type::Progressing).1), (BulkUpgradeState::Running, "PauseRequested".into()));
+}
+
+#[test]
+fn a_finished_rollout_completes_the_upgrade() {
+    let mut c = Case::new();
+    c.previous.state = Some(BulkUpgradeState::Running);
+    c.previous.rollouts = vec![running(1, 100, Some(0))];
+    c.platform = PlatformView {
+        current: Current::Seen(seen("r-1-0", RolloutStatus::Complete, 100, 0, 0)),
+        upgradeable: Some(true),
+        on_source: Some(0),
+        ..Default::default()
+    };
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Complete);
+    assert_eq!(d.effects, vec![Effect::RefreshInstallations, Effect::ReleaseLeases]);
+    assert_eq!(cond(&d, Type::Complete), ("True".into(), "Complete".into()));
+    assert_eq!(cond(&d, Type::Ready).0, "True");
+    assert_eq!(cond(&d, Type::Reconciling).0, "False");
+    let r = &d.status.rollouts[0];
+    assert_eq!((r.status, r.completed, r.pending), (RolloutPhase::Complete, 100, 0));
+    assert!(r.completed_at.is_some() && d.status.completed_at.is_some());
+}
+
+#[test]
+fn a_forgotten_rollout_keeps_its_last_counts() {
+    let mut c = Case::new();
+    c.previous.state = Some(BulkUpgradeState::Running);
+    c.previous.rollouts = vec![RolloutRecord { completed: 90, pending: 10, ..running(1, 10, Some(0)) }];
+    c.platform = PlatformView { current: Current::Gone, ..eligible_platform(0) };
+    let d = c.decide();
+    let r = &d.status.rollouts[0];
+    assert!(r.forgotten);
+    assert_eq!((r.status, r.completed), (RolloutPhase::Complete, 90));
+    assert_eq!(state(&d), BulkUpgradeState::Complete);
+}
+
+#[test]
+fn the_next_step_starts_after_the_gate_and_pause_holds_before_it() {
+    let mut c = Case::new();
+    c.spec.steps = steps(&[Some(10), None]);
+    c.spec.max_failures = Some(1);
+    c.previous.state = Some(BulkUpgradeState::Running);
+    c.previous.rollouts = vec![record(1, 9, 1, Some(90))];
+    c.platform = eligible_platform(91);
+    let d = c.decide();
+    assert_eq!(d.status.starting.as_ref().map(|s| s.step), Some(2));
+    assert_eq!(d.requeue, Requeue::Now);
+    // Paused: holds (with the Leases) before step 2.
+    c.spec.paused = true;
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Paused);
+    assert_eq!(d.effects, vec![Effect::TakeLeases]);
+    assert_eq!(cond(&d, Type::Progressing), ("False".into(), "Paused".into()));
+    // The gate: two failures are more than maxFailures 1.
+    c.spec.paused = false;
+    c.previous.rollouts = vec![record(1, 8, 2, Some(90))];
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Failed);
+    assert_eq!(cond(&d, Type::Stalled), ("True".into(), "MaxFailuresExceeded".into()));
+    assert_eq!(d.effects, vec![Effect::ReleaseLeases]);
+}
+
+#[test]
+fn paused_before_anything_ran_is_admitted_first() {
+    let mut c = Case::new();
+    c.spec.paused = true;
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Paused);
+    assert_eq!(d.effects, vec![Effect::TakeLeases]);
+    assert_eq!(cond(&d, Type::Admitted).0, "True");
+    c.admission = Admission::Busy { reason: Reason::EnvironmentBusy, holder: "ns/a".into() };
+    assert_eq!(state(&c.decide()), BulkUpgradeState::Queued);
+}
+
+#[test]
+fn cancel_cancels_the_running_rollout_then_finishes() {
+    let mut c = Case::new();
+    c.spec.cancelled = true;
+    c.previous.state = Some(BulkUpgradeState::Running);
+    c.previous.rollouts = vec![running(1, 100, Some(0))];
+    c.platform =
+        PlatformView { current: Current::Seen(seen("r-1-0", RolloutStatus::Running, 5, 0, 95)), ..Default::default() };
+    let d = c.decide();
+    assert!(d.effects.contains(&Effect::CancelRollout("r-1-0".into())));
+    assert_eq!(cond(&d, Type::Progressing).1, "Cancelling");
+    c.previous = d.status;
+    c.platform = PlatformView {
+        current: Current::Seen(seen("r-1-0", RolloutStatus::Cancelled, 6, 0, 0)),
+        ..eligible_platform(94)
+    };
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Cancelled);
+    assert_eq!((d.status.upgraded, d.status.unprocessed), (6, 94));
+    assert_eq!(cond(&d, Type::Progressing).1, "Cancelled");
+    assert!(d.effects.contains(&Effect::ReleaseLeases));
+    // Before anything ran.
+    let mut c = Case::new();
+    c.spec.cancelled = true;
+    assert_eq!(state(&c.decide()), BulkUpgradeState::Cancelled);
+}
+
+#[test]
+fn a_rollout_cancelled_on_the_platform_cancels_the_upgrade() {
+    let mut c = Case::new();
+    c.previous.state = Some(BulkUpgradeState::Running);
+    c.previous.rollouts = vec![running(1, 100, Some(0))];
+    c.platform = PlatformView {
+        current: Current::Seen(seen("r-1-0", RolloutStatus::Cancelled, 3, 0, 0)),
+        ..eligible_platform(97)
+    };
+    let d = c.decide();
+    assert_eq!((state(&d), cond(&d, Type::Progressing).1), (BulkUpgradeState::Cancelled, "CancelledOnPlatform".into()));
+}
+
+#[test]
+fn a_restart_adopts_the_rollout_it_had_started() {
+    let mut c = Case::new();
+    c.previous.state = Some(BulkUpgradeState::Running);
+    c.previous.starting = Some(StartingRollout { step: 1, since: MicroTime(now().0) });
+    c.platform.adoptable = vec![seen("lost", RolloutStatus::Running, 3, 0, 97)];
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Running);
+    assert!(!d.effects.iter().any(|e| matches!(e, Effect::StartRollout(_))), "no second rollout: {:?}", d.effects);
+    let r = &d.status.rollouts[0];
+    assert_eq!((r.id.as_str(), r.adopted, r.step, r.source_version.as_str()), ("lost", true, 1, "1.0.0"));
+    assert_eq!(d.status.total, 103, "100 on the source version now, 3 upgraded already");
+    assert_eq!(d.status.starting, None);
+    // One that had already finished is adopted too, and the plan goes on from it.
+    c.platform.adoptable = vec![seen("done", RolloutStatus::Complete, 100, 0, 0)];
+    c.platform.on_source = Some(0);
+    let d = c.decide();
+    assert_eq!(d.status.rollouts.len(), 1);
+    assert_eq!(state(&d), BulkUpgradeState::Complete);
+}
+
+#[test]
+fn limit_and_nothing_to_do_complete_with_their_reason() {
+    let mut c = Case::new();
+    c.platform = eligible_platform(0);
+    let d = c.decide();
+    assert_eq!((state(&d), cond(&d, Type::Complete).1), (BulkUpgradeState::Complete, "NothingToUpgrade".into()));
+    let mut c = Case::new();
+    c.spec.limit = Some(3);
+    c.previous.state = Some(BulkUpgradeState::Running);
+    c.previous.rollouts = vec![record(1, 3, 0, Some(3))];
+    c.platform = eligible_platform(3);
+    let d = c.decide();
+    assert_eq!((state(&d), cond(&d, Type::Complete).1), (BulkUpgradeState::Complete, "LimitReached".into()));
+    assert_eq!(d.status.unprocessed, 3);
+}
+
+#[test]
+fn a_finished_upgrade_only_expires() {
+    let mut c = Case::new();
+    c.spec.cancelled = true;
+    c.spec.ttl_seconds_after_finished = Some(60);
+    c.previous.state = Some(BulkUpgradeState::Complete);
+    c.previous.completed_at = Some(Time(now().0 - jiff::SignedDuration::from_secs(10)));
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Complete, "cancelling a finished upgrade changes nothing");
+    assert_eq!(d.effects, vec![Effect::ReleaseLeases]);
+    assert_eq!(d.requeue, Requeue::After(Duration::from_secs(51)));
+    assert_eq!(d.status.observed_generation, Some(1));
+    c.previous.completed_at = Some(Time(now().0 - jiff::SignedDuration::from_secs(61)));
+    assert_eq!(c.decide().effects, vec![Effect::ReleaseLeases, Effect::Delete]);
+}
+
+#[test]
+fn every_reason_has_its_own_name() {
+    let names: BTreeSet<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(names.len(), Reason::ALL.len());
+    assert_eq!(Type::ALL.len(), 7);
+}
