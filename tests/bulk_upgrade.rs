@@ -387,6 +387,12 @@ async fn twenty_five_hundred_installations_take_two_rollouts_and_the_records_out
     assert!(platform.rollouts(APP_ID).is_empty());
     let writes = operator.metrics.write_requests();
     eprintln!("2500 installations: {} rollouts, {writes} Kubernetes API writes by the operator", s.rollouts.len());
+    let metrics = operator.metrics.encode();
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("forgeops_kube_api_requests_total") || l.starts_with("forgeops_platform_requests_total")
+    }) {
+        eprintln!("  {line}");
+    }
 }
 
 #[tokio::test]
@@ -531,4 +537,36 @@ async fn a_rollout_started_with_the_cli_makes_the_upgrade_wait_and_the_cli_lists
     // The default columns of `kubectl get fbu` name the rollout too.
     let wide = kubectl(&["get", "fbu", "mine", "-n", &t.name]);
     assert!(wide.contains(&s.rollouts[0].id) && wide.contains("ROLLOUT"), "{wide}");
+}
+
+#[tokio::test]
+async fn the_leases_are_renewed_while_a_rollout_runs_longer_than_their_duration() {
+    let mut t = TestNs::new("bulk-renew").await;
+    t.bulk_limits = Limits { lease_duration: Duration::from_secs(4), ..Default::default() };
+    let operator = operator_with_rollout_step(&t, Duration::from_secs(1)).await;
+    installed_on_major_1(&t, "insights", "dev", 10, vec![version(2, 0, &["read"])]).await;
+    let bus: Api<BulkUpgrade> = t.api();
+    create(&bus, bulk("long", "insights", 1, 2, json!({}))).await;
+    wait_for(&bus, "long", WAIT, "running", |b| b.status.as_ref().is_some_and(|s| !s.rollouts.is_empty())).await;
+    create(&bus, bulk("next", "insights", 1, 2, json!({}))).await;
+    // For the 10 s the rollout runs (2.5 lease durations), the second one waits behind it.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let long = bus.get("long").await.unwrap();
+        let next = bus.get("next").await.unwrap();
+        if state(&long) == Some(BulkUpgradeState::Complete) {
+            break;
+        }
+        let waiting = next.status.as_ref().is_none_or(|s| s.rollouts.is_empty());
+        assert!(waiting, "the second upgrade started while the first ran: {:#?}", next.status);
+        if let Some(s) = next.status.as_ref().filter(|s| s.state == Some(BulkUpgradeState::Queued)) {
+            assert_eq!(s.blocked_by.as_deref(), Some(format!("{}/long", t.name).as_str()));
+        }
+        assert!(std::time::Instant::now() < deadline, "the first upgrade did not complete");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(status(&bus.get("long").await.unwrap()).upgraded, 10);
+    let next = wait_state(&bus, "next", BulkUpgradeState::Complete).await;
+    assert_eq!(condition(&next, "Complete").unwrap().1, "NothingToUpgrade");
+    assert_eq!(operator.platform.rollouts(APP_ID).len(), 1);
 }

@@ -13,7 +13,7 @@ use kube::api::DeleteParams;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::Store;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 
@@ -585,6 +585,18 @@ pub fn error_policy(bu: Arc<BulkUpgrade>, error: &Error, bctx: Arc<BulkContext>)
     Action::requeue(if running { delay.min(bctx.limits.lease_duration / 3) } else { delay })
 }
 
+/// What a BulkUpgrade's own changes must alter to trigger a reconcile: its generation (the spec),
+/// its finalizers, or whether it is being deleted.
+fn spec_or_deletion(bu: &BulkUpgrade) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bu.metadata.generation.hash(&mut h);
+    bu.metadata.deletion_timestamp.is_some().hash(&mut h);
+    // The finalizer helper waits for the event of its own finalizer being added.
+    bu.metadata.finalizers.hash(&mut h);
+    Some(h.finish())
+}
+
 /// Runs the BulkUpgrade controller until `shutdown` resolves. An upgrade is re-evaluated when its
 /// app changes (an ineligible one may become eligible).
 pub async fn run(
@@ -594,7 +606,15 @@ pub async fn run(
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+    // Only spec changes and deletion trigger a reconcile, not the upgrade's own status writes:
+    // those change with every poll while a rollout runs, and would otherwise poll in a loop.
+    let (reader, writer) = kube::runtime::reflector::store();
+    let changes = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(spec_or_deletion, PredicateConfig::default());
+    let controller = Controller::for_stream(changes, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(super::concurrency::SMALL));
     let upgrades = controller.store();
     let by_app = controller.store();

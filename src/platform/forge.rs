@@ -67,7 +67,13 @@ pub struct ForgeGateway {
     options: GatewayOptions,
     http: reqwest::Client,
     metrics: Option<Arc<Metrics>>,
+    /// Site host names by cloud id, as last resolved, so listing an app's installations again
+    /// does not resolve every site again (a site is renamed rarely; entries expire).
+    host_names: std::sync::Mutex<HashMap<String, (String, Instant)>>,
 }
+
+/// How long a resolved site host name is used before it is resolved again.
+const HOST_NAME_TTL: Duration = Duration::from_secs(600);
 
 impl ForgeGateway {
     pub fn new(options: GatewayOptions, metrics: Option<Arc<Metrics>>) -> anyhow::Result<Self> {
@@ -85,7 +91,7 @@ impl ForgeGateway {
             }
         }
         let http = builder.build().context("building the HTTP client")?;
-        Ok(ForgeGateway { options, http, metrics })
+        Ok(ForgeGateway { options, http, metrics, host_names: Default::default() })
     }
 
     pub fn options(&self) -> &GatewayOptions {
@@ -617,13 +623,25 @@ impl Platform for ForgeGateway {
             cloud_ids.sort();
             cloud_ids.dedup();
             let mut host_of = HashMap::new();
+            {
+                let known = self.host_names.lock().unwrap();
+                cloud_ids.retain(|id| match known.get(id) {
+                    Some((host, at)) if at.elapsed() < HOST_NAME_TTL => {
+                        host_of.insert(id.clone(), host.clone());
+                        false
+                    }
+                    _ => true,
+                });
+            }
             for chunk in cloud_ids.chunks(20) {
                 let data = self
                     .call(creds, HOSTS, ops::GET_HOSTNAME_FOR_TENANT_CONTEXTS, json!({ "cloudIds": chunk }))
                     .await?;
                 let hosts = data.get("tenantContexts").and_then(Value::as_array).cloned().unwrap_or_default();
+                let mut known = self.host_names.lock().unwrap();
                 for (id, host) in chunk.iter().zip(hosts) {
                     if let Some(h) = s(&host, "hostName") {
+                        known.insert(id.clone(), (h.clone(), Instant::now()));
                         host_of.insert(id.clone(), h);
                     }
                 }
