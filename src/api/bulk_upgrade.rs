@@ -88,7 +88,7 @@ pub struct BulkUpgradeSpec {
 
     /// Stop for good: cancels the running rollout on the platform (installations it already
     /// upgraded keep the new version) and releases the concurrency Leases. Has no effect on a
-    /// finished upgrade.
+    /// finished upgrade. Deleting a running BulkUpgrade cancels its rollout too.
     #[serde(default)]
     pub cancelled: bool,
 

@@ -75,13 +75,35 @@ pub async fn reconcile(bu: Arc<BulkUpgrade>, bctx: Arc<BulkContext>) -> Result<A
         finalizer(&api, FINALIZER, bu.clone(), |event| async {
             match event {
                 Finalizer::Apply(bu) => apply(bu, &bctx).await,
-                Finalizer::Cleanup(bu) => release_all(&bctx, &uid(&bu), true).await.map(|_| Action::await_change()),
+                Finalizer::Cleanup(bu) => {
+                    cancel_on_delete(&bu, &bctx).await;
+                    release_all(&bctx, &uid(&bu), true).await.map(|_| Action::await_change())
+                }
             }
         })
         .await
         .map_err(Error::from)
     })
     .await
+}
+
+/// A BulkUpgrade deleted while its rollout runs cancels the rollout (as deleting a Job stops its
+/// pods). Best effort: the deletion does not wait for the platform.
+async fn cancel_on_delete(bu: &BulkUpgrade, bctx: &BulkContext) {
+    let ctx = &bctx.ctx;
+    let Some(rollout) = bu.status.as_ref().and_then(running_rollout) else { return };
+    let Some(app) = ctx.caches.app(&bu.namespace().unwrap_or_default(), &bu.spec.app_ref.name) else { return };
+    let cancelled = match ctx.credentials_for(&app).await {
+        Ok(creds) => ctx.platform.cancel_rollout(&creds, &rollout.id).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match cancelled {
+        Ok(()) => {
+            info!(bulk_upgrade = %full_name(bu), rollout = %rollout.id, "deleted while running: cancelled the rollout")
+        }
+        Err(error) => warn!(bulk_upgrade = %full_name(bu), rollout = %rollout.id, %error,
+            "deleted while running: the rollout could not be cancelled and runs on; cancel it with `forge version bulk-upgrade cancel`"),
+    }
 }
 
 fn uid(bu: &BulkUpgrade) -> String {
@@ -160,7 +182,7 @@ async fn apply(bu: Arc<BulkUpgrade>, bctx: &BulkContext) -> Result<Action, Error
         };
         if status != previous {
             apply_status(&ctx.client, current.as_ref(), &status).await?;
-            report(&current, ctx, &previous, &status, &decision).await;
+            report(&current, ctx, &previous, &status).await;
         }
         if requeue == Requeue::Now {
             let mut next = (*current).clone();
@@ -213,6 +235,7 @@ async fn gather(bu: &BulkUpgrade, bctx: &BulkContext) -> Result<Gathered, Error>
         return Ok(gathered);
     }
     gathered.admission = admission_of(bu, &facts.account, bctx);
+    let admission = &gathered.admission;
     let creds = ctx.credentials_for(&app).await?;
     let platform = &ctx.platform;
     let app_id = app.spec.app_id.as_str();
@@ -226,7 +249,10 @@ async fn gather(bu: &BulkUpgrade, bctx: &BulkContext) -> Result<Gathered, Error>
             };
         }
         let still_running = matches!(&view.current, Current::Seen(r) if r.status == RolloutStatus::Running);
-        if let (false, Some(source), Some(target)) = (still_running, &facts.source, &facts.target) {
+        // Waiting for a Lease (and not retrying a start): nothing to ask the platform yet.
+        let queued =
+            matches!(admission, Admission::Busy { .. }) && status.starting.is_none() && status.rollouts.is_empty();
+        if let (false, false, Some(source), Some(target)) = (still_running, queued, &facts.source, &facts.target) {
             let targets = platform.upgrade_targets(&creds, app_id, env_key, &source.id).await?;
             view.upgradeable = Some(targets.iter().any(|t| t.version_id == target.id && t.upgradeable_by_rollout));
             let counts = platform.installation_counts(&creds, app_id, env_key).await?;
@@ -442,7 +468,7 @@ fn refusal_message(reason: Reason, e: &PlatformError) -> String {
 }
 
 /// Events: one per state change, and one per rollout started or adopted.
-async fn report(bu: &BulkUpgrade, ctx: &Context, previous: &BulkUpgradeStatus, next: &BulkUpgradeStatus, d: &Decision) {
+async fn report(bu: &BulkUpgrade, ctx: &Context, previous: &BulkUpgradeStatus, next: &BulkUpgradeStatus) {
     for r in next.rollouts.iter().skip(previous.rollouts.len()) {
         let verb = if r.adopted { "adopted" } else { "started" };
         let note = format!(
@@ -473,7 +499,6 @@ async fn report(bu: &BulkUpgrade, ctx: &Context, previous: &BulkUpgradeStatus, n
     let Some(c) = condition else { return };
     let reason = if state == BulkUpgradeState::Complete { "Completed".to_string() } else { c.reason.clone() };
     publish_event(ctx, bu, warning, &reason, c.message.clone(), "Reconcile").await;
-    let _ = d;
 }
 
 /// Takes (or renews) the environment, account and one global-slot Lease, all or none. Answers

@@ -826,6 +826,35 @@ pub fn decide(i: &Inputs) -> Decision {
     }
     next.source_version = Some(source.version.clone());
     next.target_version = Some(target.version.clone());
+    if !facts.pinned.is_empty() {
+        let names = facts.pinned.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+        let detail = format!(
+            "{} installation(s) on major {} are pinned to another major by spec.majorVersion ({names}): a platform rollout would upgrade them too; unpin them, or set their majorVersion to {}",
+            facts.pinned.len(),
+            i.spec.from_major,
+            i.spec.to_major
+        );
+        let reasons = vec![ineligible(Reason::PinnedInstallations, detail)];
+        return not_ready(next, effects, BulkUpgradeState::Ineligible, reasons, None, Requeue::Recheck);
+    }
+    if let (Admission::Busy { reason, holder }, None) = (&i.admission, i.platform.upgradeable) {
+        // Waiting for a Lease: the platform is asked nothing until the upgrade is admitted.
+        effects.push(Effect::ReleaseLeases);
+        next.blocked_by = Some(holder.clone());
+        let s = Situation {
+            state: BulkUpgradeState::Queued,
+            ineligible: Some((Reason::Pending, "checked with the platform once admitted".into())),
+            waiting: Some((*reason, holder.clone())),
+            detail: Reason::Queued,
+            summary: summary(&next, i.spec),
+        };
+        return Decision {
+            status: render(next, &s, &prev.conditions, i.generation, &i.now),
+            effects,
+            requeue: Requeue::Queued,
+            situation: s,
+        };
+    }
     match i.platform.upgradeable {
         Some(false) => {
             let mut reasons = facts.reasons.clone();
@@ -845,17 +874,6 @@ pub fn decide(i: &Inputs) -> Decision {
             return not_ready(next, effects, BulkUpgradeState::Pending, vec![], waiting, Requeue::Platform);
         }
         Some(true) => {}
-    }
-    if !facts.pinned.is_empty() {
-        let names = facts.pinned.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
-        let detail = format!(
-            "{} installation(s) on major {} are pinned to another major by spec.majorVersion ({names}): a platform rollout would upgrade them too; unpin them, or set their majorVersion to {}",
-            facts.pinned.len(),
-            i.spec.from_major,
-            i.spec.to_major
-        );
-        let reasons = vec![ineligible(Reason::PinnedInstallations, detail)];
-        return not_ready(next, effects, BulkUpgradeState::Ineligible, reasons, None, Requeue::Recheck);
     }
     next.ineligible_reasons = vec![];
 

@@ -448,6 +448,18 @@ fn pinned_installations_hold_the_upgrade() {
 }
 
 #[test]
+fn a_queued_upgrade_asks_the_platform_nothing() {
+    let mut c = Case::new();
+    c.platform = PlatformView::default();
+    c.admission = Admission::Busy { reason: Reason::EnvironmentBusy, holder: "ns/first".into() };
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Queued);
+    assert_eq!(cond(&d, Type::Eligible), ("False".into(), "Pending".into()));
+    assert_eq!(cond(&d, Type::Admitted), ("False".into(), "EnvironmentBusy".into()));
+    assert_eq!(d.requeue, Requeue::Queued);
+}
+
+#[test]
 fn a_busy_lease_queues_with_blocked_by() {
     let mut c = Case::new();
     c.admission = Admission::Busy { reason: Reason::AccountBusy, holder: "ns/first".into() };
