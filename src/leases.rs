@@ -139,6 +139,17 @@ pub async fn claim_from(
     }
 }
 
+/// When the Lease `name` expires unless its holder renews it (`None`: unheld or absent).
+pub async fn expiry(api: &Api<Lease>, name: &str) -> Result<Option<jiff::Timestamp>, kube::Error> {
+    let Some(spec) = api.get_opt(name).await?.and_then(|l| l.spec) else { return Ok(None) };
+    if spec.holder_identity.as_deref().is_none_or(str::is_empty) {
+        return Ok(None);
+    }
+    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0);
+    let duration = jiff::SignedDuration::from_secs(spec.lease_duration_seconds.unwrap_or(0) as i64);
+    Ok(renewed.map(|r| r + duration))
+}
+
 /// Whether `holder` currently holds the Lease `name`.
 pub async fn holds(api: &Api<Lease>, name: &str, holder: &str) -> Result<bool, kube::Error> {
     Ok(api.get_opt(name).await?.and_then(|l| l.spec).and_then(|s| s.holder_identity).as_deref() == Some(holder))

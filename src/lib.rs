@@ -9,6 +9,7 @@
 pub mod api;
 pub mod controllers;
 pub mod emulator;
+pub mod health;
 pub mod leases;
 pub mod localcluster;
 pub mod manifests;

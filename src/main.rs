@@ -172,6 +172,7 @@ impl RunArgs {
             metrics_addr: Some(self.metrics_addr),
             instance: self.instance.clone(),
             leader_election: self.leader_elect.then(|| Duration::from_secs(self.lease_duration_secs.clamp(3, 60))),
+            health: Default::default(),
             bulk_limits: Limits {
                 global: self.max_running_bulk_upgrades,
                 lease_duration: Duration::from_secs(self.lease_duration_secs),

@@ -50,6 +50,8 @@ pub struct Settings {
     pub bulk_limits: controllers::bulk_upgrade::Limits,
     /// Run the controllers only while holding the leader Lease, with this lease duration.
     pub leader_election: Option<Duration>,
+    /// What `/readyz` and `/healthz` answer from.
+    pub health: Arc<crate::health::Health>,
 }
 
 /// How long a credentials Secret is used before it is read again (a refused one is re-read at once).
@@ -90,8 +92,16 @@ pub async fn run(
 ) -> Result<(), Error> {
     check_crds(&client).await?;
     let shutdown: Shared<BoxFuture<'static, ()>> = shutdown.boxed().shared();
+    let health = settings.health.clone();
     if let Some(addr) = settings.metrics_addr {
-        serve_metrics(addr, metrics.clone(), shutdown.clone()).await?;
+        serve_metrics(addr, metrics.clone(), health.clone(), shutdown.clone()).await?;
+    }
+    {
+        let (health, shutdown) = (health.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.await;
+            health.shutting_down();
+        });
     }
     let leadership = match settings.leader_election {
         Some(duration) => {
@@ -102,7 +112,7 @@ pub async fn run(
             let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
             let identity = format!("{}-{nonce}", settings.instance.as_deref().unwrap_or("forgeops"));
             let holder = Holder { uid: identity.clone(), name: identity };
-            match become_leader(&leases, &holder, duration, shutdown.clone()).await? {
+            match become_leader(&leases, &holder, duration, &health, shutdown.clone()).await? {
                 Some((lost, renewer)) => Some((leases, holder, lost, renewer)),
                 None => return Ok(()), // shut down before becoming leader
             }
@@ -122,6 +132,7 @@ pub async fn run(
         None => shutdown.clone(),
     };
     let shutdown = stop;
+    health.set_role(crate::health::Role::Leader);
     let caches = Arc::new(
         controllers::caches::Caches::start(&client, settings.namespace.as_deref(), &settings.operator_namespace).await,
     );
@@ -139,25 +150,70 @@ pub async fn run(
         settings.operator_namespace.clone(),
         settings.instance.clone(),
     ));
+    {
+        let (health, caches) = (health.clone(), ctx.caches.clone());
+        tokio::spawn(async move {
+            caches.wait_ready().await;
+            health.set_synced(true);
+        });
+    }
     info!(namespace = settings.namespace.as_deref().unwrap_or("<all>"), "forgeops controllers starting");
     let ns = &settings.namespace;
+    // A controller loop that ends before shutdown fails the liveness probe.
+    let watched = |name: &'static str, run: BoxFuture<'static, ()>| {
+        let health = health.clone();
+        async move {
+            run.await;
+            if !health.state().shutting_down {
+                tracing::error!(controller = name, "a controller loop stopped");
+            }
+            health.stopped(name);
+        }
+    };
     tokio::join!(
-        controllers::forge_app::run(api(&client, ns), api::<Installation>(&client, ns), ctx.clone(), shutdown.clone()),
-        controllers::distribution_policy::run(
-            api(&client, ns),
-            api::<ForgeApp>(&client, ns),
-            ctx.clone(),
-            shutdown.clone()
+        watched(
+            "forgeapp",
+            controllers::forge_app::run(
+                api(&client, ns),
+                api::<Installation>(&client, ns),
+                ctx.clone(),
+                shutdown.clone()
+            )
+            .boxed()
         ),
-        controllers::installation::run(api(&client, ns), api::<ForgeApp>(&client, ns), ctx.clone(), shutdown.clone()),
-        controllers::bulk_upgrade::run(
-            api::<BulkUpgrade>(&client, ns),
-            api::<ForgeApp>(&client, ns),
-            ctx,
-            settings.bulk_limits,
-            shutdown
+        watched(
+            "distributionpolicy",
+            controllers::distribution_policy::run(
+                api(&client, ns),
+                api::<ForgeApp>(&client, ns),
+                ctx.clone(),
+                shutdown.clone()
+            )
+            .boxed()
+        ),
+        watched(
+            "installation",
+            controllers::installation::run(
+                api(&client, ns),
+                api::<ForgeApp>(&client, ns),
+                ctx.clone(),
+                shutdown.clone()
+            )
+            .boxed()
+        ),
+        watched(
+            "bulkupgrade",
+            controllers::bulk_upgrade::run(
+                api::<BulkUpgrade>(&client, ns),
+                api::<ForgeApp>(&client, ns),
+                ctx,
+                settings.bulk_limits,
+                shutdown.clone()
+            )
+            .boxed()
         ),
     );
+    health.shutting_down();
     info!("forgeops controllers stopped");
     if let Some((leases, holder, _, renewer)) = leadership {
         renewer.abort();
@@ -176,17 +232,33 @@ async fn become_leader(
     leases: &Api<Lease>,
     holder: &Holder,
     duration: Duration,
+    health: &crate::health::Health,
     shutdown: Shared<BoxFuture<'static, ()>>,
 ) -> Result<Option<Leadership>, Error> {
     let retry = duration / 3;
+    let mut announced = None;
     loop {
         match leases::claim(leases, LEADER_LEASE, holder, duration).await? {
             Claim::Held => break,
             Claim::Busy(leader) => {
-                info!(%leader, "waiting to become leader");
+                if announced.as_ref() != Some(&leader) {
+                    info!(%leader, "standing by: waiting to become leader");
+                    announced = Some(leader.clone());
+                }
+                health.set_role(crate::health::Role::Standby { leader });
+                // Wake up when the leader's Lease would expire (if it stops renewing), at the latest
+                // after a third of the duration: a standby takes over within one lease duration.
+                let expiry = leases::expiry(leases, LEADER_LEASE).await.ok().flatten();
+                let wait = expiry
+                    .map(|at| {
+                        let left = at.duration_since(jiff::Timestamp::now()).as_millis().max(0) as u64;
+                        Duration::from_millis(left + 50)
+                    })
+                    .unwrap_or(retry)
+                    .min(retry);
                 tokio::select! {
                     _ = shutdown.clone() => return Ok(None),
-                    _ = tokio::time::sleep(retry) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
             }
         }
@@ -219,14 +291,21 @@ async fn become_leader(
 async fn serve_metrics(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
+    health: Arc<crate::health::Health>,
     shutdown: Shared<BoxFuture<'static, ()>>,
 ) -> Result<(), Error> {
     use axum::routing::get;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Metrics { addr, source })?;
+    let answer = |(ok, text): (bool, String)| {
+        let code = if ok { http::StatusCode::OK } else { http::StatusCode::SERVICE_UNAVAILABLE };
+        (code, text + "\n")
+    };
+    let (live, ready) = (health.clone(), health);
     let app = axum::Router::new()
         .route("/metrics", get(move || futures::future::ready(metrics.encode())))
-        .route("/healthz", get(|| futures::future::ready("ok")))
-        .route("/readyz", get(|| futures::future::ready("ok")));
+        .route("/healthz", get(move || futures::future::ready(answer(live.liveness()))))
+        .route("/readyz", get(move || futures::future::ready(answer(ready.readiness()))));
+    let addr = listener.local_addr().unwrap_or(addr);
     info!(%addr, "serving /metrics, /healthz and /readyz");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {

@@ -478,3 +478,89 @@ async fn only_the_leader_runs_the_controllers_and_a_standby_takes_over() {
     assert!(reconciled(&standby) > 0);
     standby.shutdown().await.unwrap();
 }
+
+/// Two operator processes with leader election: `/readyz` says which leads and which stands by,
+/// and killing the leader (SIGKILL: no hand-over) makes the standby lead within one lease duration.
+#[tokio::test]
+async fn killing_the_leader_process_makes_the_standby_lead_within_one_lease_duration() {
+    use support::{free_port, kill_hard, probe};
+    const LEASE_SECS: u64 = 4;
+    let t = TestNs::new("failover").await;
+    let platform = t.start_platform(forgeops::emulator::EmulatorConfig::default()).await;
+    let url = platform.emulator.graphql_url();
+    let ports = [free_port(), free_port()];
+    let lease = LEASE_SECS.to_string();
+    let spawn = |i: usize| {
+        let metrics = format!("127.0.0.1:{}", ports[i]);
+        let instance = format!("replica-{i}");
+        t.spawn_operator_process_with(
+            &url,
+            i,
+            "info",
+            &["--metrics-addr", &metrics, "--leader-elect", "--lease-duration-secs", &lease, "--instance", &instance],
+        )
+    };
+    let first = spawn(0);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let answer = probe(ports[0], "/readyz").await;
+        if answer.as_ref().is_some_and(|(code, body)| *code == 200 && body.starts_with("leader")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first replica did not lead: {answer:?}\n{}",
+            first.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = spawn(1);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let answer = probe(ports[1], "/readyz").await;
+        if let Some((200, body)) = &answer
+            && body.starts_with("standby")
+        {
+            assert!(body.contains("replica-0"), "the standby names the leader: {body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the second replica did not stand by: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(probe(ports[0], "/healthz").await.map(|a| a.0), Some(200));
+    assert_eq!(probe(ports[1], "/healthz").await.map(|a| a.0), Some(200));
+
+    kill_hard(&first).await;
+    let killed = std::time::Instant::now();
+    let took_over = loop {
+        let answer = probe(ports[1], "/readyz").await;
+        if answer.as_ref().is_some_and(|(code, body)| *code == 200 && body.starts_with("leader")) {
+            break killed.elapsed();
+        }
+        if let Some((_, body)) = &answer {
+            assert!(body.starts_with("standby") || body.starts_with("leader"), "{body}");
+        }
+        assert!(killed.elapsed() < Duration::from_secs(30), "the standby never took over:\n{}", second.log_tail());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("failover: the standby led {:.2} s after the leader was killed", took_over.as_secs_f64());
+    // One lease duration, plus the time to list the watches once and this probe's 50 ms.
+    assert!(
+        took_over <= Duration::from_secs(LEASE_SECS) + Duration::from_millis(1500),
+        "took over after {took_over:?}"
+    );
+
+    // The new leader reconciles.
+    let apps: Api<ForgeApp> = t.api();
+    support::create(
+        &apps,
+        json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": "after-failover"},
+            "spec": {"appId": "ari:cloud:ecosystem::app/after-failover", "environments": [{"name": "production", "versions": [
+                {"major": 1, "minor": 0, "scopes": [], "compatibility": {"required": "jira"}}]}]}}),
+    )
+    .await;
+    wait_for(&apps, "after-failover", WAIT, "Ready from the new leader", |a| {
+        ready(&a.status).is_some_and(|(s, _)| s == "True")
+    })
+    .await;
+}

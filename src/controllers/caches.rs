@@ -82,6 +82,14 @@ impl Caches {
         caches
     }
 
+    /// Resolves once every watch has listed once.
+    pub async fn wait_ready(&self) {
+        let _ = self.apps.wait_until_ready().await;
+        let _ = self.installations.wait_until_ready().await;
+        let _ = self.policies.wait_until_ready().await;
+        let _ = self.leases.wait_until_ready().await;
+    }
+
     /// The ForgeApp `name` in `namespace`.
     pub fn app(&self, namespace: &str, name: &str) -> Option<Arc<ForgeApp>> {
         self.apps.get(&ObjectRef::new(name).within(namespace))

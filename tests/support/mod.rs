@@ -196,6 +196,7 @@ impl TestNs {
             instance: Some("test".into()),
             bulk_limits: self.bulk_limits,
             leader_election: self.leader_election,
+            health: Default::default(),
         };
         let task_metrics = metrics.clone();
         let task = tokio::spawn(async move {
@@ -335,15 +336,39 @@ impl TestNs {
         run: usize,
         rust_log: &str,
     ) -> forgeops::localcluster::KeptProcess {
+        self.spawn_operator_process_with(graphql_url, run, rust_log, &["--metrics-addr", "127.0.0.1:0"])
+    }
+
+    /// [`TestNs::spawn_operator_process`] with the log filter `rust_log` and further arguments.
+    pub fn spawn_operator_process_with(
+        &self,
+        graphql_url: &str,
+        run: usize,
+        rust_log: &str,
+        extra: &[&str],
+    ) -> forgeops::localcluster::KeptProcess {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_forgeops"));
         cmd.args(["run", "--namespace", &self.name, "--operator-namespace", &self.name])
             .args(["--platform-url", graphql_url, "--credentials-secret", platform::CREDENTIALS_SECRET])
-            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(extra)
             .env("KUBECONFIG", &shared().operator_kubeconfig)
             .env("RUST_LOG", rust_log);
         let log = self.operator_log(run);
         forgeops::localcluster::KeptProcess::spawn("forgeops", cmd, &log).expect("starting the operator")
     }
+}
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `GET http://127.0.0.1:<port><path>`: the status code and body, or `None` if nothing answers.
+pub async fn probe(port: u16, path: &str) -> Option<(u16, String)> {
+    let client = reqwest::Client::builder().timeout(Duration::from_millis(500)).no_proxy().build().ok()?;
+    let response = client.get(format!("http://127.0.0.1:{port}{path}")).send().await.ok()?;
+    let code = response.status().as_u16();
+    Some((code, response.text().await.unwrap_or_default()))
 }
 
 /// Sends SIGKILL to a process and waits until it is gone.
