@@ -258,7 +258,7 @@ async fn dev(
     let metrics = Arc::new(Metrics::default());
     let client = telemetry::counted_client(cluster.admin_config(), metrics.clone())?;
     localcluster::install_crds(&client, &api::all_crds()).await?;
-    forgeops::manifests::apply_path(&client, std::path::Path::new("deploy/rbac.yaml")).await?;
+    forgeops::manifests::apply_path(&client, std::path::Path::new("deploy/base/rbac.yaml")).await?;
     put_credentials_secret(&client, &run.operator_namespace, &run.credentials_secret, &account).await?;
     for path in &examples {
         for applied in forgeops::manifests::apply_path(&client, path).await? {

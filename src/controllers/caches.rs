@@ -45,7 +45,7 @@ where
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             if let Err(e) = event {
-                tracing::debug!(error = %e, "cache watch error (retried with backoff)");
+                tracing::warn!(error = %e, "cache watch error (retried with backoff)");
             }
         }
     });

@@ -48,7 +48,7 @@ pub fn repo_path(rel: &str) -> PathBuf {
 }
 
 /// The shared control plane, started on first use with the CRDs installed and the operator's RBAC
-/// from `deploy/rbac.yaml` bound to the operator's test identity.
+/// from `deploy/base/rbac.yaml` bound to the operator's test identity.
 pub fn shared() -> &'static Shared {
     SHARED.get_or_init(|| {
         // Started on a thread of its own: the caller is inside a test's runtime.
@@ -58,7 +58,9 @@ pub fn shared() -> &'static Shared {
                 let cluster = LocalCluster::start(None).await.expect("starting the local control plane");
                 let client = Client::try_from(cluster.admin_config()).unwrap();
                 localcluster::install_crds(&client, &forgeops::api::all_crds()).await.expect("installing the CRDs");
-                forgeops::manifests::apply_path(&client, &repo_path("deploy/rbac.yaml")).await.expect("applying RBAC");
+                forgeops::manifests::apply_path(&client, &repo_path("deploy/base/rbac.yaml"))
+                    .await
+                    .expect("applying RBAC");
                 bind_operator_user(&client).await;
                 let shared = Shared {
                     admin: cluster.admin_config(),
@@ -79,7 +81,7 @@ pub fn shared() -> &'static Shared {
     })
 }
 
-/// Binds the ClusterRole shipped in `deploy/rbac.yaml` to the user the operator runs as in tests,
+/// Binds the ClusterRole shipped in `deploy/base/rbac.yaml` to the user the operator runs as in tests,
 /// so the tests prove that role is enough.
 async fn bind_operator_user(client: &Client) {
     for role in ["forgeops-operator", "forgeops-operator-credentials"] {
@@ -210,7 +212,7 @@ impl TestNs {
 }
 
 impl TestNs {
-    /// Binds the operator's own-namespace role (from `deploy/rbac.yaml`) in this namespace.
+    /// Binds the operator's own-namespace role (from `deploy/base/rbac.yaml`) in this namespace.
     pub async fn grant_operator_own_namespace(&self) {
         let binding: RoleBinding = serde_json::from_value(serde_json::json!({
             "apiVersion": "rbac.authorization.k8s.io/v1",
