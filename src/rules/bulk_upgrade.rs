@@ -616,11 +616,12 @@ pub fn conditions(s: &Situation) -> Vec<Decided> {
                 None,
                 None,
             ),
+            // Stopped as the user asked: done, so Ready (kstatus and GitOps tools see it Current).
             Cancelled => (
                 (false, Reason::Released, released.into()),
                 (false, s.detail, summary.into()),
                 (false, s.detail, summary.into()),
-                (false, s.detail, summary.into()),
+                (true, s.detail, summary.into()),
                 None,
                 None,
             ),

@@ -645,6 +645,8 @@ fn cancel_cancels_the_running_rollout_then_finishes() {
     assert_eq!(state(&d), BulkUpgradeState::Cancelled);
     assert_eq!((d.status.upgraded, d.status.unprocessed), (6, 94));
     assert_eq!(cond(&d, Type::Progressing).1, "Cancelled");
+    assert_eq!(cond(&d, Type::Ready), ("True".into(), "Cancelled".into()), "done as asked");
+    assert_eq!(cond(&d, Type::Complete).0, "False");
     assert!(d.effects.contains(&Effect::ReleaseLeases));
     // Before anything ran.
     let mut c = Case::new();
