@@ -232,12 +232,24 @@ async fn apply_k_deploy_then_the_deployments_operator_reconciles_the_examples_as
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(support::probe(9464, "/healthz").await.map(|a| a.0), Some(200));
+    // What the Deployment's memory request and limit are sized from.
+    let proc_status = std::fs::read_to_string(format!("/proc/{}/status", operator.pid())).unwrap_or_default();
+    let kib = |key: &str| {
+        proc_status.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+    };
+    eprintln!(
+        "operator memory after reconciling the examples: RSS {} KiB, peak {} KiB",
+        kib("VmRSS:").unwrap_or(0),
+        kib("VmHWM:").unwrap_or(0)
+    );
+    let stopping = Instant::now();
     operator.signal(libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !operator.has_exited() {
         assert!(Instant::now() < deadline, "SIGTERM did not stop the operator");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    eprintln!("SIGTERM to exit: {} ms", stopping.elapsed().as_millis());
     let text = std::fs::read_to_string(&log).unwrap();
     for denial in ["forbidden", "Forbidden", "code: 403"] {
         assert!(!text.contains(denial), "an RBAC denial in the operator's log ({denial}):\n{text}");
