@@ -840,21 +840,8 @@ pub fn decide(i: &Inputs) -> Decision {
     }
     if let (Admission::Busy { reason, holder }, None) = (&i.admission, i.platform.upgradeable) {
         // Waiting for a Lease: the platform is asked nothing until the upgrade is admitted.
-        effects.push(Effect::ReleaseLeases);
-        next.blocked_by = Some(holder.clone());
-        let s = Situation {
-            state: BulkUpgradeState::Queued,
-            ineligible: Some((Reason::Pending, "checked with the platform once admitted".into())),
-            waiting: Some((*reason, holder.clone())),
-            detail: Reason::Queued,
-            summary: summary(&next, i.spec),
-        };
-        return Decision {
-            status: render(next, &s, &prev.conditions, i.generation, &i.now),
-            effects,
-            requeue: Requeue::Queued,
-            situation: s,
-        };
+        let unchecked = Some((Reason::Pending, "checked with the platform once admitted".to_string()));
+        return queued(i, next, effects, (*reason, holder.clone()), unchecked);
     }
     match i.platform.upgradeable {
         Some(false) => {
@@ -888,21 +875,7 @@ pub fn decide(i: &Inputs) -> Decision {
         Plan::Start { step, limit } => (step, limit),
     };
     if let Admission::Busy { reason, holder } = &i.admission {
-        effects.push(Effect::ReleaseLeases);
-        next.blocked_by = Some(holder.clone());
-        let s = Situation {
-            state: BulkUpgradeState::Queued,
-            ineligible: None,
-            waiting: Some((*reason, holder.clone())),
-            detail: Reason::Queued,
-            summary: summary(&next, i.spec),
-        };
-        return Decision {
-            status: render(next, &s, &prev.conditions, i.generation, &i.now),
-            effects,
-            requeue: Requeue::Queued,
-            situation: s,
-        };
+        return queued(i, next, effects, (*reason, holder.clone()), None);
     }
     if i.spec.paused {
         // Admitted, holding the Leases, before the next rollout.
@@ -952,6 +925,31 @@ pub fn decide(i: &Inputs) -> Decision {
         situation(BulkUpgradeState::Running, Reason::Starting, &next)
     };
     Decision { status: render(next, &s, &prev.conditions, i.generation, &i.now), effects, requeue, situation: s }
+}
+
+/// Waiting for a Lease held by `waiting.1`: none held meanwhile (all or nothing).
+fn queued(
+    i: &Inputs,
+    mut next: BulkUpgradeStatus,
+    mut effects: Vec<Effect>,
+    waiting: (Reason, String),
+    ineligible: Option<(Reason, String)>,
+) -> Decision {
+    effects.push(Effect::ReleaseLeases);
+    next.blocked_by = Some(waiting.1.clone());
+    let s = Situation {
+        state: BulkUpgradeState::Queued,
+        ineligible,
+        waiting: Some(waiting),
+        detail: Reason::Queued,
+        summary: summary(&next, i.spec),
+    };
+    Decision {
+        status: render(next, &s, &i.previous.conditions, i.generation, &i.now),
+        effects,
+        requeue: Requeue::Queued,
+        situation: s,
+    }
 }
 
 fn decide_finished(i: &Inputs) -> Decision {
