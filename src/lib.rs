@@ -7,6 +7,7 @@
 //! - [`localcluster`]: a real etcd + kube-apiserver on loopback for tests and the quick start.
 
 pub mod api;
+pub mod bench;
 pub mod controllers;
 pub mod emulator;
 pub mod health;

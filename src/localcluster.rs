@@ -333,6 +333,11 @@ impl LocalCluster {
     pub fn apiserver(&self) -> &KeptProcess {
         &self.apiserver
     }
+
+    /// The etcd process (for the benchmark's memory figures).
+    pub fn etcd(&self) -> &KeptProcess {
+        &self.etcd
+    }
 }
 
 impl Drop for LocalCluster {

@@ -1,0 +1,419 @@
+//! The scale benchmark (local tooling, not part of the operator): starts the local control plane
+//! and the platform emulator on loopback, runs the operator binary as a child process, and
+//! measures what a platform team would ask about: create-to-Installed latency per object, API
+//! requests per installation by verb, memory of the operator, kube-apiserver and etcd, a bulk
+//! upgrade of every installation against the floor of the same minimum writes done by a bare
+//! client at the same concurrency, requests while idle, and the time from SIGTERM to exit under
+//! load. Prints a table and a JSON line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::api::{BulkUpgrade, ForgeApp, Installation};
+use crate::emulator::{EmulatorConfig, Faults, Seed};
+use crate::localcluster::{KeptProcess, LocalCluster};
+
+const NAMESPACE: &str = "bench";
+const FLOOR_NAMESPACE: &str = "bench-floor";
+const APP_ID: &str = "ari:cloud:ecosystem::app/0b5e7c1a-0000-4000-8000-00000000be01";
+const EMAIL: &str = "bench@acme.example";
+const TOKEN: &str = "bench-token";
+
+/// What to measure.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(about = "forgeops scale benchmark: the local control plane, the emulator and the operator")]
+pub struct Options {
+    /// How many Installations (and sites).
+    #[arg(long, default_value_t = 1000)]
+    pub installations: usize,
+    /// Latency the emulator adds to every platform request, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// How long an install task takes on the emulator, in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    pub task_ms: u64,
+    /// How many creates (and, for the floor, status writes) the benchmark sends at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// How long to watch the operator's requests with nothing changing, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub idle_secs: u64,
+    /// The operator binary (default: `forgeops` next to this one).
+    #[arg(long)]
+    pub operator: Option<PathBuf>,
+    /// Give up on a phase after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    pub timeout_secs: u64,
+}
+
+/// The figures of one run.
+#[derive(Serialize, Debug, Default)]
+pub struct Report {
+    pub installations: usize,
+    pub latency_ms: u64,
+    pub task_ms: u64,
+    pub concurrency: usize,
+    pub install_p50_ms: u64,
+    pub install_p99_ms: u64,
+    pub install_max_ms: u64,
+    pub install_wall_s: f64,
+    /// Kubernetes API requests the operator sent per installation while installing, by verb.
+    pub requests_per_installation: BTreeMap<String, f64>,
+    pub operator_peak_rss_mib: f64,
+    pub apiserver_rss_mib: f64,
+    pub etcd_rss_mib: f64,
+    pub bulk_upgrade_s: f64,
+    pub floor_s: f64,
+    pub bulk_to_floor: f64,
+    pub idle_secs: u64,
+    pub idle_requests: u64,
+    pub sigterm_to_exit_ms: u64,
+}
+
+impl Report {
+    /// The figures as a table.
+    pub fn table(&self) -> String {
+        let verbs: Vec<String> = self.requests_per_installation.iter().map(|(v, n)| format!("{v} {n:.2}")).collect();
+        let total: f64 = self.requests_per_installation.values().sum();
+        [
+            format!("installations                {}", self.installations),
+            format!("emulator latency / task      {} ms / {} ms", self.latency_ms, self.task_ms),
+            format!("concurrency                  {}", self.concurrency),
+            format!(
+                "create-to-Installed          p50 {} ms, p99 {} ms, max {} ms ({:.1} s for all)",
+                self.install_p50_ms, self.install_p99_ms, self.install_max_ms, self.install_wall_s
+            ),
+            format!("API requests / installation  {total:.2} ({})", verbs.join(", ")),
+            format!("operator peak RSS            {:.1} MiB", self.operator_peak_rss_mib),
+            format!("kube-apiserver / etcd RSS    {:.1} MiB / {:.1} MiB", self.apiserver_rss_mib, self.etcd_rss_mib),
+            format!(
+                "bulk upgrade of all          {:.1} s; floor {:.1} s; ratio {:.2}",
+                self.bulk_upgrade_s, self.floor_s, self.bulk_to_floor
+            ),
+            format!("requests while idle          {} in {} s", self.idle_requests, self.idle_secs),
+            format!("SIGTERM to exit under load   {} ms", self.sigterm_to_exit_ms),
+        ]
+        .join("\n")
+    }
+}
+
+fn rss_mib(pid: u32, key: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// The operator's Kubernetes API requests so far, by HTTP method, from its /metrics.
+async fn requests(port: u16) -> anyhow::Result<BTreeMap<String, u64>> {
+    let text = reqwest::Client::builder()
+        .no_proxy()
+        .build()?
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("forgeops_kube_api_requests_total{")) {
+        let method = line.split("method=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("?");
+        let n = line.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok()).unwrap_or(0.0) as u64;
+        out.insert(method.to_string(), n);
+    }
+    Ok(out)
+}
+
+/// By Installation name: when it first showed a version, and when it first showed 2.0.
+type Seen = HashMap<String, (Instant, Option<Instant>)>;
+
+fn percentile(sorted: &[Duration], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].as_millis() as u64
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn installation(name: &str) -> Installation {
+    serde_json::from_value(json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "Installation",
+        "metadata": {"name": name},
+        "spec": {"appRef": {"name": "bench"}, "site": format!("{name}.atlassian.net"), "products": ["jira"]}}))
+    .expect("a valid Installation")
+}
+
+/// Runs the benchmark.
+pub async fn run(o: Options) -> anyhow::Result<Report> {
+    let n = o.installations;
+    let timeout = Duration::from_secs(o.timeout_secs);
+    let mut report = Report {
+        installations: n,
+        latency_ms: o.latency_ms,
+        task_ms: o.task_ms,
+        concurrency: o.concurrency,
+        idle_secs: o.idle_secs,
+        ..Default::default()
+    };
+    eprintln!("bench: starting the control plane");
+    let cluster = LocalCluster::start(None).await?;
+    let client = kube::Client::try_from(cluster.admin_config())?;
+    crate::localcluster::install_crds(&client, &crate::api::all_crds()).await?;
+    for ns in [NAMESPACE, FLOOR_NAMESPACE] {
+        let body = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).create(&PostParams::default(), &body).await?;
+    }
+
+    // The platform: the app with 1.0.0 (2.0.0, with the same permissions, is deployed before the
+    // bulk upgrade), and a site per installation.
+    let sites: Vec<serde_json::Value> =
+        (0..n).map(|i| json!({"hostName": format!("site-{i:05}.atlassian.net"), "products": ["jira"]})).collect();
+    let seed: Seed = serde_json::from_value(json!({
+        "accounts": [{"email": EMAIL, "apiToken": TOKEN}],
+        "apps": [{"id": APP_ID, "owner": EMAIL, "environments": [{"key": "production", "versions": [
+            {"version": "1.0.0", "scopes": ["read:jira-work"], "requiredProducts": ["jira"]}]}]}],
+        "sites": sites,
+    }))?;
+    let config = EmulatorConfig {
+        seed,
+        task_duration: Duration::from_millis(o.task_ms),
+        rollout_step: Duration::ZERO,
+        upgrade_limit: 1800,
+        faults: Faults { latency_ms: o.latency_ms, ..Default::default() },
+        ..Default::default()
+    };
+    let emulator = crate::emulator::start(config, "127.0.0.1:0".parse()?).await?;
+    let secret = serde_json::from_value(json!({"metadata": {"name": "forgeops-credentials"},
+        "stringData": {"email": EMAIL, "apiToken": TOKEN}}))?;
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), NAMESPACE)
+        .create(&PostParams::default(), &secret)
+        .await?;
+
+    let operator_bin = match &o.operator {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("forgeops"),
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut cmd = std::process::Command::new(&operator_bin);
+    cmd.args(["run", "--namespace", NAMESPACE, "--operator-namespace", NAMESPACE])
+        .args(["--platform-url", &emulator.graphql_url()])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", cluster.kubeconfig_path())
+        .env("RUST_LOG", "warn");
+    let operator = KeptProcess::spawn("forgeops", cmd, &cluster.dir().join("operator.log"))
+        .with_context(|| format!("starting {}", operator_bin.display()))?;
+
+    let apps: Api<ForgeApp> = Api::namespaced(client.clone(), NAMESPACE);
+    apps.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp",
+            "metadata": {"name": "bench"}, "spec": {"appId": APP_ID, "environments": ["production"]}}))?,
+    )
+    .await?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let app = apps.get("bench").await?;
+        if app.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")) {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the ForgeApp was not Ready:\n{}", operator.log_tail());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Watch every Installation: when it first shows a version, and when it shows 2.0.
+    let installed: Arc<Mutex<Seen>> = Default::default();
+    let insts: Api<Installation> = Api::namespaced(client.clone(), NAMESPACE);
+    let watch = {
+        let installed = installed.clone();
+        let stream = watcher(insts.clone(), watcher::Config::default()).applied_objects();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(Ok(inst)) = stream.next().await {
+                let Some(version) = inst.status.as_ref().and_then(|s| s.installed_version.clone()) else { continue };
+                let name = inst.metadata.name.clone().unwrap_or_default();
+                let mut seen = installed.lock().unwrap();
+                let entry = seen.entry(name).or_insert((Instant::now(), None));
+                if version.starts_with("2.") && entry.1.is_none() {
+                    entry.1 = Some(Instant::now());
+                }
+            }
+        })
+    };
+
+    // Install: create every Installation, `concurrency` at a time.
+    eprintln!("bench: creating {n} Installations");
+    let before = requests(port).await?;
+    let created: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (insts, created) = (insts.clone(), created.clone());
+            async move {
+                let name = format!("site-{i:05}");
+                insts.create(&PostParams::default(), &installation(&name)).await?;
+                created.lock().unwrap().insert(name, Instant::now());
+                Ok::<_, kube::Error>(())
+            }
+        })
+        .buffer_unordered(o.concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    wait_until("every Installation installed", timeout, || installed.lock().unwrap().len() >= n).await?;
+    report.install_wall_s = started.elapsed().as_secs_f64();
+    let after = requests(port).await?;
+    let mut latencies: Vec<Duration> = {
+        let (seen, created) = (installed.lock().unwrap(), created.lock().unwrap());
+        created
+            .iter()
+            .filter_map(|(name, at)| seen.get(name).map(|(done, _)| done.saturating_duration_since(*at)))
+            .collect()
+    };
+    latencies.sort();
+    report.install_p50_ms = percentile(&latencies, 0.50);
+    report.install_p99_ms = percentile(&latencies, 0.99);
+    report.install_max_ms = latencies.last().map(|d| d.as_millis() as u64).unwrap_or(0);
+    for (verb, count) in &after {
+        let delta = count - before.get(verb).copied().unwrap_or(0);
+        report.requests_per_installation.insert(verb.clone(), delta as f64 / n as f64);
+    }
+
+    // Deploy 2.0.0 (as `forge deploy` would) and have the operator read it.
+    let deploy: crate::emulator::DeployRequest = serde_json::from_value(json!({"appId": APP_ID,
+        "version": "2.0.0", "scopes": ["read:jira-work"], "requiredProducts": ["jira"]}))?;
+    emulator.deploy(deploy).map_err(|e| anyhow::anyhow!("deploying 2.0.0: {e:?}"))?;
+    let refresh = json!({"metadata": {"annotations": {crate::api::REFRESH_ANNOTATION: "bench-2.0.0"}}});
+    apps.patch("bench", &PatchParams::default(), &Patch::Merge(&refresh)).await?;
+    let deadline = Instant::now() + timeout;
+    while apps.get("bench").await?.deployed("production").len() < 2 {
+        anyhow::ensure!(Instant::now() < deadline, "the operator did not read 2.0.0");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Bulk upgrade every installation; time until every Installation shows 2.0.
+    eprintln!("bench: bulk upgrade");
+    let bus: Api<BulkUpgrade> = Api::namespaced(client.clone(), NAMESPACE);
+    let started = Instant::now();
+    bus.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "BulkUpgrade",
+            "metadata": {"name": "all"}, "spec": {"appRef": {"name": "bench"}, "environment": "production",
+            "fromMajor": 1, "toMajor": 2}}))?,
+    )
+    .await?;
+    wait_until("every Installation on 2.0", timeout, || {
+        installed.lock().unwrap().values().filter(|(_, two)| two.is_some()).count() >= n
+    })
+    .await?;
+    report.bulk_upgrade_s = started.elapsed().as_secs_f64();
+    report.operator_peak_rss_mib = rss_mib(operator.pid(), "VmHWM:");
+    report.apiserver_rss_mib = rss_mib(cluster.apiserver().pid(), "VmRSS:");
+    report.etcd_rss_mib = rss_mib(cluster.etcd().pid(), "VmRSS:");
+    watch.abort();
+
+    // The floor: the same minimum writes (one status write per installation) by a bare client at
+    // the same concurrency, on objects the operator does not watch.
+    eprintln!("bench: the floor");
+    let floor: Api<Installation> = Api::namespaced(client.clone(), FLOOR_NAMESPACE);
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let floor = floor.clone();
+            async move { floor.create(&PostParams::default(), &installation(&format!("site-{i:05}"))).await }
+        })
+        .buffer_unordered(o.concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let floor = floor.clone();
+            async move {
+                let body = json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "Installation",
+                    "status": {"installedVersion": "2.0", "installedMajor": 2}});
+                floor
+                    .patch_status(&format!("site-{i:05}"), &PatchParams::apply("bench").force(), &Patch::Apply(&body))
+                    .await
+            }
+        })
+        .buffer_unordered(o.concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    report.floor_s = started.elapsed().as_secs_f64();
+    report.bulk_to_floor = if report.floor_s > 0.0 { report.bulk_upgrade_s / report.floor_s } else { 0.0 };
+
+    // Idle: nothing changes.
+    eprintln!("bench: {} s idle", o.idle_secs);
+    let before: u64 = requests(port).await?.values().sum();
+    tokio::time::sleep(Duration::from_secs(o.idle_secs)).await;
+    let after: u64 = requests(port).await?.values().sum();
+    report.idle_requests = after.saturating_sub(before);
+
+    // SIGTERM under load: every Installation being uninstalled.
+    eprintln!("bench: SIGTERM under load");
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let insts = insts.clone();
+            async move { insts.delete(&format!("site-{i:05}"), &Default::default()).await }
+        })
+        .buffer_unordered(o.concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stopping = Instant::now();
+    operator.signal(libc::SIGTERM);
+    wait_until("the operator to exit after SIGTERM", Duration::from_secs(60), || operator.has_exited()).await?;
+    report.sigterm_to_exit_ms = stopping.elapsed().as_millis() as u64;
+    drop(emulator);
+    drop(cluster);
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_take_the_nearest_rank() {
+        let ms = |v: &[u64]| v.iter().map(|m| Duration::from_millis(*m)).collect::<Vec<_>>();
+        let sorted = ms(&[10, 20, 30, 40, 50, 60, 70, 80, 90, 100]);
+        assert_eq!(percentile(&sorted, 0.50), 50);
+        assert_eq!(percentile(&sorted, 0.99), 100);
+        assert_eq!(percentile(&ms(&[7]), 0.99), 7);
+        assert_eq!(percentile(&[], 0.5), 0);
+    }
+
+    #[test]
+    fn the_table_names_every_figure() {
+        let mut r = Report { installations: 10, ..Default::default() };
+        r.requests_per_installation.insert("PATCH".into(), 2.5);
+        r.requests_per_installation.insert("POST".into(), 1.0);
+        let table = r.table();
+        for needle in ["create-to-Installed", "3.50 (PATCH 2.50, POST 1.00)", "ratio", "idle", "SIGTERM"] {
+            assert!(table.contains(needle), "{needle} missing:\n{table}");
+        }
+    }
+}
