@@ -190,6 +190,13 @@ async fn apply(bu: Arc<BulkUpgrade>, bctx: &BulkContext) -> Result<Action, Error
             current = Arc::new(next);
             continue;
         }
+        if requeue == Requeue::Poll
+            && let Some(age) = running_rollout(&status)
+                .and_then(|r| r.started_at.as_ref())
+                .map(|t| jiff::Timestamp::now().duration_since(t.0).unsigned_abs())
+        {
+            return Ok(Action::requeue(poll_after(age, bctx.limits.poll)));
+        }
         return Ok(action(requeue, bctx.limits));
     }
     Ok(Action::requeue(bctx.limits.poll))
@@ -206,6 +213,12 @@ fn action(requeue: Requeue, limits: Limits) -> Action {
         Requeue::After(d) => Action::requeue(d),
         Requeue::AwaitChange => Action::await_change(),
     }
+}
+
+/// How soon to read a running rollout again: a quarter of its age, between 250 ms and `poll`, so
+/// a short rollout is seen finished at once and a long one costs a read every `poll`.
+fn poll_after(age: Duration, poll: Duration) -> Duration {
+    (age / 4).clamp(Duration::from_millis(250).min(poll), poll)
 }
 
 fn current_account(bu: &BulkUpgrade, ctx: &Context) -> Option<String> {
@@ -652,4 +665,18 @@ pub async fn run(
         .run(reconcile, error_policy, bctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_young_rollout_is_polled_sooner() {
+        let poll = Duration::from_secs(2);
+        assert_eq!(poll_after(Duration::ZERO, poll), Duration::from_millis(250));
+        assert_eq!(poll_after(Duration::from_secs(2), poll), Duration::from_millis(500));
+        assert_eq!(poll_after(Duration::from_secs(60), poll), poll);
+        assert_eq!(poll_after(Duration::ZERO, Duration::from_millis(100)), Duration::from_millis(100));
+    }
 }

@@ -276,7 +276,11 @@ async fn follow_the_platform(ctx: &Context, inst: &Installation, app: &ForgeApp,
         ("UpgradedByRollout", format!("a bulk-upgrade rollout on the platform upgraded {current} to {now}"))
     };
     info!(installation = %inst.name_any(), site = %inst.spec.site, version = %now, reason, "followed the platform");
-    publish_event(ctx, inst, false, reason, note, "Reconcile").await;
+    // A rollout moves thousands of installations at once: its BulkUpgrade's Events tell the story,
+    // not one Event per Installation.
+    if now.major == current.major {
+        publish_event(ctx, inst, false, reason, note, "Reconcile").await;
+    }
 }
 
 /// Records in `status` an installation found on the site, with an Event.
