@@ -827,22 +827,23 @@ pub fn decide(i: &Inputs) -> Decision {
     }
     next.source_version = Some(source.version.clone());
     next.target_version = Some(target.version.clone());
-    if !facts.pinned.is_empty() {
-        let names = facts.pinned.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
-        let detail = format!(
-            "{} installation(s) on major {} are pinned to another major by spec.majorVersion ({names}): a platform rollout would upgrade them too; unpin them, or set their majorVersion to {}",
-            facts.pinned.len(),
-            i.spec.from_major,
-            i.spec.to_major
-        );
-        let reasons = vec![ineligible(Reason::PinnedInstallations, detail)];
-        return not_ready(next, effects, BulkUpgradeState::Ineligible, reasons, None, Requeue::Recheck);
-    }
     if let (Admission::Busy { reason, holder }, None) = (&i.admission, i.platform.upgradeable) {
         // Waiting for a Lease: the platform is asked nothing until the upgrade is admitted.
         let unchecked = Some((Reason::Pending, "checked with the platform once admitted".to_string()));
         return queued(i, next, effects, (*reason, holder.clone()), unchecked);
     }
+    let pinned = (!facts.pinned.is_empty()).then(|| {
+        let names = facts.pinned.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+        ineligible(
+            Reason::PinnedInstallations,
+            format!(
+                "{} installation(s) on major {} are pinned to another major by spec.majorVersion ({names}): a platform rollout would upgrade them too; unpin them, or set their majorVersion to {}",
+                facts.pinned.len(),
+                i.spec.from_major,
+                i.spec.to_major
+            ),
+        )
+    });
     match i.platform.upgradeable {
         Some(false) => {
             let mut reasons = facts.reasons.clone();
@@ -855,6 +856,7 @@ pub fn decide(i: &Inputs) -> Decision {
                     ),
                 ));
             }
+            reasons.extend(pinned);
             return not_ready(next, effects, BulkUpgradeState::Ineligible, reasons, None, Requeue::Recheck);
         }
         None => {
@@ -862,6 +864,9 @@ pub fn decide(i: &Inputs) -> Decision {
             return not_ready(next, effects, BulkUpgradeState::Pending, vec![], waiting, Requeue::Platform);
         }
         Some(true) => {}
+    }
+    if let Some(reason) = pinned {
+        return not_ready(next, effects, BulkUpgradeState::Ineligible, vec![reason], None, Requeue::Recheck);
     }
     next.ineligible_reasons = vec![];
 

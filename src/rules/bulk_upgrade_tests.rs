@@ -445,6 +445,15 @@ fn pinned_installations_hold_the_upgrade() {
     assert_eq!(cond(&d, Type::Eligible), ("False".into(), "PinnedInstallations".into()));
     assert!(d.status.ineligible_reasons[0].detail.contains("(a, b)"));
     assert_eq!(d.requeue, Requeue::Recheck);
+    // The platform's refusal comes first; the pinned installations are listed after it.
+    c.platform.upgradeable = Some(false);
+    let mut f = facts();
+    f.pinned = vec!["a".into()];
+    f.reasons = vec![ineligible(Reason::AddsScopes, "adds scope write".into())];
+    c.app = AppView::Read(f);
+    let d = c.decide();
+    assert_eq!(cond(&d, Type::Eligible), ("False".into(), "AddsScopes".into()));
+    assert_eq!(reasons(&d.status.ineligible_reasons), vec!["AddsScopes", "PinnedInstallations"]);
 }
 
 #[test]
