@@ -50,6 +50,9 @@ pub struct Options {
     /// The operator binary (default: `forgeops` next to this one).
     #[arg(long)]
     pub operator: Option<PathBuf>,
+    /// Keep the operator's log (at RUST_LOG=info) in this file.
+    #[arg(long)]
+    pub operator_log: Option<PathBuf>,
     /// Give up on a phase after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout_secs: u64,
@@ -71,6 +74,10 @@ pub struct Report {
     pub operator_peak_rss_mib: f64,
     pub apiserver_rss_mib: f64,
     pub etcd_rss_mib: f64,
+    /// kube-apiserver RSS holding the same Installations (same spec, finalizer and status) with no
+    /// operator running, on a control plane of its own.
+    pub apiserver_baseline_rss_mib: f64,
+    pub apiserver_to_baseline: f64,
     pub bulk_upgrade_s: f64,
     pub floor_s: f64,
     pub bulk_to_floor: f64,
@@ -95,6 +102,10 @@ impl Report {
             format!("API requests / installation  {total:.2} ({})", verbs.join(", ")),
             format!("operator peak RSS            {:.1} MiB", self.operator_peak_rss_mib),
             format!("kube-apiserver / etcd RSS    {:.1} MiB / {:.1} MiB", self.apiserver_rss_mib, self.etcd_rss_mib),
+            format!(
+                "kube-apiserver, no operator  {:.1} MiB for the same objects; ratio {:.2}",
+                self.apiserver_baseline_rss_mib, self.apiserver_to_baseline
+            ),
             format!(
                 "bulk upgrade of all          {:.1} s; floor {:.1} s; ratio {:.2}",
                 self.bulk_upgrade_s, self.floor_s, self.bulk_to_floor
@@ -218,9 +229,10 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
         .args(["--platform-url", &emulator.graphql_url()])
         .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
         .env("KUBECONFIG", cluster.kubeconfig_path())
-        .env("RUST_LOG", "warn");
-    let operator = KeptProcess::spawn("forgeops", cmd, &cluster.dir().join("operator.log"))
-        .with_context(|| format!("starting {}", operator_bin.display()))?;
+        .env("RUST_LOG", if o.operator_log.is_some() { "info" } else { "warn" });
+    let log = o.operator_log.clone().unwrap_or_else(|| cluster.dir().join("operator.log"));
+    let operator =
+        KeptProcess::spawn("forgeops", cmd, &log).with_context(|| format!("starting {}", operator_bin.display()))?;
 
     let apps: Api<ForgeApp> = Api::namespaced(client.clone(), NAMESPACE);
     apps.create(
@@ -326,6 +338,8 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
     })
     .await?;
     report.bulk_upgrade_s = started.elapsed().as_secs_f64();
+    // What one upgraded Installation looks like, for the baseline below.
+    let template = insts.get("site-00000").await?;
     report.operator_peak_rss_mib = rss_mib(operator.pid(), "VmHWM:");
     report.apiserver_rss_mib = rss_mib(cluster.apiserver().pid(), "VmRSS:");
     report.etcd_rss_mib = rss_mib(cluster.etcd().pid(), "VmRSS:");
@@ -389,7 +403,50 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
     report.sigterm_to_exit_ms = stopping.elapsed().as_millis() as u64;
     drop(emulator);
     drop(cluster);
+
+    // The baseline: the same objects on a control plane of their own with no operator.
+    eprintln!("bench: kube-apiserver with the same objects and no operator");
+    report.apiserver_baseline_rss_mib = baseline_apiserver_rss(n, o.concurrency, &template).await?;
+    report.apiserver_to_baseline = if report.apiserver_baseline_rss_mib > 0.0 {
+        report.apiserver_rss_mib / report.apiserver_baseline_rss_mib
+    } else {
+        0.0
+    };
     Ok(report)
+}
+
+/// kube-apiserver's RSS holding `n` Installations shaped like `template` (its finalizers and status),
+/// written by a bare client, with no operator running.
+async fn baseline_apiserver_rss(n: usize, concurrency: usize, template: &Installation) -> anyhow::Result<f64> {
+    let cluster = LocalCluster::start(None).await?;
+    let client = kube::Client::try_from(cluster.admin_config())?;
+    crate::localcluster::install_crds(&client, &crate::api::all_crds()).await?;
+    let body = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?;
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).create(&PostParams::default(), &body).await?;
+    let insts: Api<Installation> = Api::namespaced(client.clone(), NAMESPACE);
+    let finalizers = template.metadata.finalizers.clone();
+    let status = serde_json::to_value(&template.status)?;
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (insts, finalizers, status) = (insts.clone(), finalizers.clone(), status.clone());
+            async move {
+                let name = format!("site-{i:05}");
+                let mut obj = installation(&name);
+                obj.metadata.finalizers = finalizers;
+                insts.create(&PostParams::default(), &obj).await?;
+                let body = json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "Installation", "status": status});
+                insts.patch_status(&name, &PatchParams::apply("bench").force(), &Patch::Apply(&body)).await?;
+                Ok::<_, kube::Error>(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    // The same reads a watcher of the kind causes (the benchmark's own watch ran in the main run).
+    let _ = insts.list(&Default::default()).await?;
+    Ok(rss_mib(cluster.apiserver().pid(), "VmRSS:"))
 }
 
 #[cfg(test)]
