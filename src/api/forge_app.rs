@@ -124,6 +124,51 @@ impl ForgeApp {
     }
 }
 
+impl ForgeAppStatus {
+    /// This status without its installation counts (the cluster's and the platform's), which
+    /// change with every install: what the app's dependents decide on, and what tells a change of
+    /// substance from a recount.
+    pub fn without_counts(&self) -> ForgeAppStatus {
+        let mut status = self.clone();
+        status.installations = None;
+        for e in &mut status.environments {
+            e.installed_versions.clear();
+            for m in &mut e.majors {
+                m.installations = None;
+            }
+            for v in &mut e.versions {
+                v.installations = None;
+            }
+        }
+        status
+    }
+}
+
+impl ForgeApp {
+    /// A hash of what the app's Installations, policies and bulk upgrades decide on: its identity,
+    /// spec, deletion, and status without counts or condition timestamps. Unchanged by a recount,
+    /// so thousands of installs do not re-trigger thousands of dependents.
+    pub fn dependents_fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut status = self.status.as_ref().map(ForgeAppStatus::without_counts).unwrap_or_default();
+        let conditions: Vec<_> = std::mem::take(&mut status.conditions)
+            .into_iter()
+            .map(|c| (c.type_, c.status, c.reason, c.message, c.observed_generation))
+            .collect();
+        let seen = serde_json::json!({
+            "uid": self.metadata.uid,
+            "generation": self.metadata.generation,
+            "deleting": self.metadata.deletion_timestamp.is_some(),
+            "spec": self.spec,
+            "status": status,
+            "conditions": conditions,
+        });
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        seen.to_string().hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
 /// Parses `1h30m`, `10m`, `45s`.
 pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
     let mut total = 0u64;
@@ -309,4 +354,50 @@ pub struct MajorStatus {
     /// Installations of this major on the platform (those made through the link included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installations: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn app(installs: i64, latest_minor: u32, transition: &str) -> ForgeApp {
+        serde_json::from_value(json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp",
+            "metadata": {"name": "a", "namespace": "n", "uid": "u1", "generation": 1},
+            "spec": {"appId": "ari:cloud:ecosystem::app/x"},
+            "status": {"installations": installs, "conditions": [{"type": "Ready", "status": "True",
+                "reason": "Ready", "message": "ok", "lastTransitionTime": transition}],
+                "environments": [{"name": "production", "latestVersion": format!("1.{latest_minor}"),
+                    "installedVersions": [{"version": "1.0", "installations": installs}],
+                    "majors": [{"major": 1, "latestMinor": latest_minor, "installations": installs}],
+                    "versions": [{"major": 1, "minor": latest_minor, "installations": installs,
+                        "compatibility": {"required": "jira"}}]}]}}))
+        .expect("a valid ForgeApp")
+    }
+
+    #[test]
+    fn the_dependents_fingerprint_ignores_counts_and_condition_times_only() {
+        let base = app(1, 0, "2026-01-01T00:00:00Z").dependents_fingerprint();
+        assert_eq!(base, app(9000, 0, "2026-01-01T00:00:00Z").dependents_fingerprint(), "a recount");
+        assert_eq!(base, app(1, 0, "2026-06-01T00:00:00Z").dependents_fingerprint(), "a condition's time");
+        assert_ne!(base, app(1, 1, "2026-01-01T00:00:00Z").dependents_fingerprint(), "a new minor");
+        let mut deleting = app(1, 0, "2026-01-01T00:00:00Z");
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
+        assert_ne!(base, deleting.dependents_fingerprint(), "deletion");
+        let mut unready = app(1, 0, "2026-01-01T00:00:00Z");
+        unready.status.as_mut().unwrap().conditions[0].status = "False".into();
+        assert_ne!(base, unready.dependents_fingerprint(), "a condition's status");
+    }
+
+    #[test]
+    fn without_counts_keeps_everything_else() {
+        let s = app(5, 2, "2026-01-01T00:00:00Z").status.unwrap().without_counts();
+        assert_eq!(s.installations, None);
+        let e = &s.environments[0];
+        assert!(e.installed_versions.is_empty());
+        assert_eq!((e.majors[0].installations, e.majors[0].latest_minor), (None, 2));
+        assert_eq!((e.versions[0].installations, e.versions[0].minor), (None, 2));
+        assert_eq!(e.latest_version.as_deref(), Some("1.2"));
+    }
 }

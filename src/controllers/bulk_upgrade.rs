@@ -658,7 +658,7 @@ pub async fn run(
     let by_app = controller.store();
     let bctx = Arc::new(BulkContext { ctx, limits, upgrades, refreshed: Mutex::new(HashMap::new()) });
     controller
-        .watches(apps, watcher::Config::default().any_semantic(), move |app: ForgeApp| {
+        .watches_stream(super::app_changes(apps), move |app: ForgeApp| {
             objects_of_app(&by_app, app.namespace(), &app.name_any())
         })
         .graceful_shutdown_on(shutdown)

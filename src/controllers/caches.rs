@@ -1,19 +1,37 @@
 //! Watch caches shared by the controllers: ForgeApps, Installations and DistributionPolicies, each
 //! kept by one reflector, so a reconcile reads related objects from memory instead of sending a GET
-//! or a LIST (the one fresh read before an irreversible platform call excepted). Linkerd's policy
-//! controller is the model: indexes built from watches, and only those are read.
+//! or a LIST (the one fresh read before an irreversible platform call excepted, and only when the
+//! cache lags behind this process's own write). Linkerd's policy controller is the model: indexes
+//! built from watches, and only those are read.
+//!
+//! Installations are the kind there are thousands of, so:
+//! - one watch feeds everything: the cache, the Installation controller (a subscriber of the shared
+//!   store) and the ForgeApp controller (a trigger per app whose Installations changed, deletions
+//!   included), instead of a watch and a copy of every object per controller;
+//! - the objects are trimmed before they are kept (managed fields and the last-applied annotation,
+//!   which nothing here reads);
+//! - an [`InstallationIndex`] by app and by site answers "the Installations of app X" and "the
+//!   Installations on site Y" without walking the whole cache.
 
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 
 use k8s_openapi::api::coordination::v1::Lease;
 
 use crate::api::{DistributionPolicy, ForgeApp, Installation};
+
+/// How many change notices the shared Installation store buffers per subscriber before the watch
+/// waits for the subscriber to catch up.
+const SUBSCRIBER_BUFFER: usize = 4096;
+/// An app hears that its Installations changed at most this often (the first change at once), so
+/// thousands of installs in a row recount it a few times, not thousands.
+const APP_FEED_EVERY: Duration = Duration::from_millis(1000);
 
 /// The shared caches, filled by watches that run as long as this value lives.
 pub struct Caches {
@@ -22,6 +40,11 @@ pub struct Caches {
     pub policies: Store<DistributionPolicy>,
     /// The Leases in the operator's namespace (the bulk upgrade concurrency limits).
     pub leases: Store<Lease>,
+    index: Arc<RwLock<InstallationIndex>>,
+    /// The Installation controller's feed of changed Installations (taken once).
+    installation_feed: Mutex<Option<ReflectHandle<Installation>>>,
+    /// The ForgeApp controller's feed: the app of every Installation that changed or went away.
+    app_feed: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<ObjectRef<ForgeApp>>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -33,14 +56,24 @@ impl Drop for Caches {
     }
 }
 
+/// Drops what nothing in the operator reads, so each cached object costs less memory.
+pub fn trim<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+    if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
 fn start_one<K>(api: Api<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default().any_semantic()))
-        .default_backoff()
-        .applied_objects();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default().any_semantic()).default_backoff().modify(trim::<K>),
+    )
+    .applied_objects();
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
@@ -66,17 +99,48 @@ impl Caches {
             }
         }
         let (apps, a) = start_one(api::<ForgeApp>(client, namespace));
-        let (installations, i) = start_one(api::<Installation>(client, namespace));
         let (policies, p) = start_one(api::<DistributionPolicy>(client, namespace));
         let (leases, l) = start_one(Api::<Lease>::namespaced(client.clone(), operator_namespace));
-        let caches = Caches { apps, installations, policies, leases, tasks: vec![a, i, p, l] };
-        let ready = async {
-            let _ = caches.leases.wait_until_ready().await;
-            let _ = caches.apps.wait_until_ready().await;
-            let _ = caches.installations.wait_until_ready().await;
-            let _ = caches.policies.wait_until_ready().await;
+
+        // Installations: one shared watch, indexed, with a feed for each controller that needs one.
+        let (installations, writer) = reflector::store_shared::<Installation>(SUBSCRIBER_BUFFER);
+        let installation_feed = writer.subscribe();
+        let (app_tx, app_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (changed_tx, changed_rx) = tokio::sync::mpsc::unbounded_channel();
+        let t = tokio::spawn(throttled(changed_rx, app_tx, APP_FEED_EVERY));
+        let index = Arc::new(RwLock::new(InstallationIndex::default()));
+        let i = {
+            let index = index.clone();
+            let events = watcher(api::<Installation>(client, namespace), watcher::Config::default().any_semantic())
+                .default_backoff()
+                .modify(trim::<Installation>)
+                .reflect_shared(writer);
+            tokio::spawn(async move {
+                let mut events = std::pin::pin!(events);
+                while let Some(event) = events.next().await {
+                    match event {
+                        Ok(event) => {
+                            for app in index.write().unwrap().apply(&event) {
+                                let _ = changed_tx.send(app);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cache watch error (retried with backoff)"),
+                    }
+                }
+            })
         };
-        if tokio::time::timeout(Duration::from_secs(60), ready).await.is_err() {
+
+        let caches = Caches {
+            apps,
+            installations,
+            policies,
+            leases,
+            index,
+            installation_feed: Mutex::new(installation_feed),
+            app_feed: Mutex::new(Some(app_rx)),
+            tasks: vec![a, i, p, l, t],
+        };
+        if tokio::time::timeout(Duration::from_secs(60), caches.wait_ready()).await.is_err() {
             tracing::warn!("the watch caches were not filled within 60 s; going on, they fill as watches answer");
         }
         caches
@@ -90,18 +154,39 @@ impl Caches {
         let _ = self.leases.wait_until_ready().await;
     }
 
+    /// The Installation controller's feed of changed Installations (once: `None` after that).
+    pub fn take_installation_feed(&self) -> Option<ReflectHandle<Installation>> {
+        self.installation_feed.lock().unwrap().take()
+    }
+
+    /// The ForgeApp controller's feed of apps whose Installations changed (once).
+    pub fn take_app_feed(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ObjectRef<ForgeApp>>> {
+        self.app_feed.lock().unwrap().take()
+    }
+
     /// The ForgeApp `name` in `namespace`.
     pub fn app(&self, namespace: &str, name: &str) -> Option<Arc<ForgeApp>> {
         self.apps.get(&ObjectRef::new(name).within(namespace))
     }
 
-    /// The Installations of app `app` in `namespace`.
+    fn installations_named<'a>(
+        &self,
+        namespace: &str,
+        names: impl Iterator<Item = &'a String>,
+    ) -> Vec<Arc<Installation>> {
+        names.filter_map(|n| self.installations.get(&ObjectRef::new(n).within(namespace))).collect()
+    }
+
+    /// The Installations of app `app` in `namespace` (from the index).
     pub fn installations_of_app(&self, namespace: &str, app: &str) -> Vec<Arc<Installation>> {
-        self.installations
-            .state()
-            .into_iter()
-            .filter(|i| i.metadata.namespace.as_deref() == Some(namespace) && i.spec.app_ref.name == app)
-            .collect()
+        let index = self.index.read().unwrap();
+        self.installations_named(namespace, index.of_app(namespace, app))
+    }
+
+    /// References to the Installations of app `app` in `namespace` (from the index).
+    pub fn installation_refs_of_app(&self, namespace: &str, app: &str) -> Vec<ObjectRef<Installation>> {
+        let index = self.index.read().unwrap();
+        index.of_app(namespace, app).map(|n| ObjectRef::new(n).within(namespace)).collect()
     }
 
     /// The Lease `name` in the operator's namespace.
@@ -109,13 +194,10 @@ impl Caches {
         self.leases.get(&ObjectRef::new(name).within(operator_namespace))
     }
 
-    /// The Installations on `site` in `namespace`.
+    /// The Installations on `site` in `namespace` (from the index).
     pub fn installations_on_site(&self, namespace: &str, site: &str) -> Vec<Arc<Installation>> {
-        self.installations
-            .state()
-            .into_iter()
-            .filter(|i| i.metadata.namespace.as_deref() == Some(namespace) && i.spec.site == site)
-            .collect()
+        let index = self.index.read().unwrap();
+        self.installations_named(namespace, index.on_site(namespace, site))
     }
 
     /// The DistributionPolicies of app `app` in `namespace`.
@@ -125,5 +207,276 @@ impl Caches {
             .into_iter()
             .filter(|p| p.metadata.namespace.as_deref() == Some(namespace) && p.spec.app_ref.name == app)
             .collect()
+    }
+}
+
+/// Forwards what `rx` receives to `tx`, each distinct item at most once per `every`: at once when
+/// it was not sent within `every`, else once when `every` has passed (however often it came).
+async fn throttled<T: std::hash::Hash + Eq + Clone>(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+    tx: tokio::sync::mpsc::UnboundedSender<T>,
+    every: Duration,
+) {
+    let mut throttle = Throttle::new(every);
+    let mut tick = tokio::time::interval(every / 10);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            item = rx.recv() => match item {
+                Some(item) => if throttle.offer(item.clone(), std::time::Instant::now()) {
+                    let _ = tx.send(item);
+                },
+                None => return,
+            },
+            _ = tick.tick() => for item in throttle.due(std::time::Instant::now()) {
+                let _ = tx.send(item);
+            },
+        }
+    }
+}
+
+/// At most one of each item per period; what came meanwhile is held, once, until its period ends.
+#[derive(Debug)]
+pub struct Throttle<T> {
+    every: Duration,
+    sent: HashMap<T, std::time::Instant>,
+    held: std::collections::HashSet<T>,
+}
+
+impl<T: std::hash::Hash + Eq + Clone> Throttle<T> {
+    pub fn new(every: Duration) -> Self {
+        Throttle { every, sent: HashMap::new(), held: Default::default() }
+    }
+
+    /// Whether `item`, arriving at `now`, goes out at once (else it is held for [`Throttle::due`]).
+    pub fn offer(&mut self, item: T, now: std::time::Instant) -> bool {
+        match self.sent.get(&item) {
+            Some(at) if now.duration_since(*at) < self.every => {
+                self.held.insert(item);
+                false
+            }
+            _ => {
+                self.held.remove(&item);
+                self.sent.insert(item, now);
+                true
+            }
+        }
+    }
+
+    /// The held items whose period has ended by `now` (each sent, so its next period starts).
+    pub fn due(&mut self, now: std::time::Instant) -> Vec<T> {
+        let every = self.every;
+        let due: Vec<T> = self
+            .held
+            .iter()
+            .filter(|i| self.sent.get(*i).is_none_or(|at| now.duration_since(*at) >= every))
+            .cloned()
+            .collect();
+        for item in &due {
+            self.held.remove(item);
+            self.sent.insert(item.clone(), now);
+        }
+        // Forget what was sent long ago and is not held, so the map stays as small as the churn.
+        self.sent.retain(|i, at| now.duration_since(*at) < every * 2 || self.held.contains(i));
+        due
+    }
+}
+
+type Key = (String, String);
+
+/// Installations by app and by site, kept from the watch's events (a re-list rebuilds it), so a
+/// lookup costs what it returns, not the size of the cache.
+#[derive(Default, Debug)]
+pub struct InstallationIndex {
+    /// (namespace, name) → (app, site).
+    entries: HashMap<Key, (String, String)>,
+    by_app: HashMap<Key, BTreeSet<String>>,
+    by_site: HashMap<Key, BTreeSet<String>>,
+    /// Filled during a re-list, then swapped in.
+    relist: Option<Box<InstallationIndex>>,
+}
+
+impl InstallationIndex {
+    fn insert(&mut self, namespace: &str, name: &str, app: &str, site: &str) -> Option<String> {
+        let key = (namespace.to_string(), name.to_string());
+        let value = (app.to_string(), site.to_string());
+        let before = self.entries.insert(key.clone(), value.clone());
+        if before.as_ref() == Some(&value) {
+            return None;
+        }
+        let moved_from = before.map(|(old_app, old_site)| {
+            self.unlink(namespace, name, &old_app, &old_site);
+            old_app
+        });
+        self.by_app.entry((namespace.to_string(), value.0)).or_default().insert(name.to_string());
+        self.by_site.entry((namespace.to_string(), value.1)).or_default().insert(name.to_string());
+        moved_from
+    }
+
+    fn unlink(&mut self, namespace: &str, name: &str, app: &str, site: &str) {
+        for (map, k) in [(&mut self.by_app, app), (&mut self.by_site, site)] {
+            let key = (namespace.to_string(), k.to_string());
+            if let Some(set) = map.get_mut(&key) {
+                set.remove(name);
+                if set.is_empty() {
+                    map.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, namespace: &str, name: &str) -> Option<String> {
+        let (app, site) = self.entries.remove(&(namespace.to_string(), name.to_string()))?;
+        self.unlink(namespace, name, &app, &site);
+        Some(app)
+    }
+
+    /// Applies one watch event; answers the apps whose Installations changed (for a re-list: every
+    /// app that had or has Installations).
+    pub fn apply(&mut self, event: &watcher::Event<Installation>) -> Vec<ObjectRef<ForgeApp>> {
+        let app_ref = |ns: &str, app: &str| ObjectRef::new(app).within(ns);
+        let ns_of = |i: &Installation| i.namespace().unwrap_or_default();
+        match event {
+            watcher::Event::Apply(i) => {
+                let ns = ns_of(i);
+                let moved = self.insert(&ns, &i.name_any(), &i.spec.app_ref.name, &i.spec.site);
+                let mut apps = vec![app_ref(&ns, &i.spec.app_ref.name)];
+                apps.extend(moved.filter(|m| *m != i.spec.app_ref.name).map(|m| app_ref(&ns, &m)));
+                apps
+            }
+            watcher::Event::Delete(i) => {
+                let ns = ns_of(i);
+                let app = self.remove(&ns, &i.name_any()).unwrap_or_else(|| i.spec.app_ref.name.clone());
+                vec![app_ref(&ns, &app)]
+            }
+            watcher::Event::Init => {
+                self.relist = Some(Box::default());
+                Vec::new()
+            }
+            watcher::Event::InitApply(i) => {
+                let relist = self.relist.get_or_insert_with(Box::default);
+                relist.insert(&ns_of(i), &i.name_any(), &i.spec.app_ref.name, &i.spec.site);
+                Vec::new()
+            }
+            watcher::Event::InitDone => {
+                let fresh = self.relist.take().map(|b| *b).unwrap_or_default();
+                let mut apps: BTreeSet<Key> = self.by_app.keys().cloned().collect();
+                apps.extend(fresh.by_app.keys().cloned());
+                *self = fresh;
+                apps.into_iter().map(|(ns, app)| app_ref(&ns, &app)).collect()
+            }
+        }
+    }
+
+    /// The names of the Installations of `app` in `namespace`.
+    pub fn of_app<'a>(&'a self, namespace: &str, app: &str) -> impl Iterator<Item = &'a String> + use<'a> {
+        self.by_app.get(&(namespace.to_string(), app.to_string())).into_iter().flatten()
+    }
+
+    /// The names of the Installations on `site` in `namespace`.
+    pub fn on_site<'a>(&'a self, namespace: &str, site: &str) -> impl Iterator<Item = &'a String> + use<'a> {
+        self.by_site.get(&(namespace.to_string(), site.to_string())).into_iter().flatten()
+    }
+
+    /// How many Installations are indexed.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no Installation is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn inst(ns: &str, name: &str, app: &str, site: &str) -> Installation {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns},
+            "spec": {"appRef": {"name": app}, "site": site, "products": ["jira"]}}))
+        .unwrap()
+    }
+
+    fn names<'a>(it: impl Iterator<Item = &'a String>) -> Vec<&'a str> {
+        it.map(String::as_str).collect()
+    }
+
+    fn apps(refs: Vec<ObjectRef<ForgeApp>>) -> Vec<String> {
+        refs.into_iter().map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name)).collect()
+    }
+
+    #[test]
+    fn the_index_follows_applies_moves_and_deletes() {
+        let mut idx = InstallationIndex::default();
+        assert_eq!(apps(idx.apply(&watcher::Event::Apply(inst("a", "i1", "app", "s1")))), ["a/app"]);
+        idx.apply(&watcher::Event::Apply(inst("a", "i2", "app", "s1")));
+        idx.apply(&watcher::Event::Apply(inst("b", "i1", "app", "s1")));
+        assert_eq!(names(idx.of_app("a", "app")), ["i1", "i2"]);
+        assert_eq!(names(idx.on_site("a", "s1")), ["i1", "i2"]);
+        assert_eq!(names(idx.of_app("b", "app")), ["i1"], "namespaces are kept apart");
+
+        // An Installation moved to another app and site: both apps hear of it.
+        assert_eq!(apps(idx.apply(&watcher::Event::Apply(inst("a", "i2", "other", "s2")))), ["a/other", "a/app"]);
+        assert_eq!(names(idx.of_app("a", "app")), ["i1"]);
+        assert_eq!(names(idx.on_site("a", "s2")), ["i2"]);
+        assert_eq!(names(idx.on_site("a", "s1")), ["i1"]);
+
+        assert_eq!(apps(idx.apply(&watcher::Event::Delete(inst("a", "i1", "app", "s1")))), ["a/app"]);
+        assert_eq!(names(idx.of_app("a", "app")), Vec::<&str>::new());
+        assert!(!idx.by_app.contains_key(&("a".into(), "app".into())), "empty sets are dropped");
+        assert_eq!(idx.len(), 2);
+    }
+
+    #[test]
+    fn a_relist_replaces_the_index_and_names_every_app_before_and_after() {
+        let mut idx = InstallationIndex::default();
+        idx.apply(&watcher::Event::Apply(inst("a", "gone", "old", "s1")));
+        idx.apply(&watcher::Event::Apply(inst("a", "kept", "app", "s2")));
+        assert!(idx.apply(&watcher::Event::Init).is_empty());
+        idx.apply(&watcher::Event::InitApply(inst("a", "kept", "app", "s2")));
+        idx.apply(&watcher::Event::InitApply(inst("a", "new", "app", "s3")));
+        // Until the re-list is done, lookups answer from what was known.
+        assert_eq!(names(idx.of_app("a", "old")), ["gone"]);
+        let mut told = apps(idx.apply(&watcher::Event::InitDone));
+        told.sort();
+        assert_eq!(told, ["a/app", "a/old"]);
+        assert_eq!(names(idx.of_app("a", "app")), ["kept", "new"]);
+        assert_eq!(names(idx.of_app("a", "old")), Vec::<&str>::new());
+        assert_eq!(idx.len(), 2);
+        assert!(!idx.is_empty());
+    }
+
+    #[test]
+    fn the_throttle_sends_the_first_at_once_and_what_follows_once_per_period() {
+        let t0 = std::time::Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut t = Throttle::new(Duration::from_millis(1000));
+        assert!(t.offer("a", ms(0)));
+        assert!(t.offer("b", ms(10)), "items are throttled apart");
+        assert!(!t.offer("a", ms(100)));
+        assert!(!t.offer("a", ms(200)), "held once, however often it comes");
+        assert!(t.due(ms(900)).is_empty());
+        assert_eq!(t.due(ms(1000)), ["a"]);
+        assert!(t.due(ms(1100)).is_empty(), "nothing more came");
+        assert!(!t.offer("a", ms(1500)), "a new period began when the held one went out");
+        assert_eq!(t.due(ms(2000)), ["a"]);
+        assert!(t.offer("a", ms(3500)), "quiet for a period: at once again");
+        assert!(t.due(ms(9000)).is_empty());
+        assert!(t.sent.is_empty(), "old entries are forgotten");
+    }
+
+    #[test]
+    fn trimming_drops_managed_fields_and_the_last_applied_annotation_only() {
+        let mut i: Installation = serde_json::from_value(json!({"metadata": {"name": "x",
+            "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}", "keep": "me"}},
+            "spec": {"appRef": {"name": "app"}, "site": "s", "products": ["jira"]}}))
+        .unwrap();
+        trim(&mut i);
+        assert!(i.metadata.managed_fields.is_none());
+        assert_eq!(i.annotations().keys().collect::<Vec<_>>(), ["keep"]);
     }
 }

@@ -235,7 +235,7 @@ pub async fn run(
         .with_config(kube::runtime::controller::Config::default().concurrency(super::concurrency::SMALL));
     let (by_app, by_sibling) = (controller.store(), controller.store());
     controller
-        .watches(apps, watcher::Config::default().any_semantic(), move |app: ForgeApp| {
+        .watches_stream(super::app_changes(apps), move |app: ForgeApp| {
             objects_of_app(&by_app, app.namespace(), &app.name_any())
         })
         .watches(api, watcher::Config::default().any_semantic(), move |p: DistributionPolicy| {

@@ -78,9 +78,16 @@ async fn report(app: &ForgeApp, ctx: &Context) -> Result<(usize, std::time::Dura
     let previous = app.status.as_ref();
     let desired = desired_status(app, previous, &observation, &summaries, &super::now());
 
-    // Report: write only when something changed, so an idle operator sends no writes.
+    // Report: write only when something changed, so an idle operator sends no writes; a change of
+    // the counts alone (thousands of installs in a row) is written at most once per COUNTS_EVERY.
     if previous != Some(&desired) {
+        let recount_only = previous.is_some_and(|p| p.without_counts() == desired.without_counts());
+        let wait = if recount_only { ctx.recount_wait(&key, COUNTS_EVERY) } else { None };
+        if let Some(wait) = wait {
+            return Ok((summaries.len(), wait));
+        }
         apply_status(&ctx.client, app, &desired).await?;
+        ctx.counted(&key);
         report_ready_transition(ctx, app, previous, &desired).await;
     }
     let interval = app.refresh_interval();
@@ -94,6 +101,8 @@ async fn report(app: &ForgeApp, ctx: &Context) -> Result<(usize, std::time::Dura
 }
 
 const RETRY_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// Installation counts alone are written at most this often.
+const COUNTS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 const RETRY_SOON: std::time::Duration = std::time::Duration::from_secs(15);
 const RETRY_LATER: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -170,7 +179,8 @@ pub fn error_policy(app: Arc<ForgeApp>, error: &Error, ctx: Arc<Context>) -> Act
 }
 
 /// Runs the ForgeApp controller until `shutdown` resolves. An app is reconciled again whenever one
-/// of its Installations changes.
+/// of its Installations changes or goes away (told by the shared Installation cache, not a watch of
+/// its own).
 pub async fn run(
     api: Api<ForgeApp>,
     installations: Api<Installation>,
@@ -178,11 +188,16 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     use futures::StreamExt;
-    Controller::new(api, watcher::Config::default().any_semantic())
-        .with_config(kube::runtime::controller::Config::default().concurrency(super::concurrency::MEDIUM))
-        .watches(installations, watcher::Config::default().any_semantic(), |inst: Installation| {
+    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(kube::runtime::controller::Config::default().concurrency(super::concurrency::MEDIUM));
+    let controller = match ctx.caches.take_app_feed() {
+        Some(feed) => controller
+            .reconcile_on(futures::stream::unfold(feed, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })),
+        None => controller.watches(installations, watcher::Config::default().any_semantic(), |inst: Installation| {
             inst.namespace().map(|ns| ObjectRef::new(&inst.spec.app_ref.name).within(&ns))
-        })
+        }),
+    };
+    controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

@@ -15,7 +15,7 @@ use tracing::info;
 
 use super::forge_app::parse_version;
 use super::site;
-use super::{Context, Error, apply_status_guarded, instrumented, objects_of_app, publish_event, retry_later};
+use super::{Context, Error, apply_status_guarded, instrumented, publish_event, retry_later};
 use crate::api::{DeletionPolicy, ForgeApp, Installation, InstallationStatus, TaskAction, TaskRecord};
 use crate::platform::{ErrorKind, PlatformError};
 use crate::rules::conditions::{self, Decided};
@@ -32,7 +32,13 @@ pub async fn reconcile(inst: Arc<Installation>, ctx: Arc<Context>) -> Result<Act
         finalizer(&api, FINALIZER, inst.clone(), |event| async {
             match event {
                 Finalizer::Apply(inst) => apply(&inst, &ctx).await,
-                Finalizer::Cleanup(inst) => uninstall(&inst, &ctx).await,
+                Finalizer::Cleanup(inst) => {
+                    let done = uninstall(&inst, &ctx).await;
+                    if done.is_ok() {
+                        ctx.forget_written(inst.as_ref());
+                    }
+                    done
+                }
             }
         })
         .await
@@ -73,12 +79,15 @@ fn installed_version(status: &InstallationStatus) -> Option<Version> {
 async fn apply(cached: &Installation, ctx: &Context) -> Result<Action, Error> {
     let observed = observe(cached, ctx).await?;
     let facts = Facts { app: observed.app.as_ref(), duplicate_of: observed.duplicate_of.clone() };
-    // The watch cache can lag behind our own last status write. Before acting on the platform, make
-    // sure the decision rests on the latest record, so a cached, stale status never repeats an action.
+    // The watch cache can lag behind this process's own last status write. Before acting on the
+    // platform, make sure the decision rests on the latest record, so a cached, stale status never
+    // repeats an action. The cache is known to hold our last write when it shows the resourceVersion
+    // that write returned; only otherwise is the object read afresh.
     let fresh;
     let mut inst = cached;
     let has_task = cached.status.as_ref().is_some_and(|s| s.task.is_some());
     if !has_task
+        && ctx.may_be_stale(cached)
         && rules::decide(cached, cached.status.as_ref().and_then(installed_version), &facts).step != Step::Nothing
     {
         let api: Api<Installation> = Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
@@ -125,7 +134,7 @@ async fn act_and_report(
             if let Some(task) = status.task.clone() {
                 // A task recorded earlier (perhaps by a process that was killed): wait for it.
                 let step = step_of(&task);
-                match site::wait(ctx, &creds, &task.id).await {
+                match site::poll(ctx, &creds, &task.id).await {
                     Ok(site::TaskOutcome::Complete) => {
                         status.task = None;
                         record_done(ctx, inst, &mut status, step).await;
@@ -133,7 +142,8 @@ async fn act_and_report(
                             status.installation_id = Some(found.id);
                         }
                     }
-                    Ok(site::TaskOutcome::StillRunning) => requeue = Some(Action::requeue(site::TASK_POLL * 4)),
+                    // Polled again soon, without holding one of the controller's slots meanwhile.
+                    Ok(site::TaskOutcome::StillRunning) => requeue = Some(Action::requeue(site::TASK_POLL)),
                     Ok(site::TaskOutcome::Failed(said)) => {
                         // Dropped: the next attempt decides afresh (with backoff).
                         status.task = None;
@@ -203,7 +213,8 @@ async fn act_and_report(
     status.observed_generation = inst.metadata.generation;
     status.conditions = conditions::merge(&previous.conditions, &decided, inst.metadata.generation, &super::now());
     if status != previous {
-        apply_status_guarded(&ctx.client, inst, &status).await?;
+        let written = apply_status_guarded(&ctx.client, inst, &status).await?;
+        ctx.wrote(&written);
         warn_on_new_blocker(ctx, inst, &previous.conditions, &status.conditions).await;
     }
     // A platform failure is an error, so the object is retried with its growing backoff.
@@ -360,7 +371,11 @@ async fn warn_on_new_blocker(ctx: &Context, inst: &Installation, before: &[Condi
     let (Some(now), prev) = (conditions::find(after, rules::READY), conditions::find(before, rules::READY)) else {
         return;
     };
-    if now.status == crate::api::FALSE && prev.map(|p| (&p.status, &p.reason)) != Some((&now.status, &now.reason)) {
+    // A task under way is progress, not a blocker: no Warning for it.
+    if now.status == crate::api::FALSE
+        && now.reason != rules::REASON_INSTALLING
+        && prev.map(|p| (&p.status, &p.reason)) != Some((&now.status, &now.reason))
+    {
         publish_event(ctx, inst, true, &now.reason, now.message.clone(), "Reconcile").await;
     }
 }
@@ -405,8 +420,9 @@ pub fn error_policy(inst: Arc<Installation>, error: &Error, ctx: Arc<Context>) -
     retry_later(NAME, inst.as_ref(), error, &ctx)
 }
 
-/// Runs the Installation controller until `shutdown` resolves. Installations are re-checked as soon
-/// as their app changes (watched, never polled).
+/// Runs the Installation controller until `shutdown` resolves. Installations come from the shared
+/// watch cache (no watch of its own); they are re-checked as soon as their app changes in a way
+/// that matters to them (watched, never polled; not on every count the app reports).
 pub async fn run(
     api: Api<Installation>,
     apps: Api<ForgeApp>,
@@ -414,16 +430,20 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     use futures::StreamExt;
-    let controller = Controller::new(api, watcher::Config::default().any_semantic())
-        .with_config(kube::runtime::controller::Config::default().concurrency(super::concurrency::INSTALLATIONS));
-    let by_app = controller.store();
+    let config = kube::runtime::controller::Config::default().concurrency(super::concurrency::INSTALLATIONS);
+    let controller = match ctx.caches.take_installation_feed() {
+        Some(feed) => Controller::for_shared_stream(feed, ctx.caches.installations.clone()),
+        None => Controller::new(api, watcher::Config::default().any_semantic()),
+    }
+    .with_config(config);
     // Installations whose platform listing changed (a rollout moved them), from the listing refresh.
     let triggers = ctx
         .installation_trigger_stream()
         .map(|rx| futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) }).boxed());
+    let caches = ctx.caches.clone();
     controller
-        .watches(apps, watcher::Config::default().any_semantic(), move |app: ForgeApp| {
-            objects_of_app(&by_app, app.namespace(), &app.name_any())
+        .watches_stream(super::app_changes(apps), move |app: ForgeApp| {
+            caches.installation_refs_of_app(&app.namespace().unwrap_or_default(), &app.name_any())
         })
         .reconcile_on(triggers.unwrap_or_else(|| futures::stream::empty().boxed()))
         .graceful_shutdown_on(shutdown)

@@ -123,12 +123,16 @@ pub struct Context {
     backoff: Backoff,
     /// When each ForgeApp was last read from the platform by this process.
     refreshed: Mutex<HashMap<String, std::time::Instant>>,
+    /// When each ForgeApp's status was last written by this process.
+    counted: Mutex<HashMap<String, std::time::Instant>>,
     /// What the platform last listed for each app: installations by (environment key, site).
     platform_installations: Mutex<HashMap<String, PlatformListing>>,
     /// Asks the Installation controller to look again at one Installation (see [`listing`]).
     installation_triggers: tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<Installation>>,
     installation_trigger_stream:
         Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<Installation>>>>,
+    /// The resourceVersion each object had after this process last wrote its status.
+    written: Mutex<HashMap<(String, String), String>>,
 }
 
 /// An app's installations as the platform last listed them, by (environment key, site).
@@ -168,8 +172,35 @@ impl Context {
             operator_namespace,
             backoff: Backoff::default(),
             refreshed: Mutex::new(HashMap::new()),
+            counted: Mutex::new(HashMap::new()),
             platform_installations: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Notes the object this process's status write returned (see [`Context::may_be_stale`]).
+    pub fn wrote<K: Resource>(&self, written: &K) {
+        let key =
+            (written.meta().namespace.clone().unwrap_or_default(), written.meta().name.clone().unwrap_or_default());
+        match written.meta().resource_version.clone() {
+            Some(rv) => self.written.lock().unwrap().insert(key, rv),
+            None => self.written.lock().unwrap().remove(&key),
+        };
+    }
+
+    /// Forgets what [`Context::wrote`] noted about an object that is going away.
+    pub fn forget_written<K: Resource>(&self, obj: &K) {
+        let key = (obj.meta().namespace.clone().unwrap_or_default(), obj.meta().name.clone().unwrap_or_default());
+        self.written.lock().unwrap().remove(&key);
+    }
+
+    /// Whether a cached object may predate this process's last status write of it: true when this
+    /// process wrote it and the cache does not show the resourceVersion that write returned (the
+    /// watch has not delivered it yet, or someone wrote after it). An object this process never
+    /// wrote is as fresh in the cache as anywhere: the cache listed it after every earlier writer.
+    pub fn may_be_stale<K: Resource>(&self, cached: &K) -> bool {
+        let key = (cached.meta().namespace.clone().unwrap_or_default(), cached.meta().name.clone().unwrap_or_default());
+        self.written.lock().unwrap().get(&key).is_some_and(|rv| cached.meta().resource_version.as_ref() != Some(rv))
     }
 
     /// How long since this process last read the object `key` from the platform.
@@ -213,6 +244,18 @@ impl Context {
     ) -> Option<PlatformInstallation> {
         let index = self.platform_installations.lock().unwrap();
         index.get(app_id)?.get(&(environment_key.to_string(), site.to_string())).cloned()
+    }
+
+    /// Notes that the status of object `key` was just written.
+    pub fn counted(&self, key: &str) {
+        self.counted.lock().unwrap().insert(key.to_string(), std::time::Instant::now());
+    }
+
+    /// How much longer object `key` should wait before its status is written again, if it was
+    /// written less than `every` ago.
+    pub fn recount_wait(&self, key: &str, every: Duration) -> Option<Duration> {
+        let last = *self.counted.lock().unwrap().get(key)?;
+        every.checked_sub(last.elapsed()).filter(|d| !d.is_zero())
     }
 
     /// Notes that the object `key` was just read from the platform.
@@ -353,6 +396,19 @@ where
         .collect()
 }
 
+/// The ForgeApps of `apps`, each time it changes in a way its dependents (Installations, policies,
+/// bulk upgrades) decide on: not on a recount of its installations
+/// ([`ForgeApp::dependents_fingerprint`]). Deletions pass too.
+pub fn app_changes(
+    apps: Api<ForgeApp>,
+) -> impl futures::Stream<Item = Result<ForgeApp, kube::runtime::watcher::Error>> + Send + 'static {
+    use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
+    watcher(apps, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(|app: &ForgeApp| Some(app.dependents_fingerprint()), PredicateConfig::default())
+}
+
 /// A stable key for an object, for backoff bookkeeping.
 pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     format!("{}/{}/{}", K::kind(&()), obj.namespace().unwrap_or_default(), obj.name_any())
@@ -387,14 +443,14 @@ where
     K: NamespacedObject,
     S: Serialize,
 {
-    write_status(client, obj, status, None).await
+    write_status(client, obj, status, None).await.map(|_| ())
 }
 
 /// [`apply_status`], but only if the object is unchanged since it was read (its resourceVersion is
 /// sent as a precondition; a change answers 409 Conflict). Used where two controllers write the
 /// same status (Installation: its own controller and bulk upgrades), so neither overwrites the
 /// other's record with a stale copy.
-pub async fn apply_status_guarded<K, S>(client: &Client, obj: &K, status: &S) -> Result<(), kube::Error>
+pub async fn apply_status_guarded<K, S>(client: &Client, obj: &K, status: &S) -> Result<K, kube::Error>
 where
     K: NamespacedObject,
     S: Serialize,
@@ -407,7 +463,7 @@ async fn write_status<K, S>(
     obj: &K,
     status: &S,
     precondition: Option<String>,
-) -> Result<(), kube::Error>
+) -> Result<K, kube::Error>
 where
     K: NamespacedObject,
     S: Serialize,
@@ -421,8 +477,7 @@ where
     if let Some(resource_version) = precondition {
         body["metadata"] = serde_json::json!({ "resourceVersion": resource_version });
     }
-    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
-    Ok(())
+    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await
 }
 
 /// Records an Event about `obj`. Events are best effort: a failure is logged, never fatal.

@@ -14,7 +14,7 @@ use crate::rules::versions::{Version, latest};
 
 /// How often a task is polled (the CLI polls every 500 ms).
 pub const TASK_POLL: Duration = Duration::from_millis(250);
-/// How long one reconcile waits for a task before it lets go (and resumes it later).
+/// How long an uninstall waits for its task before it lets go (and tries again later).
 pub const TASK_WAIT: Duration = Duration::from_secs(120);
 
 /// How a start went.
@@ -90,33 +90,40 @@ pub async fn start(
     }
 }
 
-/// How waiting on a task ended.
+/// How a task stands (or how waiting on it ended).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskOutcome {
     Complete,
     /// The task failed, with what the platform said (or the platform no longer knows it).
     Failed(String),
-    /// Still running after [`TASK_WAIT`]: wait again later.
+    /// Still running: look again later.
     StillRunning,
 }
 
-/// Waits for a task, for at most [`TASK_WAIT`].
+/// Reads a task once.
+pub async fn poll(ctx: &Context, creds: &Credentials, task_id: &str) -> Result<TaskOutcome, PlatformError> {
+    let task = match ctx.platform.task(creds, task_id).await {
+        Ok(task) => task,
+        Err(e) if e.kind == ErrorKind::NotFound => {
+            return Ok(TaskOutcome::Failed(format!("the platform no longer knows task {task_id}")));
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(match task.state {
+        TaskState::Complete => TaskOutcome::Complete,
+        TaskState::Failed if task.already_done() => TaskOutcome::Complete,
+        TaskState::Failed => TaskOutcome::Failed(task.messages()),
+        _ => TaskOutcome::StillRunning,
+    })
+}
+
+/// Waits for a task, for at most [`TASK_WAIT`] (for uninstalls, which record no task).
 pub async fn wait(ctx: &Context, creds: &Credentials, task_id: &str) -> Result<TaskOutcome, PlatformError> {
     let deadline = tokio::time::Instant::now() + TASK_WAIT;
     loop {
-        let task = match ctx.platform.task(creds, task_id).await {
-            Ok(task) => task,
-            Err(e) if e.kind == ErrorKind::NotFound => {
-                return Ok(TaskOutcome::Failed(format!("the platform no longer knows task {task_id}")));
-            }
-            Err(e) => return Err(e),
-        };
-        match task.state {
-            TaskState::Complete => return Ok(TaskOutcome::Complete),
-            TaskState::Failed if task.already_done() => return Ok(TaskOutcome::Complete),
-            TaskState::Failed => return Ok(TaskOutcome::Failed(task.messages())),
-            _ if tokio::time::Instant::now() >= deadline => return Ok(TaskOutcome::StillRunning),
-            _ => tokio::time::sleep(TASK_POLL).await,
+        match poll(ctx, creds, task_id).await? {
+            TaskOutcome::StillRunning if tokio::time::Instant::now() < deadline => tokio::time::sleep(TASK_POLL).await,
+            outcome => return Ok(outcome),
         }
     }
 }
