@@ -161,10 +161,12 @@ pub async fn run(
     let ns = &settings.namespace;
     // A controller loop that ends before shutdown fails the liveness probe.
     let watched = |name: &'static str, run: BoxFuture<'static, ()>| {
-        let health = health.clone();
+        let (health, stopping) = (health.clone(), shutdown.clone());
         async move {
             run.await;
-            if !health.state().shutting_down {
+            // A loop that ends because the operator stops (or lost leadership) is no failure,
+            // whichever of the two noticed first.
+            if stopping.peek().is_none() && !health.state().shutting_down {
                 tracing::error!(controller = name, "a controller loop stopped");
             }
             health.stopped(name);

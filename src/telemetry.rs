@@ -73,6 +73,8 @@ pub struct Metrics {
     pub platform_requests: Family<PlatformLabels, Counter>,
     /// Time for one request to the Forge platform, by operation.
     pub platform_seconds: Family<OperationLabel, Histogram>,
+    /// Events not recorded because the queue of Events to send was full.
+    pub events_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -104,7 +106,21 @@ impl Default for Metrics {
             "Time for one request to the Forge platform, by operation",
             platform_seconds.clone(),
         );
-        Metrics { registry, reconciliations, reconcile_seconds, api_requests, platform_requests, platform_seconds }
+        let events_dropped = Counter::default();
+        registry.register(
+            "events_dropped",
+            "Events not recorded because the queue of Events waiting to be sent was full",
+            events_dropped.clone(),
+        );
+        Metrics {
+            registry,
+            reconciliations,
+            reconcile_seconds,
+            api_requests,
+            platform_requests,
+            platform_seconds,
+            events_dropped,
+        }
     }
 }
 

@@ -83,13 +83,10 @@ async fn apply(cached: &Installation, ctx: &Context) -> Result<Action, Error> {
     // platform, make sure the decision rests on the latest record, so a cached, stale status never
     // repeats an action. The cache is known to hold our last write when it shows the resourceVersion
     // that write returned; only otherwise is the object read afresh.
+    // (A stale copy that shows a task would wait on a task that is already done and recorded.)
     let fresh;
     let mut inst = cached;
-    let has_task = cached.status.as_ref().is_some_and(|s| s.task.is_some());
-    if !has_task
-        && ctx.may_be_stale(cached)
-        && rules::decide(cached, cached.status.as_ref().and_then(installed_version), &facts).step != Step::Nothing
-    {
+    if ctx.may_be_stale(cached) {
         let api: Api<Installation> = Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
         fresh = api.get(&cached.name_any()).await?;
         inst = &fresh;

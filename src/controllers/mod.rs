@@ -111,7 +111,8 @@ impl From<kube::runtime::finalizer::Error<Error>> for Error {
 /// What every controller shares.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    /// Events waiting for the background sender (see [`publish_event`]).
+    events: tokio::sync::mpsc::Sender<(k8s_openapi::api::core::v1::ObjectReference, Event)>,
     pub metrics: Arc<Metrics>,
     pub platform: Arc<dyn Platform>,
     /// Where the platform credentials of each app are read from.
@@ -159,11 +160,13 @@ impl Context {
         instance: Option<String>,
     ) -> Self {
         let reporter = Reporter { controller: "forgeops".into(), instance };
+        let (events, queued) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+        tokio::spawn(send_events(Recorder::new(client.clone(), reporter), queued));
         let (installation_triggers, stream) = tokio::sync::mpsc::unbounded_channel();
         Context {
             installation_triggers,
             installation_trigger_stream: Mutex::new(Some(stream)),
-            recorder: Recorder::new(client.clone(), reporter),
+            events,
             client,
             metrics,
             platform,
@@ -443,44 +446,71 @@ where
     K: NamespacedObject,
     S: Serialize,
 {
-    write_status(client, obj, status, None).await.map(|_| ())
+    write_status(client, obj, status).await
 }
 
-/// [`apply_status`], but only if the object is unchanged since it was read (its resourceVersion is
-/// sent as a precondition; a change answers 409 Conflict). Used where two controllers write the
-/// same status (Installation: its own controller and bulk upgrades), so neither overwrites the
-/// other's record with a stale copy.
+/// Writes an object's status only if the object is unchanged since it was read: a JSON Patch that
+/// tests the resourceVersion, then replaces the whole status (a change answers 409 Conflict and
+/// nothing is written). Used where a stale copy must never overwrite a newer record (the
+/// Installation's task). A JSON Patch costs the API server far less than a server-side apply,
+/// which matters for the kind there are thousands of. Answers the object as written.
 pub async fn apply_status_guarded<K, S>(client: &Client, obj: &K, status: &S) -> Result<K, kube::Error>
 where
     K: NamespacedObject,
     S: Serialize,
 {
-    write_status(client, obj, status, obj.resource_version()).await
+    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": obj.resource_version()},
+        {"op": "add", "path": "/status", "value": status},
+    ]))
+    .map_err(kube::Error::SerdeError)?;
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    api.patch_status(&obj.name_any(), &params, &Patch::Json::<()>(patch)).await
 }
 
-async fn write_status<K, S>(
-    client: &Client,
-    obj: &K,
-    status: &S,
-    precondition: Option<String>,
-) -> Result<K, kube::Error>
+async fn write_status<K, S>(client: &Client, obj: &K, status: &S) -> Result<(), kube::Error>
 where
     K: NamespacedObject,
     S: Serialize,
 {
     let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
-    let mut body = serde_json::json!({
+    let body = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
-    if let Some(resource_version) = precondition {
-        body["metadata"] = serde_json::json!({ "resourceVersion": resource_version });
-    }
-    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await
+    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    Ok(())
 }
 
-/// Records an Event about `obj`. Events are best effort: a failure is logged, never fatal.
+/// How many Events may wait to be sent; past that, new ones are dropped (and counted), as
+/// client-go's event broadcaster does, rather than slowing reconciles down.
+const EVENT_QUEUE: usize = 4096;
+/// How many Events are sent at once.
+const EVENT_SENDERS: usize = 4;
+
+/// Sends the queued Events until the queue closes (every [`Context`] is gone).
+async fn send_events(
+    recorder: Recorder,
+    queued: tokio::sync::mpsc::Receiver<(k8s_openapi::api::core::v1::ObjectReference, Event)>,
+) {
+    use futures::StreamExt;
+    futures::stream::unfold(queued, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
+        .for_each_concurrent(EVENT_SENDERS, |(reference, event)| {
+            let recorder = recorder.clone();
+            async move {
+                if let Err(e) = recorder.publish(&event, &reference).await {
+                    tracing::warn!(error = %e, reason = %event.reason, "could not record an event");
+                }
+            }
+        })
+        .await;
+}
+
+/// Records an Event about `obj`. Events are best effort: they are queued and sent in the
+/// background, so a reconcile never waits on one; a failure is logged, never fatal; when the queue
+/// is full the Event is dropped and counted in `forgeops_events_dropped_total`.
 pub async fn publish_event<K: Resource<DynamicType = ()>>(
     ctx: &Context,
     obj: &K,
@@ -496,8 +526,9 @@ pub async fn publish_event<K: Resource<DynamicType = ()>>(
         action: action.into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        tracing::warn!(error = %e, reason, "could not record an event");
+    if ctx.events.try_send((obj.object_ref(&()), event)).is_err() {
+        ctx.metrics.events_dropped.inc();
+        tracing::debug!(reason, "the event queue is full: event dropped");
     }
 }
 
