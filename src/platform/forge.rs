@@ -70,6 +70,8 @@ pub struct ForgeGateway {
     /// Site host names by cloud id, as last resolved, so listing an app's installations again
     /// does not resolve every site again (a site is renamed rarely; entries expire).
     host_names: std::sync::Mutex<HashMap<String, (String, Instant)>>,
+    /// Stops requests for a while when the platform keeps failing (see [`super::breaker`]).
+    breaker: super::breaker::Breaker,
 }
 
 /// How long a resolved site host name is used before it is resolved again.
@@ -91,7 +93,7 @@ impl ForgeGateway {
             }
         }
         let http = builder.build().context("building the HTTP client")?;
-        Ok(ForgeGateway { options, http, metrics, host_names: Default::default() })
+        Ok(ForgeGateway { options, http, metrics, host_names: Default::default(), breaker: Default::default() })
     }
 
     pub fn options(&self) -> &GatewayOptions {
@@ -121,6 +123,14 @@ impl ForgeGateway {
         let attempts = self.options.attempts.max(1);
         let mut last = None;
         for attempt in 1..=attempts {
+            if let Err(wait) = self.breaker.admit(Instant::now()) {
+                let cause = last.as_ref().map(|e: &PlatformError| format!(": {}", e.message)).unwrap_or_default();
+                let message = format!(
+                    "the platform keeps failing, so forgeops holds its requests for {:.1} s{cause}",
+                    wait.as_secs_f64()
+                );
+                return Err(PlatformError::new(ErrorKind::Unavailable, operation, message));
+            }
             let started = Instant::now();
             let result = self.send_once(creds, operation, &body).await;
             let outcome = match &result {
@@ -128,6 +138,18 @@ impl ForgeGateway {
                 Err(e) => e.kind.as_str(),
             };
             self.record(operation, outcome, started);
+            match &result {
+                Err(e) if e.kind == ErrorKind::Unavailable => {
+                    if let Some(open) = self.breaker.failed(Instant::now()) {
+                        tracing::warn!(operation, error = %e, hold = ?open, "the platform keeps failing: holding requests");
+                    }
+                }
+                _ => {
+                    if self.breaker.succeeded() {
+                        tracing::info!(operation, "the platform answers again");
+                    }
+                }
+            }
             match result {
                 Ok(data) => return Ok(data),
                 Err(e) if matches!(e.kind, ErrorKind::RateLimited | ErrorKind::Unavailable) && attempt < attempts => {

@@ -7,6 +7,7 @@
 //! no idempotency key: an install or upgrade is made safe to repeat by recording its task id before
 //! waiting on it and by treating `APP_ALREADY_INSTALLED` / `INSTALLATION_ALREADY_UPGRADED` as done.
 
+pub mod breaker;
 pub mod credentials;
 pub mod forge;
 pub mod ops;
