@@ -7,7 +7,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use kube::{Api, Client};
 use tracing::info;
 
-use crate::api::{BulkUpgrade, ForgeApp, GROUP, Installation};
+use crate::api::{BulkUpgrade, GROUP, Installation};
 use crate::controllers::{self, Context};
 use crate::leases::{self, Claim, Holder};
 use crate::platform::Platform;
@@ -185,29 +185,16 @@ pub async fn run(
         ),
         watched(
             "distributionpolicy",
-            controllers::distribution_policy::run(
-                api(&client, ns),
-                api::<ForgeApp>(&client, ns),
-                ctx.clone(),
-                shutdown.clone()
-            )
-            .boxed()
+            controllers::distribution_policy::run(api(&client, ns), ctx.clone(), shutdown.clone()).boxed()
         ),
         watched(
             "installation",
-            controllers::installation::run(
-                api(&client, ns),
-                api::<ForgeApp>(&client, ns),
-                ctx.clone(),
-                shutdown.clone()
-            )
-            .boxed()
+            controllers::installation::run(api(&client, ns), ctx.clone(), shutdown.clone()).boxed()
         ),
         watched(
             "bulkupgrade",
             controllers::bulk_upgrade::run(
                 api::<BulkUpgrade>(&client, ns),
-                api::<ForgeApp>(&client, ns),
                 ctx,
                 settings.bulk_limits,
                 shutdown.clone()

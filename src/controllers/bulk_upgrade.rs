@@ -17,7 +17,7 @@ use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 
-use super::{Context, Error, apply_status, instrumented, objects_of_app, publish_event, retry_delay};
+use super::{Context, Error, apply_status_guarded, instrumented, objects_of_app, publish_event, retry_delay};
 use crate::api::{BulkUpgrade, BulkUpgradeState, BulkUpgradeStatus, ForgeApp, RolloutPhase};
 use crate::leases::{self, Claim, Holder};
 use crate::platform::{Credentials, PlatformError, RolloutStatus};
@@ -135,6 +135,15 @@ async fn apply(bu: Arc<BulkUpgrade>, bctx: &BulkContext) -> Result<Action, Error
     let ctx = &bctx.ctx;
     let mut current = bu;
     let mut fresh_read = false;
+    // A copy older than this process's last status write (the watch lags, or was cut off by an API
+    // server restart) would decide from records that are gone, and its write would erase newer
+    // ones: read the object afresh first. The write itself is guarded by the resourceVersion too.
+    if ctx.may_be_stale(current.as_ref()) {
+        let api: Api<BulkUpgrade> = Api::namespaced(ctx.client.clone(), &current.namespace().unwrap_or_default());
+        let Some(latest) = api.get_opt(&current.name_any()).await? else { return Ok(Action::await_change()) };
+        current = Arc::new(latest);
+        fresh_read = true;
+    }
     // At most a few rounds: a decision that only records its intent to start is followed at once
     // by the start itself, and a start or cancel first re-reads the object.
     for _ in 0..4 {
@@ -181,8 +190,10 @@ async fn apply(bu: Arc<BulkUpgrade>, bctx: &BulkContext) -> Result<Action, Error
             None => return Ok(Action::requeue(Duration::from_secs(1))),
         };
         if status != previous {
-            apply_status(&ctx.client, current.as_ref(), &status).await?;
+            let written = apply_status_guarded(&ctx.client, current.as_ref(), &status).await?;
+            ctx.wrote(&written);
             report(&current, ctx, &previous, &status).await;
+            current = Arc::new(written);
         }
         if requeue == Requeue::Now {
             let mut next = (*current).clone();
@@ -639,7 +650,6 @@ fn spec_or_deletion(bu: &BulkUpgrade) -> Option<u64> {
 /// app changes (an ineligible one may become eligible).
 pub async fn run(
     api: Api<BulkUpgrade>,
-    apps: Api<ForgeApp>,
     ctx: Arc<Context>,
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
@@ -656,11 +666,12 @@ pub async fn run(
         .with_config(kube::runtime::controller::Config::default().concurrency(super::concurrency::SMALL));
     let upgrades = controller.store();
     let by_app = controller.store();
+    let app_changes = ctx.caches.take_app_changes(super::caches::Dependents::BulkUpgrades);
     let bctx = Arc::new(BulkContext { ctx, limits, upgrades, refreshed: Mutex::new(HashMap::new()) });
     controller
-        .watches_stream(super::app_changes(apps), move |app: ForgeApp| {
-            objects_of_app(&by_app, app.namespace(), &app.name_any())
-        })
+        .reconcile_on(super::dependents_of_changed_apps(app_changes, move |ns, app| {
+            objects_of_app(&by_app, Some(ns.to_string()), app)
+        }))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, bctx)
         .for_each(|_| futures::future::ready(()))

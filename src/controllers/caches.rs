@@ -45,6 +45,9 @@ pub struct Caches {
     installation_feed: Mutex<Option<ReflectHandle<Installation>>>,
     /// The ForgeApp controller's feed: the app of every Installation that changed or went away.
     app_feed: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<ObjectRef<ForgeApp>>>>,
+    /// For each kind of dependent ([`Dependents`]): the apps that changed in a way it decides on,
+    /// sent once the cache holds the change (so a reconcile it triggers reads the new app).
+    app_changes: Mutex<Vec<Option<tokio::sync::mpsc::UnboundedReceiver<ObjectRef<ForgeApp>>>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -85,6 +88,92 @@ where
     (reader, task)
 }
 
+/// The kinds whose objects depend on a ForgeApp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dependents {
+    Installations = 0,
+    BulkUpgrades = 1,
+    Policies = 2,
+}
+
+impl Dependents {
+    pub const ALL: [Dependents; 3] = [Dependents::Installations, Dependents::BulkUpgrades, Dependents::Policies];
+}
+
+/// The ForgeApp cache, whose watch also tells each kind of dependent which apps changed in a way
+/// it decides on ([`ForgeApp::dependents_fingerprint`]), after the cache holds the change.
+fn start_apps(
+    api: Api<ForgeApp>,
+    senders: Vec<tokio::sync::mpsc::UnboundedSender<ObjectRef<ForgeApp>>>,
+) -> (Store<ForgeApp>, tokio::task::JoinHandle<()>) {
+    let (reader, writer) = reflector::store();
+    let events = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default().any_semantic()).default_backoff().modify(trim::<ForgeApp>),
+    );
+    let task = tokio::spawn(async move {
+        let mut fingerprints = AppFingerprints::default();
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => {
+                    for app in fingerprints.apply(&event) {
+                        for tx in &senders {
+                            let _ = tx.send(app.clone());
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cache watch error (retried with backoff)"),
+            }
+        }
+    });
+    (reader, task)
+}
+
+/// The last [`ForgeApp::dependents_fingerprint`] of each app, kept from the watch's events.
+#[derive(Default, Debug)]
+pub struct AppFingerprints {
+    known: HashMap<ObjectRef<ForgeApp>, u64>,
+    relist: Option<HashMap<ObjectRef<ForgeApp>, u64>>,
+}
+
+impl AppFingerprints {
+    /// Applies one watch event; answers the apps whose dependents should look again: those whose
+    /// fingerprint changed, and those gone (a re-list compares everything it saw with before).
+    pub fn apply(&mut self, event: &watcher::Event<ForgeApp>) -> Vec<ObjectRef<ForgeApp>> {
+        match event {
+            watcher::Event::Apply(app) => {
+                let (key, fp) = (ObjectRef::from_obj(app), app.dependents_fingerprint());
+                match self.known.insert(key.clone(), fp) {
+                    Some(before) if before == fp => Vec::new(),
+                    _ => vec![key],
+                }
+            }
+            watcher::Event::Delete(app) => {
+                let key = ObjectRef::from_obj(app);
+                self.known.remove(&key);
+                vec![key]
+            }
+            watcher::Event::Init => {
+                self.relist = Some(HashMap::new());
+                Vec::new()
+            }
+            watcher::Event::InitApply(app) => {
+                self.relist.get_or_insert_default().insert(ObjectRef::from_obj(app), app.dependents_fingerprint());
+                Vec::new()
+            }
+            watcher::Event::InitDone => {
+                let fresh = self.relist.take().unwrap_or_default();
+                let mut changed: Vec<ObjectRef<ForgeApp>> =
+                    fresh.iter().filter(|(k, fp)| self.known.get(*k) != Some(*fp)).map(|(k, _)| k.clone()).collect();
+                changed.extend(self.known.keys().filter(|k| !fresh.contains_key(*k)).cloned());
+                self.known = fresh;
+                changed
+            }
+        }
+    }
+}
+
 impl Caches {
     /// Starts the watches (in `namespace`, or everywhere; the Leases in `operator_namespace`) and
     /// waits until each has listed once.
@@ -98,7 +187,14 @@ impl Caches {
                 None => Api::all(client.clone()),
             }
         }
-        let (apps, a) = start_one(api::<ForgeApp>(client, namespace));
+        let mut change_senders = Vec::new();
+        let mut app_changes = Vec::new();
+        for _ in Dependents::ALL {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            change_senders.push(tx);
+            app_changes.push(Some(rx));
+        }
+        let (apps, a) = start_apps(api::<ForgeApp>(client, namespace), change_senders);
         let (policies, p) = start_one(api::<DistributionPolicy>(client, namespace));
         let (leases, l) = start_one(Api::<Lease>::namespaced(client.clone(), operator_namespace));
 
@@ -138,6 +234,7 @@ impl Caches {
             index,
             installation_feed: Mutex::new(installation_feed),
             app_feed: Mutex::new(Some(app_rx)),
+            app_changes: Mutex::new(app_changes),
             tasks: vec![a, i, p, l, t],
         };
         if tokio::time::timeout(Duration::from_secs(60), caches.wait_ready()).await.is_err() {
@@ -162,6 +259,14 @@ impl Caches {
     /// The ForgeApp controller's feed of apps whose Installations changed (once).
     pub fn take_app_feed(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ObjectRef<ForgeApp>>> {
         self.app_feed.lock().unwrap().take()
+    }
+
+    /// The apps that changed in a way `dependents` decide on (once per kind: `None` after that).
+    pub fn take_app_changes(
+        &self,
+        dependents: Dependents,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<ObjectRef<ForgeApp>>> {
+        self.app_changes.lock().unwrap().get_mut(dependents as usize)?.take()
     }
 
     /// The ForgeApp `name` in `namespace`.
@@ -466,6 +571,36 @@ mod tests {
         assert!(t.offer("a", ms(3500)), "quiet for a period: at once again");
         assert!(t.due(ms(9000)).is_empty());
         assert!(t.sent.is_empty(), "old entries are forgotten");
+    }
+
+    fn app(name: &str, minor: u32, installs: i64) -> ForgeApp {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "n", "uid": name},
+            "spec": {"appId": "ari:cloud:ecosystem::app/x"},
+            "status": {"installations": installs, "environments": [{"name": "production",
+                "versions": [{"major": 1, "minor": minor, "compatibility": {"required": "jira"}}]}]}}))
+        .unwrap()
+    }
+
+    fn refs(r: Vec<ObjectRef<ForgeApp>>) -> Vec<String> {
+        let mut names: Vec<String> = r.into_iter().map(|r| r.name).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn dependents_hear_of_an_app_when_what_they_decide_on_changes_or_it_goes() {
+        let mut f = AppFingerprints::default();
+        assert_eq!(refs(f.apply(&watcher::Event::Apply(app("a", 0, 1)))), ["a"], "new");
+        assert!(f.apply(&watcher::Event::Apply(app("a", 0, 500))).is_empty(), "a recount");
+        assert_eq!(refs(f.apply(&watcher::Event::Apply(app("a", 1, 500)))), ["a"], "a new minor");
+        f.apply(&watcher::Event::Apply(app("b", 0, 1)));
+        assert_eq!(refs(f.apply(&watcher::Event::Delete(app("b", 0, 1)))), ["b"], "gone");
+        f.apply(&watcher::Event::Apply(app("c", 0, 1)));
+        // A re-list: a unchanged, c gone while the watch was cut, d new.
+        f.apply(&watcher::Event::Init);
+        f.apply(&watcher::Event::InitApply(app("a", 1, 9)));
+        f.apply(&watcher::Event::InitApply(app("d", 0, 0)));
+        assert_eq!(refs(f.apply(&watcher::Event::InitDone)), ["c", "d"]);
     }
 
     #[test]

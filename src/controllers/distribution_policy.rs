@@ -226,7 +226,6 @@ pub fn error_policy(policy: Arc<DistributionPolicy>, error: &Error, ctx: Arc<Con
 /// when its app changes, and when another policy for the same app changes (conflicts).
 pub async fn run(
     api: Api<DistributionPolicy>,
-    apps: Api<ForgeApp>,
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -234,10 +233,11 @@ pub async fn run(
     let controller = Controller::new(api.clone(), watcher::Config::default().any_semantic())
         .with_config(kube::runtime::controller::Config::default().concurrency(super::concurrency::SMALL));
     let (by_app, by_sibling) = (controller.store(), controller.store());
+    let app_changes = ctx.caches.take_app_changes(super::caches::Dependents::Policies);
     controller
-        .watches_stream(super::app_changes(apps), move |app: ForgeApp| {
-            objects_of_app(&by_app, app.namespace(), &app.name_any())
-        })
+        .reconcile_on(super::dependents_of_changed_apps(app_changes, move |ns, app| {
+            objects_of_app(&by_app, Some(ns.to_string()), app)
+        }))
         .watches(api, watcher::Config::default().any_semantic(), move |p: DistributionPolicy| {
             objects_of_app(&by_sibling, p.namespace(), &p.spec.app_ref.name)
         })

@@ -422,7 +422,6 @@ pub fn error_policy(inst: Arc<Installation>, error: &Error, ctx: Arc<Context>) -
 /// that matters to them (watched, never polled; not on every count the app reports).
 pub async fn run(
     api: Api<Installation>,
-    apps: Api<ForgeApp>,
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -438,10 +437,12 @@ pub async fn run(
         .installation_trigger_stream()
         .map(|rx| futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) }).boxed());
     let caches = ctx.caches.clone();
+    let app_changed = super::dependents_of_changed_apps(
+        ctx.caches.take_app_changes(super::caches::Dependents::Installations),
+        move |ns, app| caches.installation_refs_of_app(ns, app),
+    );
     controller
-        .watches_stream(super::app_changes(apps), move |app: ForgeApp| {
-            caches.installation_refs_of_app(&app.namespace().unwrap_or_default(), &app.name_any())
-        })
+        .reconcile_on(app_changed)
         .reconcile_on(triggers.unwrap_or_else(|| futures::stream::empty().boxed()))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

@@ -399,17 +399,24 @@ where
         .collect()
 }
 
-/// The ForgeApps of `apps`, each time it changes in a way its dependents (Installations, policies,
-/// bulk upgrades) decide on: not on a recount of its installations
-/// ([`ForgeApp::dependents_fingerprint`]). Deletions pass too.
-pub fn app_changes(
-    apps: Api<ForgeApp>,
-) -> impl futures::Stream<Item = Result<ForgeApp, kube::runtime::watcher::Error>> + Send + 'static {
-    use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
-    watcher(apps, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .touched_objects()
-        .predicate_filter(|app: &ForgeApp| Some(app.dependents_fingerprint()), PredicateConfig::default())
+/// The dependents of each app that changed (from [`caches::Caches::take_app_changes`]), mapped
+/// to objects by `objects_of`: a trigger stream for `reconcile_on`.
+pub fn dependents_of_changed_apps<K, F>(
+    changes: Option<tokio::sync::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<ForgeApp>>>,
+    objects_of: F,
+) -> futures::stream::BoxStream<'static, kube::runtime::reflector::ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + 'static,
+    F: Fn(&str, &str) -> Vec<kube::runtime::reflector::ObjectRef<K>> + Send + 'static,
+{
+    use futures::StreamExt;
+    let Some(rx) = changes else { return futures::stream::empty().boxed() };
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
+        .flat_map(move |app| {
+            let objects = objects_of(app.namespace.as_deref().unwrap_or_default(), &app.name);
+            futures::stream::iter(objects)
+        })
+        .boxed()
 }
 
 /// A stable key for an object, for backoff bookkeeping.
