@@ -412,29 +412,48 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
     // What one upgraded Installation looks like, for the baseline below.
     let template = insts.get("site-00000").await?;
     report.operator_peak_rss_mib = rss_mib(operator.pid(), "VmHWM:");
-    report.apiserver_rss_mib = rss_mib(cluster.apiserver().pid(), "VmRSS:");
-    report.etcd_rss_mib = rss_mib(cluster.etcd().pid(), "VmRSS:");
     watch.abort();
 
-    // The floor: the same minimum writes (one status write per installation) by a bare client at
-    // the same concurrency, on objects the operator does not watch.
+    // Idle: nothing changes.
+    eprintln!("bench: {} s idle", o.idle_secs);
+    let before: u64 = requests(port).await?.values().sum();
+    tokio::time::sleep(Duration::from_secs(o.idle_secs)).await;
+    let after: u64 = requests(port).await?.values().sum();
+    report.idle_requests = after.saturating_sub(before);
+    // Memory at rest (after the idle period, as for the baseline below): right after a burst of
+    // writes a Go heap holds garbage it has not returned yet.
+    report.apiserver_rss_mib = rss_mib(cluster.apiserver().pid(), "VmRSS:");
+    report.etcd_rss_mib = rss_mib(cluster.etcd().pid(), "VmRSS:");
+
+    // The floor: the same minimum writes (for the bulk upgrade, one status write per installation)
+    // of the same statuses by a bare client at the same concurrency, on objects the operator does
+    // not watch.
     eprintln!("bench: the floor");
     // For installs: the create and the operator's minimum writes for one install (the finalizer,
     // the task recorded, the installed version, an Event), one object after the other per slot.
     let floor: Api<Installation> = Api::namespaced(client.clone(), FLOOR_NAMESPACE);
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), FLOOR_NAMESPACE);
+    // The statuses written are the operator's own (conditions and all), from the upgraded template.
+    let upgraded = serde_json::to_value(&template.status)?;
+    let mut done = upgraded.clone();
+    done["installedVersion"] = json!("1.0");
+    done["installedMajor"] = json!(1);
+    let mut task = done.clone();
+    if let Some(fields) = task.as_object_mut() {
+        fields.remove("installedVersion");
+        fields.remove("installedMajor");
+    }
+    task["task"] = json!({"id": "t", "action": "install", "startedAt": "2026-01-01T00:00:00Z"});
     let started = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
-            let (floor, events) = (floor.clone(), events.clone());
+            let (floor, events, task, done) = (floor.clone(), events.clone(), task.clone(), done.clone());
             async move {
                 let name = format!("site-{i:05}");
                 floor.create(&PostParams::default(), &installation(&name)).await?;
                 let finalizer = json!({"metadata": {"finalizers": [crate::controllers::installation::FINALIZER]}});
                 floor.patch(&name, &PatchParams::default(), &Patch::Merge(&finalizer)).await?;
-                let task = json!({"task": {"id": "t", "action": "install", "startedAt": "2026-01-01T00:00:00Z"}});
                 floor.patch_status(&name, &PatchParams::default(), &replace_status(&task)).await?;
-                let done = json!({"installedVersion": "1.0", "installedMajor": 1});
                 floor.patch_status(&name, &PatchParams::default(), &replace_status(&done)).await?;
                 let event = serde_json::from_value(json!({"metadata": {"generateName": "floor-"},
                     "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "bench",
@@ -454,10 +473,9 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
     let started = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
-            let floor = floor.clone();
+            let (floor, upgraded) = (floor.clone(), upgraded.clone());
             async move {
-                let status = json!({"installedVersion": "2.0", "installedMajor": 2});
-                floor.patch_status(&format!("site-{i:05}"), &PatchParams::default(), &replace_status(&status)).await
+                floor.patch_status(&format!("site-{i:05}"), &PatchParams::default(), &replace_status(&upgraded)).await
             }
         })
         .buffer_unordered(o.concurrency)
@@ -467,13 +485,6 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
         .collect::<Result<Vec<_>, _>>()?;
     report.floor_s = started.elapsed().as_secs_f64();
     report.bulk_to_floor = if report.floor_s > 0.0 { report.bulk_upgrade_s / report.floor_s } else { 0.0 };
-
-    // Idle: nothing changes.
-    eprintln!("bench: {} s idle", o.idle_secs);
-    let before: u64 = requests(port).await?.values().sum();
-    tokio::time::sleep(Duration::from_secs(o.idle_secs)).await;
-    let after: u64 = requests(port).await?.values().sum();
-    report.idle_requests = after.saturating_sub(before);
 
     // SIGTERM under load: every Installation being uninstalled.
     eprintln!("bench: SIGTERM under load");
@@ -495,7 +506,8 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
 
     // The baseline: the same objects on a control plane of their own with no operator.
     eprintln!("bench: kube-apiserver with the same objects and no operator");
-    report.apiserver_baseline_rss_mib = baseline_apiserver_rss(n, o.concurrency, &template).await?;
+    report.apiserver_baseline_rss_mib =
+        baseline_apiserver_rss(n, o.concurrency, &template, Duration::from_secs(o.idle_secs)).await?;
     report.apiserver_to_baseline = if report.apiserver_baseline_rss_mib > 0.0 {
         report.apiserver_rss_mib / report.apiserver_baseline_rss_mib
     } else {
@@ -505,8 +517,13 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
 }
 
 /// kube-apiserver's RSS holding `n` Installations shaped like `template` (its finalizers and status),
-/// written by a bare client, with no operator running.
-async fn baseline_apiserver_rss(n: usize, concurrency: usize, template: &Installation) -> anyhow::Result<f64> {
+/// written by a bare client, with no operator running, measured after `rest` with nothing changing.
+async fn baseline_apiserver_rss(
+    n: usize,
+    concurrency: usize,
+    template: &Installation,
+    rest: Duration,
+) -> anyhow::Result<f64> {
     let cluster = LocalCluster::start(None).await?;
     let client = kube::Client::try_from(cluster.admin_config())?;
     crate::localcluster::install_crds(&client, &crate::api::all_crds()).await?;
@@ -534,6 +551,7 @@ async fn baseline_apiserver_rss(n: usize, concurrency: usize, template: &Install
         .collect::<Result<Vec<_>, _>>()?;
     // The same reads a watcher of the kind causes (the benchmark's own watch ran in the main run).
     let _ = insts.list(&Default::default()).await?;
+    tokio::time::sleep(rest).await;
     Ok(rss_mib(cluster.apiserver().pid(), "VmRSS:"))
 }
 

@@ -157,6 +157,8 @@ pub struct LocalCluster {
     // Field order matters: the API server stops before etcd.
     apiserver: KeptProcess,
     etcd: KeptProcess,
+    /// How the API server was started, so a fault drill can start it again the same way.
+    apiserver_cmd: (PathBuf, Vec<String>),
     server: String,
     admin_token: String,
     operator_token: String,
@@ -214,8 +216,7 @@ impl LocalCluster {
         write(&dir.join("sa.key"), &key.serialize_pem())?;
         write(&dir.join("sa.pub"), &key.public_key_pem())?;
 
-        let mut api_cmd = Command::new(bin.join("kube-apiserver"));
-        api_cmd.args([
+        let api_args: Vec<String> = vec![
             format!("--etcd-servers=http://127.0.0.1:{client_port}"),
             format!("--cert-dir={}", dir.join("certs").display()),
             format!("--secure-port={secure_port}"),
@@ -235,7 +236,9 @@ impl LocalCluster {
             "--enable-priority-and-fairness=false".into(),
             "--allow-privileged=true".into(),
             "--v=1".into(),
-        ]);
+        ];
+        let mut api_cmd = Command::new(bin.join("kube-apiserver"));
+        api_cmd.args(&api_args);
         let apiserver = KeptProcess::spawn("kube-apiserver", api_cmd, &dir.join("kube-apiserver.log"))?;
 
         let cluster = LocalCluster {
@@ -243,6 +246,7 @@ impl LocalCluster {
             remove_dir,
             apiserver,
             etcd,
+            apiserver_cmd: (bin.join("kube-apiserver"), api_args),
             server: format!("https://127.0.0.1:{secure_port}"),
             admin_token,
             operator_token,
@@ -327,6 +331,19 @@ impl LocalCluster {
     /// RBAC manifests in `deploy/` grant the user `forgeops-operator`.
     pub fn operator_config(&self) -> Config {
         self.config_for(&self.operator_token)
+    }
+
+    /// Fault drill: stops the API server (SIGTERM, as a rolling restart does), keeps it down for
+    /// `down`, then starts it again with the same flags, port, certificates and etcd, and waits
+    /// until it is ready.
+    pub async fn restart_apiserver(&mut self, down: Duration) -> Result<(), Error> {
+        self.apiserver.stop(Duration::from_secs(10));
+        tokio::time::sleep(down).await;
+        let (bin, args) = &self.apiserver_cmd;
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        self.apiserver = KeptProcess::spawn("kube-apiserver", cmd, &self.dir.join("kube-apiserver-restarted.log"))?;
+        self.wait_ready().await
     }
 
     /// The API server process, for tests that look at its log.

@@ -382,3 +382,17 @@ pub async fn kill_hard(process: &forgeops::localcluster::KeptProcess) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Fault drill: stops the shared control plane's API server, keeps it down for `down`, and starts
+/// it again on the same etcd (waiting until it is ready).
+pub async fn restart_apiserver(down: Duration) {
+    let mut cluster = CLUSTER.lock().unwrap().take().expect("the shared control plane is running");
+    let restarted = cluster.restart_apiserver(down).await;
+    *CLUSTER.lock().unwrap() = Some(cluster);
+    restarted.expect("restarting kube-apiserver");
+}
+
+/// Fault drill: sends `signal` (SIGSTOP, SIGCONT) to the shared control plane's etcd.
+pub fn signal_etcd(signal: i32) {
+    CLUSTER.lock().unwrap().as_ref().expect("the shared control plane is running").etcd().signal(signal);
+}

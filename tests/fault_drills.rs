@@ -1,0 +1,269 @@
+//! Fault drills: the control plane and the platform fail in the middle of work, and nothing is
+//! lost or done twice. Each drill runs the operator binary as a process against the shared real
+//! control plane and the platform emulator (loopback only), injects one fault, and checks the end
+//! state on the platform itself: every site installed or upgraded exactly once, one rollout per
+//! step, exact counts, and the operator still running. The drills take turns: a restarted API
+//! server or a paused etcd would disturb a drill running beside it.
+
+mod support;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use forgeops::api::{BulkUpgrade, BulkUpgradeState, ForgeApp, Installation};
+use forgeops::emulator::Faults;
+use kube::api::{Api, ListParams};
+use serde_json::json;
+use support::platform::{TestPlatform, seeded};
+use support::{TestNs, create};
+
+/// One drill at a time.
+static DRILL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const INSTALL_APP: &str = "ari:cloud:ecosystem::app/insights";
+const BULK_APP: &str = "ari:cloud:ecosystem::app/legacy";
+const CREATE_ROLLOUT: &str = "forge_cli_createAppVersionUpgradeRollout";
+const INSTALL: &str = "forge_cli_installApplication";
+
+fn installation(i: usize) -> serde_json::Value {
+    json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "Installation", "metadata": {"name": format!("site-{i}")},
+        "spec": {"appRef": {"name": "insights"}, "site": format!("site-{i}.atlassian.net"), "products": ["jira"]}})
+}
+
+async fn installed(insts: &Api<Installation>) -> Vec<Installation> {
+    let list = insts.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+    list.into_iter().filter(|i| i.status.as_ref().and_then(|s| s.installed_version.as_deref()) == Some("1.0")).collect()
+}
+
+/// The platform for a drill: the install app (mirrored from the namespace, versions declared the
+/// test way) and the bulk app, already installed on 1.0.0 on `bulk_sites` sites, with 2.0.0
+/// deployed (same permissions, so a rollout may move them).
+async fn platform(t: &TestNs, bulk_sites: usize, task: Duration) -> std::sync::Arc<TestPlatform> {
+    let mut config = seeded(
+        BULK_APP,
+        &[("1.0.0", &["read:jira-work"]), ("2.0.0", &["read:jira-work"])],
+        "legacy",
+        bulk_sites,
+        "1.0.0",
+    );
+    config.task_duration = task;
+    config.rollout_step = Duration::from_millis(20);
+    let platform = t.start_platform(config).await;
+    let apps: Api<ForgeApp> = t.api();
+    create(
+        &apps,
+        json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": "insights"},
+        "spec": {"appId": INSTALL_APP, "developerAccount": "dev", "environments": [{"name": "production",
+            "versions": [{"major": 1, "minor": 0, "compatibility": {"required": "jira"}}]}]}}),
+    )
+    .await;
+    create(
+        &apps,
+        json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": "legacy"},
+        "spec": {"appId": BULK_APP, "environments": ["production"]}}),
+    )
+    .await;
+    platform
+}
+
+async fn wait_until(
+    what: &str,
+    timeout: Duration,
+    operator: &forgeops::localcluster::KeptProcess,
+    mut done: impl AsyncFnMut() -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}:\n{}", operator.log_tail());
+        assert!(!operator.has_exited(), "the operator exited:\n{}", operator.log_tail());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every one of `n` sites has exactly one completed install task.
+fn installed_once(platform: &TestPlatform, n: usize) {
+    let completed = platform.completed_tasks("install");
+    let not_once: Vec<_> = completed.iter().filter(|(_, c)| **c != 1).collect();
+    assert_eq!(completed.len(), n, "every site was installed: {completed:?}");
+    assert!(not_once.is_empty(), "sites installed more than once: {not_once:?}");
+}
+
+/// A stepped bulk upgrade of the bulk app's `sites` installations, completed: one rollout per step,
+/// each installation upgraded once, exact counts.
+async fn upgraded_once(
+    platform: &TestPlatform,
+    bus: &Api<BulkUpgrade>,
+    sites: u32,
+    operator: &forgeops::localcluster::KeptProcess,
+) {
+    wait_until("the bulk upgrade to complete", Duration::from_secs(240), operator, async || {
+        let b = bus.get("to-2").await.ok();
+        b.and_then(|b| b.status).and_then(|s| s.state) == Some(BulkUpgradeState::Complete)
+    })
+    .await;
+    let rollouts = platform.rollouts(BULK_APP);
+    let limits: Vec<i64> = rollouts.iter().map(|r| r["upgradeLimit"].as_i64().unwrap()).collect();
+    assert_eq!(limits, vec![30, 100, 1800], "exactly one rollout per step: {rollouts:#?}");
+    let by = platform.upgraded_by(BULK_APP);
+    assert_eq!(by.len(), sites as usize);
+    let not_once: Vec<_> = by.iter().filter(|(_, r)| r.len() != 1).collect();
+    assert!(not_once.is_empty(), "installations not upgraded exactly once: {not_once:?}");
+    let s = bus.get("to-2").await.unwrap().status.unwrap();
+    assert_eq!((s.total, s.upgraded, s.failed, s.pending, s.unprocessed), (sites, sites, 0, 0, 0));
+}
+
+async fn start_bulk_upgrade(bus: &Api<BulkUpgrade>) {
+    create(
+        bus,
+        json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "BulkUpgrade", "metadata": {"name": "to-2"},
+        "spec": {"appRef": {"name": "legacy"}, "environment": "production", "fromMajor": 1, "toMajor": 2,
+            "steps": [{"limit": 30}, {"limit": 100}, {}]}}),
+    )
+    .await;
+}
+
+/// The drill for a control-plane fault: `fault` strikes once 40 of 200 installs were asked for,
+/// and again once the second step of a stepped 300-site bulk upgrade was asked for.
+async fn control_plane_drill<F, Fut>(prefix: &str, fault: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    const INSTALLS: usize = 200;
+    const BULK: u32 = 300;
+    let _turn = DRILL.lock().await;
+    let t = TestNs::new(prefix).await;
+    let platform = platform(&t, BULK as usize, Duration::from_millis(800)).await;
+    let insts: Api<Installation> = t.api();
+    for i in 0..INSTALLS {
+        create(&insts, installation(i)).await;
+    }
+    let operator = t.spawn_operator_process(&platform.emulator.graphql_url(), 1);
+    wait_until("40 install requests", Duration::from_secs(120), &operator, async || platform.calls(INSTALL) >= 40)
+        .await;
+    let struck = Instant::now();
+    fault().await;
+    eprintln!("{prefix}: fault over after {:?}, {} install requests so far", struck.elapsed(), platform.calls(INSTALL));
+    wait_until("every site installed", Duration::from_secs(240), &operator, async || {
+        installed(&insts).await.len() == INSTALLS
+    })
+    .await;
+    installed_once(&platform, INSTALLS);
+    eprintln!("{prefix}: {INSTALLS} installed {:?} after the fault struck", struck.elapsed());
+
+    let bus: Api<BulkUpgrade> = t.api();
+    start_bulk_upgrade(&bus).await;
+    wait_until("the second rollout request", Duration::from_secs(120), &operator, async || {
+        platform.calls(CREATE_ROLLOUT) >= 2
+    })
+    .await;
+    fault().await;
+    upgraded_once(&platform, &bus, BULK, &operator).await;
+    assert!(!operator.has_exited(), "the operator is still running");
+    eprintln!("{prefix}: {} rollout requests in all", platform.calls(CREATE_ROLLOUT));
+}
+
+#[tokio::test]
+async fn the_api_server_restarts_during_installs_and_a_stepped_bulk_upgrade_and_nothing_repeats() {
+    control_plane_drill("drill-apiserver", || support::restart_apiserver(Duration::from_secs(5))).await;
+}
+
+#[tokio::test]
+async fn etcd_is_gone_for_10_s_during_installs_and_a_stepped_bulk_upgrade_and_nothing_repeats() {
+    control_plane_drill("drill-etcd", || async {
+        support::signal_etcd(libc::SIGSTOP);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        support::signal_etcd(libc::SIGCONT);
+    })
+    .await;
+}
+
+/// Platform requests the emulator received in the window `[from, to)` (epoch milliseconds).
+fn requests_between(platform: &TestPlatform, from: i64, to: i64) -> usize {
+    platform.emulator.requests().iter().filter(|r| r.at_ms >= from && r.at_ms < to).count()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[tokio::test]
+async fn platform_errors_an_outage_rate_limits_and_latency_lose_nothing_and_the_operator_backs_off() {
+    const INSTALLS: usize = 300;
+    const BULK: u32 = 300;
+    let _turn = DRILL.lock().await;
+    let t = TestNs::new("drill-platform").await;
+    let platform = platform(&t, BULK as usize, Duration::from_millis(300)).await;
+    let insts: Api<Installation> = t.api();
+    // 20% of every request answered 500 or 503 from the start.
+    platform.set_faults(Faults { error_rate: 0.2, ..Default::default() });
+    for i in 0..INSTALLS {
+        create(&insts, installation(i)).await;
+    }
+    let operator = t.spawn_operator_process(&platform.emulator.graphql_url(), 1);
+    wait_until("100 sites installed through 20% errors", Duration::from_secs(180), &operator, async || {
+        installed(&insts).await.len() >= 100
+    })
+    .await;
+
+    // A 30 s outage: every request answered 503.
+    platform.set_faults(Faults { down: true, ..Default::default() });
+    let down_at = now_ms();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    // Failures are reported per object, with the platform's reason.
+    let waiting: Vec<Installation> = insts
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|i| i.status.as_ref().and_then(|s| s.installed_version.as_ref()).is_none())
+        .collect();
+    let reported = waiting
+        .iter()
+        .filter(|i| {
+            support::condition(*i, "Ready").is_some_and(|(status, reason, message)| {
+                status == "False" && reason == "PlatformError" && message.contains("retrying")
+            })
+        })
+        .count();
+    assert!(reported > 0, "no waiting Installation says PlatformError: {:#?}", waiting.first().map(|i| &i.status));
+    tokio::time::sleep(Duration::from_secs(18)).await;
+    let up_at = now_ms();
+    let (first, last) =
+        (requests_between(&platform, down_at, down_at + 10_000), requests_between(&platform, up_at - 10_000, up_at));
+    eprintln!(
+        "drill-platform: during the 30 s outage {} requests in the first 10 s, {} in the last 10 s; {reported} of {} waiting Installations said PlatformError at 12 s",
+        first,
+        last,
+        waiting.len()
+    );
+    // The breaker holds requests after failures in a row; what goes out is the odd probe.
+    assert!(last * 2 <= first, "the request rate did not back off during the outage: {first} then {last} per 10 s");
+    assert!(last <= 30, "more than 3 requests a second at the end of a 30 s outage: {last} in 10 s");
+    assert!(first < 1000, "a hot loop: {first} requests in 10 s for {} objects", waiting.len());
+
+    // A burst of rate limiting, and 2 s of latency on every answer for 20 s; then the platform is
+    // well again and every site gets installed.
+    let before_slow = installed(&insts).await.len();
+    platform.set_faults(Faults { rate_limit_burst: 60, latency_ms: 2000, ..Default::default() });
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let during_slow = installed(&insts).await.len() - before_slow;
+    platform.set_faults(Faults::default());
+    wait_until("every site installed after 429s and 2 s latency", Duration::from_secs(240), &operator, async || {
+        installed(&insts).await.len() == INSTALLS
+    })
+    .await;
+    eprintln!("drill-platform: {during_slow} sites installed during 20 s of 2 s latency; all {INSTALLS} installed");
+    installed_once(&platform, INSTALLS);
+
+    // A stepped bulk upgrade through 20% errors and a burst of rate limiting.
+    platform.set_faults(Faults { error_rate: 0.2, rate_limit_burst: 30, ..Default::default() });
+    let bus: Api<BulkUpgrade> = t.api();
+    start_bulk_upgrade(&bus).await;
+    upgraded_once(&platform, &bus, BULK, &operator).await;
+    platform.set_faults(Faults::default());
+    let log = std::fs::read_to_string(t.operator_log(1)).unwrap_or_default();
+    assert!(!log.contains("panicked"), "the operator panicked:\n{}", operator.log_tail());
+    eprintln!("drill-platform: {} platform requests in all", platform.emulator.requests().len());
+}
