@@ -281,7 +281,8 @@ impl Context {
     }
 }
 
-/// Per-object exponential backoff for failed reconciliations: 1s, 2s, 4s… up to 5 minutes, reset
+/// Per-object exponential backoff for failed reconciliations: 1s, 2s, 4s… up to 5 minutes (30 s
+/// after platform failures), reset
 /// by a success, so a failing object never hot-loops and never delays the others.
 #[derive(Default)]
 pub struct Backoff {
@@ -290,12 +291,21 @@ pub struct Backoff {
 
 impl Backoff {
     pub const MAX: Duration = Duration::from_secs(300);
+    /// The longest wait after a retryable platform failure. Shorter than [`Backoff::MAX`]: while
+    /// the platform keeps failing, the adapter's circuit breaker answers these retries without a
+    /// request, and once it answers again every object is back within this long.
+    pub const MAX_PLATFORM: Duration = Duration::from_secs(30);
 
     pub fn next_delay(&self, key: &str) -> Duration {
+        self.next_delay_up_to(key, Self::MAX)
+    }
+
+    /// [`Backoff::next_delay`], at most `max`.
+    pub fn next_delay_up_to(&self, key: &str, max: Duration) -> Duration {
         let mut failures = self.failures.lock().unwrap();
         let n = failures.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
-        Duration::from_secs(1u64.checked_shl(*n - 1).unwrap_or(u64::MAX)).min(Self::MAX)
+        Duration::from_secs(1u64.checked_shl(*n - 1).unwrap_or(u64::MAX)).min(max)
     }
 
     pub fn reset(&self, key: &str) {
@@ -343,7 +353,8 @@ pub fn retry_delay<K: Resource<DynamicType = ()>>(controller: &str, obj: &K, err
     let category = error.category();
     match category {
         ErrorCategory::Kubernetes | ErrorCategory::PlatformRetryable => {
-            let delay = ctx.backoff.next_delay(&object);
+            let max = if category == ErrorCategory::PlatformRetryable { Backoff::MAX_PLATFORM } else { Backoff::MAX };
+            let delay = ctx.backoff.next_delay_up_to(&object, max);
             tracing::warn!(controller, %object, %error, category = category.as_str(), retry_in = ?delay, "reconcile failed");
             delay
         }
@@ -568,6 +579,7 @@ mod tests {
             b.next_delay("a");
         }
         assert_eq!(b.next_delay("a"), Backoff::MAX);
+        assert_eq!(b.next_delay_up_to("a", Backoff::MAX_PLATFORM), Backoff::MAX_PLATFORM);
         b.reset("a");
         assert_eq!(b.next_delay("a"), Duration::from_secs(1));
     }
