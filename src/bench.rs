@@ -156,16 +156,15 @@ fn rss_mib(pid: u32, key: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The operator's /metrics text.
+async fn metrics(port: u16) -> anyhow::Result<String> {
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    Ok(client.get(format!("http://127.0.0.1:{port}/metrics")).send().await?.text().await?)
+}
+
 /// The operator's Kubernetes API requests so far, by HTTP method, from its /metrics.
 async fn requests(port: u16) -> anyhow::Result<BTreeMap<String, u64>> {
-    let text = reqwest::Client::builder()
-        .no_proxy()
-        .build()?
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let text = metrics(port).await?;
     let mut out = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with("forgeops_kube_api_requests_total{")) {
         let method = line.split("method=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("?");
@@ -178,14 +177,7 @@ async fn requests(port: u16) -> anyhow::Result<BTreeMap<String, u64>> {
 /// From the operator's /metrics: the Installation controller's reconciles (count, seconds in all)
 /// and the platform requests (count, seconds in all).
 async fn work(port: u16) -> anyhow::Result<[f64; 4]> {
-    let text = reqwest::Client::builder()
-        .no_proxy()
-        .build()?
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let text = metrics(port).await?;
     let sum = |prefix: &str| -> f64 {
         text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
     };
@@ -414,7 +406,13 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
     report.operator_peak_rss_mib = rss_mib(operator.pid(), "VmHWM:");
     watch.abort();
 
-    // Idle: nothing changes.
+    // Idle: nothing changes (once the BulkUpgrade has recorded its end and released its Leases).
+    let deadline = Instant::now() + timeout;
+    while bus.get("all").await?.status.and_then(|s| s.state) != Some(crate::api::BulkUpgradeState::Complete) {
+        anyhow::ensure!(Instant::now() < deadline, "the BulkUpgrade did not complete");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     eprintln!("bench: {} s idle", o.idle_secs);
     let before: u64 = requests(port).await?.values().sum();
     tokio::time::sleep(Duration::from_secs(o.idle_secs)).await;
