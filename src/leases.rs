@@ -4,9 +4,14 @@
 //!
 //! A Lease is held by a UID (`spec.holderIdentity`) and names its holder for people and for
 //! `blockedBy` in the `forgeops.dev/holder` annotation. A holder that stops renewing loses the Lease
-//! once `renewTime + leaseDurationSeconds` has passed.
+//! a `leaseDurationSeconds` after this process last saw its record change, by this process's own
+//! clock, as client-go's leader election judges it ([`Observer`]): the holder's `renewTime` is
+//! written by the holder's clock, which may be off, so it is compared only for change, never with
+//! the local time.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -32,17 +37,66 @@ pub enum Claim {
     Busy(String),
 }
 
-/// Whether a Lease is free for `holder` at `now`: unheld, held by `holder`, or expired.
-pub fn available_to(lease: &Lease, holder: &str, now: jiff::Timestamp) -> bool {
-    let Some(spec) = &lease.spec else { return true };
-    match spec.holder_identity.as_deref() {
-        None | Some("") => true,
-        Some(h) if h == holder => true,
-        Some(_) => {
-            let duration = spec.lease_duration_seconds.unwrap_or(0) as i64;
-            let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0);
-            renewed.is_none_or(|r| r + jiff::SignedDuration::from_secs(duration) < now)
+/// What this process has seen of each Lease's record, and since when: client-go's `observedRecord`
+/// and `observedTime`. A Lease held by someone else expires a lease duration after its record
+/// (holder, renew and acquire times, duration, transitions) last changed as seen from here, so a
+/// holder whose clock runs ahead (a `renewTime` in the future) does not keep a dead Lease longer,
+/// and one whose clock runs behind does not lose a Lease it keeps renewing. Like client-go, a Lease
+/// first seen by a process that just started is given one full duration.
+#[derive(Debug, Default)]
+pub struct Observer {
+    seen: Mutex<HashMap<String, (Record, Instant)>>,
+}
+
+/// The parts of a Lease whose change shows that its holder is alive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Record {
+    holder: Option<String>,
+    renewed: Option<jiff::Timestamp>,
+    acquired: Option<jiff::Timestamp>,
+    duration: Option<i32>,
+    transitions: Option<i32>,
+}
+
+impl Record {
+    fn of(spec: &LeaseSpec) -> Record {
+        Record {
+            holder: spec.holder_identity.clone(),
+            renewed: spec.renew_time.as_ref().map(|t| t.0),
+            acquired: spec.acquire_time.as_ref().map(|t| t.0),
+            duration: spec.lease_duration_seconds,
+            transitions: spec.lease_transitions,
         }
+    }
+}
+
+impl Observer {
+    /// Whether the Lease `name` is free for `holder` now: unheld, held by `holder`, or expired.
+    pub fn available_to(&self, name: &str, lease: &Lease, holder: &str) -> bool {
+        self.available_at(name, lease, holder, Instant::now())
+    }
+
+    /// [`Observer::available_to`] at `now`.
+    pub fn available_at(&self, name: &str, lease: &Lease, holder: &str, now: Instant) -> bool {
+        let held_by = lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref());
+        held_by == Some(holder) || self.expires_at(name, lease, now).is_none_or(|at| at <= now)
+    }
+
+    /// When the Lease `name` expires unless its holder renews it, by this process's clock, noting
+    /// its record as seen at `now`. `None`: nobody holds it.
+    pub fn expires_at(&self, name: &str, lease: &Lease, now: Instant) -> Option<Instant> {
+        let spec = lease.spec.as_ref()?;
+        spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
+        let record = Record::of(spec);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let since = match seen.get(name) {
+            Some((r, since)) if *r == record => *since,
+            _ => {
+                seen.insert(name.to_string(), (record, now));
+                now
+            }
+        };
+        Some(since + Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64))
     }
 }
 
@@ -77,7 +131,13 @@ fn conflict(e: &kube::Error) -> bool {
 }
 
 /// Takes or renews the Lease `name` for `holder`. Losing a race is `Busy`, never an error.
-pub async fn claim(api: &Api<Lease>, name: &str, holder: &Holder, duration: Duration) -> Result<Claim, kube::Error> {
+pub async fn claim(
+    api: &Api<Lease>,
+    name: &str,
+    holder: &Holder,
+    duration: Duration,
+    observer: &Observer,
+) -> Result<Claim, kube::Error> {
     let now = jiff::Timestamp::now();
     match api.get_opt(name).await? {
         None => {
@@ -91,7 +151,7 @@ pub async fn claim(api: &Api<Lease>, name: &str, holder: &Holder, duration: Dura
             }
         }
         Some(mut lease) => {
-            if !available_to(&lease, &holder.uid, now) {
+            if !observer.available_to(name, &lease, &holder.uid) {
                 return Ok(Claim::Busy(holder_name(&lease)));
             }
             held_by(&mut lease, holder, duration, now);
@@ -114,6 +174,7 @@ pub async fn claim_from(
     cached: Option<&Lease>,
     holder: &Holder,
     duration: Duration,
+    observer: &Observer,
 ) -> Result<Option<Claim>, kube::Error> {
     let now = jiff::Timestamp::now();
     let result = match cached {
@@ -124,7 +185,7 @@ pub async fn claim_from(
             api.create(&PostParams::default(), &lease).await
         }
         Some(lease) => {
-            if !available_to(lease, &holder.uid, now) {
+            if !observer.available_to(name, lease, &holder.uid) {
                 return Ok(Some(Claim::Busy(holder_name(lease))));
             }
             let mut lease = lease.clone();
@@ -139,15 +200,10 @@ pub async fn claim_from(
     }
 }
 
-/// When the Lease `name` expires unless its holder renews it (`None`: unheld or absent).
-pub async fn expiry(api: &Api<Lease>, name: &str) -> Result<Option<jiff::Timestamp>, kube::Error> {
-    let Some(spec) = api.get_opt(name).await?.and_then(|l| l.spec) else { return Ok(None) };
-    if spec.holder_identity.as_deref().is_none_or(str::is_empty) {
-        return Ok(None);
-    }
-    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0);
-    let duration = jiff::SignedDuration::from_secs(spec.lease_duration_seconds.unwrap_or(0) as i64);
-    Ok(renewed.map(|r| r + duration))
+/// When the Lease `name` expires unless its holder renews it, by this process's clock (`None`:
+/// unheld or absent), with its record noted in `observer`.
+pub async fn expiry(api: &Api<Lease>, name: &str, observer: &Observer) -> Result<Option<Instant>, kube::Error> {
+    Ok(api.get_opt(name).await?.and_then(|lease| observer.expires_at(name, &lease, Instant::now())))
 }
 
 /// Whether `holder` currently holds the Lease `name`.
@@ -192,27 +248,54 @@ pub fn lease_name(prefix: &str, key: &str) -> String {
 mod tests {
     use super::*;
 
-    fn lease(holder: Option<&str>, renewed_secs_ago: i64, duration: i32) -> Lease {
-        let now = jiff::Timestamp::now();
+    fn lease(holder: Option<&str>, renewed: jiff::Timestamp, duration: i32) -> Lease {
         Lease {
             spec: Some(LeaseSpec {
                 holder_identity: holder.map(str::to_string),
                 lease_duration_seconds: Some(duration),
-                renew_time: Some(MicroTime(now - jiff::SignedDuration::from_secs(renewed_secs_ago))),
+                renew_time: Some(MicroTime(renewed)),
                 ..Default::default()
             }),
             ..Default::default()
         }
     }
 
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
     #[test]
-    fn a_lease_is_available_when_free_mine_or_expired() {
-        let now = jiff::Timestamp::now();
-        assert!(available_to(&lease(None, 0, 30), "me", now));
-        assert!(available_to(&lease(Some("me"), 0, 30), "me", now));
-        assert!(!available_to(&lease(Some("other"), 5, 30), "me", now));
-        assert!(available_to(&lease(Some("other"), 31, 30), "me", now), "the holder stopped renewing");
-        assert!(available_to(&Lease::default(), "me", now));
+    fn a_lease_is_available_when_free_mine_or_unchanged_for_its_duration() {
+        let (o, t0, now) = (Observer::default(), Instant::now(), jiff::Timestamp::now());
+        assert!(o.available_at("a", &lease(None, now, 30), "me", t0));
+        assert!(o.available_at("b", &lease(Some("me"), now, 30), "me", t0));
+        assert!(o.available_at("c", &Lease::default(), "me", t0));
+        let other = lease(Some("other"), now, 30);
+        assert!(!o.available_at("d", &other, "me", t0));
+        assert!(!o.available_at("d", &other, "me", t0 + secs(29)));
+        assert!(o.available_at("d", &other, "me", t0 + secs(30)), "the holder stopped renewing");
+    }
+
+    #[test]
+    fn a_renewal_restarts_the_duration_whatever_the_holders_clock_says() {
+        let (o, t0, now) = (Observer::default(), Instant::now(), jiff::Timestamp::now());
+        // The holder's clock is 60 s behind: its renewTime looks long expired, but it keeps renewing.
+        let behind = |s: i64| lease(Some("other"), now - jiff::SignedDuration::from_secs(60 - s), 10);
+        assert!(!o.available_at("l", &behind(0), "me", t0));
+        assert!(!o.available_at("l", &behind(5), "me", t0 + secs(8)));
+        assert!(!o.available_at("l", &behind(10), "me", t0 + secs(16)));
+        assert!(!o.available_at("l", &behind(10), "me", t0 + secs(25)));
+        assert!(o.available_at("l", &behind(10), "me", t0 + secs(26)), "it stopped renewing at 16 s");
+    }
+
+    #[test]
+    fn a_holder_whose_clock_runs_ahead_keeps_the_lease_one_duration_not_until_its_renew_time() {
+        let (o, t0) = (Observer::default(), Instant::now());
+        let ahead = lease(Some("other"), jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60), 10);
+        assert_eq!(o.expires_at("l", &ahead, t0), Some(t0 + secs(10)));
+        assert_eq!(o.expires_at("l", &ahead, t0 + secs(3)), Some(t0 + secs(10)), "first seen at t0");
+        assert!(o.available_at("l", &ahead, "me", t0 + secs(10)));
+        assert_eq!(o.expires_at("free", &lease(Some(""), jiff::Timestamp::now(), 10), t0), None);
     }
 
     #[test]

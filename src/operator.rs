@@ -226,8 +226,9 @@ async fn become_leader(
 ) -> Result<Option<Leadership>, Error> {
     let retry = duration / 3;
     let mut announced = None;
+    let observer = leases::Observer::default();
     loop {
-        match leases::claim(leases, LEADER_LEASE, holder, duration).await? {
+        match leases::claim(leases, LEADER_LEASE, holder, duration, &observer).await? {
             Claim::Held => break,
             Claim::Busy(leader) => {
                 if announced.as_ref() != Some(&leader) {
@@ -236,13 +237,11 @@ async fn become_leader(
                 }
                 health.set_role(crate::health::Role::Standby { leader });
                 // Wake up when the leader's Lease would expire (if it stops renewing), at the latest
-                // after a third of the duration: a standby takes over within one lease duration.
-                let expiry = leases::expiry(leases, LEADER_LEASE).await.ok().flatten();
+                // after a third of the duration: a standby takes over within one lease duration of
+                // last seeing the leader renew (client-go's rule; the leader's clock is not trusted).
+                let expiry = leases::expiry(leases, LEADER_LEASE, &observer).await.ok().flatten();
                 let wait = expiry
-                    .map(|at| {
-                        let left = at.duration_since(jiff::Timestamp::now()).as_millis().max(0) as u64;
-                        Duration::from_millis(left + 50)
-                    })
+                    .map(|at| at.saturating_duration_since(std::time::Instant::now()) + Duration::from_millis(50))
                     .unwrap_or(retry)
                     .min(retry);
                 tokio::select! {
@@ -258,7 +257,7 @@ async fn become_leader(
         let mut last_renewal = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(retry).await;
-            match leases::claim(&leases, LEADER_LEASE, &holder, duration).await {
+            match leases::claim(&leases, LEADER_LEASE, &holder, duration, &observer).await {
                 Ok(Claim::Held) => last_renewal = tokio::time::Instant::now(),
                 Ok(Claim::Busy(other)) => {
                     tracing::error!(%other, "leadership lost to another replica; stopping the controllers");

@@ -20,10 +20,10 @@ use tracing::{info, warn};
 use super::{Context, Error, apply_status_guarded, instrumented, objects_of_app, publish_event, retry_delay};
 use crate::api::{BulkUpgrade, BulkUpgradeState, BulkUpgradeStatus, ForgeApp, RolloutPhase};
 use crate::leases::{self, Claim, Holder};
-use crate::platform::{Credentials, PlatformError, RolloutStatus};
+use crate::platform::{Credentials, ErrorKind, PlatformError, RolloutStatus};
 use crate::rules::bulk_upgrade::{
-    self as rules, Admission, AppView, Current, Decision, Effect, Inputs, LeaseHold, Leases, Other, PlatformView,
-    Reason, Requeue, StartAnswer,
+    self as rules, Admission, AppView, Current, Decision, Effect, FailureKind, Inputs, LeaseHold, Leases, Other,
+    PlatformView, Reason, Requeue, StartAnswer,
 };
 use crate::rules::conditions as conds;
 
@@ -66,6 +66,8 @@ pub struct BulkContext {
     upgrades: Store<BulkUpgrade>,
     /// When each app's installations were last listed for a running rollout.
     refreshed: Mutex<HashMap<String, Instant>>,
+    /// When each Lease's record was last seen to change (expiry by this process's clock).
+    observer: leases::Observer,
 }
 
 pub async fn reconcile(bu: Arc<BulkUpgrade>, bctx: Arc<BulkContext>) -> Result<Action, Error> {
@@ -157,7 +159,7 @@ async fn apply(bu: Arc<BulkUpgrade>, bctx: &BulkContext) -> Result<Action, Error
                 {
                     let _ = take_leases(&current, &account, bctx).await;
                 }
-                return Err(e);
+                return Err(report_failure(&current, ctx, e).await);
             }
         };
         let inputs = Inputs {
@@ -184,7 +186,11 @@ async fn apply(bu: Arc<BulkUpgrade>, bctx: &BulkContext) -> Result<Action, Error
                 continue;
             }
         }
-        let (status, requeue) = match execute(&current, &decision, &inputs, &gathered, bctx).await? {
+        let executed = match execute(&current, &decision, &inputs, &gathered, bctx).await {
+            Ok(executed) => executed,
+            Err(e) => return Err(report_failure(&current, ctx, e).await),
+        };
+        let (status, requeue) = match executed {
             Some(done) => done,
             // Lost a Lease to another upgrade meanwhile: decide again once the cache shows it.
             None => return Ok(Action::requeue(Duration::from_secs(1))),
@@ -224,6 +230,41 @@ fn action(requeue: Requeue, limits: Limits) -> Action {
         Requeue::After(d) => Action::requeue(d),
         Requeue::AwaitChange => Action::await_change(),
     }
+}
+
+/// Reports a platform or credentials failure on the upgrade's conditions (written only when they
+/// change, with a Warning Event when the reason is new), then hands the error on to the retry
+/// policy. Kubernetes failures are only handed on.
+async fn report_failure(bu: &BulkUpgrade, ctx: &Context, error: Error) -> Error {
+    let (kind, what) = match &error {
+        Error::Platform(e) if e.kind == ErrorKind::BadCredentials => (FailureKind::Credentials, e.message.clone()),
+        // Without the request id: the same failure again is the same condition, and no write.
+        Error::Platform(e) if e.retryable() => (FailureKind::Transient, format!("{}: {}", e.operation, e.message)),
+        Error::Platform(e) => (FailureKind::Refused, format!("{}: {}", e.operation, e.message)),
+        Error::Credentials(e) => (FailureKind::Credentials, e.to_string()),
+        _ => return error,
+    };
+    let previous = bu.status.clone().unwrap_or_default();
+    if finished(previous.state) {
+        return error;
+    }
+    let status = rules::platform_failed(&previous, kind, &what, bu.metadata.generation, &super::now());
+    if status == previous {
+        return error;
+    }
+    match apply_status_guarded(&ctx.client, bu, &status).await {
+        Ok(written) => {
+            ctx.wrote(&written);
+            let ready = |s: &BulkUpgradeStatus| conds::find(&s.conditions, rules::Type::Ready.as_str()).cloned();
+            if let Some(now) = ready(&status)
+                && ready(&previous).map(|c| c.reason) != Some(now.reason.clone())
+            {
+                publish_event(ctx, bu, true, &now.reason, now.message, "Reconcile").await;
+            }
+        }
+        Err(e) => warn!(bulk_upgrade = %full_name(bu), error = %e, "could not report a platform failure on the status"),
+    }
+    error
 }
 
 /// How soon to read a running rollout again: a quarter of its age, between 250 ms and `poll`, so
@@ -313,11 +354,10 @@ async fn gather(bu: &BulkUpgrade, bctx: &BulkContext) -> Result<Gathered, Error>
 /// Admission from the Lease cache and the other upgrades in the watch cache.
 fn admission_of(bu: &BulkUpgrade, account: &str, bctx: &BulkContext) -> Admission {
     let ctx = &bctx.ctx;
-    let now = jiff::Timestamp::now();
     let hold = |name: &str| {
         let lease = ctx.caches.lease(&ctx.operator_namespace, name)?;
         let holder = lease.spec.as_ref()?.holder_identity.clone().filter(|h| !h.is_empty())?;
-        let live = !leases::available_to(&lease, "", now);
+        let live = !bctx.observer.available_to(name, &lease, "");
         let display = lease
             .metadata
             .annotations
@@ -534,7 +574,7 @@ async fn take_leases(bu: &BulkUpgrade, account: &str, bctx: &BulkContext) -> Res
     let duration = bctx.limits.lease_duration;
     let cached = |name: &str| ctx.caches.lease(&ctx.operator_namespace, name);
     for name in [env_lease(bu), account_lease(account)] {
-        if !matches!(claim(&api, &name, cached(&name), &me, duration).await?, Claim::Held) {
+        if !matches!(claim(&api, &name, cached(&name), &me, duration, &bctx.observer).await?, Claim::Held) {
             release_all(bctx, &me.uid, true).await?;
             return Ok(false);
         }
@@ -546,10 +586,10 @@ async fn take_leases(bu: &BulkUpgrade, account: &str, bctx: &BulkContext) -> Res
     let order: Vec<&String> = mine.into_iter().chain(slots.iter().filter(|s| Some(*s) != mine)).collect();
     for slot in order {
         let lease = cached(slot);
-        if lease.as_ref().is_some_and(|l| !leases::available_to(l, &me.uid, jiff::Timestamp::now())) {
+        if lease.as_ref().is_some_and(|l| !bctx.observer.available_to(slot, l, &me.uid)) {
             continue;
         }
-        if matches!(claim(&api, slot, lease, &me, duration).await?, Claim::Held) {
+        if matches!(claim(&api, slot, lease, &me, duration, &bctx.observer).await?, Claim::Held) {
             return Ok(true);
         }
     }
@@ -565,6 +605,7 @@ async fn claim(
     cached: Option<Arc<Lease>>,
     me: &Holder,
     duration: Duration,
+    observer: &leases::Observer,
 ) -> Result<Claim, Error> {
     if let Some(lease) = &cached {
         let spec = lease.spec.as_ref();
@@ -575,9 +616,9 @@ async fn claim(
             return Ok(Claim::Held);
         }
     }
-    match leases::claim_from(api, name, cached.as_deref(), me, duration).await? {
+    match leases::claim_from(api, name, cached.as_deref(), me, duration, observer).await? {
         Some(claim) => Ok(claim),
-        None => Ok(leases::claim(api, name, me, duration).await?),
+        None => Ok(leases::claim(api, name, me, duration, observer).await?),
     }
 }
 
@@ -667,7 +708,13 @@ pub async fn run(
     let upgrades = controller.store();
     let by_app = controller.store();
     let app_changes = ctx.caches.take_app_changes(super::caches::Dependents::BulkUpgrades);
-    let bctx = Arc::new(BulkContext { ctx, limits, upgrades, refreshed: Mutex::new(HashMap::new()) });
+    let bctx = Arc::new(BulkContext {
+        ctx,
+        limits,
+        upgrades,
+        refreshed: Mutex::new(HashMap::new()),
+        observer: leases::Observer::default(),
+    });
     controller
         .reconcile_on(super::dependents_of_changed_apps(app_changes, move |ns, app| {
             objects_of_app(&by_app, Some(ns.to_string()), app)

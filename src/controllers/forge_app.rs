@@ -92,8 +92,13 @@ async fn report(app: &ForgeApp, ctx: &Context) -> Result<(usize, std::time::Dura
     }
     let interval = app.refresh_interval();
     let next = match &observation {
-        // Transient: look again sooner; the Secret is not watched, so bad credentials are retried too.
-        Observation::Failed { reason, .. } if *reason == REASON_PLATFORM_UNAVAILABLE => interval.min(RETRY_SOON),
+        // Transient: look again sooner. The Secret is not watched, so bad credentials are looked
+        // at as soon: while the Secret holds the refused ones, a look costs no platform request.
+        Observation::Failed { reason, .. }
+            if [REASON_PLATFORM_UNAVAILABLE, REASON_BAD_CREDENTIALS].contains(reason) =>
+        {
+            interval.min(RETRY_SOON)
+        }
         Observation::Failed { .. } => interval.min(RETRY_LATER),
         _ => interval.saturating_sub(ctx.since_refresh(&key).unwrap_or_default()).max(RETRY_MIN),
     };

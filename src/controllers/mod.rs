@@ -336,12 +336,19 @@ where
     result
 }
 
-/// How long to wait before looking again at an object the platform refused, or whose credentials
-/// are unusable, when nothing else changes it.
+/// How long to wait before looking again at an object the platform refused, when nothing else
+/// changes it.
 pub const LOOK_AGAIN: Duration = Duration::from_secs(300);
 
+/// How long to wait before looking again at an object whose credentials are unusable. The Secret is
+/// not watched (that would need list and watch on every Secret); a look costs no platform request
+/// while the Secret still holds refused credentials (see [`CredentialStore`]), and at most one read
+/// of the Secret per cache period, so a fixed Secret is picked up within this plus that period.
+pub const LOOK_AGAIN_CREDENTIALS: Duration = Duration::from_secs(30);
+
 /// On failure: retryable failures back off per object (1 s, 2 s, 4 s … 5 min, reset by a success);
-/// refusals and missing credentials wait for a change (or look again after [`LOOK_AGAIN`]); an
+/// refusals wait for a change (or look again after [`LOOK_AGAIN`]), unusable credentials look
+/// again after [`LOOK_AGAIN_CREDENTIALS`]; an
 /// expected state waits for a change. Never a hot loop, and a warning only for real failures.
 pub fn retry_later<K: Resource<DynamicType = ()>>(controller: &str, obj: &K, error: &Error, ctx: &Context) -> Action {
     Action::requeue(retry_delay(controller, obj, error, ctx))
@@ -358,9 +365,13 @@ pub fn retry_delay<K: Resource<DynamicType = ()>>(controller: &str, obj: &K, err
             tracing::warn!(controller, %object, %error, category = category.as_str(), retry_in = ?delay, "reconcile failed");
             delay
         }
-        ErrorCategory::PlatformRefused | ErrorCategory::Credentials => {
+        ErrorCategory::PlatformRefused => {
             tracing::info!(controller, %object, %error, category = category.as_str(), "waiting for a change");
             LOOK_AGAIN
+        }
+        ErrorCategory::Credentials => {
+            tracing::info!(controller, %object, %error, category = category.as_str(), "waiting for the Secret to change");
+            LOOK_AGAIN_CREDENTIALS
         }
         ErrorCategory::Waiting => {
             tracing::debug!(controller, %object, %error, "waiting for a change");

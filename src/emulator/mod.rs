@@ -262,6 +262,14 @@ impl RunningEmulator {
     pub fn set_faults(&self, f: Faults) {
         self.shared.set_faults(f);
     }
+    /// Creates another API token for the account of `email` (see [`model::Model::add_api_token`]).
+    pub fn add_api_token(&self, email: &str, token: &str) -> bool {
+        lock(&self.shared.model).add_api_token(email, token)
+    }
+    /// Revokes an API token (see [`model::Model::revoke_api_token`]).
+    pub fn revoke_api_token(&self, email: &str, token: &str) -> bool {
+        lock(&self.shared.model).revoke_api_token(email, token)
+    }
     /// The injected faults (`rateLimitBurst` is what is left of the burst).
     pub fn faults(&self) -> Faults {
         self.shared.faults()

@@ -153,13 +153,14 @@ fn default_egress_type() -> EgressType {
     EgressType::FetchBackendSide
 }
 
-/// A developer account. The token is never serialized.
+/// A developer account. Its tokens are never serialized.
 #[derive(Serialize, Clone, Debug)]
 #[serde(rename_all = "camelCase")]
 pub struct Account {
     pub email: String,
+    /// Its API tokens: an Atlassian account may hold several, each revoked on its own.
     #[serde(skip)]
-    pub api_token: String,
+    pub api_tokens: Vec<String>,
     pub account_id: String,
     pub name: String,
     pub status: AccountStatus,
@@ -658,7 +659,29 @@ impl Model {
 
     /// The account with these credentials.
     pub fn authenticate(&self, email: &str, token: &str) -> Option<&Account> {
-        self.accounts.iter().find(|a| a.email.eq_ignore_ascii_case(email) && a.api_token == token)
+        self.accounts.iter().find(|a| a.email.eq_ignore_ascii_case(email) && a.api_tokens.iter().any(|t| t == token))
+    }
+
+    /// Creates another API token for the account of `email`; false if there is no such account.
+    pub fn add_api_token(&mut self, email: &str, token: &str) -> bool {
+        let Some(account) = self.accounts.iter_mut().find(|a| a.email.eq_ignore_ascii_case(email)) else {
+            return false;
+        };
+        if !account.api_tokens.iter().any(|t| t == token) {
+            account.api_tokens.push(token.to_string());
+        }
+        true
+    }
+
+    /// Revokes one API token of the account of `email`: requests with it are refused from now on.
+    /// False if the account has no such token.
+    pub fn revoke_api_token(&mut self, email: &str, token: &str) -> bool {
+        let Some(account) = self.accounts.iter_mut().find(|a| a.email.eq_ignore_ascii_case(email)) else {
+            return false;
+        };
+        let before = account.api_tokens.len();
+        account.api_tokens.retain(|t| t != token);
+        account.api_tokens.len() != before
     }
 
     /// An account by id.
@@ -1583,7 +1606,7 @@ fn accounts_from_seed(seed: &Seed) -> Vec<Account> {
         .iter()
         .map(|a| Account {
             email: a.email.clone(),
-            api_token: a.api_token.clone(),
+            api_tokens: vec![a.api_token.clone()],
             account_id: a.account_id.clone().unwrap_or_else(|| format!("712020:{}", stable_uuid(&a.email))),
             name: a.name.clone().unwrap_or_else(|| a.email.split('@').next().unwrap_or_default().to_string()),
             status: a.status.unwrap_or_default(),

@@ -96,6 +96,12 @@ fn seed_loads_with_stable_ids_and_normalized_versions() {
     assert_eq!(a.app(APP1).unwrap().environment("default").unwrap().env_type, EnvironmentType::Development);
     assert_eq!(a.authenticate(ACME, "local-dev-token").map(|x| x.status), Some(AccountStatus::Active));
     assert!(a.authenticate(ACME, "wrong").is_none());
+    let mut a = a;
+    assert!(a.add_api_token(ACME, "rotated") && a.authenticate(ACME, "rotated").is_some());
+    assert!(a.authenticate(ACME, "local-dev-token").is_some(), "both tokens work until one is revoked");
+    assert!(a.revoke_api_token(ACME, "local-dev-token") && a.authenticate(ACME, "local-dev-token").is_none());
+    assert!(!a.revoke_api_token(ACME, "local-dev-token") && !a.add_api_token("nobody@x", "t"));
+    assert!(a.authenticate(ACME, "rotated").is_some());
     let site = a.site_by_host("https://ACME.atlassian.net/").unwrap();
     assert_eq!(site.products.len(), 2);
     let ctx = site.context("jira").unwrap();
@@ -387,7 +393,7 @@ fn rollout_concurrency_limits_and_failures() {
     // A third account's rollout would exceed the global limit.
     m.accounts.push(Account {
         email: "third@x".into(),
-        api_token: "t".into(),
+        api_tokens: vec!["t".into()],
         account_id: "third".into(),
         name: "third".into(),
         status: AccountStatus::Active,

@@ -1,7 +1,9 @@
 //! Platform credentials: an Atlassian account e-mail and API token, read from a Kubernetes Secret
 //! (keys `email` and `apiToken`) that each ForgeApp names, or from the operator-wide default
 //! Secret in the operator's namespace. Secrets are re-read after a short time, and at once after
-//! the platform refused them, so a rotated token is used without a restart.
+//! the platform refused them, so a rotated token is used without a restart. Credentials the
+//! platform refused are not offered to it again while their Secret still holds them (for up to
+//! [`REFUSED_FOR`]): a revoked token costs no platform request until someone fixes the Secret.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -62,7 +64,22 @@ pub enum CredentialsError {
     MissingKey { secret: String, key: &'static str },
     #[error("reading Secret {secret}: {message}")]
     Unreadable { secret: String, message: String },
+    #[error(
+        "the platform refused the credentials of {email} ({secret}): put a valid `{EMAIL_KEY}` and `{TOKEN_KEY}` in \
+         the Secret (the same ones are not sent to the platform again for {} minutes)",
+        REFUSED_FOR.as_secs() / 60
+    )]
+    Refused { email: String, secret: String },
 }
+
+/// How long credentials the platform refused are held back while their Secret is unchanged (an
+/// account may be re-activated; after this they are tried once more).
+pub const REFUSED_FOR: Duration = Duration::from_secs(300);
+
+/// How long a Secret that holds refused credentials is served from the cache before it is read
+/// again: a fixed Secret is seen at the next attempt, and a thousand objects waiting on one bad
+/// Secret read it at most once a second.
+pub const REREAD_REFUSED: Duration = Duration::from_secs(1);
 
 /// Reads credentials Secrets, caching each for `ttl`.
 pub struct CredentialStore {
@@ -73,11 +90,20 @@ pub struct CredentialStore {
     default_secret: String,
     ttl: Duration,
     cache: Mutex<HashMap<(String, String), (Instant, Credentials)>>,
+    /// Credentials the platform refused, and when.
+    refused: Mutex<Vec<(Credentials, Instant)>>,
 }
 
 impl CredentialStore {
     pub fn new(client: Client, operator_namespace: String, default_secret: String, ttl: Duration) -> Self {
-        CredentialStore { client, operator_namespace, default_secret, ttl, cache: Mutex::new(HashMap::new()) }
+        CredentialStore {
+            client,
+            operator_namespace,
+            default_secret,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+            refused: Mutex::new(Vec::new()),
+        }
     }
 
     /// The credentials of an app in `namespace` that names `secret` (or none: the default Secret).
@@ -86,19 +112,48 @@ impl CredentialStore {
             Some(name) => (namespace.to_string(), name.to_string()),
             None => (self.operator_namespace.clone(), self.default_secret.clone()),
         };
-        if let Some((read_at, creds)) = self.cache.lock().unwrap().get(&key)
-            && read_at.elapsed() < self.ttl
-        {
-            return Ok(creds.clone());
+        let cached = self.cache.lock().unwrap().get(&key).cloned().filter(|(at, creds)| {
+            // Refused credentials are read again sooner: the user may have just fixed the Secret.
+            let keep = if self.is_refused(creds, Instant::now()) { REREAD_REFUSED } else { self.ttl };
+            at.elapsed() < keep
+        });
+        let creds = match cached {
+            Some((_, creds)) => creds,
+            None => {
+                let creds = self.read(&key.0, &key.1).await?;
+                self.cache.lock().unwrap().insert(key, (Instant::now(), creds.clone()));
+                creds
+            }
+        };
+        self.not_refused(creds, Instant::now())
+    }
+
+    /// `creds`, unless the platform refused them less than [`REFUSED_FOR`] before `now`.
+    fn not_refused(&self, creds: Credentials, now: Instant) -> Result<Credentials, CredentialsError> {
+        if self.is_refused(&creds, now) {
+            return Err(CredentialsError::Refused { email: creds.email, secret: creds.source });
         }
-        let creds = self.read(&key.0, &key.1).await?;
-        self.cache.lock().unwrap().insert(key, (Instant::now(), creds.clone()));
         Ok(creds)
     }
 
-    /// Forgets cached credentials that the platform refused, so the next call re-reads the Secret.
+    fn is_refused(&self, creds: &Credentials, now: Instant) -> bool {
+        let mut refused = self.refused.lock().unwrap();
+        refused.retain(|(_, at)| now.saturating_duration_since(*at) < REFUSED_FOR);
+        refused.iter().any(|(c, _)| c == creds)
+    }
+
+    /// Notes credentials that the platform refused: they are not handed out again while their
+    /// Secret holds them, and the next call re-reads the Secret (it may hold new ones already).
     pub fn invalidate(&self, creds: &Credentials) {
+        self.invalidate_at(creds, Instant::now());
+    }
+
+    fn invalidate_at(&self, creds: &Credentials, now: Instant) {
         self.cache.lock().unwrap().retain(|_, (_, c)| c != creds);
+        let mut refused = self.refused.lock().unwrap();
+        if !refused.iter().any(|(c, _)| c == creds) {
+            refused.push((creds.clone(), now));
+        }
     }
 
     async fn read(&self, namespace: &str, name: &str) -> Result<Credentials, CredentialsError> {
@@ -138,6 +193,31 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(shown.contains("dev@acme.example") && !shown.contains("s3cr3t"), "{shown}");
         assert_eq!(c.authorization(), "Basic ZGV2QGFjbWUuZXhhbXBsZTpzM2NyM3QtdG9rZW4=");
+    }
+
+    #[tokio::test]
+    async fn refused_credentials_are_held_back_until_the_secret_changes_or_a_while_passes() {
+        // No API server is reached: the client points nowhere and every check below is answered
+        // from the store's own memory.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let store = CredentialStore::new(
+            Client::try_from(config).unwrap(),
+            "ops".into(),
+            "creds".into(),
+            Duration::from_secs(15),
+        );
+        let (t0, old) = (Instant::now(), Credentials::new("a@b.example", "revoked", "ops/creds"));
+        store.invalidate_at(&old, t0);
+        let held = store.not_refused(old.clone(), t0 + Duration::from_secs(60)).unwrap_err();
+        assert!(matches!(&held, CredentialsError::Refused { secret, .. } if secret == "ops/creds"));
+        let message = held.to_string();
+        assert!(
+            message.contains("apiToken") && message.contains("5 minutes") && !message.contains("revoked"),
+            "{message}"
+        );
+        let rotated = Credentials::new("a@b.example", "new-token", "ops/creds");
+        assert_eq!(store.not_refused(rotated.clone(), t0 + Duration::from_secs(60)), Ok(rotated));
+        assert_eq!(store.not_refused(old.clone(), t0 + REFUSED_FOR), Ok(old), "tried once more after a while");
     }
 
     #[test]

@@ -67,6 +67,9 @@ crate::named! {
         Cancelled,
         CancelledOnPlatform,
         MaxFailuresExceeded,
+        // The platform could not be used.
+        BadCredentials,
+        PlatformError,
         AsExpected,
     }
 }
@@ -658,6 +661,64 @@ fn render(
     status.state = Some(s.state);
     status.observed_generation = generation;
     status.conditions = conds::merge(previous, &conditions(s), generation, now);
+    status
+}
+
+/// Why the platform could not be used for a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The credentials were refused, or the Secret is missing or incomplete: only the user can fix
+    /// the Secret.
+    Credentials,
+    /// Unavailable, slow or rate limiting: retried by itself.
+    Transient,
+    /// Any other refusal: retrying the same request will not help.
+    Refused,
+}
+
+/// The status while the platform cannot be used: the state, counts and rollout records are kept,
+/// and Ready, Reconciling and Stalled say why and what to change. The next decision that reaches
+/// the platform renders the state's own conditions again.
+pub fn platform_failed(
+    previous: &BulkUpgradeStatus,
+    kind: FailureKind,
+    what: &str,
+    generation: Option<i64>,
+    now: &Time,
+) -> BulkUpgradeStatus {
+    let (reason, message, stalled) = match kind {
+        FailureKind::Credentials => (
+            Reason::BadCredentials,
+            format!(
+                "{what}; the upgrade waits, without calling the platform, until the Secret holds valid credentials"
+            ),
+            true,
+        ),
+        FailureKind::Transient => (Reason::PlatformError, format!("{what}; retrying with backoff"), false),
+        FailureKind::Refused => {
+            (Reason::PlatformRefused, format!("{what}; looked at again after a while or when the spec changes"), true)
+        }
+    };
+    let d = |t: Type, on: bool| {
+        if on {
+            Decided::new(t.as_str(), true, reason.as_str(), message.as_str())
+        } else {
+            Decided::new(t.as_str(), false, Reason::AsExpected.as_str(), "")
+        }
+    };
+    let decided = [
+        Decided::new(Type::Ready.as_str(), false, reason.as_str(), message.as_str()),
+        d(Type::Reconciling, !stalled),
+        d(Type::Stalled, stalled),
+    ];
+    let replaced = conds::merge(&previous.conditions, &decided, generation, now);
+    let mut status = previous.clone();
+    for c in replaced {
+        match status.conditions.iter_mut().find(|p| p.type_ == c.type_) {
+            Some(p) => *p = c,
+            None => status.conditions.push(c),
+        }
+    }
     status
 }
 

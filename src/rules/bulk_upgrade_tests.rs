@@ -735,3 +735,39 @@ fn every_reason_has_its_own_name() {
     assert_eq!(names.len(), Reason::ALL.len());
     assert_eq!(Type::ALL.len(), 7);
 }
+
+#[test]
+fn a_platform_failure_keeps_the_records_and_says_what_to_change() {
+    let mut c = Case::new();
+    c.previous.state = Some(BulkUpgradeState::Running);
+    c.previous.rollouts = vec![running(1, 20, None)];
+    c.platform.current = Current::Seen(seen("r-1", RolloutStatus::Running, 10, 0, 20));
+    let running_status = c.decide().status;
+    let what =
+        "the platform refused the credentials of dev@acme.example (ns/creds): check the Secret's email and apiToken";
+    let failed = platform_failed(&running_status, FailureKind::Credentials, what, Some(1), &now());
+    assert_eq!((failed.state, &failed.rollouts), (running_status.state, &running_status.rollouts), "records kept");
+    let find = |s: &BulkUpgradeStatus, t: Type| conds::find(&s.conditions, t.as_str()).cloned().unwrap();
+    let ready = find(&failed, Type::Ready);
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "BadCredentials"));
+    assert!(
+        ready.message.contains("ns/creds") && ready.message.contains("until the Secret holds"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(
+        (find(&failed, Type::Stalled).status.as_str(), find(&failed, Type::Reconciling).status.as_str()),
+        ("True", "False")
+    );
+    assert_eq!(find(&failed, Type::Progressing), find(&running_status, Type::Progressing), "the rest is untouched");
+    assert_eq!(failed.conditions.len(), running_status.conditions.len());
+    // The same failure again changes nothing (no status write); a transient one is Reconciling.
+    assert_eq!(platform_failed(&failed, FailureKind::Credentials, what, Some(1), &now()), failed);
+    let transient = platform_failed(&running_status, FailureKind::Transient, "HTTP 503", Some(1), &now());
+    assert_eq!(find(&transient, Type::Reconciling).reason, "PlatformError");
+    assert_eq!(find(&transient, Type::Stalled).status, "False");
+    // The next decision that reaches the platform renders the state's own conditions again.
+    c.previous = failed;
+    assert_eq!(cond(&c.decide(), Type::Ready), ("False".into(), "Running".into()));
+    assert_eq!(cond(&c.decide(), Type::Stalled).0, "False");
+}
