@@ -33,8 +33,12 @@ impl std::fmt::Display for Product {
 /// A reference to a ForgeApp in the same namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 pub struct AppRef {
-    /// Name of the ForgeApp object, in the same namespace as this object.
-    #[schemars(length(min = 1, max = 253))]
+    /// Name of the ForgeApp object, in the same namespace as this object (a Kubernetes object
+    /// name: lower-case letters, digits, `-` and `.`).
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
 }
 

@@ -45,8 +45,9 @@ pub const MAX_ENVIRONMENTS: usize = 25;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ForgeAppSpec {
-    /// The Forge app ID, as in the app's manifest (for example `ari:cloud:ecosystem::app/0b7f...`).
-    #[schemars(length(min = 1, max = 256))]
+    /// The Forge app ID, as in the app's manifest: `ari:cloud:ecosystem::app/` followed by the
+    /// app's UUID (for example `ari:cloud:ecosystem::app/0b7f...`).
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^ari:cloud:ecosystem::app/[A-Za-z0-9][-A-Za-z0-9]*$"))]
     pub app_id: String,
 
     /// The Atlassian developer account that owns the app, for the one-bulk-upgrade-per-account
@@ -194,8 +195,11 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
 /// A reference to a Secret in the same namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 pub struct SecretRef {
-    /// The Secret's name.
-    #[schemars(length(min = 1, max = 253))]
+    /// The Secret's name (a Kubernetes object name: lower-case letters, digits, `-` and `.`).
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
 }
 

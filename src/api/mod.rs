@@ -36,10 +36,24 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
 
 /// Doc comments are wrapped for the source file; `kubectl explain` wraps text itself, so single
 /// line breaks inside a description are joined (blank-line paragraph breaks are kept).
+///
+/// The API server checks an integer's `minimum` and `maximum` but not its `format`, so a field
+/// the operator reads as `u32` or `i32` is given the bounds of that type: a value that does not
+/// fit is rejected at admission instead of failing to decode in the operator's watch (where one
+/// such object would stop every object of its kind from being read).
 fn unwrap_descriptions(crd: CustomResourceDefinition) -> CustomResourceDefinition {
     fn walk(value: &mut serde_json::Value) {
         match value {
             serde_json::Value::Object(map) => {
+                let bounds = match map.get("format").and_then(|f| f.as_str()) {
+                    Some("uint32") => Some((0, i64::from(u32::MAX))),
+                    Some("int32") => Some((i64::from(i32::MIN), i64::from(i32::MAX))),
+                    _ => None,
+                };
+                if let Some((min, max)) = bounds {
+                    map.entry("minimum").or_insert_with(|| serde_json::json!(min));
+                    map.entry("maximum").or_insert_with(|| serde_json::json!(max));
+                }
                 for (key, v) in map.iter_mut() {
                     match v {
                         serde_json::Value::String(text) if key == "description" => {
