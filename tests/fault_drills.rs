@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use forgeops::api::{BulkUpgrade, BulkUpgradeState, ForgeApp, Installation};
 use forgeops::emulator::Faults;
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 use support::platform::{TestPlatform, seeded};
 use support::{TestNs, create};
@@ -39,6 +41,16 @@ async fn installed(insts: &Api<Installation>) -> Vec<Installation> {
 /// test way) and the bulk app, already installed on 1.0.0 on `bulk_sites` sites, with 2.0.0
 /// deployed (same permissions, so a rollout may move them).
 async fn platform(t: &TestNs, bulk_sites: usize, task: Duration) -> std::sync::Arc<TestPlatform> {
+    platform_stepping(t, bulk_sites, task, Duration::from_millis(20)).await
+}
+
+/// [`platform`] whose rollouts take `step` per installation.
+async fn platform_stepping(
+    t: &TestNs,
+    bulk_sites: usize,
+    task: Duration,
+    step: Duration,
+) -> std::sync::Arc<TestPlatform> {
     let mut config = seeded(
         BULK_APP,
         &[("1.0.0", &["read:jira-work"]), ("2.0.0", &["read:jira-work"])],
@@ -47,7 +59,7 @@ async fn platform(t: &TestNs, bulk_sites: usize, task: Duration) -> std::sync::A
         "1.0.0",
     );
     config.task_duration = task;
-    config.rollout_step = Duration::from_millis(20);
+    config.rollout_step = step;
     let platform = t.start_platform(config).await;
     let apps: Api<ForgeApp> = t.api();
     create(
@@ -266,4 +278,236 @@ async fn platform_errors_an_outage_rate_limits_and_latency_lose_nothing_and_the_
     let log = std::fs::read_to_string(t.operator_log(1)).unwrap_or_default();
     assert!(!log.contains("panicked"), "the operator panicked:\n{}", operator.log_tail());
     eprintln!("drill-platform: {} platform requests in all", platform.emulator.requests().len());
+}
+
+/// One operator replica with leader election, as a Deployment with two replicas runs it.
+struct Replica {
+    process: forgeops::localcluster::KeptProcess,
+    port: u16,
+}
+
+const LEASE_SECS: u64 = 4;
+
+fn replica(t: &TestNs, url: &str, run: usize) -> Replica {
+    let port = support::free_port();
+    let (metrics, instance, lease) = (format!("127.0.0.1:{port}"), format!("replica-{run}"), LEASE_SECS.to_string());
+    let args = ["--metrics-addr", &metrics, "--leader-elect", "--lease-duration-secs", &lease, "--instance", &instance];
+    Replica { process: t.spawn_operator_process_with(url, run, "info", &args), port }
+}
+
+async fn leads(r: &Replica) -> bool {
+    support::probe(r.port, "/readyz").await.is_some_and(|(code, body)| code == 200 && body.starts_with("leader"))
+}
+
+/// Waits until one of `replicas` leads, and answers which.
+async fn leader_of(replicas: &[Replica], within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        for (i, r) in replicas.iter().enumerate() {
+            if leads(r).await {
+                return i;
+            }
+        }
+        let logs: Vec<String> = replicas.iter().map(|r| r.process.log_tail()).collect();
+        assert!(Instant::now() < deadline, "no replica leads:\n{}", logs.join("\n---\n"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_leader_is_killed_twice_during_a_stepped_bulk_upgrade_and_no_step_starts_twice() {
+    const BULK: u32 = 300;
+    let _turn = DRILL.lock().await;
+    let t = TestNs::new("drill-leader").await;
+    let platform = platform_stepping(&t, BULK as usize, Duration::from_millis(300), Duration::from_millis(40)).await;
+    let url = platform.emulator.graphql_url();
+    let mut replicas = vec![replica(&t, &url, 0), replica(&t, &url, 1)];
+    let mut leader = leader_of(&replicas, Duration::from_secs(60)).await;
+    let bus: Api<BulkUpgrade> = t.api();
+    start_bulk_upgrade(&bus).await;
+    for kill in 1..=2 {
+        // The leader dies right after it asked the platform for step `kill`'s rollout.
+        wait_until(
+            &format!("rollout request {kill}"),
+            Duration::from_secs(120),
+            &replicas[leader].process,
+            async || platform.calls(CREATE_ROLLOUT) >= kill,
+        )
+        .await;
+        support::kill_hard(&replicas[leader].process).await;
+        let killed = Instant::now();
+        // The killed replica comes back as a new process, as its Deployment would restart it.
+        replicas[leader] = replica(&t, &url, 2 * kill + leader);
+        leader = leader_of(&replicas, Duration::from_secs(30)).await;
+        eprintln!(
+            "drill-leader: kill {kill} after {} rollout request(s); replica {leader} led {:.2} s later",
+            platform.calls(CREATE_ROLLOUT),
+            killed.elapsed().as_secs_f64()
+        );
+    }
+    upgraded_once(&platform, &bus, BULK, &replicas[leader].process).await;
+    let lease: Lease = t.api::<Lease>().get(forgeops::operator::LEADER_LEASE).await.unwrap();
+    let transitions = lease.spec.and_then(|s| s.lease_transitions).unwrap_or(0);
+    assert!(transitions >= 3, "the leader Lease changed hands twice after its first holder: {transitions}");
+    for r in &replicas {
+        assert!(!r.process.has_exited(), "a replica exited:\n{}", r.process.log_tail());
+    }
+    eprintln!("drill-leader: {} rollout requests, Lease transitions {transitions}", platform.calls(CREATE_ROLLOUT));
+}
+
+fn leader_lease(holder: &str, renewed: jiff::Timestamp) -> serde_json::Value {
+    json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": forgeops::operator::LEADER_LEASE},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": LEASE_SECS, "leaseTransitions": 1,
+            "renewTime": MicroTime(renewed), "acquireTime": MicroTime(renewed)}})
+}
+
+/// Writes the leader Lease as a replica whose clock is off would: `holder`, renewed at `renewed`.
+async fn write_leader_lease(leases: &Api<Lease>, holder: &str, renewed: jiff::Timestamp) {
+    let mut lease: Lease = serde_json::from_value(leader_lease(holder, renewed)).unwrap();
+    match leases.get_opt(forgeops::operator::LEADER_LEASE).await.unwrap() {
+        Some(old) => {
+            lease.metadata.resource_version = old.metadata.resource_version;
+            leases.replace(forgeops::operator::LEADER_LEASE, &PostParams::default(), &lease).await.unwrap();
+        }
+        None => {
+            leases.create(&PostParams::default(), &lease).await.unwrap();
+        }
+    }
+}
+
+/// client-go judges a Lease by when this process last saw its record change, by its own clock,
+/// not by the holder's `renewTime`: a live holder whose clock runs behind keeps its Lease, and a
+/// dead one whose clock ran ahead loses it one lease duration after it was first seen.
+#[tokio::test]
+async fn a_leader_lease_written_by_a_skewed_clock_is_judged_by_when_it_last_changed() {
+    let _turn = DRILL.lock().await;
+    let t = TestNs::new("drill-skew").await;
+    let platform = t.start_platform(forgeops::emulator::EmulatorConfig::default()).await;
+    let url = platform.emulator.graphql_url();
+    let leases: Api<Lease> = t.api();
+    let minute = jiff::SignedDuration::from_secs(60);
+
+    // A live holder whose clock is a minute behind renews every second: its renewTime always looks
+    // long expired, yet the replica must stand by.
+    write_leader_lease(&leases, "skewed-behind", jiff::Timestamp::now() - minute).await;
+    let standby = replica(&t, &url, 0);
+    let renewing_until = Instant::now() + Duration::from_secs(12);
+    let mut answers = 0;
+    while Instant::now() < renewing_until {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        write_leader_lease(&leases, "skewed-behind", jiff::Timestamp::now() - minute).await;
+        if let Some((_, body)) = support::probe(standby.port, "/readyz").await {
+            answers += 1;
+            assert!(body.starts_with("standby") && body.contains("skewed-behind"), "took a live Lease: {body}");
+        }
+    }
+    assert!(answers >= 8, "the replica answered /readyz {answers} times in 12 s:\n{}", standby.process.log_tail());
+    let stopped = Instant::now();
+    leader_of(std::slice::from_ref(&standby), Duration::from_secs(30)).await;
+    let took = stopped.elapsed();
+    eprintln!("drill-skew: holder 60 s behind stopped renewing; the replica led {:.2} s later", took.as_secs_f64());
+    // Not before a lease duration after the last renewal it saw (at most a second before `stopped`),
+    // and within a duration after seeing it, plus one look (a third) and the watches' first list.
+    let lease = Duration::from_secs(LEASE_SECS);
+    assert!(took + Duration::from_secs(1) >= lease, "took the Lease before it expired: {took:?}");
+    assert!(took <= lease + lease / 3 + Duration::from_millis(1500), "took over after {took:?}");
+
+    // A dead holder whose clock ran a minute ahead: its renewTime is in the future. A new replica
+    // takes over one lease duration after first seeing it, not a minute later.
+    support::kill_hard(&standby.process).await;
+    write_leader_lease(&leases, "skewed-ahead", jiff::Timestamp::now() + minute).await;
+    let started = Instant::now();
+    let fresh = replica(&t, &url, 1);
+    leader_of(std::slice::from_ref(&fresh), Duration::from_secs(50)).await;
+    let took = started.elapsed();
+    eprintln!("drill-skew: holder 60 s ahead, dead; a new replica led {:.2} s after starting", took.as_secs_f64());
+    assert!(took >= lease, "took the Lease before a lease duration passed: {took:?}");
+    assert!(took <= lease + lease / 3 + Duration::from_secs(3), "took over after {took:?} (start-up included)");
+    let holder = leases.get(forgeops::operator::LEADER_LEASE).await.unwrap().spec.unwrap().holder_identity.unwrap();
+    assert!(holder.starts_with("replica-1-"), "{holder}");
+}
+
+/// Requests the platform refused for their credentials since `from` (epoch milliseconds).
+fn refused_since(platform: &TestPlatform, from: i64) -> usize {
+    platform.emulator.requests().iter().filter(|r| r.at_ms >= from && r.account_id.is_none()).count()
+}
+
+#[tokio::test]
+async fn credentials_rotated_and_revoked_during_a_stepped_bulk_upgrade_lose_nothing() {
+    use support::platform::{CREDENTIALS_SECRET, EMAIL, TOKEN};
+    const BULK: u32 = 300;
+    const ROTATED: &str = "rotated-token-77a1";
+    const FIXED: &str = "fixed-token-0c42";
+    let _turn = DRILL.lock().await;
+    let t = TestNs::new("drill-creds").await;
+    // Rollouts of about 3, 10 and 17 s, so the upgrade runs while the token changes.
+    let platform = platform_stepping(&t, BULK as usize, Duration::from_millis(300), Duration::from_millis(100)).await;
+    let operator = t.spawn_operator_process(&platform.emulator.graphql_url(), 1);
+    let bus: Api<BulkUpgrade> = t.api();
+    start_bulk_upgrade(&bus).await;
+    wait_until("the first rollout request", Duration::from_secs(120), &operator, async || {
+        platform.calls(CREATE_ROLLOUT) >= 1
+    })
+    .await;
+
+    // Rotation: the Secret gets a new token and the old one is revoked at once. The running
+    // operator is refused at most for what it had in flight, then reads the Secret again.
+    t.put_credentials(CREDENTIALS_SECRET, EMAIL, ROTATED).await;
+    assert!(platform.emulator.add_api_token(EMAIL, ROTATED));
+    let rotated_at = now_ms();
+    assert!(platform.emulator.revoke_api_token(EMAIL, TOKEN));
+    wait_until("the second rollout request, with the rotated token", Duration::from_secs(120), &operator, async || {
+        platform.calls(CREATE_ROLLOUT) >= 2
+    })
+    .await;
+    let refused = refused_since(&platform, rotated_at);
+    eprintln!("drill-creds: rotated mid-upgrade; {refused} request(s) refused before the new token was used");
+    assert!(refused <= 10, "{refused} requests refused after a rotation");
+
+    // Revocation without a replacement while step 2 runs: a clear condition, and no more
+    // platform requests with the refused token.
+    let revoked_at = now_ms();
+    assert!(platform.emulator.revoke_api_token(EMAIL, ROTATED));
+    wait_until("a BadCredentials condition", Duration::from_secs(60), &operator, async || {
+        let b = bus.get("to-2").await.unwrap();
+        support::condition(&b, "Ready").is_some_and(|(s, r, _)| s == "False" && r == "BadCredentials")
+    })
+    .await;
+    let b = bus.get("to-2").await.unwrap();
+    let (_, _, message) = support::condition(&b, "Ready").unwrap();
+    assert!(message.contains(CREDENTIALS_SECRET) && message.contains("apiToken"), "{message}");
+    assert_eq!(
+        support::condition(&b, "Stalled").map(|c| c.0).as_deref(),
+        Some("True"),
+        "only a fix of the Secret helps"
+    );
+    assert!(!b.status.as_ref().unwrap().rollouts.is_empty(), "the records are kept");
+    let reported_at = now_ms();
+    eprintln!(
+        "drill-creds: revoked; BadCredentials reported after {} ms, {} refused request(s) so far",
+        reported_at - revoked_at,
+        refused_since(&platform, revoked_at)
+    );
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let quiet = refused_since(&platform, reported_at + 1000);
+    eprintln!("drill-creds: {quiet} refused request(s) in the 19 s after the report");
+    assert!(quiet <= 2, "requests kept going out with a refused token: {quiet}");
+
+    // Fixed: a new token in the Secret; the upgrade resumes by itself and ends exactly once.
+    assert!(platform.emulator.add_api_token(EMAIL, FIXED));
+    t.put_credentials(CREDENTIALS_SECRET, EMAIL, FIXED).await;
+    let fixed = Instant::now();
+    wait_until("the upgrade to resume", Duration::from_secs(90), &operator, async || {
+        let b = bus.get("to-2").await.unwrap();
+        support::condition(&b, "Ready").is_some_and(|(_, r, _)| r != "BadCredentials")
+    })
+    .await;
+    eprintln!("drill-creds: resumed {:.1} s after the Secret was fixed", fixed.elapsed().as_secs_f64());
+    upgraded_once(&platform, &bus, BULK, &operator).await;
+    let log = std::fs::read_to_string(t.operator_log(1)).unwrap_or_default();
+    for token in [TOKEN, ROTATED, FIXED] {
+        assert!(!log.contains(token), "token text in the operator log");
+    }
+    assert!(!log.contains("panicked"), "the operator panicked:\n{}", operator.log_tail());
 }

@@ -181,7 +181,9 @@ impl TestPlatform {
             }))
             .unwrap();
             if let Err(e) = self.emulator.add_app(seed_app) {
+                // The platform refuses such an app id: nothing to deploy, and no refresh to ask.
                 eprintln!("mirror: adding app {id}: {e:?}");
+                return false;
             }
         }
         let mut any = !known;
