@@ -233,8 +233,8 @@ fn action(requeue: Requeue, limits: Limits) -> Action {
 }
 
 /// Reports a platform or credentials failure on the upgrade's conditions (written only when they
-/// change, with a Warning Event when the reason is new), then hands the error on to the retry
-/// policy. Kubernetes failures are only handed on.
+/// change, with a Warning Event when a failure that needs the user is new), then hands the error
+/// on to the retry policy. Kubernetes failures are only handed on.
 async fn report_failure(bu: &BulkUpgrade, ctx: &Context, error: Error) -> Error {
     let (kind, what) = match &error {
         Error::Platform(e) if e.kind == ErrorKind::BadCredentials => (FailureKind::Credentials, e.message.clone()),
@@ -256,7 +256,8 @@ async fn report_failure(bu: &BulkUpgrade, ctx: &Context, error: Error) -> Error 
         Ok(written) => {
             ctx.wrote(&written);
             let ready = |s: &BulkUpgradeStatus| conds::find(&s.conditions, rules::Type::Ready.as_str()).cloned();
-            if let Some(now) = ready(&status)
+            // An Event only for what needs the user: transient failures come and go with retries.
+            if let Some(now) = ready(&status).filter(|_| kind != FailureKind::Transient)
                 && ready(&previous).map(|c| c.reason) != Some(now.reason.clone())
             {
                 publish_event(ctx, bu, true, &now.reason, now.message, "Reconcile").await;
