@@ -102,6 +102,27 @@ impl Error {
     }
 }
 
+impl Error {
+    /// A write refused because it was based on an outdated copy: 409 Conflict, or the failed
+    /// `test` of the finalizer helper's JSON Patch (422 with no field cause).
+    pub fn is_stale_write(&self) -> bool {
+        use kube::runtime::finalizer::Error as F;
+        let api = |e: &kube::Error, finalizer_patch: bool| match e {
+            kube::Error::Api(s) => s.code == 409 || (finalizer_patch && s.code == 422 && s.reason == "Invalid"),
+            _ => false,
+        };
+        match self {
+            Error::Kube(e) => api(e, false),
+            Error::Finalizer(inner) => match inner.as_ref() {
+                F::AddFinalizer(e) | F::RemoveFinalizer(e) => api(e, true),
+                F::ApplyFailed(e) | F::CleanupFailed(e) => e.is_stale_write(),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 impl From<kube::runtime::finalizer::Error<Error>> for Error {
     fn from(e: kube::runtime::finalizer::Error<Error>) -> Self {
         Error::Finalizer(Box::new(e))
@@ -362,7 +383,12 @@ pub fn retry_delay<K: Resource<DynamicType = ()>>(controller: &str, obj: &K, err
         ErrorCategory::Kubernetes | ErrorCategory::PlatformRetryable => {
             let max = if category == ErrorCategory::PlatformRetryable { Backoff::MAX_PLATFORM } else { Backoff::MAX };
             let delay = ctx.backoff.next_delay_up_to(&object, max);
-            tracing::warn!(controller, %object, %error, category = category.as_str(), retry_in = ?delay, "reconcile failed");
+            if error.is_stale_write() {
+                // Expected now and then: the watch had not delivered the object's last change yet.
+                tracing::info!(controller, %object, %error, retry_in = ?delay, "the cached copy was stale; retrying");
+            } else {
+                tracing::warn!(controller, %object, %error, category = category.as_str(), retry_in = ?delay, "reconcile failed");
+            }
             delay
         }
         ErrorCategory::PlatformRefused => {
@@ -577,6 +603,24 @@ mod tests {
         assert_eq!(Error::InstallationsExist("x".into()).category(), ErrorCategory::Waiting);
         let wrapped = Error::from(kube::runtime::finalizer::Error::CleanupFailed(p(ErrorKind::Unavailable)));
         assert_eq!(wrapped.category(), ErrorCategory::PlatformRetryable);
+    }
+
+    #[test]
+    fn a_write_from_an_outdated_copy_is_told_apart_from_other_failures() {
+        use kube::runtime::finalizer::Error as F;
+        let api = |code, reason: &str| {
+            let mut status = kube::core::Status::failure("m", reason);
+            status.code = code;
+            kube::Error::Api(status.boxed())
+        };
+        assert!(Error::Kube(api(409, "Conflict")).is_stale_write());
+        assert!(Error::from(F::AddFinalizer(api(422, "Invalid"))).is_stale_write(), "the patch's test failed");
+        assert!(!Error::Kube(api(422, "Invalid")).is_stale_write(), "a real validation failure");
+        assert!(!Error::from(F::AddFinalizer(api(403, "Forbidden"))).is_stale_write());
+        assert!(Error::from(F::ApplyFailed(Error::Kube(api(409, "Conflict")))).is_stale_write());
+        assert!(
+            !Error::Platform(crate::platform::PlatformError::new(ErrorKind::Unavailable, "op", "m")).is_stale_write()
+        );
     }
 
     #[test]
