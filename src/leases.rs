@@ -82,6 +82,15 @@ impl Observer {
         held_by == Some(holder) || self.expires_at(name, lease, now).is_none_or(|at| at <= now)
     }
 
+    /// When the Lease `name` expires unless its holder renews it, by this process's clock, as of
+    /// the last time it was seen (by [`claim`], which reads it anyway): no read of its own.
+    pub fn last_expiry(&self, name: &str) -> Option<Instant> {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let (record, since) = seen.get(name)?;
+        record.holder.as_deref().filter(|h| !h.is_empty())?;
+        Some(*since + Duration::from_secs(record.duration.unwrap_or(0).max(0) as u64))
+    }
+
     /// When the Lease `name` expires unless its holder renews it, by this process's clock, noting
     /// its record as seen at `now`. `None`: nobody holds it.
     pub fn expires_at(&self, name: &str, lease: &Lease, now: Instant) -> Option<Instant> {
@@ -146,7 +155,7 @@ pub async fn claim(
             held_by(&mut lease, holder, duration, now);
             match api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(Claim::Held),
-                Err(e) if conflict(&e) => Ok(Claim::Busy(holder_name(&api.get(name).await?))),
+                Err(e) if conflict(&e) => Ok(Claim::Busy(busy(api, name, observer).await?)),
                 Err(e) => Err(e),
             }
         }
@@ -158,11 +167,18 @@ pub async fn claim(
             // `replace` sends the resourceVersion we read: the compare in compare-and-swap.
             match api.replace(name, &PostParams::default(), &lease).await {
                 Ok(_) => Ok(Claim::Held),
-                Err(e) if conflict(&e) => Ok(Claim::Busy(holder_name(&api.get(name).await?))),
+                Err(e) if conflict(&e) => Ok(Claim::Busy(busy(api, name, observer).await?)),
                 Err(e) => Err(e),
             }
         }
     }
+}
+
+/// Who holds the Lease `name` after a lost race, read once and noted in `observer`.
+async fn busy(api: &Api<Lease>, name: &str, observer: &Observer) -> Result<String, kube::Error> {
+    let lease = api.get(name).await?;
+    observer.expires_at(name, &lease, Instant::now());
+    Ok(holder_name(&lease))
 }
 
 /// Takes or renews the Lease `name` for `holder` from a copy already at hand (a watch cache), with
@@ -198,17 +214,6 @@ pub async fn claim_from(
         Err(e) if conflict(&e) => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-/// When the Lease `name` expires unless its holder renews it, by this process's clock (`None`:
-/// unheld or absent), with its record noted in `observer`.
-pub async fn expiry(api: &Api<Lease>, name: &str, observer: &Observer) -> Result<Option<Instant>, kube::Error> {
-    Ok(api.get_opt(name).await?.and_then(|lease| observer.expires_at(name, &lease, Instant::now())))
-}
-
-/// Whether `holder` currently holds the Lease `name`.
-pub async fn holds(api: &Api<Lease>, name: &str, holder: &str) -> Result<bool, kube::Error> {
-    Ok(api.get_opt(name).await?.and_then(|l| l.spec).and_then(|s| s.holder_identity).as_deref() == Some(holder))
 }
 
 /// Releases the Lease `name` if `holder` holds it. Idempotent.
@@ -295,6 +300,8 @@ mod tests {
         assert_eq!(o.expires_at("l", &ahead, t0), Some(t0 + secs(10)));
         assert_eq!(o.expires_at("l", &ahead, t0 + secs(3)), Some(t0 + secs(10)), "first seen at t0");
         assert!(o.available_at("l", &ahead, "me", t0 + secs(10)));
+        assert_eq!(o.last_expiry("l"), Some(t0 + secs(10)), "known without a read");
+        assert_eq!(o.last_expiry("never-seen"), None);
         assert_eq!(o.expires_at("free", &lease(Some(""), jiff::Timestamp::now(), 10), t0), None);
     }
 

@@ -239,7 +239,7 @@ async fn become_leader(
                 // Wake up when the leader's Lease would expire (if it stops renewing), at the latest
                 // after a third of the duration: a standby takes over within one lease duration of
                 // last seeing the leader renew (client-go's rule; the leader's clock is not trusted).
-                let expiry = leases::expiry(leases, LEADER_LEASE, &observer).await.ok().flatten();
+                let expiry = observer.last_expiry(LEADER_LEASE);
                 let wait = expiry
                     .map(|at| at.saturating_duration_since(std::time::Instant::now()) + Duration::from_millis(50))
                     .unwrap_or(retry)
