@@ -4,16 +4,16 @@
 //! - [`rules`]: pure decision logic, unit-tested without a server.
 //! - [`controllers`]: observe, decide (via `rules`), act, report status.
 //! - [`operator`]: the process around the controllers.
-//! - [`localcluster`]: a real etcd + kube-apiserver on loopback for tests and the quick start.
+//! - [`cli`]: the `forgeops run` options.
+//!
+//! The platform emulator, the local control plane and the development tooling are crates of their
+//! own under `crates/`, so none of them is part of the operator's build.
 
 pub mod api;
-pub mod bench;
+pub mod cli;
 pub mod controllers;
-pub mod emulator;
 pub mod health;
 pub mod leases;
-pub mod localcluster;
-pub mod manifests;
 pub mod operator;
 pub mod platform;
 pub mod rules;

@@ -38,7 +38,8 @@ pub struct Settings {
     pub platform: Arc<dyn Platform>,
     /// The default credentials Secret, in the operator namespace, for apps that name none.
     pub credentials_secret: String,
-    /// The operator's own namespace, for the link key Secret.
+    /// The operator's own namespace: its leader Lease, the bulk-upgrade Leases and the default
+    /// credentials Secret.
     pub operator_namespace: String,
     /// Watch only this namespace; every namespace when unset.
     pub namespace: Option<String>,

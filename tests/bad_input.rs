@@ -296,7 +296,7 @@ async fn a_thousand_generated_bad_objects_are_rejected_or_reported_and_valid_wor
     eprintln!("bad-input: seed {seed} (FORGEOPS_FUZZ_SEED={seed} replays this run)");
     let mut fuzz = Fuzz { rng: StdRng::seed_from_u64(seed), serial: 0, odd: 0 };
     let t = TestNs::new("bad-input").await;
-    let platform = t.start_platform(forgeops::emulator::EmulatorConfig::default()).await;
+    let platform = t.start_platform(forgeops_emulator::EmulatorConfig::default()).await;
     let apps: Api<ForgeApp> = t.api();
     let version = |major: u32| json!({"major": major, "minor": 0, "compatibility": {"required": "jira"}});
     for (name, id, versions) in [

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use forgeops::api::{BulkUpgrade, BulkUpgradeState, ForgeApp, Installation, RolloutPhase};
 use forgeops::controllers::bulk_upgrade::{Limits, env_lease_name};
-use forgeops::emulator::{EmulatorConfig, Faults};
+use forgeops_emulator::{EmulatorConfig, Faults};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};

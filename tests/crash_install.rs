@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use forgeops::api::{ForgeApp, Installation};
-use forgeops::emulator::EmulatorConfig;
+use forgeops_emulator::EmulatorConfig;
 use kube::api::{Api, ListParams};
 use serde_json::json;
 use support::{TestNs, create, kill_hard};

@@ -6,6 +6,6 @@ fn crds_directory_matches_the_rust_types() {
     let committed = std::fs::read_to_string(&path).expect("crds/forgeops.dev.yaml exists");
     assert!(
         committed == forgeops::api::crds_yaml(),
-        "crds/ is stale: regenerate it with `cargo run -- crd -o crds/forgeops.dev.yaml`"
+        "crds/ is stale: regenerate it with `cargo run --package forgeops -- crd -o crds/forgeops.dev.yaml`"
     );
 }

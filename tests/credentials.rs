@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use forgeops::api::{ForgeApp, Installation};
-use forgeops::emulator::EmulatorConfig;
+use forgeops_emulator::EmulatorConfig;
 use kube::api::Api;
 use serde_json::json;
 use support::{TestNs, condition, create, wait_for};

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use forgeops::api::{DistributionPolicy, ForgeApp, Installation};
-use forgeops::emulator::{EmulatorConfig, Faults};
+use forgeops_emulator::{EmulatorConfig, Faults};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::{Value, json};
@@ -151,10 +151,10 @@ async fn links_come_from_the_platform_rotate_one_way_and_follow_the_products() {
     let link1 = link(&p).unwrap();
     assert_eq!(p.status.as_ref().unwrap().link_products, ["jira"]);
     let customer = |site: &str, link: &str| {
-        let s: forgeops::emulator::SeedSite =
+        let s: forgeops_emulator::SeedSite =
             serde_json::from_value(json!({"hostName": site, "products": ["jira", "confluence"]})).unwrap();
         platform.emulator.add_site(s).unwrap();
-        platform.emulator.link_install(forgeops::emulator::LinkInstallRequest {
+        platform.emulator.link_install(forgeops_emulator::LinkInstallRequest {
             app_id: "ari:cloud:ecosystem::app/insights".into(),
             environment: "production".into(),
             site: site.into(),
@@ -266,12 +266,12 @@ async fn a_customers_install_through_the_link_is_adopted_and_deletion_policy_is_
     use forgeops::platform::Platform as _;
     gateway.set_sharing(&creds, app_id, true).await.unwrap();
     let link = gateway.generate_link(&creds, app_id, &["jira".to_string()]).await.unwrap();
-    let site: forgeops::emulator::SeedSite =
+    let site: forgeops_emulator::SeedSite =
         serde_json::from_value(json!({"hostName": "customer.atlassian.net", "products": ["jira"]})).unwrap();
     platform.emulator.add_site(site).unwrap();
     platform
         .emulator
-        .link_install(forgeops::emulator::LinkInstallRequest {
+        .link_install(forgeops_emulator::LinkInstallRequest {
             app_id: app_id.into(),
             environment: "production".into(),
             site: "customer.atlassian.net".into(),
@@ -548,7 +548,7 @@ async fn installations_follow_the_minors_the_platform_rolls_out() {
 
     // `forge deploy` of a minor: the platform moves the sites itself; after the CI job's refresh the
     // Installations show it, from the app's listing, without an upgrade request of their own.
-    let deploy = forgeops::emulator::DeployRequest {
+    let deploy = forgeops_emulator::DeployRequest {
         app_id: "ari:cloud:ecosystem::app/insights".into(),
         environment: "production".into(),
         version: "1.1.0".into(),

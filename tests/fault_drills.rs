@@ -11,7 +11,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use forgeops::api::{BulkUpgrade, BulkUpgradeState, ForgeApp, Installation};
-use forgeops::emulator::Faults;
+use forgeops_emulator::Faults;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ListParams, PostParams};
@@ -81,7 +81,7 @@ async fn platform_stepping(
 async fn wait_until(
     what: &str,
     timeout: Duration,
-    operator: &forgeops::localcluster::KeptProcess,
+    operator: &forgeops_testenv::localcluster::KeptProcess,
     mut done: impl AsyncFnMut() -> bool,
 ) {
     let deadline = Instant::now() + timeout;
@@ -106,7 +106,7 @@ async fn upgraded_once(
     platform: &TestPlatform,
     bus: &Api<BulkUpgrade>,
     sites: u32,
-    operator: &forgeops::localcluster::KeptProcess,
+    operator: &forgeops_testenv::localcluster::KeptProcess,
 ) {
     wait_until("the bulk upgrade to complete", Duration::from_secs(240), operator, async || {
         let b = bus.get("to-2").await.ok();
@@ -183,9 +183,9 @@ async fn the_api_server_restarts_during_installs_and_a_stepped_bulk_upgrade_and_
 #[tokio::test]
 async fn etcd_is_gone_for_10_s_during_installs_and_a_stepped_bulk_upgrade_and_nothing_repeats() {
     control_plane_drill("drill-etcd", || async {
-        support::signal_etcd(libc::SIGSTOP);
+        support::signal_etcd(forgeops_testenv::sys::SIGSTOP);
         tokio::time::sleep(Duration::from_secs(10)).await;
-        support::signal_etcd(libc::SIGCONT);
+        support::signal_etcd(forgeops_testenv::sys::SIGCONT);
     })
     .await;
 }
@@ -282,7 +282,7 @@ async fn platform_errors_an_outage_rate_limits_and_latency_lose_nothing_and_the_
 
 /// One operator replica with leader election, as a Deployment with two replicas runs it.
 struct Replica {
-    process: forgeops::localcluster::KeptProcess,
+    process: forgeops_testenv::localcluster::KeptProcess,
     port: u16,
 }
 
@@ -383,7 +383,7 @@ async fn write_leader_lease(leases: &Api<Lease>, holder: &str, renewed: jiff::Ti
 async fn a_leader_lease_written_by_a_skewed_clock_is_judged_by_when_it_last_changed() {
     let _turn = DRILL.lock().await;
     let t = TestNs::new("drill-skew").await;
-    let platform = t.start_platform(forgeops::emulator::EmulatorConfig::default()).await;
+    let platform = t.start_platform(forgeops_emulator::EmulatorConfig::default()).await;
     let url = platform.emulator.graphql_url();
     let leases: Api<Lease> = t.api();
     let minute = jiff::SignedDuration::from_secs(60);

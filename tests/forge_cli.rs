@@ -9,7 +9,7 @@
 mod forge_cli;
 
 use forge_cli::{CliAction, ForgeEnv, cli_mutation, parse_json_output, run_recorded};
-use forgeops::emulator::{EmulatorConfig, RunningEmulator, Seed};
+use forgeops_emulator::{EmulatorConfig, RunningEmulator, Seed};
 use serde_json::{Value, json};
 
 const EMAIL: &str = "platform-team@acme.example";
@@ -91,7 +91,7 @@ impl Harness {
 
     async fn start_with(config: EmulatorConfig) -> Harness {
         let emulator =
-            forgeops::emulator::start(config, "127.0.0.1:0".parse().unwrap()).await.expect("starting the emulator");
+            forgeops_emulator::start(config, "127.0.0.1:0".parse().unwrap()).await.expect("starting the emulator");
         let env = ForgeEnv::new(emulator.graphql_url(), EMAIL, TOKEN).with_app(APP);
         Harness { emulator, env }
     }

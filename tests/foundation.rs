@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use forgeops::api::{ForgeApp, ForgeAppStatus};
-use forgeops::emulator::DeployRequest;
+use forgeops_emulator::DeployRequest;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -74,9 +74,10 @@ async fn crds_are_established_and_the_examples_apply() {
         assert!(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"), "{name} not Established");
         assert_eq!(live.spec.names.categories, Some(vec!["forge".to_string()]), "{name} is in the forge category");
     }
-    let applied = forgeops::manifests::apply_path_in(&t.client, &support::repo_path("deploy/examples"), Some(&t.name))
-        .await
-        .expect("the examples are valid");
+    let applied =
+        forgeops_testenv::manifests::apply_path_in(&t.client, &support::repo_path("deploy/examples"), Some(&t.name))
+            .await
+            .expect("the examples are valid");
     for kind in ["ForgeApp", "DistributionPolicy", "Installation", "BulkUpgrade"] {
         assert!(
             applied.iter().any(|a| a.starts_with(&format!("{kind}/"))),
@@ -367,7 +368,7 @@ async fn forgeapp_reports_what_the_platform_has_and_says_what_to_fix() {
     wait_for(&apps, "insights", WAIT, "Ready again", |a| ready(&a.status).is_some_and(|(s, _)| s == "True")).await;
 
     // The platform down: Reconciling, with what was last known kept; then back.
-    operator.platform.set_faults(forgeops::emulator::Faults { down: true, ..Default::default() });
+    operator.platform.set_faults(forgeops_emulator::Faults { down: true, ..Default::default() });
     apps.patch("insights", &PatchParams::default(), &Patch::Merge(&ask("while-down"))).await.unwrap();
     let app = wait_for(&apps, "insights", WAIT, "PlatformUnavailable", |a| {
         ready(&a.status) == Some(("False".into(), "PlatformUnavailable".into()))
@@ -377,7 +378,7 @@ async fn forgeapp_reports_what_the_platform_has_and_says_what_to_fix() {
     assert_eq!(status.environments[0].versions.len(), 4, "the last known versions are kept");
     let reconciling = status.conditions.iter().find(|c| c.type_ == "Reconciling").unwrap();
     assert_eq!(reconciling.status, "True");
-    operator.platform.set_faults(forgeops::emulator::Faults::default());
+    operator.platform.set_faults(forgeops_emulator::Faults::default());
     apps.patch("insights", &PatchParams::default(), &Patch::Merge(&ask("after-outage"))).await.unwrap();
     wait_for(&apps, "insights", WAIT, "Ready after the outage", |a| ready(&a.status).is_some_and(|(s, _)| s == "True"))
         .await;
@@ -524,7 +525,7 @@ async fn killing_the_leader_process_makes_the_standby_lead_within_one_lease_dura
     use support::{free_port, kill_hard, probe};
     const LEASE_SECS: u64 = 4;
     let t = TestNs::new("failover").await;
-    let platform = t.start_platform(forgeops::emulator::EmulatorConfig::default()).await;
+    let platform = t.start_platform(forgeops_emulator::EmulatorConfig::default()).await;
     let url = platform.emulator.graphql_url();
     let ports = [free_port(), free_port()];
     let lease = LEASE_SECS.to_string();
@@ -604,4 +605,47 @@ async fn killing_the_leader_process_makes_the_standby_lead_within_one_lease_dura
         ready(&a.status).is_some_and(|(s, _)| s == "True")
     })
     .await;
+}
+
+/// The local control plane behaves like a cluster (kube-controller-manager runs its namespace
+/// controller and garbage collector): an owner's dependents are deleted with it, and a deleted
+/// namespace is emptied, custom resources included, and then gone rather than `Terminating`.
+#[tokio::test]
+async fn a_deleted_namespace_is_gone_and_an_owners_dependents_go_with_it() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+    let t = TestNs::new("gone").await;
+    let maps: Api<ConfigMap> = t.api();
+    let owner = maps
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap())
+        .await
+        .unwrap();
+    let dependent = json!({"metadata": {"name": "dependent", "ownerReferences": [{
+        "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid.clone().unwrap()}]}});
+    maps.create(&PostParams::default(), &serde_json::from_value(dependent).unwrap()).await.unwrap();
+    let apps: Api<ForgeApp> = t.api();
+    apps.create(&PostParams::default(), &serde_json::from_value(app_json("left-behind", json!([]))).unwrap())
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    maps.delete("owner", &Default::default()).await.unwrap();
+    while maps.get_opt("dependent").await.unwrap().is_some() {
+        assert!(started.elapsed() < WAIT, "the dependent ConfigMap was not garbage-collected in {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("dependent garbage-collected {:.1} s after its owner was deleted", started.elapsed().as_secs_f64());
+
+    let namespaces: Api<Namespace> = Api::all(t.client.clone());
+    let started = std::time::Instant::now();
+    namespaces.delete(&t.name, &Default::default()).await.unwrap();
+    while let Some(ns) = namespaces.get_opt(&t.name).await.unwrap() {
+        assert!(
+            started.elapsed() < WAIT,
+            "namespace {} still there after {WAIT:?}: {:?}",
+            t.name,
+            ns.status.and_then(|s| s.conditions)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("namespace {} gone {:.1} s after its delete", t.name, started.elapsed().as_secs_f64());
 }

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use forgeops::api::{BulkUpgrade, BulkUpgradeState, DistributionPolicy, ForgeApp, Installation};
-use forgeops::emulator::EmulatorConfig;
+use forgeops_emulator::EmulatorConfig;
 use kube::Api;
 use serde_json::{Value, json};
 use support::{TestNs, create, repo_path, wait_for};

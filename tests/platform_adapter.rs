@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use forgeops::emulator::{self, EmulatorConfig, Faults, RunningEmulator, Seed};
 use forgeops::platform::{
     Credentials, ErrorKind, ForgeGateway, GatewayOptions, InstallationFilter, Platform, RolloutStatus, Target,
     TaskState,
 };
 use forgeops::telemetry::Metrics;
+use forgeops_emulator::{self as emulator, EmulatorConfig, Faults, RunningEmulator, Seed};
 
 const APP: &str = "ari:cloud:ecosystem::app/00000000-0000-4000-8000-00000000a001";
 const TOKEN: &str = "adapter-test-token-7f3a";

@@ -3,7 +3,7 @@
 //! error whose [`ErrorKind`] the controllers branch on.
 //!
 //! One backend implements it: [`forge::ForgeGateway`], GraphQL over HTTPS to the real gateway, or
-//! to the local emulator (`forgeops platform serve`) in development and tests. The platform takes
+//! to the local emulator (`forgeops-dev platform serve`) in development and tests. The platform takes
 //! no idempotency key: an install or upgrade is made safe to repeat by recording its task id before
 //! waiting on it and by treating `APP_ALREADY_INSTALLED` / `INSTALLATION_ALREADY_UPGRADED` as done.
 

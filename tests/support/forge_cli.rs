@@ -12,7 +12,6 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -83,23 +82,21 @@ fn is_complete(dir: &Path) -> bool {
     dir.join(COMPLETE_MARKER).is_file() && dir.join("node_modules/.bin/forge").exists()
 }
 
-/// Holds an exclusive `flock` on a file until dropped.
+/// Holds an exclusive lock (`flock`, through std's `File::lock`) on a file until dropped.
 struct FileLock(File);
 
 impl FileLock {
     fn acquire(path: &Path) -> anyhow::Result<FileLock> {
         let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
-        // SAFETY: a plain syscall on a file descriptor we own for the lifetime of `file`.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        anyhow::ensure!(rc == 0, "locking {}: {}", path.display(), std::io::Error::last_os_error());
+        file.lock().map_err(|e| anyhow::anyhow!("locking {}: {e}", path.display()))?;
         Ok(FileLock(file))
     }
 }
 
 impl Drop for FileLock {
     fn drop(&mut self) {
-        // SAFETY: as above; closing the file would release the lock too.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+        // Closing the file would release the lock too.
+        let _ = self.0.unlock();
     }
 }
 
@@ -289,7 +286,7 @@ pub fn forge(args: &[&str], env: &ForgeEnv) -> Output {
         cmd.env(k, v);
     }
     let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-    let pid = child.id() as i32;
+    let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
@@ -297,8 +294,8 @@ pub fn forge(args: &[&str], env: &ForgeEnv) -> Output {
     let result = match rx.recv_timeout(env.timeout) {
         Ok(result) => result,
         Err(_) => {
-            // SAFETY: signals the process group of the child we started (process_group(0)).
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            // The process group of the child we started (process_group(0)): the CLI and its children.
+            forgeops_testenv::sys::kill_process_group(pid, forgeops_testenv::sys::SIGKILL);
             let out = rx.recv().expect("waiting for the killed CLI").expect("collecting the CLI's output");
             panic!(
                 "`forge {}` did not finish within {:?}; killed.\n--- stdout\n{}\n--- stderr\n{}",
@@ -436,7 +433,7 @@ impl CliAction {
 /// requires it to succeed, and returns the CLI's stdout and every request the emulator recorded
 /// while it ran, as (operation name, variables).
 pub fn run_recorded(
-    emulator: &forgeops::emulator::RunningEmulator,
+    emulator: &forgeops_emulator::RunningEmulator,
     env: &ForgeEnv,
     args: &[&str],
 ) -> (String, Vec<(String, serde_json::Value)>) {
@@ -455,7 +452,7 @@ pub fn run_recorded(
 /// For comparing what the CLI sends with what forgeops' platform adapter sends for the same
 /// action.
 pub fn cli_mutation(
-    emulator: &forgeops::emulator::RunningEmulator,
+    emulator: &forgeops_emulator::RunningEmulator,
     env: &ForgeEnv,
     action: &CliAction,
 ) -> (String, serde_json::Value) {

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use forgeops::emulator::EmulatorConfig;
-use forgeops::localcluster::{self, LocalCluster, OPERATOR_USER};
 use forgeops::operator::{self, Settings};
 use forgeops::platform::{ForgeGateway, GatewayOptions};
 use forgeops::telemetry::{self, Metrics};
+use forgeops_emulator::EmulatorConfig;
+use forgeops_testenv::localcluster::{self, LocalCluster, OPERATOR_USER};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -58,7 +58,7 @@ pub fn shared() -> &'static Shared {
                 let cluster = LocalCluster::start(None).await.expect("starting the local control plane");
                 let client = Client::try_from(cluster.admin_config()).unwrap();
                 localcluster::install_crds(&client, &forgeops::api::all_crds()).await.expect("installing the CRDs");
-                forgeops::manifests::apply_path(&client, &repo_path("deploy/base/rbac.yaml"))
+                forgeops_testenv::manifests::apply_path(&client, &repo_path("deploy/base/rbac.yaml"))
                     .await
                     .expect("applying RBAC");
                 bind_operator_user(&client).await;
@@ -71,8 +71,7 @@ pub fn shared() -> &'static Shared {
                     kubectl: localcluster::binaries().unwrap().join("kubectl"),
                 };
                 *CLUSTER.lock().unwrap() = Some(cluster);
-                // SAFETY: registers a plain extern "C" function with no captured state.
-                unsafe { libc::atexit(stop_cluster) };
+                forgeops_testenv::sys::at_exit(stop_cluster);
                 shared
             })
         })
@@ -322,7 +321,7 @@ impl TestNs {
     /// Starts the operator binary as a separate process, watching this namespace as the operator
     /// identity and acting on the platform at `graphql_url` with the credentials Secret of
     /// [`TestNs::start_platform`]. It dies with the test process.
-    pub fn spawn_operator_process(&self, graphql_url: &str, run: usize) -> forgeops::localcluster::KeptProcess {
+    pub fn spawn_operator_process(&self, graphql_url: &str, run: usize) -> forgeops_testenv::localcluster::KeptProcess {
         self.spawn_operator_process_logging(graphql_url, run, "info")
     }
 
@@ -337,7 +336,7 @@ impl TestNs {
         graphql_url: &str,
         run: usize,
         rust_log: &str,
-    ) -> forgeops::localcluster::KeptProcess {
+    ) -> forgeops_testenv::localcluster::KeptProcess {
         self.spawn_operator_process_with(graphql_url, run, rust_log, &["--metrics-addr", "127.0.0.1:0"])
     }
 
@@ -348,7 +347,7 @@ impl TestNs {
         run: usize,
         rust_log: &str,
         extra: &[&str],
-    ) -> forgeops::localcluster::KeptProcess {
+    ) -> forgeops_testenv::localcluster::KeptProcess {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_forgeops"));
         cmd.args(["run", "--namespace", &self.name, "--operator-namespace", &self.name])
             .args(["--platform-url", graphql_url, "--credentials-secret", platform::CREDENTIALS_SECRET])
@@ -356,7 +355,7 @@ impl TestNs {
             .env("KUBECONFIG", &shared().operator_kubeconfig)
             .env("RUST_LOG", rust_log);
         let log = self.operator_log(run);
-        forgeops::localcluster::KeptProcess::spawn("forgeops", cmd, &log).expect("starting the operator")
+        forgeops_testenv::localcluster::KeptProcess::spawn("forgeops", cmd, &log).expect("starting the operator")
     }
 }
 
@@ -374,8 +373,8 @@ pub async fn probe(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// Sends SIGKILL to a process and waits until it is gone.
-pub async fn kill_hard(process: &forgeops::localcluster::KeptProcess) {
-    process.signal(libc::SIGKILL);
+pub async fn kill_hard(process: &forgeops_testenv::localcluster::KeptProcess) {
+    process.signal(forgeops_testenv::sys::SIGKILL);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !process.has_exited() {
         assert!(Instant::now() < deadline, "SIGKILL did not stop the process");

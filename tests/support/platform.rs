@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use forgeops::api::{ForgeApp, Installation};
-use forgeops::emulator::{self, DeployRequest, EmulatorConfig, Faults, RunningEmulator, Seed, SeedApp, SeedSite};
+use forgeops_emulator::{
+    self as emulator, DeployRequest, EmulatorConfig, Faults, RunningEmulator, Seed, SeedApp, SeedSite,
+};
 use futures::StreamExt;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};

@@ -1,6 +1,11 @@
-//! A real Kubernetes control plane (etcd and kube-apiserver) on loopback, for tests and the local
-//! quick start. No container runtime is needed: `hack/controlplane/build.sh` builds both binaries
-//! from pinned Go modules once and caches them.
+//! A real Kubernetes control plane (etcd, kube-apiserver and kube-controller-manager) on loopback,
+//! for tests and the local quick start. No container runtime is needed:
+//! `hack/controlplane/build.sh` builds the binaries from pinned Go modules once and caches them.
+//!
+//! kube-controller-manager runs only the controllers a cluster without nodes needs for objects to
+//! go away as they do in a real cluster: the namespace controller (a deleted namespace's contents
+//! are deleted and the namespace is gone, instead of `Terminating` forever) and the garbage
+//! collector (dependents of a deleted owner are deleted).
 //!
 //! Child processes die with the thread that keeps them (`PR_SET_PDEATHSIG`), and each child gets a
 //! thread of its own that lives exactly as long as it does, so a test binary that exits or is killed
@@ -48,7 +53,7 @@ pub fn binaries() -> Result<PathBuf, Error> {
     if let Some(dir) = std::env::var_os("FORGEOPS_CONTROLPLANE_BIN") {
         return Ok(PathBuf::from(dir));
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/controlplane/build.sh");
+    let script = repo_root().join("hack/controlplane/build.sh");
     let out = Command::new("bash")
         .arg(&script)
         .stderr(Stdio::inherit())
@@ -59,6 +64,11 @@ pub fn binaries() -> Result<PathBuf, Error> {
     }
     let dir = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string();
     Ok(PathBuf::from(dir))
+}
+
+/// The repository this crate was built from (it lives at `crates/testenv`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// A child process kept by a thread of its own, which reaps it.
@@ -76,6 +86,7 @@ impl KeptProcess {
         let file2 = file.try_clone().map_err(io("cloning a log handle"))?;
         cmd.stdin(Stdio::null()).stdout(file).stderr(file2);
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        #[allow(unsafe_code)]
         unsafe {
             cmd.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -123,6 +134,7 @@ impl KeptProcess {
     pub fn signal(&self, signal: i32) {
         if !self.has_exited() {
             // SAFETY: plain syscall on a pid this process spawned and has not reaped yet.
+            #[allow(unsafe_code)]
             unsafe {
                 libc::kill(self.pid as i32, signal);
             }
@@ -150,11 +162,12 @@ impl Drop for KeptProcess {
     }
 }
 
-/// A running etcd and kube-apiserver on loopback.
+/// A running etcd, kube-apiserver and kube-controller-manager on loopback.
 pub struct LocalCluster {
     dir: PathBuf,
     remove_dir: bool,
-    // Field order matters: the API server stops before etcd.
+    // Stopped in this order by `drop`: the controller manager, the API server, then etcd.
+    controller_manager: Option<KeptProcess>,
     apiserver: KeptProcess,
     etcd: KeptProcess,
     /// How the API server was started, so a fault drill can start it again the same way.
@@ -170,11 +183,7 @@ fn free_port() -> Result<u16, Error> {
 }
 
 fn random_token() -> String {
-    let mut bytes = [0u8; 24];
-    // getrandom(2) cannot fail for such a small buffer once the pool is initialised.
-    unsafe {
-        libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0);
-    }
+    let bytes: [u8; 24] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -231,7 +240,8 @@ impl LocalCluster {
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             format!("--service-account-key-file={}", dir.join("sa.pub").display()),
             format!("--service-account-signing-key-file={}", dir.join("sa.key").display()),
-            // No controller manager runs, so no service-account tokens would ever be created.
+            // The controller manager runs no service-account controllers, so no default service
+            // account or token would ever be created for a pod to mount.
             "--disable-admission-plugins=ServiceAccount".into(),
             "--enable-priority-and-fairness=false".into(),
             "--allow-privileged=true".into(),
@@ -241,9 +251,10 @@ impl LocalCluster {
         api_cmd.args(&api_args);
         let apiserver = KeptProcess::spawn("kube-apiserver", api_cmd, &dir.join("kube-apiserver.log"))?;
 
-        let cluster = LocalCluster {
+        let mut cluster = LocalCluster {
             dir,
             remove_dir,
+            controller_manager: None,
             apiserver,
             etcd,
             apiserver_cmd: (bin.join("kube-apiserver"), api_args),
@@ -259,14 +270,32 @@ impl LocalCluster {
         )
         .map_err(io("writing the operator kubeconfig"))?;
         cluster.wait_ready().await?;
+        cluster.controller_manager = Some(cluster.start_controller_manager(&bin)?);
         Ok(cluster)
+    }
+
+    /// kube-controller-manager as the cluster admin, with only the namespace controller and the
+    /// garbage collector, serving nothing (no port, no leader election: it is the only one).
+    fn start_controller_manager(&self, bin: &Path) -> Result<KeptProcess, Error> {
+        let mut cmd = Command::new(bin.join("kube-controller-manager"));
+        cmd.args([
+            format!("--kubeconfig={}", self.kubeconfig_path().display()),
+            "--controllers=namespace-controller,garbage-collector-controller".into(),
+            "--leader-elect=false".into(),
+            "--secure-port=0".into(),
+            "--use-service-account-credentials=false".into(),
+            // A deleted namespace is emptied as soon as it is seen, not on the next resync.
+            "--concurrent-namespace-syncs=4".into(),
+            "--v=1".into(),
+        ]);
+        KeptProcess::spawn("kube-controller-manager", cmd, &self.dir.join("kube-controller-manager.log"))
     }
 
     async fn wait_ready(&self) -> Result<(), Error> {
         let client = Client::try_from(self.admin_config())?;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            for p in [&self.etcd, &self.apiserver] {
+            for p in [&self.etcd, &self.apiserver].into_iter().chain(self.controller_manager.as_ref()) {
                 if p.has_exited() {
                     return Err(Error::Exited(p.name, p.log_tail()));
                 }
@@ -351,6 +380,11 @@ impl LocalCluster {
         &self.apiserver
     }
 
+    /// The controller manager process, for tests that look at its log.
+    pub fn controller_manager(&self) -> Option<&KeptProcess> {
+        self.controller_manager.as_ref()
+    }
+
     /// The etcd process (for the benchmark's memory figures).
     pub fn etcd(&self) -> &KeptProcess {
         &self.etcd
@@ -359,6 +393,9 @@ impl LocalCluster {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
+        if let Some(cm) = &self.controller_manager {
+            cm.stop(Duration::from_secs(5));
+        }
         self.apiserver.stop(Duration::from_secs(5));
         self.etcd.stop(Duration::from_secs(5));
         if self.remove_dir {

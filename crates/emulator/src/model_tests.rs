@@ -1,7 +1,7 @@
 //! The model's rules, without a server.
 
 use super::*;
-use crate::emulator::seed::{SeedAccount, SeedApp, SeedEgress, SeedEnvironment, SeedVersion};
+use crate::seed::{SeedAccount, SeedApp, SeedEgress, SeedEnvironment, SeedVersion};
 
 const ACME: &str = "platform-team@acme.example";
 const OTHER: &str = "someone@globex.example";
@@ -11,7 +11,7 @@ const APP3: &str = "ari:cloud:ecosystem::app/6f1c2d3e-0000-4000-8000-00000000000
 const T0: Millis = 1_700_000_000_000;
 
 fn seed() -> Seed {
-    let mut seed = Seed::from_yaml_str(include_str!("../../deploy/emulator/seed.yaml")).expect("seed parses");
+    let mut seed = Seed::from_yaml_str(include_str!("../../../deploy/emulator/seed.yaml")).expect("seed parses");
     seed.accounts.push(SeedAccount {
         email: OTHER.into(),
         api_token: "other-token".into(),

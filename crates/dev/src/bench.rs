@@ -18,9 +18,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::api::{BulkUpgrade, ForgeApp, Installation};
-use crate::emulator::{EmulatorConfig, Faults, Seed};
-use crate::localcluster::{KeptProcess, LocalCluster};
+use forgeops::api::{BulkUpgrade, ForgeApp, Installation};
+use forgeops_emulator::{EmulatorConfig, Faults, Seed};
+use forgeops_testenv::localcluster::{KeptProcess, LocalCluster};
 
 const NAMESPACE: &str = "bench";
 const FLOOR_NAMESPACE: &str = "bench-floor";
@@ -238,7 +238,7 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
     eprintln!("bench: starting the control plane");
     let cluster = LocalCluster::start(None).await?;
     let client = kube::Client::try_from(cluster.admin_config())?;
-    crate::localcluster::install_crds(&client, &crate::api::all_crds()).await?;
+    forgeops_testenv::localcluster::install_crds(&client, &forgeops::api::all_crds()).await?;
     for ns in [NAMESPACE, FLOOR_NAMESPACE] {
         let body = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
         Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).create(&PostParams::default(), &body).await?;
@@ -262,7 +262,7 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
         faults: Faults { latency_ms: o.latency_ms, ..Default::default() },
         ..Default::default()
     };
-    let emulator = crate::emulator::start(config, "127.0.0.1:0".parse()?).await?;
+    let emulator = forgeops_emulator::start(config, "127.0.0.1:0".parse()?).await?;
     let secret = serde_json::from_value(json!({"metadata": {"name": "forgeops-credentials"},
         "stringData": {"email": EMAIL, "apiToken": TOKEN}}))?;
     Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), NAMESPACE)
@@ -271,7 +271,7 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
 
     let operator_bin = match &o.operator {
         Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("forgeops"),
+        None => operator_binary()?,
     };
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut cmd = std::process::Command::new(&operator_bin);
@@ -368,10 +368,10 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
     }
 
     // Deploy 2.0.0 (as `forge deploy` would) and have the operator read it.
-    let deploy: crate::emulator::DeployRequest = serde_json::from_value(json!({"appId": APP_ID,
+    let deploy: forgeops_emulator::DeployRequest = serde_json::from_value(json!({"appId": APP_ID,
         "version": "2.0.0", "scopes": ["read:jira-work"], "requiredProducts": ["jira"]}))?;
     emulator.deploy(deploy).map_err(|e| anyhow::anyhow!("deploying 2.0.0: {e:?}"))?;
-    let refresh = json!({"metadata": {"annotations": {crate::api::REFRESH_ANNOTATION: "bench-2.0.0"}}});
+    let refresh = json!({"metadata": {"annotations": {forgeops::api::REFRESH_ANNOTATION: "bench-2.0.0"}}});
     apps.patch("bench", &PatchParams::default(), &Patch::Merge(&refresh)).await?;
     let deadline = Instant::now() + timeout;
     while apps.get("bench").await?.deployed("production").len() < 2 {
@@ -408,7 +408,7 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
 
     // Idle: nothing changes (once the BulkUpgrade has recorded its end and released its Leases).
     let deadline = Instant::now() + timeout;
-    while bus.get("all").await?.status.and_then(|s| s.state) != Some(crate::api::BulkUpgradeState::Complete) {
+    while bus.get("all").await?.status.and_then(|s| s.state) != Some(forgeops::api::BulkUpgradeState::Complete) {
         anyhow::ensure!(Instant::now() < deadline, "the BulkUpgrade did not complete");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -449,7 +449,7 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
             async move {
                 let name = format!("site-{i:05}");
                 floor.create(&PostParams::default(), &installation(&name)).await?;
-                let finalizer = json!({"metadata": {"finalizers": [crate::controllers::installation::FINALIZER]}});
+                let finalizer = json!({"metadata": {"finalizers": [forgeops::controllers::installation::FINALIZER]}});
                 floor.patch(&name, &PatchParams::default(), &Patch::Merge(&finalizer)).await?;
                 floor.patch_status(&name, &PatchParams::default(), &replace_status(&task)).await?;
                 floor.patch_status(&name, &PatchParams::default(), &replace_status(&done)).await?;
@@ -496,7 +496,7 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
         .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stopping = Instant::now();
-    operator.signal(libc::SIGTERM);
+    operator.signal(forgeops_testenv::sys::SIGTERM);
     wait_until("the operator to exit after SIGTERM", Duration::from_secs(60), || operator.has_exited()).await?;
     report.sigterm_to_exit_ms = stopping.elapsed().as_millis() as u64;
     drop(emulator);
@@ -524,7 +524,7 @@ async fn baseline_apiserver_rss(
 ) -> anyhow::Result<f64> {
     let cluster = LocalCluster::start(None).await?;
     let client = kube::Client::try_from(cluster.admin_config())?;
-    crate::localcluster::install_crds(&client, &crate::api::all_crds()).await?;
+    forgeops_testenv::localcluster::install_crds(&client, &forgeops::api::all_crds()).await?;
     let body = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?;
     Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).create(&PostParams::default(), &body).await?;
     let insts: Api<Installation> = Api::namespaced(client.clone(), NAMESPACE);
@@ -551,6 +551,28 @@ async fn baseline_apiserver_rss(
     let _ = insts.list(&Default::default()).await?;
     tokio::time::sleep(rest).await;
     Ok(rss_mib(cluster.apiserver().pid(), "VmRSS:"))
+}
+
+/// The operator binary beside this one. Run through cargo (`cargo bench-scale`), it is built first
+/// with the same profile, since cargo builds only the benchmark's own package for `cargo run`.
+fn operator_binary() -> anyhow::Result<PathBuf> {
+    let bin = std::env::current_exe()?.with_file_name("forgeops");
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let mut build = std::process::Command::new(cargo);
+        let manifest = forgeops_testenv::localcluster::repo_root().join("Cargo.toml");
+        build.arg("build").arg("--manifest-path").arg(manifest).args(["--package", "forgeops", "--bin", "forgeops"]);
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        let status = build.status().context("running cargo build for the operator binary")?;
+        anyhow::ensure!(status.success(), "building the operator binary failed ({status})");
+    }
+    anyhow::ensure!(
+        bin.exists(),
+        "no operator binary at {}: build it with `cargo build --release -p forgeops`, or name one with --operator",
+        bin.display()
+    );
+    Ok(bin)
 }
 
 #[cfg(test)]

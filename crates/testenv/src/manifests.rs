@@ -70,6 +70,17 @@ pub async fn apply_path_in(client: &Client, path: &Path, namespace: Option<&str>
     Ok(applied)
 }
 
+/// Applies every object in `text` (YAML that `source` names in errors, for example a manifest
+/// embedded in a binary) with each object's own namespace, as [`apply_path`] does for a file.
+pub async fn apply_text(client: &Client, source: &Path, text: &str) -> Result<Vec<String>, Error> {
+    let discovery = Discovery::new(client.clone()).run().await?;
+    let mut applied = Vec::new();
+    for obj in parse_documents(source, text)? {
+        applied.push(apply_one(client, &discovery, source, obj, None).await?);
+    }
+    Ok(applied)
+}
+
 /// [`apply_path_in`] with each object's own namespace.
 pub async fn apply_path(client: &Client, path: &Path) -> Result<Vec<String>, Error> {
     apply_path_in(client, path, None).await

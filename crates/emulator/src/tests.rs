@@ -14,29 +14,31 @@ const APP2: &str = "ari:cloud:ecosystem::app/6f1c2d3e-0000-4000-8000-00000000000
 const EMAIL: &str = "platform-team@acme.example";
 const TOKEN: &str = "local-dev-token";
 
-const GET_USER_DETAILS: &str = include_str!("../platform/ops/forge_cli_getUserDetails.graphql");
-const GET_TENANT_CONTEXT_DETAILS: &str = include_str!("../platform/ops/getTenantContextDetails.graphql");
-const GET_HOSTNAMES: &str = include_str!("../platform/ops/forge_cli_getHostnameForTenantContexts.graphql");
+const GET_USER_DETAILS: &str = include_str!("../../../src/platform/ops/forge_cli_getUserDetails.graphql");
+const GET_TENANT_CONTEXT_DETAILS: &str = include_str!("../../../src/platform/ops/getTenantContextDetails.graphql");
+const GET_HOSTNAMES: &str = include_str!("../../../src/platform/ops/forge_cli_getHostnameForTenantContexts.graphql");
 const GET_IDENTITY_VERSIONS: &str =
-    include_str!("../platform/ops/forge_cli_getApplicationIdentityVersionDetails.graphql");
-const GET_VERSION_DETAILS: &str = include_str!("../platform/ops/forge_cli_getApplicationVersionDetails.graphql");
+    include_str!("../../../src/platform/ops/forge_cli_getApplicationIdentityVersionDetails.graphql");
+const GET_VERSION_DETAILS: &str =
+    include_str!("../../../src/platform/ops/forge_cli_getApplicationVersionDetails.graphql");
 const GET_LATEST_VERSIONS: &str =
-    include_str!("../platform/ops/forge_cli_getApplicationEnvironmentLatestVersions.graphql");
-const INSTALL: &str = include_str!("../platform/ops/forge_cli_installApplication.graphql");
-const UPGRADE: &str = include_str!("../platform/ops/forge_cli_upgradeApplication.graphql");
-const UNINSTALL: &str = include_str!("../platform/ops/forge_cli_uninstallApplication.graphql");
-const GET_TASK: &str = include_str!("../platform/ops/forge_cli_getInstallationTask.graphql");
-const GET_INSTALLATIONS: &str = include_str!("../platform/ops/forge_cli_getEcosystemInstallationsByApp.graphql");
-const LIST_ENVIRONMENT: &str = include_str!("../platform/ops/forge_cli_listEnvironment.graphql");
-const UPGRADE_VERSIONS: &str = include_str!("../platform/ops/forge_cli_getAppUpgradeVersionsList.graphql");
-const UPGRADABLE_TO: &str = include_str!("../platform/ops/forge_cli_getAppUpgradableToList.graphql");
-const CREATE_ROLLOUT: &str = include_str!("../platform/ops/forge_cli_createAppVersionUpgradeRollout.graphql");
-const GET_ROLLOUT: &str = include_str!("../platform/ops/forge_cli_getAppVersionRollout.graphql");
-const LIST_ROLLOUTS: &str = include_str!("../platform/ops/forge_cli_getAppVersionRolloutsList.graphql");
-const CANCEL_ROLLOUT: &str = include_str!("../platform/ops/forge_cli_cancelAppVersionUpgradeRollout.graphql");
-const UPDATE_APP_DETAILS: &str = include_str!("../platform/ops/forgeops_updateAppDetails.graphql");
-const GENERATE_LINK: &str = include_str!("../platform/ops/forgeops_generateDistributionLink.graphql");
-const GET_LINK: &str = include_str!("../platform/ops/forgeops_getActiveDistributionLink.graphql");
+    include_str!("../../../src/platform/ops/forge_cli_getApplicationEnvironmentLatestVersions.graphql");
+const INSTALL: &str = include_str!("../../../src/platform/ops/forge_cli_installApplication.graphql");
+const UPGRADE: &str = include_str!("../../../src/platform/ops/forge_cli_upgradeApplication.graphql");
+const UNINSTALL: &str = include_str!("../../../src/platform/ops/forge_cli_uninstallApplication.graphql");
+const GET_TASK: &str = include_str!("../../../src/platform/ops/forge_cli_getInstallationTask.graphql");
+const GET_INSTALLATIONS: &str =
+    include_str!("../../../src/platform/ops/forge_cli_getEcosystemInstallationsByApp.graphql");
+const LIST_ENVIRONMENT: &str = include_str!("../../../src/platform/ops/forge_cli_listEnvironment.graphql");
+const UPGRADE_VERSIONS: &str = include_str!("../../../src/platform/ops/forge_cli_getAppUpgradeVersionsList.graphql");
+const UPGRADABLE_TO: &str = include_str!("../../../src/platform/ops/forge_cli_getAppUpgradableToList.graphql");
+const CREATE_ROLLOUT: &str = include_str!("../../../src/platform/ops/forge_cli_createAppVersionUpgradeRollout.graphql");
+const GET_ROLLOUT: &str = include_str!("../../../src/platform/ops/forge_cli_getAppVersionRollout.graphql");
+const LIST_ROLLOUTS: &str = include_str!("../../../src/platform/ops/forge_cli_getAppVersionRolloutsList.graphql");
+const CANCEL_ROLLOUT: &str = include_str!("../../../src/platform/ops/forge_cli_cancelAppVersionUpgradeRollout.graphql");
+const UPDATE_APP_DETAILS: &str = include_str!("../../../src/platform/ops/forgeops_updateAppDetails.graphql");
+const GENERATE_LINK: &str = include_str!("../../../src/platform/ops/forgeops_generateDistributionLink.graphql");
+const GET_LINK: &str = include_str!("../../../src/platform/ops/forgeops_getActiveDistributionLink.graphql");
 
 // Operations the CLI sends whose texts are not in src/platform/ops (copied from @forge/cli 13.3.0).
 const HAS_NO_INSTALLATIONS: &str = r#"
@@ -146,7 +148,7 @@ const ENTITLEMENT_OFFERING: &str = r#"query getEntitlementOffering($hostNames: [
             }"#;
 
 fn seed() -> Seed {
-    let mut seed = Seed::from_yaml_str(include_str!("../../deploy/emulator/seed.yaml")).expect("seed");
+    let mut seed = Seed::from_yaml_str(include_str!("../../../deploy/emulator/seed.yaml")).expect("seed");
     seed.accounts.push(SeedAccount {
         email: "other@globex.example".into(),
         api_token: "other-token".into(),

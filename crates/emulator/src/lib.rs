@@ -349,7 +349,7 @@ pub async fn start(config: EmulatorConfig, listen: SocketAddr) -> anyhow::Result
     Ok(RunningEmulator { shared, addr, shutdown: Some(tx), server, ticker })
 }
 
-/// Serves an emulator on `listen` until `shutdown` completes (`forgeops platform serve`).
+/// Serves an emulator on `listen` until `shutdown` completes (`forgeops-dev platform serve`).
 pub async fn serve(
     config: EmulatorConfig,
     listen: SocketAddr,
