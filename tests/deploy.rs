@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use forgeops::api::{ForgeApp, Installation};
-use forgeops::emulator::{EmulatorConfig, Seed};
+use forgeops_emulator::{EmulatorConfig, Seed};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -89,6 +89,10 @@ fn the_manifests_render_what_a_cluster_needs() {
     assert!(dockerfile.contains(&format!("USER {uid}:")), "the Dockerfile's USER is not {uid}");
     assert!(dockerfile.contains("EXPOSE 9464"));
     assert!(dockerfile.contains("distroless/static"), "a static, distroless runtime");
+    assert!(dockerfile.contains("--package forgeops --bin forgeops"), "the image builds the operator crate only");
+    // The image the Deployment names is the one the Dockerfile's comment builds.
+    let image = container["image"].as_str().unwrap();
+    assert!(dockerfile.contains(&format!("docker build -t {image} .")), "the Dockerfile does not build {image}");
 
     // The namespaced variant watches one namespace and binds the operator there only.
     let namespaced = rendered("deploy/namespaced");
@@ -106,11 +110,16 @@ fn the_manifests_render_what_a_cluster_needs() {
     std::fs::create_dir_all(&overlay).unwrap();
     std::fs::write(
         overlay.join("kustomization.yaml"),
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../../deploy]\ncomponents: [../../deploy/components/servicemonitor]\n",
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../../deploy]\ncomponents: [../../deploy/components/servicemonitor]\nimages:\n  - name: forgeops\n    newName: registry.example.com/platform/forgeops\n    newTag: 0.1.0\n",
     )
     .unwrap();
     let monitored = rendered(overlay.to_str().unwrap());
     assert_eq!(find(&monitored, "ServiceMonitor", "forgeops")["spec"]["endpoints"][0]["port"], "metrics");
+    // The README's `images:` overlay points the Deployment at the image a user pushed.
+    assert_eq!(
+        find(&monitored, "Deployment", "forgeops-operator")["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example.com/platform/forgeops:0.1.0"
+    );
     std::fs::remove_dir_all(&overlay).ok();
 }
 
@@ -135,7 +144,7 @@ async fn apply_k_deploy_then_the_deployments_operator_reconciles_the_examples_as
     let seed = Seed::load(&repo_path("deploy/emulator/seed.yaml")).unwrap();
     let account = seed.accounts[0].clone();
     let emulator =
-        forgeops::emulator::start(EmulatorConfig { seed, ..Default::default() }, "127.0.0.1:0".parse().unwrap())
+        forgeops_emulator::start(EmulatorConfig { seed, ..Default::default() }, "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
     let example: Value = serde_yaml_ng::from_str(
@@ -195,7 +204,7 @@ async fn apply_k_deploy_then_the_deployments_operator_reconciles_the_examples_as
         cmd.env(name, value);
     }
     let log = dir.join("operator.log");
-    let operator = forgeops::localcluster::KeptProcess::spawn("forgeops", cmd, &log).unwrap();
+    let operator = forgeops_testenv::localcluster::KeptProcess::spawn("forgeops", cmd, &log).unwrap();
 
     kubectl_ok(&["apply", "-f", "deploy/examples/"]);
     let apps: Api<ForgeApp> = Api::namespaced(client.clone(), "forge-demo");
@@ -243,7 +252,7 @@ async fn apply_k_deploy_then_the_deployments_operator_reconciles_the_examples_as
         kib("VmHWM:").unwrap_or(0)
     );
     let stopping = Instant::now();
-    operator.signal(libc::SIGTERM);
+    operator.signal(forgeops_testenv::sys::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !operator.has_exited() {
         assert!(Instant::now() < deadline, "SIGTERM did not stop the operator");
@@ -256,4 +265,22 @@ async fn apply_k_deploy_then_the_deployments_operator_reconciles_the_examples_as
     }
     assert!(text.contains("became leader"), "{text}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The README's commands that install the CRDs alone work as written, against the real API server.
+#[test]
+fn the_readmes_crd_install_commands_work() {
+    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
+    for command in [
+        "kubectl apply --server-side -f crds/forgeops.dev.yaml",
+        "kubectl apply --server-side -f deploy/base/rbac.yaml",
+    ] {
+        assert!(readme.contains(command), "the README no longer says `{command}`");
+        let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+        let (ok, text) = kubectl(&[&args[..], &["--force-conflicts"]].concat());
+        assert!(ok, "`{command}` failed:\n{text}");
+        assert!(text.contains("serverside-applied"), "`{command}`: {text}");
+    }
+    assert!(readme.contains("(or `-k crds/`)"));
+    kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-k", "crds/"]);
 }
