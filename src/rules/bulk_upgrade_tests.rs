@@ -352,7 +352,7 @@ impl Case {
 }
 
 fn cond(d: &Decision, t: Type) -> (String, String) {
-    let c = conds::find(&d.status.conditions, t.as_str()).unwrap();
+    let c = conds::find(&d.status.conditions, t).unwrap();
     (c.status.clone(), c.reason.clone())
 }
 
@@ -402,7 +402,7 @@ fn a_missing_app_or_major_is_ineligible_and_stalled() {
     let mut c = Case::new();
     let mut f = facts();
     f.target = None;
-    f.reasons = vec![ineligible(Reason::MajorNotDeployed, "major 2 is not deployed".into())];
+    f.reasons = vec![ineligible(Ineligibility::MajorNotDeployed, "major 2 is not deployed".into())];
     c.app = AppView::Read(f);
     let d = c.decide();
     assert_eq!(cond(&d, Type::Eligible), ("False".into(), "MajorNotDeployed".into()));
@@ -413,7 +413,7 @@ fn a_platform_refusal_of_eligibility_is_explained_by_the_difference() {
     let mut c = Case::new();
     c.platform.upgradeable = Some(false);
     let mut f = facts();
-    f.reasons = vec![ineligible(Reason::AddsScopes, "adds scope write".into())];
+    f.reasons = vec![ineligible(Ineligibility::AddsScopes, "adds scope write".into())];
     c.app = AppView::Read(f);
     let d = c.decide();
     assert_eq!(state(&d), BulkUpgradeState::Ineligible);
@@ -430,7 +430,7 @@ fn a_platform_refusal_of_eligibility_is_explained_by_the_difference() {
 fn local_differences_do_not_overrule_the_platform() {
     let mut c = Case::new();
     let mut f = facts();
-    f.reasons = vec![ineligible(Reason::AddsEgress, "adds egress x".into())];
+    f.reasons = vec![ineligible(Ineligibility::AddsEgress, "adds egress x".into())];
     c.app = AppView::Read(f);
     assert_eq!(state(&c.decide()), BulkUpgradeState::Running, "the platform says upgradeable");
 }
@@ -449,7 +449,7 @@ fn pinned_installations_hold_the_upgrade() {
     c.platform.upgradeable = Some(false);
     let mut f = facts();
     f.pinned = vec!["a".into()];
-    f.reasons = vec![ineligible(Reason::AddsScopes, "adds scope write".into())];
+    f.reasons = vec![ineligible(Ineligibility::AddsScopes, "adds scope write".into())];
     c.app = AppView::Read(f);
     let d = c.decide();
     assert_eq!(cond(&d, Type::Eligible), ("False".into(), "AddsScopes".into()));
@@ -527,7 +527,7 @@ fn a_platform_limit_queues_and_the_retry_stays_queued() {
     assert_eq!(requeue, Requeue::Platform);
     assert_eq!(status.state, Some(BulkUpgradeState::Queued));
     assert!(status.starting.is_some(), "the intent stays");
-    let admitted = conds::find(&status.conditions, "Admitted").unwrap();
+    let admitted = conds::find(&status.conditions, Type::Admitted).unwrap();
     assert_eq!((admitted.status.as_str(), admitted.reason.as_str()), ("False", "AppRolloutRunning"));
     // The retry: the start is tried again, the status still says Queued (no flapping).
     c.previous = status;
@@ -747,7 +747,7 @@ fn a_platform_failure_keeps_the_records_and_says_what_to_change() {
         "the platform refused the credentials of dev@acme.example (ns/creds): check the Secret's email and apiToken";
     let failed = platform_failed(&running_status, FailureKind::Credentials, what, Some(1), &now());
     assert_eq!((failed.state, &failed.rollouts), (running_status.state, &running_status.rollouts), "records kept");
-    let find = |s: &BulkUpgradeStatus, t: Type| conds::find(&s.conditions, t.as_str()).cloned().unwrap();
+    let find = |s: &BulkUpgradeStatus, t: Type| conds::find(&s.conditions, t).cloned().unwrap();
     let ready = find(&failed, Type::Ready);
     assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "BadCredentials"));
     assert!(
@@ -770,4 +770,22 @@ fn a_platform_failure_keeps_the_records_and_says_what_to_change() {
     c.previous = failed;
     assert_eq!(cond(&c.decide(), Type::Ready), ("False".into(), "Running".into()));
     assert_eq!(cond(&c.decide(), Type::Stalled).0, "False");
+}
+
+#[test]
+fn a_failure_that_needs_the_user_is_told_once_and_a_slot_wait_is_read_back() {
+    let mut c = Case::new();
+    c.previous.state = Some(BulkUpgradeState::Running);
+    c.previous.rollouts = vec![running(1, 20, None)];
+    c.platform.current = Current::Seen(seen("r-1", RolloutStatus::Running, 10, 0, 20));
+    let before = c.decide().status;
+    let failed = platform_failed(&before, FailureKind::Credentials, "refused", Some(1), &now());
+    assert_eq!(failure_event(&before, &failed, FailureKind::Credentials).map(|e| e.0), Some(Reason::BadCredentials));
+    assert_eq!(failure_event(&failed, &failed, FailureKind::Credentials), None, "told already");
+    let transient = platform_failed(&before, FailureKind::Transient, "HTTP 503", Some(1), &now());
+    assert_eq!(failure_event(&before, &transient, FailureKind::Transient), None, "comes and goes with retries");
+    assert!(!waits_for_slot(&before));
+    let mut c = Case::new();
+    c.admission = Admission::Busy { reason: Reason::GlobalLimitReached, holder: "ns/other".into() };
+    assert!(waits_for_slot(&c.decide().status));
 }

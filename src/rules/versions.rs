@@ -16,6 +16,18 @@ impl Version {
     pub fn of(v: &AppVersion) -> Self {
         Version { major: v.major, minor: v.minor }
     }
+
+    /// The major and minor of a dotted version string: the platform's (`2.1.0` is 2.1; `3` is 3.0)
+    /// and the operator's own `major.minor` records alike. The one version parser of the crate.
+    pub fn parse(text: &str) -> Option<Version> {
+        let mut parts = text.trim().split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = match parts.next() {
+            Some(m) => m.parse().ok()?,
+            None => 0,
+        };
+        Some(Version { major, minor })
+    }
 }
 
 impl fmt::Display for Version {
@@ -63,6 +75,19 @@ pub(crate) mod tests {
         assert!(latest_of_major(&vs, 3).is_none());
         assert!(Version { major: 1, minor: 10 } > Version { major: 1, minor: 9 });
         assert!(Version { major: 2, minor: 0 } > Version { major: 1, minor: 99 });
+    }
+
+    #[test]
+    fn versions_parse_from_dotted_strings() {
+        let parse = |t: &str| Version::parse(t).map(|v| (v.major, v.minor));
+        assert_eq!(parse("2.13"), Some((2, 13)));
+        assert_eq!(parse("2.1.0"), Some((2, 1)));
+        assert_eq!(parse(" 10.22.4 "), Some((10, 22)));
+        assert_eq!(parse("2"), Some((2, 0)), "a missing minor is 0");
+        assert_eq!(parse("x.1"), None);
+        assert_eq!(parse("2.x"), None);
+        assert_eq!(parse(""), None);
+        assert_eq!(Version::parse(&Version { major: 4, minor: 7 }.to_string()), Some(Version { major: 4, minor: 7 }));
     }
 
     #[test]
