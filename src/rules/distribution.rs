@@ -315,72 +315,12 @@ pub fn status(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::api::{
-        AppRef, AppVersion, Compatibility, DistributionPolicySpec, EnvironmentStatus, ForgeAppSpec, ForgeAppStatus,
-    };
+    use crate::api::AppVersion;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-    /// An app whose production environment has `versions` (as read from the platform).
-    pub(crate) fn app_with(versions: Vec<AppVersion>) -> ForgeApp {
-        let mut app = ForgeApp::new(
-            "insights",
-            ForgeAppSpec {
-                credentials_secret_ref: None,
-                app_id: "ari:app".into(),
-                developer_account: Some("dev".into()),
-                listed_on_marketplace: false,
-                environments: vec!["production".into()],
-                refresh_interval: None,
-            },
-        );
-        app.status = Some(ForgeAppStatus {
-            environments: vec![EnvironmentStatus {
-                name: "production".into(),
-                latest_version: None,
-                majors: vec![],
-                versions,
-                installed_versions: vec![],
-            }],
-            ..Default::default()
-        });
-        app
-    }
 
     /// The versions of the app's production environment, to change in a test.
     pub(crate) fn versions_of(app: &mut ForgeApp) -> &mut Vec<AppVersion> {
         &mut app.status.as_mut().unwrap().environments[0].versions
-    }
-
-    pub(crate) fn v(major: u32, minor: u32, scopes: &[&str], required: Product, optional: &[Product]) -> AppVersion {
-        AppVersion {
-            major,
-            minor,
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            egress: vec![],
-            sql_module: false,
-            licensing: false,
-            compatibility: Compatibility { required, optional: optional.to_vec() },
-            version: Some(format!("{major}.{minor}.0")),
-            id: Some(format!("v-{major}-{minor}")),
-            created_at: None,
-            latest: false,
-            installations: None,
-        }
-    }
-
-    pub(crate) fn policy(name: &str, sharing: Sharing, products: &[Product], revision: i64) -> DistributionPolicy {
-        let mut p = DistributionPolicy::new(
-            name,
-            DistributionPolicySpec {
-                app_ref: AppRef { name: "insights".into() },
-                environment: "production".into(),
-                sharing,
-                products: products.to_vec(),
-                link_revision: revision,
-            },
-        );
-        p.metadata.namespace = Some("team".into());
-        p
     }
 
     fn reasons(d: &PolicyDecision) -> (bool, Reason, bool, Reason) {
@@ -390,31 +330,40 @@ pub(crate) mod tests {
 
     #[test]
     fn an_enabled_policy_for_a_deployed_unlicensed_app_shares() {
-        let app = app_with(vec![v(1, 0, &[], Product::Jira, &[Product::Confluence])]);
-        let d = decide(&policy("p", Sharing::Enabled, &[Product::Jira, Product::Confluence], 3), Some(&app), None);
+        let app = ForgeApp::test("insights")
+            .developer_account("dev")
+            .deploys(vec![AppVersion::test(1, 0).optional([Product::Confluence])]);
+        let d = decide(
+            &DistributionPolicy::test("p").enabled().products([Product::Jira, Product::Confluence]).revision(3),
+            Some(&app),
+            None,
+        );
         assert_eq!(reasons(&d), (true, Reason::Active, true, Reason::Ready));
         assert_eq!(d.link.unwrap().revision, 3);
     }
 
     #[test]
     fn each_reason_sharing_is_inactive() {
-        let app = app_with(vec![v(1, 0, &[], Product::Jira, &[])]);
-        let enabled = policy("p", Sharing::Enabled, &[Product::Jira], 1);
-        let d = decide(&policy("p", Sharing::Disabled, &[Product::Jira], 1), Some(&app), None);
+        let app = ForgeApp::test("insights").developer_account("dev").deploys(vec![AppVersion::test(1, 0)]);
+        let enabled = DistributionPolicy::test("p").enabled().products([Product::Jira]);
+        let d = decide(&DistributionPolicy::test("p").products([Product::Jira]), Some(&app), None);
         assert_eq!(reasons(&d), (false, Reason::Disabled, true, Reason::Ready));
         assert!(d.link.is_none());
         assert_eq!(reasons(&decide(&enabled, None, None)), (false, Reason::AppNotFound, false, Reason::AppNotFound));
         assert_eq!(
-            reasons(&decide(&enabled, Some(&app_with(vec![])), None)),
+            reasons(&decide(
+                &enabled,
+                Some(&ForgeApp::test("insights").developer_account("dev").deploys(vec![])),
+                None
+            )),
             (false, Reason::NotDeployed, false, Reason::NotDeployed)
         );
-        let mut licensed = app_with(vec![v(1, 0, &[], Product::Jira, &[])]);
+        let mut licensed = ForgeApp::test("insights").developer_account("dev").deploys(vec![AppVersion::test(1, 0)]);
         versions_of(&mut licensed)[0].licensing = true;
         let d = decide(&enabled, Some(&licensed), None);
         assert_eq!(reasons(&d), (false, Reason::LicensedApp, false, Reason::LicensedApp));
         assert!(d.sharing.message.contains("share an unlicensed copy of the app instead"));
-        let mut listed = app.clone();
-        listed.spec.listed_on_marketplace = true;
+        let listed = app.clone().listed();
         assert_eq!(reasons(&decide(&enabled, Some(&listed), None)).1, Reason::ListedOnMarketplace);
         let d = decide(&enabled, Some(&app), Some("first"));
         assert_eq!(reasons(&d), (false, Reason::Conflict, false, Reason::Conflict));
@@ -423,22 +372,25 @@ pub(crate) mod tests {
 
     #[test]
     fn products_must_include_the_required_one_and_only_supported_ones() {
-        let app = app_with(vec![v(1, 0, &[], Product::Jira, &[Product::Confluence])]);
-        let d = decide(&policy("p", Sharing::Enabled, &[Product::Confluence], 1), Some(&app), None);
+        let app = ForgeApp::test("insights")
+            .developer_account("dev")
+            .deploys(vec![AppVersion::test(1, 0).optional([Product::Confluence])]);
+        let d = decide(&DistributionPolicy::test("p").enabled().products([Product::Confluence]), Some(&app), None);
         assert_eq!(reasons(&d), (true, Reason::Active, false, Reason::ProductsNotSupported));
         assert!(d.conditions()[1].message.contains("must include jira"));
-        let d = decide(&policy("p", Sharing::Enabled, &[Product::Jira, Product::Bitbucket], 1), Some(&app), None);
+        let d = decide(
+            &DistributionPolicy::test("p").enabled().products([Product::Jira, Product::Bitbucket]),
+            Some(&app),
+            None,
+        );
         assert!(d.conditions()[1].message.contains("does not support bitbucket"), "{}", d.conditions()[1].message);
     }
 
     #[test]
     fn the_oldest_policy_governs() {
-        let mut a = policy("b-older", Sharing::Enabled, &[Product::Jira], 1);
-        a.metadata.creation_timestamp = Some(Time(jiff::Timestamp::from_second(10).unwrap()));
-        let mut b = policy("a-newer", Sharing::Enabled, &[Product::Jira], 1);
-        b.metadata.creation_timestamp = Some(Time(jiff::Timestamp::from_second(20).unwrap()));
-        let mut other_env = policy("c", Sharing::Enabled, &[Product::Jira], 1);
-        other_env.spec.environment = "staging".into();
+        let a = DistributionPolicy::test("b-older").enabled().products([Product::Jira]).created_at(10);
+        let b = DistributionPolicy::test("a-newer").enabled().products([Product::Jira]).created_at(20);
+        let other_env = DistributionPolicy::test("c").enabled().products([Product::Jira]).environment("staging");
         let all = [b.clone(), a.clone(), other_env];
         assert_eq!(governing(&all, "insights", "production").unwrap().name_any(), "b-older");
         assert_eq!(governing(&all, "insights", "staging").unwrap().name_any(), "c");
@@ -448,8 +400,10 @@ pub(crate) mod tests {
     #[test]
     fn a_link_issued_again_for_new_products_says_so_while_it_stands() {
         let now = Time(jiff::Timestamp::from_second(1).unwrap());
-        let app = app_with(vec![v(1, 0, &[], Product::Jira, &[Product::Confluence])]);
-        let p = policy("p", Sharing::Enabled, &[Product::Jira, Product::Confluence], 1);
+        let app = ForgeApp::test("insights")
+            .developer_account("dev")
+            .deploys(vec![AppVersion::test(1, 0).optional([Product::Confluence])]);
+        let p = DistributionPolicy::test("p").enabled().products([Product::Jira, Product::Confluence]);
         let d = decide(&p, Some(&app), None);
         let link = |url: &str, products: &[&str]| LinkState {
             url: Some(url.into()),
@@ -477,8 +431,8 @@ pub(crate) mod tests {
     #[test]
     fn a_platform_failure_turns_every_condition_false_and_is_retried_unless_unsupported() {
         let now = Time(jiff::Timestamp::from_second(1).unwrap());
-        let app = app_with(vec![v(1, 0, &[], Product::Jira, &[])]);
-        let p = policy("p", Sharing::Enabled, &[Product::Jira], 1);
+        let app = ForgeApp::test("insights").developer_account("dev").deploys(vec![AppVersion::test(1, 0)]);
+        let p = DistributionPolicy::test("p").enabled().products([Product::Jira]);
         let d = decide(&p, Some(&app), None);
         assert!(d.act);
         let of = |s: &DistributionPolicyStatus, t: Type| {
@@ -497,7 +451,8 @@ pub(crate) mod tests {
         let message = &conditions::find(&s.conditions, Type::Ready).unwrap().message;
         assert!(message.contains("/console/myapps/insights/distribution"), "{message}");
         assert!(!retried(&off));
-        let unsupported = decide(&policy("p", Sharing::Enabled, &[Product::Bitbucket], 1), Some(&app), None);
+        let unsupported =
+            decide(&DistributionPolicy::test("p").enabled().products([Product::Bitbucket]), Some(&app), None);
         assert!(!unsupported.act, "no link for products the app does not support");
     }
 }

@@ -330,25 +330,7 @@ pub fn ready_change(previous: Option<&ForgeAppStatus>, desired: &ForgeAppStatus)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::ForgeAppSpec;
     use crate::platform::Egress;
-    use crate::rules::versions::tests::version;
-
-    fn app(envs: &[&str]) -> ForgeApp {
-        let mut app = ForgeApp::new(
-            "demo",
-            ForgeAppSpec {
-                credentials_secret_ref: None,
-                app_id: "ari:cloud:ecosystem::app/demo".into(),
-                developer_account: None,
-                listed_on_marketplace: false,
-                environments: envs.iter().map(|e| e.to_string()).collect(),
-                refresh_interval: None,
-            },
-        );
-        app.metadata.generation = Some(4);
-        app
-    }
 
     fn now() -> Time {
         Time(jiff::Timestamp::from_second(1_000).unwrap())
@@ -394,14 +376,14 @@ mod tests {
 
     #[test]
     fn a_read_app_is_ready_with_latest_versions_and_the_account() {
-        let a = app(&["production", "development"]);
+        let a = ForgeApp::test("demo").environments(["production", "development"]).generation(4);
         let obs = read(vec![
             (
                 "production",
                 Some(vec![
-                    version(1, 0, &["read:jira-work"]),
-                    version(2, 0, &["read:jira-work", "write:jira-work"]),
-                    version(2, 3, &["read:jira-work", "write:jira-work"]),
+                    AppVersion::test(1, 0).scopes(["read:jira-work"]),
+                    AppVersion::test(2, 0).scopes(["read:jira-work", "write:jira-work"]),
+                    AppVersion::test(2, 3).scopes(["read:jira-work", "write:jira-work"]),
                 ]),
             ),
             ("development", Some(vec![])),
@@ -428,8 +410,9 @@ mod tests {
 
     #[test]
     fn failures_say_what_to_fix_and_keep_the_last_known_versions() {
-        let mut a = app(&["production"]);
-        let first = desired_status(&a, None, &read(vec![("production", Some(vec![version(1, 0, &[])]))]), &[], &now());
+        let mut a = ForgeApp::test("demo").generation(4);
+        let first =
+            desired_status(&a, None, &read(vec![("production", Some(vec![AppVersion::test(1, 0)]))]), &[], &now());
         a.status = Some(first.clone());
         assert_eq!(a.deployed("production").len(), 1);
 
@@ -455,8 +438,9 @@ mod tests {
 
     #[test]
     fn not_reading_carries_the_last_outcome_over() {
-        let a = app(&["production"]);
-        let first = desired_status(&a, None, &read(vec![("production", Some(vec![version(1, 0, &[])]))]), &[], &now());
+        let a = ForgeApp::test("demo").generation(4);
+        let first =
+            desired_status(&a, None, &read(vec![("production", Some(vec![AppVersion::test(1, 0)]))]), &[], &now());
         let later = Time(jiff::Timestamp::from_second(5_000).unwrap());
         assert_eq!(desired_status(&a, Some(&first), &Observation::NotRead, &[], &later), first, "no write");
         let never = desired_status(&a, None, &Observation::NotRead, &[], &now());
@@ -478,7 +462,7 @@ mod tests {
 
     #[test]
     fn readiness_changes_are_told_once() {
-        let a = app(&["production"]);
+        let a = ForgeApp::test("demo").generation(4);
         let good = desired_status(&a, None, &read(vec![("production", Some(vec![]))]), &[], &now());
         let change = ready_change(None, &good).unwrap();
         assert_eq!((change.ready, change.reason), (true, Reason::Ready));
@@ -492,10 +476,10 @@ mod tests {
 
     #[test]
     fn installations_are_counted_per_version() {
-        let a = app(&["production"]);
+        let a = ForgeApp::test("demo").generation(4);
         let on = |v: Option<Version>| InstallationSummary { environment: "production".into(), installed: v };
         let installs = [on(Some(Version { major: 1, minor: 1 })), on(Some(Version { major: 1, minor: 1 })), on(None)];
-        let obs = read(vec![("production", Some(vec![version(1, 0, &[]), version(1, 1, &[])]))]);
+        let obs = read(vec![("production", Some(vec![AppVersion::test(1, 0), AppVersion::test(1, 1)]))]);
         let status = desired_status(&a, None, &obs, &installs, &now());
         assert_eq!(status.installations, Some(3));
         assert_eq!(
@@ -506,8 +490,8 @@ mod tests {
 
     #[test]
     fn installations_hold_a_deleted_app_and_an_unmanaged_environment() {
-        let mut a = app(&["production"]);
-        let obs = read(vec![("production", Some(vec![version(1, 0, &[])]))]);
+        let mut a = ForgeApp::test("demo").generation(4);
+        let obs = read(vec![("production", Some(vec![AppVersion::test(1, 0)]))]);
         let staging = [InstallationSummary { environment: "staging".into(), installed: None }];
         let status = desired_status(&a, None, &obs, &staging, &now());
         assert_eq!(reason(&status, Type::Ready).1, Reason::InstallationsExist.as_str());
@@ -522,7 +506,7 @@ mod tests {
 
     #[test]
     fn a_refresh_is_due_when_never_read_asked_for_changed_or_old() {
-        let mut a = app(&["production"]);
+        let mut a = ForgeApp::test("demo").generation(4);
         assert!(refresh_due(&a, None));
         let obs = read(vec![("production", Some(vec![]))]);
         a.status = Some(desired_status(&a, None, &obs, &[], &now()));

@@ -401,24 +401,8 @@ pub fn new_blocker(before: &[Condition], after: &[Decided]) -> Option<(Reason, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{AppRef, InstallationSpec};
-    use crate::rules::distribution::tests::{app_with, v};
+    use crate::api::AppVersion;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-    fn inst(products: &[Product], major: Option<u32>) -> Installation {
-        Installation::new(
-            "acme",
-            InstallationSpec {
-                app_ref: AppRef { name: "insights".into() },
-                environment: "production".into(),
-                site: "acme.atlassian.net".into(),
-                products: products.to_vec(),
-                deletion_policy: Default::default(),
-                major_version: major,
-                approved_major: None,
-            },
-        )
-    }
 
     fn ver(major: u32, minor: u32) -> Version {
         Version { major, minor }
@@ -429,11 +413,11 @@ mod tests {
     }
 
     fn app() -> ForgeApp {
-        app_with(vec![
-            v(1, 0, &["read"], Product::Jira, &[Product::Confluence]),
-            v(1, 2, &["read"], Product::Jira, &[Product::Confluence]),
-            v(2, 0, &["read"], Product::Jira, &[Product::Confluence]),
-            v(3, 1, &["read", "write"], Product::Jira, &[Product::Confluence]),
+        ForgeApp::test("insights").developer_account("dev").deploys(vec![
+            AppVersion::test(1, 0).scopes(["read"]).optional([Product::Confluence]),
+            AppVersion::test(1, 2).scopes(["read"]).optional([Product::Confluence]),
+            AppVersion::test(2, 0).scopes(["read"]).optional([Product::Confluence]),
+            AppVersion::test(3, 1).scopes(["read", "write"]).optional([Product::Confluence]),
         ])
     }
 
@@ -441,23 +425,23 @@ mod tests {
     fn first_install_takes_the_latest_minor_of_the_pinned_or_latest_major() {
         let app = app();
         let facts = Facts { app: Some(&app), ..Default::default() };
-        assert_eq!(decide(&inst(&[Product::Jira], None), None, &facts).step, Step::Install(ver(3, 1)));
-        assert_eq!(decide(&inst(&[Product::Jira], Some(1)), None, &facts).step, Step::Install(ver(1, 2)));
-        let d = decide(&inst(&[Product::Jira], Some(7)), None, &facts);
+        assert_eq!(decide(&Installation::test("acme"), None, &facts).step, Step::Install(ver(3, 1)));
+        assert_eq!(decide(&Installation::test("acme").pinned_to(1), None, &facts).step, Step::Install(ver(1, 2)));
+        let d = decide(&Installation::test("acme").pinned_to(7), None, &facts);
         assert_eq!(d.step, Step::Nothing);
         assert_eq!(reasons(&d)[2], (Type::Ready, false, Reason::VersionNotDeployed));
     }
 
     #[test]
     fn a_new_installation_needs_the_app_a_deployment_and_no_twin() {
-        let d = decide(&inst(&[Product::Jira], None), None, &Facts::default());
+        let d = decide(&Installation::test("acme"), None, &Facts::default());
         assert_eq!(reasons(&d)[0], (Type::Installed, false, Reason::AppNotFound));
-        let empty = app_with(vec![]);
-        let d = decide(&inst(&[Product::Jira], None), None, &Facts { app: Some(&empty), ..Default::default() });
+        let empty = ForgeApp::test("insights").developer_account("dev").deploys(vec![]);
+        let d = decide(&Installation::test("acme"), None, &Facts { app: Some(&empty), ..Default::default() });
         assert_eq!(reasons(&d)[0], (Type::Installed, false, Reason::NotDeployed));
         let app = app();
         let facts = Facts { app: Some(&app), duplicate_of: Some("first".into()) };
-        let d = decide(&inst(&[Product::Jira], None), None, &facts);
+        let d = decide(&Installation::test("acme"), None, &facts);
         assert_eq!(reasons(&d)[0], (Type::Installed, false, Reason::AlreadyInstalled));
         assert!(d.conditions[0].message.contains("Installation first"));
     }
@@ -465,7 +449,11 @@ mod tests {
     #[test]
     fn the_required_product_is_needed() {
         let app = app();
-        let d = decide(&inst(&[Product::Confluence], None), None, &Facts { app: Some(&app), ..Default::default() });
+        let d = decide(
+            &Installation::test("acme").products([Product::Confluence]),
+            None,
+            &Facts { app: Some(&app), ..Default::default() },
+        );
         assert_eq!(reasons(&d)[0], (Type::Installed, false, Reason::IncompatibleProducts));
         assert!(d.conditions[0].message.contains("spec.products must include jira"), "{}", d.conditions[0].message);
     }
@@ -474,7 +462,7 @@ mod tests {
     fn minors_roll_out_to_installed_sites() {
         let app = app();
         let facts = Facts { app: Some(&app), ..Default::default() };
-        let d = decide(&inst(&[Product::Jira], None), Some(ver(1, 0)), &facts);
+        let d = decide(&Installation::test("acme"), Some(ver(1, 0)), &facts);
         assert_eq!(d.step, Step::RollOutMinor(ver(1, 2)));
         assert_eq!(reasons(&d)[0], (Type::Installed, true, Reason::Installed));
         assert_eq!(reasons(&d)[2], (Type::Ready, true, Reason::Ready));
@@ -482,16 +470,16 @@ mod tests {
 
     #[test]
     fn enabling_licensing_needs_consent_even_without_new_scopes() {
-        let mut paid = v(2, 0, &["read"], Product::Jira, &[]);
-        paid.licensing = true;
-        let app = app_with(vec![v(1, 0, &["read"], Product::Jira, &[]), paid]);
+        let paid = AppVersion::test(2, 0).scopes(["read"]).licensed();
+        let app = ForgeApp::test("insights")
+            .developer_account("dev")
+            .deploys(vec![AppVersion::test(1, 0).scopes(["read"]), paid]);
         let facts = Facts { app: Some(&app), ..Default::default() };
-        let d = decide(&inst(&[Product::Jira], Some(2)), Some(ver(1, 0)), &facts);
+        let d = decide(&Installation::test("acme").pinned_to(2), Some(ver(1, 0)), &facts);
         assert_eq!(d.step, Step::Nothing);
         assert_eq!(reasons(&d)[1], (Type::UpToDate, false, Reason::ConsentRequired));
         assert!(d.conditions[1].message.contains("licensing"), "{}", d.conditions[1].message);
-        let mut approved = inst(&[Product::Jira], Some(2));
-        approved.spec.approved_major = Some(2);
+        let approved = Installation::test("acme").pinned_to(2).approved(2);
         assert_eq!(decide(&approved, Some(ver(1, 0)), &facts).step, Step::UpgradeMajor(ver(2, 0)));
     }
 
@@ -499,15 +487,17 @@ mod tests {
     fn an_installation_never_changes_major_on_its_own() {
         let app = app();
         let facts = Facts { app: Some(&app), ..Default::default() };
-        let d = decide(&inst(&[Product::Jira], None), Some(ver(1, 2)), &facts);
+        let d = decide(&Installation::test("acme"), Some(ver(1, 2)), &facts);
         assert_eq!(d.step, Step::Nothing);
         assert_eq!(reasons(&d)[1], (Type::UpToDate, false, Reason::PermissionsOutdated), "3.1 adds the write scope");
         assert_eq!(d.available, Some(ver(3, 1)));
-        let no_new = app_with(vec![v(1, 0, &["read"], Product::Jira, &[]), v(2, 0, &["read"], Product::Jira, &[])]);
+        let no_new = ForgeApp::test("insights")
+            .developer_account("dev")
+            .deploys(vec![AppVersion::test(1, 0).scopes(["read"]), AppVersion::test(2, 0).scopes(["read"])]);
         let d =
-            decide(&inst(&[Product::Jira], None), Some(ver(1, 0)), &Facts { app: Some(&no_new), ..Default::default() });
+            decide(&Installation::test("acme"), Some(ver(1, 0)), &Facts { app: Some(&no_new), ..Default::default() });
         assert_eq!((d.step, reasons(&d)[1]), (Step::Nothing, (Type::UpToDate, false, Reason::UpgradeAvailable)));
-        let d = decide(&inst(&[Product::Jira], None), Some(ver(3, 1)), &facts);
+        let d = decide(&Installation::test("acme"), Some(ver(3, 1)), &facts);
         assert_eq!(reasons(&d)[1], (Type::UpToDate, true, Reason::UpToDate));
     }
 
@@ -516,16 +506,15 @@ mod tests {
         let app = app();
         let facts = Facts { app: Some(&app), ..Default::default() };
         assert_eq!(
-            decide(&inst(&[Product::Jira], Some(2)), Some(ver(1, 2)), &facts).step,
+            decide(&Installation::test("acme").pinned_to(2), Some(ver(1, 2)), &facts).step,
             Step::UpgradeMajor(ver(2, 0))
         );
-        let d = decide(&inst(&[Product::Jira], Some(3)), Some(ver(1, 2)), &facts);
+        let d = decide(&Installation::test("acme").pinned_to(3), Some(ver(1, 2)), &facts);
         assert_eq!(d.step, Step::Nothing);
         assert_eq!(reasons(&d)[1], (Type::UpToDate, false, Reason::ConsentRequired));
         assert!(d.conditions[1].message.contains("scope write"), "{}", d.conditions[1].message);
         assert_eq!(reasons(&d)[2], (Type::Ready, true, Reason::Ready));
-        let mut approved = inst(&[Product::Jira], Some(3));
-        approved.spec.approved_major = Some(3);
+        let approved = Installation::test("acme").pinned_to(3).approved(3);
         assert_eq!(decide(&approved, Some(ver(1, 2)), &facts).step, Step::UpgradeMajor(ver(3, 1)));
     }
 
@@ -533,28 +522,27 @@ mod tests {
     fn lowering_the_major_is_refused_and_missing_majors_are_reported() {
         let app = app();
         let facts = Facts { app: Some(&app), ..Default::default() };
-        let d = decide(&inst(&[Product::Jira], Some(1)), Some(ver(2, 0)), &facts);
+        let d = decide(&Installation::test("acme").pinned_to(1), Some(ver(2, 0)), &facts);
         assert_eq!(reasons(&d)[1], (Type::UpToDate, false, Reason::DowngradeNotAllowed));
         let message = &d.conditions[1].message;
         assert!(message.contains("delete this Installation") && message.contains("back to 2"), "{message}");
-        let d = decide(&inst(&[Product::Jira], Some(9)), Some(ver(2, 0)), &facts);
+        let d = decide(&Installation::test("acme").pinned_to(9), Some(ver(2, 0)), &facts);
         assert_eq!(reasons(&d)[2], (Type::Ready, false, Reason::VersionNotDeployed));
     }
 
     #[test]
     fn a_minor_with_new_permissions_is_not_rolled_out() {
-        let app =
-            app_with(vec![v(1, 0, &["read"], Product::Jira, &[]), v(1, 1, &["read", "admin"], Product::Jira, &[])]);
-        let d =
-            decide(&inst(&[Product::Jira], None), Some(ver(1, 0)), &Facts { app: Some(&app), ..Default::default() });
+        let app = ForgeApp::test("insights")
+            .developer_account("dev")
+            .deploys(vec![AppVersion::test(1, 0).scopes(["read"]), AppVersion::test(1, 1).scopes(["read", "admin"])]);
+        let d = decide(&Installation::test("acme"), Some(ver(1, 0)), &Facts { app: Some(&app), ..Default::default() });
         assert_eq!(d.step, Step::Nothing);
     }
 
     #[test]
     fn added_permissions_lists_scopes_and_egress() {
-        let mut to = v(2, 0, &["read", "write"], Product::Jira, &[]);
-        to.egress = vec!["api.example.com".into()];
-        let from = v(1, 0, &["read"], Product::Jira, &[]);
+        let to = AppVersion::test(2, 0).scopes(["read", "write"]).egress(["api.example.com"]);
+        let from = AppVersion::test(1, 0).scopes(["read"]);
         assert_eq!(added_permissions(Some(&from), &to), vec!["egress api.example.com", "scope write"]);
         assert!(added_permissions(Some(&to), &from).is_empty(), "removing permissions adds nothing");
     }
@@ -564,7 +552,7 @@ mod tests {
         let app = app();
         let facts = Facts { app: Some(&app), ..Default::default() };
         let kinds = |r: &Report| r.conditions.iter().map(|c| (c.type_, c.status, c.reason)).collect::<Vec<_>>();
-        let installing = decide(&inst(&[Product::Jira], None), None, &facts);
+        let installing = decide(&Installation::test("acme"), None, &facts);
         let task = TaskRecord {
             id: "t-1".into(),
             action: TaskAction::Install,
@@ -587,13 +575,13 @@ mod tests {
         assert_eq!(kinds(&r)[4], (Type::Stalled, true, Reason::PlatformError), "not retried: a change is needed");
 
         // An installed site that fails to upgrade still serves: Ready stays True.
-        let upgrading = decide(&inst(&[Product::Jira], Some(2)), Some(ver(1, 2)), &facts);
+        let upgrading = decide(&Installation::test("acme").pinned_to(2), Some(ver(1, 2)), &facts);
         let r = report(&upgrading, true, None, Some((upgrading.step, &down)));
         assert_eq!(kinds(&r)[1], (Type::UpToDate, false, Reason::PlatformError));
         assert_eq!(kinds(&r)[2], (Type::Ready, true, Reason::Ready));
         assert_eq!(r.permissions_up_to_date, Some(true));
         // What only a change fixes stays stalled whatever else happens.
-        let consent = decide(&inst(&[Product::Jira], Some(3)), Some(ver(1, 2)), &facts);
+        let consent = decide(&Installation::test("acme").pinned_to(3), Some(ver(1, 2)), &facts);
         let r = report(&consent, true, None, None);
         assert_eq!(kinds(&r)[4], (Type::Stalled, true, Reason::ConsentRequired));
         assert_eq!(r.permissions_up_to_date, Some(false));
@@ -604,13 +592,13 @@ mod tests {
         let now = Time(jiff::Timestamp::from_second(1).unwrap());
         let app = app();
         let facts = Facts { app: Some(&app), ..Default::default() };
-        let missing = decide(&inst(&[Product::Jira], None), None, &Facts::default()).all_conditions();
+        let missing = decide(&Installation::test("acme"), None, &Facts::default()).all_conditions();
         assert_eq!(new_blocker(&[], &missing).map(|b| b.0), Some(Reason::AppNotFound));
         let written = conditions::merge(&[], &missing, None, &now);
         assert_eq!(new_blocker(&written, &missing), None, "told already");
-        let installing = decide(&inst(&[Product::Jira], None), None, &facts).all_conditions();
+        let installing = decide(&Installation::test("acme"), None, &facts).all_conditions();
         assert_eq!(new_blocker(&written, &installing), None, "a task under way is progress");
-        let wrong = decide(&inst(&[Product::Confluence], None), None, &facts).all_conditions();
+        let wrong = decide(&Installation::test("acme").products([Product::Confluence]), None, &facts).all_conditions();
         assert_eq!(new_blocker(&written, &wrong).map(|b| b.0), Some(Reason::IncompatibleProducts));
     }
 }

@@ -59,17 +59,12 @@ pub fn by_major(versions: &[AppVersion]) -> BTreeMap<u32, Vec<&AppVersion>> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::api::Product;
-
-    pub(crate) fn version(major: u32, minor: u32, scopes: &[&str]) -> AppVersion {
-        crate::rules::distribution::tests::v(major, minor, scopes, Product::Jira, &[])
-    }
 
     #[test]
     fn versions_order_by_major_then_minor_numerically() {
-        let vs = vec![version(1, 10, &[]), version(2, 0, &[]), version(1, 9, &[]), version(10, 1, &[])];
+        let vs = vec![AppVersion::test(1, 10), AppVersion::test(2, 0), AppVersion::test(1, 9), AppVersion::test(10, 1)];
         assert_eq!(Version::of(latest(&vs).unwrap()).to_string(), "10.1");
         assert_eq!(latest_of_major(&vs, 1).unwrap().minor, 10);
         assert!(latest_of_major(&vs, 3).is_none());
@@ -98,7 +93,7 @@ pub(crate) mod tests {
 
     #[test]
     fn groups_are_sorted() {
-        let vs = vec![version(2, 1, &[]), version(1, 3, &[]), version(2, 0, &[])];
+        let vs = vec![AppVersion::test(2, 1), AppVersion::test(1, 3), AppVersion::test(2, 0)];
         let groups = by_major(&vs);
         assert_eq!(groups.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(groups[&2].iter().map(|v| v.minor).collect::<Vec<_>>(), vec![0, 1]);
