@@ -275,12 +275,32 @@ pub struct StartingRollout {
     pub since: MicroTime,
 }
 
+crate::named! {
+    /// An eligibility rule a bulk upgrade can fail: `AppNotFound` (no such ForgeApp),
+    /// `MajorNotDeployed` (fromMajor or toMajor is not deployed), `ToMajorNotNewer`, `AddsScopes`,
+    /// `AddsEgress`, `LicensingChanged` (the target asks the site admins for more),
+    /// `PlatformRefused` (the platform offers no rollout to the target) or `PinnedInstallations`
+    /// (Installations pinned to another major would be moved).
+    #[derive(Serialize, Deserialize, schemars::JsonSchema)]
+    pub enum Ineligibility {
+        AppNotFound,
+        MajorNotDeployed,
+        ToMajorNotNewer,
+        AddsScopes,
+        AddsEgress,
+        LicensingChanged,
+        PlatformRefused,
+        PinnedInstallations,
+    }
+}
+
 /// One eligibility rule the upgrade fails.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IneligibleReason {
-    /// The rule, for example `AddsScopes`, `AddsEgress`, `LicensingChanged` or `MajorNotDeployed`.
-    pub reason: String,
+    /// The rule: `AppNotFound`, `MajorNotDeployed`, `ToMajorNotNewer`, `AddsScopes`, `AddsEgress`,
+    /// `LicensingChanged`, `PlatformRefused` or `PinnedInstallations`.
+    pub reason: Ineligibility,
     /// What exactly fails the rule, for example `adds scope write:confluence-content`.
     pub detail: String,
 }

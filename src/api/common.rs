@@ -50,4 +50,3 @@ pub fn default_environment() -> String {
 /// The condition status strings of the Kubernetes API conventions.
 pub const TRUE: &str = "True";
 pub const FALSE: &str = "False";
-pub const UNKNOWN: &str = "Unknown";

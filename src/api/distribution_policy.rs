@@ -98,4 +98,10 @@ pub struct DistributionPolicyStatus {
     /// The products the current link installs into.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub link_products: Vec<String>,
+
+    /// The products of the link the current one replaced because `spec.products` changed: that
+    /// link no longer admits installations. Empty unless the current link was issued for a change
+    /// of products.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced_link_products: Vec<String>,
 }

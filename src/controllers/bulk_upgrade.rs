@@ -74,7 +74,7 @@ pub async fn reconcile(bu: Arc<BulkUpgrade>, bctx: Arc<BulkContext>) -> Result<A
     let ctx = &bctx.ctx;
     let api: Api<BulkUpgrade> = Api::namespaced(ctx.client.clone(), &bu.namespace().unwrap_or_default());
     instrumented(ctx, NAME, bu.as_ref(), async {
-        finalizer(&api, FINALIZER, bu.clone(), |event| async {
+        let result = finalizer(&api, FINALIZER, bu.clone(), |event| async {
             match event {
                 Finalizer::Apply(bu) => apply(bu, &bctx).await,
                 Finalizer::Cleanup(bu) => {
@@ -83,8 +83,8 @@ pub async fn reconcile(bu: Arc<BulkUpgrade>, bctx: Arc<BulkContext>) -> Result<A
                 }
             }
         })
-        .await
-        .map_err(Error::from)
+        .await;
+        super::finalized(result)
     })
     .await
 }
@@ -255,12 +255,8 @@ async fn report_failure(bu: &BulkUpgrade, ctx: &Context, error: Error) -> Error 
     match apply_status_guarded(&ctx.client, bu, &status).await {
         Ok(written) => {
             ctx.wrote(&written);
-            let ready = |s: &BulkUpgradeStatus| conds::find(&s.conditions, rules::Type::Ready.as_str()).cloned();
-            // An Event only for what needs the user: transient failures come and go with retries.
-            if let Some(now) = ready(&status).filter(|_| kind != FailureKind::Transient)
-                && ready(&previous).map(|c| c.reason) != Some(now.reason.clone())
-            {
-                publish_event(ctx, bu, true, &now.reason, now.message, "Reconcile").await;
+            if let Some((reason, message)) = rules::failure_event(&previous, &status, kind) {
+                publish_event(ctx, bu, true, reason.as_str(), message, "Reconcile").await;
             }
         }
         Err(e) => warn!(bulk_upgrade = %full_name(bu), error = %e, "could not report a platform failure on the status"),
@@ -390,11 +386,7 @@ fn admission_of(bu: &BulkUpgrade, account: &str, bctx: &BulkContext) -> Admissio
                 .caches
                 .app(&o.namespace().unwrap_or_default(), &o.spec.app_ref.name)
                 .and_then(|a| a.account().map(str::to_string));
-            let for_slot = o
-                .status
-                .as_ref()
-                .and_then(|s| conds::find(&s.conditions, rules::Type::Admitted.as_str()))
-                .is_some_and(|c| c.reason == Reason::GlobalLimitReached.as_str());
+            let for_slot = o.status.as_ref().is_some_and(rules::waits_for_slot);
             Some(Other {
                 name: full_name(&o),
                 created,
@@ -552,9 +544,9 @@ async fn report(bu: &BulkUpgrade, ctx: &Context, previous: &BulkUpgradeStatus, n
     }
     let state = next.state.unwrap_or_default();
     info!(bulk_upgrade = %full_name(bu), ?state, "bulk upgrade state changed");
-    let progressing = conds::find(&next.conditions, rules::Type::Progressing.as_str());
-    let admitted = conds::find(&next.conditions, rules::Type::Admitted.as_str());
-    let eligible = conds::find(&next.conditions, rules::Type::Eligible.as_str());
+    let progressing = conds::find(&next.conditions, rules::Type::Progressing);
+    let admitted = conds::find(&next.conditions, rules::Type::Admitted);
+    let eligible = conds::find(&next.conditions, rules::Type::Eligible);
     let (warning, condition) = match state {
         BulkUpgradeState::Ineligible => (true, eligible),
         BulkUpgradeState::Queued | BulkUpgradeState::Pending => (false, admitted),

@@ -178,15 +178,6 @@ impl Caches {
     /// Starts the watches (in `namespace`, or everywhere; the Leases in `operator_namespace`) and
     /// waits until each has listed once.
     pub async fn start(client: &Client, namespace: Option<&str>, operator_namespace: &str) -> Caches {
-        fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-        where
-            K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-        {
-            match namespace {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            }
-        }
         let mut change_senders = Vec::new();
         let mut app_changes = Vec::new();
         for _ in Dependents::ALL {
@@ -194,8 +185,8 @@ impl Caches {
             change_senders.push(tx);
             app_changes.push(Some(rx));
         }
-        let (apps, a) = start_apps(api::<ForgeApp>(client, namespace), change_senders);
-        let (policies, p) = start_one(api::<DistributionPolicy>(client, namespace));
+        let (apps, a) = start_apps(super::api_in::<ForgeApp>(client, namespace), change_senders);
+        let (policies, p) = start_one(super::api_in::<DistributionPolicy>(client, namespace));
         let (leases, l) = start_one(Api::<Lease>::namespaced(client.clone(), operator_namespace));
 
         // Installations: one shared watch, indexed, with a feed for each controller that needs one.
@@ -207,10 +198,11 @@ impl Caches {
         let index = Arc::new(RwLock::new(InstallationIndex::default()));
         let i = {
             let index = index.clone();
-            let events = watcher(api::<Installation>(client, namespace), watcher::Config::default().any_semantic())
-                .default_backoff()
-                .modify(trim::<Installation>)
-                .reflect_shared(writer);
+            let events =
+                watcher(super::api_in::<Installation>(client, namespace), watcher::Config::default().any_semantic())
+                    .default_backoff()
+                    .modify(trim::<Installation>)
+                    .reflect_shared(writer);
             tokio::spawn(async move {
                 let mut events = std::pin::pin!(events);
                 while let Some(event) = events.next().await {

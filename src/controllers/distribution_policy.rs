@@ -14,7 +14,7 @@ use super::{Context, Error, apply_status, instrumented, objects_of_app, publish_
 use crate::api::{DistributionPolicy, DistributionPolicyStatus, ForgeApp};
 use crate::platform::{ErrorKind, PlatformError};
 use crate::rules::conditions;
-use crate::rules::distribution::{self, SHARING};
+use crate::rules::distribution::{self, Carried, LinkState, Type};
 
 const NAME: &str = "distributionpolicy";
 
@@ -37,68 +37,20 @@ async fn apply(policy: &DistributionPolicy, ctx: &Context) -> Result<(), Error> 
     // Decide.
     let decision = distribution::decide(policy, app.as_ref(), governing.as_deref());
     let previous = policy.status.clone().unwrap_or_default();
-    let mut decided = decision.conditions.clone();
-    let mut link = (previous.installation_link.clone(), previous.link_revision, previous.link_products.clone());
-    let mut failure = None;
 
-    // Act on the platform: only the governing policy of an app that exists does, and not while the
-    // policy asks for products the app does not support (the link would be for the wrong products).
-    let products_ok = !decided.iter().any(|d| d.reason == distribution::REASON_PRODUCTS_NOT_SUPPORTED);
-    if let (Some(app), None, true) = (app.as_ref(), governing.as_ref(), products_ok) {
-        match carry_out(policy, app, &decision, &previous, ctx).await {
-            Ok(now) => {
-                // A new link because the products changed: the Sharing condition says so (and keeps
-                // saying it while that link stands).
-                let previous_sharing = conditions::find(&previous.conditions, SHARING).map(|c| c.message.clone());
-                let noted = previous_sharing.filter(|m| m.contains("a new link was issued"));
-                if let (Some(note), true) = (noted, now.0 == previous.installation_link)
-                    && let Some(sharing) = decided.iter_mut().find(|d| d.type_ == SHARING && d.status)
-                {
-                    sharing.message = note;
-                } else if previous.installation_link.is_some()
-                    && now.0.is_some()
-                    && now.0 != previous.installation_link
-                    && now.2 != previous.link_products
-                    && let Some(sharing) = decided.iter_mut().find(|d| d.type_ == SHARING && d.status)
-                {
-                    sharing.message = format!(
-                        "{}; a new link was issued for products {} (the link for {} no longer admits installations)",
-                        sharing.message,
-                        now.2.join(", "),
-                        previous.link_products.join(", ")
-                    );
-                }
-                link = now
-            }
-            Err(e) => {
-                let (reason, message) = platform_problem(app, &e);
-                for d in decided.iter_mut() {
-                    *d = conditions::Decided::new(d.type_, false, reason, message.clone());
-                }
-                if e.kind != ErrorKind::Unsupported {
-                    failure = Some(e);
-                }
-            }
-        }
-    }
-    if !decision.sharing_active() {
-        link = (None, None, Vec::new());
-    }
-    // kstatus: a retried platform failure is in progress; any other Ready=False needs a change.
-    let ready = decided.iter().find(|d| d.type_ == distribution::READY).cloned();
-    let kstatus = match (&failure, ready) {
-        (Some(e), _) => conditions::kstatus(Some((REASON_PLATFORM_ERROR, e.message.as_str())), None),
-        (None, Some(r)) if !r.status => conditions::kstatus(None, Some((r.reason.as_str(), r.message.as_str()))),
-        _ => conditions::kstatus(None, None),
+    // Act on the platform, where the decision says to.
+    let carried = match (app.as_ref(), decision.act) {
+        (Some(app), true) => Some(carry_out(policy, app, &decision, &previous, ctx).await),
+        _ => None,
     };
-    decided.extend(kstatus);
-    let status = DistributionPolicyStatus {
-        observed_generation: policy.metadata.generation,
-        conditions: conditions::merge(&previous.conditions, &decided, policy.metadata.generation, &super::now()),
-        installation_link: link.0,
-        link_revision: link.1,
-        link_products: link.2,
+    let app_id = app.as_ref().map(|a| a.spec.app_id.as_str()).unwrap_or_default();
+    let outcome = match &carried {
+        None => Carried::NotAsked,
+        Some(Ok(link)) => Carried::Done(link),
+        Some(Err(e)) => Carried::Failed(e),
     };
+    let status = distribution::status(policy, app_id, &decision, &previous, outcome, &super::now());
+    let failure = carried.and_then(Result::err).filter(distribution::retried);
 
     // Report.
     if status != previous {
@@ -112,14 +64,14 @@ async fn apply(policy: &DistributionPolicy, ctx: &Context) -> Result<(), Error> 
 }
 
 /// Sharing on or off on the platform, and the link: the active one is kept unless the revision
-/// was raised or the products changed. Returns (link, revision, products).
+/// was raised or the products changed. Returns the link the platform holds now.
 async fn carry_out(
     policy: &DistributionPolicy,
     app: &ForgeApp,
     decision: &distribution::PolicyDecision,
     previous: &DistributionPolicyStatus,
     ctx: &Context,
-) -> Result<(Option<String>, Option<i64>, Vec<String>), PlatformError> {
+) -> Result<LinkState, PlatformError> {
     let creds = ctx
         .credentials_for(app)
         .await
@@ -130,7 +82,7 @@ async fn carry_out(
             if previous.installation_link.is_some() || previous.link_revision.is_some() {
                 ctx.platform.set_sharing(&creds, app_id, false).await?;
             }
-            return Ok((None, None, Vec::new()));
+            return Ok(LinkState::default());
         }
         let products: Vec<String> = policy.spec.products.iter().map(|p| p.as_str().to_string()).collect();
         ctx.platform.set_sharing(&creds, app_id, true).await?;
@@ -147,7 +99,7 @@ async fn carry_out(
             Some(l) if !rotate && same_products(&l) => l,
             _ => ctx.platform.generate_link(&creds, app_id, &products).await?,
         };
-        Ok((Some(link.url), Some(policy.spec.link_revision), link.products))
+        Ok(LinkState { url: Some(link.url), revision: Some(policy.spec.link_revision), products: link.products })
     }
     .await;
     if let Err(e) = &result {
@@ -156,41 +108,15 @@ async fn carry_out(
     result
 }
 
-/// The condition reason and message for a platform failure, saying where to act by hand.
-fn platform_problem(app: &ForgeApp, e: &PlatformError) -> (&'static str, String) {
-    let uuid = app.spec.app_id.rsplit('/').next().unwrap_or_default();
-    let console = format!("https://developer.atlassian.com/console/myapps/{uuid}/distribution");
-    match e.kind {
-        ErrorKind::Unsupported | ErrorKind::PermissionDenied => (
-            REASON_DISTRIBUTION_UNSUPPORTED,
-            format!(
-                "forgeops cannot manage sharing for this app on the platform ({}): manage it by hand in the developer \
-                 console at {console}, or run forgeops with --platform-distribution where the platform allows it",
-                e.message
-            ),
-        ),
-        ErrorKind::BadCredentials => (
-            REASON_PLATFORM_ERROR,
-            format!("{e}: fix the app's credentials Secret (spec.credentialsSecretRef or the operator's default)"),
-        ),
-        _ => (REASON_PLATFORM_ERROR, format!("{e} (retrying with backoff)")),
-    }
-}
-
-/// Sharing cannot be managed on the platform by forgeops.
-pub const REASON_DISTRIBUTION_UNSUPPORTED: &str = "DistributionUnsupported";
-/// The platform failed; retried.
-pub const REASON_PLATFORM_ERROR: &str = "PlatformError";
-
 async fn report_events(
     ctx: &Context,
     policy: &DistributionPolicy,
     before: &DistributionPolicyStatus,
     after: &DistributionPolicyStatus,
 ) {
-    let was = conditions::is_true(&before.conditions, SHARING);
-    let is = conditions::is_true(&after.conditions, SHARING);
-    let sharing = conditions::find(&after.conditions, SHARING).map(|c| c.message.clone()).unwrap_or_default();
+    let was = conditions::is_true(&before.conditions, Type::Sharing);
+    let is = conditions::is_true(&after.conditions, Type::Sharing);
+    let sharing = conditions::find(&after.conditions, Type::Sharing).map(|c| c.message.clone()).unwrap_or_default();
     if is && !was {
         publish_event(ctx, policy, false, "SharingEnabled", sharing.clone(), "Share").await;
     } else if was && !is {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 use tracing::info;
@@ -15,10 +14,8 @@ use tracing::info;
 use super::{Context, Error, apply_status, instrumented, publish_event, retry_later};
 use crate::api::{AccountStatus, ForgeApp, ForgeAppStatus, Installation};
 use crate::platform::{ErrorKind, PlatformError};
-use crate::rules::conditions;
 use crate::rules::forge_app::{
-    InstallationSummary, Observation, READY, REASON_APP_NOT_FOUND, REASON_BAD_CREDENTIALS, REASON_PLATFORM_UNAVAILABLE,
-    app_versions, desired_status, refresh_due,
+    InstallationSummary, Observation, Reason, app_versions, desired_status, next_look, ready_change, refresh_due,
 };
 use crate::rules::versions::Version;
 
@@ -30,7 +27,7 @@ pub const FINALIZER: &str = "forgeops.dev/installations";
 pub async fn reconcile(app: Arc<ForgeApp>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<ForgeApp> = Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
     instrumented(&ctx, NAME, app.as_ref(), async {
-        finalizer(&api, FINALIZER, app.clone(), |event| async {
+        let result = finalizer(&api, FINALIZER, app.clone(), |event| async {
             match event {
                 Finalizer::Apply(app) => report(&app, &ctx).await.map(|(_, next)| Action::requeue(next)),
                 Finalizer::Cleanup(app) => match report(&app, &ctx).await?.0 {
@@ -42,8 +39,8 @@ pub async fn reconcile(app: Arc<ForgeApp>, ctx: Arc<Context>) -> Result<Action, 
                 },
             }
         })
-        .await
-        .map_err(Error::from)
+        .await;
+        super::finalized(result)
     })
     .await
 }
@@ -58,7 +55,7 @@ async fn report(app: &ForgeApp, ctx: &Context) -> Result<(usize, std::time::Dura
         .into_iter()
         .map(|i| InstallationSummary {
             environment: i.spec.environment.clone(),
-            installed: i.status.as_ref().and_then(|s| s.installed_version.as_deref()).and_then(parse_version),
+            installed: i.status.as_ref().and_then(|s| s.installed_version.as_deref()).and_then(Version::parse),
         })
         .collect();
 
@@ -90,33 +87,18 @@ async fn report(app: &ForgeApp, ctx: &Context) -> Result<(usize, std::time::Dura
         ctx.counted(&key);
         report_ready_transition(ctx, app, previous, &desired).await;
     }
-    let interval = app.refresh_interval();
-    let next = match &observation {
-        // Transient: look again sooner. The Secret is not watched, so bad credentials are looked
-        // at as soon: while the Secret holds the refused ones, a look costs no platform request.
-        Observation::Failed { reason, .. }
-            if [REASON_PLATFORM_UNAVAILABLE, REASON_BAD_CREDENTIALS].contains(reason) =>
-        {
-            interval.min(RETRY_SOON)
-        }
-        Observation::Failed { .. } => interval.min(RETRY_LATER),
-        _ => interval.saturating_sub(ctx.since_refresh(&key).unwrap_or_default()).max(RETRY_MIN),
-    };
-    Ok((summaries.len(), next))
+    Ok((summaries.len(), next_look(&observation, app.refresh_interval(), ctx.since_refresh(&key))))
 }
 
-const RETRY_MIN: std::time::Duration = std::time::Duration::from_secs(1);
 /// Installation counts alone are written at most this often.
 const COUNTS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-const RETRY_SOON: std::time::Duration = std::time::Duration::from_secs(15);
-const RETRY_LATER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Reads the app from the platform: the account, the environments, and each managed environment's
 /// versions with their installation counts.
 async fn observe(app: &ForgeApp, ctx: &Context) -> Observation {
     let creds = match ctx.credentials_for(app).await {
         Ok(creds) => creds,
-        Err(e) => return Observation::Failed { reason: REASON_BAD_CREDENTIALS, message: e.to_string() },
+        Err(e) => return Observation::Failed { reason: Reason::BadCredentials, message: e.to_string() },
     };
     let app_id = app.spec.app_id.as_str();
     let result: Result<Observation, PlatformError> = async {
@@ -142,25 +124,19 @@ async fn observe(app: &ForgeApp, ctx: &Context) -> Observation {
     result.unwrap_or_else(|e| {
         ctx.saw_platform_error(&creds, &e);
         let (reason, message) = match e.kind {
-            ErrorKind::BadCredentials => (REASON_BAD_CREDENTIALS, e.to_string()),
+            ErrorKind::BadCredentials => (Reason::BadCredentials, e.to_string()),
             ErrorKind::NotFound | ErrorKind::PermissionDenied => (
-                REASON_APP_NOT_FOUND,
+                Reason::AppNotFound,
                 format!(
                     "app {app_id} not found on the platform, or {} may not see it: check spec.appId, and that the \
                      credentials ({}) are those of the app's owner ({e})",
                     creds.email, creds.source
                 ),
             ),
-            _ => (REASON_PLATFORM_UNAVAILABLE, format!("the platform could not be read: {e}; retrying")),
+            _ => (Reason::PlatformUnavailable, format!("the platform could not be read: {e}; retrying")),
         };
         Observation::Failed { reason, message }
     })
-}
-
-/// Parses `major.minor`.
-pub fn parse_version(text: &str) -> Option<Version> {
-    let (major, minor) = text.split_once('.')?;
-    Some(Version { major: major.parse().ok()?, minor: minor.parse().ok()? })
 }
 
 async fn report_ready_transition(
@@ -169,14 +145,10 @@ async fn report_ready_transition(
     previous: Option<&ForgeAppStatus>,
     desired: &ForgeAppStatus,
 ) {
-    let before = previous.and_then(|s| conditions::find(&s.conditions, READY));
-    let Some(after) = conditions::find(&desired.conditions, READY) else { return };
-    if before.map(|c| (&c.status, &c.reason)) == Some((&after.status, &after.reason)) {
-        return;
-    }
-    let ready = after.status == crate::api::TRUE;
-    info!(app = %app.name_any(), namespace = ?app.namespace(), ready, reason = %after.reason, "ForgeApp readiness changed");
-    publish_event(ctx, app, !ready, &after.reason, after.message.clone(), "Reconcile").await;
+    let Some(change) = ready_change(previous, desired) else { return };
+    let (ready, reason) = (change.ready, change.reason);
+    info!(app = %app.name_any(), namespace = ?app.namespace(), ready, %reason, "ForgeApp readiness changed");
+    publish_event(ctx, app, !ready, reason.as_str(), change.message, "Reconcile").await;
 }
 
 pub fn error_policy(app: Arc<ForgeApp>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -185,36 +157,24 @@ pub fn error_policy(app: Arc<ForgeApp>, error: &Error, ctx: Arc<Context>) -> Act
 
 /// Runs the ForgeApp controller until `shutdown` resolves. An app is reconciled again whenever one
 /// of its Installations changes or goes away (told by the shared Installation cache, not a watch of
-/// its own).
+/// its own: `_installations` is not watched).
 pub async fn run(
     api: Api<ForgeApp>,
-    installations: Api<Installation>,
+    _installations: Api<Installation>,
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     use futures::StreamExt;
-    let controller = Controller::new(api, watcher::Config::default().any_semantic())
-        .with_config(kube::runtime::controller::Config::default().concurrency(super::concurrency::MEDIUM));
-    let controller = match ctx.caches.take_app_feed() {
-        Some(feed) => controller
-            .reconcile_on(futures::stream::unfold(feed, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })),
-        None => controller.watches(installations, watcher::Config::default().any_semantic(), |inst: Installation| {
-            inst.namespace().map(|ns| ObjectRef::new(&inst.spec.app_ref.name).within(&ns))
-        }),
+    // The shared caches make the feed once, and only this controller takes it.
+    let Some(feed) = ctx.caches.take_app_feed() else {
+        tracing::error!("the ForgeApp controller's feed was taken already: the controller does not run");
+        return;
     };
-    controller
+    Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(kube::runtime::controller::Config::default().concurrency(super::concurrency::MEDIUM))
+        .reconcile_on(futures::stream::unfold(feed, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) }))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn versions_parse() {
-        assert_eq!(super::parse_version("2.13").map(|v| (v.major, v.minor)), Some((2, 13)));
-        assert_eq!(super::parse_version("2"), None);
-        assert_eq!(super::parse_version("x.1"), None);
-    }
 }

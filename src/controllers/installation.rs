@@ -6,20 +6,18 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 use tracing::info;
 
-use super::forge_app::parse_version;
 use super::site;
 use super::{Context, Error, apply_status_guarded, instrumented, publish_event, retry_later};
 use crate::api::{DeletionPolicy, ForgeApp, Installation, InstallationStatus, TaskAction, TaskRecord};
 use crate::platform::{ErrorKind, PlatformError};
-use crate::rules::conditions::{self, Decided};
-use crate::rules::installation::{self as rules, Facts, Step};
+use crate::rules::conditions;
+use crate::rules::installation::{self as rules, Facts, Step, step_of};
 use crate::rules::versions::Version;
 
 const NAME: &str = "installation";
@@ -29,7 +27,7 @@ pub const FINALIZER: &str = "forgeops.dev/uninstall";
 pub async fn reconcile(inst: Arc<Installation>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<Installation> = Api::namespaced(ctx.client.clone(), &inst.namespace().unwrap_or_default());
     instrumented(&ctx, NAME, inst.as_ref(), async {
-        finalizer(&api, FINALIZER, inst.clone(), |event| async {
+        let result = finalizer(&api, FINALIZER, inst.clone(), |event| async {
             match event {
                 Finalizer::Apply(inst) => apply(&inst, &ctx).await,
                 Finalizer::Cleanup(inst) => {
@@ -41,8 +39,8 @@ pub async fn reconcile(inst: Arc<Installation>, ctx: Arc<Context>) -> Result<Act
                 }
             }
         })
-        .await
-        .map_err(Error::from)
+        .await;
+        super::finalized(result)
     })
     .await
 }
@@ -73,7 +71,7 @@ async fn observe(inst: &Installation, ctx: &Context) -> Result<Observed, Error> 
 }
 
 fn installed_version(status: &InstallationStatus) -> Option<Version> {
-    status.installed_version.as_deref().and_then(parse_version)
+    status.installed_version.as_deref().and_then(Version::parse)
 }
 
 async fn apply(cached: &Installation, ctx: &Context) -> Result<Action, Error> {
@@ -193,72 +191,25 @@ async fn act_and_report(
 
     // Report: the conditions follow from what is installed now.
     let now_installed = rules::decide(inst, installed_version(&status), facts);
-    let mut decided = now_installed.conditions;
-    if let Some((step, error)) = &platform_error {
-        override_with_platform_error(&mut decided, *step, &error.to_string());
-    } else if let Some(task) = &status.task {
-        override_with_task(&mut decided, task);
-    }
-    decided.extend(installation_kstatus(&decided, status.task.is_some(), now_installed.step, platform_error.as_ref()));
+    let failure = platform_error.as_ref().map(|(step, e)| (*step, e));
+    let report = rules::report(&now_installed, status.installed_version.is_some(), status.task.as_ref(), failure);
     status.available_version = now_installed.available.map(|v| v.to_string());
-    status.permissions_up_to_date = status.installed_version.as_ref().map(|_| {
-        !decided.iter().any(|d| {
-            d.type_ == rules::UP_TO_DATE
-                && [rules::REASON_PERMISSIONS_OUTDATED, rules::REASON_CONSENT_REQUIRED].contains(&d.reason.as_str())
-        })
-    });
+    status.permissions_up_to_date = report.permissions_up_to_date;
     status.observed_generation = inst.metadata.generation;
-    status.conditions = conditions::merge(&previous.conditions, &decided, inst.metadata.generation, &super::now());
+    let blocker = rules::new_blocker(&previous.conditions, &report.conditions);
+    status.conditions =
+        conditions::merge(&previous.conditions, &report.conditions, inst.metadata.generation, &super::now());
     if status != previous {
         let written = apply_status_guarded(&ctx.client, inst, &status).await?;
         ctx.wrote(&written);
-        warn_on_new_blocker(ctx, inst, &previous.conditions, &status.conditions).await;
+        if let Some((reason, message)) = blocker {
+            publish_event(ctx, inst, true, reason.as_str(), message, "Reconcile").await;
+        }
     }
     // A platform failure is an error, so the object is retried with its growing backoff.
     match platform_error {
         Some((_, error)) => Err(error.into()),
         None => Ok(requeue.unwrap_or_else(Action::await_change)),
-    }
-}
-
-/// kstatus for an Installation: `Reconciling` while a platform task or step is under way or a
-/// failure is retried; `Stalled` on what only a change (of the spec, the app or the site) fixes.
-fn installation_kstatus(
-    decided: &[Decided],
-    task: bool,
-    step: Step,
-    error: Option<&(Step, PlatformError)>,
-) -> [Decided; 2] {
-    let find = |type_: &str| decided.iter().find(|d| d.type_ == type_);
-    let needs_change = [
-        rules::REASON_APP_NOT_FOUND,
-        rules::REASON_NOT_DEPLOYED,
-        rules::REASON_INCOMPATIBLE_PRODUCTS,
-        rules::REASON_ALREADY_INSTALLED,
-        rules::REASON_VERSION_NOT_DEPLOYED,
-        rules::REASON_CONSENT_REQUIRED,
-        rules::REASON_DOWNGRADE_NOT_ALLOWED,
-    ];
-    let stalled = [rules::READY, rules::INSTALLED, rules::UP_TO_DATE]
-        .into_iter()
-        .filter_map(find)
-        .find(|d| !d.status && needs_change.contains(&d.reason.as_str()))
-        .map(|d| (d.reason.as_str(), d.message.as_str()))
-        .or_else(|| {
-            error.filter(|(_, e)| !e.retryable()).map(|(_, e)| (rules::REASON_PLATFORM_ERROR, e.message.as_str()))
-        });
-    let retrying =
-        error.filter(|(_, e)| e.retryable()).map(|(_, e)| (rules::REASON_PLATFORM_ERROR, e.message.as_str()));
-    let under_way =
-        (task || step != Step::Nothing).then_some((rules::REASON_INSTALLING, "a platform task is under way"));
-    conditions::kstatus(if stalled.is_some() { None } else { retrying.or(under_way) }, stalled)
-}
-
-fn step_of(task: &TaskRecord) -> Step {
-    let version = task.version.as_deref().and_then(parse_version).unwrap_or(Version { major: 0, minor: 0 });
-    match task.action {
-        TaskAction::Install => Step::Install(version),
-        _ => Step::UpgradeMajor(version),
     }
 }
 
@@ -270,8 +221,7 @@ async fn follow_the_platform(ctx: &Context, inst: &Installation, app: &ForgeApp,
     let (Some(current), None) = (installed_version(status), status.task.as_ref()) else { return };
     let key = crate::platform::environment_key(&inst.spec.environment);
     let Some(listed) = ctx.platform_installation(&app.spec.app_id, key, &inst.spec.site) else { return };
-    let Some((major, minor)) = listed.version.as_deref().and_then(crate::platform::parse_major_minor) else { return };
-    let now = Version { major, minor };
+    let Some(now) = listed.version.as_deref().and_then(Version::parse) else { return };
     if now <= current {
         return;
     }
@@ -298,11 +248,7 @@ async fn adopt(
     status: &mut InstallationStatus,
     found: crate::platform::InstallationInfo,
 ) {
-    let version = found
-        .version
-        .as_deref()
-        .and_then(crate::platform::parse_major_minor)
-        .map(|(major, minor)| Version { major, minor });
+    let version = found.version.as_deref().and_then(Version::parse);
     status.installed_version = version.map(|v| v.to_string());
     status.installed_major = version.map(|v| v.major);
     status.installed_at = Some(super::now());
@@ -331,50 +277,13 @@ async fn record_done(ctx: &Context, inst: &Installation, status: &mut Installati
             status.installed_at = Some(super::now());
             ("Installed", format!("installed version {to} on {}", inst.spec.site))
         }
-        _ if from.as_deref().and_then(parse_version).is_some_and(|f| f.major == to.major) => {
+        _ if from.as_deref().and_then(Version::parse).is_some_and(|f| f.major == to.major) => {
             ("MinorVersionRolledOut", format!("rolled out {to} (from {})", from.unwrap_or_default()))
         }
         _ => ("Upgraded", format!("upgraded to {to} (from {})", from.unwrap_or_default())),
     };
     info!(installation = %inst.name_any(), site = %inst.spec.site, version = %to, reason, "platform action done");
     publish_event(ctx, inst, false, reason, note, "Reconcile").await;
-}
-
-/// While a task runs, the affected conditions say so.
-fn override_with_task(decided: &mut [Decided], task: &TaskRecord) {
-    let affected: &[&str] =
-        if task.action == TaskAction::Install { &[rules::INSTALLED, rules::READY] } else { &[rules::UP_TO_DATE] };
-    let message = format!(
-        "platform task {} ({} {}) is under way",
-        task.id,
-        task.action_str(),
-        task.version.as_deref().unwrap_or("")
-    );
-    for d in decided.iter_mut().filter(|d| affected.contains(&d.type_)) {
-        *d = Decided::new(d.type_, false, rules::REASON_INSTALLING, message.clone());
-    }
-}
-
-fn override_with_platform_error(decided: &mut [Decided], step: Step, message: &str) {
-    let affected: &[&str] =
-        if matches!(step, Step::Install(_)) { &[rules::INSTALLED, rules::READY] } else { &[rules::UP_TO_DATE] };
-    for d in decided.iter_mut().filter(|d| affected.contains(&d.type_)) {
-        *d = Decided::new(d.type_, false, rules::REASON_PLATFORM_ERROR, format!("{message} (retrying with backoff)"));
-    }
-}
-
-/// Records a Warning Event when the Ready condition turns False for a new reason.
-async fn warn_on_new_blocker(ctx: &Context, inst: &Installation, before: &[Condition], after: &[Condition]) {
-    let (Some(now), prev) = (conditions::find(after, rules::READY), conditions::find(before, rules::READY)) else {
-        return;
-    };
-    // A task under way is progress, not a blocker: no Warning for it.
-    if now.status == crate::api::FALSE
-        && now.reason != rules::REASON_INSTALLING
-        && prev.map(|p| (&p.status, &p.reason)) != Some((&now.status, &now.reason))
-    {
-        publish_event(ctx, inst, true, &now.reason, now.message.clone(), "Reconcile").await;
-    }
 }
 
 async fn uninstall(inst: &Installation, ctx: &Context) -> Result<Action, Error> {
@@ -419,19 +328,21 @@ pub fn error_policy(inst: Arc<Installation>, error: &Error, ctx: Arc<Context>) -
 
 /// Runs the Installation controller until `shutdown` resolves. Installations come from the shared
 /// watch cache (no watch of its own); they are re-checked as soon as their app changes in a way
-/// that matters to them (watched, never polled; not on every count the app reports).
+/// that matters to them (watched, never polled; not on every count the app reports). `_api` is not
+/// watched.
 pub async fn run(
-    api: Api<Installation>,
+    _api: Api<Installation>,
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     use futures::StreamExt;
     let config = kube::runtime::controller::Config::default().concurrency(super::concurrency::INSTALLATIONS);
-    let controller = match ctx.caches.take_installation_feed() {
-        Some(feed) => Controller::for_shared_stream(feed, ctx.caches.installations.clone()),
-        None => Controller::new(api, watcher::Config::default().any_semantic()),
-    }
-    .with_config(config);
+    // The shared caches make the feed once, and only this controller takes it.
+    let Some(feed) = ctx.caches.take_installation_feed() else {
+        tracing::error!("the Installation controller's feed was taken already: the controller does not run");
+        return;
+    };
+    let controller = Controller::for_shared_stream(feed, ctx.caches.installations.clone()).with_config(config);
     // Installations whose platform listing changed (a rollout moved them), from the listing refresh.
     let triggers = ctx
         .installation_trigger_stream()

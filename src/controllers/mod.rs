@@ -123,6 +123,29 @@ impl Error {
     }
 }
 
+/// What the finalizer helper's result comes to. An object already gone when its finalizer was to
+/// be removed (404: someone else removed the last finalizer, or the object was deleted with it) is
+/// what removing the finalizer was for: done, not a failure.
+pub fn finalized(result: Result<Action, kube::runtime::finalizer::Error<Error>>) -> Result<Action, Error> {
+    match result {
+        Err(kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(s))) if s.code == 404 => {
+            Ok(Action::await_change())
+        }
+        other => other.map_err(Error::from),
+    }
+}
+
+/// An [`Api`] in `namespace`, or in every namespace when there is none.
+pub fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 impl From<kube::runtime::finalizer::Error<Error>> for Error {
     fn from(e: kube::runtime::finalizer::Error<Error>) -> Self {
         Error::Finalizer(Box::new(e))
@@ -140,7 +163,7 @@ pub struct Context {
     pub credentials: Arc<CredentialStore>,
     /// The watch caches reconciles read related objects from.
     pub caches: Arc<caches::Caches>,
-    /// Where the operator keeps its own objects (the link key Secret).
+    /// Where the operator keeps its own objects (the bulk upgrades' concurrency Leases).
     pub operator_namespace: String,
     backoff: Backoff,
     /// When each ForgeApp was last read from the platform by this process.
@@ -621,6 +644,22 @@ mod tests {
         assert!(
             !Error::Platform(crate::platform::PlatformError::new(ErrorKind::Unavailable, "op", "m")).is_stale_write()
         );
+    }
+
+    #[test]
+    fn an_object_gone_before_its_finalizer_is_removed_is_done() {
+        use kube::runtime::finalizer::Error as F;
+        let api = |code, reason: &str| {
+            let mut status = kube::core::Status::failure("m", reason);
+            status.code = code;
+            kube::Error::Api(status.boxed())
+        };
+        assert!(finalized(Err(F::RemoveFinalizer(api(404, "NotFound")))).is_ok());
+        assert!(finalized(Err(F::RemoveFinalizer(api(409, "Conflict")))).is_err());
+        assert!(finalized(Err(F::AddFinalizer(api(404, "NotFound")))).is_err(), "only a removal is done by a 404");
+        let cleanup = finalized(Err(F::CleanupFailed(Error::Kube(api(404, "NotFound")))));
+        assert!(cleanup.is_err(), "a cleanup that failed is a failure");
+        assert!(finalized(Ok(Action::requeue(Duration::from_secs(5)))).is_ok());
     }
 
     #[test]

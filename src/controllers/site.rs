@@ -53,7 +53,7 @@ pub async fn version_id(
     let versions = ctx.platform.versions(creds, &target.app_id, &target.environment_key).await?;
     versions
         .iter()
-        .filter(|v| v.major_minor() == Some((to.major, to.minor)) && !v.id.is_empty())
+        .filter(|v| Version::parse(&v.version) == Some(to) && !v.id.is_empty())
         .max_by_key(|v| v.version.rsplit('.').next().and_then(|p| p.parse::<u32>().ok()).unwrap_or(0))
         .map(|v| v.id.clone())
         .ok_or_else(|| {

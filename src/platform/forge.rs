@@ -96,10 +96,6 @@ impl ForgeGateway {
         Ok(ForgeGateway { options, http, metrics, host_names: Default::default(), breaker: Default::default() })
     }
 
-    pub fn options(&self) -> &GatewayOptions {
-        &self.options
-    }
-
     fn record(&self, operation: &'static str, outcome: &'static str, started: Instant) {
         if let Some(m) = &self.metrics {
             m.platform_requests

@@ -64,13 +64,6 @@ pub struct VersionInfo {
     pub required_products: Vec<String>,
 }
 
-impl VersionInfo {
-    /// (major, minor) of the version string; a missing minor is 0.
-    pub fn major_minor(&self) -> Option<(u32, u32)> {
-        parse_major_minor(&self.version)
-    }
-}
-
 /// The platform's key of an environment: the development environment is called `development` in
 /// forgeops (and by the CLI's `-e` option) but its key on the platform is `default`, as the CLI
 /// translates it (`@forge/cli-shared` `optionToEnvironment`). Other names are keys already.
@@ -81,15 +74,10 @@ pub fn environment_key(name: &str) -> &str {
     }
 }
 
-/// (major, minor) of a dotted version string (`2.1.0` → (2, 1); `3` → (3, 0)).
+/// (major, minor) of a dotted version string (`2.1.0` → (2, 1); `3` → (3, 0)), as
+/// [`crate::rules::versions::Version::parse`] reads it.
 pub fn parse_major_minor(version: &str) -> Option<(u32, u32)> {
-    let mut parts = version.trim().split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor = match parts.next() {
-        Some(m) => m.parse().ok()?,
-        None => 0,
-    };
-    Some((major, minor))
+    crate::rules::versions::Version::parse(version).map(|v| (v.major, v.minor))
 }
 
 /// How many installations run one version.

@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 
-use super::conditions::{self as conds, Decided};
+use super::conditions::{self as conds, Outcome, SummaryReasons, SummaryTypes};
 use super::versions::{self, Version};
 use crate::api::{
-    BulkUpgradeSpec, BulkUpgradeState, BulkUpgradeStatus, ForgeApp, IneligibleReason, Installation, RolloutPhase,
-    RolloutRecord, StartingRollout,
+    BulkUpgradeSpec, BulkUpgradeState, BulkUpgradeStatus, ForgeApp, Ineligibility, IneligibleReason, Installation,
+    RolloutPhase, RolloutRecord, StartingRollout,
 };
 use crate::platform::{ErrorKind, Rollout, RolloutStarted, RolloutStatus};
 
@@ -74,8 +74,34 @@ crate::named! {
     }
 }
 
-fn ineligible(reason: Reason, detail: String) -> IneligibleReason {
-    IneligibleReason { reason: reason.as_str().into(), detail }
+impl SummaryTypes for Type {
+    const READY: Type = Type::Ready;
+    const RECONCILING: Type = Type::Reconciling;
+    const STALLED: Type = Type::Stalled;
+}
+
+impl SummaryReasons for Reason {
+    const AS_EXPECTED: Reason = Reason::AsExpected;
+}
+
+type Decided = conds::Decided<Type, Reason>;
+
+/// The condition reason of an eligibility rule.
+pub fn reason_of(rule: Ineligibility) -> Reason {
+    match rule {
+        Ineligibility::AppNotFound => Reason::AppNotFound,
+        Ineligibility::MajorNotDeployed => Reason::MajorNotDeployed,
+        Ineligibility::ToMajorNotNewer => Reason::ToMajorNotNewer,
+        Ineligibility::AddsScopes => Reason::AddsScopes,
+        Ineligibility::AddsEgress => Reason::AddsEgress,
+        Ineligibility::LicensingChanged => Reason::LicensingChanged,
+        Ineligibility::PlatformRefused => Reason::PlatformRefused,
+        Ineligibility::PinnedInstallations => Reason::PinnedInstallations,
+    }
+}
+
+fn ineligible(reason: Ineligibility, detail: String) -> IneligibleReason {
+    IneligibleReason { reason, detail }
 }
 
 fn added<'a>(from: &'a [String], to: &'a [String]) -> Vec<&'a str> {
@@ -90,7 +116,7 @@ fn added<'a>(from: &'a [String], to: &'a [String]) -> Vec<&'a str> {
 pub fn eligibility(app: Option<&ForgeApp>, spec: &BulkUpgradeSpec) -> Vec<IneligibleReason> {
     let Some(app) = app else {
         return vec![ineligible(
-            Reason::AppNotFound,
+            Ineligibility::AppNotFound,
             format!("ForgeApp {} does not exist in this namespace", spec.app_ref.name),
         )];
     };
@@ -98,7 +124,7 @@ pub fn eligibility(app: Option<&ForgeApp>, spec: &BulkUpgradeSpec) -> Vec<Inelig
     let mut out = Vec::new();
     if spec.to_major <= spec.from_major {
         out.push(ineligible(
-            Reason::ToMajorNotNewer,
+            Ineligibility::ToMajorNotNewer,
             format!("toMajor {} is not newer than fromMajor {}", spec.to_major, spec.from_major),
         ));
     }
@@ -107,7 +133,7 @@ pub fn eligibility(app: Option<&ForgeApp>, spec: &BulkUpgradeSpec) -> Vec<Inelig
     for (major, v) in [(spec.from_major, from), (spec.to_major, to)] {
         if v.is_none() {
             out.push(ineligible(
-                Reason::MajorNotDeployed,
+                Ineligibility::MajorNotDeployed,
                 format!("major {major} is not deployed in environment {}", spec.environment),
             ));
         }
@@ -116,17 +142,17 @@ pub fn eligibility(app: Option<&ForgeApp>, spec: &BulkUpgradeSpec) -> Vec<Inelig
     let scopes = added(&from.scopes, &to.scopes);
     if !scopes.is_empty() {
         let detail = scopes.iter().map(|s| format!("adds scope {s}")).collect::<Vec<_>>().join(", ");
-        out.push(ineligible(Reason::AddsScopes, detail));
+        out.push(ineligible(Ineligibility::AddsScopes, detail));
     }
     let egress = added(&from.egress, &to.egress);
     if !egress.is_empty() {
         let detail = egress.iter().map(|e| format!("adds egress {e}")).collect::<Vec<_>>().join(", ");
-        out.push(ineligible(Reason::AddsEgress, detail));
+        out.push(ineligible(Ineligibility::AddsEgress, detail));
     }
     if from.licensing != to.licensing {
         let on_off = |b: bool| if b { "enabled" } else { "disabled" };
         out.push(ineligible(
-            Reason::LicensingChanged,
+            Ineligibility::LicensingChanged,
             format!(
                 "licensing is {} in {} but {} in {}",
                 on_off(from.licensing),
@@ -556,98 +582,77 @@ fn summary(status: &BulkUpgradeStatus, spec: &BulkUpgradeSpec) -> String {
 }
 
 /// The conditions of each state, following the kstatus conventions (so `kubectl wait
-/// --for=condition=Complete` and GitOps health checks work).
+/// --for=condition=Complete` and GitOps health checks work): `Eligible`, `Admitted`,
+/// `Progressing`, `Complete`, then the summary of the state's [`Outcome`].
 pub fn conditions(s: &Situation) -> Vec<Decided> {
     use BulkUpgradeState::*;
-    let d = |t: Type, status: bool, reason: Reason, message: &str| {
-        Decided::new(t.as_str(), status, reason.as_str(), message)
-    };
     let summary = s.summary.as_str();
     let eligible = match &s.ineligible {
-        Some((reason, detail)) => d(Type::Eligible, false, *reason, detail),
-        None if s.state == Pending => d(Type::Eligible, false, Reason::Pending, "not checked yet"),
-        None => d(Type::Eligible, true, Reason::Eligible, "the platform upgrades these installations by rollout"),
+        Some((reason, detail)) => Decided::new(Type::Eligible, false, *reason, detail.as_str()),
+        None if s.state == Pending => Decided::new(Type::Eligible, false, Reason::Pending, "not checked yet"),
+        None => {
+            Decided::new(Type::Eligible, true, Reason::Eligible, "the platform upgrades these installations by rollout")
+        }
     };
-    let mut out = vec![eligible];
     let (waiting_reason, waiting) =
         s.waiting.as_ref().map(|(r, w)| (*r, format!("waiting for {w}"))).unwrap_or((Reason::Pending, String::new()));
     let released = "the Leases were released";
     type Set = (bool, Reason, String);
-    type Kstatus = Option<(Reason, String)>;
-    let (admitted, progressing, complete, ready, reconciling, stalled): (Set, Set, Set, Set, Kstatus, Kstatus) =
-        match s.state {
-            Ineligible => {
-                let (reason, detail) = s.ineligible.clone().unwrap_or((Reason::Ineligible, String::new()));
-                (
-                    (false, Reason::Ineligible, "not admitted: the upgrade is ineligible".into()),
-                    (false, Reason::Ineligible, detail.clone()),
-                    (false, Reason::Ineligible, detail.clone()),
-                    (false, reason, detail.clone()),
-                    None,
-                    Some((reason, detail)),
-                )
-            }
-            Pending | Queued => (
-                (false, waiting_reason, waiting.clone()),
-                (false, s.detail, waiting.clone()),
-                (false, s.detail, waiting.clone()),
-                (false, s.detail, waiting.clone()),
-                Some((s.detail, waiting.clone())),
-                None,
-            ),
-            Running => (
-                (true, Reason::Admitted, "holding the concurrency Leases".into()),
-                (true, s.detail, summary.into()),
-                (false, Reason::Running, summary.into()),
-                (false, Reason::Running, summary.into()),
-                Some((s.detail, summary.into())),
-                None,
-            ),
-            Paused => (
-                (true, Reason::Admitted, "holding the concurrency Leases while paused".into()),
-                (false, Reason::Paused, summary.into()),
-                (false, Reason::Paused, summary.into()),
-                (false, Reason::Paused, summary.into()),
-                None,
-                None,
-            ),
-            Complete => (
-                (false, Reason::Released, released.into()),
-                (false, s.detail, summary.into()),
-                (true, s.detail, summary.into()),
-                (true, s.detail, summary.into()),
-                None,
-                None,
-            ),
-            // Stopped as the user asked: done, so Ready (kstatus and GitOps tools see it Current).
-            Cancelled => (
-                (false, Reason::Released, released.into()),
-                (false, s.detail, summary.into()),
-                (false, s.detail, summary.into()),
-                (true, s.detail, summary.into()),
-                None,
-                None,
-            ),
-            Failed => (
-                (false, Reason::Released, released.into()),
-                (false, s.detail, summary.into()),
-                (false, s.detail, summary.into()),
-                (false, s.detail, summary.into()),
-                None,
-                Some((s.detail, summary.into())),
-            ),
-        };
-    for (t, (status, reason, message)) in
-        [(Type::Admitted, admitted), (Type::Progressing, progressing), (Type::Complete, complete), (Type::Ready, ready)]
-    {
-        out.push(d(t, status, reason, &message));
-    }
-    let k = |t: Type, given: Option<(Reason, String)>| match given {
-        Some((reason, message)) => d(t, true, reason, &message),
-        None => d(t, false, Reason::AsExpected, ""),
+    let (admitted, progressing, complete, outcome): (Set, Set, Set, Outcome<Reason>) = match s.state {
+        Ineligible => {
+            let (reason, detail) = s.ineligible.clone().unwrap_or((Reason::Ineligible, String::new()));
+            (
+                (false, Reason::Ineligible, "not admitted: the upgrade is ineligible".into()),
+                (false, Reason::Ineligible, detail.clone()),
+                (false, Reason::Ineligible, detail.clone()),
+                Outcome::Stalled(reason, detail),
+            )
+        }
+        Pending | Queued => (
+            (false, waiting_reason, waiting.clone()),
+            (false, s.detail, waiting.clone()),
+            (false, s.detail, waiting.clone()),
+            Outcome::InProgress(s.detail, waiting),
+        ),
+        Running => (
+            (true, Reason::Admitted, "holding the concurrency Leases".into()),
+            (true, s.detail, summary.into()),
+            (false, Reason::Running, summary.into()),
+            Outcome::InProgress(s.detail, summary.into()),
+        ),
+        Paused => (
+            (true, Reason::Admitted, "holding the concurrency Leases while paused".into()),
+            (false, Reason::Paused, summary.into()),
+            (false, Reason::Paused, summary.into()),
+            Outcome::Waiting(Reason::Paused, summary.into()),
+        ),
+        Complete => (
+            (false, Reason::Released, released.into()),
+            (false, s.detail, summary.into()),
+            (true, s.detail, summary.into()),
+            Outcome::Done(s.detail, summary.into()),
+        ),
+        // Stopped as the user asked: done, so Ready (kstatus and GitOps tools see it Current).
+        Cancelled => (
+            (false, Reason::Released, released.into()),
+            (false, s.detail, summary.into()),
+            (false, s.detail, summary.into()),
+            Outcome::Done(s.detail, summary.into()),
+        ),
+        Failed => (
+            (false, Reason::Released, released.into()),
+            (false, s.detail, summary.into()),
+            (false, s.detail, summary.into()),
+            Outcome::Stalled(s.detail, summary.into()),
+        ),
     };
-    out.push(k(Type::Reconciling, reconciling));
-    out.push(k(Type::Stalled, stalled));
+    let mut out = vec![eligible];
+    for (t, (status, reason, message)) in
+        [(Type::Admitted, admitted), (Type::Progressing, progressing), (Type::Complete, complete)]
+    {
+        out.push(Decided::new(t, status, reason, message));
+    }
+    out.extend(conds::summary(&outcome, None));
     out
 }
 
@@ -699,18 +704,8 @@ pub fn platform_failed(
             (Reason::PlatformRefused, format!("{what}; looked at again after a while or when the spec changes"), true)
         }
     };
-    let d = |t: Type, on: bool| {
-        if on {
-            Decided::new(t.as_str(), true, reason.as_str(), message.as_str())
-        } else {
-            Decided::new(t.as_str(), false, Reason::AsExpected.as_str(), "")
-        }
-    };
-    let decided = [
-        Decided::new(Type::Ready.as_str(), false, reason.as_str(), message.as_str()),
-        d(Type::Reconciling, !stalled),
-        d(Type::Stalled, stalled),
-    ];
+    let outcome = if stalled { Outcome::Stalled(reason, message) } else { Outcome::Retrying(reason, message) };
+    let decided: [Decided; 3] = conds::summary(&outcome, None);
     let replaced = conds::merge(&previous.conditions, &decided, generation, now);
     let mut status = previous.clone();
     for c in replaced {
@@ -720,6 +715,23 @@ pub fn platform_failed(
         }
     }
     status
+}
+
+/// The Warning to record after [`platform_failed`] wrote `status` over `previous`: only for what
+/// needs the user (transient failures come and go with retries), and only when `Ready`'s reason
+/// is new.
+pub fn failure_event(
+    previous: &BulkUpgradeStatus,
+    status: &BulkUpgradeStatus,
+    kind: FailureKind,
+) -> Option<(Reason, String)> {
+    if kind == FailureKind::Transient {
+        return None;
+    }
+    let (_, reason, message) = conds::read::<Reason>(&status.conditions, Type::Ready)?;
+    let reason = reason?;
+    let before = conds::read::<Reason>(&previous.conditions, Type::Ready).and_then(|(_, r, _)| r);
+    (before != Some(reason)).then(|| (reason, message.to_string()))
 }
 
 /// The BulkUpgrade state machine.
@@ -847,12 +859,7 @@ pub fn decide(i: &Inputs) -> Decision {
         effects.push(Effect::ReleaseLeases);
         next.blocked_by = None;
         next.ineligible_reasons = reasons.clone();
-        let first = reasons.first().map(|r| {
-            (
-                Reason::ALL.iter().copied().find(|x| x.as_str() == r.reason).unwrap_or(Reason::Ineligible),
-                r.detail.clone(),
-            )
-        });
+        let first = reasons.first().map(|r| (reason_of(r.reason), r.detail.clone()));
         let detail = if state == BulkUpgradeState::Pending { Reason::Pending } else { Reason::Ineligible };
         let s = Situation { state, ineligible: first, waiting, detail, summary: summary(&next, i.spec) };
         Decision { status: render(next, &s, &prev.conditions, i.generation, &i.now), effects, requeue, situation: s }
@@ -872,12 +879,15 @@ pub fn decide(i: &Inputs) -> Decision {
     let blocking: Vec<IneligibleReason> = facts
         .reasons
         .iter()
-        .filter(|r| [Reason::MajorNotDeployed.as_str(), Reason::ToMajorNotNewer.as_str()].contains(&r.reason.as_str()))
+        .filter(|r| matches!(r.reason, Ineligibility::MajorNotDeployed | Ineligibility::ToMajorNotNewer))
         .cloned()
         .collect();
     let (Some(source), Some(target)) = (facts.source.clone(), facts.target.clone()) else {
         let reasons = if blocking.is_empty() {
-            vec![ineligible(Reason::MajorNotDeployed, "the platform did not report the versions' ids yet".into())]
+            vec![ineligible(
+                Ineligibility::MajorNotDeployed,
+                "the platform did not report the versions' ids yet".into(),
+            )]
         } else {
             blocking
         };
@@ -896,7 +906,7 @@ pub fn decide(i: &Inputs) -> Decision {
     let pinned = (!facts.pinned.is_empty()).then(|| {
         let names = facts.pinned.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
         ineligible(
-            Reason::PinnedInstallations,
+            Ineligibility::PinnedInstallations,
             format!(
                 "{} installation(s) on major {} are pinned to another major by spec.majorVersion ({names}): a platform rollout would upgrade them too; unpin them, or set their majorVersion to {}",
                 facts.pinned.len(),
@@ -910,7 +920,7 @@ pub fn decide(i: &Inputs) -> Decision {
             let mut reasons = facts.reasons.clone();
             if reasons.is_empty() {
                 reasons.push(ineligible(
-                    Reason::PlatformRefused,
+            Ineligibility::PlatformRefused,
                     format!(
                         "the platform does not offer {} as a rollout target from {}: the installations need the site admins' consent (upgrade them one by one with an Installation's approvedMajor)",
                         target.version, source.version
@@ -970,27 +980,38 @@ pub fn decide(i: &Inputs) -> Decision {
     };
     next.step = Some(step);
     // A retry after the platform's refusal stays queued until the platform takes the rollout.
-    let refused = prev.state == Some(BulkUpgradeState::Queued)
-        && conds::find(&prev.conditions, Type::Admitted.as_str()).is_some_and(|c| {
-            [Reason::AppRolloutRunning, Reason::AccountRolloutRunning, Reason::RolloutsUnavailable]
-                .iter()
-                .any(|r| r.as_str() == c.reason)
-        });
-    let s = if refused {
-        let c = conds::find(&prev.conditions, Type::Admitted.as_str()).expect("checked above");
-        let reason = Reason::ALL.iter().copied().find(|r| r.as_str() == c.reason).unwrap_or(Reason::Queued);
-        next.blocked_by = prev.blocked_by.clone();
-        Situation {
-            state: BulkUpgradeState::Queued,
-            ineligible: None,
-            waiting: Some((reason, c.message.trim_start_matches("waiting for ").to_string())),
-            detail: Reason::Queued,
-            summary: summary(&next, i.spec),
+    let s = match platform_refusal(prev) {
+        Some(reason) => {
+            next.blocked_by = prev.blocked_by.clone();
+            Situation {
+                state: BulkUpgradeState::Queued,
+                ineligible: None,
+                waiting: Some((reason, prev.blocked_by.clone().unwrap_or_default())),
+                detail: Reason::Queued,
+                summary: summary(&next, i.spec),
+            }
         }
-    } else {
-        situation(BulkUpgradeState::Running, Reason::Starting, &next)
+        None => situation(BulkUpgradeState::Running, Reason::Starting, &next),
     };
     Decision { status: render(next, &s, &prev.conditions, i.generation, &i.now), effects, requeue, situation: s }
+}
+
+/// The platform's limit a queued upgrade waits for, read back from its `Admitted` condition (the
+/// start is retried; `status.blockedBy` says what the platform said).
+fn platform_refusal(prev: &BulkUpgradeStatus) -> Option<Reason> {
+    if prev.state != Some(BulkUpgradeState::Queued) {
+        return None;
+    }
+    let (_, reason, _) = conds::read::<Reason>(&prev.conditions, Type::Admitted)?;
+    reason.filter(|r| {
+        matches!(r, Reason::AppRolloutRunning | Reason::AccountRolloutRunning | Reason::RolloutsUnavailable)
+    })
+}
+
+/// Whether an upgrade waits only for a global slot (as its `Admitted` condition says).
+pub fn waits_for_slot(status: &BulkUpgradeStatus) -> bool {
+    conds::read::<Reason>(&status.conditions, Type::Admitted)
+        .is_some_and(|(_, r, _)| r == Some(Reason::GlobalLimitReached))
 }
 
 /// Waiting for a Lease held by `waiting.1`: none held meanwhile (all or nothing).

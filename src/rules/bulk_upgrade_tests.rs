@@ -1,6 +1,5 @@
 use super::*;
-use crate::api::{AppRef, AppVersion, InstallationSpec, InstallationStatus, Product, UpgradeStep};
-use crate::rules::distribution::tests::{app_with, v};
+use crate::api::{AppRef, AppVersion, UpgradeStep};
 
 fn spec(from: u32, to: u32) -> BulkUpgradeSpec {
     BulkUpgradeSpec {
@@ -22,48 +21,48 @@ fn reasons(r: &[IneligibleReason]) -> Vec<&str> {
     r.iter().map(|r| r.reason.as_str()).collect()
 }
 
-fn with(scopes: &[&str], egress: &[&str], sql: bool, licensing: bool, major: u32, minor: u32) -> AppVersion {
-    let mut out = v(major, minor, scopes, Product::Jira, &[]);
-    out.egress = egress.iter().map(|e| e.to_string()).collect();
-    out.sql_module = sql;
-    out.licensing = licensing;
-    out
-}
-
 #[test]
 fn the_same_permissions_are_eligible() {
-    let app = app_with(vec![
-        with(&["read"], &["a.example"], false, false, 1, 0),
-        with(&["read"], &["a.example"], false, false, 2, 0),
+    let app = ForgeApp::test("insights").developer_account("dev").deploys(vec![
+        AppVersion::test(1, 0).scopes(["read"]).egress(["a.example"]),
+        AppVersion::test(2, 0).scopes(["read"]).egress(["a.example"]),
     ]);
     assert!(eligibility(Some(&app), &spec(1, 2)).is_empty());
 }
 
 #[test]
 fn removing_scopes_or_egress_and_adding_sql_are_eligible() {
-    let app = app_with(vec![
-        with(&["read", "write"], &["a.example"], false, false, 1, 0),
-        with(&["read"], &[], true, false, 2, 0),
+    let app = ForgeApp::test("insights").developer_account("dev").deploys(vec![
+        AppVersion::test(1, 0).scopes(["read", "write"]).egress(["a.example"]),
+        AppVersion::test(2, 0).scopes(["read"]).sql(),
     ]);
     assert!(eligibility(Some(&app), &spec(1, 2)).is_empty());
 }
 
 #[test]
 fn each_rule_alone() {
-    let base = with(&["read"], &["a.example"], false, false, 1, 0);
-    let scope =
-        app_with(vec![base.clone(), with(&["read", "write:confluence-content"], &["a.example"], false, false, 2, 0)]);
+    let base = AppVersion::test(1, 0).scopes(["read"]).egress(["a.example"]);
+    let scope = ForgeApp::test("insights").developer_account("dev").deploys(vec![
+        base.clone(),
+        AppVersion::test(2, 0).scopes(["read", "write:confluence-content"]).egress(["a.example"]),
+    ]);
     let r = eligibility(Some(&scope), &spec(1, 2));
     assert_eq!(reasons(&r), vec!["AddsScopes"]);
     assert_eq!(r[0].detail, "adds scope write:confluence-content");
-    let egress = app_with(vec![base.clone(), with(&["read"], &["a.example", "b.example"], false, false, 2, 0)]);
+    let egress = ForgeApp::test("insights")
+        .developer_account("dev")
+        .deploys(vec![base.clone(), AppVersion::test(2, 0).scopes(["read"]).egress(["a.example", "b.example"])]);
     let r = eligibility(Some(&egress), &spec(1, 2));
     assert_eq!((reasons(&r), r[0].detail.as_str()), (vec!["AddsEgress"], "adds egress b.example"));
-    let licensing = app_with(vec![base.clone(), with(&["read"], &["a.example"], false, true, 2, 0)]);
+    let licensing = ForgeApp::test("insights")
+        .developer_account("dev")
+        .deploys(vec![base.clone(), AppVersion::test(2, 0).scopes(["read"]).egress(["a.example"]).licensed()]);
     assert_eq!(reasons(&eligibility(Some(&licensing), &spec(1, 2))), vec!["LicensingChanged"]);
-    let unlicensing = app_with(vec![with(&["read"], &[], false, true, 1, 0), with(&["read"], &[], false, false, 2, 0)]);
+    let unlicensing = ForgeApp::test("insights")
+        .developer_account("dev")
+        .deploys(vec![AppVersion::test(1, 0).scopes(["read"]).licensed(), AppVersion::test(2, 0).scopes(["read"])]);
     assert_eq!(reasons(&eligibility(Some(&unlicensing), &spec(1, 2))), vec!["LicensingChanged"]);
-    let only_one = app_with(vec![base]);
+    let only_one = ForgeApp::test("insights").developer_account("dev").deploys(vec![base]);
     let r = eligibility(Some(&only_one), &spec(1, 2));
     assert_eq!(
         (reasons(&r), r[0].detail.as_str()),
@@ -75,9 +74,9 @@ fn each_rule_alone() {
 
 #[test]
 fn combinations_list_every_failed_rule() {
-    let app = app_with(vec![
-        with(&["read"], &["a.example"], false, false, 1, 0),
-        with(&["read", "write", "admin"], &["b.example"], true, true, 3, 0),
+    let app = ForgeApp::test("insights").developer_account("dev").deploys(vec![
+        AppVersion::test(1, 0).scopes(["read"]).egress(["a.example"]),
+        AppVersion::test(3, 0).scopes(["read", "write", "admin"]).egress(["b.example"]).sql().licensed(),
     ]);
     let r = eligibility(Some(&app), &spec(1, 3));
     assert_eq!(reasons(&r), vec!["AddsScopes", "AddsEgress", "LicensingChanged"]);
@@ -87,44 +86,37 @@ fn combinations_list_every_failed_rule() {
 
 #[test]
 fn the_latest_minors_are_compared() {
-    let mut versions =
-        vec![with(&["read"], &[], false, false, 1, 0), with(&["read", "write"], &[], false, false, 2, 0)];
-    assert_eq!(reasons(&eligibility(Some(&app_with(versions.clone())), &spec(1, 2))), vec!["AddsScopes"]);
-    versions.push(with(&["read"], &[], false, false, 2, 1));
-    assert!(eligibility(Some(&app_with(versions)), &spec(1, 2)).is_empty());
-}
-
-fn inst(name: &str, major: Option<u32>, pinned_to: Option<u32>) -> Installation {
-    let mut i = Installation::new(
-        name,
-        InstallationSpec {
-            app_ref: AppRef { name: "insights".into() },
-            environment: "production".into(),
-            site: format!("{name}.example"),
-            products: vec![Product::Jira],
-            deletion_policy: Default::default(),
-            major_version: pinned_to,
-            approved_major: None,
-        },
+    let mut versions = vec![AppVersion::test(1, 0).scopes(["read"]), AppVersion::test(2, 0).scopes(["read", "write"])];
+    assert_eq!(
+        reasons(&eligibility(
+            Some(&ForgeApp::test("insights").developer_account("dev").deploys(versions.clone())),
+            &spec(1, 2)
+        )),
+        vec!["AddsScopes"]
     );
-    i.status = Some(InstallationStatus { installed_major: major, ..Default::default() });
-    i
+    versions.push(AppVersion::test(2, 1).scopes(["read"]));
+    assert!(
+        eligibility(Some(&ForgeApp::test("insights").developer_account("dev").deploys(versions)), &spec(1, 2))
+            .is_empty()
+    );
 }
 
 #[test]
 fn installations_pinned_to_another_major_are_named() {
     let all = [
-        inst("free", Some(1), None),
-        inst("pinned", Some(1), Some(1)),
-        inst("pinned-to-target", Some(1), Some(2)),
-        inst("already-moved", Some(3), Some(3)),
+        Installation::test("free").installed_major(1),
+        Installation::test("pinned").installed_major(1).pinned_to(1),
+        Installation::test("pinned-to-target").installed_major(1).pinned_to(2),
+        Installation::test("already-moved").installed_major(3).pinned_to(3),
     ];
     assert_eq!(pinned(&spec(1, 2), &all), vec!["pinned"]);
 }
 
 #[test]
 fn the_app_view_reads_ids_account_and_versions() {
-    let app = app_with(vec![with(&["read"], &[], false, false, 1, 0), with(&["read"], &[], false, false, 2, 3)]);
+    let app = ForgeApp::test("insights")
+        .developer_account("dev")
+        .deploys(vec![AppVersion::test(1, 0).scopes(["read"]), AppVersion::test(2, 3).scopes(["read"])]);
     let AppView::Read(f) = app_view(Some(&app), &spec(1, 2), vec![]) else { panic!("read") };
     assert_eq!(f.source, Some(VersionRef { id: "v-1-0".into(), version: "1.0.0".into() }));
     assert_eq!(f.target, Some(VersionRef { id: "v-2-3".into(), version: "2.3.0".into() }));
@@ -352,7 +344,7 @@ impl Case {
 }
 
 fn cond(d: &Decision, t: Type) -> (String, String) {
-    let c = conds::find(&d.status.conditions, t.as_str()).unwrap();
+    let c = conds::find(&d.status.conditions, t).unwrap();
     (c.status.clone(), c.reason.clone())
 }
 
@@ -402,7 +394,7 @@ fn a_missing_app_or_major_is_ineligible_and_stalled() {
     let mut c = Case::new();
     let mut f = facts();
     f.target = None;
-    f.reasons = vec![ineligible(Reason::MajorNotDeployed, "major 2 is not deployed".into())];
+    f.reasons = vec![ineligible(Ineligibility::MajorNotDeployed, "major 2 is not deployed".into())];
     c.app = AppView::Read(f);
     let d = c.decide();
     assert_eq!(cond(&d, Type::Eligible), ("False".into(), "MajorNotDeployed".into()));
@@ -413,7 +405,7 @@ fn a_platform_refusal_of_eligibility_is_explained_by_the_difference() {
     let mut c = Case::new();
     c.platform.upgradeable = Some(false);
     let mut f = facts();
-    f.reasons = vec![ineligible(Reason::AddsScopes, "adds scope write".into())];
+    f.reasons = vec![ineligible(Ineligibility::AddsScopes, "adds scope write".into())];
     c.app = AppView::Read(f);
     let d = c.decide();
     assert_eq!(state(&d), BulkUpgradeState::Ineligible);
@@ -430,7 +422,7 @@ fn a_platform_refusal_of_eligibility_is_explained_by_the_difference() {
 fn local_differences_do_not_overrule_the_platform() {
     let mut c = Case::new();
     let mut f = facts();
-    f.reasons = vec![ineligible(Reason::AddsEgress, "adds egress x".into())];
+    f.reasons = vec![ineligible(Ineligibility::AddsEgress, "adds egress x".into())];
     c.app = AppView::Read(f);
     assert_eq!(state(&c.decide()), BulkUpgradeState::Running, "the platform says upgradeable");
 }
@@ -449,7 +441,7 @@ fn pinned_installations_hold_the_upgrade() {
     c.platform.upgradeable = Some(false);
     let mut f = facts();
     f.pinned = vec!["a".into()];
-    f.reasons = vec![ineligible(Reason::AddsScopes, "adds scope write".into())];
+    f.reasons = vec![ineligible(Ineligibility::AddsScopes, "adds scope write".into())];
     c.app = AppView::Read(f);
     let d = c.decide();
     assert_eq!(cond(&d, Type::Eligible), ("False".into(), "AddsScopes".into()));
@@ -527,7 +519,7 @@ fn a_platform_limit_queues_and_the_retry_stays_queued() {
     assert_eq!(requeue, Requeue::Platform);
     assert_eq!(status.state, Some(BulkUpgradeState::Queued));
     assert!(status.starting.is_some(), "the intent stays");
-    let admitted = conds::find(&status.conditions, "Admitted").unwrap();
+    let admitted = conds::find(&status.conditions, Type::Admitted).unwrap();
     assert_eq!((admitted.status.as_str(), admitted.reason.as_str()), ("False", "AppRolloutRunning"));
     // The retry: the start is tried again, the status still says Queued (no flapping).
     c.previous = status;
@@ -747,7 +739,7 @@ fn a_platform_failure_keeps_the_records_and_says_what_to_change() {
         "the platform refused the credentials of dev@acme.example (ns/creds): check the Secret's email and apiToken";
     let failed = platform_failed(&running_status, FailureKind::Credentials, what, Some(1), &now());
     assert_eq!((failed.state, &failed.rollouts), (running_status.state, &running_status.rollouts), "records kept");
-    let find = |s: &BulkUpgradeStatus, t: Type| conds::find(&s.conditions, t.as_str()).cloned().unwrap();
+    let find = |s: &BulkUpgradeStatus, t: Type| conds::find(&s.conditions, t).cloned().unwrap();
     let ready = find(&failed, Type::Ready);
     assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "BadCredentials"));
     assert!(
@@ -770,4 +762,22 @@ fn a_platform_failure_keeps_the_records_and_says_what_to_change() {
     c.previous = failed;
     assert_eq!(cond(&c.decide(), Type::Ready), ("False".into(), "Running".into()));
     assert_eq!(cond(&c.decide(), Type::Stalled).0, "False");
+}
+
+#[test]
+fn a_failure_that_needs_the_user_is_told_once_and_a_slot_wait_is_read_back() {
+    let mut c = Case::new();
+    c.previous.state = Some(BulkUpgradeState::Running);
+    c.previous.rollouts = vec![running(1, 20, None)];
+    c.platform.current = Current::Seen(seen("r-1", RolloutStatus::Running, 10, 0, 20));
+    let before = c.decide().status;
+    let failed = platform_failed(&before, FailureKind::Credentials, "refused", Some(1), &now());
+    assert_eq!(failure_event(&before, &failed, FailureKind::Credentials).map(|e| e.0), Some(Reason::BadCredentials));
+    assert_eq!(failure_event(&failed, &failed, FailureKind::Credentials), None, "told already");
+    let transient = platform_failed(&before, FailureKind::Transient, "HTTP 503", Some(1), &now());
+    assert_eq!(failure_event(&before, &transient, FailureKind::Transient), None, "comes and goes with retries");
+    assert!(!waits_for_slot(&before));
+    let mut c = Case::new();
+    c.admission = Admission::Busy { reason: Reason::GlobalLimitReached, holder: "ns/other".into() };
+    assert!(waits_for_slot(&c.decide().status));
 }

@@ -3,23 +3,50 @@
 
 use std::collections::BTreeSet;
 
-use super::conditions::Decided;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::conditions::{self, Outcome, SummaryReasons, SummaryTypes};
 use super::versions;
-use crate::api::{DistributionPolicy, ForgeApp, Product, Sharing};
+use crate::api::{DistributionPolicy, DistributionPolicyStatus, ForgeApp, Product, Sharing};
+use crate::platform::{ErrorKind, PlatformError};
 use kube::ResourceExt;
 
-pub const SHARING: &str = "Sharing";
-pub const READY: &str = "Ready";
+crate::named! {
+    /// The condition types a DistributionPolicy reports.
+    pub enum Type { Sharing, Ready, Reconciling, Stalled }
+}
 
-pub const REASON_ACTIVE: &str = "Active";
-pub const REASON_DISABLED: &str = "Disabled";
-pub const REASON_APP_NOT_FOUND: &str = "AppNotFound";
-pub const REASON_NOT_DEPLOYED: &str = "NotDeployed";
-pub const REASON_LICENSED_APP: &str = "LicensedApp";
-pub const REASON_LISTED_ON_MARKETPLACE: &str = "ListedOnMarketplace";
-pub const REASON_PRODUCTS_NOT_SUPPORTED: &str = "ProductsNotSupported";
-pub const REASON_CONFLICT: &str = "Conflict";
-pub const REASON_READY: &str = "Ready";
+crate::named! {
+    /// Every reason a DistributionPolicy condition can give.
+    pub enum Reason {
+        Active,
+        Disabled,
+        AppNotFound,
+        NotDeployed,
+        LicensedApp,
+        ListedOnMarketplace,
+        ProductsNotSupported,
+        Conflict,
+        Ready,
+        /// Sharing cannot be managed on the platform by forgeops.
+        DistributionUnsupported,
+        /// The platform failed; retried.
+        PlatformError,
+        AsExpected,
+    }
+}
+
+impl SummaryTypes for Type {
+    const READY: Type = Type::Ready;
+    const RECONCILING: Type = Type::Reconciling;
+    const STALLED: Type = Type::Stalled;
+}
+
+impl SummaryReasons for Reason {
+    const AS_EXPECTED: Reason = Reason::AsExpected;
+}
+
+pub type Decided = conditions::Decided<Type, Reason>;
 
 /// What an active installation link admits installations of.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,15 +61,28 @@ pub struct LinkSubject {
 /// What the policy rules decided.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PolicyDecision {
-    /// `Sharing` then `Ready`.
-    pub conditions: Vec<Decided>,
+    /// The `Sharing` condition.
+    pub sharing: Decided,
+    /// Where the policy stands, for `Ready`, `Reconciling` and `Stalled`.
+    pub outcome: Outcome<Reason>,
     /// What the installation link admits, present only while sharing is active.
     pub link: Option<LinkSubject>,
+    /// Whether to carry the decision out on the platform: only the governing policy of an app that
+    /// exists does, and not while it asks for products the app does not support (the link would be
+    /// for the wrong products).
+    pub act: bool,
 }
 
 impl PolicyDecision {
     pub fn sharing_active(&self) -> bool {
         self.link.is_some()
+    }
+
+    /// `Sharing`, then `Ready`, `Reconciling` and `Stalled`.
+    pub fn conditions(&self) -> Vec<Decided> {
+        let mut out = vec![self.sharing.clone()];
+        out.extend(conditions::summary(&self.outcome, None));
+        out
     }
 }
 
@@ -67,20 +107,15 @@ pub fn governing<'a>(
 /// environment, if it is not this one.
 pub fn decide(policy: &DistributionPolicy, app: Option<&ForgeApp>, governing: Option<&str>) -> PolicyDecision {
     let spec = &policy.spec;
-    let inactive = |reason: &str, message: String, ready_ok: bool| PolicyDecision {
-        conditions: vec![
-            Decided::new(SHARING, false, reason, message.clone()),
-            if ready_ok {
-                Decided::new(READY, true, REASON_READY, message)
-            } else {
-                Decided::new(READY, false, reason, message)
-            },
-        ],
+    let inactive = |reason: Reason, message: String, ready_ok: bool| PolicyDecision {
+        sharing: Decided::new(Type::Sharing, false, reason, message.clone()),
+        outcome: if ready_ok { Outcome::Done(Reason::Ready, message) } else { Outcome::Stalled(reason, message) },
         link: None,
+        act: app.is_some() && governing.is_none(),
     };
     if let Some(first) = governing {
         return inactive(
-            REASON_CONFLICT,
+            Reason::Conflict,
             format!(
                 "DistributionPolicy {first} already governs app {} environment {}; delete this one or that one",
                 spec.app_ref.name, spec.environment
@@ -90,14 +125,14 @@ pub fn decide(policy: &DistributionPolicy, app: Option<&ForgeApp>, governing: Op
     }
     if spec.sharing == Sharing::Disabled {
         return inactive(
-            REASON_DISABLED,
+            Reason::Disabled,
             "sharing is disabled: set spec.sharing to Enabled to share the app by installation link".into(),
             true,
         );
     }
     let Some(app) = app else {
         return inactive(
-            REASON_APP_NOT_FOUND,
+            Reason::AppNotFound,
             format!("ForgeApp {} does not exist in this namespace", spec.app_ref.name),
             false,
         );
@@ -105,7 +140,7 @@ pub fn decide(policy: &DistributionPolicy, app: Option<&ForgeApp>, governing: Op
     let deployed = app.deployed(&spec.environment);
     let Some(latest) = versions::latest(deployed) else {
         return inactive(
-            REASON_NOT_DEPLOYED,
+            Reason::NotDeployed,
             format!(
                 "app {} has no version deployed in environment {}: deploy one first",
                 spec.app_ref.name, spec.environment
@@ -115,7 +150,7 @@ pub fn decide(policy: &DistributionPolicy, app: Option<&ForgeApp>, governing: Op
     };
     if latest.licensing {
         return inactive(
-            REASON_LICENSED_APP,
+            Reason::LicensedApp,
             format!(
                 "version {} of app {} has licensing enabled, and a licensed app cannot be shared by link: share an unlicensed copy of the app instead",
                 versions::Version::of(latest),
@@ -126,7 +161,7 @@ pub fn decide(policy: &DistributionPolicy, app: Option<&ForgeApp>, governing: Op
     }
     if app.spec.listed_on_marketplace {
         return inactive(
-            REASON_LISTED_ON_MARKETPLACE,
+            Reason::ListedOnMarketplace,
             format!(
                 "app {} is listed on the Marketplace, and a listed app cannot be shared by link: share an unlisted copy of the app instead",
                 spec.app_ref.name
@@ -142,9 +177,9 @@ pub fn decide(policy: &DistributionPolicy, app: Option<&ForgeApp>, governing: Op
         revision: spec.link_revision,
     };
     let sharing = Decided::new(
-        SHARING,
+        Type::Sharing,
         true,
-        REASON_ACTIVE,
+        Reason::Active,
         format!("shared by installation link, revision {}", spec.link_revision),
     );
     let required = latest.compatibility.required;
@@ -164,153 +199,260 @@ pub fn decide(policy: &DistributionPolicy, app: Option<&ForgeApp>, governing: Op
             supported.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
         ));
     }
-    let ready = if problems.is_empty() {
-        Decided::new(
-            READY,
-            true,
-            REASON_READY,
-            format!("sharing app {} environment {}", spec.app_ref.name, spec.environment),
-        )
+    let (outcome, act) = if problems.is_empty() {
+        let message = format!("sharing app {} environment {}", spec.app_ref.name, spec.environment);
+        (Outcome::Done(Reason::Ready, message), true)
     } else {
-        Decided::new(READY, false, REASON_PRODUCTS_NOT_SUPPORTED, problems.join("; "))
+        (Outcome::Stalled(Reason::ProductsNotSupported, problems.join("; ")), false)
     };
-    PolicyDecision { conditions: vec![sharing, ready], link: Some(link) }
+    PolicyDecision { sharing, outcome, link: Some(link), act }
+}
+
+/// The link the platform holds for a policy, as the status records it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkState {
+    pub url: Option<String>,
+    /// The `spec.linkRevision` the link was generated for.
+    pub revision: Option<i64>,
+    /// The products the link installs into.
+    pub products: Vec<String>,
+}
+
+/// What carrying a decision out on the platform came to.
+#[derive(Clone, Copy, Debug)]
+pub enum Carried<'a> {
+    /// Not carried out ([`PolicyDecision::act`] is false).
+    NotAsked,
+    Done(&'a LinkState),
+    Failed(&'a PlatformError),
+}
+
+/// Whether a platform failure is retried (an error for the controller's backoff): every one but
+/// the capability being off, which only a change fixes.
+pub fn retried(e: &PlatformError) -> bool {
+    e.kind != ErrorKind::Unsupported
+}
+
+/// The condition reason and message for a platform failure, saying where to act by hand.
+pub fn platform_problem(app_id: &str, e: &PlatformError) -> (Reason, String) {
+    let uuid = app_id.rsplit('/').next().unwrap_or_default();
+    let console = format!("https://developer.atlassian.com/console/myapps/{uuid}/distribution");
+    match e.kind {
+        ErrorKind::Unsupported | ErrorKind::PermissionDenied => (
+            Reason::DistributionUnsupported,
+            format!(
+                "forgeops cannot manage sharing for this app on the platform ({}): manage it by hand in the developer \
+                 console at {console}, or run forgeops with --platform-distribution where the platform allows it",
+                e.message
+            ),
+        ),
+        ErrorKind::BadCredentials => (
+            Reason::PlatformError,
+            format!("{e}: fix the app's credentials Secret (spec.credentialsSecretRef or the operator's default)"),
+        ),
+        _ => (Reason::PlatformError, format!("{e} (retrying with backoff)")),
+    }
+}
+
+/// The policy's status once `decision` was carried out (or not): the link the platform holds now,
+/// and the conditions. A link issued again because the products changed says so on `Sharing` for
+/// as long as it stands (`replacedLinkProducts`). A platform failure turns every condition False
+/// with what to do.
+pub fn status(
+    policy: &DistributionPolicy,
+    app_id: &str,
+    decision: &PolicyDecision,
+    previous: &DistributionPolicyStatus,
+    carried: Carried,
+    now: &Time,
+) -> DistributionPolicyStatus {
+    let before = LinkState {
+        url: previous.installation_link.clone(),
+        revision: previous.link_revision,
+        products: previous.link_products.clone(),
+    };
+    let mut sharing = decision.sharing.clone();
+    let mut outcome = decision.outcome.clone();
+    let (mut link, mut replaced) = (before.clone(), previous.replaced_link_products.clone());
+    match carried {
+        Carried::NotAsked => {}
+        Carried::Done(after) => {
+            if after.url != before.url {
+                let reissued = before.url.is_some() && after.url.is_some() && after.products != before.products;
+                replaced = if reissued { before.products.clone() } else { Vec::new() };
+            }
+            link = after.clone();
+        }
+        Carried::Failed(e) => {
+            let (reason, message) = platform_problem(app_id, e);
+            sharing = Decided::new(Type::Sharing, false, reason, message.clone());
+            outcome = if retried(e) { Outcome::Retrying(reason, message) } else { Outcome::Stalled(reason, message) };
+        }
+    }
+    if !decision.sharing_active() {
+        (link, replaced) = (LinkState::default(), Vec::new());
+    }
+    if sharing.status && !replaced.is_empty() {
+        sharing.message = format!(
+            "{}; a new link was issued for products {} (the link for {} no longer admits installations)",
+            sharing.message,
+            link.products.join(", "),
+            replaced.join(", ")
+        );
+    }
+    let mut decided = vec![sharing];
+    decided.extend(conditions::summary(&outcome, None));
+    DistributionPolicyStatus {
+        observed_generation: policy.metadata.generation,
+        conditions: conditions::merge(&previous.conditions, &decided, policy.metadata.generation, now),
+        installation_link: link.url,
+        link_revision: link.revision,
+        link_products: link.products,
+        replaced_link_products: replaced,
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::api::{
-        AppRef, AppVersion, Compatibility, DistributionPolicySpec, EnvironmentStatus, ForgeAppSpec, ForgeAppStatus,
-    };
+    use crate::api::AppVersion;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-    /// An app whose production environment has `versions` (as read from the platform).
-    pub(crate) fn app_with(versions: Vec<AppVersion>) -> ForgeApp {
-        let mut app = ForgeApp::new(
-            "insights",
-            ForgeAppSpec {
-                credentials_secret_ref: None,
-                app_id: "ari:app".into(),
-                developer_account: Some("dev".into()),
-                listed_on_marketplace: false,
-                environments: vec!["production".into()],
-                refresh_interval: None,
-            },
-        );
-        app.status = Some(ForgeAppStatus {
-            environments: vec![EnvironmentStatus {
-                name: "production".into(),
-                latest_version: None,
-                majors: vec![],
-                versions,
-                installed_versions: vec![],
-            }],
-            ..Default::default()
-        });
-        app
-    }
 
     /// The versions of the app's production environment, to change in a test.
     pub(crate) fn versions_of(app: &mut ForgeApp) -> &mut Vec<AppVersion> {
         &mut app.status.as_mut().unwrap().environments[0].versions
     }
 
-    pub(crate) fn v(major: u32, minor: u32, scopes: &[&str], required: Product, optional: &[Product]) -> AppVersion {
-        AppVersion {
-            major,
-            minor,
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            egress: vec![],
-            sql_module: false,
-            licensing: false,
-            compatibility: Compatibility { required, optional: optional.to_vec() },
-            version: Some(format!("{major}.{minor}.0")),
-            id: Some(format!("v-{major}-{minor}")),
-            created_at: None,
-            latest: false,
-            installations: None,
-        }
-    }
-
-    pub(crate) fn policy(name: &str, sharing: Sharing, products: &[Product], revision: i64) -> DistributionPolicy {
-        let mut p = DistributionPolicy::new(
-            name,
-            DistributionPolicySpec {
-                app_ref: AppRef { name: "insights".into() },
-                environment: "production".into(),
-                sharing,
-                products: products.to_vec(),
-                link_revision: revision,
-            },
-        );
-        p.metadata.namespace = Some("team".into());
-        p
-    }
-
-    fn reasons(d: &PolicyDecision) -> (bool, &str, bool, &str) {
-        (
-            d.conditions[0].status,
-            d.conditions[0].reason.as_str(),
-            d.conditions[1].status,
-            d.conditions[1].reason.as_str(),
-        )
+    fn reasons(d: &PolicyDecision) -> (bool, Reason, bool, Reason) {
+        let c = d.conditions();
+        (c[0].status, c[0].reason, c[1].status, c[1].reason)
     }
 
     #[test]
     fn an_enabled_policy_for_a_deployed_unlicensed_app_shares() {
-        let app = app_with(vec![v(1, 0, &[], Product::Jira, &[Product::Confluence])]);
-        let d = decide(&policy("p", Sharing::Enabled, &[Product::Jira, Product::Confluence], 3), Some(&app), None);
-        assert_eq!(reasons(&d), (true, REASON_ACTIVE, true, REASON_READY));
+        let app = ForgeApp::test("insights")
+            .developer_account("dev")
+            .deploys(vec![AppVersion::test(1, 0).optional([Product::Confluence])]);
+        let d = decide(
+            &DistributionPolicy::test("p").enabled().products([Product::Jira, Product::Confluence]).revision(3),
+            Some(&app),
+            None,
+        );
+        assert_eq!(reasons(&d), (true, Reason::Active, true, Reason::Ready));
         assert_eq!(d.link.unwrap().revision, 3);
     }
 
     #[test]
     fn each_reason_sharing_is_inactive() {
-        let app = app_with(vec![v(1, 0, &[], Product::Jira, &[])]);
-        let enabled = policy("p", Sharing::Enabled, &[Product::Jira], 1);
-        let d = decide(&policy("p", Sharing::Disabled, &[Product::Jira], 1), Some(&app), None);
-        assert_eq!(reasons(&d), (false, REASON_DISABLED, true, REASON_READY));
+        let app = ForgeApp::test("insights").developer_account("dev").deploys(vec![AppVersion::test(1, 0)]);
+        let enabled = DistributionPolicy::test("p").enabled().products([Product::Jira]);
+        let d = decide(&DistributionPolicy::test("p").products([Product::Jira]), Some(&app), None);
+        assert_eq!(reasons(&d), (false, Reason::Disabled, true, Reason::Ready));
         assert!(d.link.is_none());
-        assert_eq!(reasons(&decide(&enabled, None, None)), (false, REASON_APP_NOT_FOUND, false, REASON_APP_NOT_FOUND));
+        assert_eq!(reasons(&decide(&enabled, None, None)), (false, Reason::AppNotFound, false, Reason::AppNotFound));
         assert_eq!(
-            reasons(&decide(&enabled, Some(&app_with(vec![])), None)),
-            (false, REASON_NOT_DEPLOYED, false, REASON_NOT_DEPLOYED)
+            reasons(&decide(
+                &enabled,
+                Some(&ForgeApp::test("insights").developer_account("dev").deploys(vec![])),
+                None
+            )),
+            (false, Reason::NotDeployed, false, Reason::NotDeployed)
         );
-        let mut licensed = app_with(vec![v(1, 0, &[], Product::Jira, &[])]);
+        let mut licensed = ForgeApp::test("insights").developer_account("dev").deploys(vec![AppVersion::test(1, 0)]);
         versions_of(&mut licensed)[0].licensing = true;
         let d = decide(&enabled, Some(&licensed), None);
-        assert_eq!(reasons(&d), (false, REASON_LICENSED_APP, false, REASON_LICENSED_APP));
-        assert!(d.conditions[0].message.contains("share an unlicensed copy of the app instead"));
-        let mut listed = app.clone();
-        listed.spec.listed_on_marketplace = true;
-        assert_eq!(reasons(&decide(&enabled, Some(&listed), None)).1, REASON_LISTED_ON_MARKETPLACE);
+        assert_eq!(reasons(&d), (false, Reason::LicensedApp, false, Reason::LicensedApp));
+        assert!(d.sharing.message.contains("share an unlicensed copy of the app instead"));
+        let listed = app.clone().listed();
+        assert_eq!(reasons(&decide(&enabled, Some(&listed), None)).1, Reason::ListedOnMarketplace);
         let d = decide(&enabled, Some(&app), Some("first"));
-        assert_eq!(reasons(&d), (false, REASON_CONFLICT, false, REASON_CONFLICT));
-        assert!(d.conditions[1].message.contains("DistributionPolicy first"));
+        assert_eq!(reasons(&d), (false, Reason::Conflict, false, Reason::Conflict));
+        assert!(d.conditions()[1].message.contains("DistributionPolicy first"));
     }
 
     #[test]
     fn products_must_include_the_required_one_and_only_supported_ones() {
-        let app = app_with(vec![v(1, 0, &[], Product::Jira, &[Product::Confluence])]);
-        let d = decide(&policy("p", Sharing::Enabled, &[Product::Confluence], 1), Some(&app), None);
-        assert_eq!(reasons(&d), (true, REASON_ACTIVE, false, REASON_PRODUCTS_NOT_SUPPORTED));
-        assert!(d.conditions[1].message.contains("must include jira"));
-        let d = decide(&policy("p", Sharing::Enabled, &[Product::Jira, Product::Bitbucket], 1), Some(&app), None);
-        assert!(d.conditions[1].message.contains("does not support bitbucket"), "{}", d.conditions[1].message);
+        let app = ForgeApp::test("insights")
+            .developer_account("dev")
+            .deploys(vec![AppVersion::test(1, 0).optional([Product::Confluence])]);
+        let d = decide(&DistributionPolicy::test("p").enabled().products([Product::Confluence]), Some(&app), None);
+        assert_eq!(reasons(&d), (true, Reason::Active, false, Reason::ProductsNotSupported));
+        assert!(d.conditions()[1].message.contains("must include jira"));
+        let d = decide(
+            &DistributionPolicy::test("p").enabled().products([Product::Jira, Product::Bitbucket]),
+            Some(&app),
+            None,
+        );
+        assert!(d.conditions()[1].message.contains("does not support bitbucket"), "{}", d.conditions()[1].message);
     }
 
     #[test]
     fn the_oldest_policy_governs() {
-        let mut a = policy("b-older", Sharing::Enabled, &[Product::Jira], 1);
-        a.metadata.creation_timestamp = Some(Time(jiff::Timestamp::from_second(10).unwrap()));
-        let mut b = policy("a-newer", Sharing::Enabled, &[Product::Jira], 1);
-        b.metadata.creation_timestamp = Some(Time(jiff::Timestamp::from_second(20).unwrap()));
-        let mut other_env = policy("c", Sharing::Enabled, &[Product::Jira], 1);
-        other_env.spec.environment = "staging".into();
+        let a = DistributionPolicy::test("b-older").enabled().products([Product::Jira]).created_at(10);
+        let b = DistributionPolicy::test("a-newer").enabled().products([Product::Jira]).created_at(20);
+        let other_env = DistributionPolicy::test("c").enabled().products([Product::Jira]).environment("staging");
         let all = [b.clone(), a.clone(), other_env];
         assert_eq!(governing(&all, "insights", "production").unwrap().name_any(), "b-older");
         assert_eq!(governing(&all, "insights", "staging").unwrap().name_any(), "c");
         assert!(governing(&all, "other", "production").is_none());
+    }
+
+    #[test]
+    fn a_link_issued_again_for_new_products_says_so_while_it_stands() {
+        let now = Time(jiff::Timestamp::from_second(1).unwrap());
+        let app = ForgeApp::test("insights")
+            .developer_account("dev")
+            .deploys(vec![AppVersion::test(1, 0).optional([Product::Confluence])]);
+        let p = DistributionPolicy::test("p").enabled().products([Product::Jira, Product::Confluence]);
+        let d = decide(&p, Some(&app), None);
+        let link = |url: &str, products: &[&str]| LinkState {
+            url: Some(url.into()),
+            revision: Some(1),
+            products: products.iter().map(|s| s.to_string()).collect(),
+        };
+        let first = status(&p, "ari:app", &d, &Default::default(), Carried::Done(&link("a", &["jira"])), &now);
+        assert!(first.replaced_link_products.is_empty(), "the first link replaces none");
+        let sharing =
+            |s: &DistributionPolicyStatus| conditions::find(&s.conditions, Type::Sharing).unwrap().message.clone();
+        let both = link("b", &["jira", "confluence"]);
+        let second = status(&p, "ari:app", &d, &first, Carried::Done(&both), &now);
+        assert_eq!(second.replaced_link_products, ["jira"]);
+        assert!(
+            sharing(&second).contains("a new link was issued for products jira, confluence"),
+            "{}",
+            sharing(&second)
+        );
+        let third = status(&p, "ari:app", &d, &second, Carried::Done(&both), &now);
+        assert_eq!(third, second, "said while the link stands, and no write");
+        let rotated = status(&p, "ari:app", &d, &third, Carried::Done(&link("c", &["jira", "confluence"])), &now);
+        assert!(rotated.replaced_link_products.is_empty() && !sharing(&rotated).contains("new link"));
+    }
+
+    #[test]
+    fn a_platform_failure_turns_every_condition_false_and_is_retried_unless_unsupported() {
+        let now = Time(jiff::Timestamp::from_second(1).unwrap());
+        let app = ForgeApp::test("insights").developer_account("dev").deploys(vec![AppVersion::test(1, 0)]);
+        let p = DistributionPolicy::test("p").enabled().products([Product::Jira]);
+        let d = decide(&p, Some(&app), None);
+        assert!(d.act);
+        let of = |s: &DistributionPolicyStatus, t: Type| {
+            let c = conditions::find(&s.conditions, t).unwrap();
+            (c.status.clone(), c.reason.clone())
+        };
+        let down = PlatformError::new(ErrorKind::Unavailable, "op", "down");
+        let s = status(&p, "ari:cloud:ecosystem::app/insights", &d, &Default::default(), Carried::Failed(&down), &now);
+        assert_eq!(of(&s, Type::Sharing), ("False".into(), "PlatformError".into()));
+        assert_eq!(of(&s, Type::Reconciling), ("True".into(), "PlatformError".into()));
+        assert!(retried(&down));
+        let off = PlatformError::new(ErrorKind::Unsupported, "op", "off");
+        let s = status(&p, "ari:cloud:ecosystem::app/insights", &d, &Default::default(), Carried::Failed(&off), &now);
+        assert_eq!(of(&s, Type::Ready), ("False".into(), "DistributionUnsupported".into()));
+        assert_eq!(of(&s, Type::Stalled), ("True".into(), "DistributionUnsupported".into()));
+        let message = &conditions::find(&s.conditions, Type::Ready).unwrap().message;
+        assert!(message.contains("/console/myapps/insights/distribution"), "{message}");
+        assert!(!retried(&off));
+        let unsupported =
+            decide(&DistributionPolicy::test("p").enabled().products([Product::Bitbucket]), Some(&app), None);
+        assert!(!unsupported.act, "no link for products the app does not support");
     }
 }

@@ -2,9 +2,11 @@
 //! versions deployed in each) becomes its status, and the conditions say what to do when the
 //! platform cannot be read or installations hold the app.
 
+use std::time::Duration;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::conditions::{self, Decided};
+use super::conditions::{self, Outcome, SummaryReasons, SummaryTypes};
 use super::versions::{self, Version};
 use crate::api::{
     AccountStatus, AppVersion, Compatibility, EnvironmentStatus, ForgeApp, ForgeAppStatus, MajorStatus, Product,
@@ -12,20 +14,38 @@ use crate::api::{
 };
 use crate::platform::VersionInfo;
 
-pub const READY: &str = "Ready";
-/// Whether the app was read from the platform the last time it was asked.
-pub const SYNCED: &str = "Synced";
-pub const RECONCILING: &str = "Reconciling";
-pub const STALLED: &str = "Stalled";
+crate::named! {
+    /// The condition types a ForgeApp reports. `Synced`: whether the app was read from the
+    /// platform the last time it was asked.
+    pub enum Type { Ready, Synced, Reconciling, Stalled }
+}
 
-pub const REASON_READY: &str = "Ready";
-pub const REASON_SYNCED: &str = "Synced";
-pub const REASON_REFRESHING: &str = "Refreshing";
-pub const REASON_INSTALLATIONS_EXIST: &str = "InstallationsExist";
-pub const REASON_BAD_CREDENTIALS: &str = "BadCredentials";
-pub const REASON_APP_NOT_FOUND: &str = "AppNotFound";
-pub const REASON_ENVIRONMENT_NOT_FOUND: &str = "EnvironmentNotFound";
-pub const REASON_PLATFORM_UNAVAILABLE: &str = "PlatformUnavailable";
+crate::named! {
+    /// Every reason a ForgeApp condition can give.
+    pub enum Reason {
+        Ready,
+        Synced,
+        Refreshing,
+        InstallationsExist,
+        BadCredentials,
+        AppNotFound,
+        EnvironmentNotFound,
+        PlatformUnavailable,
+        AsExpected,
+    }
+}
+
+impl SummaryTypes for Type {
+    const READY: Type = Type::Ready;
+    const RECONCILING: Type = Type::Reconciling;
+    const STALLED: Type = Type::Stalled;
+}
+
+impl SummaryReasons for Reason {
+    const AS_EXPECTED: Reason = Reason::AsExpected;
+}
+
+type Decided = conditions::Decided<Type, Reason>;
 
 /// One Installation of the app, as the ForgeApp rules need it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,8 +61,8 @@ pub enum Observation {
     NotRead,
     /// Read: the account, and each managed environment's versions (none: no such environment).
     Read { account: AccountStatus, environments: Vec<(String, Option<Vec<AppVersion>>)> },
-    /// The platform could not be read; `reason` is one of the `REASON_*` above.
-    Failed { reason: &'static str, message: String },
+    /// The platform could not be read: `BadCredentials`, `AppNotFound` or `PlatformUnavailable`.
+    Failed { reason: Reason, message: String },
 }
 
 /// The platform's versions of an environment as the status reports them, oldest first. The major
@@ -52,7 +72,7 @@ pub fn app_versions(infos: &[VersionInfo], counts: &[crate::platform::VersionCou
     let mut out: Vec<AppVersion> = infos
         .iter()
         .filter_map(|v| {
-            let (major, minor) = v.major_minor()?;
+            let Version { major, minor } = Version::parse(&v.version)?;
             let products: Vec<Product> = v.required_products.iter().filter_map(|p| parse_product(p)).collect();
             let mut egress: Vec<String> = v.egress.iter().flat_map(|e| e.addresses.iter().cloned()).collect();
             egress.sort();
@@ -150,9 +170,9 @@ fn decide_synced(
     environments: &[EnvironmentStatus],
 ) -> Decided {
     match observation {
-        Observation::NotRead => match previous.and_then(|s| conditions::find(&s.conditions, SYNCED)) {
-            Some(c) => Decided::new(SYNCED, c.status == crate::api::TRUE, c.reason.clone(), c.message.clone()),
-            None => Decided::new(SYNCED, false, REASON_REFRESHING, "reading the app from the platform"),
+        Observation::NotRead => match previous.and_then(|s| conditions::read(&s.conditions, Type::Synced)) {
+            Some((status, Some(reason), message)) => Decided::new(Type::Synced, status, reason, message),
+            _ => Decided::new(Type::Synced, false, Reason::Refreshing, "reading the app from the platform"),
         },
         Observation::Failed { reason, message } => {
             let kept = if environments.iter().any(|e| !e.versions.is_empty()) {
@@ -160,15 +180,15 @@ fn decide_synced(
             } else {
                 ""
             };
-            Decided::new(SYNCED, false, *reason, format!("{message}{kept}"))
+            Decided::new(Type::Synced, false, *reason, format!("{message}{kept}"))
         }
         Observation::Read { account, environments: read } => {
             let missing: Vec<&str> = read.iter().filter(|(_, v)| v.is_none()).map(|(n, _)| n.as_str()).collect();
             if !missing.is_empty() {
                 return Decided::new(
-                    SYNCED,
+                    Type::Synced,
                     false,
-                    REASON_ENVIRONMENT_NOT_FOUND,
+                    Reason::EnvironmentNotFound,
                     format!(
                         "app {} has no environment {} on the platform: create it (`forge environments create`) and \
                          deploy to it (`forge deploy -e <name>`), or remove it from spec.environments",
@@ -179,12 +199,26 @@ fn decide_synced(
             }
             let deployed: usize = read.iter().filter_map(|(_, v)| v.as_ref()).map(Vec::len).sum();
             Decided::new(
-                SYNCED,
+                Type::Synced,
                 true,
-                REASON_SYNCED,
+                Reason::Synced,
                 format!("{} environment(s), {deployed} deployed version(s), read as {}", read.len(), account.name),
             )
         }
+    }
+}
+
+/// Where the app stands: held by its installations (waiting for them to go), read, being read
+/// (or retried), or stalled on what only a change by the user fixes.
+fn outcome(held: Option<String>, synced: &Decided) -> Outcome<Reason> {
+    match (held, synced.reason) {
+        (Some(message), _) => Outcome::Waiting(Reason::InstallationsExist, message),
+        _ if synced.status => Outcome::Done(Reason::Ready, synced.message.clone()),
+        (None, Reason::BadCredentials | Reason::AppNotFound | Reason::EnvironmentNotFound) => {
+            Outcome::Stalled(synced.reason, synced.message.clone())
+        }
+        (None, Reason::PlatformUnavailable) => Outcome::Retrying(synced.reason, synced.message.clone()),
+        (None, reason) => Outcome::InProgress(reason, synced.message.clone()),
     }
 }
 
@@ -224,28 +258,8 @@ pub fn desired_status(
         _ => previous.and_then(|s| s.account.clone()),
     };
     let synced = decide_synced(app, previous, observation, &environments);
-    let ready = match installations_hold(app, installations) {
-        Some(message) => Decided::new(READY, false, REASON_INSTALLATIONS_EXIST, message),
-        None if synced.status => Decided::new(READY, true, REASON_READY, synced.message.clone()),
-        None => Decided::new(READY, false, synced.reason.clone(), synced.message.clone()),
-    };
-    // kstatus: in progress while the platform is being read (or retried); stalled on what only a
-    // change by the user can fix.
-    let needs_user =
-        matches!(synced.reason.as_str(), REASON_BAD_CREDENTIALS | REASON_APP_NOT_FOUND | REASON_ENVIRONMENT_NOT_FOUND);
-    let in_progress = !synced.status && !needs_user;
-    let reconciling = Decided::new(
-        RECONCILING,
-        in_progress,
-        if in_progress { synced.reason.clone() } else { REASON_SYNCED.to_string() },
-        if in_progress { synced.message.clone() } else { String::new() },
-    );
-    let stalled = Decided::new(
-        STALLED,
-        needs_user,
-        if needs_user { synced.reason.clone() } else { REASON_SYNCED.to_string() },
-        if needs_user { synced.message.clone() } else { String::new() },
-    );
+    let outcome = outcome(installations_hold(app, installations), &synced);
+    let [ready, reconciling, stalled] = conditions::summary(&outcome, None);
     let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
     let observed_refresh = match observation {
         Observation::NotRead => previous.and_then(|s| s.observed_refresh.clone()),
@@ -277,28 +291,46 @@ pub fn refresh_due(app: &ForgeApp, since_last_read: Option<std::time::Duration>)
         || since_last_read.is_none_or(|d| d >= app.refresh_interval())
 }
 
+/// How soon to read the app again: sooner after a transient failure or refused credentials (the
+/// Secret is not watched; while it holds the refused ones a look costs no platform request),
+/// later after another refusal, else when the interval since the last read is up.
+pub fn next_look(observation: &Observation, interval: Duration, since_read: Option<Duration>) -> Duration {
+    match observation {
+        Observation::Failed { reason: Reason::PlatformUnavailable | Reason::BadCredentials, .. } => {
+            interval.min(RETRY_SOON)
+        }
+        Observation::Failed { .. } => interval.min(RETRY_LATER),
+        _ => interval.saturating_sub(since_read.unwrap_or_default()).max(RETRY_MIN),
+    }
+}
+
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_SOON: Duration = Duration::from_secs(15);
+const RETRY_LATER: Duration = Duration::from_secs(60);
+
+/// A change of the app's readiness, to tell in an Event (a Warning when it is not ready).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadyChange {
+    pub ready: bool,
+    pub reason: Reason,
+    pub message: String,
+}
+
+/// Whether `Ready` changed status or reason from `previous` to `desired`.
+pub fn ready_change(previous: Option<&ForgeAppStatus>, desired: &ForgeAppStatus) -> Option<ReadyChange> {
+    let before = previous.and_then(|s| conditions::read::<Reason>(&s.conditions, Type::Ready));
+    let (ready, reason, message) = conditions::read::<Reason>(&desired.conditions, Type::Ready)?;
+    let reason = reason?;
+    if before.is_some_and(|(was, r, _)| was == ready && r == Some(reason)) {
+        return None;
+    }
+    Some(ReadyChange { ready, reason, message: message.to_string() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::ForgeAppSpec;
     use crate::platform::Egress;
-    use crate::rules::versions::tests::version;
-
-    fn app(envs: &[&str]) -> ForgeApp {
-        let mut app = ForgeApp::new(
-            "demo",
-            ForgeAppSpec {
-                credentials_secret_ref: None,
-                app_id: "ari:cloud:ecosystem::app/demo".into(),
-                developer_account: None,
-                listed_on_marketplace: false,
-                environments: envs.iter().map(|e| e.to_string()).collect(),
-                refresh_interval: None,
-            },
-        );
-        app.metadata.generation = Some(4);
-        app
-    }
 
     fn now() -> Time {
         Time(jiff::Timestamp::from_second(1_000).unwrap())
@@ -315,7 +347,7 @@ mod tests {
         }
     }
 
-    fn reason(status: &ForgeAppStatus, type_: &str) -> (String, String) {
+    fn reason(status: &ForgeAppStatus, type_: Type) -> (String, String) {
         let c = conditions::find(&status.conditions, type_).unwrap();
         (c.status.clone(), c.reason.clone())
     }
@@ -344,23 +376,23 @@ mod tests {
 
     #[test]
     fn a_read_app_is_ready_with_latest_versions_and_the_account() {
-        let a = app(&["production", "development"]);
+        let a = ForgeApp::test("demo").environments(["production", "development"]).generation(4);
         let obs = read(vec![
             (
                 "production",
                 Some(vec![
-                    version(1, 0, &["read:jira-work"]),
-                    version(2, 0, &["read:jira-work", "write:jira-work"]),
-                    version(2, 3, &["read:jira-work", "write:jira-work"]),
+                    AppVersion::test(1, 0).scopes(["read:jira-work"]),
+                    AppVersion::test(2, 0).scopes(["read:jira-work", "write:jira-work"]),
+                    AppVersion::test(2, 3).scopes(["read:jira-work", "write:jira-work"]),
                 ]),
             ),
             ("development", Some(vec![])),
         ]);
         let status = desired_status(&a, None, &obs, &[], &now());
         assert_eq!(status.observed_generation, Some(4));
-        assert_eq!(reason(&status, READY), ("True".into(), REASON_READY.into()));
-        assert_eq!(reason(&status, RECONCILING).0, "False");
-        assert_eq!(reason(&status, STALLED).0, "False");
+        assert_eq!(reason(&status, Type::Ready), ("True".into(), Reason::Ready.as_str().into()));
+        assert_eq!(reason(&status, Type::Reconciling).0, "False");
+        assert_eq!(reason(&status, Type::Stalled).0, "False");
         assert_eq!(status.account, Some(account()));
         let prod = &status.environments[0];
         assert_eq!(prod.latest_version.as_deref(), Some("2.3"));
@@ -378,47 +410,76 @@ mod tests {
 
     #[test]
     fn failures_say_what_to_fix_and_keep_the_last_known_versions() {
-        let mut a = app(&["production"]);
-        let first = desired_status(&a, None, &read(vec![("production", Some(vec![version(1, 0, &[])]))]), &[], &now());
+        let mut a = ForgeApp::test("demo").generation(4);
+        let first =
+            desired_status(&a, None, &read(vec![("production", Some(vec![AppVersion::test(1, 0)]))]), &[], &now());
         a.status = Some(first.clone());
         assert_eq!(a.deployed("production").len(), 1);
 
-        let failed = Observation::Failed { reason: REASON_PLATFORM_UNAVAILABLE, message: "no answer".into() };
+        let failed = Observation::Failed { reason: Reason::PlatformUnavailable, message: "no answer".into() };
         let status = desired_status(&a, Some(&first), &failed, &[], &now());
-        assert_eq!(reason(&status, READY), ("False".into(), REASON_PLATFORM_UNAVAILABLE.into()));
-        assert_eq!(reason(&status, RECONCILING), ("True".into(), REASON_PLATFORM_UNAVAILABLE.into()));
-        assert_eq!(reason(&status, STALLED).0, "False", "the platform coming back fixes it");
+        assert_eq!(reason(&status, Type::Ready), ("False".into(), Reason::PlatformUnavailable.as_str().into()));
+        assert_eq!(reason(&status, Type::Reconciling), ("True".into(), Reason::PlatformUnavailable.as_str().into()));
+        assert_eq!(reason(&status, Type::Stalled).0, "False", "the platform coming back fixes it");
         assert_eq!(status.environments, first.environments, "last known versions kept");
-        assert!(conditions::find(&status.conditions, READY).unwrap().message.contains("last read are kept"));
+        assert!(conditions::find(&status.conditions, Type::Ready).unwrap().message.contains("last read are kept"));
 
-        let bad = Observation::Failed { reason: REASON_BAD_CREDENTIALS, message: "refused".into() };
+        let bad = Observation::Failed { reason: Reason::BadCredentials, message: "refused".into() };
         let status = desired_status(&a, Some(&first), &bad, &[], &now());
-        assert_eq!(reason(&status, STALLED), ("True".into(), REASON_BAD_CREDENTIALS.into()));
-        assert_eq!(reason(&status, RECONCILING).0, "False");
+        assert_eq!(reason(&status, Type::Stalled), ("True".into(), Reason::BadCredentials.as_str().into()));
+        assert_eq!(reason(&status, Type::Reconciling).0, "False");
 
         let missing = read(vec![("production", None)]);
         let status = desired_status(&a, Some(&first), &missing, &[], &now());
-        assert_eq!(reason(&status, READY), ("False".into(), REASON_ENVIRONMENT_NOT_FOUND.into()));
-        let message = &conditions::find(&status.conditions, READY).unwrap().message;
+        assert_eq!(reason(&status, Type::Ready), ("False".into(), Reason::EnvironmentNotFound.as_str().into()));
+        let message = &conditions::find(&status.conditions, Type::Ready).unwrap().message;
         assert!(message.contains("spec.environments") && message.contains("forge deploy"), "{message}");
     }
 
     #[test]
     fn not_reading_carries_the_last_outcome_over() {
-        let a = app(&["production"]);
-        let first = desired_status(&a, None, &read(vec![("production", Some(vec![version(1, 0, &[])]))]), &[], &now());
+        let a = ForgeApp::test("demo").generation(4);
+        let first =
+            desired_status(&a, None, &read(vec![("production", Some(vec![AppVersion::test(1, 0)]))]), &[], &now());
         let later = Time(jiff::Timestamp::from_second(5_000).unwrap());
         assert_eq!(desired_status(&a, Some(&first), &Observation::NotRead, &[], &later), first, "no write");
         let never = desired_status(&a, None, &Observation::NotRead, &[], &now());
-        assert_eq!(reason(&never, RECONCILING), ("True".into(), REASON_REFRESHING.into()));
+        assert_eq!(reason(&never, Type::Reconciling), ("True".into(), Reason::Refreshing.as_str().into()));
+    }
+
+    #[test]
+    fn the_next_look_is_sooner_after_a_failure_that_may_pass() {
+        let interval = Duration::from_secs(600);
+        let failed = |reason| Observation::Failed { reason, message: String::new() };
+        assert_eq!(next_look(&failed(Reason::PlatformUnavailable), interval, None), RETRY_SOON);
+        assert_eq!(next_look(&failed(Reason::BadCredentials), interval, None), RETRY_SOON);
+        assert_eq!(next_look(&failed(Reason::AppNotFound), interval, None), RETRY_LATER);
+        assert_eq!(next_look(&failed(Reason::AppNotFound), Duration::from_secs(5), None), Duration::from_secs(5));
+        let read = Observation::NotRead;
+        assert_eq!(next_look(&read, interval, Some(Duration::from_secs(100))), Duration::from_secs(500));
+        assert_eq!(next_look(&read, interval, Some(Duration::from_secs(900))), RETRY_MIN);
+    }
+
+    #[test]
+    fn readiness_changes_are_told_once() {
+        let a = ForgeApp::test("demo").generation(4);
+        let good = desired_status(&a, None, &read(vec![("production", Some(vec![]))]), &[], &now());
+        let change = ready_change(None, &good).unwrap();
+        assert_eq!((change.ready, change.reason), (true, Reason::Ready));
+        assert_eq!(ready_change(Some(&good), &good), None, "no change");
+        let bad = Observation::Failed { reason: Reason::BadCredentials, message: "refused".into() };
+        let failed = desired_status(&a, Some(&good), &bad, &[], &now());
+        let change = ready_change(Some(&good), &failed).unwrap();
+        assert_eq!((change.ready, change.reason), (false, Reason::BadCredentials));
+        assert!(change.message.contains("refused"), "{}", change.message);
     }
 
     #[test]
     fn installations_are_counted_per_version() {
-        let a = app(&["production"]);
+        let a = ForgeApp::test("demo").generation(4);
         let on = |v: Option<Version>| InstallationSummary { environment: "production".into(), installed: v };
         let installs = [on(Some(Version { major: 1, minor: 1 })), on(Some(Version { major: 1, minor: 1 })), on(None)];
-        let obs = read(vec![("production", Some(vec![version(1, 0, &[]), version(1, 1, &[])]))]);
+        let obs = read(vec![("production", Some(vec![AppVersion::test(1, 0), AppVersion::test(1, 1)]))]);
         let status = desired_status(&a, None, &obs, &installs, &now());
         assert_eq!(status.installations, Some(3));
         assert_eq!(
@@ -429,23 +490,23 @@ mod tests {
 
     #[test]
     fn installations_hold_a_deleted_app_and_an_unmanaged_environment() {
-        let mut a = app(&["production"]);
-        let obs = read(vec![("production", Some(vec![version(1, 0, &[])]))]);
+        let mut a = ForgeApp::test("demo").generation(4);
+        let obs = read(vec![("production", Some(vec![AppVersion::test(1, 0)]))]);
         let staging = [InstallationSummary { environment: "staging".into(), installed: None }];
         let status = desired_status(&a, None, &obs, &staging, &now());
-        assert_eq!(reason(&status, READY).1, REASON_INSTALLATIONS_EXIST);
-        let message = &conditions::find(&status.conditions, READY).unwrap().message;
+        assert_eq!(reason(&status, Type::Ready).1, Reason::InstallationsExist.as_str());
+        let message = &conditions::find(&status.conditions, Type::Ready).unwrap().message;
         assert!(message.contains("environment staging is not in spec.environments but 1 installation(s)"), "{message}");
         a.metadata.deletion_timestamp = Some(now());
         let prod = [InstallationSummary { environment: "production".into(), installed: None }];
         let status = desired_status(&a, None, &obs, &prod, &now());
-        assert_eq!(reason(&status, READY), ("False".into(), REASON_INSTALLATIONS_EXIST.into()));
-        assert_eq!(reason(&desired_status(&a, None, &obs, &[], &now()), READY).1, REASON_READY);
+        assert_eq!(reason(&status, Type::Ready), ("False".into(), Reason::InstallationsExist.as_str().into()));
+        assert_eq!(reason(&desired_status(&a, None, &obs, &[], &now()), Type::Ready).1, Reason::Ready.as_str());
     }
 
     #[test]
     fn a_refresh_is_due_when_never_read_asked_for_changed_or_old() {
-        let mut a = app(&["production"]);
+        let mut a = ForgeApp::test("demo").generation(4);
         assert!(refresh_due(&a, None));
         let obs = read(vec![("production", Some(vec![]))]);
         a.status = Some(desired_status(&a, None, &obs, &[], &now()));

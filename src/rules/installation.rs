@@ -5,28 +5,50 @@
 
 use std::collections::BTreeSet;
 
-use super::conditions::Decided;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use super::conditions::{self, Outcome, SummaryReasons, SummaryTypes};
 use super::versions::{self, Version};
-use crate::api::{AppVersion, ForgeApp, Installation, Product};
+use crate::api::{AppVersion, ForgeApp, Installation, Product, TaskAction, TaskRecord};
+use crate::platform::PlatformError;
 
-pub const INSTALLED: &str = "Installed";
-pub const UP_TO_DATE: &str = "UpToDate";
-pub const READY: &str = "Ready";
+crate::named! {
+    /// The condition types an Installation reports.
+    pub enum Type { Installed, UpToDate, Ready, Reconciling, Stalled }
+}
 
-pub const REASON_INSTALLED: &str = "Installed";
-pub const REASON_INSTALLING: &str = "Installing";
-pub const REASON_APP_NOT_FOUND: &str = "AppNotFound";
-pub const REASON_NOT_DEPLOYED: &str = "NotDeployed";
-pub const REASON_INCOMPATIBLE_PRODUCTS: &str = "IncompatibleProducts";
-pub const REASON_ALREADY_INSTALLED: &str = "AlreadyInstalled";
-pub const REASON_VERSION_NOT_DEPLOYED: &str = "VersionNotDeployed";
-pub const REASON_UP_TO_DATE: &str = "UpToDate";
-pub const REASON_UPGRADE_AVAILABLE: &str = "UpgradeAvailable";
-pub const REASON_PERMISSIONS_OUTDATED: &str = "PermissionsOutdated";
-pub const REASON_CONSENT_REQUIRED: &str = "ConsentRequired";
-pub const REASON_DOWNGRADE_NOT_ALLOWED: &str = "DowngradeNotAllowed";
-pub const REASON_PLATFORM_ERROR: &str = "PlatformError";
-pub const REASON_READY: &str = "Ready";
+crate::named! {
+    /// Every reason an Installation condition can give.
+    pub enum Reason {
+        Installed,
+        Installing,
+        AppNotFound,
+        NotDeployed,
+        IncompatibleProducts,
+        AlreadyInstalled,
+        VersionNotDeployed,
+        UpToDate,
+        UpgradeAvailable,
+        PermissionsOutdated,
+        ConsentRequired,
+        DowngradeNotAllowed,
+        PlatformError,
+        Ready,
+        AsExpected,
+    }
+}
+
+impl SummaryTypes for Type {
+    const READY: Type = Type::Ready;
+    const RECONCILING: Type = Type::Reconciling;
+    const STALLED: Type = Type::Stalled;
+}
+
+impl SummaryReasons for Reason {
+    const AS_EXPECTED: Reason = Reason::AsExpected;
+}
+
+pub type Decided = conditions::Decided<Type, Reason>;
 
 /// Everything the rules look at besides the Installation itself.
 #[derive(Clone, Debug, Default)]
@@ -50,9 +72,22 @@ pub enum Step {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
     pub step: Step,
-    /// `Installed`, `UpToDate`, `Ready`.
+    /// `Installed` and `UpToDate`.
     pub conditions: Vec<Decided>,
+    /// Where the Installation stands, for `Ready`, `Reconciling` and `Stalled`.
+    pub outcome: Outcome<Reason>,
+    /// While a version is installed (and works on the site), `Ready` says so whatever the outcome.
+    pub serving: Option<(Reason, String)>,
     pub available: Option<Version>,
+}
+
+impl Decision {
+    /// Every condition: `Installed`, `UpToDate`, then `Ready`, `Reconciling` and `Stalled`.
+    pub fn all_conditions(&self) -> Vec<Decided> {
+        let mut out = self.conditions.clone();
+        out.extend(conditions::summary(&self.outcome, self.serving.as_ref()));
+        out
+    }
 }
 
 /// What moving from `from` to `to` newly asks of the site admin: the scopes and egress domains
@@ -91,14 +126,15 @@ fn same_permissions(a: &AppVersion, b: &AppVersion) -> bool {
     set(&a.scopes) == set(&b.scopes) && set(&a.egress) == set(&b.egress) && a.licensing == b.licensing
 }
 
-fn not_installed(reason: &str, message: String, available: Option<Version>) -> Decision {
+fn not_installed(reason: Reason, message: String, available: Option<Version>) -> Decision {
     Decision {
         step: Step::Nothing,
         conditions: vec![
-            Decided::new(INSTALLED, false, reason, message.clone()),
-            Decided::new(UP_TO_DATE, false, reason, "not installed".to_string()),
-            Decided::new(READY, false, reason, message),
+            Decided::new(Type::Installed, false, reason, message.clone()),
+            Decided::new(Type::UpToDate, false, reason, "not installed".to_string()),
         ],
+        outcome: Outcome::Stalled(reason, message),
+        serving: None,
         available,
     }
 }
@@ -124,12 +160,12 @@ fn decide_first_install(
     let spec = &inst.spec;
     if facts.app.is_none() {
         let message = format!("ForgeApp {} does not exist in this namespace", spec.app_ref.name);
-        return not_installed(REASON_APP_NOT_FOUND, message, None);
+        return not_installed(Reason::AppNotFound, message, None);
     }
     let Some(newest) = versions::latest(deployed) else {
         // Nothing known: say whether that is because the app cannot be read from the platform.
         let unread = facts.app.and_then(|a| a.status.as_ref()).and_then(|s| {
-            crate::rules::conditions::find(&s.conditions, crate::rules::forge_app::SYNCED)
+            conditions::find(&s.conditions, crate::rules::forge_app::Type::Synced)
                 .filter(|c| c.status != crate::api::TRUE)
         });
         let message = match unread {
@@ -142,34 +178,36 @@ fn decide_first_install(
                 spec.app_ref.name, spec.environment, spec.environment
             ),
         };
-        return not_installed(REASON_NOT_DEPLOYED, message, None);
+        return not_installed(Reason::NotDeployed, message, None);
     };
     if let Some(first) = &facts.duplicate_of {
         let message = format!(
             "Installation {first} already installs app {} environment {} on {}",
             spec.app_ref.name, spec.environment, spec.site
         );
-        return not_installed(REASON_ALREADY_INSTALLED, message, available);
+        return not_installed(Reason::AlreadyInstalled, message, available);
     }
     let required: BTreeSet<Product> = BTreeSet::from([newest.compatibility.required]);
     let missing: Vec<String> = required.iter().filter(|p| !spec.products.contains(p)).map(|p| p.to_string()).collect();
     if !missing.is_empty() {
         let message = format!("spec.products must include {}: the app requires it", missing.join(", "));
-        return not_installed(REASON_INCOMPATIBLE_PRODUCTS, message, available);
+        return not_installed(Reason::IncompatibleProducts, message, available);
     }
     let target_major = spec.major_version.unwrap_or(newest.major);
     let Some(target) = versions::latest_of_major(deployed, target_major) else {
         let message = format!("major version {target_major} is not deployed in environment {}", spec.environment);
-        return not_installed(REASON_VERSION_NOT_DEPLOYED, message, available);
+        return not_installed(Reason::VersionNotDeployed, message, available);
     };
     let target = Version::of(target);
+    let installing = format!("installing version {target} on {}", spec.site);
     Decision {
         step: Step::Install(target),
         conditions: vec![
-            Decided::new(INSTALLED, false, REASON_INSTALLING, format!("installing version {target} on {}", spec.site)),
-            Decided::new(UP_TO_DATE, false, REASON_INSTALLING, "not installed yet"),
-            Decided::new(READY, false, REASON_INSTALLING, format!("installing version {target} on {}", spec.site)),
+            Decided::new(Type::Installed, false, Reason::Installing, installing.clone()),
+            Decided::new(Type::UpToDate, false, Reason::Installing, "not installed yet"),
         ],
+        outcome: Outcome::InProgress(Reason::Installing, installing),
+        serving: None,
         available,
     }
 }
@@ -181,8 +219,8 @@ fn decide_installed(
     available: Option<Version>,
 ) -> Decision {
     let spec = &inst.spec;
-    let installed_ok =
-        Decided::new(INSTALLED, true, REASON_INSTALLED, format!("version {current} is installed on {}", spec.site));
+    let on_site = format!("version {current} is installed on {}", spec.site);
+    let installed_ok = Decided::new(Type::Installed, true, Reason::Installed, on_site.clone());
     // The installed version's permissions; if it was withdrawn, its major's latest minor stands in.
     let current_version = deployed
         .iter()
@@ -194,11 +232,19 @@ fn decide_installed(
         .filter(|m| current_version.is_none_or(|c| same_permissions(c, m)))
         .map(Version::of);
     let minor_step = minor.map(Step::RollOutMinor).unwrap_or(Step::Nothing);
-    let ready_ok = Decided::new(READY, true, REASON_READY, format!("version {current} is installed on {}", spec.site));
-    let blocked = |step: Step, up_to_date: Decided, ready: Decided| Decision {
-        step,
-        conditions: vec![installed_ok.clone(), up_to_date, ready],
-        available,
+    let serving = Some((Reason::Ready, on_site.clone()));
+    let decision = |step: Step, up_to_date: Decided, outcome: Outcome<Reason>, serving: Option<(Reason, String)>| {
+        Decision { step, conditions: vec![installed_ok.clone(), up_to_date], outcome, serving, available }
+    };
+    // A step under way (a minor rolled out while another change waits) is progress; what waits
+    // for a change of the spec is stalled.
+    let blocked = |step: Step, reason: Reason, message: String| {
+        decision(
+            step,
+            Decided::new(Type::UpToDate, false, reason, message.clone()),
+            Outcome::Stalled(reason, message),
+            serving.clone(),
+        )
     };
 
     let desired_major = spec.major_version.unwrap_or(current.major);
@@ -209,44 +255,36 @@ fn decide_installed(
              again with majorVersion {desired_major}",
             current.major, current.major
         );
-        return blocked(minor_step, Decided::new(UP_TO_DATE, false, REASON_DOWNGRADE_NOT_ALLOWED, message), ready_ok);
+        return blocked(minor_step, Reason::DowngradeNotAllowed, message);
     }
     if desired_major > current.major {
         let Some(target) = versions::latest_of_major(deployed, desired_major) else {
             let message = format!("major version {desired_major} is not deployed in environment {}", spec.environment);
-            return blocked(
-                minor_step,
-                Decided::new(UP_TO_DATE, false, REASON_VERSION_NOT_DEPLOYED, message.clone()),
-                Decided::new(READY, false, REASON_VERSION_NOT_DEPLOYED, message),
-            );
+            let up_to_date = Decided::new(Type::UpToDate, false, Reason::VersionNotDeployed, message.clone());
+            return decision(minor_step, up_to_date, Outcome::Stalled(Reason::VersionNotDeployed, message), None);
         };
         let added = added_permissions(current_version, target);
         if added.is_empty() || spec.approved_major.is_some_and(|a| a >= desired_major) {
             let to = Version::of(target);
-            return Decision {
-                step: Step::UpgradeMajor(to),
-                conditions: vec![
-                    installed_ok.clone(),
-                    Decided::new(
-                        UP_TO_DATE,
-                        false,
-                        REASON_UPGRADE_AVAILABLE,
-                        format!("upgrading from {current} to {to}"),
-                    ),
-                    ready_ok,
-                ],
-                available,
-            };
+            let message = format!("upgrading from {current} to {to}");
+            let up_to_date = Decided::new(Type::UpToDate, false, Reason::UpgradeAvailable, message.clone());
+            return decision(
+                Step::UpgradeMajor(to),
+                up_to_date,
+                Outcome::InProgress(Reason::Installing, message),
+                serving,
+            );
         }
         let message = format!(
             "upgrading to major {desired_major} needs the site admin's consent for new permissions: {}. Set spec.approvedMajor to {desired_major} once they approve",
             added.join(", ")
         );
-        return blocked(minor_step, Decided::new(UP_TO_DATE, false, REASON_CONSENT_REQUIRED, message), ready_ok);
+        return blocked(minor_step, Reason::ConsentRequired, message);
     }
     if let Step::RollOutMinor(to) = minor_step {
-        let up_to_date = Decided::new(UP_TO_DATE, false, REASON_UPGRADE_AVAILABLE, format!("rolling out {to}"));
-        return blocked(minor_step, up_to_date, ready_ok);
+        let message = format!("rolling out {to}");
+        let up_to_date = Decided::new(Type::UpToDate, false, Reason::UpgradeAvailable, message.clone());
+        return decision(minor_step, up_to_date, Outcome::InProgress(Reason::Installing, message), serving);
     }
     let newest = versions::latest(deployed);
     let up_to_date = match newest {
@@ -254,65 +292,132 @@ fn decide_installed(
             let added = added_permissions(current_version, n);
             if added.is_empty() {
                 Decided::new(
-                    UP_TO_DATE,
+                    Type::UpToDate,
                     false,
-                    REASON_UPGRADE_AVAILABLE,
+                    Reason::UpgradeAvailable,
                     format!("version {} is available and needs no new permissions", Version::of(n)),
                 )
             } else {
                 Decided::new(
-                    UP_TO_DATE,
+                    Type::UpToDate,
                     false,
-                    REASON_PERMISSIONS_OUTDATED,
+                    Reason::PermissionsOutdated,
                     format!("version {} is available and needs new permissions: {}", Version::of(n), added.join(", ")),
                 )
             }
         }
         _ => Decided::new(
-            UP_TO_DATE,
+            Type::UpToDate,
             true,
-            REASON_UP_TO_DATE,
+            Reason::UpToDate,
             format!("version {current} is the newest in {}", spec.environment),
         ),
     };
-    blocked(Step::Nothing, up_to_date, ready_ok)
+    decision(Step::Nothing, up_to_date, Outcome::Done(Reason::Ready, on_site), None)
+}
+
+/// The step a recorded platform task carries out.
+pub fn step_of(task: &TaskRecord) -> Step {
+    let version = task.version.as_deref().and_then(Version::parse).unwrap_or(Version { major: 0, minor: 0 });
+    match task.action {
+        TaskAction::Install => Step::Install(version),
+        _ => Step::UpgradeMajor(version),
+    }
+}
+
+/// What an Installation reports once the controller has acted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// `Installed`, `UpToDate`, `Ready`, `Reconciling`, `Stalled`.
+    pub conditions: Vec<Decided>,
+    /// Whether the installed version asks for every permission the newest one does; `None` when
+    /// nothing is installed.
+    pub permissions_up_to_date: Option<bool>,
+}
+
+/// The conditions after acting: what `decision` (made from what is installed now) says, except
+/// that a platform task under way, or a platform failure of `step`, says so on the conditions it
+/// affects (`Installed` and `Ready` for an install, `UpToDate` otherwise). What only a change
+/// fixes stays stalled; a failure is retried unless the platform refused for good.
+pub fn report(
+    decision: &Decision,
+    installed: bool,
+    task: Option<&TaskRecord>,
+    failure: Option<(Step, &PlatformError)>,
+) -> Report {
+    let mut conditions = decision.conditions.clone();
+    let mut outcome = decision.outcome.clone();
+    let mut serving = decision.serving.clone();
+    let mut set = |install: bool, reason: Reason, message: String, next: Outcome<Reason>| {
+        let affected: &[Type] = if install { &[Type::Installed] } else { &[Type::UpToDate] };
+        for d in conditions.iter_mut().filter(|d| affected.contains(&d.type_)) {
+            *d = Decided::new(d.type_, false, reason, message.clone());
+        }
+        if install {
+            serving = None;
+        }
+        if !outcome.is_stalled() {
+            outcome = next;
+        }
+    };
+    if let Some((step, error)) = failure {
+        let message = format!("{error} (retrying with backoff)");
+        let next = if error.retryable() {
+            Outcome::Retrying(Reason::PlatformError, message.clone())
+        } else {
+            Outcome::Stalled(Reason::PlatformError, error.message.clone())
+        };
+        set(matches!(step, Step::Install(_)), Reason::PlatformError, message, next);
+    } else if let Some(task) = task {
+        let message = format!(
+            "platform task {} ({} {}) is under way",
+            task.id,
+            task.action_str(),
+            task.version.as_deref().unwrap_or("")
+        );
+        let next = Outcome::InProgress(Reason::Installing, message.clone());
+        set(task.action == TaskAction::Install, Reason::Installing, message, next);
+    }
+    let permissions_up_to_date = installed.then(|| {
+        !conditions.iter().any(|d| {
+            d.type_ == Type::UpToDate && matches!(d.reason, Reason::PermissionsOutdated | Reason::ConsentRequired)
+        })
+    });
+    conditions.extend(conditions::summary(&outcome, serving.as_ref()));
+    Report { conditions, permissions_up_to_date }
+}
+
+/// A Warning to record when `Ready` turns False for a new reason (`before`: the conditions the
+/// status had). A task under way is progress, not a blocker.
+pub fn new_blocker(before: &[Condition], after: &[Decided]) -> Option<(Reason, String)> {
+    let now = after.iter().find(|d| d.type_ == Type::Ready).filter(|d| !d.status && d.reason != Reason::Installing)?;
+    let was = conditions::read::<Reason>(before, Type::Ready);
+    if was.is_some_and(|(status, reason, _)| !status && reason == Some(now.reason)) {
+        return None;
+    }
+    Some((now.reason, now.message.clone()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{AppRef, InstallationSpec};
-    use crate::rules::distribution::tests::{app_with, v};
-
-    fn inst(products: &[Product], major: Option<u32>) -> Installation {
-        Installation::new(
-            "acme",
-            InstallationSpec {
-                app_ref: AppRef { name: "insights".into() },
-                environment: "production".into(),
-                site: "acme.atlassian.net".into(),
-                products: products.to_vec(),
-                deletion_policy: Default::default(),
-                major_version: major,
-                approved_major: None,
-            },
-        )
-    }
+    use crate::api::AppVersion;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn ver(major: u32, minor: u32) -> Version {
         Version { major, minor }
     }
 
-    fn reasons(d: &Decision) -> Vec<(&str, bool, &str)> {
-        d.conditions.iter().map(|c| (c.type_, c.status, c.reason.as_str())).collect()
+    fn reasons(d: &Decision) -> Vec<(Type, bool, Reason)> {
+        d.all_conditions().iter().map(|c| (c.type_, c.status, c.reason)).collect()
     }
 
     fn app() -> ForgeApp {
-        app_with(vec![
-            v(1, 0, &["read"], Product::Jira, &[Product::Confluence]),
-            v(1, 2, &["read"], Product::Jira, &[Product::Confluence]),
-            v(2, 0, &["read"], Product::Jira, &[Product::Confluence]),
-            v(3, 1, &["read", "write"], Product::Jira, &[Product::Confluence]),
+        ForgeApp::test("insights").developer_account("dev").deploys(vec![
+            AppVersion::test(1, 0).scopes(["read"]).optional([Product::Confluence]),
+            AppVersion::test(1, 2).scopes(["read"]).optional([Product::Confluence]),
+            AppVersion::test(2, 0).scopes(["read"]).optional([Product::Confluence]),
+            AppVersion::test(3, 1).scopes(["read", "write"]).optional([Product::Confluence]),
         ])
     }
 
@@ -320,32 +425,36 @@ mod tests {
     fn first_install_takes_the_latest_minor_of_the_pinned_or_latest_major() {
         let app = app();
         let facts = Facts { app: Some(&app), ..Default::default() };
-        assert_eq!(decide(&inst(&[Product::Jira], None), None, &facts).step, Step::Install(ver(3, 1)));
-        assert_eq!(decide(&inst(&[Product::Jira], Some(1)), None, &facts).step, Step::Install(ver(1, 2)));
-        let d = decide(&inst(&[Product::Jira], Some(7)), None, &facts);
+        assert_eq!(decide(&Installation::test("acme"), None, &facts).step, Step::Install(ver(3, 1)));
+        assert_eq!(decide(&Installation::test("acme").pinned_to(1), None, &facts).step, Step::Install(ver(1, 2)));
+        let d = decide(&Installation::test("acme").pinned_to(7), None, &facts);
         assert_eq!(d.step, Step::Nothing);
-        assert_eq!(reasons(&d)[2], (READY, false, REASON_VERSION_NOT_DEPLOYED));
+        assert_eq!(reasons(&d)[2], (Type::Ready, false, Reason::VersionNotDeployed));
     }
 
     #[test]
     fn a_new_installation_needs_the_app_a_deployment_and_no_twin() {
-        let d = decide(&inst(&[Product::Jira], None), None, &Facts::default());
-        assert_eq!(reasons(&d)[0], (INSTALLED, false, REASON_APP_NOT_FOUND));
-        let empty = app_with(vec![]);
-        let d = decide(&inst(&[Product::Jira], None), None, &Facts { app: Some(&empty), ..Default::default() });
-        assert_eq!(reasons(&d)[0], (INSTALLED, false, REASON_NOT_DEPLOYED));
+        let d = decide(&Installation::test("acme"), None, &Facts::default());
+        assert_eq!(reasons(&d)[0], (Type::Installed, false, Reason::AppNotFound));
+        let empty = ForgeApp::test("insights").developer_account("dev").deploys(vec![]);
+        let d = decide(&Installation::test("acme"), None, &Facts { app: Some(&empty), ..Default::default() });
+        assert_eq!(reasons(&d)[0], (Type::Installed, false, Reason::NotDeployed));
         let app = app();
         let facts = Facts { app: Some(&app), duplicate_of: Some("first".into()) };
-        let d = decide(&inst(&[Product::Jira], None), None, &facts);
-        assert_eq!(reasons(&d)[0], (INSTALLED, false, REASON_ALREADY_INSTALLED));
+        let d = decide(&Installation::test("acme"), None, &facts);
+        assert_eq!(reasons(&d)[0], (Type::Installed, false, Reason::AlreadyInstalled));
         assert!(d.conditions[0].message.contains("Installation first"));
     }
 
     #[test]
     fn the_required_product_is_needed() {
         let app = app();
-        let d = decide(&inst(&[Product::Confluence], None), None, &Facts { app: Some(&app), ..Default::default() });
-        assert_eq!(reasons(&d)[0], (INSTALLED, false, REASON_INCOMPATIBLE_PRODUCTS));
+        let d = decide(
+            &Installation::test("acme").products([Product::Confluence]),
+            None,
+            &Facts { app: Some(&app), ..Default::default() },
+        );
+        assert_eq!(reasons(&d)[0], (Type::Installed, false, Reason::IncompatibleProducts));
         assert!(d.conditions[0].message.contains("spec.products must include jira"), "{}", d.conditions[0].message);
     }
 
@@ -353,24 +462,24 @@ mod tests {
     fn minors_roll_out_to_installed_sites() {
         let app = app();
         let facts = Facts { app: Some(&app), ..Default::default() };
-        let d = decide(&inst(&[Product::Jira], None), Some(ver(1, 0)), &facts);
+        let d = decide(&Installation::test("acme"), Some(ver(1, 0)), &facts);
         assert_eq!(d.step, Step::RollOutMinor(ver(1, 2)));
-        assert_eq!(reasons(&d)[0], (INSTALLED, true, REASON_INSTALLED));
-        assert_eq!(reasons(&d)[2], (READY, true, REASON_READY));
+        assert_eq!(reasons(&d)[0], (Type::Installed, true, Reason::Installed));
+        assert_eq!(reasons(&d)[2], (Type::Ready, true, Reason::Ready));
     }
 
     #[test]
     fn enabling_licensing_needs_consent_even_without_new_scopes() {
-        let mut paid = v(2, 0, &["read"], Product::Jira, &[]);
-        paid.licensing = true;
-        let app = app_with(vec![v(1, 0, &["read"], Product::Jira, &[]), paid]);
+        let paid = AppVersion::test(2, 0).scopes(["read"]).licensed();
+        let app = ForgeApp::test("insights")
+            .developer_account("dev")
+            .deploys(vec![AppVersion::test(1, 0).scopes(["read"]), paid]);
         let facts = Facts { app: Some(&app), ..Default::default() };
-        let d = decide(&inst(&[Product::Jira], Some(2)), Some(ver(1, 0)), &facts);
+        let d = decide(&Installation::test("acme").pinned_to(2), Some(ver(1, 0)), &facts);
         assert_eq!(d.step, Step::Nothing);
-        assert_eq!(reasons(&d)[1], (UP_TO_DATE, false, REASON_CONSENT_REQUIRED));
+        assert_eq!(reasons(&d)[1], (Type::UpToDate, false, Reason::ConsentRequired));
         assert!(d.conditions[1].message.contains("licensing"), "{}", d.conditions[1].message);
-        let mut approved = inst(&[Product::Jira], Some(2));
-        approved.spec.approved_major = Some(2);
+        let approved = Installation::test("acme").pinned_to(2).approved(2);
         assert_eq!(decide(&approved, Some(ver(1, 0)), &facts).step, Step::UpgradeMajor(ver(2, 0)));
     }
 
@@ -378,16 +487,18 @@ mod tests {
     fn an_installation_never_changes_major_on_its_own() {
         let app = app();
         let facts = Facts { app: Some(&app), ..Default::default() };
-        let d = decide(&inst(&[Product::Jira], None), Some(ver(1, 2)), &facts);
+        let d = decide(&Installation::test("acme"), Some(ver(1, 2)), &facts);
         assert_eq!(d.step, Step::Nothing);
-        assert_eq!(reasons(&d)[1], (UP_TO_DATE, false, REASON_PERMISSIONS_OUTDATED), "3.1 adds the write scope");
+        assert_eq!(reasons(&d)[1], (Type::UpToDate, false, Reason::PermissionsOutdated), "3.1 adds the write scope");
         assert_eq!(d.available, Some(ver(3, 1)));
-        let no_new = app_with(vec![v(1, 0, &["read"], Product::Jira, &[]), v(2, 0, &["read"], Product::Jira, &[])]);
+        let no_new = ForgeApp::test("insights")
+            .developer_account("dev")
+            .deploys(vec![AppVersion::test(1, 0).scopes(["read"]), AppVersion::test(2, 0).scopes(["read"])]);
         let d =
-            decide(&inst(&[Product::Jira], None), Some(ver(1, 0)), &Facts { app: Some(&no_new), ..Default::default() });
-        assert_eq!((d.step, reasons(&d)[1]), (Step::Nothing, (UP_TO_DATE, false, REASON_UPGRADE_AVAILABLE)));
-        let d = decide(&inst(&[Product::Jira], None), Some(ver(3, 1)), &facts);
-        assert_eq!(reasons(&d)[1], (UP_TO_DATE, true, REASON_UP_TO_DATE));
+            decide(&Installation::test("acme"), Some(ver(1, 0)), &Facts { app: Some(&no_new), ..Default::default() });
+        assert_eq!((d.step, reasons(&d)[1]), (Step::Nothing, (Type::UpToDate, false, Reason::UpgradeAvailable)));
+        let d = decide(&Installation::test("acme"), Some(ver(3, 1)), &facts);
+        assert_eq!(reasons(&d)[1], (Type::UpToDate, true, Reason::UpToDate));
     }
 
     #[test]
@@ -395,16 +506,15 @@ mod tests {
         let app = app();
         let facts = Facts { app: Some(&app), ..Default::default() };
         assert_eq!(
-            decide(&inst(&[Product::Jira], Some(2)), Some(ver(1, 2)), &facts).step,
+            decide(&Installation::test("acme").pinned_to(2), Some(ver(1, 2)), &facts).step,
             Step::UpgradeMajor(ver(2, 0))
         );
-        let d = decide(&inst(&[Product::Jira], Some(3)), Some(ver(1, 2)), &facts);
+        let d = decide(&Installation::test("acme").pinned_to(3), Some(ver(1, 2)), &facts);
         assert_eq!(d.step, Step::Nothing);
-        assert_eq!(reasons(&d)[1], (UP_TO_DATE, false, REASON_CONSENT_REQUIRED));
+        assert_eq!(reasons(&d)[1], (Type::UpToDate, false, Reason::ConsentRequired));
         assert!(d.conditions[1].message.contains("scope write"), "{}", d.conditions[1].message);
-        assert_eq!(reasons(&d)[2], (READY, true, REASON_READY));
-        let mut approved = inst(&[Product::Jira], Some(3));
-        approved.spec.approved_major = Some(3);
+        assert_eq!(reasons(&d)[2], (Type::Ready, true, Reason::Ready));
+        let approved = Installation::test("acme").pinned_to(3).approved(3);
         assert_eq!(decide(&approved, Some(ver(1, 2)), &facts).step, Step::UpgradeMajor(ver(3, 1)));
     }
 
@@ -412,29 +522,83 @@ mod tests {
     fn lowering_the_major_is_refused_and_missing_majors_are_reported() {
         let app = app();
         let facts = Facts { app: Some(&app), ..Default::default() };
-        let d = decide(&inst(&[Product::Jira], Some(1)), Some(ver(2, 0)), &facts);
-        assert_eq!(reasons(&d)[1], (UP_TO_DATE, false, REASON_DOWNGRADE_NOT_ALLOWED));
+        let d = decide(&Installation::test("acme").pinned_to(1), Some(ver(2, 0)), &facts);
+        assert_eq!(reasons(&d)[1], (Type::UpToDate, false, Reason::DowngradeNotAllowed));
         let message = &d.conditions[1].message;
         assert!(message.contains("delete this Installation") && message.contains("back to 2"), "{message}");
-        let d = decide(&inst(&[Product::Jira], Some(9)), Some(ver(2, 0)), &facts);
-        assert_eq!(reasons(&d)[2], (READY, false, REASON_VERSION_NOT_DEPLOYED));
+        let d = decide(&Installation::test("acme").pinned_to(9), Some(ver(2, 0)), &facts);
+        assert_eq!(reasons(&d)[2], (Type::Ready, false, Reason::VersionNotDeployed));
     }
 
     #[test]
     fn a_minor_with_new_permissions_is_not_rolled_out() {
-        let app =
-            app_with(vec![v(1, 0, &["read"], Product::Jira, &[]), v(1, 1, &["read", "admin"], Product::Jira, &[])]);
-        let d =
-            decide(&inst(&[Product::Jira], None), Some(ver(1, 0)), &Facts { app: Some(&app), ..Default::default() });
+        let app = ForgeApp::test("insights")
+            .developer_account("dev")
+            .deploys(vec![AppVersion::test(1, 0).scopes(["read"]), AppVersion::test(1, 1).scopes(["read", "admin"])]);
+        let d = decide(&Installation::test("acme"), Some(ver(1, 0)), &Facts { app: Some(&app), ..Default::default() });
         assert_eq!(d.step, Step::Nothing);
     }
 
     #[test]
     fn added_permissions_lists_scopes_and_egress() {
-        let mut to = v(2, 0, &["read", "write"], Product::Jira, &[]);
-        to.egress = vec!["api.example.com".into()];
-        let from = v(1, 0, &["read"], Product::Jira, &[]);
+        let to = AppVersion::test(2, 0).scopes(["read", "write"]).egress(["api.example.com"]);
+        let from = AppVersion::test(1, 0).scopes(["read"]);
         assert_eq!(added_permissions(Some(&from), &to), vec!["egress api.example.com", "scope write"]);
         assert!(added_permissions(Some(&to), &from).is_empty(), "removing permissions adds nothing");
+    }
+
+    #[test]
+    fn a_task_or_a_platform_failure_says_so_on_the_conditions_it_affects() {
+        let app = app();
+        let facts = Facts { app: Some(&app), ..Default::default() };
+        let kinds = |r: &Report| r.conditions.iter().map(|c| (c.type_, c.status, c.reason)).collect::<Vec<_>>();
+        let installing = decide(&Installation::test("acme"), None, &facts);
+        let task = TaskRecord {
+            id: "t-1".into(),
+            action: TaskAction::Install,
+            version: Some("3.1".into()),
+            started_at: Time(jiff::Timestamp::from_second(1).unwrap()),
+        };
+        let r = report(&installing, false, Some(&task), None);
+        assert_eq!(kinds(&r)[0], (Type::Installed, false, Reason::Installing));
+        assert_eq!(kinds(&r)[2], (Type::Ready, false, Reason::Installing));
+        assert_eq!(kinds(&r)[3], (Type::Reconciling, true, Reason::Installing));
+        assert!(r.conditions[0].message.contains("platform task t-1"), "{}", r.conditions[0].message);
+        assert_eq!(r.permissions_up_to_date, None, "nothing installed");
+
+        let down = PlatformError::new(crate::platform::ErrorKind::Unavailable, "op", "down");
+        let r = report(&installing, false, None, Some((Step::Install(ver(3, 1)), &down)));
+        assert_eq!(kinds(&r)[2], (Type::Ready, false, Reason::PlatformError));
+        assert_eq!((kinds(&r)[3], kinds(&r)[4].1), ((Type::Reconciling, true, Reason::PlatformError), false));
+        let refused = PlatformError::new(crate::platform::ErrorKind::InstallationLimitReached, "op", "limit");
+        let r = report(&installing, false, None, Some((Step::Install(ver(3, 1)), &refused)));
+        assert_eq!(kinds(&r)[4], (Type::Stalled, true, Reason::PlatformError), "not retried: a change is needed");
+
+        // An installed site that fails to upgrade still serves: Ready stays True.
+        let upgrading = decide(&Installation::test("acme").pinned_to(2), Some(ver(1, 2)), &facts);
+        let r = report(&upgrading, true, None, Some((upgrading.step, &down)));
+        assert_eq!(kinds(&r)[1], (Type::UpToDate, false, Reason::PlatformError));
+        assert_eq!(kinds(&r)[2], (Type::Ready, true, Reason::Ready));
+        assert_eq!(r.permissions_up_to_date, Some(true));
+        // What only a change fixes stays stalled whatever else happens.
+        let consent = decide(&Installation::test("acme").pinned_to(3), Some(ver(1, 2)), &facts);
+        let r = report(&consent, true, None, None);
+        assert_eq!(kinds(&r)[4], (Type::Stalled, true, Reason::ConsentRequired));
+        assert_eq!(r.permissions_up_to_date, Some(false));
+    }
+
+    #[test]
+    fn a_warning_is_told_once_per_new_blocker_and_never_for_progress() {
+        let now = Time(jiff::Timestamp::from_second(1).unwrap());
+        let app = app();
+        let facts = Facts { app: Some(&app), ..Default::default() };
+        let missing = decide(&Installation::test("acme"), None, &Facts::default()).all_conditions();
+        assert_eq!(new_blocker(&[], &missing).map(|b| b.0), Some(Reason::AppNotFound));
+        let written = conditions::merge(&[], &missing, None, &now);
+        assert_eq!(new_blocker(&written, &missing), None, "told already");
+        let installing = decide(&Installation::test("acme"), None, &facts).all_conditions();
+        assert_eq!(new_blocker(&written, &installing), None, "a task under way is progress");
+        let wrong = decide(&Installation::test("acme").products([Product::Confluence]), None, &facts).all_conditions();
+        assert_eq!(new_blocker(&written, &wrong).map(|b| b.0), Some(Reason::IncompatibleProducts));
     }
 }

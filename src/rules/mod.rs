@@ -6,3 +6,6 @@ pub mod distribution;
 pub mod forge_app;
 pub mod installation;
 pub mod versions;
+
+#[cfg(test)]
+pub(crate) mod fixtures;

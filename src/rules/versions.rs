@@ -16,6 +16,18 @@ impl Version {
     pub fn of(v: &AppVersion) -> Self {
         Version { major: v.major, minor: v.minor }
     }
+
+    /// The major and minor of a dotted version string: the platform's (`2.1.0` is 2.1; `3` is 3.0)
+    /// and the operator's own `major.minor` records alike. The one version parser of the crate.
+    pub fn parse(text: &str) -> Option<Version> {
+        let mut parts = text.trim().split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = match parts.next() {
+            Some(m) => m.parse().ok()?,
+            None => 0,
+        };
+        Some(Version { major, minor })
+    }
 }
 
 impl fmt::Display for Version {
@@ -47,22 +59,30 @@ pub fn by_major(versions: &[AppVersion]) -> BTreeMap<u32, Vec<&AppVersion>> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::api::Product;
-
-    pub(crate) fn version(major: u32, minor: u32, scopes: &[&str]) -> AppVersion {
-        crate::rules::distribution::tests::v(major, minor, scopes, Product::Jira, &[])
-    }
 
     #[test]
     fn versions_order_by_major_then_minor_numerically() {
-        let vs = vec![version(1, 10, &[]), version(2, 0, &[]), version(1, 9, &[]), version(10, 1, &[])];
+        let vs = vec![AppVersion::test(1, 10), AppVersion::test(2, 0), AppVersion::test(1, 9), AppVersion::test(10, 1)];
         assert_eq!(Version::of(latest(&vs).unwrap()).to_string(), "10.1");
         assert_eq!(latest_of_major(&vs, 1).unwrap().minor, 10);
         assert!(latest_of_major(&vs, 3).is_none());
         assert!(Version { major: 1, minor: 10 } > Version { major: 1, minor: 9 });
         assert!(Version { major: 2, minor: 0 } > Version { major: 1, minor: 99 });
+    }
+
+    #[test]
+    fn versions_parse_from_dotted_strings() {
+        let parse = |t: &str| Version::parse(t).map(|v| (v.major, v.minor));
+        assert_eq!(parse("2.13"), Some((2, 13)));
+        assert_eq!(parse("2.1.0"), Some((2, 1)));
+        assert_eq!(parse(" 10.22.4 "), Some((10, 22)));
+        assert_eq!(parse("2"), Some((2, 0)), "a missing minor is 0");
+        assert_eq!(parse("x.1"), None);
+        assert_eq!(parse("2.x"), None);
+        assert_eq!(parse(""), None);
+        assert_eq!(Version::parse(&Version { major: 4, minor: 7 }.to_string()), Some(Version { major: 4, minor: 7 }));
     }
 
     #[test]
@@ -73,7 +93,7 @@ pub(crate) mod tests {
 
     #[test]
     fn groups_are_sorted() {
-        let vs = vec![version(2, 1, &[]), version(1, 3, &[]), version(2, 0, &[])];
+        let vs = vec![AppVersion::test(2, 1), AppVersion::test(1, 3), AppVersion::test(2, 0)];
         let groups = by_major(&vs);
         assert_eq!(groups.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(groups[&2].iter().map(|v| v.minor).collect::<Vec<_>>(), vec![0, 1]);

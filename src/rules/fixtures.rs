@@ -1,0 +1,224 @@
+//! Test fixtures that read like sentences: each kind has a `test` constructor with defaults and
+//! one method per fact, for example `AppVersion::test(2, 0).scopes(["read:jira-work"]).licensed()`
+//! or `DistributionPolicy::test("p").enabled().products([Product::Jira]).revision(2)`.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{
+    AppRef, AppVersion, Compatibility, DistributionPolicy, DistributionPolicySpec, EnvironmentStatus, ForgeApp,
+    ForgeAppSpec, ForgeAppStatus, Installation, InstallationSpec, InstallationStatus, Product, Sharing,
+};
+
+fn strings<'a>(items: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    items.into_iter().map(str::to_string).collect()
+}
+
+fn at(second: i64) -> Time {
+    Time(jiff::Timestamp::from_second(second).unwrap())
+}
+
+impl AppVersion {
+    /// Version `major.minor` (`major.minor.0` on the platform, id `v-major-minor`), requiring
+    /// Jira, asking for no scope or egress, without the SQL module or licensing.
+    pub fn test(major: u32, minor: u32) -> AppVersion {
+        AppVersion {
+            major,
+            minor,
+            scopes: vec![],
+            egress: vec![],
+            sql_module: false,
+            licensing: false,
+            compatibility: Compatibility { required: Product::Jira, optional: vec![] },
+            version: Some(format!("{major}.{minor}.0")),
+            id: Some(format!("v-{major}-{minor}")),
+            created_at: None,
+            latest: false,
+            installations: None,
+        }
+    }
+
+    /// It asks for these scopes.
+    pub fn scopes<'a>(mut self, scopes: impl IntoIterator<Item = &'a str>) -> Self {
+        self.scopes = strings(scopes);
+        self
+    }
+
+    /// It may reach these egress domains.
+    pub fn egress<'a>(mut self, domains: impl IntoIterator<Item = &'a str>) -> Self {
+        self.egress = strings(domains);
+        self
+    }
+
+    /// It uses the SQL module.
+    pub fn sql(mut self) -> Self {
+        self.sql_module = true;
+        self
+    }
+
+    /// It enables licensing (a paid app).
+    pub fn licensed(mut self) -> Self {
+        self.licensing = true;
+        self
+    }
+
+    /// It requires `product` (instead of Jira).
+    pub fn requires(mut self, product: Product) -> Self {
+        self.compatibility.required = product;
+        self
+    }
+
+    /// It may also be installed into these products.
+    pub fn optional(mut self, products: impl IntoIterator<Item = Product>) -> Self {
+        self.compatibility.optional = products.into_iter().collect();
+        self
+    }
+}
+
+impl ForgeApp {
+    /// ForgeApp `name` (app `ari:cloud:ecosystem::app/<name>`) managing the production
+    /// environment, not read from the platform yet.
+    pub fn test(name: &str) -> ForgeApp {
+        ForgeApp::new(
+            name,
+            ForgeAppSpec {
+                credentials_secret_ref: None,
+                app_id: format!("ari:cloud:ecosystem::app/{name}"),
+                developer_account: None,
+                listed_on_marketplace: false,
+                environments: vec!["production".into()],
+                refresh_interval: None,
+            },
+        )
+    }
+
+    /// It manages these environments.
+    pub fn environments<'a>(mut self, environments: impl IntoIterator<Item = &'a str>) -> Self {
+        self.spec.environments = strings(environments);
+        self
+    }
+
+    /// It belongs to this developer account.
+    pub fn developer_account(mut self, account: &str) -> Self {
+        self.spec.developer_account = Some(account.into());
+        self
+    }
+
+    /// It is listed on the Marketplace.
+    pub fn listed(mut self) -> Self {
+        self.spec.listed_on_marketplace = true;
+        self
+    }
+
+    /// Its spec is at this generation.
+    pub fn generation(mut self, generation: i64) -> Self {
+        self.metadata.generation = Some(generation);
+        self
+    }
+
+    /// Read from the platform: its production environment has `versions` deployed.
+    pub fn deploys(mut self, versions: impl IntoIterator<Item = AppVersion>) -> Self {
+        self.status = Some(ForgeAppStatus {
+            environments: vec![EnvironmentStatus {
+                name: "production".into(),
+                latest_version: None,
+                majors: vec![],
+                versions: versions.into_iter().collect(),
+                installed_versions: vec![],
+            }],
+            ..Default::default()
+        });
+        self
+    }
+}
+
+impl DistributionPolicy {
+    /// DistributionPolicy `name` in namespace `team` for app `insights` in production, sharing
+    /// disabled, for no product, link revision 1.
+    pub fn test(name: &str) -> DistributionPolicy {
+        let mut p = DistributionPolicy::new(
+            name,
+            DistributionPolicySpec {
+                app_ref: AppRef { name: "insights".into() },
+                environment: "production".into(),
+                sharing: Sharing::Disabled,
+                products: vec![],
+                link_revision: 1,
+            },
+        );
+        p.metadata.namespace = Some("team".into());
+        p
+    }
+
+    /// It shares the app.
+    pub fn enabled(mut self) -> Self {
+        self.spec.sharing = Sharing::Enabled;
+        self
+    }
+
+    /// Its link installs into these products.
+    pub fn products(mut self, products: impl IntoIterator<Item = Product>) -> Self {
+        self.spec.products = products.into_iter().collect();
+        self
+    }
+
+    /// It asks for link revision `revision`.
+    pub fn revision(mut self, revision: i64) -> Self {
+        self.spec.link_revision = revision;
+        self
+    }
+
+    /// It governs this environment (instead of production).
+    pub fn environment(mut self, environment: &str) -> Self {
+        self.spec.environment = environment.into();
+        self
+    }
+
+    /// It was created at this second.
+    pub fn created_at(mut self, second: i64) -> Self {
+        self.metadata.creation_timestamp = Some(at(second));
+        self
+    }
+}
+
+impl Installation {
+    /// Installation `name` of app `insights` in production on site `<name>.atlassian.net`, into
+    /// Jira, neither pinned nor approved, with no status.
+    pub fn test(name: &str) -> Installation {
+        Installation::new(
+            name,
+            InstallationSpec {
+                app_ref: AppRef { name: "insights".into() },
+                environment: "production".into(),
+                site: format!("{name}.atlassian.net"),
+                products: vec![Product::Jira],
+                deletion_policy: Default::default(),
+                major_version: None,
+                approved_major: None,
+            },
+        )
+    }
+
+    /// It installs into these products.
+    pub fn products(mut self, products: impl IntoIterator<Item = Product>) -> Self {
+        self.spec.products = products.into_iter().collect();
+        self
+    }
+
+    /// Its spec pins this major (`spec.majorVersion`).
+    pub fn pinned_to(mut self, major: u32) -> Self {
+        self.spec.major_version = Some(major);
+        self
+    }
+
+    /// The site admin approved this major (`spec.approvedMajor`).
+    pub fn approved(mut self, major: u32) -> Self {
+        self.spec.approved_major = Some(major);
+        self
+    }
+
+    /// Its status says a version of this major is installed.
+    pub fn installed_major(mut self, major: u32) -> Self {
+        self.status = Some(InstallationStatus { installed_major: Some(major), ..Default::default() });
+        self
+    }
+}
