@@ -7,7 +7,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use kube::{Api, Client};
 use tracing::info;
 
-use crate::api::{BulkUpgrade, GROUP, Installation};
+use crate::api::{BulkUpgrade, GROUP};
 use crate::controllers::{self, Context};
 use crate::leases::{self, Claim, Holder};
 use crate::platform::Platform;
@@ -71,16 +71,6 @@ pub async fn check_crds(client: &Client) -> Result<(), Error> {
     };
     let missing: Vec<&str> = RESOURCES.iter().copied().filter(|r| !served.iter().any(|s| s == r)).collect();
     if missing.is_empty() { Ok(()) } else { Err(Error::CrdsMissing { missing: missing.join(", ") }) }
-}
-
-fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// Runs every controller until `shutdown` resolves. `client` should count its requests into
@@ -159,7 +149,7 @@ pub async fn run(
         });
     }
     info!(namespace = settings.namespace.as_deref().unwrap_or("<all>"), "forgeops controllers starting");
-    let ns = &settings.namespace;
+    let ns = settings.namespace.as_deref();
     // A controller loop that ends before shutdown fails the liveness probe.
     let watched = |name: &'static str, run: BoxFuture<'static, ()>| {
         let (health, stopping) = (health.clone(), shutdown.clone());
@@ -176,26 +166,18 @@ pub async fn run(
     tokio::join!(
         watched(
             "forgeapp",
-            controllers::forge_app::run(
-                api(&client, ns),
-                api::<Installation>(&client, ns),
-                ctx.clone(),
-                shutdown.clone()
-            )
-            .boxed()
+            controllers::forge_app::run(controllers::api_in(&client, ns), ctx.clone(), shutdown.clone()).boxed()
         ),
         watched(
             "distributionpolicy",
-            controllers::distribution_policy::run(api(&client, ns), ctx.clone(), shutdown.clone()).boxed()
+            controllers::distribution_policy::run(controllers::api_in(&client, ns), ctx.clone(), shutdown.clone())
+                .boxed()
         ),
-        watched(
-            "installation",
-            controllers::installation::run(api(&client, ns), ctx.clone(), shutdown.clone()).boxed()
-        ),
+        watched("installation", controllers::installation::run(ctx.clone(), shutdown.clone()).boxed()),
         watched(
             "bulkupgrade",
             controllers::bulk_upgrade::run(
-                api::<BulkUpgrade>(&client, ns),
+                controllers::api_in::<BulkUpgrade>(&client, ns),
                 ctx,
                 settings.bulk_limits,
                 shutdown.clone()

@@ -12,7 +12,7 @@ use kube::{Api, ResourceExt};
 use tracing::info;
 
 use super::{Context, Error, apply_status, instrumented, publish_event, retry_later};
-use crate::api::{AccountStatus, ForgeApp, ForgeAppStatus, Installation};
+use crate::api::{AccountStatus, ForgeApp, ForgeAppStatus};
 use crate::platform::{ErrorKind, PlatformError};
 use crate::rules::forge_app::{
     InstallationSummary, Observation, Reason, app_versions, desired_status, next_look, ready_change, refresh_due,
@@ -160,7 +160,6 @@ pub fn error_policy(app: Arc<ForgeApp>, error: &Error, ctx: Arc<Context>) -> Act
 /// its own: `_installations` is not watched).
 pub async fn run(
     api: Api<ForgeApp>,
-    _installations: Api<Installation>,
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {

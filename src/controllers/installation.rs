@@ -330,11 +330,7 @@ pub fn error_policy(inst: Arc<Installation>, error: &Error, ctx: Arc<Context>) -
 /// watch cache (no watch of its own); they are re-checked as soon as their app changes in a way
 /// that matters to them (watched, never polled; not on every count the app reports). `_api` is not
 /// watched.
-pub async fn run(
-    _api: Api<Installation>,
-    ctx: Arc<Context>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     use futures::StreamExt;
     let config = kube::runtime::controller::Config::default().concurrency(super::concurrency::INSTALLATIONS);
     // The shared caches make the feed once, and only this controller takes it.
