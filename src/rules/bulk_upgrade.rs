@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 
-use super::conditions::{self as conds, Outcome, SummaryReasons, SummaryTypes};
+use super::conditions::{self as conds, Outcome};
 use super::versions::{self, Version};
 use crate::api::{
     BulkUpgradeSpec, BulkUpgradeState, BulkUpgradeStatus, ForgeApp, Ineligibility, IneligibleReason, Installation,
@@ -74,15 +74,7 @@ crate::named! {
     }
 }
 
-impl SummaryTypes for Type {
-    const READY: Type = Type::Ready;
-    const RECONCILING: Type = Type::Reconciling;
-    const STALLED: Type = Type::Stalled;
-}
-
-impl SummaryReasons for Reason {
-    const AS_EXPECTED: Reason = Reason::AsExpected;
-}
+crate::summarized!(Type, Reason);
 
 type Decided = conds::Decided<Type, Reason>;
 

@@ -22,6 +22,23 @@ pub trait SummaryReasons: Name {
     const AS_EXPECTED: Self;
 }
 
+/// Makes a kind's condition-type enum (with `Ready`, `Reconciling`, `Stalled`) and reason enum
+/// (with `AsExpected`) what [`summary`] derives kstatus conditions with.
+#[macro_export]
+macro_rules! summarized {
+    ($types:ident, $reasons:ident) => {
+        impl $crate::rules::conditions::SummaryTypes for $types {
+            const READY: $types = $types::Ready;
+            const RECONCILING: $types = $types::Reconciling;
+            const STALLED: $types = $types::Stalled;
+        }
+
+        impl $crate::rules::conditions::SummaryReasons for $reasons {
+            const AS_EXPECTED: $reasons = $reasons::AsExpected;
+        }
+    };
+}
+
 /// A condition as a rule decides it, before timestamps and generations are attached: typed until
 /// [`merge`] makes it a Kubernetes condition.
 #[derive(Clone, Debug, PartialEq, Eq)]

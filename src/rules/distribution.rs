@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::conditions::{self, Outcome, SummaryReasons, SummaryTypes};
+use super::conditions::{self, Outcome};
 use super::versions;
 use crate::api::{DistributionPolicy, DistributionPolicyStatus, ForgeApp, Product, Sharing};
 use crate::platform::{ErrorKind, PlatformError};
@@ -36,15 +36,7 @@ crate::named! {
     }
 }
 
-impl SummaryTypes for Type {
-    const READY: Type = Type::Ready;
-    const RECONCILING: Type = Type::Reconciling;
-    const STALLED: Type = Type::Stalled;
-}
-
-impl SummaryReasons for Reason {
-    const AS_EXPECTED: Reason = Reason::AsExpected;
-}
+crate::summarized!(Type, Reason);
 
 pub type Decided = conditions::Decided<Type, Reason>;
 

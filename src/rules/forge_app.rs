@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::conditions::{self, Outcome, SummaryReasons, SummaryTypes};
+use super::conditions::{self, Outcome};
 use super::versions::{self, Version};
 use crate::api::{
     AccountStatus, AppVersion, Compatibility, EnvironmentStatus, ForgeApp, ForgeAppStatus, MajorStatus, Product,
@@ -35,15 +35,7 @@ crate::named! {
     }
 }
 
-impl SummaryTypes for Type {
-    const READY: Type = Type::Ready;
-    const RECONCILING: Type = Type::Reconciling;
-    const STALLED: Type = Type::Stalled;
-}
-
-impl SummaryReasons for Reason {
-    const AS_EXPECTED: Reason = Reason::AsExpected;
-}
+crate::summarized!(Type, Reason);
 
 type Decided = conditions::Decided<Type, Reason>;
 

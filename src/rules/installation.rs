@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-use super::conditions::{self, Outcome, SummaryReasons, SummaryTypes};
+use super::conditions::{self, Outcome};
 use super::versions::{self, Version};
 use crate::api::{AppVersion, ForgeApp, Installation, Product, TaskAction, TaskRecord};
 use crate::platform::PlatformError;
@@ -38,15 +38,7 @@ crate::named! {
     }
 }
 
-impl SummaryTypes for Type {
-    const READY: Type = Type::Ready;
-    const RECONCILING: Type = Type::Reconciling;
-    const STALLED: Type = Type::Stalled;
-}
-
-impl SummaryReasons for Reason {
-    const AS_EXPECTED: Reason = Reason::AsExpected;
-}
+crate::summarized!(Type, Reason);
 
 pub type Decided = conditions::Decided<Type, Reason>;
 
