@@ -57,11 +57,14 @@ pub struct InstallationSpec {
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub products: Vec<Product>,
 
-    /// What deleting this Installation does on the site: `Uninstall` (the default) uninstalls the
-    /// app first; `Orphan` leaves it installed and only forgets it (for example before moving the
-    /// Installation to another cluster or namespace, or when Argo CD or Flux prune it by mistake).
-    #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
+    /// What deleting this Installation does on the site: `Uninstall` uninstalls the app first;
+    /// `Orphan` leaves it installed and only forgets it (for example before moving the Installation
+    /// to another cluster or namespace, or when Argo CD or Flux prune it by mistake). Unset: `Uninstall`
+    /// where forgeops installed the app itself, `Orphan` where it adopted an installation that was
+    /// already there (a customer's link install, or one made by hand): a customer's app and its data
+    /// are removed only when this field says `Uninstall` on that object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
 
     /// Pin a major version. Unset: the latest major at first install, and no major upgrades after.
     /// Raising it upgrades the installation; lowering it below the installed major is refused.
@@ -115,6 +118,19 @@ pub struct InstallationStatus {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopted: bool,
 
+    /// Whether the app's developer account administers the site: true once forgeops installed
+    /// there, false once the platform refused to let the account install there (a customer's site:
+    /// the app reaches it through the installation link, and only the site's admin or a bulk-upgrade
+    /// rollout moves it to a new major). Unset while not known (an adopted installation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_administered: Option<bool>,
+
+    /// A request sent to the platform whose answer was lost (a time-out, a broken connection): the
+    /// platform may have carried it out. Nothing is sent again until the platform's installations
+    /// show whether it did, or the confirmation window has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unconfirmed: Option<UnconfirmedRequest>,
+
     /// The platform's id of this installation, once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installation_id: Option<String>,
@@ -123,6 +139,42 @@ pub struct InstallationStatus {
     /// on, so an operator restarted mid-way resumes waiting on it and never starts a second one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskRecord>,
+}
+
+impl Installation {
+    /// The deletion policy in force: the spec's, else `Orphan` for an adopted installation and
+    /// `Uninstall` for one forgeops installed.
+    pub fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy.unwrap_or_else(|| {
+            if self.status.as_ref().is_some_and(|s| s.adopted) {
+                DeletionPolicy::Orphan
+            } else {
+                DeletionPolicy::Uninstall
+            }
+        })
+    }
+
+    /// Whether the site is a customer's, as far as forgeops knows: the platform refused the account
+    /// there, or the installation was adopted and forgeops never installed there itself.
+    pub fn on_customer_site(&self) -> bool {
+        self.status.as_ref().is_some_and(|s| match s.site_administered {
+            Some(administered) => !administered,
+            None => s.adopted,
+        })
+    }
+}
+
+/// A mutation whose answer was lost.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnconfirmedRequest {
+    /// `install`, `upgrade` or `uninstall`.
+    pub action: TaskAction,
+    /// The version asked for, as `major.minor` (install and upgrade).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// When it was sent.
+    pub sent_at: Time,
 }
 
 /// What deleting an Installation does on the site.

@@ -49,6 +49,10 @@ pub enum Error {
     Credentials(#[from] CredentialsError),
     #[error("{0}")]
     InstallationsExist(String),
+    /// Something under way must end first (a platform task, the confirmation of a lost answer):
+    /// look again after `after`. A finalizer held by it stays.
+    #[error("{what}")]
+    NotYet { what: String, after: Duration },
     #[error("{0}")]
     Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -91,7 +95,7 @@ impl Error {
             Error::Platform(e) if e.retryable() => ErrorCategory::PlatformRetryable,
             Error::Platform(_) => ErrorCategory::PlatformRefused,
             Error::Credentials(_) => ErrorCategory::Credentials,
-            Error::InstallationsExist(_) => ErrorCategory::Waiting,
+            Error::InstallationsExist(_) | Error::NotYet { .. } => ErrorCategory::Waiting,
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
                     e.category()
@@ -103,6 +107,19 @@ impl Error {
 }
 
 impl Error {
+    /// For [`Error::NotYet`] (also inside the finalizer helper's wrapping): when to look again.
+    pub fn look_again_after(&self) -> Option<Duration> {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Error::NotYet { after, .. } => Some(*after),
+            Error::Finalizer(inner) => match inner.as_ref() {
+                F::ApplyFailed(e) | F::CleanupFailed(e) => e.look_again_after(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// A write refused because it was based on an outdated copy: 409 Conflict, or the failed
     /// `test` of the finalizer helper's JSON Patch (422 with no field cause).
     pub fn is_stale_write(&self) -> bool {
@@ -401,6 +418,10 @@ pub fn retry_later<K: Resource<DynamicType = ()>>(controller: &str, obj: &K, err
 /// How long [`retry_later`] waits (and logs why).
 pub fn retry_delay<K: Resource<DynamicType = ()>>(controller: &str, obj: &K, error: &Error, ctx: &Context) -> Duration {
     let object = object_key(obj);
+    if let Some(after) = error.look_again_after() {
+        tracing::debug!(controller, %object, %error, retry_in = ?after, "waiting for something under way");
+        return after;
+    }
     let category = error.category();
     match category {
         ErrorCategory::Kubernetes | ErrorCategory::PlatformRetryable => {

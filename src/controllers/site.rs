@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 
-use super::{Context, Error};
+use super::Context;
 use crate::api::{ForgeApp, Installation, TaskAction};
 use crate::platform::{Credentials, ErrorKind, InstallationFilter, PlatformError, Target, TaskState};
 use crate::rules::versions::{Version, latest};
@@ -94,6 +94,9 @@ pub async fn start(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskOutcome {
     Complete,
+    /// The task failed only because the site already had what it asked for
+    /// (`APP_ALREADY_INSTALLED`, `INSTALLATION_ALREADY_UPGRADED`): read what is installed.
+    AlreadyDone,
     /// The task failed, with what the platform said (or the platform no longer knows it).
     Failed(String),
     /// Still running: look again later.
@@ -111,7 +114,7 @@ pub async fn poll(ctx: &Context, creds: &Credentials, task_id: &str) -> Result<T
     };
     Ok(match task.state {
         TaskState::Complete => TaskOutcome::Complete,
-        TaskState::Failed if task.already_done() => TaskOutcome::Complete,
+        TaskState::Failed if task.already_done() => TaskOutcome::AlreadyDone,
         TaskState::Failed => TaskOutcome::Failed(task.messages()),
         _ => TaskOutcome::StillRunning,
     })
@@ -132,7 +135,7 @@ pub async fn wait(ctx: &Context, creds: &Credentials, task_id: &str) -> Result<T
 pub async fn finish(ctx: &Context, creds: &Credentials, task_id: &str, what: &str) -> Result<(), PlatformError> {
     let failed = |m: String| PlatformError::new(ErrorKind::Unavailable, "forge_cli_getInstallationTask", m);
     match wait(ctx, creds, task_id).await? {
-        TaskOutcome::Complete => Ok(()),
+        TaskOutcome::Complete | TaskOutcome::AlreadyDone => Ok(()),
         TaskOutcome::Failed(said) => Err(failed(format!("{what} failed on the platform: {said}"))),
         TaskOutcome::StillRunning => Err(failed(format!("{what} task {task_id} is still running after {TASK_WAIT:?}"))),
     }
@@ -163,19 +166,39 @@ pub async fn find_installation(
     }
 }
 
-/// Uninstalls the app environment from the site, waiting for the task. Nothing installed: done.
-pub async fn uninstall(ctx: &Context, creds: &Credentials, inst: &Installation, target: &Target) -> Result<(), Error> {
-    let Some(found) = find_installation(ctx, creds, target).await? else {
+/// The platform's installation with the id forgeops recorded, if it still exists.
+pub async fn installation_by_id(
+    ctx: &Context,
+    creds: &Credentials,
+    target: &Target,
+    id: &str,
+) -> Result<Option<crate::platform::InstallationInfo>, PlatformError> {
+    let filter = InstallationFilter { ids: vec![id.to_string()], ..Default::default() };
+    let page = ctx.platform.installations(creds, &target.app_id, &filter, None).await?;
+    Ok(page.items.into_iter().find(|i| i.id == id))
+}
+
+/// Starts uninstalling the installation with the recorded id (found by app, environment and site
+/// only when no id was recorded). `None`: nothing is installed any more.
+pub async fn start_uninstall(
+    ctx: &Context,
+    creds: &Credentials,
+    inst: &Installation,
+    target: &Target,
+    recorded_id: Option<&str>,
+) -> Result<Option<String>, PlatformError> {
+    let found = match recorded_id {
+        Some(id) => installation_by_id(ctx, creds, target, id).await?,
+        None => find_installation(ctx, creds, target).await?,
+    };
+    let Some(found) = found else {
         tracing::info!(installation = %inst.name_any(), site = %target.site, "nothing installed on the platform");
-        return Ok(());
+        return Ok(None);
     };
     let context = Some(found.installation_context.as_str());
-    let task =
-        match ctx.platform.start_uninstall(creds, &target.app_id, &target.environment_key, &found.id, context).await {
-            Ok(task) => task,
-            Err(e) if e.kind == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-    finish(ctx, creds, &task, "uninstall").await?;
-    Ok(())
+    match ctx.platform.start_uninstall(creds, &target.app_id, &target.environment_key, &found.id, context).await {
+        Ok(task) => Ok(Some(task)),
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }

@@ -116,6 +116,9 @@ impl ForgeGateway {
         variables: Value,
     ) -> PlatformResult<Value> {
         let body = json!({ "query": ops::text(query), "variables": variables, "operationName": operation });
+        // The platform takes no idempotency key: a mutation whose answer was lost is not sent again
+        // here; the caller reads the platform's record first.
+        let mutation = ops::text(query).trim_start().starts_with("mutation");
         let attempts = self.options.attempts.max(1);
         let mut last = None;
         for attempt in 1..=attempts {
@@ -128,7 +131,10 @@ impl ForgeGateway {
                 return Err(PlatformError::new(ErrorKind::Unavailable, operation, message));
             }
             let started = Instant::now();
-            let result = self.send_once(creds, operation, &body).await;
+            let mut result = self.send_once(creds, operation, &body).await;
+            if let Err(e) = &mut result {
+                e.unconfirmed &= mutation;
+            }
             let outcome = match &result {
                 Ok(_) => "ok",
                 Err(e) => e.kind.as_str(),
@@ -148,6 +154,10 @@ impl ForgeGateway {
             }
             match result {
                 Ok(data) => return Ok(data),
+                Err(e) if e.unconfirmed => {
+                    tracing::warn!(operation, error = %e, "the answer to a mutation was lost: not sent again");
+                    return Err(e);
+                }
                 Err(e) if matches!(e.kind, ErrorKind::RateLimited | ErrorKind::Unavailable) && attempt < attempts => {
                     let delay = e.retry_after.unwrap_or_else(|| self.backoff(attempt));
                     tracing::debug!(operation, attempt, kind = %e.kind, retry_in = ?delay, "platform call failed, retrying");
@@ -183,7 +193,12 @@ impl ForgeGateway {
             .body(body.to_string())
             .send()
             .await
-            .map_err(|e| unavailable(describe_transport_error(&e)))?;
+            .map_err(|e| {
+                // Only a connection never made is known not to have reached the platform.
+                let mut error = unavailable(describe_transport_error(&e));
+                error.unconfirmed = !e.is_connect();
+                error
+            })?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -192,7 +207,11 @@ impl ForgeGateway {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s.min(300)));
         let request_id = response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let text = response.text().await.map_err(|e| unavailable(describe_transport_error(&e)))?;
+        let text = response.text().await.map_err(|e| {
+            let mut error = unavailable(describe_transport_error(&e));
+            error.unconfirmed = true;
+            error
+        })?;
         let parsed: Option<Value> = serde_json::from_str(&text).ok();
         let request_id = parsed
             .as_ref()
@@ -225,12 +244,17 @@ impl ForgeGateway {
                 ),
                 _ => message,
             };
-            return Err(with_meta(PlatformError::new(kind, operation, message)));
+            let mut error = with_meta(PlatformError::new(kind, operation, message));
+            // A 503 or 429 is answered before the request is carried out; any other 5xx (a 504
+            // above all) may come after it was.
+            error.unconfirmed = status.is_server_error() && status.as_u16() != 503;
+            return Err(error);
         }
         let Some(parsed) = parsed else {
-            return Err(with_meta(unavailable(format!(
-                "the gateway answered HTTP {status} with a body that is not JSON"
-            ))));
+            let mut error =
+                with_meta(unavailable(format!("the gateway answered HTTP {status} with a body that is not JSON")));
+            error.unconfirmed = true;
+            return Err(error);
         };
         // As the CLI does, any GraphQL error fails the operation (partial data is not used).
         if let Some(kind) = first_error_kind(&parsed).or_else(|| has_errors(&parsed).then_some(ErrorKind::Refused)) {

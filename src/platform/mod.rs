@@ -339,11 +339,22 @@ pub struct PlatformError {
     pub retry_after: Option<Duration>,
     /// The gateway's request id, for support.
     pub request_id: Option<String>,
+    /// A mutation was sent and its answer lost (a time-out, a broken connection, a 5xx other than
+    /// 503): the platform may have carried it out. Sending it again could do it twice, so the caller
+    /// reads the platform's record before anything is sent again.
+    pub unconfirmed: bool,
 }
 
 impl PlatformError {
     pub fn new(kind: ErrorKind, operation: &'static str, message: impl Into<String>) -> Self {
-        PlatformError { kind, operation, message: message.into(), retry_after: None, request_id: None }
+        PlatformError {
+            kind,
+            operation,
+            message: message.into(),
+            retry_after: None,
+            request_id: None,
+            unconfirmed: false,
+        }
     }
 
     pub fn retryable(&self) -> bool {

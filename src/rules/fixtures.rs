@@ -191,7 +191,7 @@ impl Installation {
                 environment: "production".into(),
                 site: format!("{name}.atlassian.net"),
                 products: vec![Product::Jira],
-                deletion_policy: Default::default(),
+                deletion_policy: None,
                 major_version: None,
                 approved_major: None,
             },

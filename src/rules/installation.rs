@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::conditions::{self, Outcome};
 use super::versions::{self, Version};
-use crate::api::{AppVersion, ForgeApp, Installation, Product, TaskAction, TaskRecord};
+use crate::api::{AppVersion, ForgeApp, Installation, Product, TaskAction, TaskRecord, UnconfirmedRequest};
 use crate::platform::PlatformError;
 
 crate::named! {
@@ -32,6 +32,10 @@ crate::named! {
         PermissionsOutdated,
         ConsentRequired,
         DowngradeNotAllowed,
+        MinorRollingOut,
+        AwaitingAdminConsent,
+        CustomerSite,
+        Confirming,
         PlatformError,
         Ready,
         AsExpected,
@@ -48,6 +52,11 @@ pub struct Facts<'a> {
     pub app: Option<&'a ForgeApp>,
     /// An older Installation of the same app, environment and site.
     pub duplicate_of: Option<String>,
+    /// The platform refused to let the account install on the site, or the installation was
+    /// adopted: the site is a customer's, and forgeops never installs or upgrades there.
+    pub customer_site: bool,
+    /// The app's installation link, when a DistributionPolicy holds one (for the site's admin).
+    pub link: Option<String>,
 }
 
 /// What to do on the platform.
@@ -55,10 +64,10 @@ pub struct Facts<'a> {
 pub enum Step {
     Nothing,
     Install(Version),
-    /// Move to a newer minor of the installed major, without consent.
-    RollOutMinor(Version),
     /// Move to a newer major.
     UpgradeMajor(Version),
+    /// A customer's site: look (read only) for the install its admin makes through the link.
+    AwaitLinkInstall,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -113,11 +122,6 @@ fn added_scopes_and_egress(from: Option<&AppVersion>, to: &AppVersion) -> Vec<St
         .collect()
 }
 
-fn same_permissions(a: &AppVersion, b: &AppVersion) -> bool {
-    let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<_>>();
-    set(&a.scopes) == set(&b.scopes) && set(&a.egress) == set(&b.egress) && a.licensing == b.licensing
-}
-
 fn not_installed(reason: Reason, message: String, available: Option<Version>) -> Decision {
     Decision {
         step: Step::Nothing,
@@ -139,7 +143,7 @@ pub fn decide(inst: &Installation, installed: Option<Version>, facts: &Facts) ->
     let available = newest.map(Version::of);
     match installed {
         None => decide_first_install(inst, facts, deployed, available),
-        Some(current) => decide_installed(inst, current, deployed, available),
+        Some(current) => decide_installed(inst, current, deployed, available, facts),
     }
 }
 
@@ -172,6 +176,22 @@ fn decide_first_install(
         };
         return not_installed(Reason::NotDeployed, message, None);
     };
+    if facts.customer_site {
+        let message = format!(
+            "the app's developer account does not administer {}: forgeops installs only on sites the account \
+             administers. Share the installation link{} with the site's admin; once they install, this Installation \
+             adopts it",
+            spec.site,
+            facts
+                .link
+                .as_ref()
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_else(|| " (a DistributionPolicy makes one)".into())
+        );
+        let mut d = not_installed(Reason::CustomerSite, message, available);
+        d.step = Step::AwaitLinkInstall;
+        return d;
+    }
     if let Some(first) = &facts.duplicate_of {
         let message = format!(
             "Installation {first} already installs app {} environment {} on {}",
@@ -209,6 +229,7 @@ fn decide_installed(
     current: Version,
     deployed: &[AppVersion],
     available: Option<Version>,
+    facts: &Facts,
 ) -> Decision {
     let spec = &inst.spec;
     let on_site = format!("version {current} is installed on {}", spec.site);
@@ -218,12 +239,10 @@ fn decide_installed(
         .iter()
         .find(|v| Version::of(v) == current)
         .or_else(|| versions::latest_of_major(deployed, current.major));
-    // A newer minor of the installed major, offered only if it asks for nothing new.
-    let minor = versions::latest_of_major(deployed, current.major)
-        .filter(|m| Version::of(m) > current)
-        .filter(|m| current_version.is_none_or(|c| same_permissions(c, m)))
-        .map(Version::of);
-    let minor_step = minor.map(Step::RollOutMinor).unwrap_or(Step::Nothing);
+    // A newer minor of the installed major: the platform moves every site to it by itself,
+    // progressively (forgeops never pushes a minor).
+    let minor =
+        versions::latest_of_major(deployed, current.major).filter(|m| Version::of(m) > current).map(Version::of);
     let serving = Some((Reason::Ready, on_site.clone()));
     let decision = |step: Step, up_to_date: Decided, outcome: Outcome<Reason>, serving: Option<(Reason, String)>| {
         Decision { step, conditions: vec![installed_ok.clone(), up_to_date], outcome, serving, available }
@@ -247,15 +266,27 @@ fn decide_installed(
              again with majorVersion {desired_major}",
             current.major, current.major
         );
-        return blocked(minor_step, Reason::DowngradeNotAllowed, message);
+        return blocked(Step::Nothing, Reason::DowngradeNotAllowed, message);
     }
     if desired_major > current.major {
         let Some(target) = versions::latest_of_major(deployed, desired_major) else {
             let message = format!("major version {desired_major} is not deployed in environment {}", spec.environment);
             let up_to_date = Decided::new(Type::UpToDate, false, Reason::VersionNotDeployed, message.clone());
-            return decision(minor_step, up_to_date, Outcome::Stalled(Reason::VersionNotDeployed, message), None);
+            return decision(Step::Nothing, up_to_date, Outcome::Stalled(Reason::VersionNotDeployed, message), None);
         };
         let added = added_permissions(current_version, target);
+        if facts.customer_site {
+            let asks = if added.is_empty() { "no new permissions".to_string() } else { added.join(", ") };
+            let message = format!(
+                "major {desired_major} ({}) is for the site's admin to install: {} is a customer's site, where \
+                 forgeops never upgrades. It asks for {asks}. The admin updates the app in their site's \
+                 administration{}, or a BulkUpgrade moves it when it needs no consent; this status follows",
+                Version::of(target),
+                spec.site,
+                facts.link.as_ref().map(|l| format!(" or through the installation link {l}")).unwrap_or_default()
+            );
+            return blocked(Step::Nothing, Reason::AwaitingAdminConsent, message);
+        }
         if added.is_empty() || spec.approved_major.is_some_and(|a| a >= desired_major) {
             let to = Version::of(target);
             let message = format!("upgrading from {current} to {to}");
@@ -271,12 +302,15 @@ fn decide_installed(
             "upgrading to major {desired_major} needs the site admin's consent for new permissions: {}. Set spec.approvedMajor to {desired_major} once they approve",
             added.join(", ")
         );
-        return blocked(minor_step, Reason::ConsentRequired, message);
+        return blocked(Step::Nothing, Reason::ConsentRequired, message);
     }
-    if let Step::RollOutMinor(to) = minor_step {
-        let message = format!("rolling out {to}");
-        let up_to_date = Decided::new(Type::UpToDate, false, Reason::UpgradeAvailable, message.clone());
-        return decision(minor_step, up_to_date, Outcome::InProgress(Reason::Installing, message), serving);
+    if let Some(to) = minor {
+        let message = format!(
+            "{to} available, rolling out on the platform (it moves every site of major {} by itself)",
+            current.major
+        );
+        let up_to_date = Decided::new(Type::UpToDate, false, Reason::MinorRollingOut, message);
+        return decision(Step::Nothing, up_to_date, Outcome::Done(Reason::Ready, on_site), None);
     }
     let newest = versions::latest(deployed);
     let up_to_date = match newest {
@@ -335,6 +369,7 @@ pub fn report(
     decision: &Decision,
     installed: bool,
     task: Option<&TaskRecord>,
+    unconfirmed: Option<&UnconfirmedRequest>,
     failure: Option<(Step, &PlatformError)>,
 ) -> Report {
     let mut conditions = decision.conditions.clone();
@@ -360,6 +395,19 @@ pub fn report(
             Outcome::Stalled(Reason::PlatformError, error.message.clone())
         };
         set(matches!(step, Step::Install(_)), Reason::PlatformError, message, next);
+    } else if let Some(lost) = unconfirmed {
+        let what = match lost.action {
+            TaskAction::Install => "install",
+            TaskAction::Upgrade => "upgrade",
+            TaskAction::Uninstall => "uninstall",
+        };
+        let message = format!(
+            "the answer to the {what} request ({}) was lost: reading the platform's installations to see whether it \
+             was carried out before anything is sent again",
+            lost.version.as_deref().unwrap_or("")
+        );
+        let next = Outcome::InProgress(Reason::Confirming, message.clone());
+        set(lost.action == TaskAction::Install, Reason::Confirming, message, next);
     } else if let Some(task) = task {
         let message = format!(
             "platform task {} ({} {}) is under way",
@@ -382,7 +430,10 @@ pub fn report(
 /// A Warning to record when `Ready` turns False for a new reason (`before`: the conditions the
 /// status had). A task under way is progress, not a blocker.
 pub fn new_blocker(before: &[Condition], after: &[Decided]) -> Option<(Reason, String)> {
-    let now = after.iter().find(|d| d.type_ == Type::Ready).filter(|d| !d.status && d.reason != Reason::Installing)?;
+    let now = after
+        .iter()
+        .find(|d| d.type_ == Type::Ready)
+        .filter(|d| !d.status && !matches!(d.reason, Reason::Installing | Reason::Confirming))?;
     let was = conditions::read::<Reason>(before, Type::Ready);
     if was.is_some_and(|(status, reason, _)| !status && reason == Some(now.reason)) {
         return None;
@@ -432,7 +483,7 @@ mod tests {
         let d = decide(&Installation::test("acme"), None, &Facts { app: Some(&empty), ..Default::default() });
         assert_eq!(reasons(&d)[0], (Type::Installed, false, Reason::NotDeployed));
         let app = app();
-        let facts = Facts { app: Some(&app), duplicate_of: Some("first".into()) };
+        let facts = Facts { app: Some(&app), duplicate_of: Some("first".into()), ..Default::default() };
         let d = decide(&Installation::test("acme"), None, &facts);
         assert_eq!(reasons(&d)[0], (Type::Installed, false, Reason::AlreadyInstalled));
         assert!(d.conditions[0].message.contains("Installation first"));
@@ -451,13 +502,42 @@ mod tests {
     }
 
     #[test]
-    fn minors_roll_out_to_installed_sites() {
+    fn minors_are_the_platforms_to_roll_out() {
         let app = app();
         let facts = Facts { app: Some(&app), ..Default::default() };
         let d = decide(&Installation::test("acme"), Some(ver(1, 0)), &facts);
-        assert_eq!(d.step, Step::RollOutMinor(ver(1, 2)));
+        assert_eq!(d.step, Step::Nothing, "forgeops never pushes a minor");
         assert_eq!(reasons(&d)[0], (Type::Installed, true, Reason::Installed));
+        assert_eq!(reasons(&d)[1], (Type::UpToDate, false, Reason::MinorRollingOut));
+        assert!(
+            d.conditions[1].message.contains("1.2 available, rolling out on the platform"),
+            "{}",
+            d.conditions[1].message
+        );
         assert_eq!(reasons(&d)[2], (Type::Ready, true, Reason::Ready));
+        assert_eq!(reasons(&d)[4], (Type::Stalled, false, Reason::AsExpected), "nothing for the user to do");
+    }
+
+    #[test]
+    fn a_customers_site_is_never_installed_or_upgraded_by_forgeops() {
+        let app = app();
+        let facts =
+            Facts { app: Some(&app), customer_site: true, link: Some("https://link".into()), ..Default::default() };
+        let d = decide(&Installation::test("acme"), None, &facts);
+        assert_eq!(d.step, Step::AwaitLinkInstall);
+        assert_eq!(reasons(&d)[0], (Type::Installed, false, Reason::CustomerSite));
+        assert!(d.conditions[0].message.contains("https://link"), "{}", d.conditions[0].message);
+        // A new major, even approved, waits for the site's admin; the difference is told.
+        let pinned = Installation::test("acme").pinned_to(3).approved(3);
+        let d = decide(&pinned, Some(ver(1, 2)), &facts);
+        assert_eq!(d.step, Step::Nothing);
+        assert_eq!(reasons(&d)[1], (Type::UpToDate, false, Reason::AwaitingAdminConsent));
+        let message = &d.conditions[1].message;
+        assert!(message.contains("scope write") && message.contains("https://link"), "{message}");
+        assert_eq!(reasons(&d)[2], (Type::Ready, true, Reason::Ready), "it still serves");
+        // Even a major that asks for nothing new.
+        let d = decide(&Installation::test("acme").pinned_to(2), Some(ver(1, 2)), &facts);
+        assert_eq!((d.step, reasons(&d)[1].2), (Step::Nothing, Reason::AwaitingAdminConsent));
     }
 
     #[test]
@@ -523,15 +603,6 @@ mod tests {
     }
 
     #[test]
-    fn a_minor_with_new_permissions_is_not_rolled_out() {
-        let app = ForgeApp::test("insights")
-            .developer_account("dev")
-            .deploys(vec![AppVersion::test(1, 0).scopes(["read"]), AppVersion::test(1, 1).scopes(["read", "admin"])]);
-        let d = decide(&Installation::test("acme"), Some(ver(1, 0)), &Facts { app: Some(&app), ..Default::default() });
-        assert_eq!(d.step, Step::Nothing);
-    }
-
-    #[test]
     fn added_permissions_lists_scopes_and_egress() {
         let to = AppVersion::test(2, 0).scopes(["read", "write"]).egress(["api.example.com"]);
         let from = AppVersion::test(1, 0).scopes(["read"]);
@@ -551,7 +622,7 @@ mod tests {
             version: Some("3.1".into()),
             started_at: Time(jiff::Timestamp::from_second(1).unwrap()),
         };
-        let r = report(&installing, false, Some(&task), None);
+        let r = report(&installing, false, Some(&task), None, None);
         assert_eq!(kinds(&r)[0], (Type::Installed, false, Reason::Installing));
         assert_eq!(kinds(&r)[2], (Type::Ready, false, Reason::Installing));
         assert_eq!(kinds(&r)[3], (Type::Reconciling, true, Reason::Installing));
@@ -559,22 +630,22 @@ mod tests {
         assert_eq!(r.permissions_up_to_date, None, "nothing installed");
 
         let down = PlatformError::new(crate::platform::ErrorKind::Unavailable, "op", "down");
-        let r = report(&installing, false, None, Some((Step::Install(ver(3, 1)), &down)));
+        let r = report(&installing, false, None, None, Some((Step::Install(ver(3, 1)), &down)));
         assert_eq!(kinds(&r)[2], (Type::Ready, false, Reason::PlatformError));
         assert_eq!((kinds(&r)[3], kinds(&r)[4].1), ((Type::Reconciling, true, Reason::PlatformError), false));
         let refused = PlatformError::new(crate::platform::ErrorKind::InstallationLimitReached, "op", "limit");
-        let r = report(&installing, false, None, Some((Step::Install(ver(3, 1)), &refused)));
+        let r = report(&installing, false, None, None, Some((Step::Install(ver(3, 1)), &refused)));
         assert_eq!(kinds(&r)[4], (Type::Stalled, true, Reason::PlatformError), "not retried: a change is needed");
 
         // An installed site that fails to upgrade still serves: Ready stays True.
         let upgrading = decide(&Installation::test("acme").pinned_to(2), Some(ver(1, 2)), &facts);
-        let r = report(&upgrading, true, None, Some((upgrading.step, &down)));
+        let r = report(&upgrading, true, None, None, Some((upgrading.step, &down)));
         assert_eq!(kinds(&r)[1], (Type::UpToDate, false, Reason::PlatformError));
         assert_eq!(kinds(&r)[2], (Type::Ready, true, Reason::Ready));
         assert_eq!(r.permissions_up_to_date, Some(true));
         // What only a change fixes stays stalled whatever else happens.
         let consent = decide(&Installation::test("acme").pinned_to(3), Some(ver(1, 2)), &facts);
-        let r = report(&consent, true, None, None);
+        let r = report(&consent, true, None, None, None);
         assert_eq!(kinds(&r)[4], (Type::Stalled, true, Reason::ConsentRequired));
         assert_eq!(r.permissions_up_to_date, Some(false));
     }

@@ -265,6 +265,16 @@ impl TestPlatform {
 
     /// How many tasks of `kind` (`INSTALL`, `UPGRADE`, `UNINSTALL`) completed, by site host name.
     pub fn completed_tasks(&self, kind: &str) -> std::collections::BTreeMap<String, u32> {
+        self.tasks_in(kind, Some("COMPLETE"))
+    }
+
+    /// How many tasks of `kind` the platform accepted, in any state (a doubled request that failed
+    /// with `APP_ALREADY_INSTALLED` counts too), by site host name.
+    pub fn every_task(&self, kind: &str) -> std::collections::BTreeMap<String, u32> {
+        self.tasks_in(kind, None)
+    }
+
+    fn tasks_in(&self, kind: &str, state_is: Option<&str>) -> std::collections::BTreeMap<String, u32> {
         let state = self.emulator.state();
         let host_of = |cloud: &serde_json::Value| {
             state["sites"]
@@ -277,7 +287,7 @@ impl TestPlatform {
         let mut counts = std::collections::BTreeMap::new();
         for t in state["tasks"].as_object().into_iter().flat_map(|m| m.values()) {
             if t["kind"].as_str().is_some_and(|k| k.eq_ignore_ascii_case(kind))
-                && t["state"].as_str().is_some_and(|s| s.eq_ignore_ascii_case("COMPLETE"))
+                && state_is.is_none_or(|want| t["state"].as_str().is_some_and(|s| s.eq_ignore_ascii_case(want)))
             {
                 *counts.entry(host_of(&t["cloudId"])).or_insert(0) += 1;
             }
