@@ -430,20 +430,7 @@ async fn admin_add_site(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
 }
 
 async fn admin_sites(State(s): State<Arc<Shared>>) -> Response {
-    let sites: Vec<SiteInfo> = lock(&s.model)
-        .sites
-        .iter()
-        .map(|site| SiteInfo {
-            host_name: site.host_name.clone(),
-            cloud_id: site.cloud_id.clone(),
-            activation_ids: site.products.clone(),
-            installation_contexts: site
-                .products
-                .keys()
-                .filter_map(|p| site.context(p).map(|c| (p.clone(), c)))
-                .collect(),
-        })
-        .collect();
+    let sites: Vec<SiteInfo> = lock(&s.model).sites.iter().map(model::Site::info).collect();
     json_response(StatusCode::OK, &sites)
 }
 

@@ -261,15 +261,25 @@ pub struct Site {
     /// Activation id by lowercase product.
     pub products: BTreeMap<String, String>,
     pub app_limit: Option<u32>,
+    /// Account ids of the developer accounts that administer the site (empty: a customer's site,
+    /// which no developer account administers).
+    #[serde(default)]
+    pub admins: Vec<String>,
 }
 
 impl Site {
+    /// Whether the account administers this site.
+    pub fn administered_by(&self, account_id: &str) -> bool {
+        self.admins.iter().any(|a| a == account_id)
+    }
     /// The installation context (workspace ARI) of `product` on this site.
     pub fn context(&self, product: &str) -> Option<String> {
         self.products.get(product).map(|activation| workspace_ari(product, &self.cloud_id, activation))
     }
-    fn info(&self) -> SiteInfo {
+    /// What the admin API answers about the site.
+    pub fn info(&self) -> SiteInfo {
         SiteInfo {
+            admins: self.admins.clone(),
             host_name: self.host_name.clone(),
             cloud_id: self.cloud_id.clone(),
             activation_ids: self.products.clone(),
@@ -684,6 +694,37 @@ impl Model {
         account.api_tokens.len() != before
     }
 
+    /// The account id of an account given by email (case-insensitive) or account id.
+    pub fn resolve_account(&self, email_or_id: &str) -> Option<String> {
+        self.accounts
+            .iter()
+            .find(|a| a.email.eq_ignore_ascii_case(email_or_id) || a.account_id == email_or_id)
+            .map(|a| a.account_id.clone())
+    }
+
+    /// PERMISSION_DENIED unless the caller administers the site: the gateway installs, upgrades
+    /// and uninstalls only on sites the calling account administers.
+    fn require_site_admin(&self, caller: &str, cloud_id: &str, action: &str) -> Result<(), PlatformError> {
+        let site = self
+            .site_by_cloud_id(cloud_id)
+            .ok_or_else(|| PlatformError::new(et::NOT_FOUND, 404, format!("Site {cloud_id} was not found")))?;
+        if site.administered_by(caller) {
+            return Ok(());
+        }
+        let rest = if action == "install" {
+            "To install on any other site, generate an installation link in the developer console and share it \
+             with the site admin"
+                .to_string()
+        } else {
+            format!("On any other site, only the site admin can {action} the app")
+        };
+        Err(PlatformError::new(
+            et::PERMISSION_DENIED,
+            403,
+            format!("You must be an admin of {} to {action} apps there. {rest}", site.host_name),
+        ))
+    }
+
     /// An account by id.
     pub fn account(&self, account_id: &str) -> Option<&Account> {
         self.accounts.iter().find(|a| a.account_id == account_id)
@@ -825,6 +866,7 @@ impl Model {
         let version_id = self.target_version(caller, input)?;
         let (site, product) = self.resolve_context(&input.context)?;
         let (cloud_id, app_limit) = (site.cloud_id.clone(), site.app_limit);
+        self.require_site_admin(caller, &cloud_id, "install")?;
         let pending_same = self.unfinished_tasks().any(|t| {
             t.kind == TaskKind::Install
                 && t.preset_failure.is_none()
@@ -878,6 +920,7 @@ impl Model {
         let target_id = self.target_version(caller, input)?;
         let (site, product) = self.resolve_context(&input.context)?;
         let cloud_id = site.cloud_id.clone();
+        self.require_site_admin(caller, &cloud_id, "upgrade")?;
         let installation =
             self.find_installation(&input.app_id, &input.environment_key, &cloud_id, &product).ok_or_else(|| {
                 PlatformError::new(et::INSTALLATION_NOT_FOUND, 404, "The app is not installed on this site")
@@ -923,6 +966,7 @@ impl Model {
             (Some(id), _) => self.installation(id),
             (None, Some(ctx)) => {
                 let (site, product) = self.resolve_context(ctx)?;
+                self.require_site_admin(caller, &site.cloud_id, "uninstall")?;
                 self.find_installation(&input.app_id, &input.environment_key, &site.cloud_id, &product)
             }
             (None, None) => {
@@ -932,6 +976,7 @@ impl Model {
         .filter(|i| i.app_id == input.app_id && i.environment_key == input.environment_key)
         .ok_or_else(|| PlatformError::new(et::INSTALLATION_NOT_FOUND, 404, "Installation not found"))?
         .clone();
+        self.require_site_admin(caller, &installation.cloud_id, "uninstall")?;
         let task = Task {
             id: String::new(),
             kind: TaskKind::Uninstall,
@@ -1554,7 +1599,16 @@ impl Model {
                 s.activation_ids.get(&p).cloned().unwrap_or_else(|| stable_uuid(&format!("activation/{host}/{p}")));
             products.insert(p, activation);
         }
-        let site = Site { host_name: host, cloud_id, products, app_limit: s.app_limit };
+        let mut admins = Vec::new();
+        for a in &s.admins {
+            let id = self
+                .resolve_account(a)
+                .ok_or_else(|| PlatformError::bad_request(format!("site {host}: admin {a} is not a known account")))?;
+            if !admins.contains(&id) {
+                admins.push(id);
+            }
+        }
+        let site = Site { host_name: host, cloud_id, products, app_limit: s.app_limit, admins };
         let info = site.info();
         self.sites.push(site);
         self.touch();

@@ -695,7 +695,9 @@ async fn http_admin_api_and_install_by_the_clock() {
     let (status, site) = admin(
         reqwest::Method::POST,
         format!("{}/sites", emu.admin_url()),
-        Some(json!({"hostName": "initech.atlassian.net", "products": ["jira"]})),
+        Some(
+            json!({"hostName": "hooli.atlassian.net", "products": ["jira"], "admins": ["platform-team@acme.example"]}),
+        ),
     )
     .await;
     assert_eq!(status, 200, "{site}");
@@ -703,7 +705,9 @@ async fn http_admin_api_and_install_by_the_clock() {
     let (status, _) = admin(
         reqwest::Method::POST,
         format!("{}/sites", emu.admin_url()),
-        Some(json!({"hostName": "initech.atlassian.net", "products": ["jira"]})),
+        Some(
+            json!({"hostName": "hooli.atlassian.net", "products": ["jira"], "admins": ["platform-team@acme.example"]}),
+        ),
     )
     .await;
     assert_eq!(status, 409);
@@ -759,7 +763,7 @@ async fn http_admin_api_and_install_by_the_clock() {
     let (status, state) = admin(reqwest::Method::GET, format!("{}/state", emu.admin_url()), None).await;
     assert_eq!(status, 200);
     assert_eq!(state["installations"].as_array().unwrap().len(), 2);
-    assert_eq!(state["sites"].as_array().unwrap().len(), 3);
+    assert_eq!(state["sites"].as_array().unwrap().len(), 4);
     assert!(!state.to_string().contains(TOKEN));
     assert_eq!(emu.state()["installations"], state["installations"]);
     let (status, out) =
@@ -777,11 +781,10 @@ async fn state_file_survives_a_restart() {
         let emu = start(config.clone(), "127.0.0.1:0".parse().unwrap()).await.expect("start");
         let ctx = emu
             .add_site(SeedSite {
-                host_name: "initech.atlassian.net".into(),
-                cloud_id: None,
+                host_name: "hooli.atlassian.net".into(),
                 products: vec!["jira".into()],
-                activation_ids: Default::default(),
-                app_limit: None,
+                admins: vec!["platform-team@acme.example".into()],
+                ..Default::default()
             })
             .unwrap()
             .installation_contexts["jira"]
@@ -801,7 +804,47 @@ async fn state_file_survives_a_restart() {
     let emu = start(config, "127.0.0.1:0".parse().unwrap()).await.expect("restart");
     assert_eq!(wait_task(&emu, &task).await["state"], "COMPLETE");
     assert_eq!(emu.state()["installations"].as_array().unwrap().len(), 1);
-    assert_eq!(emu.state()["sites"].as_array().unwrap().len(), 3);
+    assert_eq!(emu.state()["sites"].as_array().unwrap().len(), 4);
     drop(emu);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn http_site_admins_gate_installs() {
+    let emu = start(config(), "127.0.0.1:0".parse().unwrap()).await.expect("start");
+    let (status, sites) = admin(reqwest::Method::GET, format!("{}/sites", emu.admin_url()), None).await;
+    assert_eq!(status, 200);
+    let by_host = |h: &str| sites.as_array().unwrap().iter().find(|s| s["hostName"] == h).unwrap().clone();
+    let account_id = emu.state()["accounts"][0]["accountId"].clone();
+    assert_eq!(by_host("acme.atlassian.net")["admins"], json!([account_id]));
+    assert_eq!(by_host("initech.atlassian.net")["admins"], json!([]));
+    let ctx = by_host("initech.atlassian.net")["installationContexts"]["jira"].clone();
+    let (status, _, r) = gql(
+        &emu,
+        INSTALL,
+        json!({"input": {"installationContext": ctx, "appId": APP1, "environmentKey": "production", "async": true}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let answer = &r["data"]["installApp"];
+    assert_eq!(answer["success"], false, "{r}");
+    assert_eq!(answer["taskId"], Value::Null);
+    assert_eq!(answer["errors"][0]["extensions"]["errorType"], "PERMISSION_DENIED");
+    assert_eq!(answer["errors"][0]["extensions"]["statusCode"], 403);
+    assert!(answer["errors"][0]["message"].as_str().unwrap().contains("admin of initech.atlassian.net"));
+    // A site added through the admin API with an admin.
+    let (status, site) = admin(
+        reqwest::Method::POST,
+        format!("{}/sites", emu.admin_url()),
+        Some(json!({"hostName": "hooli.atlassian.net", "products": ["jira"], "admins": [EMAIL]})),
+    )
+    .await;
+    assert_eq!((status, &site["admins"]), (200, &json!([account_id])));
+    let (status, e) = admin(
+        reqwest::Method::POST,
+        format!("{}/sites", emu.admin_url()),
+        Some(json!({"hostName": "x.atlassian.net", "products": ["jira"], "admins": ["nobody@x"]})),
+    )
+    .await;
+    assert_eq!((status, e["error"]["errorType"].as_str()), (400, Some("BAD_REQUEST")));
 }
