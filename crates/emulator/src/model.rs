@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::seed::{
     DeployOutcome, DeployRequest, LinkInstallOutcome, LinkInstallRequest, Seed, SeedApp, SeedSite, SiteInfo,
+    SiteUpgradeOutcome, SiteUpgradeRequest,
 };
 
 /// Epoch milliseconds.
@@ -298,7 +299,7 @@ pub fn workspace_ari(product: &str, cloud_id: &str, activation_id: &str) -> Stri
 }
 
 /// An app environment installed on a site's product.
-#[derive(Serialize, Deserialize, Clone, Debug)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Installation {
     pub id: String,
@@ -313,6 +314,10 @@ pub struct Installation {
     /// The rollouts that upgraded this installation, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upgraded_by: Vec<String>,
+    /// The site's admin last moved it to its version (with consent, any major: `POST
+    /// /admin/site-upgrade`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub upgraded_by_admin: bool,
 }
 
 /// What a task does.
@@ -629,6 +634,7 @@ impl Model {
                 version_id: version.id.clone(),
                 created_at: now,
                 upgraded_by: Vec::new(),
+                ..Default::default()
             };
             if model.installed(
                 &installation.app_id,
@@ -1076,6 +1082,7 @@ impl Model {
                     version_id,
                     created_at: task.due_at,
                     upgraded_by: Vec::new(),
+                    ..Default::default()
                 });
                 Ok(Some(id))
             }
@@ -1087,6 +1094,7 @@ impl Model {
                     .find(|i| Some(&i.id) == task.installation_id.as_ref())
                     .ok_or_else(|| PlatformError::new(et::INSTALLATION_NOT_FOUND, 404, "Installation not found"))?;
                 inst.version_id = target;
+                inst.upgraded_by_admin = false;
                 Ok(None)
             }
             TaskKind::Uninstall => {
@@ -1118,6 +1126,7 @@ impl Model {
                     Some(i) if i.version_id == target => true,
                     Some(i) if i.version_id == source && !failing => {
                         i.version_id = target;
+                        i.upgraded_by_admin = false;
                         i.upgraded_by.push(self.rollouts[idx].id.clone());
                         true
                     }
@@ -1424,9 +1433,67 @@ impl Model {
             version_id: version.id.clone(),
             created_at: now,
             upgraded_by: Vec::new(),
+            ..Default::default()
         });
         self.touch();
         Ok(LinkInstallOutcome { installation_id: id, installation_context: context, version: version.version })
+    }
+
+    /// A customer's site admin moves their installation to a newer version (the latest unless
+    /// given), of any major: the admin consents. Immediate. Refused unless the app environment is
+    /// installed on the site's product and the version is newer than the installed one.
+    pub fn site_admin_upgrade(
+        &mut self,
+        req: &SiteUpgradeRequest,
+        _now: Millis,
+    ) -> Result<SiteUpgradeOutcome, PlatformError> {
+        let app = self.app(&req.app_id).ok_or_else(|| PlatformError::app_not_found(&req.app_id))?;
+        let env = app.environment(&req.environment).ok_or_else(|| {
+            PlatformError::new(et::APP_NOT_FOUND, 404, format!("Environment {} was not found", req.environment))
+        })?;
+        let target = match &req.version {
+            None => env.latest(),
+            Some(v) => {
+                let v = normalize_version(v).ok_or_else(|| PlatformError::bad_request(format!("bad version {v:?}")))?;
+                env.versions.iter().find(|x| x.version == v)
+            }
+        }
+        .ok_or_else(|| {
+            PlatformError::new(
+                et::APP_NOT_FOUND,
+                404,
+                format!("Version {:?} was not found in {}", req.version, env.key),
+            )
+        })?
+        .clone();
+        let product = normalize_product(&req.product)?;
+        let site = self
+            .site_by_host(&req.site)
+            .ok_or_else(|| PlatformError::new(et::NOT_FOUND, 404, format!("Site {} was not found", req.site)))?;
+        let cloud_id = site.cloud_id.clone();
+        let installation =
+            self.find_installation(&req.app_id, &req.environment, &cloud_id, &product).ok_or_else(|| {
+                PlatformError::new(et::INSTALLATION_NOT_FOUND, 404, "The app is not installed on this site")
+            })?;
+        let current = self.version(&installation.version_id).map(|(_, _, v)| v.clone());
+        if current.as_ref().is_some_and(|c| c.triple() >= target.triple()) {
+            return Err(PlatformError::new(
+                et::INSTALLATION_ALREADY_UPGRADED,
+                409,
+                format!(
+                    "The installation is on {}, not older than {}",
+                    current.map(|c| c.version).unwrap_or_default(),
+                    target.version
+                ),
+            ));
+        }
+        let id = installation.id.clone();
+        if let Some(i) = self.installations.iter_mut().find(|i| i.id == id) {
+            i.version_id = target.id.clone();
+            i.upgraded_by_admin = true;
+        }
+        self.touch();
+        Ok(SiteUpgradeOutcome { installation_id: id, version: target.version })
     }
 
     /// Adds an app (as a seed describes it): what `forge register` and `forge deploy` stand in for.

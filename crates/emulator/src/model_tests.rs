@@ -337,6 +337,7 @@ fn many_installations(m: &mut Model, n: usize, v: &str) {
             version_id: vid.clone(),
             created_at: T0 + i as i64,
             upgraded_by: Vec::new(),
+            ..Default::default()
         });
     }
 }
@@ -676,4 +677,47 @@ fn only_site_admins_install_upgrade_and_uninstall() {
         })
         .unwrap_err();
     assert_eq!(e.error_type, "BAD_REQUEST");
+}
+
+#[test]
+fn a_customers_admin_upgrades_their_site_to_any_newer_major() {
+    let mut m = model();
+    let inst = link_installed(&mut m, "initech.atlassian.net", T0);
+    assert_eq!(m.version(&m.installation(&inst).unwrap().version_id).unwrap().2.version, "2.0.0");
+    let req = |version: Option<&str>| SiteUpgradeRequest {
+        app_id: APP1.into(),
+        environment: "production".into(),
+        site: "initech.atlassian.net".into(),
+        product: "jira".into(),
+        version: version.map(String::from),
+    };
+    // Nothing newer yet.
+    assert_eq!(m.site_admin_upgrade(&req(None), T0).unwrap_err().error_type, "INSTALLATION_ALREADY_UPGRADED");
+    assert_eq!(m.site_admin_upgrade(&req(Some("1.2")), T0).unwrap_err().error_type, "INSTALLATION_ALREADY_UPGRADED");
+    assert_eq!(m.site_admin_upgrade(&req(Some("9.0.0")), T0).unwrap_err().error_type, "APP_NOT_FOUND");
+    // A new major with a new scope: no rollout may take it there, the admin may.
+    let deploy = DeployRequest {
+        app_id: APP1.into(),
+        environment: "production".into(),
+        version: "3.0.0".into(),
+        scopes: vec!["read:jira-work".into(), "write:jira-work".into(), "manage:jira-project".into()],
+        egress: vec![],
+        requires_license: false,
+        required_products: vec!["jira".into()],
+    };
+    m.deploy(&deploy, T0 + 1).unwrap();
+    let out = m.site_admin_upgrade(&req(None), T0 + 2).unwrap();
+    assert_eq!(out, SiteUpgradeOutcome { installation_id: inst.clone(), version: "3.0.0".into() });
+    let i = m.installation(&inst).unwrap();
+    assert!(i.upgraded_by_admin);
+    assert_eq!(m.version(&i.version_id).unwrap().2.version, "3.0.0");
+    let dumped = m.dump()["installations"].as_array().unwrap().iter().find(|x| x["id"] == inst.as_str()).cloned();
+    assert_eq!(dumped.unwrap()["upgradedByAdmin"], true);
+    // Not installed there, or no such site.
+    let mut confluence = req(None);
+    confluence.product = "confluence".into();
+    assert_eq!(m.site_admin_upgrade(&confluence, T0).unwrap_err().error_type, "INSTALLATION_NOT_FOUND");
+    let mut nowhere = req(None);
+    nowhere.site = "nowhere.atlassian.net".into();
+    assert_eq!(m.site_admin_upgrade(&nowhere, T0).unwrap_err().status_code, 404);
 }

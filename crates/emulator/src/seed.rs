@@ -328,3 +328,32 @@ pub struct LinkInstallOutcome {
     /// The installed version (the latest).
     pub version: String,
 }
+
+/// A customer's site admin moving their installation to a newer version, consenting to whatever it
+/// asks (admin `POST /admin/site-upgrade`).
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SiteUpgradeRequest {
+    /// The app's ARI.
+    pub app_id: String,
+    /// The environment key (default `production`).
+    #[serde(default = "production")]
+    pub environment: String,
+    /// The site (host name).
+    pub site: String,
+    /// The product the app is installed into.
+    pub product: String,
+    /// The version to move to (`M.m.p`; default: the latest), newer than the installed one.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// What a site admin's upgrade did.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SiteUpgradeOutcome {
+    /// The installation moved.
+    pub installation_id: String,
+    /// Its version now (`M.m.p`).
+    pub version: String,
+}

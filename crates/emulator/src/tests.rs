@@ -404,6 +404,7 @@ async fn cli_version_and_environment_queries() {
             version_id: v,
             created_at: 0,
             upgraded_by: Vec::new(),
+            ..Default::default()
         });
     }
     let d = data(&schema, &me, UPGRADE_VERSIONS, json!({"appId": APP1, "environmentKey": "production"})).await;
@@ -847,4 +848,37 @@ async fn http_site_admins_gate_installs() {
     )
     .await;
     assert_eq!((status, e["error"]["errorType"].as_str()), (400, Some("BAD_REQUEST")));
+}
+
+#[tokio::test]
+async fn http_site_upgrade_by_the_customers_admin() {
+    let emu = start(config(), "127.0.0.1:0".parse().unwrap()).await.expect("start");
+    let url = format!("{}/site-upgrade", emu.admin_url());
+    let body = json!({"appId": APP1, "site": "initech.atlassian.net", "product": "jira"});
+    let (status, e) = admin(reqwest::Method::POST, url.clone(), Some(body.clone())).await;
+    assert_eq!((status, e["error"]["errorType"].as_str()), (404, Some("INSTALLATION_NOT_FOUND")));
+    gql(&emu, UPDATE_APP_DETAILS, json!({"input": {"appId": APP1, "distributionStatus": "PUBLIC"}})).await;
+    let (_, _, r) = gql(&emu, GENERATE_LINK, json!({"appId": APP1, "products": ["jira"]})).await;
+    let signature = r["data"]["ecosystem"]["devConsole"]["generateDistributionLink"]["signature"].clone();
+    let (status, linked) = admin(
+        reqwest::Method::POST,
+        format!("{}/link-install", emu.admin_url()),
+        Some(json!({"appId": APP1, "site": "initech.atlassian.net", "product": "jira", "signature": signature})),
+    )
+    .await;
+    assert_eq!(status, 200, "{linked}");
+    let (status, _) = admin(
+        reqwest::Method::POST,
+        format!("{}/deploy", emu.admin_url()),
+        Some(json!({"appId": APP1, "version": "3.0.0", "scopes": ["read:jira-work", "write:jira-work", "manage:jira-project"],
+            "egress": ["api.insights.acme.example"], "requiredProducts": ["jira"]})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, out) = admin(reqwest::Method::POST, url.clone(), Some(body.clone())).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out, json!({"installationId": linked["installationId"], "version": "3.0.0"}));
+    let (status, e) = admin(reqwest::Method::POST, url, Some(body)).await;
+    assert_eq!((status, e["error"]["errorType"].as_str()), (409, Some("INSTALLATION_ALREADY_UPGRADED")));
+    assert_eq!(emu.state()["installations"][0]["upgradedByAdmin"], true);
 }
