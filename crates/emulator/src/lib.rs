@@ -43,7 +43,8 @@ use serde::{Deserialize, Serialize};
 pub use model::PlatformError;
 pub use seed::{
     DeployOutcome, DeployRequest, LinkInstallOutcome, LinkInstallRequest, Seed, SeedAccount, SeedApp, SeedEgress,
-    SeedEnvironment, SeedInstallation, SeedLink, SeedSite, SeedVersion, SiteInfo,
+    SeedEnvironment, SeedInstallation, SeedLink, SeedSite, SeedVersion, SiteInfo, SiteUpgradeOutcome,
+    SiteUpgradeRequest,
 };
 
 use model::{Model, Settings};
@@ -295,6 +296,10 @@ impl RunningEmulator {
     pub fn link_install(&self, req: LinkInstallRequest) -> Result<LinkInstallOutcome, PlatformError> {
         self.shared.mutate(|m, now| m.link_install(&req, now))
     }
+    /// A customer's site admin moves their installation to a newer version (any major).
+    pub fn site_upgrade(&self, req: SiteUpgradeRequest) -> Result<SiteUpgradeOutcome, PlatformError> {
+        self.shared.mutate(|m, now| m.site_admin_upgrade(&req, now))
+    }
     /// Forgets finished bulk upgrades; answers how many.
     pub fn forget_finished_rollouts(&self) -> usize {
         self.shared.mutate(|m, _| Ok(m.forget_finished_rollouts())).unwrap_or(0)
@@ -376,6 +381,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/deploy", post(admin_deploy))
         .route("/sites", post(admin_add_site).get(admin_sites))
         .route("/link-install", post(admin_link_install))
+        .route("/site-upgrade", post(admin_site_upgrade))
         .route("/faults", get(admin_get_faults).put(admin_put_faults))
         .route("/requests", get(admin_requests).delete(admin_clear_requests))
         .route("/state", get(admin_state))
@@ -430,25 +436,18 @@ async fn admin_add_site(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
 }
 
 async fn admin_sites(State(s): State<Arc<Shared>>) -> Response {
-    let sites: Vec<SiteInfo> = lock(&s.model)
-        .sites
-        .iter()
-        .map(|site| SiteInfo {
-            host_name: site.host_name.clone(),
-            cloud_id: site.cloud_id.clone(),
-            activation_ids: site.products.clone(),
-            installation_contexts: site
-                .products
-                .keys()
-                .filter_map(|p| site.context(p).map(|c| (p.clone(), c)))
-                .collect(),
-        })
-        .collect();
+    let sites: Vec<SiteInfo> = lock(&s.model).sites.iter().map(model::Site::info).collect();
     json_response(StatusCode::OK, &sites)
 }
 
 async fn admin_link_install(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     admin_result(parse_body::<LinkInstallRequest>(&body).and_then(|req| s.mutate(|m, now| m.link_install(&req, now))))
+}
+
+async fn admin_site_upgrade(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    admin_result(
+        parse_body::<SiteUpgradeRequest>(&body).and_then(|req| s.mutate(|m, now| m.site_admin_upgrade(&req, now))),
+    )
 }
 
 async fn admin_get_faults(State(s): State<Arc<Shared>>) -> Response {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::seed::{
     DeployOutcome, DeployRequest, LinkInstallOutcome, LinkInstallRequest, Seed, SeedApp, SeedSite, SiteInfo,
+    SiteUpgradeOutcome, SiteUpgradeRequest,
 };
 
 /// Epoch milliseconds.
@@ -261,15 +262,25 @@ pub struct Site {
     /// Activation id by lowercase product.
     pub products: BTreeMap<String, String>,
     pub app_limit: Option<u32>,
+    /// Account ids of the developer accounts that administer the site (empty: a customer's site,
+    /// which no developer account administers).
+    #[serde(default)]
+    pub admins: Vec<String>,
 }
 
 impl Site {
+    /// Whether the account administers this site.
+    pub fn administered_by(&self, account_id: &str) -> bool {
+        self.admins.iter().any(|a| a == account_id)
+    }
     /// The installation context (workspace ARI) of `product` on this site.
     pub fn context(&self, product: &str) -> Option<String> {
         self.products.get(product).map(|activation| workspace_ari(product, &self.cloud_id, activation))
     }
-    fn info(&self) -> SiteInfo {
+    /// What the admin API answers about the site.
+    pub fn info(&self) -> SiteInfo {
         SiteInfo {
+            admins: self.admins.clone(),
             host_name: self.host_name.clone(),
             cloud_id: self.cloud_id.clone(),
             activation_ids: self.products.clone(),
@@ -288,7 +299,7 @@ pub fn workspace_ari(product: &str, cloud_id: &str, activation_id: &str) -> Stri
 }
 
 /// An app environment installed on a site's product.
-#[derive(Serialize, Deserialize, Clone, Debug)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Installation {
     pub id: String,
@@ -303,6 +314,10 @@ pub struct Installation {
     /// The rollouts that upgraded this installation, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upgraded_by: Vec<String>,
+    /// The site's admin last moved it to its version (with consent, any major: `POST
+    /// /admin/site-upgrade`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub upgraded_by_admin: bool,
 }
 
 /// What a task does.
@@ -619,6 +634,7 @@ impl Model {
                 version_id: version.id.clone(),
                 created_at: now,
                 upgraded_by: Vec::new(),
+                ..Default::default()
             };
             if model.installed(
                 &installation.app_id,
@@ -682,6 +698,37 @@ impl Model {
         let before = account.api_tokens.len();
         account.api_tokens.retain(|t| t != token);
         account.api_tokens.len() != before
+    }
+
+    /// The account id of an account given by email (case-insensitive) or account id.
+    pub fn resolve_account(&self, email_or_id: &str) -> Option<String> {
+        self.accounts
+            .iter()
+            .find(|a| a.email.eq_ignore_ascii_case(email_or_id) || a.account_id == email_or_id)
+            .map(|a| a.account_id.clone())
+    }
+
+    /// PERMISSION_DENIED unless the caller administers the site: the gateway installs, upgrades
+    /// and uninstalls only on sites the calling account administers.
+    fn require_site_admin(&self, caller: &str, cloud_id: &str, action: &str) -> Result<(), PlatformError> {
+        let site = self
+            .site_by_cloud_id(cloud_id)
+            .ok_or_else(|| PlatformError::new(et::NOT_FOUND, 404, format!("Site {cloud_id} was not found")))?;
+        if site.administered_by(caller) {
+            return Ok(());
+        }
+        let rest = if action == "install" {
+            "To install on any other site, generate an installation link in the developer console and share it \
+             with the site admin"
+                .to_string()
+        } else {
+            format!("On any other site, only the site admin can {action} the app")
+        };
+        Err(PlatformError::new(
+            et::PERMISSION_DENIED,
+            403,
+            format!("You must be an admin of {} to {action} apps there. {rest}", site.host_name),
+        ))
     }
 
     /// An account by id.
@@ -825,6 +872,7 @@ impl Model {
         let version_id = self.target_version(caller, input)?;
         let (site, product) = self.resolve_context(&input.context)?;
         let (cloud_id, app_limit) = (site.cloud_id.clone(), site.app_limit);
+        self.require_site_admin(caller, &cloud_id, "install")?;
         let pending_same = self.unfinished_tasks().any(|t| {
             t.kind == TaskKind::Install
                 && t.preset_failure.is_none()
@@ -878,6 +926,7 @@ impl Model {
         let target_id = self.target_version(caller, input)?;
         let (site, product) = self.resolve_context(&input.context)?;
         let cloud_id = site.cloud_id.clone();
+        self.require_site_admin(caller, &cloud_id, "upgrade")?;
         let installation =
             self.find_installation(&input.app_id, &input.environment_key, &cloud_id, &product).ok_or_else(|| {
                 PlatformError::new(et::INSTALLATION_NOT_FOUND, 404, "The app is not installed on this site")
@@ -923,6 +972,7 @@ impl Model {
             (Some(id), _) => self.installation(id),
             (None, Some(ctx)) => {
                 let (site, product) = self.resolve_context(ctx)?;
+                self.require_site_admin(caller, &site.cloud_id, "uninstall")?;
                 self.find_installation(&input.app_id, &input.environment_key, &site.cloud_id, &product)
             }
             (None, None) => {
@@ -932,6 +982,7 @@ impl Model {
         .filter(|i| i.app_id == input.app_id && i.environment_key == input.environment_key)
         .ok_or_else(|| PlatformError::new(et::INSTALLATION_NOT_FOUND, 404, "Installation not found"))?
         .clone();
+        self.require_site_admin(caller, &installation.cloud_id, "uninstall")?;
         let task = Task {
             id: String::new(),
             kind: TaskKind::Uninstall,
@@ -1031,6 +1082,7 @@ impl Model {
                     version_id,
                     created_at: task.due_at,
                     upgraded_by: Vec::new(),
+                    ..Default::default()
                 });
                 Ok(Some(id))
             }
@@ -1042,6 +1094,7 @@ impl Model {
                     .find(|i| Some(&i.id) == task.installation_id.as_ref())
                     .ok_or_else(|| PlatformError::new(et::INSTALLATION_NOT_FOUND, 404, "Installation not found"))?;
                 inst.version_id = target;
+                inst.upgraded_by_admin = false;
                 Ok(None)
             }
             TaskKind::Uninstall => {
@@ -1073,6 +1126,7 @@ impl Model {
                     Some(i) if i.version_id == target => true,
                     Some(i) if i.version_id == source && !failing => {
                         i.version_id = target;
+                        i.upgraded_by_admin = false;
                         i.upgraded_by.push(self.rollouts[idx].id.clone());
                         true
                     }
@@ -1379,9 +1433,67 @@ impl Model {
             version_id: version.id.clone(),
             created_at: now,
             upgraded_by: Vec::new(),
+            ..Default::default()
         });
         self.touch();
         Ok(LinkInstallOutcome { installation_id: id, installation_context: context, version: version.version })
+    }
+
+    /// A customer's site admin moves their installation to a newer version (the latest unless
+    /// given), of any major: the admin consents. Immediate. Refused unless the app environment is
+    /// installed on the site's product and the version is newer than the installed one.
+    pub fn site_admin_upgrade(
+        &mut self,
+        req: &SiteUpgradeRequest,
+        _now: Millis,
+    ) -> Result<SiteUpgradeOutcome, PlatformError> {
+        let app = self.app(&req.app_id).ok_or_else(|| PlatformError::app_not_found(&req.app_id))?;
+        let env = app.environment(&req.environment).ok_or_else(|| {
+            PlatformError::new(et::APP_NOT_FOUND, 404, format!("Environment {} was not found", req.environment))
+        })?;
+        let target = match &req.version {
+            None => env.latest(),
+            Some(v) => {
+                let v = normalize_version(v).ok_or_else(|| PlatformError::bad_request(format!("bad version {v:?}")))?;
+                env.versions.iter().find(|x| x.version == v)
+            }
+        }
+        .ok_or_else(|| {
+            PlatformError::new(
+                et::APP_NOT_FOUND,
+                404,
+                format!("Version {:?} was not found in {}", req.version, env.key),
+            )
+        })?
+        .clone();
+        let product = normalize_product(&req.product)?;
+        let site = self
+            .site_by_host(&req.site)
+            .ok_or_else(|| PlatformError::new(et::NOT_FOUND, 404, format!("Site {} was not found", req.site)))?;
+        let cloud_id = site.cloud_id.clone();
+        let installation =
+            self.find_installation(&req.app_id, &req.environment, &cloud_id, &product).ok_or_else(|| {
+                PlatformError::new(et::INSTALLATION_NOT_FOUND, 404, "The app is not installed on this site")
+            })?;
+        let current = self.version(&installation.version_id).map(|(_, _, v)| v.clone());
+        if current.as_ref().is_some_and(|c| c.triple() >= target.triple()) {
+            return Err(PlatformError::new(
+                et::INSTALLATION_ALREADY_UPGRADED,
+                409,
+                format!(
+                    "The installation is on {}, not older than {}",
+                    current.map(|c| c.version).unwrap_or_default(),
+                    target.version
+                ),
+            ));
+        }
+        let id = installation.id.clone();
+        if let Some(i) = self.installations.iter_mut().find(|i| i.id == id) {
+            i.version_id = target.id.clone();
+            i.upgraded_by_admin = true;
+        }
+        self.touch();
+        Ok(SiteUpgradeOutcome { installation_id: id, version: target.version })
     }
 
     /// Adds an app (as a seed describes it): what `forge register` and `forge deploy` stand in for.
@@ -1554,7 +1666,16 @@ impl Model {
                 s.activation_ids.get(&p).cloned().unwrap_or_else(|| stable_uuid(&format!("activation/{host}/{p}")));
             products.insert(p, activation);
         }
-        let site = Site { host_name: host, cloud_id, products, app_limit: s.app_limit };
+        let mut admins = Vec::new();
+        for a in &s.admins {
+            let id = self
+                .resolve_account(a)
+                .ok_or_else(|| PlatformError::bad_request(format!("site {host}: admin {a} is not a known account")))?;
+            if !admins.contains(&id) {
+                admins.push(id);
+            }
+        }
+        let site = Site { host_name: host, cloud_id, products, app_limit: s.app_limit, admins };
         let info = site.info();
         self.sites.push(site);
         self.touch();

@@ -231,10 +231,10 @@ fn failing_site_fails_the_task_and_limit_is_reached() {
 
     m.add_site(SeedSite {
         host_name: "tiny.atlassian.net".into(),
-        cloud_id: None,
         products: vec!["jira".into()],
-        activation_ids: Default::default(),
         app_limit: Some(1),
+        admins: vec![ACME.into()],
+        ..Default::default()
     })
     .unwrap();
     installed(&mut m, APP1, "tiny.atlassian.net", None, T0);
@@ -323,10 +323,8 @@ fn many_installations(m: &mut Model, n: usize, v: &str) {
         let info = m
             .add_site(SeedSite {
                 host_name: format!("site{i}.atlassian.net"),
-                cloud_id: None,
                 products: vec!["jira".into()],
-                activation_ids: Default::default(),
-                app_limit: None,
+                ..Default::default()
             })
             .unwrap();
         m.installations.push(Installation {
@@ -339,6 +337,7 @@ fn many_installations(m: &mut Model, n: usize, v: &str) {
             version_id: vid.clone(),
             created_at: T0 + i as i64,
             upgraded_by: Vec::new(),
+            ..Default::default()
         });
     }
 }
@@ -589,4 +588,136 @@ fn versions_parse() {
     assert_eq!(parse_version("1.2.3.4"), None);
     assert_ne!(stable_uuid("a"), stable_uuid("b"));
     assert_eq!(random_uuid().len(), 36);
+}
+
+/// Links APP1 onto a site (sharing on, a fresh link) and answers the installation id.
+fn link_installed(m: &mut Model, host: &str, now: Millis) -> String {
+    let caller = acme(m);
+    m.set_distribution_status(&caller, APP1, Some(DistributionStatus::Public), None).unwrap();
+    let link = m.generate_link(&caller, APP1, &["jira".to_string()], now).unwrap();
+    let req = LinkInstallRequest {
+        app_id: APP1.into(),
+        environment: "production".into(),
+        site: host.into(),
+        product: "jira".into(),
+        signature: link.signature,
+    };
+    m.link_install(&req, now).unwrap().installation_id
+}
+
+#[test]
+fn only_site_admins_install_upgrade_and_uninstall() {
+    let mut m = model();
+    let caller = acme(&m);
+    let (acme_site, initech) = (m.site_by_host("acme.atlassian.net").unwrap(), m.site_by_host("initech.atlassian.net"));
+    assert_eq!(acme_site.admins, vec![caller.clone()], "the seed's emails resolve to account ids");
+    assert!(acme_site.info().admins.contains(&caller));
+    let initech = initech.expect("the seed's customer site");
+    assert!(initech.admins.is_empty() && !initech.administered_by(&caller));
+
+    // Install on a customer's site: refused at once, no task.
+    let tasks = m.tasks.len();
+    let e = m.install(&caller, &install_input(&m, APP1, "initech.atlassian.net", None), T0).unwrap_err();
+    assert_eq!((e.error_type.as_str(), e.status_code), ("PERMISSION_DENIED", 403));
+    assert!(e.message.contains("You must be an admin of initech.atlassian.net to install apps there"), "{e}");
+    assert!(e.message.contains("installation link"), "{e}");
+    assert_eq!(m.tasks.len(), tasks);
+    // The app ownership check comes first.
+    let e = m.install("other-account", &install_input(&m, APP1, "initech.atlassian.net", None), T0).unwrap_err();
+    assert!(e.message.contains("permission to access app"), "{e}");
+    // The owner of APP3 administers no site of the seed.
+    let e = m.install("other-account", &install_input(&m, APP3, "acme.atlassian.net", None), T0).unwrap_err();
+    assert!(e.message.contains("admin of acme.atlassian.net"), "{e}");
+    // The admin installs.
+    installed(&mut m, APP1, "acme.atlassian.net", Some("1.0.0"), T0);
+
+    // Through the link, the customer's admin installs; forgeops' account may then neither
+    // upgrade nor uninstall there.
+    let on_initech = link_installed(&mut m, "initech.atlassian.net", T0);
+    let mut up = install_input(&m, APP1, "initech.atlassian.net", Some("1.0.0"));
+    let e = m.upgrade(&caller, &up, T0).unwrap_err();
+    assert_eq!((e.error_type.as_str(), e.status_code), ("PERMISSION_DENIED", 403));
+    assert!(e.message.contains("to upgrade apps there"), "{e}");
+    up.version_id = None;
+    assert_eq!(m.upgrade(&caller, &up, T0).unwrap_err().error_type, "PERMISSION_DENIED");
+    let by_id = UninstallInput {
+        app_id: APP1.into(),
+        environment_key: "production".into(),
+        installation_id: Some(on_initech.clone()),
+        context: None,
+    };
+    let e = m.uninstall(&caller, &by_id, T0).unwrap_err();
+    assert_eq!((e.error_type.as_str(), e.status_code), ("PERMISSION_DENIED", 403));
+    assert!(e.message.contains("to uninstall apps there"), "{e}");
+    let by_context = UninstallInput {
+        installation_id: None,
+        context: Some(ctx(&m, "initech.atlassian.net", "jira")),
+        ..by_id.clone()
+    };
+    assert_eq!(m.uninstall(&caller, &by_context, T0).unwrap_err().error_type, "PERMISSION_DENIED");
+    assert!(m.installation(&on_initech).is_some());
+    assert_eq!(m.tasks.len(), tasks + 1, "only the admin's install made a task");
+
+    // A site added with an admin given by account id; an unknown admin is an error.
+    let info = m
+        .add_site(SeedSite {
+            host_name: "hooli.atlassian.net".into(),
+            products: vec!["jira".into()],
+            admins: vec!["other-account".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(info.admins, vec!["other-account".to_string()]);
+    installed(&mut m, APP3, "hooli.atlassian.net", None, T0);
+    let e = m
+        .add_site(SeedSite {
+            host_name: "x.atlassian.net".into(),
+            admins: vec!["nobody@x".into()],
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(e.error_type, "BAD_REQUEST");
+}
+
+#[test]
+fn a_customers_admin_upgrades_their_site_to_any_newer_major() {
+    let mut m = model();
+    let inst = link_installed(&mut m, "initech.atlassian.net", T0);
+    assert_eq!(m.version(&m.installation(&inst).unwrap().version_id).unwrap().2.version, "2.0.0");
+    let req = |version: Option<&str>| SiteUpgradeRequest {
+        app_id: APP1.into(),
+        environment: "production".into(),
+        site: "initech.atlassian.net".into(),
+        product: "jira".into(),
+        version: version.map(String::from),
+    };
+    // Nothing newer yet.
+    assert_eq!(m.site_admin_upgrade(&req(None), T0).unwrap_err().error_type, "INSTALLATION_ALREADY_UPGRADED");
+    assert_eq!(m.site_admin_upgrade(&req(Some("1.2")), T0).unwrap_err().error_type, "INSTALLATION_ALREADY_UPGRADED");
+    assert_eq!(m.site_admin_upgrade(&req(Some("9.0.0")), T0).unwrap_err().error_type, "APP_NOT_FOUND");
+    // A new major with a new scope: no rollout may take it there, the admin may.
+    let deploy = DeployRequest {
+        app_id: APP1.into(),
+        environment: "production".into(),
+        version: "3.0.0".into(),
+        scopes: vec!["read:jira-work".into(), "write:jira-work".into(), "manage:jira-project".into()],
+        egress: vec![],
+        requires_license: false,
+        required_products: vec!["jira".into()],
+    };
+    m.deploy(&deploy, T0 + 1).unwrap();
+    let out = m.site_admin_upgrade(&req(None), T0 + 2).unwrap();
+    assert_eq!(out, SiteUpgradeOutcome { installation_id: inst.clone(), version: "3.0.0".into() });
+    let i = m.installation(&inst).unwrap();
+    assert!(i.upgraded_by_admin);
+    assert_eq!(m.version(&i.version_id).unwrap().2.version, "3.0.0");
+    let dumped = m.dump()["installations"].as_array().unwrap().iter().find(|x| x["id"] == inst.as_str()).cloned();
+    assert_eq!(dumped.unwrap()["upgradedByAdmin"], true);
+    // Not installed there, or no such site.
+    let mut confluence = req(None);
+    confluence.product = "confluence".into();
+    assert_eq!(m.site_admin_upgrade(&confluence, T0).unwrap_err().error_type, "INSTALLATION_NOT_FOUND");
+    let mut nowhere = req(None);
+    nowhere.site = "nowhere.atlassian.net".into();
+    assert_eq!(m.site_admin_upgrade(&nowhere, T0).unwrap_err().status_code, 404);
 }

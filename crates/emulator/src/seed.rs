@@ -31,6 +31,9 @@
 //!   - hostName: acme.atlassian.net
 //!     products: [jira, confluence]       # activation ids derived unless given in activationIds
 //!     appLimit: 100                      # optional: INSTALLATION_LIMIT_REACHED beyond this many installations
+//!     admins: [platform-team@acme.example]   # optional: accounts (emails or account ids) administering the site;
+//!                                        # only they install/upgrade/uninstall there (else PERMISSION_DENIED).
+//!                                        # Default []: a customer's site, reached through an installation link only
 //! installations:
 //!   - appId: ari:cloud:ecosystem::app/6f1c2d3e-0000-4000-8000-000000000001
 //!     environment: production
@@ -194,7 +197,7 @@ impl SeedEgress {
 }
 
 /// An Atlassian site.
-#[derive(Deserialize, Serialize, Clone, Debug)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SeedSite {
     /// `acme.atlassian.net`.
@@ -211,6 +214,11 @@ pub struct SeedSite {
     /// At most this many installations on the site (any app); beyond: INSTALLATION_LIMIT_REACHED.
     #[serde(default)]
     pub app_limit: Option<u32>,
+    /// The developer accounts (emails or account ids) that administer the site: only they may
+    /// install, upgrade or uninstall apps there through the gateway (else PERMISSION_DENIED).
+    /// Empty (the default): a customer's site, reached through an installation link only.
+    #[serde(default)]
+    pub admins: Vec<String>,
 }
 
 /// An installation present at start.
@@ -287,6 +295,9 @@ pub struct SiteInfo {
     pub activation_ids: BTreeMap<String, String>,
     /// Installation context (workspace ARI) by product.
     pub installation_contexts: BTreeMap<String, String>,
+    /// Account ids of the developer accounts that administer the site (empty: a customer's site).
+    #[serde(default)]
+    pub admins: Vec<String>,
 }
 
 /// A customer installing an app through its installation link (admin `POST /admin/link-install`).
@@ -315,5 +326,34 @@ pub struct LinkInstallOutcome {
     /// Its installation context (workspace ARI).
     pub installation_context: String,
     /// The installed version (the latest).
+    pub version: String,
+}
+
+/// A customer's site admin moving their installation to a newer version, consenting to whatever it
+/// asks (admin `POST /admin/site-upgrade`).
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SiteUpgradeRequest {
+    /// The app's ARI.
+    pub app_id: String,
+    /// The environment key (default `production`).
+    #[serde(default = "production")]
+    pub environment: String,
+    /// The site (host name).
+    pub site: String,
+    /// The product the app is installed into.
+    pub product: String,
+    /// The version to move to (`M.m.p`; default: the latest), newer than the installed one.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// What a site admin's upgrade did.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SiteUpgradeOutcome {
+    /// The installation moved.
+    pub installation_id: String,
+    /// Its version now (`M.m.p`).
     pub version: String,
 }

@@ -404,6 +404,7 @@ async fn cli_version_and_environment_queries() {
             version_id: v,
             created_at: 0,
             upgraded_by: Vec::new(),
+            ..Default::default()
         });
     }
     let d = data(&schema, &me, UPGRADE_VERSIONS, json!({"appId": APP1, "environmentKey": "production"})).await;
@@ -695,7 +696,9 @@ async fn http_admin_api_and_install_by_the_clock() {
     let (status, site) = admin(
         reqwest::Method::POST,
         format!("{}/sites", emu.admin_url()),
-        Some(json!({"hostName": "initech.atlassian.net", "products": ["jira"]})),
+        Some(
+            json!({"hostName": "hooli.atlassian.net", "products": ["jira"], "admins": ["platform-team@acme.example"]}),
+        ),
     )
     .await;
     assert_eq!(status, 200, "{site}");
@@ -703,7 +706,9 @@ async fn http_admin_api_and_install_by_the_clock() {
     let (status, _) = admin(
         reqwest::Method::POST,
         format!("{}/sites", emu.admin_url()),
-        Some(json!({"hostName": "initech.atlassian.net", "products": ["jira"]})),
+        Some(
+            json!({"hostName": "hooli.atlassian.net", "products": ["jira"], "admins": ["platform-team@acme.example"]}),
+        ),
     )
     .await;
     assert_eq!(status, 409);
@@ -759,7 +764,7 @@ async fn http_admin_api_and_install_by_the_clock() {
     let (status, state) = admin(reqwest::Method::GET, format!("{}/state", emu.admin_url()), None).await;
     assert_eq!(status, 200);
     assert_eq!(state["installations"].as_array().unwrap().len(), 2);
-    assert_eq!(state["sites"].as_array().unwrap().len(), 3);
+    assert_eq!(state["sites"].as_array().unwrap().len(), 4);
     assert!(!state.to_string().contains(TOKEN));
     assert_eq!(emu.state()["installations"], state["installations"]);
     let (status, out) =
@@ -777,11 +782,10 @@ async fn state_file_survives_a_restart() {
         let emu = start(config.clone(), "127.0.0.1:0".parse().unwrap()).await.expect("start");
         let ctx = emu
             .add_site(SeedSite {
-                host_name: "initech.atlassian.net".into(),
-                cloud_id: None,
+                host_name: "hooli.atlassian.net".into(),
                 products: vec!["jira".into()],
-                activation_ids: Default::default(),
-                app_limit: None,
+                admins: vec!["platform-team@acme.example".into()],
+                ..Default::default()
             })
             .unwrap()
             .installation_contexts["jira"]
@@ -801,7 +805,80 @@ async fn state_file_survives_a_restart() {
     let emu = start(config, "127.0.0.1:0".parse().unwrap()).await.expect("restart");
     assert_eq!(wait_task(&emu, &task).await["state"], "COMPLETE");
     assert_eq!(emu.state()["installations"].as_array().unwrap().len(), 1);
-    assert_eq!(emu.state()["sites"].as_array().unwrap().len(), 3);
+    assert_eq!(emu.state()["sites"].as_array().unwrap().len(), 4);
     drop(emu);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn http_site_admins_gate_installs() {
+    let emu = start(config(), "127.0.0.1:0".parse().unwrap()).await.expect("start");
+    let (status, sites) = admin(reqwest::Method::GET, format!("{}/sites", emu.admin_url()), None).await;
+    assert_eq!(status, 200);
+    let by_host = |h: &str| sites.as_array().unwrap().iter().find(|s| s["hostName"] == h).unwrap().clone();
+    let account_id = emu.state()["accounts"][0]["accountId"].clone();
+    assert_eq!(by_host("acme.atlassian.net")["admins"], json!([account_id]));
+    assert_eq!(by_host("initech.atlassian.net")["admins"], json!([]));
+    let ctx = by_host("initech.atlassian.net")["installationContexts"]["jira"].clone();
+    let (status, _, r) = gql(
+        &emu,
+        INSTALL,
+        json!({"input": {"installationContext": ctx, "appId": APP1, "environmentKey": "production", "async": true}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let answer = &r["data"]["installApp"];
+    assert_eq!(answer["success"], false, "{r}");
+    assert_eq!(answer["taskId"], Value::Null);
+    assert_eq!(answer["errors"][0]["extensions"]["errorType"], "PERMISSION_DENIED");
+    assert_eq!(answer["errors"][0]["extensions"]["statusCode"], 403);
+    assert!(answer["errors"][0]["message"].as_str().unwrap().contains("admin of initech.atlassian.net"));
+    // A site added through the admin API with an admin.
+    let (status, site) = admin(
+        reqwest::Method::POST,
+        format!("{}/sites", emu.admin_url()),
+        Some(json!({"hostName": "hooli.atlassian.net", "products": ["jira"], "admins": [EMAIL]})),
+    )
+    .await;
+    assert_eq!((status, &site["admins"]), (200, &json!([account_id])));
+    let (status, e) = admin(
+        reqwest::Method::POST,
+        format!("{}/sites", emu.admin_url()),
+        Some(json!({"hostName": "x.atlassian.net", "products": ["jira"], "admins": ["nobody@x"]})),
+    )
+    .await;
+    assert_eq!((status, e["error"]["errorType"].as_str()), (400, Some("BAD_REQUEST")));
+}
+
+#[tokio::test]
+async fn http_site_upgrade_by_the_customers_admin() {
+    let emu = start(config(), "127.0.0.1:0".parse().unwrap()).await.expect("start");
+    let url = format!("{}/site-upgrade", emu.admin_url());
+    let body = json!({"appId": APP1, "site": "initech.atlassian.net", "product": "jira"});
+    let (status, e) = admin(reqwest::Method::POST, url.clone(), Some(body.clone())).await;
+    assert_eq!((status, e["error"]["errorType"].as_str()), (404, Some("INSTALLATION_NOT_FOUND")));
+    gql(&emu, UPDATE_APP_DETAILS, json!({"input": {"appId": APP1, "distributionStatus": "PUBLIC"}})).await;
+    let (_, _, r) = gql(&emu, GENERATE_LINK, json!({"appId": APP1, "products": ["jira"]})).await;
+    let signature = r["data"]["ecosystem"]["devConsole"]["generateDistributionLink"]["signature"].clone();
+    let (status, linked) = admin(
+        reqwest::Method::POST,
+        format!("{}/link-install", emu.admin_url()),
+        Some(json!({"appId": APP1, "site": "initech.atlassian.net", "product": "jira", "signature": signature})),
+    )
+    .await;
+    assert_eq!(status, 200, "{linked}");
+    let (status, _) = admin(
+        reqwest::Method::POST,
+        format!("{}/deploy", emu.admin_url()),
+        Some(json!({"appId": APP1, "version": "3.0.0", "scopes": ["read:jira-work", "write:jira-work", "manage:jira-project"],
+            "egress": ["api.insights.acme.example"], "requiredProducts": ["jira"]})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, out) = admin(reqwest::Method::POST, url.clone(), Some(body.clone())).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out, json!({"installationId": linked["installationId"], "version": "3.0.0"}));
+    let (status, e) = admin(reqwest::Method::POST, url, Some(body)).await;
+    assert_eq!((status, e["error"]["errorType"].as_str()), (409, Some("INSTALLATION_ALREADY_UPGRADED")));
+    assert_eq!(emu.state()["installations"][0]["upgradedByAdmin"], true);
 }
