@@ -8,7 +8,7 @@
 #[path = "support/forge_cli.rs"]
 mod forge_cli;
 
-use forge_cli::{CliAction, ForgeEnv, cli_mutation, parse_json_output, run_recorded};
+use forge_cli::{CliAction, ForgeEnv, cli_mutation, describe, forge, parse_json_output, run_recorded};
 use forgeops_emulator::{EmulatorConfig, RunningEmulator, Seed};
 use serde_json::{Value, json};
 
@@ -32,6 +32,8 @@ const GLOBEX: &str = "globex.atlassian.net";
 const GLOBEX_CLOUD: &str = "22222222-0000-4000-8000-000000000002";
 const GLOBEX_JIRA: &str = "33333333-0000-4000-8000-000000000002";
 
+/// A customer's site: no account of the test administers it.
+const CUSTOMER: &str = "customer.atlassian.net";
 const INST_ACME: &str = "44444444-0000-4000-8000-000000000001";
 const INST_GLOBEX: &str = "44444444-0000-4000-8000-000000000002";
 
@@ -71,8 +73,10 @@ fn seed(installations: &[(&str, &str, &str)]) -> Seed {
             }],
         }],
         "sites": [
-            {"hostName": ACME, "cloudId": ACME_CLOUD, "products": ["jira"], "activationIds": {"jira": ACME_JIRA}},
-            {"hostName": GLOBEX, "cloudId": GLOBEX_CLOUD, "products": ["jira"], "activationIds": {"jira": GLOBEX_JIRA}},
+            {"hostName": ACME, "cloudId": ACME_CLOUD, "products": ["jira"], "activationIds": {"jira": ACME_JIRA}, "admins": [EMAIL]},
+            {"hostName": GLOBEX, "cloudId": GLOBEX_CLOUD, "products": ["jira"], "activationIds": {"jira": GLOBEX_JIRA}, "admins": [EMAIL]},
+            // A customer's site: the account administers it not, so only the installation link reaches it.
+            {"hostName": CUSTOMER, "products": ["jira"]},
         ],
         "installations": installations,
     }))
@@ -177,6 +181,32 @@ async fn install_latest() {
     let inst = h.installation_on(&acme_context()).expect("the emulator holds the installation");
     assert_eq!(inst["versionId"], V3, "the latest version is installed: {inst:#}");
     assert_eq!(h.installations().len(), 1);
+}
+
+/// `forge install` on a customer's site: the platform refuses with PERMISSION_DENIED (the account
+/// is not an admin there), the CLI says so and exits 1, and nothing is installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_is_refused_on_a_customers_site() {
+    let h = Harness::start(seed(&[])).await;
+    let args = install(None, CUSTOMER).args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = tokio::task::block_in_place(|| forge(&args, &h.env));
+    assert!(!out.status.success(), "{}", describe(&args, &out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("admin") && stdout.contains(CUSTOMER),
+        "the CLI shows the platform's refusal: {}",
+        describe(&args, &out)
+    );
+    let sent = h
+        .emulator
+        .requests()
+        .iter()
+        .filter(|r| r.operation_name.as_deref() == Some("forge_cli_installApplication"))
+        .count();
+    assert_eq!(sent, 1, "the CLI asked once");
+    assert!(h.installations().is_empty(), "nothing was installed");
+    assert!(h.state()["tasks"].as_object().is_none_or(|t| t.is_empty()), "no task was accepted");
 }
 
 /// Which operations `forge install` sends, in order.

@@ -33,9 +33,9 @@ apps:
           - {{version: 3.0.0, scopes: [read:jira-work, write:jira-work], requiredProducts: [jira]}}
       - key: staging
 sites:
-  - {{hostName: acme.atlassian.net, products: [jira, confluence]}}
-  - {{hostName: globex.atlassian.net, products: [jira]}}
-  - {{hostName: initech.atlassian.net, products: [jira]}}
+  - {{hostName: acme.atlassian.net, products: [jira, confluence], admins: [dev@acme.example]}}
+  - {{hostName: globex.atlassian.net, products: [jira], admins: [dev@acme.example]}}
+  - {{hostName: initech.atlassian.net, products: [jira], admins: [dev@acme.example]}}
 "#
     );
     Seed::from_yaml_str(&yaml).unwrap()

@@ -65,3 +65,117 @@ async fn deleting_during_an_install_task_waits_for_it_and_leaves_nothing_on_the_
     assert_eq!(platform.calls("forge_cli_installApplication"), 1);
     assert_eq!(platform.calls("forge_cli_uninstallApplication"), 1);
 }
+
+fn link_signature(url: &str) -> String {
+    url.split("signature=").nth(1).unwrap_or_default().split('&').next().unwrap_or_default().to_string()
+}
+
+/// Asks the operator to read the app from the platform again (as a CI job does after `forge deploy`).
+async fn refresh(apps: &Api<ForgeApp>, why: &str) {
+    let ask = json!({"metadata": {"annotations": {"forgeops.dev/refresh": why}}});
+    apps.patch("insights", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&ask)).await.unwrap();
+}
+
+fn reason_of(i: &Installation, type_: &str) -> (String, String, String) {
+    support::condition(i, type_).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn on_a_customers_site_forgeops_never_installs_upgrades_or_uninstalls() {
+    let t = TestNs::new("customer-site").await;
+    let operator = t.start_operator().await;
+    let platform = operator.platform.clone();
+    let (apps, insts): (Api<ForgeApp>, Api<Installation>) = (t.api(), t.api());
+    create(&apps, app(json!([version(1, 0, &["read"])]))).await;
+    wait_for(&apps, "insights", WAIT, "1.0 read", |a| a.deployed("production").len() == 1).await;
+
+    // Declared before the customer installs: the platform refuses the account there (it is not the
+    // site's admin), and the Installation says to share the link instead.
+    create(&insts, installation("customer", "customer.atlassian.net", json!({}))).await;
+    let waiting =
+        wait_for(&insts, "customer", WAIT, "CustomerSite", |i| reason_of(i, "Installed").1 == "CustomerSite").await;
+    assert_eq!(waiting.status.as_ref().unwrap().site_administered, Some(false), "{waiting:#?}");
+    assert!(reason_of(&waiting, "Installed").2.contains("installation link"), "{waiting:#?}");
+    assert_eq!(platform.calls("forge_cli_installApplication"), 1, "one refused try, never repeated");
+    assert!(platform.every_task("install").is_empty());
+
+    // The customer's admin installs through the link: the Installation adopts it.
+    let gateway = forgeops::platform::ForgeGateway::new(
+        forgeops::platform::GatewayOptions {
+            url: platform.emulator.graphql_url(),
+            distribution: true,
+            ..Default::default()
+        },
+        None,
+    )
+    .unwrap();
+    let creds = forgeops::platform::Credentials::new(support::platform::EMAIL, support::platform::TOKEN, "test");
+    use forgeops::platform::Platform as _;
+    gateway.set_sharing(&creds, APP_ID, true).await.unwrap();
+    let link = gateway.generate_link(&creds, APP_ID, &["jira".to_string()]).await.unwrap();
+    platform
+        .emulator
+        .link_install(forgeops_emulator::LinkInstallRequest {
+            app_id: APP_ID.into(),
+            environment: "production".into(),
+            site: "customer.atlassian.net".into(),
+            product: "jira".into(),
+            signature: link_signature(&link.url),
+        })
+        .unwrap();
+    refresh(&apps, "after-link-install").await;
+    let adopted = wait_for(&insts, "customer", WAIT, "adopted on 1.0", |i| {
+        i.status.as_ref().is_some_and(|s| s.installed_version.as_deref() == Some("1.0") && s.adopted)
+    })
+    .await;
+    assert_eq!(reason_of(&adopted, "Ready").0, "True", "{adopted:#?}");
+
+    // A new major that asks for more: even pinned and approved in spec, forgeops does not upgrade a
+    // customer's site; it says what the admin is asked for.
+    let deploy = forgeops_emulator::DeployRequest {
+        app_id: APP_ID.into(),
+        environment: "production".into(),
+        version: "2.0.0".into(),
+        scopes: vec!["read".into(), "write".into()],
+        egress: vec![],
+        requires_license: false,
+        required_products: vec!["jira".into()],
+    };
+    platform.emulator.deploy(deploy).unwrap();
+    refresh(&apps, "after-deploy").await;
+    let pin = json!({"spec": {"majorVersion": 2, "approvedMajor": 2}});
+    insts.patch("customer", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&pin)).await.unwrap();
+    let consent = wait_for(&insts, "customer", WAIT, "AwaitingAdminConsent", |i| {
+        reason_of(i, "UpToDate").1 == "AwaitingAdminConsent"
+            && i.status.as_ref().unwrap().observed_generation == i.metadata.generation
+    })
+    .await;
+    let message = reason_of(&consent, "UpToDate").2;
+    assert!(message.contains("scope write") && message.contains("installation link"), "{message}");
+    assert_eq!(platform.calls("forge_cli_upgradeApplication"), 0, "forgeops upgraded nothing");
+
+    // The admin updates the app themselves: the status follows.
+    platform
+        .emulator
+        .site_upgrade(forgeops_emulator::SiteUpgradeRequest {
+            app_id: APP_ID.into(),
+            environment: "production".into(),
+            site: "customer.atlassian.net".into(),
+            product: "jira".into(),
+            version: Some("2.0.0".into()),
+        })
+        .unwrap();
+    refresh(&apps, "after-admin-update").await;
+    wait_for(&insts, "customer", WAIT, "2.0 followed", |i| {
+        i.status.as_ref().is_some_and(|s| s.installed_version.as_deref() == Some("2.0"))
+            && reason_of(i, "UpToDate").0 == "True"
+    })
+    .await;
+
+    // Deleting it (no deletionPolicy set) leaves the customer's app on their site.
+    insts.delete("customer", &DeleteParams::default()).await.unwrap();
+    wait_gone(&insts, "customer").await;
+    assert_eq!(platform.installed_version(APP_ID, "customer.atlassian.net").as_deref(), Some("2.0"));
+    assert_eq!(platform.calls("forge_cli_uninstallApplication"), 0);
+    assert_eq!(platform.calls("forge_cli_upgradeApplication"), 0);
+}

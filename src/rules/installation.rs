@@ -283,7 +283,9 @@ fn decide_installed(
                  administration{}, or a BulkUpgrade moves it when it needs no consent; this status follows",
                 Version::of(target),
                 spec.site,
-                facts.link.as_ref().map(|l| format!(" or through the installation link {l}")).unwrap_or_default()
+                facts.link.as_ref().map(|l| format!(" or through the installation link {l}")).unwrap_or_else(|| {
+                    " or through the app's installation link (a DistributionPolicy makes one)".into()
+                })
             );
             return blocked(Step::Nothing, Reason::AwaitingAdminConsent, message);
         }

@@ -5,7 +5,8 @@
 //! [`declared`]); a mirror task watches the test namespace and, for every ForgeApp, creates the app
 //! on the emulator (owned by the test account), deploys each version it lacks and then asks the
 //! operator to read the app again (the `forgeops.dev/refresh` annotation, as a CI job would after
-//! `forge deploy`); for every Installation, it adds the site with Jira, Confluence and Compass.
+//! `forge deploy`); for every Installation, it adds the site with Jira, Confluence and Compass,
+//! administered by the test account unless its host name starts with `customer` (a customer's site).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -98,7 +99,7 @@ pub fn seeded(
         .collect();
     let seed = serde_json::json!({
         "apps": [{"id": app_id, "owner": EMAIL, "environments": [{"key": "production", "versions": versions}]}],
-        "sites": (0..sites).map(|i| serde_json::json!({"hostName": format!("{prefix}-{i:04}.atlassian.net"), "products": ["jira"]})).collect::<Vec<_>>(),
+        "sites": (0..sites).map(|i| serde_json::json!({"hostName": format!("{prefix}-{i:04}.atlassian.net"), "products": ["jira"], "admins": [EMAIL]})).collect::<Vec<_>>(),
         "installations": (0..sites).map(|i| serde_json::json!({"appId": app_id, "site": format!("{prefix}-{i:04}.atlassian.net"), "product": "jira", "version": installed})).collect::<Vec<_>>(),
     });
     EmulatorConfig { seed: serde_json::from_value(seed).expect("a valid seed"), ..Default::default() }
@@ -229,8 +230,11 @@ impl TestPlatform {
         if state["sites"].as_array().is_some_and(|s| s.iter().any(|x| x["hostName"] == host.as_str())) {
             return;
         }
+        // The test account administers every site the tests declare, except customers' sites
+        // (host names starting with `customer`), which only the installation link reaches.
+        let admins: Vec<&str> = if host.starts_with("customer") { vec![] } else { vec![EMAIL] };
         let site: SeedSite = serde_json::from_value(
-            serde_json::json!({"hostName": host, "products": ["jira", "confluence", "compass"]}),
+            serde_json::json!({"hostName": host, "products": ["jira", "confluence", "compass"], "admins": admins}),
         )
         .unwrap();
         if let Err(e) = self.emulator.add_site(site) {

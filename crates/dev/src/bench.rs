@@ -246,8 +246,9 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
 
     // The platform: the app with 1.0.0 (2.0.0, with the same permissions, is deployed before the
     // bulk upgrade), and a site per installation.
-    let sites: Vec<serde_json::Value> =
-        (0..n).map(|i| json!({"hostName": format!("site-{i:05}.atlassian.net"), "products": ["jira"]})).collect();
+    let sites: Vec<serde_json::Value> = (0..n)
+        .map(|i| json!({"hostName": format!("site-{i:05}.atlassian.net"), "products": ["jira"], "admins": [EMAIL]}))
+        .collect();
     let seed: Seed = serde_json::from_value(json!({
         "accounts": [{"email": EMAIL, "apiToken": TOKEN}],
         "apps": [{"id": APP_ID, "owner": EMAIL, "environments": [{"key": "production", "versions": [
