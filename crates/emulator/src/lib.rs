@@ -60,8 +60,9 @@ pub struct EmulatorConfig {
     pub task_duration: Duration,
     /// A bulk upgrade upgrades one installation per step (so 10 ms is 10 per 100 ms).
     pub rollout_step: Duration,
-    /// The most installations one bulk upgrade takes (the platform's 1800); a larger `limit` is
-    /// reduced to it and the rest left for a later bulk upgrade.
+    /// The most installations one bulk upgrade takes (default 500, the cap the CLI reference
+    /// documents per request); a larger `limit` is reduced to it and the rest left for a later
+    /// bulk upgrade.
     pub upgrade_limit: u32,
     /// The most bulk upgrades running at once on the whole platform (APP_ROLLOUTS_UNAVAILABLE).
     pub global_rollout_limit: u32,
@@ -83,7 +84,7 @@ impl Default for EmulatorConfig {
             seed: Seed::default(),
             task_duration: Duration::from_millis(300),
             rollout_step: Duration::from_millis(10),
-            upgrade_limit: 1800,
+            upgrade_limit: 500,
             global_rollout_limit: 3,
             distribution: true,
             faults: Faults::default(),

@@ -410,7 +410,7 @@ pub struct Settings {
     pub task_duration_ms: i64,
     /// A rollout upgrades one installation per step, in microseconds.
     pub rollout_step_us: i64,
-    /// The most installations one rollout takes.
+    /// The most installations one rollout takes (default 500, the documented per-request cap).
     pub upgrade_limit: u32,
     /// The most rollouts running at once on the whole platform.
     pub global_rollout_limit: u32,
@@ -425,7 +425,7 @@ impl Default for Settings {
         Settings {
             task_duration_ms: 300,
             rollout_step_us: 10_000,
-            upgrade_limit: 1800,
+            upgrade_limit: 500,
             global_rollout_limit: 3,
             rollout_retention_ms: None,
             distribution: true,
@@ -1204,7 +1204,7 @@ impl Model {
         {
             return Err(PlatformError::bad_request("limit must be positive"));
         }
-        let (app_id, owner, env_id, env_key) = (app.id.clone(), app.owner.clone(), env.id.clone(), env.key.clone());
+        let (app_id, env_id, env_key) = (app.id.clone(), env.id.clone(), env.key.clone());
         if self.running_rollouts().any(|r| r.environment_id == env_id) {
             return Err(PlatformError::new(
                 et::APP_ROLLOUT_RUNNING,
@@ -1212,7 +1212,8 @@ impl Model {
                 "A rollout is already running for this app environment",
             ));
         }
-        if self.running_rollouts().any(|r| self.app(&r.app_id).is_some_and(|a| a.owner == owner)) {
+        // Counted per calling account (the one that started the rollout), not per app owner.
+        if self.running_rollouts().any(|r| r.created_by == caller) {
             return Err(PlatformError::new(
                 et::TOO_MANY_APP_ROLLOUTS_RUNNING_FOR_ACCOUNT,
                 429,

@@ -468,9 +468,9 @@ async fn cli_bulk_upgrade_flow() {
     assert_eq!(
         eligible,
         vec![
-            (json!("2.0.0"), json!(false), json!(1800)),
-            (json!("1.2.0"), json!(true), json!(1800)),
-            (json!("1.0.0"), json!(false), json!(1800))
+            (json!("2.0.0"), json!(false), json!(500)),
+            (json!("1.2.0"), json!(true), json!(500)),
+            (json!("1.0.0"), json!(false), json!(500))
         ]
     );
     let target = d["app"]["environmentByKey"]["versions"]["nodes"][1]["id"].as_str().unwrap().to_string();
