@@ -570,6 +570,28 @@ fn deploy_rolls_minors_out_but_not_majors() {
     assert_eq!(m.installation(&on_1_0).unwrap().version_id, minor.version_id);
     let env = m.app(APP1).unwrap().environment("production").unwrap();
     assert_eq!(env.latest().unwrap().version, "2.1.0");
+    // A minor removing a scope, or an egress address, must be a major too.
+    let e = m.deploy(&deploy("2.2", &["read:jira-work"]), T0).unwrap_err();
+    assert_eq!(e.error_type, "BAD_REQUEST");
+    assert!(e.message.contains("removes scopes") && e.message.contains("deploy it as a new major"), "{e}");
+    let mut no_egress = deploy("2.2", &["read:jira-work", "write:jira-work"]);
+    no_egress.egress.clear();
+    let e = m.deploy(&no_egress, T0).unwrap_err();
+    assert!(e.message.contains("removes egress to api.insights.acme.example"), "{e}");
+    let mut eud = deploy("2.2", &["read:jira-work", "write:jira-work"]);
+    eud.egress = vec![SeedEgress::Permission(Egress {
+        kind: EgressType::FetchBackendSide,
+        addresses: vec!["api.insights.acme.example".into()],
+        category: None,
+        in_scope_eud: true,
+    })];
+    let e = m.deploy(&eud, T0).unwrap_err();
+    assert!(e.message.contains("end-user data"), "{e}");
+    assert_eq!(m.app(APP1).unwrap().environment("production").unwrap().latest().unwrap().version, "2.1.0");
+    // A rollout still needs no consent for a removal.
+    let (before, after) =
+        (version("2.0.0", &["a", "b"], &[("x.example", None)], false), version("2.1.0", &["a"], &[], false));
+    assert_eq!(rollout_ineligibility(&before, &after), None);
     // A new major moves nobody.
     let out = m.deploy(&deploy("3.0.0", &["read:jira-work", "write:jira-work", "manage:jira-webhook"]), T0).unwrap();
     assert!(out.upgraded_installations.is_empty());
