@@ -60,8 +60,9 @@ pub struct EmulatorConfig {
     pub task_duration: Duration,
     /// A bulk upgrade upgrades one installation per step (so 10 ms is 10 per 100 ms).
     pub rollout_step: Duration,
-    /// The most installations one bulk upgrade takes (the platform's 1800); a larger `limit` is
-    /// reduced to it and the rest left for a later bulk upgrade.
+    /// The most installations one bulk upgrade takes (default 500, the cap the CLI reference
+    /// documents per request); a larger `limit` is reduced to it and the rest left for a later
+    /// bulk upgrade.
     pub upgrade_limit: u32,
     /// The most bulk upgrades running at once on the whole platform (APP_ROLLOUTS_UNAVAILABLE).
     pub global_rollout_limit: u32,
@@ -83,7 +84,7 @@ impl Default for EmulatorConfig {
             seed: Seed::default(),
             task_duration: Duration::from_millis(300),
             rollout_step: Duration::from_millis(10),
-            upgrade_limit: 1800,
+            upgrade_limit: 500,
             global_rollout_limit: 3,
             distribution: true,
             faults: Faults::default(),
@@ -94,7 +95,7 @@ impl Default for EmulatorConfig {
 }
 
 /// Faults injected into `POST /graphql` (the admin API is never affected).
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Faults {
     /// Added to every answer.
@@ -108,6 +109,71 @@ pub struct Faults {
     pub rate_limit_burst: u32,
     /// The gateway is down: HTTP 503 for every request until lifted.
     pub down: bool,
+    /// Faults of requests that are executed (the model changes) but whose answer the client
+    /// never gets right: the first entry naming a request's operation with `count` left applies
+    /// (and its `count` goes down by one). Only requests that get through the faults above, are
+    /// authenticated and parse are counted.
+    pub mutations: Vec<MutationFault>,
+    /// How long a [`MutationFaultMode::Hang`] request waits, after it was applied, before it is
+    /// answered (default 60000).
+    pub hang_ms: u64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            latency_ms: 0,
+            error_rate: 0.0,
+            failing_sites: Vec::new(),
+            rate_limit_burst: 0,
+            down: false,
+            mutations: Vec::new(),
+            hang_ms: 60_000,
+        }
+    }
+}
+
+/// A fault of the answers to one operation (see [`Faults::mutations`]).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MutationFault {
+    /// The `operationName`, e.g. `forge_cli_installApplication`.
+    pub operation: String,
+    /// What happens to the answer.
+    pub mode: MutationFaultMode,
+    /// How many matching requests get it (default 1); counts down as they do.
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// What a [`MutationFault`] does. In every mode the request is executed first: the platform
+/// state changes as if it had been answered normally.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum MutationFaultMode {
+    /// `applyThen504`: answered HTTP 504 with a gateway error body (errorType GATEWAY_TIMEOUT).
+    ApplyThen504,
+    /// `applyThenDrop`: HTTP 200 whose body breaks off (the connection is cut), so the client
+    /// sees a transport error and no answer.
+    ApplyThenDrop,
+    /// `hang`: the real answer, after [`Faults::hang_ms`], so a client with a shorter timeout
+    /// gives up.
+    Hang,
+}
+
+impl MutationFaultMode {
+    /// The name as written in [`Faults`] (and in [`RecordedRequest::fault`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            MutationFaultMode::ApplyThen504 => "applyThen504",
+            MutationFaultMode::ApplyThenDrop => "applyThenDrop",
+            MutationFaultMode::Hang => "hang",
+        }
+    }
 }
 
 /// One GraphQL request as received (the API token is never recorded).
@@ -122,6 +188,10 @@ pub struct RecordedRequest {
     pub account_id: Option<String>,
     /// When it was received, epoch milliseconds.
     pub at_ms: i64,
+    /// The fault injected into it, if any: `down`, `rateLimitBurst`, `errorRate`, or a
+    /// [`MutationFaultMode`] name (`applyThen504`, `applyThenDrop`, `hang`).
+    #[serde(default)]
+    pub fault: Option<String>,
 }
 
 struct FaultState {
@@ -533,35 +603,66 @@ async fn graphql(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) 
         ),
         Err(_) => (None, serde_json::Value::Null),
     };
+    enum Injected {
+        Down,
+        RateLimited,
+        Error,
+        Mutation(MutationFaultMode),
+    }
+    let (faults, injected) = {
+        let mut state = lock(&s.faults);
+        let injected = if state.faults.down {
+            Some(Injected::Down)
+        } else if state.burst_left > 0 {
+            state.burst_left -= 1;
+            Some(Injected::RateLimited)
+        } else if state.faults.error_rate > 0.0 && rand::random::<f64>() < state.faults.error_rate {
+            Some(Injected::Error)
+        } else if account_id.is_some() && parsed.is_ok() {
+            let name = operation_name.as_deref().unwrap_or_default();
+            state.faults.mutations.iter_mut().find(|f| f.count > 0 && f.operation == name).map(|f| {
+                f.count -= 1;
+                Injected::Mutation(f.mode)
+            })
+        } else {
+            None
+        };
+        (state.faults.clone(), injected)
+    };
     lock(&s.requests).push(RecordedRequest {
         operation_name: operation_name.clone(),
         variables: variables.clone(),
         account_id: account_id.clone(),
         at_ms: now,
+        fault: injected.as_ref().map(|i| {
+            match i {
+                Injected::Down => "down",
+                Injected::RateLimited => "rateLimitBurst",
+                Injected::Error => "errorRate",
+                Injected::Mutation(m) => m.name(),
+            }
+            .to_string()
+        }),
     });
-    let (faults, rate_limited) = {
-        let mut state = lock(&s.faults);
-        let limited = !state.faults.down && state.burst_left > 0;
-        if limited {
-            state.burst_left -= 1;
+    let mutation_fault = match injected {
+        Some(Injected::Down) => {
+            return gateway_error(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "Service Unavailable");
         }
-        (state.faults.clone(), limited)
+        Some(Injected::RateLimited) => {
+            let mut r = gateway_error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS", "Too many requests");
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+        Some(Injected::Error) => {
+            return if rand::random::<bool>() {
+                gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR", "Internal Server Error")
+            } else {
+                gateway_error(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "Service Unavailable")
+            };
+        }
+        Some(Injected::Mutation(mode)) => Some(mode),
+        None => None,
     };
-    if faults.down {
-        return gateway_error(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "Service Unavailable");
-    }
-    if rate_limited {
-        let mut r = gateway_error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS", "Too many requests");
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
-    }
-    if faults.error_rate > 0.0 && rand::random::<f64>() < faults.error_rate {
-        return if rand::random::<bool>() {
-            gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR", "Internal Server Error")
-        } else {
-            gateway_error(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "Service Unavailable")
-        };
-    }
     if faults.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
     }
@@ -583,6 +684,29 @@ async fn graphql(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) 
     }
     let response = s.schema.execute(request).await;
     s.persist();
+    match mutation_fault {
+        Some(MutationFaultMode::ApplyThen504) => {
+            return gateway_error(StatusCode::GATEWAY_TIMEOUT, "GATEWAY_TIMEOUT", "Gateway Timeout");
+        }
+        Some(MutationFaultMode::ApplyThenDrop) => {
+            // Half of the real answer, then the body fails: hyper cuts the connection.
+            let body = serde_json::to_vec(&response).unwrap_or_default();
+            let half = Bytes::from(body[..body.len() / 2].to_vec());
+            let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+                Ok(half),
+                Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "emulator: applyThenDrop fault")),
+            ];
+            let stream = async_graphql::futures_util::stream::iter(chunks);
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response();
+        }
+        Some(MutationFaultMode::Hang) => tokio::time::sleep(Duration::from_millis(faults.hang_ms)).await,
+        None => {}
+    }
     let mut r = json_response(StatusCode::OK, &response);
     if let Ok(v) = HeaderValue::from_str(&model::random_uuid()) {
         r.headers_mut().insert("x-request-id", v);

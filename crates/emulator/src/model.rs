@@ -410,7 +410,7 @@ pub struct Settings {
     pub task_duration_ms: i64,
     /// A rollout upgrades one installation per step, in microseconds.
     pub rollout_step_us: i64,
-    /// The most installations one rollout takes.
+    /// The most installations one rollout takes (default 500, the documented per-request cap).
     pub upgrade_limit: u32,
     /// The most rollouts running at once on the whole platform.
     pub global_rollout_limit: u32,
@@ -425,7 +425,7 @@ impl Default for Settings {
         Settings {
             task_duration_ms: 300,
             rollout_step_us: 10_000,
-            upgrade_limit: 1800,
+            upgrade_limit: 500,
             global_rollout_limit: 3,
             rollout_retention_ms: None,
             distribution: true,
@@ -585,6 +585,35 @@ pub fn rollout_ineligibility(source: &Version, target: &Version) -> Option<Strin
     }
     if target.requires_license != source.requires_license {
         return Some(format!("version {} changes licensing", target.version));
+    }
+    None
+}
+
+/// What a version drops from, or makes stricter than, the newest of its major, which makes it a
+/// new major on the platform though a rollout needs no consent for it: a removed scope or egress
+/// address, or egress becoming in scope of end-user data.
+fn minor_removal(prev: &Version, new: &Version) -> Option<String> {
+    let removed: Vec<&String> = prev.scopes.iter().filter(|s| !new.scopes.contains(s)).collect();
+    if !removed.is_empty() {
+        return Some(format!("version {} removes scopes {removed:?}", new.version));
+    }
+    let kept: BTreeSet<(EgressType, &str)> =
+        new.egress.iter().flat_map(|e| e.addresses.iter().map(move |a| (e.kind, a.as_str()))).collect();
+    for e in &prev.egress {
+        if let Some(a) = e.addresses.iter().find(|a| !kept.contains(&(e.kind, a.as_str()))) {
+            return Some(format!("version {} removes egress to {a}", new.version));
+        }
+    }
+    let eud: BTreeSet<(EgressType, &str)> = prev
+        .egress
+        .iter()
+        .filter(|e| e.in_scope_eud)
+        .flat_map(|e| e.addresses.iter().map(move |a| (e.kind, a.as_str())))
+        .collect();
+    for e in new.egress.iter().filter(|e| e.in_scope_eud) {
+        if let Some(a) = e.addresses.iter().find(|a| !eud.contains(&(e.kind, a.as_str()))) {
+            return Some(format!("version {} puts egress to {a} in scope of end-user data", new.version));
+        }
     }
     None
 }
@@ -1204,7 +1233,7 @@ impl Model {
         {
             return Err(PlatformError::bad_request("limit must be positive"));
         }
-        let (app_id, owner, env_id, env_key) = (app.id.clone(), app.owner.clone(), env.id.clone(), env.key.clone());
+        let (app_id, env_id, env_key) = (app.id.clone(), env.id.clone(), env.key.clone());
         if self.running_rollouts().any(|r| r.environment_id == env_id) {
             return Err(PlatformError::new(
                 et::APP_ROLLOUT_RUNNING,
@@ -1212,7 +1241,8 @@ impl Model {
                 "A rollout is already running for this app environment",
             ));
         }
-        if self.running_rollouts().any(|r| self.app(&r.app_id).is_some_and(|a| a.owner == owner)) {
+        // Counted per calling account (the one that started the rollout), not per app owner.
+        if self.running_rollouts().any(|r| r.created_by == caller) {
             return Err(PlatformError::new(
                 et::TOO_MANY_APP_ROLLOUTS_RUNNING_FOR_ACCOUNT,
                 429,
@@ -1578,8 +1608,8 @@ impl Model {
     }
 
     /// Deploys a new version (the latest unless it is a minor of an older major). A minor of an
-    /// existing major may not add scopes, egress or licensing (the real platform makes such a
-    /// deployment a new major). Installations on an older version of the same major are moved to it
+    /// existing major may not add or remove scopes or egress, put egress in scope of end-user
+    /// data, or change licensing (the real platform makes such a deployment a new major). Installations on an older version of the same major are moved to it
     /// at once (no consent needed).
     pub fn deploy(&mut self, req: &DeployRequest, now: Millis) -> Result<DeployOutcome, PlatformError> {
         let version = normalize_version(&req.version)
@@ -1611,7 +1641,7 @@ impl Model {
             if let Some(prev) = env.versions.iter().filter(|v| v.major() == new.major()).max_by_key(|v| v.triple()) {
                 let mut as_minor = new.clone();
                 as_minor.version = format!("{}.{}.{}", new.major() + 1, 0, 0);
-                if let Some(reason) = rollout_ineligibility(prev, &as_minor) {
+                if let Some(reason) = rollout_ineligibility(prev, &as_minor).or_else(|| minor_removal(prev, &new)) {
                     return Err(PlatformError::bad_request(format!(
                         "{version} cannot be a minor of {}: {reason}; deploy it as a new major",
                         prev.version

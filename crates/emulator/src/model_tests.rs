@@ -345,29 +345,63 @@ fn many_installations(m: &mut Model, n: usize, v: &str) {
 #[test]
 fn rollout_takes_at_most_the_upgrade_limit_and_leaves_the_rest() {
     let mut m = model();
+    assert_eq!(m.settings.upgrade_limit, 500, "the documented cap of one bulk upgrade");
     m.settings.rollout_step_us = 1000; // one installation per millisecond
-    many_installations(&mut m, 2000, "1.0.0");
+    many_installations(&mut m, 600, "1.0.0");
     let (v1, v2) = (version_id(&m, APP3, "production", "1.0.0"), version_id(&m, APP3, "production", "2.0.0"));
-    let created = m.create_rollout("other-account", &v1, &v2, Some(5000), T0).unwrap();
-    assert_eq!((created.upgrade_limit, created.total_eligible, created.expected_remaining), (1800, 2000, 200));
+    let created = m.create_rollout("other-account", &v1, &v2, Some(1800), T0).unwrap();
+    assert_eq!((created.upgrade_limit, created.total_eligible, created.expected_remaining), (500, 600, 100));
     m.advance(T0 + 100);
     let r = m.rollout(&created.id).unwrap();
-    assert_eq!((r.status, r.completed, r.pending.len()), (RolloutStatus::Running, 100, 1700));
-    m.advance(T0 + 1800);
+    assert_eq!((r.status, r.completed, r.pending.len()), (RolloutStatus::Running, 100, 400));
+    m.advance(T0 + 500);
     let r = m.rollout(&created.id).unwrap();
-    assert_eq!((r.status, r.completed, r.failed, r.pending.len()), (RolloutStatus::Complete, 1800, 0, 0));
-    assert_eq!(r.completed_at, Some(T0 + 1800));
+    assert_eq!((r.status, r.completed, r.failed, r.pending.len()), (RolloutStatus::Complete, 500, 0, 0));
+    assert_eq!(r.completed_at, Some(T0 + 500));
     let on = |m: &Model, v: &str| m.installations.iter().filter(|i| i.version_id == v).count();
-    assert_eq!((on(&m, &v1), on(&m, &v2)), (200, 1800));
+    assert_eq!((on(&m, &v1), on(&m, &v2)), (100, 500));
     // The rest, by a later rollout with a smaller limit.
-    let next = m.create_rollout("other-account", &v1, &v2, Some(150), T0 + 2000).unwrap();
-    assert_eq!((next.upgrade_limit, next.total_eligible, next.expected_remaining), (150, 200, 50));
+    let next = m.create_rollout("other-account", &v1, &v2, Some(60), T0 + 2000).unwrap();
+    assert_eq!((next.upgrade_limit, next.total_eligible, next.expected_remaining), (60, 100, 40));
     m.advance(T0 + 10_000);
     let last = m.create_rollout("other-account", &v1, &v2, None, T0 + 10_000).unwrap();
-    assert_eq!((last.upgrade_limit, last.total_eligible, last.expected_remaining), (1800, 50, 0));
+    assert_eq!((last.upgrade_limit, last.total_eligible, last.expected_remaining), (500, 40, 0));
     m.advance(T0 + 20_000);
-    assert_eq!(on(&m, &v2), 2000);
+    assert_eq!(on(&m, &v2), 600);
     assert_eq!(m.create_rollout("other-account", &v1, &v2, Some(0), T0).unwrap_err().error_type, "BAD_REQUEST");
+}
+
+#[test]
+fn the_per_account_rollout_limit_counts_the_calling_account() {
+    let mut m = model();
+    let me = acme(&m);
+    let (a1, a12) = (version_id(&m, APP1, "production", "1.0.0"), version_id(&m, APP1, "production", "1.2.0"));
+    installed(&mut m, APP1, "acme.atlassian.net", Some("1.0.0"), T0);
+    let running = m.create_rollout(&me, &a1, &a12, None, T0).unwrap();
+    // The app changes hands while acme's rollout runs: acme still has one running.
+    m.apps.iter_mut().find(|a| a.id == APP1).unwrap().owner = "other-account".into();
+    let d = m
+        .deploy(
+            &DeployRequest {
+                app_id: APP2.into(),
+                environment: "production".into(),
+                version: "1.5.0".into(),
+                scopes: vec!["read:confluence-content.summary".into()],
+                egress: vec![],
+                requires_license: false,
+                required_products: vec!["confluence".into()],
+            },
+            T0,
+        )
+        .unwrap();
+    let b = version_id(&m, APP2, "production", "1.4.0");
+    let e = m.create_rollout(&me, &b, &d.version_id, None, T0).unwrap_err();
+    assert_eq!(e.error_type, "TOO_MANY_APP_ROLLOUTS_RUNNING_FOR_ACCOUNT");
+    // The new owner of APP1 started none: its own app APP3 may have one.
+    let (v1, v2) = (version_id(&m, APP3, "production", "1.0.0"), version_id(&m, APP3, "production", "2.0.0"));
+    m.create_rollout("other-account", &v1, &v2, None, T0).unwrap();
+    m.cancel_rollout("other-account", &running.id, T0).unwrap();
+    m.create_rollout(&me, &b, &d.version_id, None, T0).unwrap();
 }
 
 #[test]
@@ -536,6 +570,28 @@ fn deploy_rolls_minors_out_but_not_majors() {
     assert_eq!(m.installation(&on_1_0).unwrap().version_id, minor.version_id);
     let env = m.app(APP1).unwrap().environment("production").unwrap();
     assert_eq!(env.latest().unwrap().version, "2.1.0");
+    // A minor removing a scope, or an egress address, must be a major too.
+    let e = m.deploy(&deploy("2.2", &["read:jira-work"]), T0).unwrap_err();
+    assert_eq!(e.error_type, "BAD_REQUEST");
+    assert!(e.message.contains("removes scopes") && e.message.contains("deploy it as a new major"), "{e}");
+    let mut no_egress = deploy("2.2", &["read:jira-work", "write:jira-work"]);
+    no_egress.egress.clear();
+    let e = m.deploy(&no_egress, T0).unwrap_err();
+    assert!(e.message.contains("removes egress to api.insights.acme.example"), "{e}");
+    let mut eud = deploy("2.2", &["read:jira-work", "write:jira-work"]);
+    eud.egress = vec![SeedEgress::Permission(Egress {
+        kind: EgressType::FetchBackendSide,
+        addresses: vec!["api.insights.acme.example".into()],
+        category: None,
+        in_scope_eud: true,
+    })];
+    let e = m.deploy(&eud, T0).unwrap_err();
+    assert!(e.message.contains("end-user data"), "{e}");
+    assert_eq!(m.app(APP1).unwrap().environment("production").unwrap().latest().unwrap().version, "2.1.0");
+    // A rollout still needs no consent for a removal.
+    let (before, after) =
+        (version("2.0.0", &["a", "b"], &[("x.example", None)], false), version("2.1.0", &["a"], &[], false));
+    assert_eq!(rollout_ineligibility(&before, &after), None);
     // A new major moves nobody.
     let out = m.deploy(&deploy("3.0.0", &["read:jira-work", "write:jira-work", "manage:jira-webhook"]), T0).unwrap();
     assert!(out.upgraded_installations.is_empty());

@@ -468,9 +468,9 @@ async fn cli_bulk_upgrade_flow() {
     assert_eq!(
         eligible,
         vec![
-            (json!("2.0.0"), json!(false), json!(1800)),
-            (json!("1.2.0"), json!(true), json!(1800)),
-            (json!("1.0.0"), json!(false), json!(1800))
+            (json!("2.0.0"), json!(false), json!(500)),
+            (json!("1.2.0"), json!(true), json!(500)),
+            (json!("1.0.0"), json!(false), json!(500))
         ]
     );
     let target = d["app"]["environmentByKey"]["versions"]["nodes"][1]["id"].as_str().unwrap().to_string();
@@ -881,4 +881,128 @@ async fn http_site_upgrade_by_the_customers_admin() {
     let (status, e) = admin(reqwest::Method::POST, url, Some(body)).await;
     assert_eq!((status, e["error"]["errorType"].as_str()), (409, Some("INSTALLATION_ALREADY_UPGRADED")));
     assert_eq!(emu.state()["installations"][0]["upgradedByAdmin"], true);
+}
+
+#[tokio::test]
+async fn http_mutation_faults_apply_the_request_then_lose_the_answer() {
+    let emu = start(config(), "127.0.0.1:0".parse().unwrap()).await.expect("start");
+    assert_eq!(Faults::default().hang_ms, 60_000);
+    assert_eq!(serde_json::from_value::<Faults>(json!({})).unwrap(), Faults::default());
+    let (_, sites) = admin(reqwest::Method::GET, format!("{}/sites", emu.admin_url()), None).await;
+    let site = |h: &str| sites.as_array().unwrap().iter().find(|s| s["hostName"] == h).unwrap().clone();
+    let install = |host: &str| {
+        json!({"input": {"installationContext": site(host)["installationContexts"]["jira"], "appId": APP1,
+            "environmentKey": "production", "async": true}})
+    };
+    let faults_url = format!("{}/faults", emu.admin_url());
+    let (status, f) = admin(
+        reqwest::Method::PUT,
+        faults_url.clone(),
+        Some(json!({"mutations": [
+            {"operation": "forge_cli_installApplication", "mode": "applyThen504", "count": 1},
+            {"operation": "forge_cli_installApplication", "mode": "applyThenDrop"},
+            {"operation": "forge_cli_upgradeApplication", "mode": "hang", "count": 5}],
+            "hangMs": 400})),
+    )
+    .await;
+    assert_eq!(status, 200, "{f}");
+    assert_eq!(f["mutations"][1]["count"], 1, "count defaults to 1");
+    let (status, _) = admin(
+        reqwest::Method::PUT,
+        faults_url.clone(),
+        Some(json!({"mutations": [{"operation": "x", "mode": "explode"}]})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    admin(
+        reqwest::Method::PUT,
+        faults_url.clone(),
+        Some(json!({"mutations": [
+            {"operation": "forge_cli_installApplication", "mode": "applyThen504", "count": 1},
+            {"operation": "forge_cli_installApplication", "mode": "applyThenDrop"},
+            {"operation": "forge_cli_upgradeApplication", "mode": "hang", "count": 5}],
+            "hangMs": 400})),
+    )
+    .await;
+
+    // Other operations pass untouched.
+    assert_eq!(gql(&emu, GET_USER_DETAILS, Value::Null).await.0, 200);
+    // 504, but the install was accepted: its task runs and completes.
+    let (status, _, body) = gql(&emu, INSTALL, install("acme.atlassian.net")).await;
+    assert_eq!(status, 504);
+    assert_eq!(body["errors"][0]["extensions"]["errorType"], "GATEWAY_TIMEOUT");
+    assert_eq!(body["data"], Value::Null);
+    let tasks = emu.state()["tasks"].as_object().unwrap().clone();
+    assert_eq!(tasks.len(), 1, "the request was applied");
+    let task = tasks.keys().next().unwrap().clone();
+    assert_eq!(wait_task(&emu, &task).await["state"], "COMPLETE");
+
+    // The body breaks off: the client gets a transport error, the install still happened.
+    let resp = client()
+        .post(emu.graphql_url())
+        .basic_auth(EMAIL, Some(TOKEN))
+        .header("content-type", "application/json")
+        .body(json!({"query": INSTALL, "variables": install("globex.atlassian.net")}).to_string())
+        .send()
+        .await;
+    let failed = match resp {
+        Err(_) => true,
+        Ok(r) => r.bytes().await.is_err(),
+    };
+    assert!(failed, "the client must see no valid answer");
+    assert_eq!(emu.state()["tasks"].as_object().unwrap().len(), 2);
+    // The faults are used up: the next install is answered normally.
+    let (status, _, body) = gql(&emu, INSTALL, install("globex.atlassian.net")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["installApp"]["success"], true, "{body}");
+
+    // Hang: a client with a shorter timeout gives up, the upgrade was applied all the same.
+    let mut upgrade = install("acme.atlassian.net");
+    upgrade["input"]["versionId"] = Value::Null;
+    let deploy = json!({"appId": APP1, "version": "3.0.0", "scopes": ["read:jira-work", "write:jira-work"],
+        "egress": ["api.insights.acme.example"], "requiredProducts": ["jira"]});
+    admin(reqwest::Method::POST, format!("{}/deploy", emu.admin_url()), Some(deploy)).await;
+    let started = std::time::Instant::now();
+    let resp = client()
+        .post(emu.graphql_url())
+        .basic_auth(EMAIL, Some(TOKEN))
+        .timeout(std::time::Duration::from_millis(100))
+        .header("content-type", "application/json")
+        .body(json!({"query": UPGRADE, "variables": upgrade}).to_string())
+        .send()
+        .await;
+    assert!(resp.is_err_and(|e| e.is_timeout()));
+    assert!(started.elapsed() < std::time::Duration::from_millis(400));
+    let upgrades = emu.state()["tasks"].as_object().unwrap().values().filter(|t| t["kind"] == "upgrade").count();
+    assert_eq!(upgrades, 1, "the upgrade was applied before the hang");
+    // A patient client gets the real answer after hangMs: the first upgrade has finished by then.
+    let started = std::time::Instant::now();
+    let (status, _, body) = gql(&emu, UPGRADE, upgrade).await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(400));
+    assert_eq!(status, 200);
+    let errors = &body["data"]["upgradeApp"]["errors"];
+    assert_eq!(errors[0]["extensions"]["errorType"], "INSTALLATION_ALREADY_UPGRADED", "{body}");
+
+    let (_, f) = admin(reqwest::Method::GET, faults_url, None).await;
+    assert_eq!(
+        f["mutations"].as_array().unwrap().iter().map(|m| m["count"].as_u64().unwrap()).collect::<Vec<_>>(),
+        vec![0, 0, 3]
+    );
+    let log = emu.requests();
+    let faulted: Vec<(&str, &str)> =
+        log.iter().filter_map(|r| Some((r.operation_name.as_deref()?, r.fault.as_deref()?))).collect();
+    assert_eq!(
+        faulted,
+        vec![
+            ("forge_cli_installApplication", "applyThen504"),
+            ("forge_cli_installApplication", "applyThenDrop"),
+            ("forge_cli_upgradeApplication", "hang"),
+            ("forge_cli_upgradeApplication", "hang"),
+        ]
+    );
+    assert_eq!(log.iter().filter(|r| r.operation_name.as_deref() == Some("forge_cli_installApplication")).count(), 3);
+    // The older faults are named in the log too.
+    emu.set_faults(Faults { down: true, ..Default::default() });
+    assert_eq!(gql(&emu, GET_USER_DETAILS, Value::Null).await.0, 503);
+    assert_eq!(emu.requests().last().unwrap().fault.as_deref(), Some("down"));
 }
