@@ -344,7 +344,7 @@ async fn limit_leaves_the_rest_unprocessed_pinned_installations_hold_and_ttl_del
 }
 
 #[tokio::test]
-async fn twenty_five_hundred_installations_take_two_rollouts_and_the_records_outlive_the_platform() {
+async fn twenty_five_hundred_installations_take_five_rollouts_and_the_records_outlive_the_platform() {
     const SITES: usize = 2500;
     let t = TestNs::new("bulk-2500").await;
     let mut config = seeded(APP_ID, &[("1.0.0", &["read"]), ("2.0.0", &["read"])], "big", SITES, "1.0.0");
@@ -391,8 +391,8 @@ async fn twenty_five_hundred_installations_take_two_rollouts_and_the_records_out
     );
     let taken: Vec<(u32, u32, Option<u32>)> =
         s.rollouts.iter().map(|r| (r.step, r.completed, r.upgrade_limit)).collect();
-    assert_eq!(taken, vec![(1, 1800, Some(1800)), (1, 700, Some(1800))], "the platform's cap of 1800 per rollout");
-    assert_eq!(platform.rollouts(APP_ID).len(), 2);
+    assert_eq!(taken, vec![(1, 500, Some(500)); 5], "the platform's cap (500 per rollout, read from its answer)");
+    assert_eq!(platform.rollouts(APP_ID).len(), 5);
     let by = platform.upgraded_by(APP_ID);
     assert_eq!(by.len(), SITES);
     assert!(by.values().all(|r| r.len() == 1), "every installation upgraded exactly once");
@@ -405,7 +405,7 @@ async fn twenty_five_hundred_installations_take_two_rollouts_and_the_records_out
         .await;
     }
     // The platform forgets finished rollouts; the BulkUpgrade keeps its records.
-    assert_eq!(platform.emulator.forget_finished_rollouts(), 2);
+    assert_eq!(platform.emulator.forget_finished_rollouts(), 5);
     patch_spec(&bus, "all", json!({"ttlSecondsAfterFinished": 3600})).await;
     let after = wait_for(&bus, "all", WAIT, "the edit acknowledged", |b| {
         b.status.as_ref().unwrap().observed_generation == b.metadata.generation
@@ -597,4 +597,53 @@ async fn the_leases_are_renewed_while_a_rollout_runs_longer_than_their_duration(
     let next = wait_state(&bus, "next", BulkUpgradeState::Complete).await;
     assert_eq!(condition(&next, "Complete").unwrap().1, "NothingToUpgrade");
     assert_eq!(operator.platform.rollouts(APP_ID).len(), 1);
+}
+
+#[tokio::test]
+async fn a_rollout_whose_creation_answer_was_lost_is_adopted_not_started_twice() {
+    const CREATE: &str = "forge_cli_createAppVersionUpgradeRollout";
+    let t = TestNs::new("bulk-lost").await;
+    let platform =
+        t.start_platform(seeded(APP_ID, &[("1.0.0", &["read"]), ("2.0.0", &["read"])], "lost", 20, "1.0.0")).await;
+    let _operator = t.start_operator_on(platform.clone()).await;
+    let (apps, bus): (Api<ForgeApp>, Api<BulkUpgrade>) = (t.api(), t.api());
+    create(
+        &apps,
+        json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": "insights"},
+        "spec": {"appId": APP_ID, "environments": ["production"]}}),
+    )
+    .await;
+    for mode in ["applyThen504", "applyThenDrop"] {
+        let name = format!("lost-{}", mode.to_ascii_lowercase());
+        let sent_before = platform.calls(CREATE);
+        let faults: Faults =
+            serde_json::from_value(json!({"mutations": [{"operation": CREATE, "mode": mode, "count": 1}]})).unwrap();
+        platform.set_faults(faults);
+        let (from, to) = if mode == "applyThen504" { (1, 2) } else { (2, 3) };
+        if to == 3 {
+            // A third major for the second round, deployed as `forge deploy` would.
+            let deploy = forgeops_emulator::DeployRequest {
+                app_id: APP_ID.into(),
+                environment: "production".into(),
+                version: "3.0.0".into(),
+                scopes: vec!["read".into()],
+                egress: vec![],
+                requires_license: false,
+                required_products: vec!["jira".into()],
+            };
+            platform.emulator.deploy(deploy).unwrap();
+            let ask = json!({"metadata": {"annotations": {"forgeops.dev/refresh": "3.0"}}});
+            apps.patch("insights", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&ask)).await.unwrap();
+            wait_for(&apps, "insights", WAIT, "3.0 read", |a| a.deployed("production").len() == 3).await;
+        }
+        create(&bus, bulk(&name, "insights", from, to, json!({}))).await;
+        let b = wait_for(&bus, &name, WAIT, "complete", |b| state(b) == Some(BulkUpgradeState::Complete)).await;
+        let s = status(&b);
+        assert_eq!((s.total, s.upgraded, s.failed), (20, 20, 0), "{mode}: {s:#?}");
+        assert_eq!(platform.calls(CREATE) - sent_before, 1, "{mode}: one creation request, its rollout adopted");
+        assert_eq!(s.rollouts.len(), 1, "{mode}: {s:#?}");
+    }
+    assert_eq!(platform.rollouts(APP_ID).len(), 2, "one rollout per BulkUpgrade on the platform");
+    let by = platform.upgraded_by(APP_ID);
+    assert!(by.values().all(|r| r.len() == 2), "each installation moved once per rollout: {by:?}");
 }

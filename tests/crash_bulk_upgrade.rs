@@ -71,7 +71,7 @@ async fn three_sigkills_during_a_stepped_300_site_bulk_upgrade_start_one_rollout
 
     let rollouts = platform.rollouts(APP_ID);
     let limits: Vec<i64> = rollouts.iter().map(|r| r["upgradeLimit"].as_i64().unwrap()).collect();
-    assert_eq!(limits, vec![30, 100, 1800], "exactly one rollout per step: {rollouts:#?}");
+    assert_eq!(limits, vec![30, 100, 500], "exactly one rollout per step: {rollouts:#?}");
     let by = platform.upgraded_by(APP_ID);
     assert_eq!(by.len(), SITES);
     let not_once: Vec<_> = by.iter().filter(|(_, r)| r.len() != 1).collect();

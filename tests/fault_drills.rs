@@ -117,7 +117,7 @@ async fn upgraded_once(
     .await;
     let rollouts = platform.rollouts(BULK_APP);
     let limits: Vec<i64> = rollouts.iter().map(|r| r["upgradeLimit"].as_i64().unwrap()).collect();
-    assert_eq!(limits, vec![30, 100, 1800], "exactly one rollout per step: {rollouts:#?}");
+    assert_eq!(limits, vec![30, 100, 500], "exactly one rollout per step: {rollouts:#?}");
     let by = platform.upgraded_by(BULK_APP);
     assert_eq!(by.len(), sites as usize);
     let not_once: Vec<_> = by.iter().filter(|(_, r)| r.len() != 1).collect();

@@ -143,7 +143,7 @@ async fn every_port_operation_works_against_the_emulator() {
     let eligible = |v: &str| targets.iter().find(|t| t.version == v).map(|t| t.upgradeable_by_rollout);
     assert_eq!((eligible("2.0.0"), eligible("3.0.0")), (Some(true), Some(false)));
     let started = g.create_rollout(&c, &id_of("1.0.0"), &id_of("2.0.0"), Some(1)).await.unwrap();
-    assert_eq!(started.upgrade_limit, Some(1), "the rollout's own limit: ours, under the platform's 1800");
+    assert_eq!(started.upgrade_limit, Some(1), "the rollout's own limit: ours, under the platform's 500");
     let busy = g.create_rollout(&c, &id_of("1.0.0"), &id_of("2.0.0"), None).await.unwrap_err();
     assert_eq!(busy.kind, ErrorKind::RolloutRunning, "{busy}");
     let mut rollout = g.rollout(&c, &started.rollout_id).await.unwrap().unwrap();

@@ -179,3 +179,70 @@ async fn on_a_customers_site_forgeops_never_installs_upgrades_or_uninstalls() {
     assert_eq!(platform.calls("forge_cli_uninstallApplication"), 0);
     assert_eq!(platform.calls("forge_cli_upgradeApplication"), 0);
 }
+
+/// The emulator's request log: how many requests of `operation` it received.
+fn sent(platform: &support::platform::TestPlatform, operation: &str) -> usize {
+    platform.emulator.requests().iter().filter(|r| r.operation_name.as_deref() == Some(operation)).count()
+}
+
+fn lose_the_next_answer(platform: &support::platform::TestPlatform, operation: &str, mode: &str) {
+    let faults: forgeops_emulator::Faults = serde_json::from_value(json!({
+        "mutations": [{"operation": operation, "mode": mode, "count": 1}],
+        // Past the operator's 10 s client timeout.
+        "hangMs": 11_000,
+    }))
+    .unwrap();
+    platform.set_faults(faults);
+}
+
+#[tokio::test]
+async fn a_mutation_whose_answer_was_lost_is_confirmed_from_the_platform_and_never_sent_twice() {
+    const INSTALL: &str = "forge_cli_installApplication";
+    const UPGRADE: &str = "forge_cli_upgradeApplication";
+    const UNINSTALL: &str = "forge_cli_uninstallApplication";
+    let t = TestNs::new("lost-answers").await;
+    let operator = t.start_operator().await;
+    let platform = operator.platform.clone();
+    let (apps, insts): (Api<ForgeApp>, Api<Installation>) = (t.api(), t.api());
+    create(&apps, app(json!([version(1, 0, &["read"]), version(2, 0, &["read"])]))).await;
+    wait_for(&apps, "insights", WAIT, "1.0 and 2.0 read", |a| a.deployed("production").len() == 2).await;
+    let modes = ["applyThen504", "applyThenDrop", "hang"];
+    let installed = |i: &Installation, v: &str| {
+        i.status.as_ref().is_some_and(|s| s.installed_version.as_deref() == Some(v) && s.unconfirmed.is_none())
+    };
+
+    for (n, mode) in modes.iter().enumerate() {
+        let (name, site) = (format!("lost-{n}"), format!("lost-{n}.atlassian.net"));
+        // The install is carried out; its answer is lost.
+        lose_the_next_answer(&platform, INSTALL, mode);
+        let before = sent(&platform, INSTALL);
+        create(&insts, installation(&name, &site, json!({"majorVersion": 1}))).await;
+        let i = wait_for(&insts, &name, WAIT, "installed after a lost answer", |i| installed(i, "1.0")).await;
+        assert_eq!(sent(&platform, INSTALL) - before, 1, "{mode}: one install request: {i:#?}");
+        assert_eq!(i.status.as_ref().unwrap().site_administered, Some(true), "{mode}: installed by forgeops");
+        assert!(!i.status.as_ref().unwrap().adopted, "{mode}: its own install, not adopted");
+
+        // The upgrade to 2.0 (no new permissions) is carried out; its answer is lost.
+        lose_the_next_answer(&platform, UPGRADE, mode);
+        let before = sent(&platform, UPGRADE);
+        let pin = json!({"spec": {"majorVersion": 2}});
+        insts.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&pin)).await.unwrap();
+        wait_for(&insts, &name, WAIT, "upgraded after a lost answer", |i| installed(i, "2.0")).await;
+        assert_eq!(sent(&platform, UPGRADE) - before, 1, "{mode}: one upgrade request");
+
+        // The uninstall is carried out; its answer is lost.
+        lose_the_next_answer(&platform, UNINSTALL, mode);
+        let before = sent(&platform, UNINSTALL);
+        insts.delete(&name, &DeleteParams::default()).await.unwrap();
+        wait_gone(&insts, &name).await;
+        assert_eq!(sent(&platform, UNINSTALL) - before, 1, "{mode}: one uninstall request");
+        assert_eq!(platform.installed_version(APP_ID, &site), None, "{mode}: uninstalled");
+    }
+    // The platform's own record: one task of each kind per site, none failed.
+    for kind in ["install", "upgrade", "uninstall"] {
+        let tasks = platform.every_task(kind);
+        assert_eq!(tasks, platform.completed_tasks(kind), "a {kind} task failed: {tasks:?}");
+        assert_eq!(tasks.len(), modes.len(), "{kind}: {tasks:?}");
+        assert!(tasks.values().all(|n| *n == 1), "{kind} twice on a site: {tasks:?}");
+    }
+}

@@ -259,7 +259,7 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
         seed,
         task_duration: Duration::from_millis(o.task_ms),
         rollout_step: Duration::ZERO,
-        upgrade_limit: 1800,
+        upgrade_limit: 500,
         faults: Faults { latency_ms: o.latency_ms, ..Default::default() },
         ..Default::default()
     };

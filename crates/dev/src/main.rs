@@ -94,7 +94,7 @@ struct PlatformServeArgs {
     #[arg(long, default_value_t = 10)]
     rollout_step_ms: u64,
     /// The most installations one bulk upgrade takes.
-    #[arg(long, default_value_t = 1800)]
+    #[arg(long, default_value_t = 500)]
     upgrade_limit: u32,
     /// The most bulk upgrades running at once on the platform.
     #[arg(long, default_value_t = 3)]
