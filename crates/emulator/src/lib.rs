@@ -176,6 +176,16 @@ impl MutationFaultMode {
     }
 }
 
+/// Settings that may change while the emulator runs (`GET`/`PUT /admin/settings`): a field left
+/// out of a `PUT` stays as it is; the answer has every field.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// The window over which a new minor reaches the installations of its major, in
+    /// milliseconds (0: at once). Default 2000.
+    pub minor_rollout_ms: Option<u64>,
+}
+
 /// One GraphQL request as received (the API token is never recorded).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -224,6 +234,7 @@ impl Shared {
                 .rollout_retention
                 .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)),
             distribution: config.distribution,
+            ..Settings::default()
         };
         let mut model = match &config.state_file {
             Some(path) if path.exists() => {
@@ -285,6 +296,18 @@ impl Shared {
     fn faults(&self) -> Faults {
         let state = lock(&self.faults);
         Faults { rate_limit_burst: state.burst_left, ..state.faults.clone() }
+    }
+
+    fn set_settings(&self, s: &RuntimeSettings) {
+        let mut model = lock(&self.model);
+        if let Some(ms) = s.minor_rollout_ms {
+            model.settings.minor_rollout_ms = i64::try_from(ms).unwrap_or(i64::MAX / 4);
+        }
+    }
+
+    fn settings(&self) -> RuntimeSettings {
+        let model = lock(&self.model);
+        RuntimeSettings { minor_rollout_ms: Some(u64::try_from(model.settings.minor_rollout_ms).unwrap_or(0)) }
     }
 
     fn mutate<T>(&self, f: impl FnOnce(&mut Model, i64) -> Result<T, PlatformError>) -> Result<T, PlatformError> {
@@ -369,6 +392,17 @@ impl RunningEmulator {
     /// A customer's site admin moves their installation to a newer version (any major).
     pub fn site_upgrade(&self, req: SiteUpgradeRequest) -> Result<SiteUpgradeOutcome, PlatformError> {
         self.shared.mutate(|m, now| m.site_admin_upgrade(&req, now))
+    }
+    /// The window over which a new minor reaches the installations of its major (default 2 s;
+    /// zero: in the deploy itself). [`EmulatorConfig`] has no field for it (yet): set it here.
+    pub fn set_minor_rollout(&self, window: Duration) {
+        self.shared.set_settings(&RuntimeSettings {
+            minor_rollout_ms: Some(u64::try_from(window.as_millis()).unwrap_or(u64::MAX)),
+        });
+    }
+    /// The settings that may change while the emulator runs.
+    pub fn settings(&self) -> RuntimeSettings {
+        self.shared.settings()
     }
     /// Forgets finished bulk upgrades; answers how many.
     pub fn forget_finished_rollouts(&self) -> usize {
@@ -455,6 +489,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/faults", get(admin_get_faults).put(admin_put_faults))
         .route("/requests", get(admin_requests).delete(admin_clear_requests))
         .route("/state", get(admin_state))
+        .route("/settings", get(admin_get_settings).put(admin_put_settings))
         .route("/forget-finished-rollouts", post(admin_forget))
         .layer(middleware::from_fn(loopback_only));
     Router::new().route("/graphql", post(graphql)).nest("/admin", admin).with_state(shared)
@@ -529,6 +564,20 @@ async fn admin_put_faults(State(s): State<Arc<Shared>>, body: Bytes) -> Response
         Ok(f) => {
             s.set_faults(f);
             json_response(StatusCode::OK, &s.faults())
+        }
+        Err(e) => admin_error(&e),
+    }
+}
+
+async fn admin_get_settings(State(s): State<Arc<Shared>>) -> Response {
+    json_response(StatusCode::OK, &s.settings())
+}
+
+async fn admin_put_settings(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    match parse_body::<RuntimeSettings>(&body) {
+        Ok(settings) => {
+            s.set_settings(&settings);
+            json_response(StatusCode::OK, &s.settings())
         }
         Err(e) => admin_error(&e),
     }

@@ -613,6 +613,13 @@ async fn admin(method: reqwest::Method, url: String, body: Option<Value>) -> (u1
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
+/// The version of APP1's first installation, as the CLI's listing shows it.
+async fn installed_version(emu: &RunningEmulator) -> Value {
+    let filter = json!({"filter": {"apps": {"ids": [APP1]}}, "first": 100});
+    let (_, _, r) = gql(emu, GET_INSTALLATIONS, filter).await;
+    r["data"]["ecosystem"]["appInstallationsByApp"]["nodes"][0]["appEnvironmentVersion"]["version"].clone()
+}
+
 fn config() -> EmulatorConfig {
     EmulatorConfig { seed: seed(), task_duration: std::time::Duration::from_millis(60), ..Default::default() }
 }
@@ -722,7 +729,15 @@ async fn http_admin_api_and_install_by_the_clock() {
     let task = r["data"]["installApp"]["taskId"].as_str().expect("task id").to_string();
     assert_eq!(wait_task(&emu, &task).await["state"], "COMPLETE");
 
-    // A minor deployed through the admin API reaches the installation at once; a major does not.
+    // A minor deployed through the admin API reaches the installation within the minor rollout
+    // window (set to 300 ms here); a major does not.
+    let (status, settings) =
+        admin(reqwest::Method::PUT, format!("{}/settings", emu.admin_url()), Some(json!({"minorRolloutMs": 300})))
+            .await;
+    assert_eq!((status, settings), (200, json!({"minorRolloutMs": 300})));
+    let (status, _) =
+        admin(reqwest::Method::PUT, format!("{}/settings", emu.admin_url()), Some(json!({"nope": 1}))).await;
+    assert_eq!(status, 400);
     let (status, out) = admin(
         reqwest::Method::POST,
         format!("{}/deploy", emu.admin_url()),
@@ -731,7 +746,11 @@ async fn http_admin_api_and_install_by_the_clock() {
     )
     .await;
     assert_eq!(status, 200, "{out}");
-    assert_eq!(out["upgradedInstallations"].as_array().unwrap().len(), 1);
+    assert_eq!(out["upgradedInstallations"], json!([]));
+    assert_eq!(out["scheduledInstallations"].as_array().unwrap().len(), 1);
+    assert_eq!(installed_version(&emu).await, "2.0.0", "the old minor right after the deploy");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(installed_version(&emu).await, "2.1.0", "the new minor after the window");
     let (status, out) = admin(
         reqwest::Method::POST,
         format!("{}/deploy", emu.admin_url()),
@@ -881,6 +900,25 @@ async fn http_site_upgrade_by_the_customers_admin() {
     let (status, e) = admin(reqwest::Method::POST, url, Some(body)).await;
     assert_eq!((status, e["error"]["errorType"].as_str()), (409, Some("INSTALLATION_ALREADY_UPGRADED")));
     assert_eq!(emu.state()["installations"][0]["upgradedByAdmin"], true);
+
+    // With no minor rollout window, a minor reaches its major in the deploy itself.
+    assert_eq!(emu.settings().minor_rollout_ms, Some(2000));
+    emu.set_minor_rollout(std::time::Duration::ZERO);
+    assert_eq!(emu.settings().minor_rollout_ms, Some(0));
+    let out = emu
+        .deploy(DeployRequest {
+            app_id: APP1.into(),
+            environment: "production".into(),
+            version: "3.1.0".into(),
+            scopes: vec!["read:jira-work".into(), "write:jira-work".into(), "manage:jira-project".into()],
+            egress: vec![SeedEgress::Address("api.insights.acme.example".into())],
+            requires_license: false,
+            required_products: vec!["jira".into()],
+        })
+        .unwrap();
+    assert_eq!((out.upgraded_installations.len(), out.scheduled_installations.len()), (1, 0));
+    assert_eq!(installed_version(&emu).await, "3.1.0");
+    assert!(emu.state()["installations"][0].get("upgradedByAdmin").is_none(), "the platform moved it, not the admin");
 }
 
 #[tokio::test]
