@@ -9,14 +9,23 @@
 //!
 //! | endpoint | body | answer |
 //! |---|---|---|
-//! | `POST /admin/deploy` | [`DeployRequest`] | [`DeployOutcome`] |
-//! | `POST /admin/sites` | [`SeedSite`] | [`SiteInfo`] |
-//! | `GET /admin/sites` | | `[SiteInfo]` |
-//! | `POST /admin/link-install` | [`LinkInstallRequest`] | [`LinkInstallOutcome`] |
-//! | `PUT /admin/faults`, `GET /admin/faults` | [`Faults`] | [`Faults`] |
-//! | `GET /admin/requests`, `DELETE /admin/requests` | | `[RecordedRequest]`, 204 |
+//! | `POST /admin/accounts` | [`SeedAccount`] `{email, apiToken, name?, accountId?, status?}` | the account (no token); 409 if the email or account id exists |
+//! | `POST /admin/api-tokens` | `{email, apiToken}` | `{email}`: another token of the account; 404 if no such account |
+//! | `DELETE /admin/api-tokens` | `{email, apiToken}` | `{email}`: that token revoked; 404 if the account has no such token |
+//! | `POST /admin/apps` | [`SeedApp`] (owner: an account's email or id) | the app as in the state; 409 if it exists |
+//! | `POST /admin/deploy` | [`DeployRequest`] | [`DeployOutcome`]; a minor reaches its major within the minor rollout window |
+//! | `POST /admin/sites` | [`SeedSite`] (with `admins`) | [`SiteInfo`]; 409 if the host name exists |
+//! | `GET /admin/sites` | | `[SiteInfo]` (with `admins`, account ids) |
+//! | `POST /admin/link-install` | [`LinkInstallRequest`] | [`LinkInstallOutcome`]: a customer's admin follows an installation link |
+//! | `POST /admin/site-upgrade` | [`SiteUpgradeRequest`] `{appId, environment?, site, product, version?}` | [`SiteUpgradeOutcome`] `{installationId, version}`: a customer's admin moves their installation to a newer version, any major |
+//! | `PUT /admin/faults`, `GET /admin/faults` | [`Faults`] (with `mutations`, `hangMs`) | [`Faults`] (counts left) |
+//! | `PUT /admin/settings`, `GET /admin/settings` | [`RuntimeSettings`] `{minorRolloutMs?}` | [`RuntimeSettings`] |
+//! | `GET /admin/requests`, `DELETE /admin/requests` | | `[RecordedRequest]` (with the `fault` injected), 204 |
 //! | `GET /admin/state` | | the model as JSON (no tokens) |
 //! | `POST /admin/forget-finished-rollouts` | | `{"forgotten": n}` |
+//!
+//! API tokens are never logged, recorded or serialized. Accounts are not persisted in the state
+//! file: after a restart only the seed's accounts exist.
 //!
 //! Admin errors answer `{"error": {"errorType", "statusCode", "message"}}` with that status.
 
@@ -377,6 +386,10 @@ impl RunningEmulator {
     pub fn deploy(&self, req: DeployRequest) -> Result<DeployOutcome, PlatformError> {
         self.shared.mutate(|m, now| m.deploy(&req, now))
     }
+    /// Adds a developer account (see [`model::Model::add_account`]); its token is never logged.
+    pub fn add_account(&self, account: SeedAccount) -> Result<model::Account, PlatformError> {
+        self.shared.mutate(|m, _| m.add_account(&account))
+    }
     /// Adds an app with its environments and versions (see [`model::Model::add_app`]).
     pub fn add_app(&self, app: SeedApp) -> Result<(), PlatformError> {
         self.shared.mutate(|m, now| m.add_app(&app, now))
@@ -483,6 +496,9 @@ pub async fn serve(
 fn router(shared: Arc<Shared>) -> Router {
     let admin = Router::new()
         .route("/deploy", post(admin_deploy))
+        .route("/accounts", post(admin_add_account))
+        .route("/api-tokens", post(admin_add_token).delete(admin_revoke_token))
+        .route("/apps", post(admin_add_app))
         .route("/sites", post(admin_add_site).get(admin_sites))
         .route("/link-install", post(admin_link_install))
         .route("/site-upgrade", post(admin_site_upgrade))
@@ -534,6 +550,48 @@ async fn loopback_only(ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request,
 
 async fn admin_deploy(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     admin_result(parse_body::<DeployRequest>(&body).and_then(|req| s.mutate(|m, now| m.deploy(&req, now))))
+}
+
+async fn admin_add_account(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    admin_result(parse_body::<SeedAccount>(&body).and_then(|a| s.mutate(|m, _| m.add_account(&a))))
+}
+
+/// The body of `POST`/`DELETE /admin/api-tokens`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TokenRequest {
+    email: String,
+    api_token: String,
+}
+
+fn no_account(email: &str) -> PlatformError {
+    PlatformError::new(model::error_type::NOT_FOUND, 404, format!("no account {email} (or no such token)"))
+}
+
+async fn admin_add_token(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    admin_result(parse_body::<TokenRequest>(&body).and_then(|t| {
+        if t.api_token.is_empty() {
+            return Err(PlatformError::new(model::error_type::BAD_REQUEST, 400, "apiToken must not be empty"));
+        }
+        let added = lock(&s.model).add_api_token(&t.email, &t.api_token);
+        if added { Ok(serde_json::json!({"email": t.email})) } else { Err(no_account(&t.email)) }
+    }))
+}
+
+async fn admin_revoke_token(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    admin_result(parse_body::<TokenRequest>(&body).and_then(|t| {
+        let revoked = lock(&s.model).revoke_api_token(&t.email, &t.api_token);
+        if revoked { Ok(serde_json::json!({"email": t.email})) } else { Err(no_account(&t.email)) }
+    }))
+}
+
+async fn admin_add_app(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    admin_result(parse_body::<SeedApp>(&body).and_then(|a| {
+        s.mutate(|m, now| {
+            m.add_app(&a, now)?;
+            Ok(m.app(&a.id).cloned())
+        })
+    }))
 }
 
 async fn admin_add_site(State(s): State<Arc<Shared>>, body: Bytes) -> Response {

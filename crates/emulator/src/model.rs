@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::seed::{
-    DeployOutcome, DeployRequest, LinkInstallOutcome, LinkInstallRequest, Seed, SeedApp, SeedSite, SiteInfo,
-    SiteUpgradeOutcome, SiteUpgradeRequest,
+    DeployOutcome, DeployRequest, LinkInstallOutcome, LinkInstallRequest, Seed, SeedAccount, SeedApp, SeedSite,
+    SiteInfo, SiteUpgradeOutcome, SiteUpgradeRequest,
 };
 
 /// Epoch milliseconds.
@@ -723,6 +723,27 @@ impl Model {
     /// The account with these credentials.
     pub fn authenticate(&self, email: &str, token: &str) -> Option<&Account> {
         self.accounts.iter().find(|a| a.email.eq_ignore_ascii_case(email) && a.api_tokens.iter().any(|t| t == token))
+    }
+
+    /// Adds a developer account (as a seed describes it); CONFLICT if one with that email or
+    /// account id exists. Answers the account (its tokens are never serialized).
+    pub fn add_account(&mut self, a: &SeedAccount) -> Result<Account, PlatformError> {
+        if a.email.trim().is_empty() || !a.email.contains('@') {
+            return Err(PlatformError::bad_request(format!("bad email {:?}", a.email)));
+        }
+        if a.api_token.is_empty() {
+            return Err(PlatformError::bad_request("apiToken must not be empty"));
+        }
+        let account = account_of(a);
+        if self
+            .accounts
+            .iter()
+            .any(|x| x.email.eq_ignore_ascii_case(&account.email) || x.account_id == account.account_id)
+        {
+            return Err(PlatformError::new(et::CONFLICT, 409, format!("account {} exists", account.email)));
+        }
+        self.accounts.push(account.clone());
+        Ok(account)
     }
 
     /// Creates another API token for the account of `email`; false if there is no such account.
@@ -1582,7 +1603,7 @@ impl Model {
             PlatformError::bad_request(format!("app id {} is not ari:cloud:ecosystem::app/<uuid>", a.id))
         })?;
         if self.app(&a.id).is_some() {
-            return Err(PlatformError::bad_request(format!("app {} appears twice", a.id)));
+            return Err(PlatformError::new(et::CONFLICT, 409, format!("app {} exists (appears twice)", a.id)));
         }
         let mut app = App {
             id: a.id.clone(),
@@ -1818,17 +1839,18 @@ fn app_uuid(id: &str) -> Option<&str> {
     id.strip_prefix("ari:cloud:ecosystem::app/").filter(|u| !u.is_empty())
 }
 
+fn account_of(a: &SeedAccount) -> Account {
+    Account {
+        email: a.email.clone(),
+        api_tokens: vec![a.api_token.clone()],
+        account_id: a.account_id.clone().unwrap_or_else(|| format!("712020:{}", stable_uuid(&a.email))),
+        name: a.name.clone().unwrap_or_else(|| a.email.split('@').next().unwrap_or_default().to_string()),
+        status: a.status.unwrap_or_default(),
+    }
+}
+
 fn accounts_from_seed(seed: &Seed) -> Vec<Account> {
-    seed.accounts
-        .iter()
-        .map(|a| Account {
-            email: a.email.clone(),
-            api_tokens: vec![a.api_token.clone()],
-            account_id: a.account_id.clone().unwrap_or_else(|| format!("712020:{}", stable_uuid(&a.email))),
-            name: a.name.clone().unwrap_or_else(|| a.email.split('@').next().unwrap_or_default().to_string()),
-            status: a.status.unwrap_or_default(),
-        })
-        .collect()
+    seed.accounts.iter().map(account_of).collect()
 }
 
 #[cfg(test)]

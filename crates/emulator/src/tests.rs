@@ -1044,3 +1044,83 @@ async fn http_mutation_faults_apply_the_request_then_lose_the_answer() {
     assert_eq!(gql(&emu, GET_USER_DETAILS, Value::Null).await.0, 503);
     assert_eq!(emu.requests().last().unwrap().fault.as_deref(), Some("down"));
 }
+
+#[tokio::test]
+async fn http_admin_creates_accounts_tokens_and_apps() {
+    let emu = start(config(), "127.0.0.1:0".parse().unwrap()).await.expect("start");
+    let me = json!({"query": GET_USER_DETAILS});
+    let url = |p: &str| format!("{}/{p}", emu.admin_url());
+    let (status, account) = admin(
+        reqwest::Method::POST,
+        url("accounts"),
+        Some(json!({"email": "new@initech.example", "apiToken": "new-secret-token", "name": "New"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{account}");
+    assert_eq!((account["email"].as_str(), account["status"].as_str()), (Some("new@initech.example"), Some("active")));
+    assert!(!account.to_string().contains("new-secret-token"));
+    let (status, _, body) = post(&emu.graphql_url(), Some(("new@initech.example", "new-secret-token")), &me).await;
+    assert_eq!((status, &body["data"]["me"]["user"]["accountStatus"]), (200, &json!("active")));
+    let (status, e) = admin(
+        reqwest::Method::POST,
+        url("accounts"),
+        Some(json!({"email": "NEW@initech.example", "apiToken": "other"})),
+    )
+    .await;
+    assert_eq!((status, e["error"]["errorType"].as_str()), (409, Some("CONFLICT")));
+    let (status, _) = admin(reqwest::Method::POST, url("accounts"), Some(json!({"email": "x@y"}))).await;
+    assert_eq!(status, 400);
+
+    // Another token, then the first revoked.
+    let token = |t: &str| Some(json!({"email": "new@initech.example", "apiToken": t}));
+    assert_eq!(admin(reqwest::Method::POST, url("api-tokens"), token("rotated-token")).await.0, 200);
+    let (status, _) = admin(
+        reqwest::Method::POST,
+        url("api-tokens"),
+        Some(json!({"email": "nobody@initech.example", "apiToken": "t"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(post(&emu.graphql_url(), Some(("new@initech.example", "rotated-token")), &me).await.0, 200);
+    assert_eq!(admin(reqwest::Method::DELETE, url("api-tokens"), token("new-secret-token")).await.0, 200);
+    assert_eq!(admin(reqwest::Method::DELETE, url("api-tokens"), token("new-secret-token")).await.0, 404);
+    assert_eq!(post(&emu.graphql_url(), Some(("new@initech.example", "new-secret-token")), &me).await.0, 401);
+
+    // An app of the new account.
+    let app = json!({"id": "ari:cloud:ecosystem::app/6f1c2d3e-0000-4000-8000-000000000009", "name": "new-app",
+        "owner": "new@initech.example", "environments": [{"key": "production", "versions": [
+            {"version": "1.0.0", "scopes": ["read:jira-work"], "requiredProducts": ["jira"]}]}]});
+    let (status, created) = admin(reqwest::Method::POST, url("apps"), Some(app.clone())).await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!((created["name"].as_str(), &created["owner"]), (Some("new-app"), &account["accountId"]));
+    let (status, e) = admin(reqwest::Method::POST, url("apps"), Some(app)).await;
+    assert_eq!((status, e["error"]["errorType"].as_str()), (409, Some("CONFLICT")));
+    let (status, _) = admin(
+        reqwest::Method::POST,
+        url("apps"),
+        Some(json!({"id": "ari:cloud:ecosystem::app/6f1c2d3e-0000-4000-8000-00000000000a", "owner": "nobody@x"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(emu.state()["apps"].as_array().unwrap().len(), 3);
+    // Through the handle too.
+    let direct = emu.add_account(SeedAccount {
+        email: "direct@initech.example".into(),
+        api_token: "direct-token".into(),
+        account_id: Some("direct-id".into()),
+        name: None,
+        status: Some(model::AccountStatus::Inactive),
+    });
+    assert_eq!(direct.unwrap().status, model::AccountStatus::Inactive);
+    let (_, _, body) = post(&emu.graphql_url(), Some(("direct@initech.example", "direct-token")), &me).await;
+    assert_eq!(body["data"]["me"]["user"]["accountStatus"], "inactive");
+    let again = emu.add_account(SeedAccount {
+        email: "else@initech.example".into(),
+        api_token: "t".into(),
+        account_id: Some("direct-id".into()),
+        name: None,
+        status: None,
+    });
+    assert_eq!(again.unwrap_err().status_code, 409, "the account id is taken");
+    assert!(!emu.state().to_string().contains("direct-token"));
+}
