@@ -9,14 +9,23 @@
 //!
 //! | endpoint | body | answer |
 //! |---|---|---|
-//! | `POST /admin/deploy` | [`DeployRequest`] | [`DeployOutcome`] |
-//! | `POST /admin/sites` | [`SeedSite`] | [`SiteInfo`] |
-//! | `GET /admin/sites` | | `[SiteInfo]` |
-//! | `POST /admin/link-install` | [`LinkInstallRequest`] | [`LinkInstallOutcome`] |
-//! | `PUT /admin/faults`, `GET /admin/faults` | [`Faults`] | [`Faults`] |
-//! | `GET /admin/requests`, `DELETE /admin/requests` | | `[RecordedRequest]`, 204 |
+//! | `POST /admin/accounts` | [`SeedAccount`] `{email, apiToken, name?, accountId?, status?}` | the account (no token); 409 if the email or account id exists |
+//! | `POST /admin/api-tokens` | `{email, apiToken}` | `{email}`: another token of the account; 404 if no such account |
+//! | `DELETE /admin/api-tokens` | `{email, apiToken}` | `{email}`: that token revoked; 404 if the account has no such token |
+//! | `POST /admin/apps` | [`SeedApp`] (owner: an account's email or id) | the app as in the state; 409 if it exists |
+//! | `POST /admin/deploy` | [`DeployRequest`] | [`DeployOutcome`]; a minor reaches its major within the minor rollout window |
+//! | `POST /admin/sites` | [`SeedSite`] (with `admins`) | [`SiteInfo`]; 409 if the host name exists |
+//! | `GET /admin/sites` | | `[SiteInfo]` (with `admins`, account ids) |
+//! | `POST /admin/link-install` | [`LinkInstallRequest`] | [`LinkInstallOutcome`]: a customer's admin follows an installation link |
+//! | `POST /admin/site-upgrade` | [`SiteUpgradeRequest`] `{appId, environment?, site, product, version?}` | [`SiteUpgradeOutcome`] `{installationId, version}`: a customer's admin moves their installation to a newer version, any major |
+//! | `PUT /admin/faults`, `GET /admin/faults` | [`Faults`] (with `mutations`, `hangMs`) | [`Faults`] (counts left) |
+//! | `PUT /admin/settings`, `GET /admin/settings` | [`RuntimeSettings`] `{minorRolloutMs?}` | [`RuntimeSettings`] |
+//! | `GET /admin/requests`, `DELETE /admin/requests` | | `[RecordedRequest]` (with the `fault` injected), 204 |
 //! | `GET /admin/state` | | the model as JSON (no tokens) |
 //! | `POST /admin/forget-finished-rollouts` | | `{"forgotten": n}` |
+//!
+//! API tokens are never logged, recorded or serialized. Accounts are not persisted in the state
+//! file: after a restart only the seed's accounts exist.
 //!
 //! Admin errors answer `{"error": {"errorType", "statusCode", "message"}}` with that status.
 
@@ -176,6 +185,16 @@ impl MutationFaultMode {
     }
 }
 
+/// Settings that may change while the emulator runs (`GET`/`PUT /admin/settings`): a field left
+/// out of a `PUT` stays as it is; the answer has every field.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// The window over which a new minor reaches the installations of its major, in
+    /// milliseconds (0: at once). Default 2000.
+    pub minor_rollout_ms: Option<u64>,
+}
+
 /// One GraphQL request as received (the API token is never recorded).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -224,6 +243,7 @@ impl Shared {
                 .rollout_retention
                 .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)),
             distribution: config.distribution,
+            ..Settings::default()
         };
         let mut model = match &config.state_file {
             Some(path) if path.exists() => {
@@ -285,6 +305,18 @@ impl Shared {
     fn faults(&self) -> Faults {
         let state = lock(&self.faults);
         Faults { rate_limit_burst: state.burst_left, ..state.faults.clone() }
+    }
+
+    fn set_settings(&self, s: &RuntimeSettings) {
+        let mut model = lock(&self.model);
+        if let Some(ms) = s.minor_rollout_ms {
+            model.settings.minor_rollout_ms = i64::try_from(ms).unwrap_or(i64::MAX / 4);
+        }
+    }
+
+    fn settings(&self) -> RuntimeSettings {
+        let model = lock(&self.model);
+        RuntimeSettings { minor_rollout_ms: Some(u64::try_from(model.settings.minor_rollout_ms).unwrap_or(0)) }
     }
 
     fn mutate<T>(&self, f: impl FnOnce(&mut Model, i64) -> Result<T, PlatformError>) -> Result<T, PlatformError> {
@@ -354,6 +386,10 @@ impl RunningEmulator {
     pub fn deploy(&self, req: DeployRequest) -> Result<DeployOutcome, PlatformError> {
         self.shared.mutate(|m, now| m.deploy(&req, now))
     }
+    /// Adds a developer account (see [`model::Model::add_account`]); its token is never logged.
+    pub fn add_account(&self, account: SeedAccount) -> Result<model::Account, PlatformError> {
+        self.shared.mutate(|m, _| m.add_account(&account))
+    }
     /// Adds an app with its environments and versions (see [`model::Model::add_app`]).
     pub fn add_app(&self, app: SeedApp) -> Result<(), PlatformError> {
         self.shared.mutate(|m, now| m.add_app(&app, now))
@@ -369,6 +405,17 @@ impl RunningEmulator {
     /// A customer's site admin moves their installation to a newer version (any major).
     pub fn site_upgrade(&self, req: SiteUpgradeRequest) -> Result<SiteUpgradeOutcome, PlatformError> {
         self.shared.mutate(|m, now| m.site_admin_upgrade(&req, now))
+    }
+    /// The window over which a new minor reaches the installations of its major (default 2 s;
+    /// zero: in the deploy itself). [`EmulatorConfig`] has no field for it (yet): set it here.
+    pub fn set_minor_rollout(&self, window: Duration) {
+        self.shared.set_settings(&RuntimeSettings {
+            minor_rollout_ms: Some(u64::try_from(window.as_millis()).unwrap_or(u64::MAX)),
+        });
+    }
+    /// The settings that may change while the emulator runs.
+    pub fn settings(&self) -> RuntimeSettings {
+        self.shared.settings()
     }
     /// Forgets finished bulk upgrades; answers how many.
     pub fn forget_finished_rollouts(&self) -> usize {
@@ -449,12 +496,16 @@ pub async fn serve(
 fn router(shared: Arc<Shared>) -> Router {
     let admin = Router::new()
         .route("/deploy", post(admin_deploy))
+        .route("/accounts", post(admin_add_account))
+        .route("/api-tokens", post(admin_add_token).delete(admin_revoke_token))
+        .route("/apps", post(admin_add_app))
         .route("/sites", post(admin_add_site).get(admin_sites))
         .route("/link-install", post(admin_link_install))
         .route("/site-upgrade", post(admin_site_upgrade))
         .route("/faults", get(admin_get_faults).put(admin_put_faults))
         .route("/requests", get(admin_requests).delete(admin_clear_requests))
         .route("/state", get(admin_state))
+        .route("/settings", get(admin_get_settings).put(admin_put_settings))
         .route("/forget-finished-rollouts", post(admin_forget))
         .layer(middleware::from_fn(loopback_only));
     Router::new().route("/graphql", post(graphql)).nest("/admin", admin).with_state(shared)
@@ -501,6 +552,48 @@ async fn admin_deploy(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     admin_result(parse_body::<DeployRequest>(&body).and_then(|req| s.mutate(|m, now| m.deploy(&req, now))))
 }
 
+async fn admin_add_account(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    admin_result(parse_body::<SeedAccount>(&body).and_then(|a| s.mutate(|m, _| m.add_account(&a))))
+}
+
+/// The body of `POST`/`DELETE /admin/api-tokens`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TokenRequest {
+    email: String,
+    api_token: String,
+}
+
+fn no_account(email: &str) -> PlatformError {
+    PlatformError::new(model::error_type::NOT_FOUND, 404, format!("no account {email} (or no such token)"))
+}
+
+async fn admin_add_token(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    admin_result(parse_body::<TokenRequest>(&body).and_then(|t| {
+        if t.api_token.is_empty() {
+            return Err(PlatformError::new(model::error_type::BAD_REQUEST, 400, "apiToken must not be empty"));
+        }
+        let added = lock(&s.model).add_api_token(&t.email, &t.api_token);
+        if added { Ok(serde_json::json!({"email": t.email})) } else { Err(no_account(&t.email)) }
+    }))
+}
+
+async fn admin_revoke_token(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    admin_result(parse_body::<TokenRequest>(&body).and_then(|t| {
+        let revoked = lock(&s.model).revoke_api_token(&t.email, &t.api_token);
+        if revoked { Ok(serde_json::json!({"email": t.email})) } else { Err(no_account(&t.email)) }
+    }))
+}
+
+async fn admin_add_app(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    admin_result(parse_body::<SeedApp>(&body).and_then(|a| {
+        s.mutate(|m, now| {
+            m.add_app(&a, now)?;
+            Ok(m.app(&a.id).cloned())
+        })
+    }))
+}
+
 async fn admin_add_site(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     admin_result(parse_body::<SeedSite>(&body).and_then(|site| s.mutate(|m, _| m.add_site(site))))
 }
@@ -529,6 +622,20 @@ async fn admin_put_faults(State(s): State<Arc<Shared>>, body: Bytes) -> Response
         Ok(f) => {
             s.set_faults(f);
             json_response(StatusCode::OK, &s.faults())
+        }
+        Err(e) => admin_error(&e),
+    }
+}
+
+async fn admin_get_settings(State(s): State<Arc<Shared>>) -> Response {
+    json_response(StatusCode::OK, &s.settings())
+}
+
+async fn admin_put_settings(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    match parse_body::<RuntimeSettings>(&body) {
+        Ok(settings) => {
+            s.set_settings(&settings);
+            json_response(StatusCode::OK, &s.settings())
         }
         Err(e) => admin_error(&e),
     }

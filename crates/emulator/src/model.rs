@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::seed::{
-    DeployOutcome, DeployRequest, LinkInstallOutcome, LinkInstallRequest, Seed, SeedApp, SeedSite, SiteInfo,
-    SiteUpgradeOutcome, SiteUpgradeRequest,
+    DeployOutcome, DeployRequest, LinkInstallOutcome, LinkInstallRequest, Seed, SeedAccount, SeedApp, SeedSite,
+    SiteInfo, SiteUpgradeOutcome, SiteUpgradeRequest,
 };
 
 /// Epoch milliseconds.
@@ -318,6 +318,20 @@ pub struct Installation {
     /// /admin/site-upgrade`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub upgraded_by_admin: bool,
+    /// A newer minor of its major that the platform will move it to (minors are released
+    /// progressively, without consent), and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_minor: Option<PendingMinor>,
+}
+
+/// A scheduled automatic move of an installation to a newer minor of its major.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingMinor {
+    /// The version it moves to.
+    pub version_id: String,
+    /// When, epoch milliseconds.
+    pub due_at: Millis,
 }
 
 /// What a task does.
@@ -418,6 +432,9 @@ pub struct Settings {
     pub rollout_retention_ms: Option<i64>,
     /// Sharing and installation links are available.
     pub distribution: bool,
+    /// A new minor reaches the installations on older versions of its major progressively: each
+    /// at a time spread evenly over this window from the deploy (0: all at once, in the deploy).
+    pub minor_rollout_ms: i64,
 }
 
 impl Default for Settings {
@@ -429,6 +446,7 @@ impl Default for Settings {
             global_rollout_limit: 3,
             rollout_retention_ms: None,
             distribution: true,
+            minor_rollout_ms: 2000,
         }
     }
 }
@@ -705,6 +723,27 @@ impl Model {
     /// The account with these credentials.
     pub fn authenticate(&self, email: &str, token: &str) -> Option<&Account> {
         self.accounts.iter().find(|a| a.email.eq_ignore_ascii_case(email) && a.api_tokens.iter().any(|t| t == token))
+    }
+
+    /// Adds a developer account (as a seed describes it); CONFLICT if one with that email or
+    /// account id exists. Answers the account (its tokens are never serialized).
+    pub fn add_account(&mut self, a: &SeedAccount) -> Result<Account, PlatformError> {
+        if a.email.trim().is_empty() || !a.email.contains('@') {
+            return Err(PlatformError::bad_request(format!("bad email {:?}", a.email)));
+        }
+        if a.api_token.is_empty() {
+            return Err(PlatformError::bad_request("apiToken must not be empty"));
+        }
+        let account = account_of(a);
+        if self
+            .accounts
+            .iter()
+            .any(|x| x.email.eq_ignore_ascii_case(&account.email) || x.account_id == account.account_id)
+        {
+            return Err(PlatformError::new(et::CONFLICT, 409, format!("account {} exists", account.email)));
+        }
+        self.accounts.push(account.clone());
+        Ok(account)
     }
 
     /// Creates another API token for the account of `email`; false if there is no such account.
@@ -1053,6 +1092,7 @@ impl Model {
                 self.touch();
             }
         }
+        self.advance_minors(now);
         self.advance_rollouts(now);
         if let Some(retention) = self.settings.rollout_retention_ms {
             let n = self.rollouts.len();
@@ -1134,6 +1174,31 @@ impl Model {
                 }
                 Ok(None)
             }
+        }
+    }
+
+    /// Moves the installations whose pending minor is due; a pending minor that is no longer newer
+    /// than the installed version of the same major (the installation moved meanwhile) is dropped.
+    fn advance_minors(&mut self, now: Millis) {
+        let due: Vec<(usize, String)> = self
+            .installations
+            .iter()
+            .enumerate()
+            .filter_map(|(k, i)| {
+                i.pending_minor.as_ref().filter(|p| p.due_at <= now).map(|p| (k, p.version_id.clone()))
+            })
+            .collect();
+        for (k, target) in due {
+            let current = self.version(&self.installations[k].version_id).map(|(_, _, v)| v.triple());
+            let pending = self.version(&target).map(|(_, _, v)| v.triple());
+            let applies = matches!((current, pending), (Some(c), Some(p)) if c.0 == p.0 && c < p);
+            let i = &mut self.installations[k];
+            i.pending_minor = None;
+            if applies {
+                i.version_id = target;
+                i.upgraded_by_admin = false;
+            }
+            self.touch();
         }
     }
 
@@ -1538,7 +1603,7 @@ impl Model {
             PlatformError::bad_request(format!("app id {} is not ari:cloud:ecosystem::app/<uuid>", a.id))
         })?;
         if self.app(&a.id).is_some() {
-            return Err(PlatformError::bad_request(format!("app {} appears twice", a.id)));
+            return Err(PlatformError::new(et::CONFLICT, 409, format!("app {} exists (appears twice)", a.id)));
         }
         let mut app = App {
             id: a.id.clone(),
@@ -1609,8 +1674,10 @@ impl Model {
 
     /// Deploys a new version (the latest unless it is a minor of an older major). A minor of an
     /// existing major may not add or remove scopes or egress, put egress in scope of end-user
-    /// data, or change licensing (the real platform makes such a deployment a new major). Installations on an older version of the same major are moved to it
-    /// at once (no consent needed).
+    /// data, or change licensing (the real platform makes such a deployment a new major).
+    /// Installations on an older version of the same major are moved to it without consent,
+    /// progressively: each at a time spread evenly over [`Settings::minor_rollout_ms`] from now
+    /// (a later minor replaces a pending one), or at once when that is 0.
     pub fn deploy(&mut self, req: &DeployRequest, now: Millis) -> Result<DeployOutcome, PlatformError> {
         let version = normalize_version(&req.version)
             .ok_or_else(|| PlatformError::bad_request(format!("bad version {:?}", req.version)))?;
@@ -1665,15 +1732,35 @@ impl Model {
             env.versions.iter().filter(|v| v.major() == new.major()).map(|v| v.id.clone()).collect();
         env.versions.push(new.clone());
         env.versions.sort_by_key(|v| v.triple());
-        let mut upgraded = Vec::new();
-        for i in self.installations.iter_mut() {
-            if i.app_id == app_id && i.environment_key == env_key && same_major.contains(&i.version_id) {
+        let window = self.settings.minor_rollout_ms.max(0);
+        let (mut upgraded, mut scheduled) = (Vec::new(), Vec::new());
+        let reached: Vec<usize> = (0..self.installations.len())
+            .filter(|&k| {
+                let i = &self.installations[k];
+                i.app_id == app_id && i.environment_key == env_key && same_major.contains(&i.version_id)
+            })
+            .collect();
+        let n = reached.len() as i64;
+        for (k, idx) in reached.into_iter().enumerate() {
+            let i = &mut self.installations[idx];
+            if window == 0 {
                 i.version_id = new.id.clone();
+                i.upgraded_by_admin = false;
+                i.pending_minor = None;
                 upgraded.push(i.id.clone());
+            } else {
+                let due_at = now + window * (k as i64 + 1) / n;
+                i.pending_minor = Some(PendingMinor { version_id: new.id.clone(), due_at });
+                scheduled.push(i.id.clone());
             }
         }
         self.touch();
-        Ok(DeployOutcome { version_id: new.id, version, upgraded_installations: upgraded })
+        Ok(DeployOutcome {
+            version_id: new.id,
+            version,
+            upgraded_installations: upgraded,
+            scheduled_installations: scheduled,
+        })
     }
 
     /// Adds a site (or answers the existing one with that host name unchanged).
@@ -1752,17 +1839,18 @@ fn app_uuid(id: &str) -> Option<&str> {
     id.strip_prefix("ari:cloud:ecosystem::app/").filter(|u| !u.is_empty())
 }
 
+fn account_of(a: &SeedAccount) -> Account {
+    Account {
+        email: a.email.clone(),
+        api_tokens: vec![a.api_token.clone()],
+        account_id: a.account_id.clone().unwrap_or_else(|| format!("712020:{}", stable_uuid(&a.email))),
+        name: a.name.clone().unwrap_or_else(|| a.email.split('@').next().unwrap_or_default().to_string()),
+        status: a.status.unwrap_or_default(),
+    }
+}
+
 fn accounts_from_seed(seed: &Seed) -> Vec<Account> {
-    seed.accounts
-        .iter()
-        .map(|a| Account {
-            email: a.email.clone(),
-            api_tokens: vec![a.api_token.clone()],
-            account_id: a.account_id.clone().unwrap_or_else(|| format!("712020:{}", stable_uuid(&a.email))),
-            name: a.name.clone().unwrap_or_else(|| a.email.split('@').next().unwrap_or_default().to_string()),
-            status: a.status.unwrap_or_default(),
-        })
-        .collect()
+    seed.accounts.iter().map(account_of).collect()
 }
 
 #[cfg(test)]

@@ -543,6 +543,7 @@ fn links_rotate_one_way_and_need_sharing() {
 #[test]
 fn deploy_rolls_minors_out_but_not_majors() {
     let mut m = model();
+    m.settings.minor_rollout_ms = 0; // at once, in the deploy
     let on_1_0 = installed(&mut m, APP1, "acme.atlassian.net", Some("1.0.0"), T0);
     let on_2_0 = installed(&mut m, APP1, "globex.atlassian.net", Some("2.0.0"), T0);
     let deploy = |v: &str, scopes: &[&str]| DeployRequest {
@@ -776,4 +777,56 @@ fn a_customers_admin_upgrades_their_site_to_any_newer_major() {
     let mut nowhere = req(None);
     nowhere.site = "nowhere.atlassian.net".into();
     assert_eq!(m.site_admin_upgrade(&nowhere, T0).unwrap_err().status_code, 404);
+}
+
+#[test]
+fn minors_reach_their_major_progressively() {
+    let mut m = model();
+    assert_eq!(m.settings.minor_rollout_ms, 2000);
+    let caller = acme(&m);
+    let a = installed(&mut m, APP1, "acme.atlassian.net", Some("1.0.0"), T0);
+    let b = installed(&mut m, APP1, "globex.atlassian.net", Some("1.2.0"), T0);
+    let on_2 = link_installed(&mut m, "initech.atlassian.net", T0);
+    let listed = |m: &Model, id: &str| {
+        let all = InstallationFilter { app_ids: vec![APP1.into()], ..Default::default() };
+        let found = m.installations_by_app(&caller, &all).unwrap();
+        let i = found.iter().find(|i| i.id == id).unwrap();
+        m.version(&i.version_id).unwrap().2.version.clone()
+    };
+    let deploy = |v: &str| DeployRequest {
+        app_id: APP1.into(),
+        environment: "production".into(),
+        version: v.into(),
+        scopes: vec!["read:jira-work".into()],
+        egress: vec![SeedEgress::Address("api.insights.acme.example".into())],
+        requires_license: false,
+        required_products: vec!["jira".into()],
+    };
+    let d = T0 + 10_000;
+    let out = m.deploy(&deploy("1.3.0"), d).unwrap();
+    assert!(out.upgraded_installations.is_empty(), "nobody moves in the deploy");
+    assert_eq!(out.scheduled_installations, vec![a.clone(), b.clone()]);
+    assert_eq!((listed(&m, &a), listed(&m, &b), listed(&m, &on_2)), ("1.0.0".into(), "1.2.0".into(), "2.0.0".into()));
+    let due: Vec<Millis> =
+        [&a, &b].iter().map(|id| m.installation(id).unwrap().pending_minor.clone().unwrap().due_at).collect();
+    assert_eq!(due, vec![d + 1000, d + 2000], "spread evenly over the window");
+    assert!(m.dump()["installations"][0]["pendingMinor"].is_object());
+    // Halfway: the first has moved, the second not yet.
+    m.advance(d + 1000);
+    assert_eq!((listed(&m, &a), listed(&m, &b)), ("1.3.0".into(), "1.2.0".into()));
+    assert!(m.installation(&a).unwrap().pending_minor.is_none());
+    // A later minor replaces the pending one, with a new window.
+    let out = m.deploy(&deploy("1.4.0"), d + 1500).unwrap();
+    assert_eq!(out.scheduled_installations, vec![a.clone(), b.clone()]);
+    m.advance(d + 2500);
+    assert_eq!((listed(&m, &a), listed(&m, &b)), ("1.4.0".into(), "1.2.0".into()), "b now waits for 1.4.0");
+    m.advance(d + 3500);
+    assert_eq!((listed(&m, &a), listed(&m, &b), listed(&m, &on_2)), ("1.4.0".into(), "1.4.0".into(), "2.0.0".into()));
+    // An installation moved meanwhile to another major is not pulled back.
+    m.deploy(&deploy("1.5.0"), d + 4000).unwrap();
+    let v2 = version_id(&m, APP1, "production", "2.0.0");
+    m.installations.iter_mut().find(|i| i.id == b).unwrap().version_id = v2.clone();
+    m.advance(d + 7000);
+    assert_eq!((listed(&m, &a), listed(&m, &b)), ("1.5.0".into(), "2.0.0".into()));
+    assert!(m.installation(&b).unwrap().pending_minor.is_none());
 }

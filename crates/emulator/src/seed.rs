@@ -279,8 +279,13 @@ pub struct DeployOutcome {
     pub version_id: String,
     /// The new version (`M.m.p`).
     pub version: String,
-    /// Installations moved to it automatically (a minor of their installed major).
+    /// Installations moved to it at once (a minor of their installed major; only when the
+    /// emulator's minor rollout window is 0).
     pub upgraded_installations: Vec<String>,
+    /// Installations that will be moved to it within the minor rollout window (minors are
+    /// released progressively; each gets a `pendingMinor` in the state until it moves).
+    #[serde(default)]
+    pub scheduled_installations: Vec<String>,
 }
 
 /// A site as the emulator knows it (answer of `POST /admin/sites`).

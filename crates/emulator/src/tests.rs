@@ -613,6 +613,13 @@ async fn admin(method: reqwest::Method, url: String, body: Option<Value>) -> (u1
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
+/// The version of APP1's first installation, as the CLI's listing shows it.
+async fn installed_version(emu: &RunningEmulator) -> Value {
+    let filter = json!({"filter": {"apps": {"ids": [APP1]}}, "first": 100});
+    let (_, _, r) = gql(emu, GET_INSTALLATIONS, filter).await;
+    r["data"]["ecosystem"]["appInstallationsByApp"]["nodes"][0]["appEnvironmentVersion"]["version"].clone()
+}
+
 fn config() -> EmulatorConfig {
     EmulatorConfig { seed: seed(), task_duration: std::time::Duration::from_millis(60), ..Default::default() }
 }
@@ -722,7 +729,15 @@ async fn http_admin_api_and_install_by_the_clock() {
     let task = r["data"]["installApp"]["taskId"].as_str().expect("task id").to_string();
     assert_eq!(wait_task(&emu, &task).await["state"], "COMPLETE");
 
-    // A minor deployed through the admin API reaches the installation at once; a major does not.
+    // A minor deployed through the admin API reaches the installation within the minor rollout
+    // window (set to 300 ms here); a major does not.
+    let (status, settings) =
+        admin(reqwest::Method::PUT, format!("{}/settings", emu.admin_url()), Some(json!({"minorRolloutMs": 300})))
+            .await;
+    assert_eq!((status, settings), (200, json!({"minorRolloutMs": 300})));
+    let (status, _) =
+        admin(reqwest::Method::PUT, format!("{}/settings", emu.admin_url()), Some(json!({"nope": 1}))).await;
+    assert_eq!(status, 400);
     let (status, out) = admin(
         reqwest::Method::POST,
         format!("{}/deploy", emu.admin_url()),
@@ -731,7 +746,11 @@ async fn http_admin_api_and_install_by_the_clock() {
     )
     .await;
     assert_eq!(status, 200, "{out}");
-    assert_eq!(out["upgradedInstallations"].as_array().unwrap().len(), 1);
+    assert_eq!(out["upgradedInstallations"], json!([]));
+    assert_eq!(out["scheduledInstallations"].as_array().unwrap().len(), 1);
+    assert_eq!(installed_version(&emu).await, "2.0.0", "the old minor right after the deploy");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(installed_version(&emu).await, "2.1.0", "the new minor after the window");
     let (status, out) = admin(
         reqwest::Method::POST,
         format!("{}/deploy", emu.admin_url()),
@@ -881,6 +900,25 @@ async fn http_site_upgrade_by_the_customers_admin() {
     let (status, e) = admin(reqwest::Method::POST, url, Some(body)).await;
     assert_eq!((status, e["error"]["errorType"].as_str()), (409, Some("INSTALLATION_ALREADY_UPGRADED")));
     assert_eq!(emu.state()["installations"][0]["upgradedByAdmin"], true);
+
+    // With no minor rollout window, a minor reaches its major in the deploy itself.
+    assert_eq!(emu.settings().minor_rollout_ms, Some(2000));
+    emu.set_minor_rollout(std::time::Duration::ZERO);
+    assert_eq!(emu.settings().minor_rollout_ms, Some(0));
+    let out = emu
+        .deploy(DeployRequest {
+            app_id: APP1.into(),
+            environment: "production".into(),
+            version: "3.1.0".into(),
+            scopes: vec!["read:jira-work".into(), "write:jira-work".into(), "manage:jira-project".into()],
+            egress: vec![SeedEgress::Address("api.insights.acme.example".into())],
+            requires_license: false,
+            required_products: vec!["jira".into()],
+        })
+        .unwrap();
+    assert_eq!((out.upgraded_installations.len(), out.scheduled_installations.len()), (1, 0));
+    assert_eq!(installed_version(&emu).await, "3.1.0");
+    assert!(emu.state()["installations"][0].get("upgradedByAdmin").is_none(), "the platform moved it, not the admin");
 }
 
 #[tokio::test]
@@ -1005,4 +1043,84 @@ async fn http_mutation_faults_apply_the_request_then_lose_the_answer() {
     emu.set_faults(Faults { down: true, ..Default::default() });
     assert_eq!(gql(&emu, GET_USER_DETAILS, Value::Null).await.0, 503);
     assert_eq!(emu.requests().last().unwrap().fault.as_deref(), Some("down"));
+}
+
+#[tokio::test]
+async fn http_admin_creates_accounts_tokens_and_apps() {
+    let emu = start(config(), "127.0.0.1:0".parse().unwrap()).await.expect("start");
+    let me = json!({"query": GET_USER_DETAILS});
+    let url = |p: &str| format!("{}/{p}", emu.admin_url());
+    let (status, account) = admin(
+        reqwest::Method::POST,
+        url("accounts"),
+        Some(json!({"email": "new@initech.example", "apiToken": "new-secret-token", "name": "New"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{account}");
+    assert_eq!((account["email"].as_str(), account["status"].as_str()), (Some("new@initech.example"), Some("active")));
+    assert!(!account.to_string().contains("new-secret-token"));
+    let (status, _, body) = post(&emu.graphql_url(), Some(("new@initech.example", "new-secret-token")), &me).await;
+    assert_eq!((status, &body["data"]["me"]["user"]["accountStatus"]), (200, &json!("active")));
+    let (status, e) = admin(
+        reqwest::Method::POST,
+        url("accounts"),
+        Some(json!({"email": "NEW@initech.example", "apiToken": "other"})),
+    )
+    .await;
+    assert_eq!((status, e["error"]["errorType"].as_str()), (409, Some("CONFLICT")));
+    let (status, _) = admin(reqwest::Method::POST, url("accounts"), Some(json!({"email": "x@y"}))).await;
+    assert_eq!(status, 400);
+
+    // Another token, then the first revoked.
+    let token = |t: &str| Some(json!({"email": "new@initech.example", "apiToken": t}));
+    assert_eq!(admin(reqwest::Method::POST, url("api-tokens"), token("rotated-token")).await.0, 200);
+    let (status, _) = admin(
+        reqwest::Method::POST,
+        url("api-tokens"),
+        Some(json!({"email": "nobody@initech.example", "apiToken": "t"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(post(&emu.graphql_url(), Some(("new@initech.example", "rotated-token")), &me).await.0, 200);
+    assert_eq!(admin(reqwest::Method::DELETE, url("api-tokens"), token("new-secret-token")).await.0, 200);
+    assert_eq!(admin(reqwest::Method::DELETE, url("api-tokens"), token("new-secret-token")).await.0, 404);
+    assert_eq!(post(&emu.graphql_url(), Some(("new@initech.example", "new-secret-token")), &me).await.0, 401);
+
+    // An app of the new account.
+    let app = json!({"id": "ari:cloud:ecosystem::app/6f1c2d3e-0000-4000-8000-000000000009", "name": "new-app",
+        "owner": "new@initech.example", "environments": [{"key": "production", "versions": [
+            {"version": "1.0.0", "scopes": ["read:jira-work"], "requiredProducts": ["jira"]}]}]});
+    let (status, created) = admin(reqwest::Method::POST, url("apps"), Some(app.clone())).await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!((created["name"].as_str(), &created["owner"]), (Some("new-app"), &account["accountId"]));
+    let (status, e) = admin(reqwest::Method::POST, url("apps"), Some(app)).await;
+    assert_eq!((status, e["error"]["errorType"].as_str()), (409, Some("CONFLICT")));
+    let (status, _) = admin(
+        reqwest::Method::POST,
+        url("apps"),
+        Some(json!({"id": "ari:cloud:ecosystem::app/6f1c2d3e-0000-4000-8000-00000000000a", "owner": "nobody@x"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(emu.state()["apps"].as_array().unwrap().len(), 3);
+    // Through the handle too.
+    let direct = emu.add_account(SeedAccount {
+        email: "direct@initech.example".into(),
+        api_token: "direct-token".into(),
+        account_id: Some("direct-id".into()),
+        name: None,
+        status: Some(model::AccountStatus::Inactive),
+    });
+    assert_eq!(direct.unwrap().status, model::AccountStatus::Inactive);
+    let (_, _, body) = post(&emu.graphql_url(), Some(("direct@initech.example", "direct-token")), &me).await;
+    assert_eq!(body["data"]["me"]["user"]["accountStatus"], "inactive");
+    let again = emu.add_account(SeedAccount {
+        email: "else@initech.example".into(),
+        api_token: "t".into(),
+        account_id: Some("direct-id".into()),
+        name: None,
+        status: None,
+    });
+    assert_eq!(again.unwrap_err().status_code, 409, "the account id is taken");
+    assert!(!emu.state().to_string().contains("direct-token"));
 }
