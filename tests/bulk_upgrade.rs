@@ -108,7 +108,7 @@ async fn ineligible_upgrades_touch_nothing_and_are_re_evaluated_when_the_app_is_
         ("scopes", 2, "AddsScopes", "adds scope write:confluence-content"),
         ("egress", 3, "AddsEgress", "adds egress api.example.com"),
         ("licensing", 4, "LicensingChanged", "licensing is disabled in 1.0 but enabled in 4.0"),
-        ("missing", 9, "MajorNotDeployed", "major 9 is not deployed in environment production"),
+        ("missing", 5, "MajorNotDeployed", "major 5 is not deployed in environment production"),
     ];
     for (name, to, reason, detail) in cases {
         create(&bus, bulk(name, "insights", 1, to, json!({}))).await;
@@ -121,22 +121,26 @@ async fn ineligible_upgrades_touch_nothing_and_are_re_evaluated_when_the_app_is_
     assert_eq!(majors(&t, "insights").await, vec![Some(1)], "an ineligible upgrade touches nothing");
     assert!(leases_held(&t).await.is_empty());
 
-    // A new target minor drops the scope: that upgrade is re-evaluated and runs; the others stay.
+    // The missing major is deployed, asking for nothing new (a minor could not drop the scope of
+    // 2.0: on the platform removing a scope makes a major): that upgrade is re-evaluated and runs;
+    // the others stay.
     let apps: Api<ForgeApp> = t.api();
     let versions = vec![
         version(1, 0, &["read"]),
         version(2, 0, &["read", "write:confluence-content"]),
-        version(2, 1, &["read"]),
         egress,
         licensed,
+        version(5, 0, &["read"]),
+        version(5, 1, &["read"]),
     ];
     patch_spec(&apps, "insights", json!({"environments": [{"name": "production", "versions": versions}]})).await;
-    let b = wait_state(&bus, "scopes", BulkUpgradeState::Complete).await;
+    let b = wait_state(&bus, "missing", BulkUpgradeState::Complete).await;
     assert_eq!(b.status.as_ref().unwrap().upgraded, 1);
     let inst: Api<Installation> = t.api();
     let upgraded = inst.get("insights-0").await.unwrap();
-    assert_eq!(upgraded.status.unwrap().installed_version.as_deref(), Some("2.1"), "the latest minor of the target");
+    assert_eq!(upgraded.status.unwrap().installed_version.as_deref(), Some("5.1"), "the latest minor of the target");
     assert_eq!(state(&bus.get("egress").await.unwrap()), Some(BulkUpgradeState::Ineligible));
+    assert_eq!(state(&bus.get("scopes").await.unwrap()), Some(BulkUpgradeState::Ineligible));
 }
 
 #[tokio::test]
@@ -646,4 +650,36 @@ async fn a_rollout_whose_creation_answer_was_lost_is_adopted_not_started_twice()
     assert_eq!(platform.rollouts(APP_ID).len(), 2, "one rollout per BulkUpgrade on the platform");
     let by = platform.upgraded_by(APP_ID);
     assert!(by.values().all(|r| r.len() == 2), "each installation moved once per rollout: {by:?}");
+}
+
+#[tokio::test]
+async fn a_rollout_the_platform_forgets_mid_way_ends_with_the_counts_the_platform_shows() {
+    const SITES: usize = 40;
+    let t = TestNs::new("bulk-forgotten").await;
+    let mut config = seeded(APP_ID, &[("1.0.0", &["read"]), ("2.0.0", &["read"])], "gone", SITES, "1.0.0");
+    // Slow enough to be seen running, and forgotten the moment it finishes.
+    config.rollout_step = Duration::from_millis(100);
+    config.rollout_retention = Some(Duration::from_millis(1));
+    let platform = t.start_platform(config).await;
+    let _operator = t.start_operator_on(platform.clone()).await;
+    let (apps, bus): (Api<ForgeApp>, Api<BulkUpgrade>) = (t.api(), t.api());
+    create(
+        &apps,
+        json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": "insights"},
+        "spec": {"appId": APP_ID, "environments": ["production"]}}),
+    )
+    .await;
+    create(&bus, bulk("all", "insights", 1, 2, json!({}))).await;
+    wait_for(&bus, "all", WAIT, "seen running mid-way", |b| {
+        b.status.as_ref().and_then(|s| s.rollouts.first()).is_some_and(|r| r.completed > 0 && r.pending > 0)
+    })
+    .await;
+    let b = wait_for(&bus, "all", WAIT, "complete", |b| state(b) == Some(BulkUpgradeState::Complete)).await;
+    assert!(platform.rollouts(APP_ID).is_empty(), "the platform forgot the rollout");
+    let on_target = platform.upgraded_by(APP_ID).values().filter(|r| !r.is_empty()).count();
+    let s = status(&b);
+    let r = &s.rollouts[0];
+    assert!(r.forgotten && r.reconstructed, "{s:#?}");
+    assert_eq!(on_target, SITES);
+    assert_eq!((s.upgraded, s.pending, r.completed), (on_target as u32, 0, on_target as u32), "{s:#?}");
 }

@@ -246,3 +246,47 @@ async fn a_mutation_whose_answer_was_lost_is_confirmed_from_the_platform_and_nev
         assert!(tasks.values().all(|n| *n == 1), "{kind} twice on a site: {tasks:?}");
     }
 }
+
+#[tokio::test]
+async fn a_major_that_only_re_categorises_an_egress_permission_needs_consent() {
+    let t = TestNs::new("egress-category").await;
+    let operator = t.start_operator().await;
+    let platform = operator.platform.clone();
+    let (apps, insts): (Api<ForgeApp>, Api<Installation>) = (t.api(), t.api());
+    let mut v1 = version(1, 0, &["read"]);
+    v1["egress"] = json!(["api.example.com"]);
+    create(&apps, app(json!([v1]))).await;
+    create(&insts, installation("acme", "acme.atlassian.net", json!({}))).await;
+    wait_for(&insts, "acme", WAIT, "installed 1.0", |i| {
+        i.status.as_ref().is_some_and(|s| s.installed_version.as_deref() == Some("1.0"))
+    })
+    .await;
+    // 2.0 reaches the same address, now as analytics: the same scopes and addresses, yet a major
+    // the site admin must consent to.
+    let deploy: forgeops_emulator::DeployRequest = serde_json::from_value(json!({
+        "appId": APP_ID, "environment": "production", "version": "2.0.0", "scopes": ["read"],
+        "egress": [{"type": "FETCH_BACKEND_SIDE", "addresses": ["api.example.com"], "category": "ANALYTICS"}],
+        "requiredProducts": ["jira"],
+    }))
+    .unwrap();
+    platform.emulator.deploy(deploy).unwrap();
+    refresh(&apps, "after-deploy").await;
+    let pin = json!({"spec": {"majorVersion": 2}});
+    insts.patch("acme", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&pin)).await.unwrap();
+    let waiting = wait_for(&insts, "acme", WAIT, "ConsentRequired", |i| {
+        reason_of(i, "UpToDate").1 == "ConsentRequired"
+            && i.status.as_ref().unwrap().observed_generation == i.metadata.generation
+    })
+    .await;
+    let message = reason_of(&waiting, "UpToDate").2;
+    assert!(message.contains("egress api.example.com re-categorised from none to ANALYTICS"), "{message}");
+    assert_eq!(platform.calls("forge_cli_upgradeApplication"), 0);
+    // Approved: upgraded.
+    let approve = json!({"spec": {"approvedMajor": 2}});
+    insts.patch("acme", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&approve)).await.unwrap();
+    wait_for(&insts, "acme", WAIT, "upgraded to 2.0", |i| {
+        i.status.as_ref().is_some_and(|s| s.installed_version.as_deref() == Some("2.0"))
+    })
+    .await;
+    assert_eq!(platform.calls("forge_cli_upgradeApplication"), 1);
+}

@@ -251,9 +251,14 @@ pub struct RolloutRecord {
     /// the cluster with the same versions) rather than answered to this upgrade's request.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopted: bool,
-    /// Whether the platform no longer returns this rollout; the counts are as last seen.
+    /// Whether the platform no longer returns this rollout (its records are time-limited).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forgotten: bool,
+    /// Whether the counts of a forgotten rollout were reconstructed from what the platform still
+    /// knows (the installations left on the source version) instead of its last poll, so that they
+    /// never say less than the platform shows.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reconstructed: bool,
 }
 
 /// A rollout's status on the platform.
@@ -288,6 +293,7 @@ crate::named! {
         ToMajorNotNewer,
         AddsScopes,
         AddsEgress,
+        AddsPermissions,
         LicensingChanged,
         PlatformRefused,
         PinnedInstallations,
@@ -298,8 +304,9 @@ crate::named! {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IneligibleReason {
-    /// The rule: `AppNotFound`, `MajorNotDeployed`, `ToMajorNotNewer`, `AddsScopes`, `AddsEgress`,
-    /// `LicensingChanged`, `PlatformRefused` or `PinnedInstallations`.
+    /// The rule: `AppNotFound`, `MajorNotDeployed`, `ToMajorNotNewer`, `AddsScopes`, `AddsEgress`
+    /// (a new egress, or one re-categorised, of another type or newly in scope of end-user data),
+    /// `AddsPermissions` (remotes, content security policies), `LicensingChanged`, `PlatformRefused` or `PinnedInstallations`.
     pub reason: Ineligibility,
     /// What exactly fails the rule, for example `adds scope write:confluence-content`.
     pub detail: String,

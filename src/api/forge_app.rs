@@ -239,7 +239,21 @@ pub struct AppVersion {
     #[serde(default)]
     pub egress: Vec<String>,
 
-    /// Whether the version uses the Forge SQL module.
+    /// Each egress permission: its address, type, category and whether it is in scope of end-user
+    /// data. Adding one, or changing its type, category or end-user-data scope, needs the site
+    /// admin's consent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_permissions: Vec<EgressPermission>,
+
+    /// The remote back ends the version calls (`key baseUrl`); a new one needs consent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remotes: Vec<String>,
+
+    /// The content security policies the version declares (`type policy`); a new one needs consent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_policies: Vec<String>,
+
+    /// Whether the version uses the Forge SQL module (one of its extensions is an `sql` module).
     #[serde(default)]
     pub sql_module: bool,
 
@@ -266,6 +280,23 @@ pub struct Compatibility {
     /// Further products the app can also be installed into.
     #[serde(default)]
     pub optional: Vec<Product>,
+}
+
+/// One egress permission of a version, as the platform returns it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressPermission {
+    /// The address (a host name or URL, possibly with a wildcard).
+    pub address: String,
+    /// The egress type, for example `FETCH_BACKEND_SIDE`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// The category, for example `ANALYTICS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Whether the egress is in scope of end-user data.
+    #[serde(default, rename = "inScopeEUD")]
+    pub in_scope_eud: bool,
 }
 
 /// What the operator observed about a ForgeApp.

@@ -87,7 +87,8 @@ async fn report(app: &ForgeApp, ctx: &Context) -> Result<(usize, std::time::Dura
         ctx.counted(&key);
         report_ready_transition(ctx, app, previous, &desired).await;
     }
-    Ok((summaries.len(), next_look(&observation, app.refresh_interval(), ctx.since_refresh(&key))))
+    let interval = crate::rules::forge_app::refresh_interval(&ForgeApp { status: Some(desired), ..app.clone() });
+    Ok((summaries.len(), next_look(&observation, interval, ctx.since_refresh(&key))))
 }
 
 /// Installation counts alone are written at most this often.

@@ -424,12 +424,46 @@ fn permissions(version: &Value) -> (Vec<String>, Vec<Egress>) {
                     .filter_map(|a| a.as_str().map(str::to_string))
                     .collect(),
                 category: s(e, "category"),
+                in_scope_eud: e.get("inScopeEUD").and_then(Value::as_bool).unwrap_or(false),
             });
         }
     }
     scopes.sort();
     scopes.dedup();
     (scopes, egress)
+}
+
+/// What else a version asks of the site admin: remotes (`key baseUrl`), content security policies
+/// (`type policy`), and whether it has a Forge SQL module (an extension whose key or type names `sql`).
+fn other_permissions(version: &Value) -> (Vec<String>, Vec<String>, bool) {
+    let list = |v: Option<&Value>| v.and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut remotes: Vec<String> = list(version.pointer("/storage/remotes"))
+        .iter()
+        .map(|r| {
+            format!("{} {}", s(r, "key").unwrap_or_default(), s(r, "baseUrl").unwrap_or_default()).trim().to_string()
+        })
+        .collect();
+    remotes.sort();
+    remotes.dedup();
+    let mut policies = Vec::new();
+    for set in list(version.get("permissions")) {
+        for p in list(set.get("securityPolicies")) {
+            let kind = s(&p, "type").unwrap_or_default();
+            for policy in list(p.get("policies")) {
+                if let Some(policy) = policy.as_str() {
+                    policies.push(format!("{kind} {policy}"));
+                }
+            }
+        }
+    }
+    policies.sort();
+    policies.dedup();
+    let sql = list(version.pointer("/extensions/nodes")).iter().any(|e| {
+        let key = s(e, "key").unwrap_or_default().to_ascii_lowercase();
+        let kind = e.pointer("/extensionData/type").and_then(Value::as_str).unwrap_or_default().to_ascii_lowercase();
+        key == "sql" || key.starts_with("sql-") || kind == "sql"
+    });
+    (remotes, policies, sql)
 }
 
 fn rollout_status(s: &str) -> RolloutStatus {
@@ -570,7 +604,11 @@ impl Platform for ForgeGateway {
                 .filter_map(|n| {
                     let version = s(n, "version")?;
                     let (scopes, egress) = permissions(n);
+                    let (remotes, security_policies, sql_module) = other_permissions(n);
                     Some(VersionInfo {
+                        remotes,
+                        security_policies,
+                        sql_module,
                         id: id_of.get(&version).cloned().unwrap_or_default(),
                         created_at: s(n, "createdAt"),
                         is_latest: n.get("isLatest").and_then(Value::as_bool).unwrap_or(false),

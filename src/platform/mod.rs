@@ -46,6 +46,8 @@ pub struct Egress {
     pub type_: Option<String>,
     pub addresses: Vec<String>,
     pub category: Option<String>,
+    /// Whether the egress is in scope of end-user data (`inScopeEUD`).
+    pub in_scope_eud: bool,
 }
 
 /// A deployed version of an app environment, as the platform reports it.
@@ -62,6 +64,12 @@ pub struct VersionInfo {
     pub scopes: Vec<String>,
     pub egress: Vec<Egress>,
     pub required_products: Vec<String>,
+    /// Remote back ends the version calls (`storage.remotes`), as `key baseUrl`.
+    pub remotes: Vec<String>,
+    /// Content security policies (`permissions.securityPolicies`), as `type policy`.
+    pub security_policies: Vec<String>,
+    /// Whether one of the version's extensions is a Forge SQL module.
+    pub sql_module: bool,
 }
 
 /// The platform's key of an environment: the development environment is called `development` in

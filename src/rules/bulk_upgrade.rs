@@ -40,6 +40,7 @@ crate::named! {
         ToMajorNotNewer,
         AddsScopes,
         AddsEgress,
+        AddsPermissions,
         LicensingChanged,
         PlatformRefused,
         PinnedInstallations,
@@ -86,6 +87,7 @@ pub fn reason_of(rule: Ineligibility) -> Reason {
         Ineligibility::ToMajorNotNewer => Reason::ToMajorNotNewer,
         Ineligibility::AddsScopes => Reason::AddsScopes,
         Ineligibility::AddsEgress => Reason::AddsEgress,
+        Ineligibility::AddsPermissions => Reason::AddsPermissions,
         Ineligibility::LicensingChanged => Reason::LicensingChanged,
         Ineligibility::PlatformRefused => Reason::PlatformRefused,
         Ineligibility::PinnedInstallations => Reason::PinnedInstallations,
@@ -136,10 +138,20 @@ pub fn eligibility(app: Option<&ForgeApp>, spec: &BulkUpgradeSpec) -> Vec<Inelig
         let detail = scopes.iter().map(|s| format!("adds scope {s}")).collect::<Vec<_>>().join(", ");
         out.push(ineligible(Ineligibility::AddsScopes, detail));
     }
-    let egress = added(&from.egress, &to.egress);
+    // Egress and what else needs consent, from the whole permission set (scopes and licensing
+    // are told above).
+    let changes = super::permissions::difference(Some(from), to);
+    let egress: Vec<String> = changes.iter().filter(|c| c.is_egress()).map(|c| format!("adds {c}")).collect();
     if !egress.is_empty() {
-        let detail = egress.iter().map(|e| format!("adds egress {e}")).collect::<Vec<_>>().join(", ");
-        out.push(ineligible(Ineligibility::AddsEgress, detail));
+        out.push(ineligible(Ineligibility::AddsEgress, egress.join(", ")));
+    }
+    let other: Vec<String> = changes
+        .iter()
+        .filter(|c| matches!(c, super::permissions::Change::Remote(_) | super::permissions::Change::SecurityPolicy(_)))
+        .map(|c| format!("adds {c}"))
+        .collect();
+    if !other.is_empty() {
+        out.push(ineligible(Ineligibility::AddsPermissions, other.join(", ")));
     }
     if from.licensing != to.licensing {
         let on_off = |b: bool| if b { "enabled" } else { "disabled" };
@@ -488,6 +500,7 @@ fn adopted_record(seen: &Rollout, step: u32, facts: Option<&AppFacts>) -> Rollou
         remaining: None,
         adopted: true,
         forgotten: false,
+        reconstructed: false,
     };
     mirror(&mut record, seen);
     record
@@ -742,12 +755,24 @@ pub fn decide(i: &Inputs) -> Decision {
 
     // Mirror the running rollout; adopt the one a killed process started.
     let mut moved = false;
+    let others_completed: u32 = next.rollouts.iter().rev().skip(1).map(|r| r.completed).sum();
+    let total = next.total;
     if let Some(last) = next.rollouts.last_mut().filter(|r| r.status == RolloutPhase::Running) {
         match &i.platform.current {
             Current::Seen(seen) => moved |= mirror(last, seen),
             Current::Gone => {
+                // Forgotten before it was seen to finish: what left the source version is what
+                // this rollout moved (less what earlier rollouts moved); the rest of what it took
+                // failed or stays. Never less than last seen, never more than it took.
                 last.forgotten = true;
                 last.status = RolloutPhase::Complete;
+                if let Some(on_source) = i.platform.on_source {
+                    let taken = last.completed + last.failed + last.pending;
+                    let moved_by_it = total.saturating_sub(on_source).saturating_sub(others_completed);
+                    last.completed = moved_by_it.clamp(last.completed, taken.max(last.completed));
+                    last.failed = taken.saturating_sub(last.completed);
+                    last.reconstructed = true;
+                }
                 last.pending = 0;
                 moved = true;
             }
@@ -1123,6 +1148,7 @@ pub fn after_start(
                 remaining,
                 adopted: false,
                 forgotten: false,
+                reconstructed: false,
             });
             next.starting = None;
             next.step = Some(request.step);

@@ -40,6 +40,24 @@ fn removing_scopes_or_egress_and_adding_sql_are_eligible() {
 }
 
 #[test]
+fn a_re_categorised_egress_or_a_new_remote_is_not_eligible() {
+    let base = AppVersion::test(1, 0).scopes(["read"]).egress(["a.example"]);
+    let analytics = ForgeApp::test("insights").developer_account("dev").deploys(vec![
+        base.clone(),
+        AppVersion::test(2, 0).scopes(["read"]).egress(["a.example"]).egress_category("a.example", "ANALYTICS"),
+    ]);
+    let r = eligibility(Some(&analytics), &spec(1, 2));
+    assert_eq!(reasons(&r), vec!["AddsEgress"]);
+    assert_eq!(r[0].detail, "adds egress a.example re-categorised from none to ANALYTICS");
+    let remote = ForgeApp::test("insights").developer_account("dev").deploys(vec![
+        base.clone(),
+        AppVersion::test(2, 0).scopes(["read"]).egress(["a.example"]).remotes(["crm https://crm.example"]),
+    ]);
+    let r = eligibility(Some(&remote), &spec(1, 2));
+    assert_eq!((reasons(&r), r[0].detail.as_str()), (vec!["AddsPermissions"], "adds remote crm https://crm.example"));
+}
+
+#[test]
 fn each_rule_alone() {
     let base = AppVersion::test(1, 0).scopes(["read"]).egress(["a.example"]);
     let scope = ForgeApp::test("insights").developer_account("dev").deploys(vec![
@@ -214,6 +232,7 @@ fn record(step: u32, completed: u32, failed: u32, remaining: Option<u32>) -> Rol
         remaining,
         adopted: false,
         forgotten: false,
+        reconstructed: false,
     }
 }
 
@@ -576,16 +595,26 @@ fn a_finished_rollout_completes_the_upgrade() {
 }
 
 #[test]
-fn a_forgotten_rollout_keeps_its_last_counts() {
-    let mut c = Case::new();
-    c.previous.state = Some(BulkUpgradeState::Running);
-    c.previous.rollouts = vec![RolloutRecord { completed: 90, pending: 10, ..running(1, 10, Some(0)) }];
-    c.platform = PlatformView { current: Current::Gone, ..eligible_platform(0) };
-    let d = c.decide();
+fn a_forgotten_rollout_ends_with_the_counts_the_platform_still_shows() {
+    // Last seen at 90 done and 10 pending of 100; then the platform forgot the rollout.
+    let forgotten = |on_source: u32| {
+        let mut c = Case::new();
+        c.previous.state = Some(BulkUpgradeState::Running);
+        c.previous.total = 100;
+        c.previous.rollouts = vec![RolloutRecord { completed: 90, pending: 10, ..running(1, 10, Some(0)) }];
+        c.platform = PlatformView { current: Current::Gone, ..eligible_platform(on_source) };
+        c.decide()
+    };
+    let d = forgotten(0);
     let r = &d.status.rollouts[0];
-    assert!(r.forgotten);
-    assert_eq!((r.status, r.completed), (RolloutPhase::Complete, 90));
+    assert!(r.forgotten && r.reconstructed);
+    assert_eq!((r.status, r.completed, r.failed, r.pending), (RolloutPhase::Complete, 100, 0, 0), "none left on 1.0");
+    assert_eq!((d.status.upgraded, d.status.pending), (100, 0));
     assert_eq!(state(&d), BulkUpgradeState::Complete);
+    let r = forgotten(4).status.rollouts[0].clone();
+    assert_eq!((r.completed, r.failed), (96, 4), "four sites still on the source did not move");
+    let r = forgotten(50).status.rollouts[0].clone();
+    assert_eq!((r.completed, r.failed), (90, 10), "never fewer than last seen");
 }
 
 #[test]

@@ -5,8 +5,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
-    AppRef, AppVersion, Compatibility, DistributionPolicy, DistributionPolicySpec, EnvironmentStatus, ForgeApp,
-    ForgeAppSpec, ForgeAppStatus, Installation, InstallationSpec, InstallationStatus, Product, Sharing,
+    AppRef, AppVersion, Compatibility, DistributionPolicy, DistributionPolicySpec, EgressPermission, EnvironmentStatus,
+    ForgeApp, ForgeAppSpec, ForgeAppStatus, Installation, InstallationSpec, InstallationStatus, Product, Sharing,
 };
 
 fn strings<'a>(items: impl IntoIterator<Item = &'a str>) -> Vec<String> {
@@ -26,6 +26,9 @@ impl AppVersion {
             minor,
             scopes: vec![],
             egress: vec![],
+            egress_permissions: vec![],
+            remotes: vec![],
+            security_policies: vec![],
             sql_module: false,
             licensing: false,
             compatibility: Compatibility { required: Product::Jira, optional: vec![] },
@@ -46,6 +49,37 @@ impl AppVersion {
     /// It may reach these egress domains.
     pub fn egress<'a>(mut self, domains: impl IntoIterator<Item = &'a str>) -> Self {
         self.egress = strings(domains);
+        self
+    }
+
+    /// Its egress to `address` has `category` (for example `ANALYTICS`).
+    pub fn egress_category(mut self, address: &str, category: &str) -> Self {
+        self.egress_permission(address).category = Some(category.to_string());
+        self
+    }
+
+    /// Its egress to `address` is in scope of end-user data.
+    pub fn egress_in_scope_of_end_user_data(mut self, address: &str) -> Self {
+        self.egress_permission(address).in_scope_eud = true;
+        self
+    }
+
+    fn egress_permission(&mut self, address: &str) -> &mut EgressPermission {
+        if !self.egress_permissions.iter().any(|e| e.address == address) {
+            self.egress_permissions.push(EgressPermission { address: address.to_string(), ..Default::default() });
+        }
+        self.egress_permissions.iter_mut().find(|e| e.address == address).expect("just added")
+    }
+
+    /// It calls these remotes (`key baseUrl`).
+    pub fn remotes<'a>(mut self, remotes: impl IntoIterator<Item = &'a str>) -> Self {
+        self.remotes = strings(remotes);
+        self
+    }
+
+    /// It declares these content security policies (`type policy`).
+    pub fn security_policies<'a>(mut self, policies: impl IntoIterator<Item = &'a str>) -> Self {
+        self.security_policies = strings(policies);
         self
     }
 

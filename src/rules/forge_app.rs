@@ -78,7 +78,21 @@ pub fn app_versions(infos: &[VersionInfo], counts: &[crate::platform::VersionCou
                 latest: v.is_latest,
                 scopes: v.scopes.clone(),
                 egress,
-                sql_module: false,
+                egress_permissions: v
+                    .egress
+                    .iter()
+                    .flat_map(|e| {
+                        e.addresses.iter().map(|a| crate::api::EgressPermission {
+                            address: a.clone(),
+                            type_: e.type_.clone(),
+                            category: e.category.clone(),
+                            in_scope_eud: e.in_scope_eud,
+                        })
+                    })
+                    .collect(),
+                remotes: v.remotes.clone(),
+                security_policies: v.security_policies.clone(),
+                sql_module: v.sql_module,
                 licensing: v.requires_license,
                 compatibility: Compatibility {
                     required: products.first().copied().unwrap_or(Product::Jira),
@@ -272,6 +286,28 @@ pub fn desired_status(
     }
 }
 
+/// While the platform rolls a minor out (some installations still run an older minor of a major
+/// whose newer minor is deployed), the app is read at least this often, so each Installation shows
+/// the minor soon after its site gets it.
+pub const MINOR_ROLLOUT_LOOK: Duration = Duration::from_secs(30);
+
+/// Whether a minor is being rolled out on the platform, from the installation counts per version.
+pub fn minor_rolling_out(app: &ForgeApp) -> bool {
+    let Some(status) = app.status.as_ref() else { return false };
+    status.environments.iter().any(|e| {
+        e.versions.iter().any(|v| {
+            v.installations.is_some_and(|n| n > 0) && e.versions.iter().any(|w| w.major == v.major && w.minor > v.minor)
+        })
+    })
+}
+
+/// The refresh interval in force: `spec.refreshInterval`, or [`MINOR_ROLLOUT_LOOK`] while a minor
+/// rolls out.
+pub fn refresh_interval(app: &ForgeApp) -> Duration {
+    let interval = app.refresh_interval();
+    if minor_rolling_out(app) { interval.min(MINOR_ROLLOUT_LOOK) } else { interval }
+}
+
 /// Whether the app should be read from the platform now: never read, spec changed, refresh asked
 /// for (a new annotation value), or the last read is older than the interval.
 pub fn refresh_due(app: &ForgeApp, since_last_read: Option<std::time::Duration>) -> bool {
@@ -280,7 +316,7 @@ pub fn refresh_due(app: &ForgeApp, since_last_read: Option<std::time::Duration>)
     status.account.is_none()
         || status.observed_generation != app.metadata.generation
         || asked.is_some() && asked != status.observed_refresh.as_ref()
-        || since_last_read.is_none_or(|d| d >= app.refresh_interval())
+        || since_last_read.is_none_or(|d| d >= refresh_interval(app))
 }
 
 /// How soon to read the app again: sooner after a transient failure or refused credentials (the
@@ -437,6 +473,23 @@ mod tests {
         assert_eq!(desired_status(&a, Some(&first), &Observation::NotRead, &[], &later), first, "no write");
         let never = desired_status(&a, None, &Observation::NotRead, &[], &now());
         assert_eq!(reason(&never, Type::Reconciling), ("True".into(), Reason::Refreshing.as_str().into()));
+    }
+
+    #[test]
+    fn a_minor_rolling_out_is_looked_at_every_half_minute() {
+        let on = |n: i64| {
+            let mut v = AppVersion::test(1, 0);
+            v.installations = Some(n);
+            ForgeApp::test("insights").developer_account("dev").deploys(vec![
+                v,
+                AppVersion::test(1, 1),
+                AppVersion::test(2, 0),
+            ])
+        };
+        assert!(minor_rolling_out(&on(3)), "three sites still on 1.0 while 1.1 is deployed");
+        assert_eq!(refresh_interval(&on(3)), MINOR_ROLLOUT_LOOK);
+        assert!(!minor_rolling_out(&on(0)), "every site on the newest minor of its major");
+        assert_eq!(refresh_interval(&on(0)), Duration::from_secs(600));
     }
 
     #[test]

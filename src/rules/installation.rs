@@ -91,35 +91,10 @@ impl Decision {
     }
 }
 
-/// What moving from `from` to `to` newly asks of the site admin: the scopes and egress domains
-/// `to` requests that `from` does not, and licensing when `to` enables it.
+/// What moving from `from` to `to` newly asks of the site admin, from the whole permission set
+/// (see [`super::permissions`]).
 pub fn added_permissions(from: Option<&AppVersion>, to: &AppVersion) -> Vec<String> {
-    let mut added = added_scopes_and_egress(from, to);
-    if to.licensing && !from.is_some_and(|f| f.licensing) {
-        added.push("licensing (a paid app)".to_string());
-    }
-    added
-}
-
-fn added_scopes_and_egress(from: Option<&AppVersion>, to: &AppVersion) -> Vec<String> {
-    let have: BTreeSet<(&str, &str)> = from
-        .map(|f| {
-            f.scopes
-                .iter()
-                .map(|s| ("scope", s.as_str()))
-                .chain(f.egress.iter().map(|e| ("egress", e.as_str())))
-                .collect()
-        })
-        .unwrap_or_default();
-    to.scopes
-        .iter()
-        .map(|s| ("scope", s.as_str()))
-        .chain(to.egress.iter().map(|e| ("egress", e.as_str())))
-        .filter(|p| !have.contains(p))
-        .map(|(kind, value)| format!("{kind} {value}"))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect()
+    super::permissions::difference(from, to).iter().map(ToString::to_string).collect()
 }
 
 fn not_installed(reason: Reason, message: String, available: Option<Version>) -> Decision {
@@ -608,7 +583,7 @@ mod tests {
     fn added_permissions_lists_scopes_and_egress() {
         let to = AppVersion::test(2, 0).scopes(["read", "write"]).egress(["api.example.com"]);
         let from = AppVersion::test(1, 0).scopes(["read"]);
-        assert_eq!(added_permissions(Some(&from), &to), vec!["egress api.example.com", "scope write"]);
+        assert_eq!(added_permissions(Some(&from), &to), vec!["scope write", "egress api.example.com"]);
         assert!(added_permissions(Some(&to), &from).is_empty(), "removing permissions adds nothing");
     }
 

@@ -5,6 +5,7 @@ pub mod conditions;
 pub mod distribution;
 pub mod forge_app;
 pub mod installation;
+pub mod permissions;
 pub mod versions;
 
 #[cfg(test)]
