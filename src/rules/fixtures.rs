@@ -65,10 +65,14 @@ impl AppVersion {
     }
 
     fn egress_permission(&mut self, address: &str) -> &mut EgressPermission {
-        if !self.egress_permissions.iter().any(|e| e.address == address) {
-            self.egress_permissions.push(EgressPermission { address: address.to_string(), ..Default::default() });
-        }
-        self.egress_permissions.iter_mut().find(|e| e.address == address).expect("just added")
+        let at = match self.egress_permissions.iter().position(|e| e.address == address) {
+            Some(at) => at,
+            None => {
+                self.egress_permissions.push(EgressPermission { address: address.to_string(), ..Default::default() });
+                self.egress_permissions.len() - 1
+            }
+        };
+        &mut self.egress_permissions[at]
     }
 
     /// It calls these remotes (`key baseUrl`).
