@@ -125,9 +125,11 @@ pub struct InstallationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site_administered: Option<bool>,
 
-    /// A request sent to the platform whose answer was lost (a time-out, a broken connection): the
-    /// platform may have carried it out. Nothing is sent again until the platform's installations
-    /// show whether it did, or the confirmation window has passed.
+    /// A request to the platform whose answer is not recorded: written just before the request is
+    /// sent and replaced by `task` once the platform answers, so it remains when the answer was
+    /// lost (a time-out, a broken connection) or the operator was stopped mid-send. The platform
+    /// may have carried it out: nothing is sent again until the platform's installations show
+    /// whether it did, or the confirmation window has passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unconfirmed: Option<UnconfirmedRequest>,
 
@@ -164,7 +166,7 @@ impl Installation {
     }
 }
 
-/// A mutation whose answer was lost.
+/// A mutation sent to the platform whose answer is not recorded (lost, or not yet received).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UnconfirmedRequest {

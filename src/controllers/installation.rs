@@ -130,6 +130,43 @@ fn elapsed_since(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> Du
 struct Acted {
     platform_error: Option<(Step, PlatformError)>,
     requeue: Option<Action>,
+    /// The object as written before a request was sent (its pre-send record); later writes
+    /// start from it.
+    written: Option<Installation>,
+    /// The pre-send record could not be written: nothing was sent.
+    not_sent: Option<Error>,
+}
+
+impl Acted {
+    /// The object as it is on the API server now.
+    fn base<'a>(&'a self, inst: &'a Installation) -> &'a Installation {
+        self.written.as_ref().unwrap_or(inst)
+    }
+}
+
+/// Records `request` in status before it is sent, so a process stopped between the send and the
+/// record of its answer confirms from the platform's installations instead of sending it again.
+/// Answers false (with the error in `acted`) when the record could not be written: then nothing
+/// may be sent.
+async fn record_before_sending(
+    ctx: &Context,
+    inst: &Installation,
+    status: &mut InstallationStatus,
+    request: crate::api::UnconfirmedRequest,
+    acted: &mut Acted,
+) -> bool {
+    status.unconfirmed = Some(request);
+    match write_status(ctx, acted.base(inst), status).await {
+        Ok(written) => {
+            acted.written = Some(written);
+            true
+        }
+        Err(e) => {
+            status.unconfirmed = None;
+            acted.not_sent = Some(e);
+            false
+        }
+    }
 }
 
 async fn act_and_report(inst: &Installation, observed: &Observed, ctx: &Context) -> Result<Action, Error> {
@@ -172,8 +209,12 @@ async fn act_and_report(inst: &Installation, observed: &Observed, ctx: &Context)
     let blocker = rules::new_blocker(&previous.conditions, &report.conditions);
     status.conditions =
         conditions::merge(&previous.conditions, &report.conditions, inst.metadata.generation, &super::now());
-    if status != previous {
-        let written = apply_status_guarded(&ctx.client, inst, &status).await?;
+    if let Some(e) = acted.not_sent.take() {
+        return Err(e);
+    }
+    let base = acted.base(inst);
+    if base.status.as_ref() != Some(&status) {
+        let written = apply_status_guarded(&ctx.client, base, &status).await?;
         ctx.wrote(&written);
         if let Some((reason, message)) = blocker {
             publish_event(ctx, inst, true, reason.as_str(), message, "Reconcile").await;
@@ -295,9 +336,20 @@ async fn act(
                     adopt(ctx, inst, status, found).await;
                     return acted;
                 }
-                Ok(None) => site::start(ctx, creds, &target, action, to).await,
+                Ok(None) => {
+                    let request =
+                        crate::api::UnconfirmedRequest { action, version: Some(to.to_string()), sent_at: super::now() };
+                    if !record_before_sending(ctx, inst, status, request, &mut acted).await {
+                        return acted;
+                    }
+                    site::start(ctx, creds, &target, action, to).await
+                }
                 Err(e) => Err(e),
             };
+            if !matches!(&started, Err(e) if e.unconfirmed) {
+                // Answered: the pre-send record gives way to what the answer says.
+                status.unconfirmed = None;
+            }
             match started {
                 Ok(site::Started::Task(id)) => {
                     // Record the task before waiting on it: a restart resumes it, never starts a second.
@@ -311,14 +363,9 @@ async fn act(
                     Err(e) => failed(&mut acted, decision.step, e),
                 },
                 Err(e) if e.unconfirmed => {
-                    // Sent, answer lost: maybe carried out. Recorded, so nothing is sent again until
-                    // the platform's installations say whether it was (a restart reads the record).
+                    // Sent, answer lost: maybe carried out. The pre-send record stays, so nothing
+                    // is sent again until the platform's installations say whether it was.
                     ctx.saw_platform_error(creds, &e);
-                    status.unconfirmed = Some(crate::api::UnconfirmedRequest {
-                        action,
-                        version: Some(to.to_string()),
-                        sent_at: super::now(),
-                    });
                     acted.requeue = Some(Action::requeue(CONFIRM_POLL));
                 }
                 Err(e) if e.kind == ErrorKind::PermissionDenied && action == TaskAction::Install => {
@@ -509,8 +556,11 @@ async fn uninstall(cached: &Installation, ctx: &Context) -> Result<Action, Error
         let mut observed = observe(inst, ctx);
         observed.app = Some(app.as_ref().clone());
         let decision = rules::decide(inst, installed_version(&status), &facts(&observed, inst, &status));
-        let acted = act(ctx, inst, &app, &creds, &decision, &mut status).await;
-        let written = write_status(ctx, inst, &status).await?;
+        let mut acted = act(ctx, inst, &app, &creds, &decision, &mut status).await;
+        if let Some(e) = acted.not_sent.take() {
+            return Err(e);
+        }
+        let written = write_status(ctx, acted.base(inst), &status).await?;
         if let Some((_, e)) = acted.platform_error {
             return Err(e.into());
         }
@@ -596,8 +646,17 @@ async fn uninstall_now(
         }
         status.unconfirmed = None;
     }
-    match site::start_uninstall(ctx, creds, inst, target, status.installation_id.as_deref()).await {
+    // Recorded before it is sent (see `record_before_sending`).
+    status.unconfirmed =
+        Some(crate::api::UnconfirmedRequest { action: TaskAction::Uninstall, version: None, sent_at: super::now() });
+    let inst = &write_status(ctx, inst, &status).await?;
+    let sent = site::start_uninstall(ctx, creds, inst, target, status.installation_id.as_deref()).await;
+    if !matches!(&sent, Err(e) if e.unconfirmed) {
+        status.unconfirmed = None;
+    }
+    match sent {
         Ok(None) => {
+            // The finalizer goes next: the record needs no clearing.
             publish_event(
                 ctx,
                 inst,
@@ -627,17 +686,14 @@ async fn uninstall_now(
             Ok(Action::await_change())
         }
         Err(e) if e.unconfirmed => {
+            // The pre-send record stays: the platform's installations tell whether it was done.
             ctx.saw_platform_error(creds, &e);
-            status.unconfirmed = Some(crate::api::UnconfirmedRequest {
-                action: TaskAction::Uninstall,
-                version: None,
-                sent_at: super::now(),
-            });
-            write_status(ctx, inst, &status).await?;
             Err(not_yet(format!("the answer to the uninstall from {site} was lost; confirming"), CONFIRM_POLL))
         }
         Err(e) => {
+            // Refused: nothing to confirm, the next attempt may send it again.
             ctx.saw_platform_error(creds, &e);
+            write_status(ctx, inst, &status).await?;
             Err(e.into())
         }
     }

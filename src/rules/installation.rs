@@ -379,8 +379,8 @@ pub fn report(
             TaskAction::Uninstall => "uninstall",
         };
         let message = format!(
-            "the answer to the {what} request ({}) was lost: reading the platform's installations to see whether it \
-             was carried out before anything is sent again",
+            "the answer to the {what} request ({}) was not recorded (lost, or the operator stopped while sending): \
+             reading the platform's installations to see whether it was carried out before anything is sent again",
             lost.version.as_deref().unwrap_or("")
         );
         let next = Outcome::InProgress(Reason::Confirming, message.clone());

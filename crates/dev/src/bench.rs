@@ -429,7 +429,8 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
     // not watch.
     eprintln!("bench: the floor");
     // For installs: the create and the operator's minimum writes for one install (the finalizer,
-    // the task recorded, the installed version, an Event), one object after the other per slot.
+    // the request recorded before it is sent, the task recorded, the installed version, an Event),
+    // one object after the other per slot.
     let floor: Api<Installation> = Api::namespaced(client.clone(), FLOOR_NAMESPACE);
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), FLOOR_NAMESPACE);
     // The statuses written are the operator's own (conditions and all), from the upgraded template.
@@ -442,16 +443,20 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
         fields.remove("installedVersion");
         fields.remove("installedMajor");
     }
+    let mut sending = task.clone();
+    sending["unconfirmed"] = json!({"action": "install", "version": "1.0", "sentAt": "2026-01-01T00:00:00Z"});
     task["task"] = json!({"id": "t", "action": "install", "startedAt": "2026-01-01T00:00:00Z"});
     let started = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
-            let (floor, events, task, done) = (floor.clone(), events.clone(), task.clone(), done.clone());
+            let (floor, events, sending, task, done) =
+                (floor.clone(), events.clone(), sending.clone(), task.clone(), done.clone());
             async move {
                 let name = format!("site-{i:05}");
                 floor.create(&PostParams::default(), &installation(&name)).await?;
                 let finalizer = json!({"metadata": {"finalizers": [forgeops::controllers::installation::FINALIZER]}});
                 floor.patch(&name, &PatchParams::default(), &Patch::Merge(&finalizer)).await?;
+                floor.patch_status(&name, &PatchParams::default(), &replace_status(&sending)).await?;
                 floor.patch_status(&name, &PatchParams::default(), &replace_status(&task)).await?;
                 floor.patch_status(&name, &PatchParams::default(), &replace_status(&done)).await?;
                 let event = serde_json::from_value(json!({"metadata": {"generateName": "floor-"},
