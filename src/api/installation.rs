@@ -147,22 +147,31 @@ impl Installation {
     /// The deletion policy in force: the spec's, else `Orphan` for an adopted installation and
     /// `Uninstall` for one forgeops installed.
     pub fn deletion_policy(&self) -> DeletionPolicy {
-        self.spec.deletion_policy.unwrap_or_else(|| {
-            if self.status.as_ref().is_some_and(|s| s.adopted) {
-                DeletionPolicy::Orphan
-            } else {
-                DeletionPolicy::Uninstall
-            }
-        })
+        self.spec.deletion_policy_given(&self.status.clone().unwrap_or_default())
     }
 
     /// Whether the site is a customer's, as far as forgeops knows: the platform refused the account
     /// there, or the installation was adopted and forgeops never installed there itself.
     pub fn on_customer_site(&self) -> bool {
-        self.status.as_ref().is_some_and(|s| match s.site_administered {
+        self.status.as_ref().is_some_and(InstallationStatus::on_customer_site)
+    }
+}
+
+impl InstallationSpec {
+    /// The deletion policy in force with `status`: the spec's, else `Orphan` for an adopted
+    /// installation and `Uninstall` for one forgeops installed.
+    pub fn deletion_policy_given(&self, status: &InstallationStatus) -> DeletionPolicy {
+        self.deletion_policy.unwrap_or(if status.adopted { DeletionPolicy::Orphan } else { DeletionPolicy::Uninstall })
+    }
+}
+
+impl InstallationStatus {
+    /// Whether this status says the site is a customer's (see [`Installation::on_customer_site`]).
+    pub fn on_customer_site(&self) -> bool {
+        match self.site_administered {
             Some(administered) => !administered,
-            None => s.adopted,
-        })
+            None => self.adopted,
+        }
     }
 }
 

@@ -7,7 +7,6 @@ pub mod distribution_policy;
 pub mod forge_app;
 pub mod installation;
 pub mod listing;
-pub mod site;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -11,6 +11,7 @@ pub mod breaker;
 pub mod credentials;
 pub mod forge;
 pub mod ops;
+pub mod site;
 
 use std::time::Duration;
 

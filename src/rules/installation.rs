@@ -12,6 +12,10 @@ use super::versions::{self, Version};
 use crate::api::{AppVersion, ForgeApp, Installation, Product, TaskAction, TaskRecord, UnconfirmedRequest};
 use crate::platform::PlatformError;
 
+pub mod lifecycle;
+
+pub use lifecycle::{Answer, Decision, Effect, Inputs, OnSite, Requeue, decide};
+
 crate::named! {
     /// The condition types an Installation reports.
     pub enum Type { Installed, UpToDate, Ready, Reconciling, Stalled }
@@ -71,7 +75,7 @@ pub enum Step {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct Decision {
+pub struct Plan {
     pub step: Step,
     /// `Installed` and `UpToDate`.
     pub conditions: Vec<Decided>,
@@ -82,7 +86,7 @@ pub struct Decision {
     pub available: Option<Version>,
 }
 
-impl Decision {
+impl Plan {
     /// Every condition: `Installed`, `UpToDate`, then `Ready`, `Reconciling` and `Stalled`.
     pub fn all_conditions(&self) -> Vec<Decided> {
         let mut out = self.conditions.clone();
@@ -97,8 +101,8 @@ pub fn added_permissions(from: Option<&AppVersion>, to: &AppVersion) -> Vec<Stri
     super::permissions::difference(from, to).iter().map(ToString::to_string).collect()
 }
 
-fn not_installed(reason: Reason, message: String, available: Option<Version>) -> Decision {
-    Decision {
+fn not_installed(reason: Reason, message: String, available: Option<Version>) -> Plan {
+    Plan {
         step: Step::Nothing,
         conditions: vec![
             Decided::new(Type::Installed, false, reason, message.clone()),
@@ -111,23 +115,18 @@ fn not_installed(reason: Reason, message: String, available: Option<Version>) ->
 }
 
 /// Decides what to do for an Installation whose installed version is `installed` (from status).
-pub fn decide(inst: &Installation, installed: Option<Version>, facts: &Facts) -> Decision {
+pub fn plan(inst: &Installation, installed: Option<Version>, facts: &Facts) -> Plan {
     let spec = &inst.spec;
     let deployed: &[AppVersion] = facts.app.map(|a| a.deployed(&spec.environment)).unwrap_or_default();
     let newest = versions::latest(deployed);
     let available = newest.map(Version::of);
     match installed {
-        None => decide_first_install(inst, facts, deployed, available),
-        Some(current) => decide_installed(inst, current, deployed, available, facts),
+        None => plan_first_install(inst, facts, deployed, available),
+        Some(current) => plan_installed(inst, current, deployed, available, facts),
     }
 }
 
-fn decide_first_install(
-    inst: &Installation,
-    facts: &Facts,
-    deployed: &[AppVersion],
-    available: Option<Version>,
-) -> Decision {
+fn plan_first_install(inst: &Installation, facts: &Facts, deployed: &[AppVersion], available: Option<Version>) -> Plan {
     let spec = &inst.spec;
     if facts.app.is_none() {
         let message = format!("ForgeApp {} does not exist in this namespace", spec.app_ref.name);
@@ -187,7 +186,7 @@ fn decide_first_install(
     };
     let target = Version::of(target);
     let installing = format!("installing version {target} on {}", spec.site);
-    Decision {
+    Plan {
         step: Step::Install(target),
         conditions: vec![
             Decided::new(Type::Installed, false, Reason::Installing, installing.clone()),
@@ -199,13 +198,13 @@ fn decide_first_install(
     }
 }
 
-fn decide_installed(
+fn plan_installed(
     inst: &Installation,
     current: Version,
     deployed: &[AppVersion],
     available: Option<Version>,
     facts: &Facts,
-) -> Decision {
+) -> Plan {
     let spec = &inst.spec;
     let on_site = format!("version {current} is installed on {}", spec.site);
     let installed_ok = Decided::new(Type::Installed, true, Reason::Installed, on_site.clone());
@@ -220,7 +219,7 @@ fn decide_installed(
         versions::latest_of_major(deployed, current.major).filter(|m| Version::of(m) > current).map(Version::of);
     let serving = Some((Reason::Ready, on_site.clone()));
     let decision = |step: Step, up_to_date: Decided, outcome: Outcome<Reason>, serving: Option<(Reason, String)>| {
-        Decision { step, conditions: vec![installed_ok.clone(), up_to_date], outcome, serving, available }
+        Plan { step, conditions: vec![installed_ok.clone(), up_to_date], outcome, serving, available }
     };
     // A step under way (a minor rolled out while another change waits) is progress; what waits
     // for a change of the spec is stalled.
@@ -319,6 +318,23 @@ fn decide_installed(
     decision(Step::Nothing, up_to_date, Outcome::Done(Reason::Ready, on_site), None)
 }
 
+/// Where `inst` lives on the platform: the app, environment, site and the product to install into
+/// (the app's required product when the Installation lists it, else its first product).
+pub fn target(inst: &Installation, app: &ForgeApp) -> crate::platform::Target {
+    let required = versions::latest(app.deployed(&inst.spec.environment)).map(|v| v.compatibility.required);
+    let product = required
+        .filter(|p| inst.spec.products.contains(p))
+        .or_else(|| inst.spec.products.first().copied())
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "jira".into());
+    crate::platform::Target {
+        app_id: app.spec.app_id.clone(),
+        environment_key: crate::platform::environment_key(&inst.spec.environment).to_string(),
+        site: inst.spec.site.clone(),
+        product,
+    }
+}
+
 /// The step a recorded platform task carries out.
 pub fn step_of(task: &TaskRecord) -> Step {
     let version = task.version.as_deref().and_then(Version::parse).unwrap_or(Version { major: 0, minor: 0 });
@@ -338,20 +354,20 @@ pub struct Report {
     pub permissions_up_to_date: Option<bool>,
 }
 
-/// The conditions after acting: what `decision` (made from what is installed now) says, except
+/// The conditions after acting: what `plan` (made from what is installed now) says, except
 /// that a platform task under way, or a platform failure of `step`, says so on the conditions it
 /// affects (`Installed` and `Ready` for an install, `UpToDate` otherwise). What only a change
 /// fixes stays stalled; a failure is retried unless the platform refused for good.
 pub fn report(
-    decision: &Decision,
+    plan: &Plan,
     installed: bool,
     task: Option<&TaskRecord>,
     unconfirmed: Option<&UnconfirmedRequest>,
     failure: Option<(Step, &PlatformError)>,
 ) -> Report {
-    let mut conditions = decision.conditions.clone();
-    let mut outcome = decision.outcome.clone();
-    let mut serving = decision.serving.clone();
+    let mut conditions = plan.conditions.clone();
+    let mut outcome = plan.outcome.clone();
+    let mut serving = plan.serving.clone();
     let mut set = |install: bool, reason: Reason, message: String, next: Outcome<Reason>| {
         let affected: &[Type] = if install { &[Type::Installed] } else { &[Type::UpToDate] };
         for d in conditions.iter_mut().filter(|d| affected.contains(&d.type_)) {
@@ -428,7 +444,7 @@ mod tests {
         Version { major, minor }
     }
 
-    fn reasons(d: &Decision) -> Vec<(Type, bool, Reason)> {
+    fn reasons(d: &Plan) -> Vec<(Type, bool, Reason)> {
         d.all_conditions().iter().map(|c| (c.type_, c.status, c.reason)).collect()
     }
 
@@ -445,23 +461,23 @@ mod tests {
     fn first_install_takes_the_latest_minor_of_the_pinned_or_latest_major() {
         let app = app();
         let facts = Facts { app: Some(&app), ..Default::default() };
-        assert_eq!(decide(&Installation::test("acme"), None, &facts).step, Step::Install(ver(3, 1)));
-        assert_eq!(decide(&Installation::test("acme").pinned_to(1), None, &facts).step, Step::Install(ver(1, 2)));
-        let d = decide(&Installation::test("acme").pinned_to(7), None, &facts);
+        assert_eq!(plan(&Installation::test("acme"), None, &facts).step, Step::Install(ver(3, 1)));
+        assert_eq!(plan(&Installation::test("acme").pinned_to(1), None, &facts).step, Step::Install(ver(1, 2)));
+        let d = plan(&Installation::test("acme").pinned_to(7), None, &facts);
         assert_eq!(d.step, Step::Nothing);
         assert_eq!(reasons(&d)[2], (Type::Ready, false, Reason::VersionNotDeployed));
     }
 
     #[test]
     fn a_new_installation_needs_the_app_a_deployment_and_no_twin() {
-        let d = decide(&Installation::test("acme"), None, &Facts::default());
+        let d = plan(&Installation::test("acme"), None, &Facts::default());
         assert_eq!(reasons(&d)[0], (Type::Installed, false, Reason::AppNotFound));
         let empty = ForgeApp::test("insights").developer_account("dev").deploys(vec![]);
-        let d = decide(&Installation::test("acme"), None, &Facts { app: Some(&empty), ..Default::default() });
+        let d = plan(&Installation::test("acme"), None, &Facts { app: Some(&empty), ..Default::default() });
         assert_eq!(reasons(&d)[0], (Type::Installed, false, Reason::NotDeployed));
         let app = app();
         let facts = Facts { app: Some(&app), duplicate_of: Some("first".into()), ..Default::default() };
-        let d = decide(&Installation::test("acme"), None, &facts);
+        let d = plan(&Installation::test("acme"), None, &facts);
         assert_eq!(reasons(&d)[0], (Type::Installed, false, Reason::AlreadyInstalled));
         assert!(d.conditions[0].message.contains("Installation first"));
     }
@@ -469,7 +485,7 @@ mod tests {
     #[test]
     fn the_required_product_is_needed() {
         let app = app();
-        let d = decide(
+        let d = plan(
             &Installation::test("acme").products([Product::Confluence]),
             None,
             &Facts { app: Some(&app), ..Default::default() },
@@ -482,7 +498,7 @@ mod tests {
     fn minors_are_the_platforms_to_roll_out() {
         let app = app();
         let facts = Facts { app: Some(&app), ..Default::default() };
-        let d = decide(&Installation::test("acme"), Some(ver(1, 0)), &facts);
+        let d = plan(&Installation::test("acme"), Some(ver(1, 0)), &facts);
         assert_eq!(d.step, Step::Nothing, "forgeops never pushes a minor");
         assert_eq!(reasons(&d)[0], (Type::Installed, true, Reason::Installed));
         assert_eq!(reasons(&d)[1], (Type::UpToDate, false, Reason::MinorRollingOut));
@@ -500,20 +516,20 @@ mod tests {
         let app = app();
         let facts =
             Facts { app: Some(&app), customer_site: true, link: Some("https://link".into()), ..Default::default() };
-        let d = decide(&Installation::test("acme"), None, &facts);
+        let d = plan(&Installation::test("acme"), None, &facts);
         assert_eq!(d.step, Step::AwaitLinkInstall);
         assert_eq!(reasons(&d)[0], (Type::Installed, false, Reason::CustomerSite));
         assert!(d.conditions[0].message.contains("https://link"), "{}", d.conditions[0].message);
         // A new major, even approved, waits for the site's admin; the difference is told.
         let pinned = Installation::test("acme").pinned_to(3).approved(3);
-        let d = decide(&pinned, Some(ver(1, 2)), &facts);
+        let d = plan(&pinned, Some(ver(1, 2)), &facts);
         assert_eq!(d.step, Step::Nothing);
         assert_eq!(reasons(&d)[1], (Type::UpToDate, false, Reason::AwaitingAdminConsent));
         let message = &d.conditions[1].message;
         assert!(message.contains("scope write") && message.contains("https://link"), "{message}");
         assert_eq!(reasons(&d)[2], (Type::Ready, true, Reason::Ready), "it still serves");
         // Even a major that asks for nothing new.
-        let d = decide(&Installation::test("acme").pinned_to(2), Some(ver(1, 2)), &facts);
+        let d = plan(&Installation::test("acme").pinned_to(2), Some(ver(1, 2)), &facts);
         assert_eq!((d.step, reasons(&d)[1].2), (Step::Nothing, Reason::AwaitingAdminConsent));
     }
 
@@ -524,29 +540,28 @@ mod tests {
             .developer_account("dev")
             .deploys(vec![AppVersion::test(1, 0).scopes(["read"]), paid]);
         let facts = Facts { app: Some(&app), ..Default::default() };
-        let d = decide(&Installation::test("acme").pinned_to(2), Some(ver(1, 0)), &facts);
+        let d = plan(&Installation::test("acme").pinned_to(2), Some(ver(1, 0)), &facts);
         assert_eq!(d.step, Step::Nothing);
         assert_eq!(reasons(&d)[1], (Type::UpToDate, false, Reason::ConsentRequired));
         assert!(d.conditions[1].message.contains("licensing"), "{}", d.conditions[1].message);
         let approved = Installation::test("acme").pinned_to(2).approved(2);
-        assert_eq!(decide(&approved, Some(ver(1, 0)), &facts).step, Step::UpgradeMajor(ver(2, 0)));
+        assert_eq!(plan(&approved, Some(ver(1, 0)), &facts).step, Step::UpgradeMajor(ver(2, 0)));
     }
 
     #[test]
     fn an_installation_never_changes_major_on_its_own() {
         let app = app();
         let facts = Facts { app: Some(&app), ..Default::default() };
-        let d = decide(&Installation::test("acme"), Some(ver(1, 2)), &facts);
+        let d = plan(&Installation::test("acme"), Some(ver(1, 2)), &facts);
         assert_eq!(d.step, Step::Nothing);
         assert_eq!(reasons(&d)[1], (Type::UpToDate, false, Reason::PermissionsOutdated), "3.1 adds the write scope");
         assert_eq!(d.available, Some(ver(3, 1)));
         let no_new = ForgeApp::test("insights")
             .developer_account("dev")
             .deploys(vec![AppVersion::test(1, 0).scopes(["read"]), AppVersion::test(2, 0).scopes(["read"])]);
-        let d =
-            decide(&Installation::test("acme"), Some(ver(1, 0)), &Facts { app: Some(&no_new), ..Default::default() });
+        let d = plan(&Installation::test("acme"), Some(ver(1, 0)), &Facts { app: Some(&no_new), ..Default::default() });
         assert_eq!((d.step, reasons(&d)[1]), (Step::Nothing, (Type::UpToDate, false, Reason::UpgradeAvailable)));
-        let d = decide(&Installation::test("acme"), Some(ver(3, 1)), &facts);
+        let d = plan(&Installation::test("acme"), Some(ver(3, 1)), &facts);
         assert_eq!(reasons(&d)[1], (Type::UpToDate, true, Reason::UpToDate));
     }
 
@@ -555,27 +570,27 @@ mod tests {
         let app = app();
         let facts = Facts { app: Some(&app), ..Default::default() };
         assert_eq!(
-            decide(&Installation::test("acme").pinned_to(2), Some(ver(1, 2)), &facts).step,
+            plan(&Installation::test("acme").pinned_to(2), Some(ver(1, 2)), &facts).step,
             Step::UpgradeMajor(ver(2, 0))
         );
-        let d = decide(&Installation::test("acme").pinned_to(3), Some(ver(1, 2)), &facts);
+        let d = plan(&Installation::test("acme").pinned_to(3), Some(ver(1, 2)), &facts);
         assert_eq!(d.step, Step::Nothing);
         assert_eq!(reasons(&d)[1], (Type::UpToDate, false, Reason::ConsentRequired));
         assert!(d.conditions[1].message.contains("scope write"), "{}", d.conditions[1].message);
         assert_eq!(reasons(&d)[2], (Type::Ready, true, Reason::Ready));
         let approved = Installation::test("acme").pinned_to(3).approved(3);
-        assert_eq!(decide(&approved, Some(ver(1, 2)), &facts).step, Step::UpgradeMajor(ver(3, 1)));
+        assert_eq!(plan(&approved, Some(ver(1, 2)), &facts).step, Step::UpgradeMajor(ver(3, 1)));
     }
 
     #[test]
     fn lowering_the_major_is_refused_and_missing_majors_are_reported() {
         let app = app();
         let facts = Facts { app: Some(&app), ..Default::default() };
-        let d = decide(&Installation::test("acme").pinned_to(1), Some(ver(2, 0)), &facts);
+        let d = plan(&Installation::test("acme").pinned_to(1), Some(ver(2, 0)), &facts);
         assert_eq!(reasons(&d)[1], (Type::UpToDate, false, Reason::DowngradeNotAllowed));
         let message = &d.conditions[1].message;
         assert!(message.contains("delete this Installation") && message.contains("back to 2"), "{message}");
-        let d = decide(&Installation::test("acme").pinned_to(9), Some(ver(2, 0)), &facts);
+        let d = plan(&Installation::test("acme").pinned_to(9), Some(ver(2, 0)), &facts);
         assert_eq!(reasons(&d)[2], (Type::Ready, false, Reason::VersionNotDeployed));
     }
 
@@ -592,7 +607,7 @@ mod tests {
         let app = app();
         let facts = Facts { app: Some(&app), ..Default::default() };
         let kinds = |r: &Report| r.conditions.iter().map(|c| (c.type_, c.status, c.reason)).collect::<Vec<_>>();
-        let installing = decide(&Installation::test("acme"), None, &facts);
+        let installing = plan(&Installation::test("acme"), None, &facts);
         let task = TaskRecord {
             id: "t-1".into(),
             action: TaskAction::Install,
@@ -615,13 +630,13 @@ mod tests {
         assert_eq!(kinds(&r)[4], (Type::Stalled, true, Reason::PlatformError), "not retried: a change is needed");
 
         // An installed site that fails to upgrade still serves: Ready stays True.
-        let upgrading = decide(&Installation::test("acme").pinned_to(2), Some(ver(1, 2)), &facts);
+        let upgrading = plan(&Installation::test("acme").pinned_to(2), Some(ver(1, 2)), &facts);
         let r = report(&upgrading, true, None, None, Some((upgrading.step, &down)));
         assert_eq!(kinds(&r)[1], (Type::UpToDate, false, Reason::PlatformError));
         assert_eq!(kinds(&r)[2], (Type::Ready, true, Reason::Ready));
         assert_eq!(r.permissions_up_to_date, Some(true));
         // What only a change fixes stays stalled whatever else happens.
-        let consent = decide(&Installation::test("acme").pinned_to(3), Some(ver(1, 2)), &facts);
+        let consent = plan(&Installation::test("acme").pinned_to(3), Some(ver(1, 2)), &facts);
         let r = report(&consent, true, None, None, None);
         assert_eq!(kinds(&r)[4], (Type::Stalled, true, Reason::ConsentRequired));
         assert_eq!(r.permissions_up_to_date, Some(false));
@@ -632,13 +647,13 @@ mod tests {
         let now = Time(jiff::Timestamp::from_second(1).unwrap());
         let app = app();
         let facts = Facts { app: Some(&app), ..Default::default() };
-        let missing = decide(&Installation::test("acme"), None, &Facts::default()).all_conditions();
+        let missing = plan(&Installation::test("acme"), None, &Facts::default()).all_conditions();
         assert_eq!(new_blocker(&[], &missing).map(|b| b.0), Some(Reason::AppNotFound));
         let written = conditions::merge(&[], &missing, None, &now);
         assert_eq!(new_blocker(&written, &missing), None, "told already");
-        let installing = decide(&Installation::test("acme"), None, &facts).all_conditions();
+        let installing = plan(&Installation::test("acme"), None, &facts).all_conditions();
         assert_eq!(new_blocker(&written, &installing), None, "a task under way is progress");
-        let wrong = decide(&Installation::test("acme").products([Product::Confluence]), None, &facts).all_conditions();
+        let wrong = plan(&Installation::test("acme").products([Product::Confluence]), None, &facts).all_conditions();
         assert_eq!(new_blocker(&written, &wrong).map(|b| b.0), Some(Reason::IncompatibleProducts));
     }
 }

@@ -1,0 +1,381 @@
+//! The Installation's rounds, told as stories: each test plays the controller (keep the decided
+//! status, answer the platform effect) and checks what would be sent.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::*;
+use crate::api::{AppVersion, DeletionPolicy, ForgeApp, Installation, Product};
+use crate::rules::installation::{Reason, Type};
+
+fn ver(major: u32, minor: u32) -> Version {
+    Version { major, minor }
+}
+
+fn at(second: i64) -> Time {
+    Time(jiff::Timestamp::from_second(1_800_000_000 + second).unwrap())
+}
+
+fn app() -> ForgeApp {
+    ForgeApp::test("insights").developer_account("dev").deploys(vec![
+        AppVersion::test(1, 0).scopes(["read"]),
+        AppVersion::test(1, 2).scopes(["read"]),
+        AppVersion::test(2, 0).scopes(["read"]),
+    ])
+}
+
+fn on_site(id: &str, v: Version) -> OnSite {
+    OnSite { id: id.into(), version: Some(v), context: format!("ari:{id}") }
+}
+
+fn lost() -> PlatformError {
+    let mut e = PlatformError::new(ErrorKind::Unavailable, "forge_cli_installApplication", "gateway time-out");
+    e.unconfirmed = true;
+    e
+}
+
+/// One Installation as the controller sees it between rounds.
+struct World {
+    inst: Installation,
+    app: Option<ForgeApp>,
+    status: InstallationStatus,
+    listed: Option<OnSite>,
+    deleting: bool,
+    now: Time,
+    /// Every platform effect asked for, in order.
+    asked: Vec<Effect>,
+    /// Every Event recorded.
+    told: Vec<Event>,
+}
+
+impl World {
+    fn of(inst: Installation) -> World {
+        World {
+            inst,
+            app: Some(app()),
+            status: InstallationStatus::default(),
+            listed: None,
+            deleting: false,
+            now: at(0),
+            asked: vec![],
+            told: vec![],
+        }
+    }
+
+    fn with(mut self, status: InstallationStatus) -> World {
+        self.status = status;
+        self
+    }
+
+    fn deleted(mut self) -> World {
+        self.deleting = true;
+        self
+    }
+
+    fn later(&mut self, seconds: i64) {
+        self.now = Time(self.now.0 + jiff::SignedDuration::from_secs(seconds));
+    }
+
+    /// One round: the decided status is kept, its effects noted.
+    fn round(&mut self, answer: Option<Answer>) -> Decision {
+        let d = decide(&Inputs {
+            inst: &self.inst,
+            status: &self.status,
+            facts: Facts { app: self.app.as_ref(), ..Default::default() },
+            listed: self.listed.clone(),
+            answer,
+            deleting: self.deleting,
+            now: self.now.clone(),
+        });
+        self.status = d.status.clone();
+        for e in &d.effects {
+            match e {
+                Effect::Event(e) => self.told.push(e.clone()),
+                other => self.asked.push(other.clone()),
+            }
+        }
+        d
+    }
+
+    fn sends(&self) -> usize {
+        self.asked.iter().filter(|e| matches!(e, Effect::Send(_))).count()
+    }
+
+    fn told(&self, reason: Told) -> bool {
+        self.told.iter().any(|e| e.reason == reason.as_str())
+    }
+
+    fn ready(&self) -> (String, String) {
+        let c = self.status.conditions.iter().find(|c| c.type_ == Type::Ready.as_str()).unwrap();
+        (c.status.clone(), c.reason.clone())
+    }
+}
+
+fn installed(version: &str, id: &str) -> InstallationStatus {
+    InstallationStatus {
+        installed_version: Some(version.into()),
+        installed_major: Version::parse(version).map(|v| v.major),
+        installation_id: Some(id.into()),
+        site_administered: Some(true),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_first_install_looks_first_records_before_sending_then_records_the_task() {
+    let mut w = World::of(Installation::test("acme"));
+    let d = w.round(None);
+    assert_eq!(d.effects, vec![Effect::Find { lookup: Lookup::OnSite, why: Why::BeforeInstall(ver(2, 0)) }]);
+    assert_eq!(d.requeue, Requeue::Answer);
+    assert_eq!(w.status.unconfirmed, None, "a read needs no record");
+
+    let d = w.round(Some(Answer::Found(Why::BeforeInstall(ver(2, 0)), Ok(None))));
+    assert_eq!(d.platform_effect(), Some(&Effect::Send(Request::Install(ver(2, 0)))));
+    let record = w.status.unconfirmed.clone().expect("the pre-send record is in the status to write");
+    assert_eq!((record.action, record.version.as_deref()), (TaskAction::Install, Some("2.0")));
+
+    let d = w.round(Some(Answer::Sent(Request::Install(ver(2, 0)), Ok(Sent::Task("t-1".into())))));
+    assert_eq!(w.status.unconfirmed, None);
+    assert_eq!(w.status.task.as_ref().map(|t| t.id.as_str()), Some("t-1"));
+    assert!(matches!(d.requeue, Requeue::After { after, .. } if after == TASK_POLL));
+    assert_eq!(w.ready(), ("False".into(), Reason::Installing.as_str().into()));
+
+    // The next reconcile waits for the task, records it done, then learns the installation's id.
+    w.round(None);
+    assert_eq!(w.asked.last(), Some(&Effect::PollTask(w.status.task.clone().unwrap())));
+    let task = w.status.task.clone().unwrap();
+    w.round(Some(Answer::Polled(task, Ok(TaskOutcome::Complete))));
+    assert_eq!(w.status.installed_version.as_deref(), Some("2.0"));
+    assert_eq!(w.status.site_administered, Some(true));
+    assert!(w.told(Told::Installed));
+    let d = w.round(Some(Answer::Found(Why::Completed, Ok(Some(on_site("i-1", ver(2, 0)))))));
+    assert_eq!(w.status.installation_id.as_deref(), Some("i-1"));
+    assert_eq!(d.requeue, Requeue::AwaitChange);
+    assert_eq!(w.ready(), ("True".into(), Reason::Ready.as_str().into()));
+    assert_eq!(w.sends(), 1);
+}
+
+#[test]
+fn a_site_that_has_the_app_already_is_adopted_never_installed_again() {
+    let mut w = World::of(Installation::test("acme"));
+    w.round(None);
+    let d = w.round(Some(Answer::Found(Why::BeforeInstall(ver(2, 0)), Ok(Some(on_site("i-9", ver(1, 2)))))));
+    assert_eq!(d.platform_effect(), None);
+    assert!(w.status.adopted && w.told(Told::Adopted));
+    assert_eq!(w.status.installed_version.as_deref(), Some("1.2"));
+    assert_eq!(w.sends(), 0);
+    assert_eq!(w.inst.spec.deletion_policy_given(&w.status), DeletionPolicy::Orphan);
+}
+
+#[test]
+fn a_lost_answer_is_confirmed_from_the_platform_before_anything_is_sent_again() {
+    let mut w = World::of(Installation::test("acme"));
+    w.round(None);
+    w.round(Some(Answer::Found(Why::BeforeInstall(ver(2, 0)), Ok(None))));
+    let d = w.round(Some(Answer::Sent(Request::Install(ver(2, 0)), Err(lost()))));
+    assert!(w.status.unconfirmed.is_some(), "the record stays while the answer is unknown");
+    assert!(matches!(d.requeue, Requeue::After { after, .. } if after == CONFIRM_POLL));
+    assert_eq!(w.ready().1, Reason::Confirming.as_str());
+
+    // The next reconcile reads; the platform shows it installed: recorded, nothing sent again.
+    w.later(2);
+    let d = w.round(None);
+    let lost = w.status.unconfirmed.clone().unwrap();
+    assert_eq!(d.effects, vec![Effect::Find { lookup: Lookup::OnSite, why: Why::Confirm(lost.clone()) }]);
+    w.round(Some(Answer::Found(Why::Confirm(lost), Ok(Some(on_site("i-1", ver(2, 0)))))));
+    assert_eq!(w.status.unconfirmed, None);
+    assert_eq!(
+        (w.status.installed_version.as_deref(), w.status.installation_id.as_deref()),
+        (Some("2.0"), Some("i-1"))
+    );
+    assert!(w.told(Told::Installed));
+    assert_eq!(w.sends(), 1);
+}
+
+#[test]
+fn a_lost_request_is_sent_again_only_once_the_platform_shows_it_was_not_carried_out() {
+    let mut w = World::of(Installation::test("acme"));
+    w.round(None);
+    w.round(Some(Answer::Found(Why::BeforeInstall(ver(2, 0)), Ok(None))));
+    w.round(Some(Answer::Sent(Request::Install(ver(2, 0)), Err(lost()))));
+    let lost = w.status.unconfirmed.clone().unwrap();
+    // Within the window: not there yet, looked at again.
+    w.later(5);
+    let d = w.round(Some(Answer::Found(Why::Confirm(lost.clone()), Ok(None))));
+    assert!(matches!(d.requeue, Requeue::After { after, .. } if after == CONFIRM_POLL));
+    assert!(w.status.unconfirmed.is_some());
+    // Past it: dropped, and the next round decides afresh (it looks before it sends).
+    w.later(CONFIRM_WINDOW.as_secs() as i64);
+    let d = w.round(Some(Answer::Found(Why::Confirm(lost), Ok(None))));
+    assert_eq!(w.status.unconfirmed, None);
+    assert!(matches!(d.requeue, Requeue::After { after, .. } if after == AFRESH));
+    assert_eq!(d.platform_effect(), None);
+    w.round(None);
+    assert_eq!(w.asked.last(), Some(&Effect::Find { lookup: Lookup::OnSite, why: Why::BeforeInstall(ver(2, 0)) }));
+    assert_eq!(w.sends(), 1, "the second send comes only after this read");
+}
+
+#[test]
+fn a_refused_install_makes_a_customer_site_that_waits_for_the_link() {
+    let mut w = World::of(Installation::test("acme"));
+    w.round(None);
+    w.round(Some(Answer::Found(Why::BeforeInstall(ver(2, 0)), Ok(None))));
+    let denied = PlatformError::new(ErrorKind::PermissionDenied, "forge_cli_installApplication", "not an admin");
+    w.round(Some(Answer::Sent(Request::Install(ver(2, 0)), Err(denied))));
+    assert_eq!(w.status.site_administered, Some(false));
+    assert_eq!(w.status.unconfirmed, None, "refused: nothing to confirm");
+    let d = w.round(None);
+    assert_eq!(d.effects, vec![Effect::Find { lookup: Lookup::OnSite, why: Why::LinkInstall }]);
+    let d = w.round(Some(Answer::Found(Why::LinkInstall, Ok(None))));
+    assert!(matches!(d.requeue, Requeue::After { after, .. } if after == LINK_POLL));
+    assert_eq!(w.ready().1, Reason::CustomerSite.as_str());
+    w.round(None);
+    w.round(Some(Answer::Found(Why::LinkInstall, Ok(Some(on_site("i-2", ver(2, 0)))))));
+    assert!(w.status.adopted && w.told(Told::Adopted));
+    assert_eq!(w.sends(), 1);
+}
+
+#[test]
+fn a_raised_major_is_sent_as_an_upgrade_on_an_own_site_and_never_on_a_customers() {
+    let mut w = World::of(Installation::test("acme").pinned_to(2)).with(installed("1.2", "i-1"));
+    let d = w.round(None);
+    assert_eq!(d.platform_effect(), Some(&Effect::Send(Request::Upgrade(ver(2, 0)))));
+    assert_eq!(w.status.unconfirmed.as_ref().map(|u| u.action), Some(TaskAction::Upgrade));
+
+    let mut customer = installed("1.2", "i-1");
+    customer.site_administered = None;
+    customer.adopted = true;
+    let mut w = World::of(Installation::test("acme").pinned_to(2)).with(customer);
+    let d = w.round(None);
+    assert_eq!(d.platform_effect(), None);
+    assert_eq!(w.sends(), 0);
+    let up = w.status.conditions.iter().find(|c| c.type_ == Type::UpToDate.as_str()).unwrap();
+    assert_eq!(up.reason, Reason::AwaitingAdminConsent.as_str());
+}
+
+#[test]
+fn what_the_platform_rolled_out_by_itself_is_followed_without_a_request() {
+    let mut w = World::of(Installation::test("acme")).with(installed("1.0", "i-1"));
+    w.listed = Some(on_site("i-1", ver(1, 2)));
+    let d = w.round(None);
+    assert_eq!(d.platform_effect(), None);
+    assert_eq!(w.status.installed_version.as_deref(), Some("1.2"));
+    assert!(w.told(Told::MinorVersionRolledOut));
+    // An older listing never undoes a newer record.
+    w.listed = Some(on_site("i-1", ver(1, 0)));
+    w.round(None);
+    assert_eq!(w.status.installed_version.as_deref(), Some("1.2"));
+}
+
+#[test]
+fn missing_credentials_are_a_failure_on_the_conditions_not_a_request() {
+    let mut w = World::of(Installation::test("acme"));
+    w.round(None);
+    let d = w.round(Some(Answer::NoCredentials("Secret forge-credentials is missing".into())));
+    assert!(matches!(&d.requeue, Requeue::Failed(e) if e.kind == ErrorKind::BadCredentials));
+    assert_eq!(d.platform_effect(), None);
+    assert_eq!(w.ready(), ("False".into(), Reason::PlatformError.as_str().into()));
+}
+
+#[test]
+fn without_its_app_an_installation_acts_on_nothing() {
+    let mut w = World::of(Installation::test("acme")).with(installed("1.0", "i-1"));
+    w.app = None;
+    let d = w.round(None);
+    assert_eq!(d.platform_effect(), None);
+    w.deleting = true;
+    let d = w.round(None);
+    assert_eq!(d.requeue, Requeue::Release);
+    assert!(w.told(Told::LeftOnSite));
+}
+
+#[test]
+fn deleting_uninstalls_the_recorded_installation_and_lets_go_once_its_task_ends() {
+    let mut w = World::of(Installation::test("acme")).with(installed("2.0", "i-1")).deleted();
+    let d = w.round(None);
+    assert_eq!(d.effects, vec![Effect::Find { lookup: Lookup::ById("i-1".into()), why: Why::BeforeUninstall }]);
+    let d = w.round(Some(Answer::Found(Why::BeforeUninstall, Ok(Some(on_site("i-1", ver(2, 0)))))));
+    let request = Request::Uninstall { id: "i-1".into(), context: "ari:i-1".into() };
+    assert_eq!(d.platform_effect(), Some(&Effect::Send(request.clone())));
+    assert_eq!(w.status.unconfirmed.as_ref().map(|u| u.action), Some(TaskAction::Uninstall));
+    let d = w.round(Some(Answer::Sent(request, Ok(Sent::Task("t-9".into())))));
+    assert!(matches!(d.requeue, Requeue::After { .. }), "the finalizer stays while the task runs");
+    let task = w.status.task.clone().unwrap();
+    w.round(None);
+    let d = w.round(Some(Answer::Polled(task, Ok(TaskOutcome::Complete))));
+    assert_eq!(d.requeue, Requeue::Release);
+    assert!(w.told(Told::Uninstalled));
+    assert_eq!(w.sends(), 1);
+}
+
+#[test]
+fn deleting_an_adopted_installation_leaves_it_and_a_refused_uninstall_lets_go() {
+    let mut adopted = installed("2.0", "i-1");
+    adopted.adopted = true;
+    adopted.site_administered = None;
+    let mut w = World::of(Installation::test("acme")).with(adopted.clone()).deleted();
+    let d = w.round(None);
+    assert_eq!((&d.requeue, d.platform_effect()), (&Requeue::Release, None));
+    assert!(w.told(Told::Orphaned));
+
+    let mut inst = Installation::test("acme");
+    inst.spec.deletion_policy = Some(DeletionPolicy::Uninstall);
+    let mut w = World::of(inst).with(adopted).deleted();
+    w.round(None);
+    let request = Request::Uninstall { id: "i-1".into(), context: "ari:i-1".into() };
+    w.round(Some(Answer::Found(Why::BeforeUninstall, Ok(Some(on_site("i-1", ver(2, 0)))))));
+    let denied = PlatformError::new(ErrorKind::PermissionDenied, "forge_cli_uninstallApplication", "not an admin");
+    let d = w.round(Some(Answer::Sent(request, Err(denied))));
+    assert_eq!(d.requeue, Requeue::Release, "no finalizer held forever");
+    assert!(w.told.iter().any(|e| e.warning && e.reason == Told::UninstallRefused.as_str()));
+}
+
+#[test]
+fn deleting_during_an_install_task_waits_for_it_then_uninstalls_what_it_installed() {
+    let task =
+        TaskRecord { id: "t-1".into(), action: TaskAction::Install, version: Some("2.0".into()), started_at: at(0) };
+    let status = InstallationStatus { task: Some(task.clone()), ..Default::default() };
+    let mut w = World::of(Installation::test("acme")).with(status).deleted();
+    let d = w.round(None);
+    assert_eq!(d.effects, vec![Effect::PollTask(task.clone())]);
+    let d = w.round(Some(Answer::Polled(task.clone(), Ok(TaskOutcome::StillRunning))));
+    assert!(matches!(&d.requeue, Requeue::After { waiting, .. } if waiting.contains("before deleting")));
+    w.round(None);
+    w.round(Some(Answer::Polled(task, Ok(TaskOutcome::Complete))));
+    let d = w.round(Some(Answer::Found(Why::Completed, Ok(Some(on_site("i-1", ver(2, 0)))))));
+    assert_eq!(d.effects, vec![Effect::Find { lookup: Lookup::ById("i-1".into()), why: Why::BeforeUninstall }]);
+    assert_ne!(d.requeue, Requeue::Release, "what the task installed is uninstalled first");
+}
+
+#[test]
+fn deleting_after_a_lost_install_that_was_not_carried_out_lets_go_without_a_request() {
+    let record = UnconfirmedRequest { action: TaskAction::Install, version: Some("2.0".into()), sent_at: at(0) };
+    let status = InstallationStatus { unconfirmed: Some(record.clone()), ..Default::default() };
+    let mut w = World::of(Installation::test("acme")).with(status).deleted();
+    w.later(60);
+    let d = w.round(None);
+    assert_eq!(d.effects, vec![Effect::Find { lookup: Lookup::OnSite, why: Why::Confirm(record.clone()) }]);
+    let d = w.round(Some(Answer::Found(Why::Confirm(record), Ok(None))));
+    assert_eq!(d.requeue, Requeue::Release);
+    assert_eq!(w.sends(), 0);
+}
+
+#[test]
+fn a_lost_uninstall_is_confirmed_by_the_recorded_id() {
+    let mut status = installed("2.0", "i-1");
+    status.unconfirmed = Some(UnconfirmedRequest { action: TaskAction::Uninstall, version: None, sent_at: at(0) });
+    let record = status.unconfirmed.clone().unwrap();
+    let mut w = World::of(Installation::test("acme")).with(status).deleted();
+    let d = w.round(None);
+    assert_eq!(d.effects, vec![Effect::Find { lookup: Lookup::ById("i-1".into()), why: Why::Confirm(record.clone()) }]);
+    let d = w.round(Some(Answer::Found(Why::Confirm(record.clone()), Ok(Some(on_site("i-1", ver(2, 0)))))));
+    assert!(matches!(d.requeue, Requeue::After { after, .. } if after == CONFIRM_POLL));
+    let d = w.round(Some(Answer::Found(Why::Confirm(record), Ok(None))));
+    assert_eq!(d.requeue, Requeue::Release);
+    assert_eq!(w.sends(), 0);
+}
+
+#[test]
+fn the_products_a_target_installs_into_start_with_the_required_one() {
+    let inst = Installation::test("acme").products([Product::Confluence, Product::Jira]);
+    assert_eq!(crate::rules::installation::target(&inst, &app()).product, "jira");
+}
