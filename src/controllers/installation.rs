@@ -180,7 +180,10 @@ async fn rounds(cached: &Installation, ctx: &Context, deleting: bool) -> Result<
                     },
                 };
                 let target = rules::target(&inst, app);
-                answer = Some(carry_out(ctx, &creds, &target, effect).await);
+                answer = carry_out(ctx, &creds, &target, effect).await;
+                if answer.is_none() {
+                    break;
+                }
             }
             Requeue::Release => return Ok(Action::await_change()),
             Requeue::After { after, waiting } => {
@@ -201,8 +204,9 @@ async fn rounds(cached: &Installation, ctx: &Context, deleting: bool) -> Result<
     Ok(Action::requeue(Duration::from_secs(1)))
 }
 
-/// Carries out one platform effect and answers what the platform said.
-async fn carry_out(ctx: &Context, creds: &Credentials, target: &Target, effect: Effect) -> Answer {
+/// Carries out one platform effect and answers what the platform said (`None` for an Event,
+/// which the rounds publish themselves and never pass here).
+async fn carry_out(ctx: &Context, creds: &Credentials, target: &Target, effect: Effect) -> Option<Answer> {
     let platform = ctx.platform.as_ref();
     let answer = match effect {
         Effect::Find { lookup, why } => {
@@ -224,17 +228,12 @@ async fn carry_out(ctx: &Context, creds: &Credentials, target: &Target, effect: 
             };
             Answer::Sent(request, sent)
         }
-        Effect::Event(_) => unreachable_event(),
+        Effect::Event(_) => return None,
     };
     if let Answer::Found(_, Err(e)) | Answer::Polled(_, Err(e)) | Answer::Sent(_, Err(e)) = &answer {
         ctx.saw_platform_error(creds, e);
     }
-    answer
-}
-
-/// Events are published by the rounds, never carried out as platform effects.
-fn unreachable_event() -> Answer {
-    Answer::NoCredentials("an Event is not a platform effect".into())
+    Some(answer)
 }
 
 /// Writes `status` unless the object has it already. Answers the object as written.

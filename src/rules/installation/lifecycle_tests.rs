@@ -1,5 +1,6 @@
 //! The Installation's rounds, told as stories: each test plays the controller (keep the decided
-//! status, answer the platform effect) and checks what would be sent.
+//! status, answer the platform effect) and checks what would be sent. Test code only
+//! (`#[cfg(test)]`): its `unwrap`s are assertions, never on an operator path.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
