@@ -96,7 +96,7 @@ async fn sharing_is_active_only_for_a_deployed_unlicensed_unlisted_app() {
     // The app appears (watched, not polled) but has nothing deployed.
     create(&apps, app("insights", prod(json!([])))).await;
     wait_condition(&policies, "insights", "Sharing", "False", "NotDeployed").await;
-    patch_spec(&apps, "insights", json!({"environments": prod(json!([version(1, 0, &["read:jira-work"])]))})).await;
+    patch_spec(&apps, "insights", json!({"environments": prod(json!([version(2, 0, &["read:jira-work"])]))})).await;
     let p = wait_condition(&policies, "insights", "Sharing", "True", "Active").await;
     assert_eq!(condition(&p, "Ready").unwrap().0, "True");
     assert!(link(&p).unwrap().starts_with("https://developer.atlassian.com/console/install/insights?signature="));

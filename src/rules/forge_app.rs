@@ -106,8 +106,17 @@ pub fn app_versions(infos: &[VersionInfo], counts: &[crate::platform::VersionCou
         })
         .collect();
     out.sort_by_key(|v| (Version::of(v), v.version.clone()));
+    // Every environment starts with a skeleton 1.1.0 made when the app or environment was
+    // created; the CLI treats it as "no deployments" (`NO_DEPLOYMENTS_VERSION`), and so does
+    // forgeops: it is never installed, upgraded to or offered.
+    if out.first().is_some_and(|v| v.version.as_deref() == Some(SKELETON_VERSION)) {
+        out.remove(0);
+    }
     out
 }
+
+/// The version the platform gives every new environment before anything is deployed to it.
+pub const SKELETON_VERSION: &str = "1.1.0";
 
 fn parse_product(p: &str) -> Option<Product> {
     serde_json::from_value(serde_json::Value::String(p.to_ascii_lowercase().replace('_', "-"))).ok()
@@ -400,6 +409,17 @@ mod tests {
         assert_eq!(versions[0].compatibility.required, Product::Jira, "none named: jira");
         assert_eq!(versions[0].egress, ["a.example", "b.example"]);
         assert_eq!(versions[1].version.as_deref(), Some("2.1.0"));
+    }
+
+    #[test]
+    fn an_environments_skeleton_is_not_a_deployment() {
+        let info = |v: &str| VersionInfo { id: format!("id-{v}"), version: v.into(), ..Default::default() };
+        assert!(app_versions(&[info(SKELETON_VERSION)], &[]).is_empty(), "only the skeleton: nothing deployed");
+        let versions = app_versions(&[info("2.0.0"), info(SKELETON_VERSION)], &[]);
+        assert_eq!(versions.iter().map(|v| (v.major, v.minor)).collect::<Vec<_>>(), [(2, 0)]);
+        // A 1.1 after an older version is a deployment like any other.
+        let versions = app_versions(&[info("1.0.0"), info(SKELETON_VERSION)], &[]);
+        assert_eq!(versions.iter().map(|v| (v.major, v.minor)).collect::<Vec<_>>(), [(1, 0), (1, 1)]);
     }
 
     #[test]

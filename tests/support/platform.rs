@@ -62,6 +62,14 @@ struct DeclaredEnvironment {
     versions: Vec<DeclaredVersion>,
 }
 
+/// The products the platform lists as required for a declared version.
+fn products_of(v: &DeclaredVersion) -> Vec<String> {
+    let mut products = vec![v.compatibility.required.as_str().to_string()];
+    products.extend(v.compatibility.optional.iter().map(|p| p.as_str().to_string()));
+    products.retain(|p| p != "jira-service-management" && p != "bitbucket");
+    products
+}
+
 /// A version as tests declare it (the shape the ForgeApp once had).
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -172,11 +180,28 @@ impl TestPlatform {
             .and_then(|text| serde_json::from_str(text).ok())
             .unwrap_or_default();
         if !known {
-            let environments: Vec<serde_json::Value> = app
-                .spec
-                .environments
+            // A new app comes with the history the test declares (as a seed does): an environment
+            // declared with versions has exactly those; one without has the platform's skeleton.
+            let mut keys: Vec<String> = app.spec.environments.clone();
+            keys.extend(declared.iter().map(|e| e.name.clone()).filter(|n| !app.spec.environments.contains(n)));
+            let environments: Vec<serde_json::Value> = keys
                 .iter()
-                .map(|e| serde_json::json!({"key": forgeops::platform::environment_key(e)}))
+                .map(|name| {
+                    let versions: Vec<serde_json::Value> = declared
+                        .iter()
+                        .filter(|e| &e.name == name)
+                        .flat_map(|e| e.versions.iter())
+                        .map(|v| {
+                            let version = platform_version(v.major as u64, v.minor as u64);
+                            self.deployed.lock().unwrap().insert(format!("{id}/{name}/{version}"));
+                            serde_json::json!({
+                                "version": version, "scopes": v.scopes, "egress": v.egress,
+                                "requiresLicense": v.licensing, "requiredProducts": products_of(v),
+                            })
+                        })
+                        .collect();
+                    serde_json::json!({"key": forgeops::platform::environment_key(name), "versions": versions})
+                })
                 .collect();
             let seed_app: SeedApp = serde_json::from_value(serde_json::json!({
                 "id": id, "owner": EMAIL, "listedOnMarketplace": app.spec.listed_on_marketplace,
@@ -199,9 +224,7 @@ impl TestPlatform {
                 if self.deployed.lock().unwrap().contains(&key) {
                     continue;
                 }
-                let mut products = vec![v.compatibility.required.as_str().to_string()];
-                products.extend(v.compatibility.optional.iter().map(|p| p.as_str().to_string()));
-                products.retain(|p| p != "jira-service-management" && p != "bitbucket");
+                let products = products_of(v);
                 let request = DeployRequest {
                     app_id: id.clone(),
                     environment: forgeops::platform::environment_key(&env.name).to_string(),

@@ -205,7 +205,33 @@ pub struct Environment {
     pub versions: Vec<Version>,
 }
 
+/// The version every new environment starts with, as on the platform ("Forge apps created via the
+/// Developer Console or Forge CLI will initially have a version of 1.1"). It has no scopes, egress
+/// or products; the CLI treats it, or an environment with fewer than two versions, as "no
+/// deployments" (`NO_DEPLOYMENTS_VERSION` in `@forge/cli` 13.3.0).
+pub const SKELETON_VERSION: &str = "1.1.0";
+
 impl Environment {
+    /// A new environment of app `app_id`, with its skeleton version (created at `now`).
+    pub fn new(app_id: &str, id: Option<String>, key: &str, env_type: EnvironmentType, now: Millis) -> Environment {
+        let skeleton = Version {
+            id: stable_uuid(&format!("{app_id}/{key}/{SKELETON_VERSION}")),
+            version: SKELETON_VERSION.to_string(),
+            created_at: now,
+            scopes: Vec::new(),
+            egress: Vec::new(),
+            requires_license: false,
+            required_products: Vec::new(),
+        };
+        Environment {
+            id: id.unwrap_or_else(|| stable_uuid(&format!("{app_id}/{key}"))),
+            key: key.to_string(),
+            env_type,
+            created_at: now,
+            versions: vec![skeleton],
+        }
+    }
+
     /// The latest version.
     pub fn latest(&self) -> Option<&Version> {
         self.versions.last()
@@ -1622,13 +1648,14 @@ impl Model {
                 Some(DistributionLink { products, signature: link.signature.clone(), created_at: now });
         }
         for e in &a.environments {
-            let mut env = Environment {
-                id: e.id.clone().unwrap_or_else(|| stable_uuid(&format!("{}/{}", a.id, e.key))),
-                key: e.key.clone(),
-                env_type: e.env_type.unwrap_or_else(|| EnvironmentType::for_key(&e.key)),
-                created_at: now,
-                versions: Vec::new(),
-            };
+            // An environment declared without versions is a new one: it has its skeleton. One
+            // declared with versions has exactly those (the seed describes its whole history).
+            let env_type = e.env_type.unwrap_or_else(|| EnvironmentType::for_key(&e.key));
+            let mut env = Environment::new(&a.id, e.id.clone(), &e.key, env_type, now);
+            if e.versions.is_empty() {
+                app.environments.push(env);
+                continue;
+            }
             let mut versions = Vec::new();
             for v in &e.versions {
                 let version = normalize_version(&v.version).ok_or_else(|| {
@@ -1693,7 +1720,14 @@ impl Model {
             requires_license: req.requires_license,
             required_products,
         };
-        if let Some(env) = app.environment(&req.environment) {
+        // A deploy into a new environment creates it with its skeleton, as `forge deploy -e` does:
+        // what is deployed is checked against that skeleton too.
+        let fresh =
+            Environment::new(&req.app_id, None, &req.environment, EnvironmentType::for_key(&req.environment), now);
+        let existing = app.environment(&req.environment);
+        let created = existing.is_none();
+        {
+            let env = existing.unwrap_or(&fresh);
             // As with `forge deploy`, a major's versions only go up; an older major may still get a
             // new minor (the platform keeps every major usable).
             if let Some(newest) = env.versions.iter().filter(|v| v.major() == new.major()).max_by_key(|v| v.triple())
@@ -1718,14 +1752,8 @@ impl Model {
         }
         let (app_id, env_key) = (req.app_id.clone(), req.environment.clone());
         let Some(app) = self.app_mut(&app_id) else { return Err(PlatformError::app_not_found(&app_id)) };
-        if app.environment(&env_key).is_none() {
-            app.environments.push(Environment {
-                id: stable_uuid(&format!("{app_id}/{env_key}")),
-                key: env_key.clone(),
-                env_type: EnvironmentType::for_key(&env_key),
-                created_at: now,
-                versions: Vec::new(),
-            });
+        if created {
+            app.environments.push(fresh);
         }
         let Some(env) = app.environment_mut(&env_key) else { return Err(PlatformError::app_not_found(&app_id)) };
         let same_major: Vec<String> =

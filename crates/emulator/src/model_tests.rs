@@ -596,8 +596,8 @@ fn deploy_rolls_minors_out_but_not_majors() {
     // A new major moves nobody.
     let out = m.deploy(&deploy("3.0.0", &["read:jira-work", "write:jira-work", "manage:jira-webhook"]), T0).unwrap();
     assert!(out.upgraded_installations.is_empty());
-    // A new environment is created on first deploy.
-    let mut staging = deploy("1.0.0", &[]);
+    // A new environment is created on first deploy (after its skeleton 1.1.0, a new major).
+    let mut staging = deploy("2.0.0", &[]);
     staging.environment = "staging".into();
     m.deploy(&staging, T0).unwrap();
     assert_eq!(m.app(APP1).unwrap().environment("staging").unwrap().env_type, EnvironmentType::Staging);
@@ -829,4 +829,39 @@ fn minors_reach_their_major_progressively() {
     m.advance(d + 7000);
     assert_eq!((listed(&m, &a), listed(&m, &b)), ("1.5.0".into(), "2.0.0".into()));
     assert!(m.installation(&b).unwrap().pending_minor.is_none());
+}
+
+#[test]
+fn a_new_environment_starts_with_the_skeleton_and_deploys_only_go_up_from_it() {
+    let mut m = model();
+    let deploy = |v: &str, scopes: &[&str]| DeployRequest {
+        app_id: APP1.into(),
+        environment: "qa".into(),
+        version: v.into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        egress: vec![],
+        requires_license: false,
+        required_products: vec!["jira".into()],
+    };
+    // Below the skeleton of its major: refused, and no environment is left behind.
+    assert_eq!(m.deploy(&deploy("1.0", &[]), T0).unwrap_err().error_type, "CONFLICT");
+    assert!(m.app(APP1).unwrap().environment("qa").is_none());
+    // With scopes the skeleton (which has none) cannot take a minor: the first deployment is a major.
+    assert_eq!(m.deploy(&deploy("1.2", &["read:jira-work"]), T0).unwrap_err().error_type, "BAD_REQUEST");
+    m.deploy(&deploy("2.0", &["read:jira-work"]), T0).unwrap();
+    let env = m.app(APP1).unwrap().environment("qa").unwrap();
+    let versions: Vec<&str> = env.versions.iter().map(|v| v.version.as_str()).collect();
+    assert_eq!(versions, [SKELETON_VERSION, "2.0.0"]);
+    assert!(env.versions[0].scopes.is_empty() && env.versions[0].required_products.is_empty());
+
+    // An app added with an environment declared without versions has its skeleton too.
+    let app: SeedApp = serde_json::from_value(serde_json::json!({
+        "id": "ari:cloud:ecosystem::app/00000000-0000-4000-8000-00000000abcd",
+        "owner": m.accounts[0].email.clone(),
+        "environments": [{"key": "production"}],
+    }))
+    .unwrap();
+    m.add_app(&app, T0).unwrap();
+    let env = m.app(&app.id).unwrap().environment("production").unwrap();
+    assert_eq!(env.versions.iter().map(|v| v.version.as_str()).collect::<Vec<_>>(), [SKELETON_VERSION]);
 }

@@ -144,7 +144,8 @@ pub struct SeedEnvironment {
     /// The environment id (uuid); derived when absent.
     #[serde(default)]
     pub id: Option<String>,
-    /// Versions deployed to this environment (any order; the highest is the latest).
+    /// Versions deployed to this environment (any order; the highest is the latest): its whole
+    /// history. None: a new environment, which has only its skeleton 1.1.0, as on the platform.
     #[serde(default)]
     pub versions: Vec<SeedVersion>,
 }
