@@ -190,6 +190,29 @@ fn bad_objects() -> Vec<Bad> {
         Bad {
             kind: "Installation",
             plural: "installations",
+            before: None,
+            bad: installation(
+                "bitbucket",
+                json!({"appRef": {"name": "app"}, "site": "bb.atlassian.net", "products": ["bitbucket"]}),
+            ),
+            message: "bitbucket apps install into a Bitbucket workspace, not a site",
+        },
+        Bad {
+            kind: "Installation",
+            plural: "installations",
+            before: Some(installation(
+                "fewer",
+                json!({"appRef": {"name": "app"}, "site": "fewer.atlassian.net", "products": ["jira", "confluence"]}),
+            )),
+            bad: installation(
+                "fewer",
+                json!({"appRef": {"name": "app"}, "site": "fewer.atlassian.net", "products": ["jira"]}),
+            ),
+            message: "products may be added, not removed",
+        },
+        Bad {
+            kind: "Installation",
+            plural: "installations",
             before: Some(installation("env", site("env.atlassian.net"))),
             bad: installation(
                 "env",

@@ -290,3 +290,83 @@ async fn a_major_that_only_re_categorises_an_egress_permission_needs_consent() {
     .await;
     assert_eq!(platform.calls("forge_cli_upgradeApplication"), 1);
 }
+
+fn named_app(name: &str, app_id: &str, versions: Value) -> Value {
+    json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": name},
+        "spec": {"appId": app_id, "developerAccount": "dev@acme.example",
+                 "environments": [{"name": "production", "versions": versions}]}})
+}
+
+fn installation_of(name: &str, app: &str, site: &str, products: &[&str]) -> Value {
+    json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "Installation", "metadata": {"name": name},
+        "spec": {"appRef": {"name": app}, "site": site, "products": products}})
+}
+
+#[tokio::test]
+async fn a_cross_product_app_goes_into_each_product_and_a_confluence_only_app_into_confluence() {
+    const XPA: &str = "ari:cloud:ecosystem::app/cross-product";
+    const WIKI: &str = "ari:cloud:ecosystem::app/wiki-only";
+    let t = TestNs::new("products").await;
+    let operator = t.start_operator().await;
+    let platform = operator.platform.clone();
+    let (apps, insts): (Api<ForgeApp>, Api<Installation>) = (t.api(), t.api());
+    // A cross-product app (its versions require Jira and Confluence), and a single-app app whose
+    // modules extend Confluence only (no required products: its product is its modules').
+    let xpa = json!({"major": 2, "minor": 0, "scopes": ["read"], "compatibility": {"requiredProducts": ["jira", "confluence"]}});
+    create(&apps, named_app("xpa", XPA, json!([xpa]))).await;
+    let wiki = json!({"major": 2, "minor": 0, "scopes": ["read"], "compatibility": {"modules": ["confluence"]}});
+    create(&apps, named_app("wiki", WIKI, json!([wiki]))).await;
+    let read = wait_for(&apps, "wiki", WAIT, "2.0 read", |a| a.deployed("production").len() == 1).await;
+    let compat = &read.deployed("production")[0].compatibility;
+    assert!(compat.required_products.is_empty(), "{compat:?}");
+    assert_eq!(compat.optional, [forgeops::api::Product::Confluence], "the modules' product, read from the platform");
+    wait_for(&apps, "xpa", WAIT, "2.0 read", |a| a.deployed("production").len() == 1).await;
+
+    // Naming only Jira is not enough for the cross-product app: the condition says what to add.
+    create(&insts, installation_of("jira-only", "xpa", "half.atlassian.net", &["jira"])).await;
+    let half = wait_for(&insts, "jira-only", WAIT, "IncompatibleProducts", |i| {
+        reason_of(i, "Installed").1 == "IncompatibleProducts"
+    })
+    .await;
+    assert!(reason_of(&half, "Installed").2.contains("must include confluence"), "{half:#?}");
+
+    // With both: one installation per product, each in its own installation context.
+    create(&insts, installation_of("both", "xpa", "both.atlassian.net", &["jira", "confluence"])).await;
+    let both = wait_for(&insts, "both", WAIT, "Ready", |i| reason_of(i, "Ready").0 == "True").await;
+    let status = both.status.clone().unwrap();
+    let recorded: Vec<(String, Option<String>)> =
+        status.products.iter().map(|p| (p.product.to_string(), p.installed_version.clone())).collect();
+    assert_eq!(
+        recorded,
+        [("jira".to_string(), Some("2.0".to_string())), ("confluence".to_string(), Some("2.0".to_string()))]
+    );
+    let on_platform = platform.installed_products(XPA, "both.atlassian.net");
+    assert_eq!(on_platform.keys().cloned().collect::<Vec<_>>(), ["confluence", "jira"], "{on_platform:?}");
+    let contexts: std::collections::BTreeSet<&String> = on_platform.values().map(|(c, _)| c).collect();
+    assert_eq!(contexts.len(), 2, "two installation contexts: {on_platform:?}");
+    let ids: std::collections::BTreeSet<Option<String>> =
+        status.products.iter().map(|p| p.installation_id.clone()).collect();
+    assert_eq!(ids.len(), 2, "two platform installations: {status:#?}");
+    assert!(ids.iter().all(Option::is_some));
+    assert_eq!(platform.every_task("install").get("both.atlassian.net"), Some(&2), "one install per product");
+
+    // The Confluence-only app: installed into Confluence; refused, with the reason, on Jira.
+    create(&insts, installation_of("wiki", "wiki", "wiki.atlassian.net", &["confluence"])).await;
+    wait_for(&insts, "wiki", WAIT, "Ready", |i| reason_of(i, "Ready").0 == "True").await;
+    let on_platform = platform.installed_products(WIKI, "wiki.atlassian.net");
+    assert_eq!(on_platform.keys().cloned().collect::<Vec<_>>(), ["confluence"], "{on_platform:?}");
+    create(&insts, installation_of("wiki-on-jira", "wiki", "wrong.atlassian.net", &["jira"])).await;
+    let wrong = wait_for(&insts, "wiki-on-jira", WAIT, "IncompatibleProducts", |i| {
+        reason_of(i, "Installed").1 == "IncompatibleProducts"
+    })
+    .await;
+    assert!(reason_of(&wrong, "Installed").2.contains("its modules extend only confluence"), "{wrong:#?}");
+    assert!(!platform.every_task("install").contains_key("wrong.atlassian.net"), "nothing sent for a wrong product");
+    assert!(!platform.every_task("install").contains_key("half.atlassian.net"));
+
+    // Deleting takes the app out of both products.
+    insts.delete("both", &DeleteParams::default()).await.unwrap();
+    wait_gone(&insts, "both").await;
+    assert!(platform.installed_products(XPA, "both.atlassian.net").is_empty());
+    assert_eq!(platform.every_task("uninstall").get("both.atlassian.net"), Some(&2));
+}

@@ -271,13 +271,19 @@ pub struct AppVersion {
 }
 
 /// The products a version is compatible with.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Compatibility {
-    /// The product every installation must include (the platform's first required product).
-    pub required: Product,
+    /// The products every installation must include (the platform's `requiredProducts`): a
+    /// cross-product app, installed into each of them. Empty: a single-app app, whose product is
+    /// that of its modules.
+    #[serde(default)]
+    pub required_products: Vec<Product>,
 
-    /// Further products the app can also be installed into.
+    /// The other products the app can be installed into: for a cross-product app, the products
+    /// the platform supports for cross-product apps that it does not require (Jira, Confluence,
+    /// Compass); for a single-app app, the products its modules extend (empty when the platform
+    /// does not say).
     #[serde(default)]
     pub optional: Vec<Product>,
 }

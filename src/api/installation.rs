@@ -52,9 +52,19 @@ pub struct InstallationSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("site is immutable"))]
     pub site: String,
 
-    /// The Atlassian products on the site to install into. Must include the app's required product.
+    /// The Atlassian products on the site to install into, one installation of the app each. A
+    /// cross-product app (one whose versions name required products) is installed into every
+    /// product it requires, which this list must name, and into each other product named here
+    /// that it supports (Jira, Confluence, Compass). A single-app app is installed into the
+    /// product of its modules, which this list names. Products may be added, not removed (to take
+    /// the app off a product, the site's admin uninstalls it there, or this object is deleted).
+    /// Bitbucket apps install into a Bitbucket workspace, not a site, and are not managed here.
     #[schemars(length(min = 1, max = 5))]
     #[x_kube(merge_strategy = ListMerge::Set)]
+    #[x_kube(
+        validation = Rule::new("!self.exists(p, p == 'bitbucket')").message("bitbucket apps install into a Bitbucket workspace, not a site: an Installation manages site products only (jira, confluence, compass, jira-service-management)"),
+        validation = Rule::new("oldSelf.all(p, p in self)").message("products may be added, not removed: the app stays installed in a product until the site's admin uninstalls it there or this Installation is deleted")
+    )]
     pub products: Vec<Product>,
 
     /// What deleting this Installation does on the site: `Uninstall` uninstalls the app first;
@@ -141,6 +151,47 @@ pub struct InstallationStatus {
     /// on, so an operator restarted mid-way resumes waiting on it and never starts a second one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskRecord>,
+
+    /// Each product the app is installed into on the site, one platform installation each (the
+    /// platform installs an app once per product). The first is the one the fields above describe
+    /// (its task and unrecorded request are `task` and `unconfirmed` above); the others carry their
+    /// own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["product".into()]))]
+    pub products: Vec<ProductInstallation>,
+}
+
+/// The app's installation in one product of the site.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductInstallation {
+    /// The product (`jira`, `confluence`, `compass`, ...).
+    pub product: Product,
+
+    /// The version installed in this product, as `major.minor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installed_version: Option<String>,
+
+    /// The platform's id of this product's installation, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation_id: Option<String>,
+
+    /// When the app was installed in this product.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installed_at: Option<Time>,
+
+    /// Whether this product's installation existed before forgeops (adopted, not installed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
+
+    /// The platform task in flight for this product (not for the first product: see `task`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskRecord>,
+
+    /// A request for this product whose answer is not recorded (not for the first product: see
+    /// `unconfirmed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unconfirmed: Option<UnconfirmedRequest>,
 }
 
 impl Installation {

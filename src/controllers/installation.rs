@@ -122,14 +122,24 @@ fn on_site(found: InstallationInfo) -> OnSite {
 async fn rounds(cached: &Installation, ctx: &Context, deleting: bool) -> Result<Action, Error> {
     let observed = observe(cached, ctx, deleting).await?;
     let inst = latest(cached, ctx).await?;
-    let listed = observed.app.as_ref().and_then(|app| {
-        let key = crate::platform::environment_key(&inst.spec.environment);
-        ctx.platform_installation(&app.spec.app_id, key, &inst.spec.site).map(|l| OnSite {
-            id: l.id,
-            version: l.version.as_deref().and_then(Version::parse),
-            context: String::new(),
+    let listed: Vec<(String, OnSite)> = observed
+        .app
+        .as_ref()
+        .map(|app| {
+            let key = crate::platform::environment_key(&inst.spec.environment);
+            ctx.platform_installations_on(&app.spec.app_id, key, &inst.spec.site)
+                .into_iter()
+                .map(|l| {
+                    let on = OnSite {
+                        id: l.id,
+                        version: l.version.as_deref().and_then(Version::parse),
+                        context: String::new(),
+                    };
+                    (l.product, on)
+                })
+                .collect()
         })
-    });
+        .unwrap_or_default();
     let action = if deleting { "Delete" } else { "Reconcile" };
     // The object as it is on the API server now, and the status as the rounds have it.
     let mut base = inst.clone();
@@ -174,16 +184,14 @@ async fn rounds(cached: &Installation, ctx: &Context, deleting: bool) -> Result<
                     None => match ctx.credentials_for(app).await {
                         Ok(c) => creds.insert(c).clone(),
                         Err(e) => {
-                            answer = Some(Answer::NoCredentials(e.to_string()));
+                            answer = Some((decision.product, Answer::NoCredentials(e.to_string())));
                             continue;
                         }
                     },
                 };
-                let target = rules::target(&inst, app);
-                answer = carry_out(ctx, &creds, &target, effect).await;
-                if answer.is_none() {
-                    break;
-                }
+                let target = rules::target_in(&inst, app, decision.product);
+                let Some(answered) = carry_out(ctx, &creds, &target, effect).await else { break };
+                answer = Some((decision.product, answered));
             }
             Requeue::Release => return Ok(Action::await_change()),
             Requeue::After { after, waiting } => {

@@ -19,13 +19,19 @@ pub async fn refresh(ctx: &Context, app: &ForgeApp, creds: &Credentials) -> Resu
         let page = ctx.platform.installations(creds, app_id, &InstallationFilter::default(), after.as_deref()).await?;
         for i in page.items {
             if let Some(site) = i.site {
-                listed.insert((i.environment_key, site), PlatformInstallation { id: i.id, version: i.version });
+                let product = i.product.unwrap_or_default();
+                let entry = PlatformInstallation { id: i.id, version: i.version, product };
+                listed.entry((i.environment_key, site)).or_default().push(entry);
             }
         }
         match page.next {
             Some(next) => after = Some(next),
             None => break,
         }
+    }
+    for on_site in listed.values_mut() {
+        // The same listing compares equal whatever order the pages came in.
+        on_site.sort_by(|a, b| (&a.product, &a.id).cmp(&(&b.product, &b.id)));
     }
     let changed = ctx.set_platform_installations(app_id, listed);
     let count = changed.len();

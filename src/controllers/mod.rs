@@ -196,8 +196,9 @@ pub struct Context {
     written: Mutex<HashMap<(String, String), String>>,
 }
 
-/// An app's installations as the platform last listed them, by (environment key, site).
-pub type PlatformListing = HashMap<(String, String), PlatformInstallation>;
+/// An app's installations as the platform last listed them, by (environment key, site): one per
+/// product the app is installed into there.
+pub type PlatformListing = HashMap<(String, String), Vec<PlatformInstallation>>;
 
 /// One installation as the platform last listed it (with the app's other installations, a page
 /// of 100 at a time, when the ForgeApp was read), so Installations learn what the platform did on
@@ -207,6 +208,8 @@ pub struct PlatformInstallation {
     pub id: String,
     /// The installed version, as the platform's dotted string.
     pub version: Option<String>,
+    /// The product of its installation context (`jira`, `confluence`, ...).
+    pub product: String,
 }
 
 impl Context {
@@ -299,14 +302,18 @@ impl Context {
     }
 
     /// What the platform last listed for app `app_id` in environment `environment_key` on `site`.
-    pub fn platform_installation(
+    pub fn platform_installations_on(
         &self,
         app_id: &str,
         environment_key: &str,
         site: &str,
-    ) -> Option<PlatformInstallation> {
+    ) -> Vec<PlatformInstallation> {
         let index = self.platform_installations.lock().unwrap();
-        index.get(app_id)?.get(&(environment_key.to_string(), site.to_string())).cloned()
+        index
+            .get(app_id)
+            .and_then(|l| l.get(&(environment_key.to_string(), site.to_string())))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Notes that the status of object `key` was just written.

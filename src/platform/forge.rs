@@ -466,6 +466,23 @@ fn other_permissions(version: &Value) -> (Vec<String>, Vec<String>, bool) {
     (remotes, policies, sql)
 }
 
+/// The products a version's modules extend: the part before `:` of each extension's type
+/// (`confluence:contentBylineItem` → `confluence`), each once, sorted.
+fn module_products(version: &Value) -> Vec<String> {
+    let mut products: Vec<String> = version
+        .pointer("/extensions/nodes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.pointer("/extensionData/type").and_then(Value::as_str))
+        .filter_map(|t| t.split_once(':').map(|(product, _)| product.to_ascii_lowercase()))
+        .filter(|p| !p.is_empty())
+        .collect();
+    products.sort();
+    products.dedup();
+    products
+}
+
 fn rollout_status(s: &str) -> RolloutStatus {
     match s {
         "RUNNING" => RolloutStatus::Running,
@@ -487,14 +504,6 @@ fn parse_rollout(n: &Value) -> Rollout {
         failed: count("failedUpgradeCount"),
         pending: count("pendingUpgradeCount"),
         upgrade_limit: n.get("upgradeLimit").and_then(Value::as_u64).map(|l| l as u32),
-    }
-}
-
-/// The product whose installation context an install uses (`jira-service-management` lives in Jira).
-fn context_product(product: &str) -> &str {
-    match product {
-        "jira-service-management" => "jira",
-        other => other,
     }
 }
 
@@ -606,6 +615,7 @@ impl Platform for ForgeGateway {
                     let (scopes, egress) = permissions(n);
                     let (remotes, security_policies, sql_module) = other_permissions(n);
                     Some(VersionInfo {
+                        module_products: module_products(n),
                         remotes,
                         security_policies,
                         sql_module,
@@ -745,7 +755,7 @@ impl Platform for ForgeGateway {
     ) -> BoxFuture<'a, PlatformResult<String>> {
         async move {
             const OP: &str = "getTenantContextDetails";
-            let product = context_product(product);
+            let product = super::context_product(product);
             if product == "bitbucket" {
                 return Err(PlatformError::new(
                     ErrorKind::Unsupported,

@@ -71,6 +71,19 @@ pub struct VersionInfo {
     pub security_policies: Vec<String>,
     /// Whether one of the version's extensions is a Forge SQL module.
     pub sql_module: bool,
+    /// The products the version's modules extend (the part before `:` of each extension type,
+    /// `confluence` for `confluence:contentBylineItem`): a single-app app's product.
+    #[serde(default)]
+    pub module_products: Vec<String>,
+}
+
+/// The product of the installation context a product installs into: Jira Service Management
+/// apps install into the site's Jira context; every other product into its own.
+pub fn context_product(product: &str) -> &str {
+    match product {
+        "jira-service-management" => "jira",
+        other => other,
+    }
 }
 
 /// The platform's key of an environment: the development environment is called `development` in

@@ -174,14 +174,17 @@ pub fn decide(policy: &DistributionPolicy, app: Option<&ForgeApp>, governing: Op
         Reason::Active,
         format!("shared by installation link, revision {}", spec.link_revision),
     );
-    let required = latest.compatibility.required;
-    let supported: BTreeSet<Product> =
-        std::iter::once(required).chain(latest.compatibility.optional.iter().copied()).collect();
+    let required = &latest.compatibility.required_products;
+    let supported: BTreeSet<Product> = required.iter().chain(latest.compatibility.optional.iter()).copied().collect();
+    // A single-app app whose modules the platform did not describe: nothing to judge by.
+    let unknown = supported.is_empty();
     let unsupported: Vec<String> =
-        spec.products.iter().filter(|p| !supported.contains(p)).map(|p| p.to_string()).collect();
+        spec.products.iter().filter(|p| !unknown && !supported.contains(p)).map(|p| p.to_string()).collect();
     let mut problems = Vec::new();
-    if !spec.products.contains(&required) {
-        problems.push(format!("products must include {required}, the app's required product"));
+    let missing: Vec<String> = required.iter().filter(|p| !spec.products.contains(p)).map(|p| p.to_string()).collect();
+    if !missing.is_empty() {
+        let what = if required.len() == 1 { "the app's required product" } else { "products the app requires" };
+        problems.push(format!("products must include {}, {what}", missing.join(", ")));
     }
     if !unsupported.is_empty() {
         problems.push(format!(

@@ -31,7 +31,10 @@ impl AppVersion {
             security_policies: vec![],
             sql_module: false,
             licensing: false,
-            compatibility: Compatibility { required: Product::Jira, optional: vec![] },
+            compatibility: Compatibility {
+                required_products: vec![Product::Jira],
+                optional: vec![Product::Confluence, Product::Compass],
+            },
             version: Some(format!("{major}.{minor}.0")),
             id: Some(format!("v-{major}-{minor}")),
             created_at: None,
@@ -100,8 +103,23 @@ impl AppVersion {
     }
 
     /// It requires `product` (instead of Jira).
-    pub fn requires(mut self, product: Product) -> Self {
-        self.compatibility.required = product;
+    pub fn requires(self, product: Product) -> Self {
+        self.requires_all([product])
+    }
+
+    /// A cross-product app that requires every one of `products` (and may go into the other
+    /// cross-product products).
+    pub fn requires_all(mut self, products: impl IntoIterator<Item = Product>) -> Self {
+        let required: Vec<Product> = products.into_iter().collect();
+        self.compatibility.optional =
+            crate::rules::forge_app::CROSS_PRODUCT.into_iter().filter(|p| !required.contains(p)).collect();
+        self.compatibility.required_products = required;
+        self
+    }
+
+    /// A single-app app whose modules extend `product`.
+    pub fn single_app(mut self, product: Product) -> Self {
+        self.compatibility = Compatibility { required_products: vec![], optional: vec![product] };
         self
     }
 

@@ -58,8 +58,8 @@ pub enum Observation {
 }
 
 /// The platform's versions of an environment as the status reports them, oldest first. The major
-/// and minor are the first two components of the version string; the required product is the
-/// first the platform names (`jira` when it names none it knows).
+/// and minor are the first two components of the version string; the products are as the
+/// platform names them (see [`compatibility`]).
 pub fn app_versions(infos: &[VersionInfo], counts: &[crate::platform::VersionCount]) -> Vec<AppVersion> {
     let mut out: Vec<AppVersion> = infos
         .iter()
@@ -94,10 +94,7 @@ pub fn app_versions(infos: &[VersionInfo], counts: &[crate::platform::VersionCou
                 security_policies: v.security_policies.clone(),
                 sql_module: v.sql_module,
                 licensing: v.requires_license,
-                compatibility: Compatibility {
-                    required: products.first().copied().unwrap_or(Product::Jira),
-                    optional: products.iter().skip(1).copied().collect(),
-                },
+                compatibility: compatibility(products, &v.module_products),
                 installations: counts
                     .iter()
                     .find(|c| c.version == v.version || (!v.id.is_empty() && c.id == v.id))
@@ -113,6 +110,30 @@ pub fn app_versions(infos: &[VersionInfo], counts: &[crate::platform::VersionCou
         out.remove(0);
     }
     out
+}
+
+/// The products cross-product apps may be installed into (`supportedByCrossProductApps` in
+/// `@forge/cli-shared` 13.3.0's supported-products service).
+pub const CROSS_PRODUCT: [Product; 3] = [Product::Jira, Product::Confluence, Product::Compass];
+
+/// A version's products as the platform states them: `requiredProducts` non-empty is a
+/// cross-product app, which may also go into the other cross-product products; empty is a
+/// single-app app, whose product is its modules'.
+fn compatibility(required: Vec<Product>, module_products: &[String]) -> Compatibility {
+    let mut required_products = Vec::new();
+    for p in required {
+        if !required_products.contains(&p) {
+            required_products.push(p);
+        }
+    }
+    let optional = if required_products.is_empty() {
+        let mut modules: Vec<Product> = module_products.iter().filter_map(|p| parse_product(p)).collect();
+        modules.dedup();
+        modules
+    } else {
+        CROSS_PRODUCT.into_iter().filter(|p| !required_products.contains(p)).collect()
+    };
+    Compatibility { required_products, optional }
 }
 
 /// The version the platform gives every new environment before anything is deployed to it.
@@ -405,10 +426,34 @@ mod tests {
         assert_eq!(versions.iter().map(|v| (v.major, v.minor)).collect::<Vec<_>>(), [(1, 0), (2, 1)]);
         assert_eq!(versions[0].installations, Some(7));
         assert_eq!(versions[1].installations, None);
-        assert_eq!(versions[1].compatibility.required, Product::Confluence);
-        assert_eq!(versions[0].compatibility.required, Product::Jira, "none named: jira");
+        // Required products: a cross-product app, which may also go into the other cross-product
+        // products. None named: a single-app app, whose product comes from its modules.
+        assert_eq!(versions[1].compatibility.required_products, [Product::Confluence]);
+        assert_eq!(versions[1].compatibility.optional, [Product::Jira, Product::Compass]);
+        assert!(versions[0].compatibility.required_products.is_empty(), "none named: not made up");
+        assert!(versions[0].compatibility.optional.is_empty(), "no modules read: no product known");
         assert_eq!(versions[0].egress, ["a.example", "b.example"]);
         assert_eq!(versions[1].version.as_deref(), Some("2.1.0"));
+    }
+
+    #[test]
+    fn a_single_app_apps_product_is_its_modules() {
+        let info = VersionInfo {
+            version: "2.0.0".into(),
+            module_products: vec!["confluence".into(), "sql".into()],
+            ..Default::default()
+        };
+        let versions = app_versions(&[info], &[]);
+        assert!(versions[0].compatibility.required_products.is_empty());
+        assert_eq!(versions[0].compatibility.optional, [Product::Confluence], "`sql` is no product");
+        let both = VersionInfo {
+            version: "2.0.0".into(),
+            required_products: vec!["JIRA".into(), "confluence".into(), "jira".into()],
+            ..Default::default()
+        };
+        let versions = app_versions(&[both], &[]);
+        assert_eq!(versions[0].compatibility.required_products, [Product::Jira, Product::Confluence]);
+        assert_eq!(versions[0].compatibility.optional, [Product::Compass]);
     }
 
     #[test]

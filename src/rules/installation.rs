@@ -3,13 +3,14 @@
 //! the app's account (as `forge install` does); sharing by link is for customers and the platform,
 //! so no DistributionPolicy gates an Installation.
 
-use std::collections::BTreeSet;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::conditions::{self, Outcome};
 use super::versions::{self, Version};
-use crate::api::{AppVersion, ForgeApp, Installation, Product, TaskAction, TaskRecord, UnconfirmedRequest};
+use crate::api::{
+    AppVersion, Compatibility, ForgeApp, Installation, InstallationStatus, Product, TaskAction, TaskRecord,
+    UnconfirmedRequest,
+};
 use crate::platform::PlatformError;
 
 pub mod lifecycle;
@@ -173,10 +174,7 @@ fn plan_first_install(inst: &Installation, facts: &Facts, deployed: &[AppVersion
         );
         return not_installed(Reason::AlreadyInstalled, message, available);
     }
-    let required: BTreeSet<Product> = BTreeSet::from([newest.compatibility.required]);
-    let missing: Vec<String> = required.iter().filter(|p| !spec.products.contains(p)).map(|p| p.to_string()).collect();
-    if !missing.is_empty() {
-        let message = format!("spec.products must include {}: the app requires it", missing.join(", "));
+    if let Err(message) = products_to_install(&spec.products, &newest.compatibility) {
         return not_installed(Reason::IncompatibleProducts, message, available);
     }
     let target_major = spec.major_version.unwrap_or(newest.major);
@@ -318,21 +316,78 @@ fn plan_installed(
     decision(Step::Nothing, up_to_date, Outcome::Done(Reason::Ready, on_site), None)
 }
 
-/// Where `inst` lives on the platform: the app, environment, site and the product to install into
-/// (the app's required product when the Installation lists it, else its first product).
-pub fn target(inst: &Installation, app: &ForgeApp) -> crate::platform::Target {
-    let required = versions::latest(app.deployed(&inst.spec.environment)).map(|v| v.compatibility.required);
-    let product = required
-        .filter(|p| inst.spec.products.contains(p))
-        .or_else(|| inst.spec.products.first().copied())
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "jira".into());
+/// The products an Installation listing `products` installs the app into, one platform
+/// installation each, in the order they are installed: a cross-product app's required products
+/// (every one must be listed) and then the other listed products it supports; a single-app app's
+/// listed products, which must be its modules' (when the platform says which those are). Products
+/// that share an installation context (Jira Service Management is Jira's) count once. Refused
+/// with what to change in `spec.products`.
+pub fn products_to_install(products: &[Product], compat: &Compatibility) -> Result<Vec<Product>, String> {
+    let context = |p: &Product| crate::platform::context_product(p.as_str());
+    let has = |list: &[Product], p: &Product| list.iter().any(|l| context(l) == context(p));
+    let required = &compat.required_products;
+    let missing: Vec<String> = required.iter().filter(|p| !has(products, p)).map(|p| p.to_string()).collect();
+    if !missing.is_empty() {
+        let them = if missing.len() == 1 { "it" } else { "them" };
+        return Err(format!("spec.products must include {}: the app requires {them}", missing.join(", ")));
+    }
+    let supported: Vec<Product> = required.iter().chain(&compat.optional).copied().collect();
+    // A single-app app whose modules the platform did not describe: the platform judges.
+    let unknown = required.is_empty() && compat.optional.is_empty();
+    let unsupported: Vec<String> =
+        products.iter().filter(|p| !unknown && !has(&supported, p)).map(|p| p.to_string()).collect();
+    if !unsupported.is_empty() {
+        let supports = supported.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
+        let kind = if required.is_empty() { "its modules extend only" } else { "it can be installed into" };
+        return Err(format!(
+            "the app cannot be installed into {} ({kind} {supports}): remove it from spec.products",
+            unsupported.join(", ")
+        ));
+    }
+    let mut out: Vec<Product> = Vec::new();
+    for p in required.iter().chain(products) {
+        if !has(&out, p) {
+            out.push(*p);
+        }
+    }
+    Ok(out)
+}
+
+/// The products `inst` has the app in, or is to: those its spec and the app's newest version ask
+/// for (see [`products_to_install`]; the first product listed when they do not agree), then any
+/// other product its status records an installation in. Never empty.
+pub fn products_of(inst: &Installation, status: &InstallationStatus, app: Option<&ForgeApp>) -> Vec<Product> {
+    let spec = &inst.spec;
+    let newest = app.and_then(|a| versions::latest(a.deployed(&spec.environment)));
+    let mut out = newest
+        .and_then(|v| products_to_install(&spec.products, &v.compatibility).ok())
+        .unwrap_or_else(|| spec.products.first().copied().into_iter().collect());
+    if out.is_empty() {
+        out.push(Product::Jira);
+    }
+    for recorded in &status.products {
+        if !out.contains(&recorded.product) {
+            out.push(recorded.product);
+        }
+    }
+    out
+}
+
+/// Where `inst` lives on the platform in `product`: the app, environment, site and product.
+pub fn target_in(inst: &Installation, app: &ForgeApp, product: Product) -> crate::platform::Target {
     crate::platform::Target {
         app_id: app.spec.app_id.clone(),
         environment_key: crate::platform::environment_key(&inst.spec.environment).to_string(),
         site: inst.spec.site.clone(),
-        product,
+        product: product.as_str().to_string(),
     }
+}
+
+/// Where `inst` lives on the platform in its first product (see [`products_of`]).
+pub fn target(inst: &Installation, app: &ForgeApp) -> crate::platform::Target {
+    let status = inst.status.clone().unwrap_or_default();
+    let first = products_of(inst, &status, Some(app)).first().copied().unwrap_or(Product::Jira);
+    target_in(inst, app, first)
 }
 
 /// The step a recorded platform task carries out.

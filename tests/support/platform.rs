@@ -64,10 +64,31 @@ struct DeclaredEnvironment {
 
 /// The products the platform lists as required for a declared version.
 fn products_of(v: &DeclaredVersion) -> Vec<String> {
-    let mut products = vec![v.compatibility.required.as_str().to_string()];
-    products.extend(v.compatibility.optional.iter().map(|p| p.as_str().to_string()));
+    let c = &v.compatibility;
+    let mut products: Vec<String> =
+        c.required.iter().chain(&c.required_products).map(|p| p.as_str().to_string()).collect();
     products.retain(|p| p != "jira-service-management" && p != "bitbucket");
     products
+}
+
+/// The products a declared version's modules are for, as the platform's extension types
+/// (`confluence:contentBylineItem`).
+fn modules_of(v: &DeclaredVersion) -> Vec<String> {
+    v.compatibility.modules.iter().map(|p| format!("{}:module", p.as_str())).collect()
+}
+
+/// What a test declares about a version's products: `required` (one product, the old shape) or
+/// `requiredProducts` make a cross-product app; neither, with `modules`, a single-app app whose
+/// modules extend those products.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeclaredCompatibility {
+    #[serde(default)]
+    required: Option<forgeops::api::Product>,
+    #[serde(default)]
+    required_products: Vec<forgeops::api::Product>,
+    #[serde(default)]
+    modules: Vec<forgeops::api::Product>,
 }
 
 /// A version as tests declare it (the shape the ForgeApp once had).
@@ -82,7 +103,7 @@ struct DeclaredVersion {
     egress: Vec<String>,
     #[serde(default)]
     licensing: bool,
-    compatibility: forgeops::api::Compatibility,
+    compatibility: DeclaredCompatibility,
 }
 
 impl Drop for TestPlatform {
@@ -197,6 +218,7 @@ impl TestPlatform {
                             serde_json::json!({
                                 "version": version, "scopes": v.scopes, "egress": v.egress,
                                 "requiresLicense": v.licensing, "requiredProducts": products_of(v),
+                                "modules": modules_of(v),
                             })
                         })
                         .collect();
@@ -224,15 +246,21 @@ impl TestPlatform {
                 if self.deployed.lock().unwrap().contains(&key) {
                     continue;
                 }
-                let products = products_of(v);
-                let request = DeployRequest {
-                    app_id: id.clone(),
-                    environment: forgeops::platform::environment_key(&env.name).to_string(),
-                    version,
-                    scopes: v.scopes.clone(),
-                    egress: v.egress.iter().map(|e| emulator::SeedEgress::Address(e.clone())).collect(),
-                    requires_license: v.licensing,
-                    required_products: products,
+                let request: DeployRequest = match serde_json::from_value(serde_json::json!({
+                    "appId": id,
+                    "environment": forgeops::platform::environment_key(&env.name),
+                    "version": version,
+                    "scopes": v.scopes,
+                    "egress": v.egress,
+                    "requiresLicense": v.licensing,
+                    "requiredProducts": products_of(v),
+                    "modules": modules_of(v),
+                })) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("mirror: deploying {key}: {e}");
+                        continue;
+                    }
                 };
                 match self.emulator.deploy(request) {
                     Ok(_) => {
@@ -288,6 +316,39 @@ impl TestPlatform {
         let text = version["version"].as_str()?;
         let (major, minor) = forgeops::platform::parse_major_minor(text)?;
         Some(format!("{major}.{minor}"))
+    }
+
+    /// Each product `app_id` is installed into on `site`, with its installation context and
+    /// platform version string, as the emulator says.
+    pub fn installed_products(&self, app_id: &str, site: &str) -> std::collections::BTreeMap<String, (String, String)> {
+        let state = self.emulator.state();
+        let cloud_id = state["sites"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["hostName"] == site))
+            .map(|s| s["cloudId"].clone())
+            .unwrap_or_default();
+        let version_of = |id: &serde_json::Value| {
+            state["apps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|a| a["environments"].as_array().cloned().unwrap_or_default())
+                .flat_map(|e| e["versions"].as_array().cloned().unwrap_or_default())
+                .find(|v| v["id"] == *id)
+                .and_then(|v| v["version"].as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        state["installations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["appId"] == app_id && i["cloudId"] == cloud_id)
+            .map(|i| {
+                let product = i["product"].as_str().unwrap_or_default().to_string();
+                let context = i["context"].as_str().unwrap_or_default().to_string();
+                (product, (context, version_of(&i["versionId"])))
+            })
+            .collect()
     }
 
     /// How many tasks of `kind` (`INSTALL`, `UPGRADE`, `UNINSTALL`) completed, by site host name.

@@ -16,7 +16,10 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{Facts, Plan, Step, new_blocker, plan, report, step_of};
-use crate::api::{DeletionPolicy, Installation, InstallationStatus, TaskAction, TaskRecord, UnconfirmedRequest};
+use crate::api::{
+    DeletionPolicy, Installation, InstallationStatus, Product, ProductInstallation, TaskAction, TaskRecord,
+    UnconfirmedRequest,
+};
 use crate::platform::site::{Sent, TASK_POLL, TaskOutcome};
 use crate::platform::{ErrorKind, PlatformError};
 use crate::rules::conditions;
@@ -172,6 +175,9 @@ pub struct Decision {
     pub status: InstallationStatus,
     pub effects: Vec<Effect>,
     pub requeue: Requeue,
+    /// The product whose installation the platform effect is for: carry it out there, and answer
+    /// with this product.
+    pub product: Product,
 }
 
 impl Decision {
@@ -191,17 +197,189 @@ pub struct Inputs<'a> {
     pub status: &'a InstallationStatus,
     /// The app, duplicates and the installation link (`customer_site` is read from `status`).
     pub facts: Facts<'a>,
-    /// What the platform's last listing of the app shows on the site.
-    pub listed: Option<OnSite>,
-    /// The answer to the last round's platform effect.
-    pub answer: Option<Answer>,
+    /// What the platform's last listing of the app shows on the site: each installation with
+    /// the product of its installation context (`jira`, `confluence`, ...).
+    pub listed: Vec<(String, OnSite)>,
+    /// The answer to the last round's platform effect, with the product it was carried out for
+    /// (the decision's [`Decision::product`]).
+    pub answer: Option<(Product, Answer)>,
     /// The object is being deleted (the finalizer holds it).
     pub deleting: bool,
     pub now: Time,
 }
 
-/// Decides one round.
+/// What one product's installation decides from: the Installation's inputs seen from that
+/// product (its record as the status, its listing entry, its answer).
+struct Lane<'a> {
+    inst: &'a Installation,
+    status: &'a InstallationStatus,
+    facts: Facts<'a>,
+    listed: Option<OnSite>,
+    answer: Option<Answer>,
+    deleting: bool,
+    now: Time,
+    /// How messages name the place: the site, with the product when there are several.
+    label: String,
+}
+
+/// Decides one round. The app is installed once per product (see
+/// [`super::products_of`]), one product at a time and in order: the first product's installation
+/// is the one the status's own fields describe, the others are records in `status.products`. The
+/// round goes through the products in order (in reverse when deleting) and stops at the first
+/// that has something to do; its conditions are the Installation's unless an earlier product is
+/// not ready.
 pub fn decide(i: &Inputs) -> Decision {
+    let products = super::products_of(i.inst, i.status, i.facts.app);
+    let several = products.len() > 1;
+    let order: Vec<usize> =
+        if i.deleting { (0..products.len()).rev().collect() } else { (0..products.len()).collect() };
+    let mut top = i.status.clone();
+    let mut effects: Vec<Effect> = Vec::new();
+    let mut conditions: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>> = None;
+    let mut stopped: Option<(Requeue, Product)> = None;
+    for k in order {
+        let product = products[k];
+        let view = view_of(&top, i.status, k, product);
+        let context = crate::platform::context_product(product.as_str());
+        let lane = Lane {
+            inst: i.inst,
+            status: &view,
+            facts: i.facts.clone(),
+            listed: i.listed.iter().find(|(p, _)| p == context).map(|(_, o)| o.clone()),
+            answer: i.answer.clone().filter(|(p, _)| *p == product).map(|(_, a)| a),
+            deleting: i.deleting,
+            now: i.now.clone(),
+            label: if several { format!("{} ({product})", i.inst.spec.site) } else { i.inst.spec.site.clone() },
+        };
+        let d = decide_lane(&lane);
+        let idle = if i.deleting { d.requeue == Requeue::Release } else { d.requeue == Requeue::AwaitChange };
+        let ready = d.status.conditions.iter().any(|c| c.type_ == super::Type::Ready.as_str() && c.status == "True");
+        if conditions.is_none() && (!ready || !idle) {
+            conditions = Some(d.status.conditions.clone());
+        }
+        let last_conditions = d.status.conditions.clone();
+        absorb(&mut top, k, product, d.status, i.deleting && idle);
+        for e in d.effects {
+            if !effects.contains(&e) {
+                effects.push(e);
+            }
+        }
+        if !idle {
+            stopped = Some((d.requeue, product));
+            break;
+        }
+        if conditions.is_none() && k == 0 {
+            // The first product's conditions stand unless a later one is not ready.
+            top.conditions = last_conditions;
+        }
+    }
+    if let Some(c) = conditions {
+        top.conditions = c;
+    }
+    if several && !(i.deleting && stopped.is_none()) {
+        summarize_first(&mut top, products[0]);
+    }
+    let (requeue, product) = match stopped {
+        Some(s) => s,
+        None => (if i.deleting { Requeue::Release } else { Requeue::AwaitChange }, products[0]),
+    };
+    Decision { status: top, effects, requeue, product }
+}
+
+/// The status one product's installation decides with: the status itself for the first product,
+/// else its record in `status.products` in the status's shape. The conditions are always the
+/// object's, so each product's report compares with what the object showed.
+fn view_of(top: &InstallationStatus, object: &InstallationStatus, k: usize, product: Product) -> InstallationStatus {
+    if k == 0 {
+        let mut v = top.clone();
+        v.products = Vec::new();
+        v.conditions = object.conditions.clone();
+        return v;
+    }
+    let r = top.products.iter().find(|r| r.product == product).cloned().unwrap_or_else(|| record(product));
+    InstallationStatus {
+        observed_generation: top.observed_generation,
+        conditions: object.conditions.clone(),
+        installed_major: r.installed_version.as_deref().and_then(Version::parse).map(|v| v.major),
+        installed_version: r.installed_version,
+        installed_at: r.installed_at,
+        available_version: top.available_version.clone(),
+        permissions_up_to_date: top.permissions_up_to_date,
+        adopted: r.adopted,
+        site_administered: top.site_administered,
+        unconfirmed: r.unconfirmed,
+        installation_id: r.installation_id,
+        task: r.task,
+        products: Vec::new(),
+    }
+}
+
+fn record(product: Product) -> ProductInstallation {
+    ProductInstallation {
+        product,
+        installed_version: None,
+        installation_id: None,
+        installed_at: None,
+        adopted: false,
+        task: None,
+        unconfirmed: None,
+    }
+}
+
+/// Takes what one product's round decided back into the Installation's status. A product that
+/// is gone from the site (`released` while deleting) loses its record.
+fn absorb(top: &mut InstallationStatus, k: usize, product: Product, lane: InstallationStatus, released: bool) {
+    if k == 0 {
+        let products = std::mem::take(&mut top.products);
+        let conditions = std::mem::take(&mut top.conditions);
+        *top = lane;
+        top.products = products;
+        top.conditions = conditions;
+        return;
+    }
+    top.site_administered = lane.site_administered;
+    let at = top.products.iter().position(|r| r.product == product);
+    if released {
+        if let Some(at) = at {
+            top.products.remove(at);
+        }
+        return;
+    }
+    let r = ProductInstallation {
+        product,
+        installed_version: lane.installed_version,
+        installation_id: lane.installation_id,
+        installed_at: lane.installed_at,
+        adopted: lane.adopted,
+        task: lane.task,
+        unconfirmed: lane.unconfirmed,
+    };
+    let empty = r == record(product);
+    match at {
+        Some(at) => top.products[at] = r,
+        None if !empty => top.products.push(r),
+        None => {}
+    }
+}
+
+/// With several products, `status.products` lists the first one too (its task and unrecorded
+/// request stay in the status's own fields), first.
+fn summarize_first(top: &mut InstallationStatus, first: Product) {
+    let r = ProductInstallation {
+        installed_version: top.installed_version.clone(),
+        installation_id: top.installation_id.clone(),
+        installed_at: top.installed_at.clone(),
+        adopted: top.adopted,
+        ..record(first)
+    };
+    top.products.retain(|p| p.product != first);
+    if r != record(first) {
+        top.products.insert(0, r);
+    }
+}
+
+/// Decides one round for one product's installation.
+fn decide_lane(i: &Lane) -> Decision {
     let mut round = Round { i, s: i.status.clone(), effects: Vec::new(), next: None, failure: None };
     if i.deleting {
         round.delete();
@@ -209,7 +387,7 @@ pub fn decide(i: &Inputs) -> Decision {
             Some((_, e)) => Requeue::Failed(e),
             None => round.next.unwrap_or(Requeue::Release),
         };
-        return Decision { status: round.s, effects: round.effects, requeue };
+        return Decision { status: round.s, effects: round.effects, requeue, product: Product::Jira };
     }
     round.reconcile();
     round.report()
@@ -232,7 +410,7 @@ fn elapsed(since: &Time, now: &Time) -> Duration {
 }
 
 struct Round<'a> {
-    i: &'a Inputs<'a>,
+    i: &'a Lane<'a>,
     s: InstallationStatus,
     effects: Vec<Effect>,
     next: Option<Requeue>,
@@ -241,7 +419,7 @@ struct Round<'a> {
 
 impl Round<'_> {
     fn site(&self) -> &str {
-        &self.i.inst.spec.site
+        &self.i.label
     }
 
     fn plan(&self) -> Plan {
@@ -585,7 +763,7 @@ impl Round<'_> {
             Some((_, e)) => Requeue::Failed(e),
             None => self.next.unwrap_or(Requeue::AwaitChange),
         };
-        Decision { status: self.s, effects: self.effects, requeue }
+        Decision { status: self.s, effects: self.effects, requeue, product: Product::Jira }
     }
 
     // ---- while the object is deleted ----

@@ -46,6 +46,8 @@ struct World {
     asked: Vec<Effect>,
     /// Every Event recorded.
     told: Vec<Event>,
+    /// The product the last decision's platform effect was for (its answer is for it).
+    product: Product,
 }
 
 impl World {
@@ -59,6 +61,7 @@ impl World {
             now: at(0),
             asked: vec![],
             told: vec![],
+            product: Product::Jira,
         }
     }
 
@@ -82,12 +85,13 @@ impl World {
             inst: &self.inst,
             status: &self.status,
             facts: Facts { app: self.app.as_ref(), ..Default::default() },
-            listed: self.listed.clone(),
-            answer,
+            listed: self.listed.clone().map(|o| ("jira".to_string(), o)).into_iter().collect(),
+            answer: answer.map(|a| (self.product, a)),
             deleting: self.deleting,
             now: self.now.clone(),
         });
         self.status = d.status.clone();
+        self.product = d.product;
         for e in &d.effects {
             match e {
                 Effect::Event(e) => self.told.push(e.clone()),
@@ -379,4 +383,144 @@ fn a_lost_uninstall_is_confirmed_by_the_recorded_id() {
 fn the_products_a_target_installs_into_start_with_the_required_one() {
     let inst = Installation::test("acme").products([Product::Confluence, Product::Jira]);
     assert_eq!(crate::rules::installation::target(&inst, &app()).product, "jira");
+}
+
+// ---- apps installed into several products ----
+
+/// An app whose versions require Jira and Confluence (a cross-product app).
+fn cross_product_app() -> ForgeApp {
+    ForgeApp::test("insights")
+        .developer_account("dev")
+        .deploys(vec![AppVersion::test(2, 0).scopes(["read"]).requires_all([Product::Jira, Product::Confluence])])
+}
+
+/// Plays one product's install from its first look to its recorded id; answers the decision's
+/// product as the controller does. Checks that every effect is for `product`.
+fn install_in(w: &mut World, product: Product, id: &str) {
+    let d = w.round(None);
+    assert_eq!(d.product, product);
+    assert_eq!(d.platform_effect(), Some(&Effect::Find { lookup: Lookup::OnSite, why: Why::BeforeInstall(ver(2, 0)) }));
+    let d = w.round(Some(Answer::Found(Why::BeforeInstall(ver(2, 0)), Ok(None))));
+    assert_eq!((d.product, d.platform_effect()), (product, Some(&Effect::Send(Request::Install(ver(2, 0))))));
+    w.round(Some(Answer::Sent(Request::Install(ver(2, 0)), Ok(Sent::Task(format!("t-{id}"))))));
+    let d = w.round(None);
+    let Some(Effect::PollTask(task)) = d.platform_effect().cloned() else { panic!("polls {product}'s task: {d:?}") };
+    assert_eq!(d.product, product);
+    w.round(Some(Answer::Polled(task, Ok(TaskOutcome::Complete))));
+    w.round(Some(Answer::Found(Why::Completed, Ok(Some(on_site(id, ver(2, 0)))))));
+}
+
+#[test]
+fn a_cross_product_app_is_installed_into_each_required_product_one_after_the_other() {
+    let inst = Installation::test("acme").products([Product::Jira, Product::Confluence]);
+    let mut w = World::of(inst);
+    w.app = Some(cross_product_app());
+    install_in(&mut w, Product::Jira, "i-jira");
+    assert_eq!(w.ready().0, "False", "installed into Jira only: not ready");
+    install_in(&mut w, Product::Confluence, "i-conf");
+    let d = w.round(None);
+    assert_eq!(d.requeue, Requeue::AwaitChange);
+    assert_eq!(w.ready(), ("True".into(), Reason::Ready.as_str().into()));
+    assert_eq!(w.sends(), 2, "one install per product");
+    let products: Vec<_> = w
+        .status
+        .products
+        .iter()
+        .map(|p| (p.product, p.installation_id.as_deref(), p.installed_version.as_deref()))
+        .collect();
+    assert_eq!(
+        products,
+        [(Product::Jira, Some("i-jira"), Some("2.0")), (Product::Confluence, Some("i-conf"), Some("2.0"))]
+    );
+    assert_eq!(w.status.installation_id.as_deref(), Some("i-jira"), "the first product's own fields");
+}
+
+#[test]
+fn a_cross_product_install_missing_a_required_product_is_refused_with_what_to_add() {
+    let mut w = World::of(Installation::test("acme").products([Product::Jira]));
+    w.app = Some(cross_product_app());
+    let d = w.round(None);
+    assert_eq!(d.platform_effect(), None);
+    let c = w.status.conditions.iter().find(|c| c.type_ == Type::Installed.as_str()).unwrap();
+    assert_eq!(c.reason, Reason::IncompatibleProducts.as_str());
+    assert!(c.message.contains("spec.products must include confluence"), "{}", c.message);
+}
+
+#[test]
+fn a_lost_install_answer_for_the_second_product_is_confirmed_in_that_product() {
+    let inst = Installation::test("acme").products([Product::Jira, Product::Confluence]);
+    let mut w = World::of(inst);
+    w.app = Some(cross_product_app());
+    install_in(&mut w, Product::Jira, "i-jira");
+    w.round(None);
+    w.round(Some(Answer::Found(Why::BeforeInstall(ver(2, 0)), Ok(None))));
+    let d = w.round(Some(Answer::Sent(Request::Install(ver(2, 0)), Err(lost()))));
+    assert_eq!(d.product, Product::Confluence);
+    let conf = w.status.products.iter().find(|p| p.product == Product::Confluence).unwrap();
+    let lost_request = conf.unconfirmed.clone().expect("Confluence's own pre-send record");
+    assert!(w.status.unconfirmed.is_none(), "Jira's record is untouched");
+    w.later(2);
+    let d = w.round(None);
+    assert_eq!(d.product, Product::Confluence);
+    assert_eq!(
+        d.platform_effect(),
+        Some(&Effect::Find { lookup: Lookup::OnSite, why: Why::Confirm(lost_request.clone()) })
+    );
+    w.round(Some(Answer::Found(Why::Confirm(lost_request), Ok(Some(on_site("i-conf", ver(2, 0)))))));
+    assert_eq!(w.sends(), 2, "nothing sent again: the platform shows it installed");
+    assert_eq!(w.ready().0, "True");
+}
+
+#[test]
+fn deleting_a_cross_product_installation_uninstalls_each_product_last_first() {
+    let inst = Installation::test("acme").products([Product::Jira, Product::Confluence]);
+    let mut w = World::of(inst);
+    w.app = Some(cross_product_app());
+    install_in(&mut w, Product::Jira, "i-jira");
+    install_in(&mut w, Product::Confluence, "i-conf");
+    w.deleting = true;
+    for (product, id) in [(Product::Confluence, "i-conf"), (Product::Jira, "i-jira")] {
+        let d = w.round(None);
+        assert_eq!(
+            (d.product, d.platform_effect()),
+            (product, Some(&Effect::Find { lookup: Lookup::ById(id.into()), why: Why::BeforeUninstall }))
+        );
+        let context = format!("ari:{id}");
+        let d = w.round(Some(Answer::Found(Why::BeforeUninstall, Ok(Some(on_site(id, ver(2, 0)))))));
+        let uninstall = Request::Uninstall { id: id.into(), context };
+        assert_eq!(d.platform_effect(), Some(&Effect::Send(uninstall.clone())));
+        w.round(Some(Answer::Sent(uninstall, Ok(Sent::Task(format!("u-{id}"))))));
+        let d = w.round(None);
+        let Some(Effect::PollTask(task)) = d.platform_effect().cloned() else { panic!("polls the uninstall: {d:?}") };
+        let d = w.round(Some(Answer::Polled(task, Ok(TaskOutcome::Complete))));
+        if product == Product::Jira {
+            assert_eq!(d.requeue, Requeue::Release, "every product uninstalled: the object may go");
+        } else {
+            assert_ne!(d.requeue, Requeue::Release, "Jira is still installed");
+        }
+    }
+    assert_eq!(w.asked.iter().filter(|e| matches!(e, Effect::Send(Request::Uninstall { .. }))).count(), 2);
+}
+
+#[test]
+fn products_to_install_follow_the_platforms_two_kinds_of_app() {
+    use crate::rules::installation::products_to_install;
+    let xpa = AppVersion::test(1, 0).requires_all([Product::Jira, Product::Confluence]).compatibility;
+    assert_eq!(
+        products_to_install(&[Product::Compass, Product::Confluence, Product::Jira], &xpa),
+        Ok(vec![Product::Jira, Product::Confluence, Product::Compass]),
+        "required first, in the platform's order, then the optional ones asked for"
+    );
+    let single = AppVersion::test(1, 0).single_app(Product::Confluence).compatibility;
+    assert_eq!(products_to_install(&[Product::Confluence], &single), Ok(vec![Product::Confluence]));
+    let refused = products_to_install(&[Product::Jira], &single).unwrap_err();
+    assert!(refused.contains("cannot be installed into jira (its modules extend only confluence)"), "{refused}");
+    let jira = AppVersion::test(1, 0).compatibility;
+    assert_eq!(
+        products_to_install(&[Product::Jira, Product::JiraServiceManagement], &jira),
+        Ok(vec![Product::Jira]),
+        "Jira Service Management installs into Jira's context: once"
+    );
+    let unknown = crate::api::Compatibility::default();
+    assert_eq!(products_to_install(&[Product::Compass], &unknown), Ok(vec![Product::Compass]), "the platform judges");
 }
