@@ -3,6 +3,8 @@
 //!
 //! - [`model`]: the platform's state and rules (accounts, apps, environments, versions, sites,
 //!   installations, asynchronous tasks, bulk upgrades, sharing and installation links), pure.
+//!   A version installs only into the products it supports: a cross-product app's required
+//!   products (then its optional ones), a single-product app's module products.
 //! - [`schema`]: the GraphQL schema over it, with the gateway's own type and field names.
 //! - This module: the HTTP server. `POST /graphql` (Basic auth `email:apiToken`) and a separate
 //!   admin API under `/admin/` (JSON, no auth, loopback clients only):
@@ -13,7 +15,7 @@
 //! | `POST /admin/api-tokens` | `{email, apiToken}` | `{email}`: another token of the account; 404 if no such account |
 //! | `DELETE /admin/api-tokens` | `{email, apiToken}` | `{email}`: that token revoked; 404 if the account has no such token |
 //! | `POST /admin/apps` | [`SeedApp`] (owner: an account's email or id) | the app as in the state; 409 if it exists |
-//! | `POST /admin/deploy` | [`DeployRequest`] | [`DeployOutcome`]; a minor reaches its major within the minor rollout window; a new environment starts with its skeleton 1.1.0 |
+//! | `POST /admin/deploy` | [`DeployRequest`] (with `requiredProducts`, `modules`) | [`DeployOutcome`]; a minor reaches its major within the minor rollout window; a new environment starts with its skeleton 1.1.0 |
 //! | `POST /admin/sites` | [`SeedSite`] (with `admins`) | [`SiteInfo`]; 409 if the host name exists |
 //! | `GET /admin/sites` | | `[SiteInfo]` (with `admins`, account ids) |
 //! | `POST /admin/link-install` | [`LinkInstallRequest`] | [`LinkInstallOutcome`]: a customer's admin follows an installation link |

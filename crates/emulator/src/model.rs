@@ -178,8 +178,14 @@ pub struct Version {
     pub scopes: Vec<String>,
     pub egress: Vec<Egress>,
     pub requires_license: bool,
-    /// Lowercase product names.
+    /// Lowercase product names. Non-empty: a cross-product app, installed into every one of
+    /// them on a site (and optionally into the other [`CROSS_PRODUCT_PRODUCTS`]).
     pub required_products: Vec<String>,
+    /// The version's modules, by extension type key (`jira:issuePanel`,
+    /// `confluence:contentBylineItem`, `sql`, ...), in manifest order. Without required products
+    /// the version is a single-product app: installable only into the products of its modules.
+    #[serde(default)]
+    pub modules: Vec<String>,
 }
 
 impl Version {
@@ -191,6 +197,112 @@ impl Version {
     pub fn major(&self) -> u64 {
         self.triple().0
     }
+    /// The products its modules belong to (each once, in module order): see [`module_product`].
+    pub fn module_products(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        for p in self.modules.iter().filter_map(|m| module_product(m)) {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        out
+    }
+    /// The products it may be installed into: a cross-product app's required products, then its
+    /// optional ones; a single-product app's module products.
+    pub fn supported_products(&self) -> Vec<String> {
+        if self.required_products.is_empty() {
+            return self.module_products().iter().map(|p| p.to_string()).collect();
+        }
+        let mut out = self.required_products.clone();
+        out.extend(self.optional_products());
+        out
+    }
+    /// A cross-product app's optional products: the [`CROSS_PRODUCT_PRODUCTS`] it does not
+    /// require (none for a single-product app).
+    pub fn optional_products(&self) -> Vec<String> {
+        if self.required_products.is_empty() {
+            return Vec::new();
+        }
+        CROSS_PRODUCT_PRODUCTS
+            .iter()
+            .filter(|p| !self.required_products.iter().any(|r| r == *p))
+            .map(|p| p.to_string())
+            .collect()
+    }
+    /// Why it may not be installed into `product` (lowercase) at all, or `None` when it may. An
+    /// optional product of a cross-product app also needs the required ones installed first,
+    /// which depends on the site: see [`Model::install`].
+    pub fn product_refusal(&self, product: &str) -> Option<String> {
+        let list = |ps: &[String]| if ps.is_empty() { "none".to_string() } else { ps.join(", ") };
+        if !self.required_products.is_empty() {
+            if self.supported_products().iter().any(|p| p == product) {
+                return None;
+            }
+            let why = if WORKSPACE_PRODUCTS.contains(&product) {
+                format!("{product} is a workspace product, which cross-product apps do not support")
+            } else {
+                format!("{product} is neither a required nor an optional product of this cross-product app")
+            };
+            return Some(format!(
+                "App version {} cannot be installed into {product}: {why} (required: {}; optional: {})",
+                self.version,
+                list(&self.required_products),
+                list(&self.optional_products()),
+            ));
+        }
+        let products: Vec<String> = self.module_products().iter().map(|p| p.to_string()).collect();
+        if products.iter().any(|p| p == product) {
+            return None;
+        }
+        let supports = if products.is_empty() {
+            "it declares no product modules at all, so it supports no product".to_string()
+        } else {
+            format!("it supports {}", products.join(", "))
+        };
+        Some(format!(
+            "App version {} cannot be installed into {product}: it declares no modules for {product}; {supports}",
+            self.version
+        ))
+    }
+}
+
+/// The sited products a cross-product app may add as optional products
+/// (`supportedByCrossProductApps` in `@forge/cli` 13.3.0).
+pub const CROSS_PRODUCT_PRODUCTS: [&str; 3] = ["jira", "confluence", "compass"];
+
+/// Products whose installation context is a workspace of their own, not a site. The emulator's
+/// sites have none of them.
+pub const WORKSPACE_PRODUCTS: [&str; 1] = ["bitbucket"];
+
+/// The product a module's extension type key belongs to: the part before `:` when it names a
+/// product (`jira:issuePanel` and `jiraServiceManagement:portalFooter` are jira's,
+/// `confluence:contentBylineItem` confluence's, `compass:adminPage` compass's,
+/// `bitbucket:repoPullRequestCard` bitbucket's); `None` for modules of no product (`sql`,
+/// `core:function`, `webtrigger`, ...).
+pub fn module_product(extension_type: &str) -> Option<&'static str> {
+    let (prefix, _) = extension_type.split_once(':')?;
+    match prefix {
+        "jira" | "jiraServiceManagement" => Some("jira"),
+        "confluence" => Some("confluence"),
+        "compass" => Some("compass"),
+        "bitbucket" => Some("bitbucket"),
+        _ => None,
+    }
+}
+
+/// Checks and trims module extension type keys (as a seed or a deploy gives them).
+fn normalize_modules(modules: &[String]) -> Result<Vec<String>, PlatformError> {
+    modules
+        .iter()
+        .map(|m| {
+            let t = m.trim();
+            if t.is_empty() || t.chars().any(char::is_whitespace) {
+                Err(PlatformError::bad_request(format!("bad module type {m:?}")))
+            } else {
+                Ok(t.to_string())
+            }
+        })
+        .collect()
 }
 
 /// An app environment; `versions` are in ascending version order (the last is the latest).
@@ -206,8 +318,8 @@ pub struct Environment {
 }
 
 /// The version every new environment starts with, as on the platform ("Forge apps created via the
-/// Developer Console or Forge CLI will initially have a version of 1.1"). It has no scopes, egress
-/// or products; the CLI treats it, or an environment with fewer than two versions, as "no
+/// Developer Console or Forge CLI will initially have a version of 1.1"). It has no scopes, egress,
+/// products or modules (so it installs into no product); the CLI treats it, or an environment with fewer than two versions, as "no
 /// deployments" (`NO_DEPLOYMENTS_VERSION` in `@forge/cli` 13.3.0).
 pub const SKELETON_VERSION: &str = "1.1.0";
 
@@ -222,6 +334,7 @@ impl Environment {
             egress: Vec::new(),
             requires_license: false,
             required_products: Vec::new(),
+            modules: Vec::new(),
         };
         Environment {
             id: id.unwrap_or_else(|| stable_uuid(&format!("{app_id}/{key}"))),
@@ -317,6 +430,14 @@ impl Site {
                 .collect(),
         }
     }
+}
+
+/// The product an installation context names (`ari:cloud:<product>:...`), lowercase; `None` when
+/// it is no ARI.
+pub fn context_product(context: &str) -> Option<String> {
+    let rest = context.strip_prefix("ari:cloud:")?;
+    let (product, _) = rest.split_once(':')?;
+    (!product.is_empty()).then(|| product.to_ascii_lowercase())
 }
 
 /// The workspace ARI the CLI builds for a product on a site (`createWorkspaceAriByProduct`).
@@ -694,6 +815,8 @@ impl Model {
                 }
             }
             .ok_or_else(|| PlatformError::bad_request(format!("installation: no such version {:?}", i.version)))?;
+            Self::require_supported(version, &product)
+                .map_err(|e| PlatformError::bad_request(format!("installation of {}: {}", i.app_id, e.message)))?;
             let id = i.id.clone().unwrap_or_else(|| {
                 stable_uuid(&format!("installation/{}/{}/{}/{product}", i.app_id, i.environment, site.cloud_id))
             });
@@ -886,6 +1009,12 @@ impl Model {
         let cloud_id = parts.next().ok_or_else(bad)?;
         let resource = parts.next().ok_or_else(bad)?;
         let (kind, id) = resource.split_once('/').ok_or_else(bad)?;
+        if WORKSPACE_PRODUCTS.contains(&product.as_str()) {
+            return Err(PlatformError::bad_request(format!(
+                "installation context {context} is a {product} workspace: {product} is a workspace product, \
+                 and the emulator has no {product} workspaces (only sites with jira, confluence or compass)"
+            )));
+        }
         if !PRODUCTS.contains(&product.as_str()) {
             return Err(bad());
         }
@@ -941,6 +1070,48 @@ impl Model {
         id
     }
 
+    /// Refuses, as BAD_REQUEST (400), installing `version` into a product it does not support
+    /// (see [`Version::product_refusal`]).
+    fn require_supported(version: &Version, product: &str) -> Result<(), PlatformError> {
+        match version.product_refusal(product) {
+            Some(why) => Err(PlatformError::bad_request(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses, as BAD_REQUEST (400), installing a cross-product app into one of its optional
+    /// products on a site before the app environment is installed there into every required
+    /// product (the CLI installs the required products first).
+    fn require_required_installed(
+        &self,
+        app_id: &str,
+        env_key: &str,
+        cloud_id: &str,
+        version: &Version,
+        product: &str,
+    ) -> Result<(), PlatformError> {
+        if version.required_products.is_empty() || version.required_products.iter().any(|p| p == product) {
+            return Ok(());
+        }
+        let missing: Vec<&str> = version
+            .required_products
+            .iter()
+            .filter(|p| !self.installed(app_id, env_key, cloud_id, p))
+            .map(String::as_str)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(PlatformError::bad_request(format!(
+            "App version {} cannot be installed into {product} yet: {product} is an optional product of this \
+             cross-product app, which must first be installed on the site into its required products {} \
+             (not installed: {})",
+            version.version,
+            version.required_products.join(", "),
+            missing.join(", "),
+        )))
+    }
+
     /// The id of the version an install or upgrade asks for: the one given, else the latest.
     fn target_version(&self, caller: &str, input: &InstallInput) -> Result<String, PlatformError> {
         let app = self.owned_app(caller, &input.app_id)?;
@@ -962,11 +1133,24 @@ impl Model {
     /// app environment already installed (or being installed) on the context, or beyond the
     /// site's app limit, is accepted and the task fails with APP_ALREADY_INSTALLED or
     /// INSTALLATION_LIMIT_REACHED, as on the real platform.
+    ///
+    /// Refused at once (BAD_REQUEST, 400) when the version does not support the context's product:
+    /// a cross-product app (required products) installs into a required product, or into an
+    /// optional one ([`CROSS_PRODUCT_PRODUCTS`] not required) once it is installed on the site
+    /// into every required product; a single-product app only into its modules' products.
     pub fn install(&mut self, caller: &str, input: &InstallInput, now: Millis) -> Result<String, PlatformError> {
         let version_id = self.target_version(caller, input)?;
+        let version = self
+            .version(&version_id)
+            .map(|(_, _, v)| v.clone())
+            .ok_or_else(|| PlatformError::new(et::APP_NOT_FOUND, 404, format!("Version {version_id} was not found")))?;
+        if let Some(product) = context_product(&input.context) {
+            Self::require_supported(&version, &product)?;
+        }
         let (site, product) = self.resolve_context(&input.context)?;
         let (cloud_id, app_limit) = (site.cloud_id.clone(), site.app_limit);
         self.require_site_admin(caller, &cloud_id, "install")?;
+        self.require_required_installed(&input.app_id, &input.environment_key, &cloud_id, &version, &product)?;
         let pending_same = self.unfinished_tasks().any(|t| {
             t.kind == TaskKind::Install
                 && t.preset_failure.is_none()
@@ -1015,7 +1199,9 @@ impl Model {
     }
 
     /// `upgradeApp`: refused at once when the installation is missing or already on the target
-    /// version (INSTALLATION_ALREADY_UPGRADED); otherwise a task. Without a version, the latest.
+    /// version (INSTALLATION_ALREADY_UPGRADED), or when the target version does not support the
+    /// installation's product (BAD_REQUEST, as for `installApp`); otherwise a task. Without a
+    /// version, the latest.
     pub fn upgrade(&mut self, caller: &str, input: &InstallInput, now: Millis) -> Result<String, PlatformError> {
         let target_id = self.target_version(caller, input)?;
         let (site, product) = self.resolve_context(&input.context)?;
@@ -1032,6 +1218,11 @@ impl Model {
                 "The installation is already on this version",
             ));
         }
+        let target = self
+            .version(&target_id)
+            .map(|(_, _, v)| v)
+            .ok_or_else(|| PlatformError::new(et::APP_NOT_FOUND, 404, format!("Version {target_id} was not found")))?;
+        Self::require_supported(target, &product)?;
         let task = Task {
             id: String::new(),
             kind: TaskKind::Upgrade,
@@ -1535,6 +1726,8 @@ impl Model {
             .context(&product)
             .ok_or_else(|| PlatformError::bad_request(format!("{} has no {product}", site.host_name)))?;
         let cloud_id = site.cloud_id.clone();
+        Self::require_supported(&version, &product)?;
+        self.require_required_installed(&req.app_id, &req.environment, &cloud_id, &version, &product)?;
         if self.installed(&req.app_id, &req.environment, &cloud_id, &product) {
             return Err(PlatformError::new(et::APP_ALREADY_INSTALLED, 409, "App is already installed on this site"));
         }
@@ -1608,6 +1801,7 @@ impl Model {
                 ),
             ));
         }
+        Self::require_supported(&target, &product)?;
         let id = installation.id.clone();
         if let Some(i) = self.installations.iter_mut().find(|i| i.id == id) {
             i.version_id = target.id.clone();
@@ -1673,6 +1867,7 @@ impl Model {
                         .iter()
                         .map(|p| normalize_product(p))
                         .collect::<Result<_, _>>()?,
+                    modules: normalize_modules(&v.modules)?,
                 });
             }
             versions.sort_by_key(|v| v.triple());
@@ -1719,6 +1914,7 @@ impl Model {
             egress: req.egress.iter().cloned().map(|e| e.into_egress()).collect(),
             requires_license: req.requires_license,
             required_products,
+            modules: normalize_modules(&req.modules)?,
         };
         // A deploy into a new environment creates it with its skeleton, as `forge deploy -e` does:
         // what is deployed is checked against that skeleton too.

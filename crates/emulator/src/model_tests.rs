@@ -40,6 +40,7 @@ fn seed() -> Seed {
                     egress: vec![],
                     requires_license: false,
                     required_products: vec!["jira".into()],
+                    modules: vec![],
                     created_at: None,
                 })
                 .collect(),
@@ -231,15 +232,16 @@ fn failing_site_fails_the_task_and_limit_is_reached() {
 
     m.add_site(SeedSite {
         host_name: "tiny.atlassian.net".into(),
-        products: vec!["jira".into()],
+        products: vec!["jira".into(), "confluence".into()],
         app_limit: Some(1),
         admins: vec![ACME.into()],
         ..Default::default()
     })
     .unwrap();
     installed(&mut m, APP1, "tiny.atlassian.net", None, T0);
+    // APP2 requires confluence: the limit counts every app's installations on the site.
     let mut second = install_input(&m, APP2, "tiny.atlassian.net", None);
-    second.context = ctx(&m, "tiny.atlassian.net", "jira");
+    second.context = ctx(&m, "tiny.atlassian.net", "confluence");
     let t = m.install(&caller, &second, T0 + 2000).unwrap();
     m.advance(T0 + 3000);
     assert_eq!(m.task(&t).unwrap().errors[0].error_type, "INSTALLATION_LIMIT_REACHED");
@@ -282,6 +284,7 @@ fn version(v: &str, scopes: &[&str], egress: &[(&str, Option<EgressCategory>)], 
             .collect(),
         requires_license: license,
         required_products: vec![],
+        modules: vec![],
     }
 }
 
@@ -390,6 +393,7 @@ fn the_per_account_rollout_limit_counts_the_calling_account() {
                 egress: vec![],
                 requires_license: false,
                 required_products: vec!["confluence".into()],
+                modules: vec![],
             },
             T0,
         )
@@ -442,6 +446,7 @@ fn rollout_concurrency_limits_and_failures() {
                 egress: vec![],
                 requires_license: false,
                 required_products: vec!["confluence".into()],
+                modules: vec![],
             },
             T0,
         )
@@ -554,6 +559,7 @@ fn deploy_rolls_minors_out_but_not_majors() {
         egress: vec![SeedEgress::Address("api.insights.acme.example".into())],
         requires_license: false,
         required_products: vec!["jira".into()],
+        modules: vec![],
     };
     // Not newer than the newest of its major.
     assert_eq!(m.deploy(&deploy("1.1", &["read:jira-work"]), T0).unwrap_err().error_type, "CONFLICT");
@@ -625,9 +631,10 @@ fn installation_filter_and_persistence_round_trip() {
     assert!(m.installations_by_app(&caller, &dev_only).unwrap().is_empty());
     assert!(m.installations_by_app("other-account", &all).is_err());
 
-    let pending = m.install(&caller, &install_input(&m, APP2, "acme.atlassian.net", None), T0 + 5000);
-    // APP2 requires confluence but the emulator does not enforce products; the task is there.
-    let pending = pending.unwrap();
+    // APP2 requires confluence, so it goes there; the task is pending when the model is saved.
+    let mut input = install_input(&m, APP2, "acme.atlassian.net", None);
+    input.context = ctx(&m, "acme.atlassian.net", "confluence");
+    let pending = m.install(&caller, &input, T0 + 5000).unwrap();
     let json = serde_json::to_string(&m).unwrap();
     let mut restored = Model::restore(&json, &seed(), Settings::default()).unwrap();
     assert_eq!(restored.installations.len(), 2);
@@ -761,6 +768,7 @@ fn a_customers_admin_upgrades_their_site_to_any_newer_major() {
         egress: vec![],
         requires_license: false,
         required_products: vec!["jira".into()],
+        modules: vec![],
     };
     m.deploy(&deploy, T0 + 1).unwrap();
     let out = m.site_admin_upgrade(&req(None), T0 + 2).unwrap();
@@ -801,6 +809,7 @@ fn minors_reach_their_major_progressively() {
         egress: vec![SeedEgress::Address("api.insights.acme.example".into())],
         requires_license: false,
         required_products: vec!["jira".into()],
+        modules: vec![],
     };
     let d = T0 + 10_000;
     let out = m.deploy(&deploy("1.3.0"), d).unwrap();
@@ -842,6 +851,7 @@ fn a_new_environment_starts_with_the_skeleton_and_deploys_only_go_up_from_it() {
         egress: vec![],
         requires_license: false,
         required_products: vec!["jira".into()],
+        modules: vec![],
     };
     // Below the skeleton of its major: refused, and no environment is left behind.
     assert_eq!(m.deploy(&deploy("1.0", &[]), T0).unwrap_err().error_type, "CONFLICT");
@@ -864,4 +874,210 @@ fn a_new_environment_starts_with_the_skeleton_and_deploys_only_go_up_from_it() {
     m.add_app(&app, T0).unwrap();
     let env = m.app(&app.id).unwrap().environment("production").unwrap();
     assert_eq!(env.versions.iter().map(|v| v.version.as_str()).collect::<Vec<_>>(), [SKELETON_VERSION]);
+}
+
+// Which products a version installs into: cross-product apps (required products) and
+// single-product apps (the products of their modules).
+
+const APP4: &str = "ari:cloud:ecosystem::app/6f1c2d3e-0000-4000-8000-000000000004";
+const WAYNE: &str = "wayne.atlassian.net";
+
+/// The seed's model plus a site with jira, confluence and compass (administered by the seed's
+/// account) and app APP4 of that account, whose production environment has `versions`.
+fn products_model(versions: serde_json::Value) -> Model {
+    let mut m = model();
+    m.add_site(SeedSite {
+        host_name: WAYNE.into(),
+        products: vec!["jira".into(), "confluence".into(), "compass".into()],
+        admins: vec![ACME.into()],
+        ..Default::default()
+    })
+    .unwrap();
+    let app: SeedApp = serde_json::from_value(serde_json::json!({
+        "id": APP4, "owner": ACME, "name": "products-app",
+        "environments": [{"key": "production", "versions": versions}],
+    }))
+    .unwrap();
+    m.add_app(&app, T0).unwrap();
+    m
+}
+
+fn app4_input(m: &Model, context: String, version: Option<&str>) -> InstallInput {
+    InstallInput {
+        app_id: APP4.into(),
+        environment_key: "production".into(),
+        context,
+        version_id: version.map(|v| version_id(m, APP4, "production", v)),
+    }
+}
+
+/// Installs APP4 into `product` on WAYNE and lets the task finish; answers the installation.
+fn app4_installed(m: &mut Model, product: &str, version: Option<&str>) -> Installation {
+    let input = app4_input(m, ctx(m, WAYNE, product), version);
+    let task = m.install(&acme(m), &input, T0).expect("accepted");
+    m.advance(T0 + 1000);
+    let t = m.task(&task).unwrap();
+    assert_eq!(t.state, TaskState::Complete, "{:?}", t.errors);
+    m.installation(t.installation_id.as_deref().unwrap()).unwrap().clone()
+}
+
+/// `installApp` of APP4 into `target` (a product of WAYNE, or an installation context) must be
+/// refused at once: no task, no installation. Answers the error.
+fn app4_refused(m: &mut Model, target: &str, version: Option<&str>) -> PlatformError {
+    let (tasks, installations) = (m.tasks.len(), m.installations.len());
+    let context = if target.starts_with("ari:") { target.to_string() } else { ctx(m, WAYNE, target) };
+    let input = app4_input(m, context, version);
+    let e = m.install(&acme(m), &input, T0).expect_err("refused");
+    assert_eq!((e.error_type.as_str(), e.status_code), ("BAD_REQUEST", 400), "{e}");
+    assert_eq!((m.tasks.len(), m.installations.len()), (tasks, installations), "nothing created: {e}");
+    e
+}
+
+#[test]
+fn a_confluence_only_app_installs_into_confluence_and_is_refused_on_jira() {
+    let mut m = products_model(serde_json::json!([
+        {"version": "1.0.0", "modules": ["confluence:contentBylineItem", "sql"]},
+        {"version": "2.0.0", "modules": ["sql", "core:function"]},
+    ]));
+    let v1 = m.version(&version_id(&m, APP4, "production", "1.0.0")).unwrap().2.clone();
+    assert_eq!(v1.modules, ["confluence:contentBylineItem", "sql"], "the seed's modules are the version's");
+    assert_eq!(v1.supported_products(), ["confluence"]);
+
+    // Jira: the app has no jira module.
+    let e = app4_refused(&mut m, "jira", Some("1.0.0"));
+    assert!(e.message.contains("declares no modules for jira") && e.message.contains("supports confluence"), "{e}");
+    // A version without product modules (sql and functions only) installs nowhere.
+    let e = app4_refused(&mut m, "confluence", Some("2.0.0"));
+    assert!(e.message.contains("declares no modules for confluence") && e.message.contains("no product"), "{e}");
+    // Neither does an environment's skeleton.
+    m.deploy(
+        &serde_json::from_value(serde_json::json!({"appId": APP4, "environment": "qa", "version": "2.0.0"})).unwrap(),
+        T0,
+    )
+    .unwrap();
+    let mut skeleton = app4_input(&m, ctx(&m, WAYNE, "confluence"), None);
+    skeleton.environment_key = "qa".into();
+    skeleton.version_id = Some(m.app(APP4).unwrap().environment("qa").unwrap().versions[0].id.clone());
+    let e = m.install(&acme(&m), &skeleton, T0).unwrap_err();
+    assert!(e.message.contains("declares no modules for confluence"), "{e}");
+    assert!(m.tasks.is_empty());
+
+    // Confluence: accepted and installed.
+    let i = app4_installed(&mut m, "confluence", Some("1.0.0"));
+    assert_eq!((i.product.as_str(), i.context.as_str()), ("confluence", ctx(&m, WAYNE, "confluence").as_str()));
+    assert!(!m.installed(APP4, "production", &i.cloud_id, "jira"));
+}
+
+#[test]
+fn a_cross_product_app_installs_into_its_required_products_before_an_optional_one() {
+    let mut m = products_model(serde_json::json!([{
+        "version": "1.0.0", "requiredProducts": ["jira", "confluence"],
+        "modules": ["jira:issuePanel", "confluence:contentBylineItem", "compass:adminPage"],
+    }]));
+    let v = m.version(&version_id(&m, APP4, "production", "1.0.0")).unwrap().2.clone();
+    assert_eq!(v.optional_products(), ["compass"]);
+
+    // Compass is optional: refused until jira and confluence are both installed on the site.
+    let e = app4_refused(&mut m, "compass", None);
+    assert!(e.message.contains("optional product") && e.message.contains("not installed: jira, confluence"), "{e}");
+    let jira = app4_installed(&mut m, "jira", None);
+    let e = app4_refused(&mut m, "compass", None);
+    assert!(e.message.contains("not installed: confluence"), "{e}");
+    // A confluence install still running does not count either.
+    let input = app4_input(&m, ctx(&m, WAYNE, "confluence"), None);
+    let task = m.install(&acme(&m), &input, T0).unwrap();
+    app4_refused(&mut m, "compass", None);
+    m.advance(T0 + 1000);
+    assert_eq!(m.task(&task).unwrap().state, TaskState::Complete);
+    let confluence = m.installation(m.task(&task).unwrap().installation_id.as_deref().unwrap()).unwrap().clone();
+    // Now compass is accepted.
+    let compass = app4_installed(&mut m, "compass", None);
+
+    // One installation per product, each with its own id and installation context.
+    let ids: BTreeSet<&str> = [&jira, &confluence, &compass].iter().map(|i| i.id.as_str()).collect();
+    let contexts: BTreeSet<&str> = [&jira, &confluence, &compass].iter().map(|i| i.context.as_str()).collect();
+    assert_eq!((ids.len(), contexts.len()), (3, 3));
+    assert_eq!(compass.context, ctx(&m, WAYNE, "compass"));
+}
+
+#[test]
+fn bitbucket_is_refused() {
+    let workspace = "ari:cloud:bitbucket::workspace/00000000-0000-4000-8000-0000000000bb";
+    let mut m = products_model(serde_json::json!([
+        {"version": "1.0.0", "requiredProducts": ["jira"], "modules": ["jira:issuePanel"]},
+        {"version": "2.0.0", "modules": ["confluence:contentBylineItem"]},
+        {"version": "3.0.0", "modules": ["bitbucket:repoPullRequestCard"]},
+    ]));
+    // Cross-product apps are for sited products only.
+    let e = app4_refused(&mut m, workspace, Some("1.0.0"));
+    assert!(e.message.contains("bitbucket is a workspace product") && e.message.contains("required: jira"), "{e}");
+    // A confluence app has no bitbucket module.
+    let e = app4_refused(&mut m, workspace, Some("2.0.0"));
+    assert!(e.message.contains("declares no modules for bitbucket"), "{e}");
+    // A bitbucket app's context is a Bitbucket workspace, which the emulator does not have.
+    let e = app4_refused(&mut m, workspace, Some("3.0.0"));
+    assert!(e.message.contains("bitbucket workspace"), "{e}");
+}
+
+#[test]
+fn an_upgrade_to_a_version_that_drops_the_product_is_refused() {
+    let mut m = products_model(serde_json::json!([
+        {"version": "1.0.0", "modules": ["confluence:contentBylineItem"]},
+        {"version": "1.2.0", "modules": ["confluence:contentBylineItem", "confluence:globalPage"]},
+        {"version": "2.0.0", "modules": ["jira:issuePanel"]},
+    ]));
+    let installation = app4_installed(&mut m, "confluence", Some("1.0.0"));
+    let tasks = m.tasks.len();
+    let to = |m: &Model, v: &str| app4_input(m, installation.context.clone(), Some(v));
+
+    let e = m.upgrade(&acme(&m), &to(&m, "2.0.0"), T0).unwrap_err();
+    assert_eq!((e.error_type.as_str(), e.status_code), ("BAD_REQUEST", 400));
+    assert!(e.message.contains("declares no modules for confluence") && e.message.contains("supports jira"), "{e}");
+    assert_eq!(m.tasks.len(), tasks, "no task");
+    // The customer's admin cannot either.
+    let req = SiteUpgradeRequest {
+        app_id: APP4.into(),
+        environment: "production".into(),
+        site: WAYNE.into(),
+        product: "confluence".into(),
+        version: Some("2.0.0".into()),
+    };
+    assert_eq!(m.site_admin_upgrade(&req, T0).unwrap_err().error_type, "BAD_REQUEST");
+    assert_eq!(m.installation(&installation.id).unwrap().version_id, installation.version_id);
+
+    // A version that keeps confluence is accepted.
+    let task = m.upgrade(&acme(&m), &to(&m, "1.2.0"), T0).unwrap();
+    m.advance(T0 + 1000);
+    assert_eq!(m.task(&task).unwrap().state, TaskState::Complete);
+    assert_eq!(m.installation(&installation.id).unwrap().version_id, version_id(&m, APP4, "production", "1.2.0"));
+}
+
+#[test]
+fn modules_come_from_deploys_and_seeds_and_seeded_installations_follow_the_rule() {
+    let mut m = products_model(serde_json::json!([{"version": "1.0.0", "modules": ["confluence:contentBylineItem"]}]));
+    let req: DeployRequest = serde_json::from_value(serde_json::json!({
+        "appId": APP4, "version": "3.0.0", "modules": ["jira:issuePanel", "sql"],
+    }))
+    .unwrap();
+    let out = m.deploy(&req, T0).unwrap();
+    assert_eq!(m.version(&out.version_id).unwrap().2.modules, ["jira:issuePanel", "sql"]);
+    let bad: DeployRequest =
+        serde_json::from_value(serde_json::json!({"appId": APP4, "version": "4.0.0", "modules": [" "]})).unwrap();
+    assert_eq!(m.deploy(&bad, T0).unwrap_err().error_type, "BAD_REQUEST");
+
+    // A seeded installation must be one the platform would have accepted.
+    let mut s = seed();
+    s.apps[1].environments[0].versions.iter_mut().for_each(|v| v.required_products.clear());
+    s.installations.push(crate::seed::SeedInstallation {
+        id: None,
+        app_id: APP2.into(),
+        environment: "production".into(),
+        site: "acme.atlassian.net".into(),
+        product: "confluence".into(),
+        version: None,
+    });
+    let e = Model::from_seed(&s, Settings::default(), T0).unwrap_err();
+    assert!(e.message.contains("declares no modules for confluence"), "{e}");
+    s.apps[1].environments[0].versions.iter_mut().for_each(|v| v.modules = vec!["confluence:globalPage".into()]);
+    assert_eq!(Model::from_seed(&s, Settings::default(), T0).unwrap().installations.len(), 1);
 }

@@ -289,17 +289,47 @@ pub struct MigrationKeys {
     pub jira: String,
 }
 
-/// `AppVersionExtension` (not modelled).
+/// `AppVersionExtension`: one of a version's modules.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct AppVersionExtension {
+    /// `{"type": <extensionTypeKey>}`.
     pub extension_data: Json<serde_json::Value>,
+    /// The same for every module of a version.
     pub extension_group_id: ID,
+    /// The module's extension type (`confluence:contentBylineItem`, `sql`, ...).
     pub extension_type_key: String,
+    /// Not modelled (null).
+    pub ic_id: Option<String>,
+    /// `ari:cloud:ecosystem::extension/<app uuid>/<environment id>/static/<key>`.
     pub id: ID,
+    /// The type with `:` replaced by `-`, then `-<index>` (`confluence-contentBylineItem-0`).
     pub key: String,
 }
 
-/// `AppVersionExtensions` (answered null).
+impl AppVersionExtension {
+    /// The nodes of a version's modules: stable keys and ids, derived from the version.
+    fn of_version(app_id: &str, environment_id: &str, v: &m::Version) -> Vec<Option<Self>> {
+        let app_uuid = app_id.rsplit('/').next().unwrap_or(app_id);
+        let group = m::stable_uuid(&format!("{}/extension-group", v.id));
+        v.modules
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let key = format!("{}-{i}", t.replace(':', "-"));
+                Some(AppVersionExtension {
+                    extension_data: Json(serde_json::json!({ "type": t })),
+                    extension_group_id: ID(group.clone()),
+                    extension_type_key: t.clone(),
+                    ic_id: None,
+                    id: ID(format!("ari:cloud:ecosystem::extension/{app_uuid}/{environment_id}/static/{key}")),
+                    key,
+                })
+            })
+            .collect()
+    }
+}
+
+/// `AppVersionExtensions` (null for a version without modules).
 #[derive(SimpleObject, Clone, Debug)]
 pub struct AppVersionExtensions {
     pub nodes: Option<Vec<Option<AppVersionExtension>>>,
@@ -318,6 +348,7 @@ pub struct UpgradeableByRollout {
 pub struct AppEnvironmentVersion {
     version: m::Version,
     app_id: String,
+    environment_id: String,
     environment_key: String,
     is_latest: bool,
 }
@@ -327,6 +358,7 @@ impl AppEnvironmentVersion {
         AppEnvironmentVersion {
             version: v.clone(),
             app_id: app_id.to_string(),
+            environment_id: env.id.clone(),
             environment_key: env.key.clone(),
             is_latest: env.latest().is_some_and(|l| l.id == v.id),
         }
@@ -390,8 +422,11 @@ impl AppEnvironmentVersion {
     async fn primary_product(&self) -> Option<EcosystemRequiredProduct> {
         self.version.required_products.first().and_then(|p| EcosystemRequiredProduct::from_product(p))
     }
+    /// One node per module (null when the version declares none, as the skeleton).
     async fn extensions(&self) -> Option<AppVersionExtensions> {
-        None
+        (!self.version.modules.is_empty()).then(|| AppVersionExtensions {
+            nodes: Some(AppVersionExtension::of_version(&self.app_id, &self.environment_id, &self.version)),
+        })
     }
     async fn storage(&self) -> Storage {
         Storage { hosted: None, remotes: None }

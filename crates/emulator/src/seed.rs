@@ -26,7 +26,9 @@
 //!             scopes: [read:jira-work]
 //!             egress: [api.example.com]  # or {type: FETCH_BACKEND_SIDE, addresses: [..], category: ANALYTICS, inScopeEUD: false}
 //!             requiresLicense: false
-//!             requiredProducts: [jira]
+//!             requiredProducts: [jira]       # a cross-product app (empty: a single-product app)
+//!             modules: [jira:issuePanel, sql]   # extension type keys; a single-product app installs
+//!                                        # only into its modules' products (the part before `:`)
 //! sites:
 //!   - hostName: acme.atlassian.net
 //!     products: [jira, confluence]       # activation ids derived unless given in activationIds
@@ -171,6 +173,10 @@ pub struct SeedVersion {
     /// Products required by the version (`jira`, `confluence`, `compass`).
     #[serde(default)]
     pub required_products: Vec<String>,
+    /// The version's modules, by extension type key (`confluence:contentBylineItem`, `sql`, ...).
+    /// Without required products they decide the products it installs into.
+    #[serde(default)]
+    pub modules: Vec<String>,
     /// Creation time, epoch milliseconds (default: the emulator's start, in version order).
     #[serde(default)]
     pub created_at: Option<i64>,
@@ -270,6 +276,10 @@ pub struct DeployRequest {
     /// Required products.
     #[serde(default)]
     pub required_products: Vec<String>,
+    /// The version's modules, by extension type key (`jira:issuePanel`, `sql`, ...). Without
+    /// required products they decide the products it installs into.
+    #[serde(default)]
+    pub modules: Vec<String>,
 }
 
 /// What a deploy did.

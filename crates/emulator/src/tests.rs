@@ -554,7 +554,8 @@ async fn forgeops_distribution_operations() {
         app_id: APP1.into(),
         environment: "production".into(),
         site: "acme.atlassian.net".into(),
-        product: "confluence".into(),
+        // APP1 requires jira: its first installation on a site is there.
+        product: "jira".into(),
         signature: sig.as_str().unwrap().into(),
     };
     {
@@ -914,6 +915,7 @@ async fn http_site_upgrade_by_the_customers_admin() {
             egress: vec![SeedEgress::Address("api.insights.acme.example".into())],
             requires_license: false,
             required_products: vec!["jira".into()],
+            modules: vec![],
         })
         .unwrap();
     assert_eq!((out.upgraded_installations.len(), out.scheduled_installations.len()), (1, 0));
@@ -1123,4 +1125,77 @@ async fn http_admin_creates_accounts_tokens_and_apps() {
     });
     assert_eq!(again.unwrap_err().status_code, 409, "the account id is taken");
     assert!(!emu.state().to_string().contains("direct-token"));
+}
+
+// `extensions` of a version: one node per module, as the gateway's `AppVersionExtension`.
+const VERSION_EXTENSIONS: &str = r#"
+      query versionExtensions($appId: ID!, $environmentKey: String!) {
+        app(id: $appId) {
+          environmentByKey(key: $environmentKey) {
+            id
+            versions(first: 1) {
+              nodes {
+                version
+                extensions {
+                  nodes {
+                    id
+                    key
+                    extensionTypeKey
+                    extensionGroupId
+                    extensionData
+                    icId
+                  }
+                }
+              }
+            }
+          }
+        }
+      }"#;
+
+#[tokio::test]
+async fn version_extensions_answer_the_versions_modules() {
+    let (model, schema, me) = setup();
+    let req: DeployRequest = serde_json::from_value(json!({
+        "appId": APP2, "version": "2.0.0", "scopes": ["read:confluence-content.summary"],
+        "modules": ["confluence:contentBylineItem", "sql", "confluence:contentBylineItem"],
+    }))
+    .unwrap();
+    model.lock().unwrap().deploy(&req, now_ms()).unwrap();
+
+    // What forgeops reads: the sql module is seen by its extensionData type.
+    let d =
+        data(&schema, &me, GET_VERSION_DETAILS, json!({"appId": APP2, "environmentKey": "production", "firstN": 1}))
+            .await;
+    let v = &d["app"]["environmentByKey"]["versions"]["nodes"][0];
+    assert_eq!(v["version"], "2.0.0");
+    let nodes = v["extensions"]["nodes"].as_array().unwrap();
+    let keys: Vec<&str> = nodes.iter().map(|n| n["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["confluence-contentBylineItem-0", "sql-1", "confluence-contentBylineItem-2"]);
+    assert_eq!(nodes[1]["extensionData"], json!({"type": "sql"}));
+    assert_eq!(nodes[0]["extensionData"], json!({"type": "confluence:contentBylineItem"}));
+
+    // Every field of the gateway's type, with stable ids.
+    let vars = json!({"appId": APP2, "environmentKey": "production"});
+    let d = data(&schema, &me, VERSION_EXTENSIONS, vars.clone()).await;
+    assert_eq!(d, data(&schema, &me, VERSION_EXTENSIONS, vars).await, "stable");
+    let env_id = d["app"]["environmentByKey"]["id"].as_str().unwrap();
+    let nodes = d["app"]["environmentByKey"]["versions"]["nodes"][0]["extensions"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(nodes[0]["extensionTypeKey"], "confluence:contentBylineItem");
+    assert_eq!(nodes[0]["icId"], Value::Null);
+    assert_eq!(
+        nodes[1]["id"],
+        format!("ari:cloud:ecosystem::extension/6f1c2d3e-0000-4000-8000-000000000002/{env_id}/static/sql-1")
+    );
+    let groups: std::collections::BTreeSet<&str> =
+        nodes.iter().map(|n| n["extensionGroupId"].as_str().unwrap()).collect();
+    assert_eq!(groups.len(), 1, "one group per version");
+    let ids: std::collections::BTreeSet<&str> = nodes.iter().map(|n| n["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3, "one id per module");
+
+    // A version without modules (the seed's) answers null, as before.
+    let d =
+        data(&schema, &me, GET_VERSION_DETAILS, json!({"appId": APP1, "environmentKey": "production", "firstN": 1}))
+            .await;
+    assert_eq!(d["app"]["environmentByKey"]["versions"]["nodes"][0]["extensions"], Value::Null);
 }
