@@ -634,6 +634,7 @@ async fn a_rollout_whose_creation_answer_was_lost_is_adopted_not_started_twice()
                 egress: vec![],
                 requires_license: false,
                 required_products: vec!["jira".into()],
+                modules: vec![],
             };
             platform.emulator.deploy(deploy).unwrap();
             let ask = json!({"metadata": {"annotations": {"forgeops.dev/refresh": "3.0"}}});

@@ -557,6 +557,7 @@ async fn installations_follow_the_minors_the_platform_rolls_out() {
         egress: vec![],
         requires_license: false,
         required_products: vec!["jira".into()],
+        modules: vec![],
     };
     platform.emulator.deploy(deploy).unwrap();
     let ask = json!({"metadata": {"annotations": {"forgeops.dev/refresh": "after-deploy"}}});

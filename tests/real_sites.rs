@@ -140,6 +140,7 @@ async fn on_a_customers_site_forgeops_never_installs_upgrades_or_uninstalls() {
         egress: vec![],
         requires_license: false,
         required_products: vec!["jira".into()],
+        modules: vec![],
     };
     platform.emulator.deploy(deploy).unwrap();
     refresh(&apps, "after-deploy").await;
