@@ -22,6 +22,7 @@ use super::{AppRef, Product, default_environment};
     printcolumn(name = "Environment", type_ = "string", priority = 1, json_path = ".spec.environment"),
     printcolumn(name = "Installed", type_ = "string", json_path = ".status.installedVersion"),
     printcolumn(name = "Available", type_ = "string", json_path = ".status.availableVersion"),
+    printcolumn(name = "Running", type_ = "string", priority = 1, json_path = ".status.runningVersion"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(
         name = "Reason",
@@ -105,6 +106,12 @@ pub struct InstallationStatus {
     /// The version installed on the site, as `major.minor` (for example `2.3`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installed_version: Option<String>,
+
+    /// The version whose code runs on the site (the platform's `computeVersion`), when it is not
+    /// `installedVersion`: after a code-only upgrade (`forge install --upgrade code`) the code is
+    /// newer than the permissions the site's admin granted. Of the first product.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_version: Option<String>,
 
     /// The major version installed on the site.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -113,6 +113,7 @@ async fn latest(cached: &Installation, ctx: &Context) -> Result<Installation, Er
 fn on_site(found: InstallationInfo) -> OnSite {
     OnSite {
         version: found.version.as_deref().and_then(Version::parse),
+        running: found.compute_version.as_deref().and_then(Version::parse),
         id: found.id,
         context: found.installation_context,
     }
@@ -133,6 +134,7 @@ async fn rounds(cached: &Installation, ctx: &Context, deleting: bool) -> Result<
                     let on = OnSite {
                         id: l.id,
                         version: l.version.as_deref().and_then(Version::parse),
+                        running: l.compute_version.as_deref().and_then(Version::parse),
                         context: String::new(),
                     };
                     (l.product, on)

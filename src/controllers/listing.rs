@@ -20,7 +20,8 @@ pub async fn refresh(ctx: &Context, app: &ForgeApp, creds: &Credentials) -> Resu
         for i in page.items {
             if let Some(site) = i.site {
                 let product = i.product.unwrap_or_default();
-                let entry = PlatformInstallation { id: i.id, version: i.version, product };
+                let entry =
+                    PlatformInstallation { id: i.id, version: i.version, product, compute_version: i.compute_version };
                 listed.entry((i.environment_key, site)).or_default().push(entry);
             }
         }

@@ -210,6 +210,8 @@ pub struct PlatformInstallation {
     pub version: Option<String>,
     /// The product of its installation context (`jira`, `confluence`, ...).
     pub product: String,
+    /// The version whose code runs there (the platform's `computeVersion`).
+    pub compute_version: Option<String>,
 }
 
 impl Context {

@@ -703,6 +703,10 @@ impl Platform for ForgeGateway {
                             .pointer("/appEnvironmentVersion/isLatest")
                             .and_then(Value::as_bool)
                             .unwrap_or(false),
+                        compute_version: n
+                            .pointer("/computeVersion/version")
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
                         installation_context: context,
                     }
                 })

@@ -125,6 +125,9 @@ pub struct InstallationInfo {
     pub version: Option<String>,
     /// Whether the installed version is the environment's latest.
     pub version_is_latest: bool,
+    /// The version whose code runs there (`computeVersion`): the installed (permissions) version,
+    /// or a newer one after a code-only upgrade.
+    pub compute_version: Option<String>,
 }
 
 /// A page of a cursor-paginated list.

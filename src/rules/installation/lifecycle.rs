@@ -55,7 +55,10 @@ crate::named! {
 pub struct OnSite {
     /// The platform's installation id.
     pub id: String,
+    /// The installed version: the one whose permissions the site granted.
     pub version: Option<Version>,
+    /// The version whose code runs (the platform's `computeVersion`), when known.
+    pub running: Option<Version>,
     /// The installation context (the site's product workspace) it is installed into.
     pub context: String,
 }
@@ -310,6 +313,7 @@ fn view_of(top: &InstallationStatus, object: &InstallationStatus, k: usize, prod
         unconfirmed: r.unconfirmed,
         installation_id: r.installation_id,
         task: r.task,
+        running_version: None,
         products: Vec::new(),
     }
 }
@@ -498,10 +502,14 @@ impl Round<'_> {
     fn follow_the_platform(&mut self) {
         let (Some(current), None) = (installed(&self.s), self.s.task.as_ref()) else { return };
         let Some(listed) = self.i.listed.clone() else { return };
+        if listed.version.is_some_and(|v| v >= current) {
+            self.runs(listed.running);
+        }
         let Some(now) = listed.version.filter(|now| *now > current) else { return };
         self.s.installed_version = Some(now.to_string());
         self.s.installed_major = Some(now.major);
         self.s.installation_id = Some(listed.id);
+        self.runs(listed.running);
         // A rollout moves thousands of installations at once: its BulkUpgrade's Events tell that
         // story, not one Event per Installation.
         if now.major == current.major {
@@ -511,6 +519,11 @@ impl Round<'_> {
                 format!("the platform rolled out {now} (from {current})"),
             );
         }
+    }
+
+    /// Records the version whose code runs on the site, when it is not the installed one.
+    fn runs(&mut self, running: Option<Version>) {
+        self.s.running_version = running.filter(|r| Some(*r) != installed(&self.s)).map(|r| r.to_string());
     }
 
     /// Nothing answered yet this reconcile: the recorded task or lost request first, else what the
@@ -572,6 +585,7 @@ impl Round<'_> {
             (Why::Completed, found) => {
                 if let Ok(Some(f)) = found {
                     self.s.installation_id = Some(f.id);
+                    self.runs(f.running);
                 }
             }
             (Why::AlreadyDone(step), Ok(Some(f))) => self.take_what_is_there(f, step),
@@ -694,6 +708,7 @@ impl Round<'_> {
         self.s.installed_at = Some(self.i.now.clone());
         self.s.installation_id = Some(found.id);
         self.s.adopted = true;
+        self.runs(found.running);
         let policy = match self.i.inst.spec.deletion_policy {
             Some(p) => format!("deletionPolicy {p:?}"),
             None => "deleting this object leaves it there (deletionPolicy Orphan unless set)".to_string(),
@@ -720,6 +735,7 @@ impl Round<'_> {
         {
             self.done(Step::UpgradeMajor(now));
         }
+        self.runs(found.running);
     }
 
     /// A lost answer turned out to have been carried out: records what the platform shows, as
@@ -733,6 +749,7 @@ impl Round<'_> {
         } else {
             self.done(Step::UpgradeMajor(now));
         }
+        self.runs(found.running);
     }
 
     /// The conditions follow from what is installed now, and from the task, lost request or

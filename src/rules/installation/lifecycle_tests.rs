@@ -25,7 +25,7 @@ fn app() -> ForgeApp {
 }
 
 fn on_site(id: &str, v: Version) -> OnSite {
-    OnSite { id: id.into(), version: Some(v), context: format!("ari:{id}") }
+    OnSite { id: id.into(), version: Some(v), running: None, context: format!("ari:{id}") }
 }
 
 fn lost() -> PlatformError {
@@ -269,6 +269,21 @@ fn what_the_platform_rolled_out_by_itself_is_followed_without_a_request() {
     w.listed = Some(on_site("i-1", ver(1, 0)));
     w.round(None);
     assert_eq!(w.status.installed_version.as_deref(), Some("1.2"));
+}
+
+#[test]
+fn code_newer_than_the_granted_permissions_is_reported_as_running() {
+    let mut w = World::of(Installation::test("acme")).with(installed("2.0", "i-1"));
+    // A code-only upgrade (`forge install --upgrade code`): 2.1's code runs with 2.0's permissions.
+    w.listed = Some(OnSite { running: Some(ver(2, 1)), ..on_site("i-1", ver(2, 0)) });
+    let d = w.round(None);
+    assert_eq!(d.platform_effect(), None, "nothing to send for it");
+    assert_eq!(w.status.running_version.as_deref(), Some("2.1"));
+    assert_eq!(w.status.installed_version.as_deref(), Some("2.0"));
+    // Once the code and the permissions agree, it is not reported twice.
+    w.listed = Some(OnSite { running: Some(ver(2, 1)), ..on_site("i-1", ver(2, 1)) });
+    w.round(None);
+    assert_eq!((w.status.installed_version.as_deref(), w.status.running_version.as_deref()), (Some("2.1"), None));
 }
 
 #[test]
