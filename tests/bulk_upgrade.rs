@@ -617,19 +617,21 @@ async fn a_rollout_whose_creation_answer_was_lost_is_adopted_not_started_twice()
         "spec": {"appId": APP_ID, "environments": ["production"]}}),
     )
     .await;
-    for mode in ["applyThen504", "applyThenDrop"] {
+    for (round, mode) in ["applyThen504", "applyThenDrop", "hang"].into_iter().enumerate() {
         let name = format!("lost-{}", mode.to_ascii_lowercase());
         let sent_before = platform.calls(CREATE);
         let faults: Faults =
-            serde_json::from_value(json!({"mutations": [{"operation": CREATE, "mode": mode, "count": 1}]})).unwrap();
+            // `hang`: past the operator's 10 s client timeout.
+            serde_json::from_value(json!({"mutations": [{"operation": CREATE, "mode": mode, "count": 1}], "hangMs": 11_000}))
+                .unwrap();
         platform.set_faults(faults);
-        let (from, to) = if mode == "applyThen504" { (1, 2) } else { (2, 3) };
-        if to == 3 {
-            // A third major for the second round, deployed as `forge deploy` would.
+        let (from, to) = (round as u32 + 1, round as u32 + 2);
+        if to >= 3 {
+            // A further major for each later round, deployed as `forge deploy` would.
             let deploy = forgeops_emulator::DeployRequest {
                 app_id: APP_ID.into(),
                 environment: "production".into(),
-                version: "3.0.0".into(),
+                version: format!("{to}.0.0"),
                 scopes: vec!["read".into()],
                 egress: vec![],
                 requires_license: false,
@@ -637,9 +639,10 @@ async fn a_rollout_whose_creation_answer_was_lost_is_adopted_not_started_twice()
                 modules: vec![],
             };
             platform.emulator.deploy(deploy).unwrap();
-            let ask = json!({"metadata": {"annotations": {"forgeops.dev/refresh": "3.0"}}});
+            let ask = json!({"metadata": {"annotations": {"forgeops.dev/refresh": format!("{to}.0")}}});
             apps.patch("insights", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&ask)).await.unwrap();
-            wait_for(&apps, "insights", WAIT, "3.0 read", |a| a.deployed("production").len() == 3).await;
+            let majors = to as usize;
+            wait_for(&apps, "insights", WAIT, "the new major read", |a| a.deployed("production").len() == majors).await;
         }
         create(&bus, bulk(&name, "insights", from, to, json!({}))).await;
         let b = wait_for(&bus, &name, WAIT, "complete", |b| state(b) == Some(BulkUpgradeState::Complete)).await;
@@ -648,9 +651,9 @@ async fn a_rollout_whose_creation_answer_was_lost_is_adopted_not_started_twice()
         assert_eq!(platform.calls(CREATE) - sent_before, 1, "{mode}: one creation request, its rollout adopted");
         assert_eq!(s.rollouts.len(), 1, "{mode}: {s:#?}");
     }
-    assert_eq!(platform.rollouts(APP_ID).len(), 2, "one rollout per BulkUpgrade on the platform");
+    assert_eq!(platform.rollouts(APP_ID).len(), 3, "one rollout per BulkUpgrade on the platform");
     let by = platform.upgraded_by(APP_ID);
-    assert!(by.values().all(|r| r.len() == 2), "each installation moved once per rollout: {by:?}");
+    assert!(by.values().all(|r| r.len() == 3), "each installation moved once per rollout: {by:?}");
 }
 
 #[tokio::test]
