@@ -68,24 +68,24 @@ pub struct Health {
 
 impl Health {
     pub fn state(&self) -> State {
-        self.state.lock().unwrap().clone()
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     pub fn set_role(&self, role: Role) {
-        self.state.lock().unwrap().role = role;
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).role = role;
     }
 
     pub fn set_synced(&self, synced: bool) {
-        self.state.lock().unwrap().synced = synced;
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).synced = synced;
     }
 
     /// A controller loop ended.
     pub fn stopped(&self, controller: &'static str) {
-        self.state.lock().unwrap().stopped.push(controller);
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).stopped.push(controller);
     }
 
     pub fn shutting_down(&self) {
-        self.state.lock().unwrap().shutting_down = true;
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).shutting_down = true;
     }
 
     pub fn readiness(&self) -> (bool, String) {

@@ -687,3 +687,51 @@ async fn a_rollout_the_platform_forgets_mid_way_ends_with_the_counts_the_platfor
     assert_eq!(on_target, SITES);
     assert_eq!((s.upgraded, s.pending, r.completed), (on_target as u32, 0, on_target as u32), "{s:#?}");
 }
+
+#[tokio::test]
+async fn an_app_deleted_under_a_running_rollout_waits_for_it_and_a_bulk_upgrade_without_its_app_can_be_cancelled() {
+    let t = TestNs::new("bulk-app-gone").await;
+    let mut config = seeded(APP_ID, &[("1.0.0", &["read"]), ("2.0.0", &["read"])], "gone-app", 30, "1.0.0");
+    config.rollout_step = Duration::from_millis(400);
+    let platform = t.start_platform(config).await;
+    let operator = t.start_operator_on(platform.clone()).await;
+    let (apps, bus): (Api<ForgeApp>, Api<BulkUpgrade>) = (t.api(), t.api());
+    let app = json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": "insights"},
+        "spec": {"appId": APP_ID, "environments": ["production"]}});
+    create(&apps, app).await;
+    create(&bus, bulk("running", "insights", 1, 2, json!({}))).await;
+    wait_for(&bus, "running", WAIT, "a rollout running", |b| {
+        b.status.as_ref().is_some_and(|s| s.rollouts.last().is_some_and(|r| r.status == RolloutPhase::Running))
+    })
+    .await;
+
+    // Deleting the app while its rollout runs: the app is kept (only its credentials can follow
+    // or cancel the rollout), and its finalizer says why.
+    apps.delete("insights", &Default::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(apps.get_opt("insights").await.unwrap().is_some(), "the app went while its rollout ran");
+
+    // The app's finalizer is removed by hand (as a user in a hurry would): the BulkUpgrade says
+    // its app is gone, and the operator goes on.
+    let drop_finalizers = json!({"metadata": {"finalizers": null}});
+    apps.patch("insights", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&drop_finalizers))
+        .await
+        .unwrap();
+    let b = wait_condition(&bus, "running", "Progressing", "True", "AppGone").await;
+    assert!(condition(&b, "Ready").unwrap().2.contains("set cancelled: true"), "{b:#?}");
+
+    // Cancelled without its app: finished as asked, with what to do about the platform's rollout,
+    // and nothing sent (there are no credentials to send it with). The operator did not stop.
+    let cancels = platform.calls("forge_cli_cancelAppVersionUpgradeRollout");
+    patch_spec(&bus, "running", json!({"cancelled": true})).await;
+    let b = wait_state(&bus, "running", BulkUpgradeState::Cancelled).await;
+    assert!(condition(&b, "Ready").unwrap().2.contains("could not be cancelled on the platform"), "{b:#?}");
+    assert_eq!(platform.calls("forge_cli_cancelAppVersionUpgradeRollout"), cancels);
+    assert!(!operator.exited(), "the operator stopped");
+    bus.delete("running", &Default::default()).await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while bus.get_opt("running").await.unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "the BulkUpgrade without its app could not be deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

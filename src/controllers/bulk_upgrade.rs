@@ -429,7 +429,14 @@ async fn execute(
                 release_all(bctx, &uid(bu), finishing).await?;
             }
             Effect::StartRollout(request) => {
-                let creds = gathered.creds.as_ref().expect("a start is decided only with credentials");
+                let Some(creds) = gathered.creds.as_ref() else {
+                    // The rules start a rollout only for an app read with credentials; should that
+                    // ever not hold, the object reports it and nothing is sent.
+                    return Err(Error::NotYet {
+                        what: "no credentials to start the rollout with".into(),
+                        after: bctx.limits.recheck,
+                    });
+                };
                 let answer = match ctx
                     .platform
                     .create_rollout(creds, &request.source.id, &request.target.id, request.limit)
@@ -463,7 +470,12 @@ async fn execute(
                 requeue = after;
             }
             Effect::CancelRollout(id) => {
-                let creds = gathered.creds.as_ref().expect("a cancel is decided only with credentials");
+                let Some(creds) = gathered.creds.as_ref() else {
+                    return Err(Error::NotYet {
+                        what: "no credentials to cancel the rollout with".into(),
+                        after: bctx.limits.recheck,
+                    });
+                };
                 match ctx.platform.cancel_rollout(creds, id).await {
                     Ok(()) => {
                         info!(bulk_upgrade = %full_name(bu), rollout = %id, "cancelled the rollout on the platform")
@@ -488,7 +500,7 @@ async fn execute(
                 let still_running = running_rollout(&status).is_some();
                 let key = format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any());
                 let due = {
-                    let mut last = bctx.refreshed.lock().unwrap();
+                    let mut last = bctx.refreshed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     let due = !still_running || last.get(&key).is_none_or(|t| t.elapsed() >= bctx.limits.refresh);
                     if due {
                         last.insert(key, Instant::now());

@@ -208,7 +208,7 @@ impl Caches {
                 while let Some(event) = events.next().await {
                     match event {
                         Ok(event) => {
-                            for app in index.write().unwrap().apply(&event) {
+                            for app in index.write().unwrap_or_else(std::sync::PoisonError::into_inner).apply(&event) {
                                 let _ = changed_tx.send(app);
                             }
                         }
@@ -245,12 +245,12 @@ impl Caches {
 
     /// The Installation controller's feed of changed Installations (once: `None` after that).
     pub fn take_installation_feed(&self) -> Option<ReflectHandle<Installation>> {
-        self.installation_feed.lock().unwrap().take()
+        self.installation_feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }
 
     /// The ForgeApp controller's feed of apps whose Installations changed (once).
     pub fn take_app_feed(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<ObjectRef<ForgeApp>>> {
-        self.app_feed.lock().unwrap().take()
+        self.app_feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }
 
     /// The apps that changed in a way `dependents` decide on (once per kind: `None` after that).
@@ -258,7 +258,7 @@ impl Caches {
         &self,
         dependents: Dependents,
     ) -> Option<tokio::sync::mpsc::UnboundedReceiver<ObjectRef<ForgeApp>>> {
-        self.app_changes.lock().unwrap().get_mut(dependents as usize)?.take()
+        self.app_changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(dependents as usize)?.take()
     }
 
     /// The ForgeApp `name` in `namespace`.
@@ -276,13 +276,13 @@ impl Caches {
 
     /// The Installations of app `app` in `namespace` (from the index).
     pub fn installations_of_app(&self, namespace: &str, app: &str) -> Vec<Arc<Installation>> {
-        let index = self.index.read().unwrap();
+        let index = self.index.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.installations_named(namespace, index.of_app(namespace, app))
     }
 
     /// References to the Installations of app `app` in `namespace` (from the index).
     pub fn installation_refs_of_app(&self, namespace: &str, app: &str) -> Vec<ObjectRef<Installation>> {
-        let index = self.index.read().unwrap();
+        let index = self.index.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         index.of_app(namespace, app).map(|n| ObjectRef::new(n).within(namespace)).collect()
     }
 
@@ -293,7 +293,7 @@ impl Caches {
 
     /// The Installations on `site` in `namespace` (from the index).
     pub fn installations_on_site(&self, namespace: &str, site: &str) -> Vec<Arc<Installation>> {
-        let index = self.index.read().unwrap();
+        let index = self.index.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.installations_named(namespace, index.on_site(namespace, site))
     }
 

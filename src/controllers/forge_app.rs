@@ -31,7 +31,19 @@ pub async fn reconcile(app: Arc<ForgeApp>, ctx: Arc<Context>) -> Result<Action, 
             match event {
                 Finalizer::Apply(app) => report(&app, &ctx).await.map(|(_, next)| Action::requeue(next)),
                 Finalizer::Cleanup(app) => match report(&app, &ctx).await?.0 {
-                    0 => Ok(Action::await_change()),
+                    0 => match rollouts_in_flight(&app, &ctx).await? {
+                        none if none.is_empty() => Ok(Action::await_change()),
+                        names => Err(Error::NotYet {
+                            what: format!(
+                                "ForgeApp {} is kept while BulkUpgrade {} has a rollout on the platform (without \
+                                 the app nothing could follow or cancel it): set spec.cancelled: true on it, or \
+                                 wait for it to finish",
+                                app.name_any(),
+                                names.join(", ")
+                            ),
+                            after: std::time::Duration::from_secs(5),
+                        }),
+                    },
                     n => Err(Error::InstallationsExist(format!(
                         "{n} installation(s) still use ForgeApp {}",
                         app.name_any()
@@ -43,6 +55,26 @@ pub async fn reconcile(app: Arc<ForgeApp>, ctx: Arc<Context>) -> Result<Action, 
         super::finalized(result)
     })
     .await
+}
+
+/// The BulkUpgrades of `app` whose rollout is under way on the platform (running, or being
+/// started): the app's deletion waits for them, since only the app's credentials can follow or
+/// cancel a rollout. Read from the API: an app is deleted rarely.
+async fn rollouts_in_flight(app: &ForgeApp, ctx: &Context) -> Result<Vec<String>, Error> {
+    use crate::api::{BulkUpgrade, RolloutPhase};
+    let api: Api<BulkUpgrade> = Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
+    let list = api.list(&kube::api::ListParams::default()).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|b| b.spec.app_ref.name == app.name_any())
+        .filter(|b| {
+            b.status.as_ref().is_some_and(|s| {
+                s.starting.is_some() || s.rollouts.last().is_some_and(|r| r.status == RolloutPhase::Running)
+            })
+        })
+        .map(|b| b.name_any())
+        .collect())
 }
 
 /// Observes the app on the platform (when due) and its installations, decides and reports status;

@@ -54,6 +54,10 @@ pub enum Error {
     NotYet { what: String, after: Duration },
     #[error("{0}")]
     Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
+    /// The reconcile panicked: a defect, reported for this object (with backoff) instead of
+    /// stopping the process.
+    #[error("the reconcile panicked (a defect in forgeops; please report it): {0}")]
+    Panicked(String),
 }
 
 /// What kind of failure an [`Error`] is: `error_policy` and the metrics branch on it.
@@ -70,6 +74,8 @@ pub enum ErrorCategory {
     Credentials,
     /// An expected state the user resolves (installations hold an app): wait for a change.
     Waiting,
+    /// A defect in forgeops (a reconcile panicked): retried with backoff, as a failure.
+    Defect,
 }
 
 impl ErrorCategory {
@@ -81,6 +87,7 @@ impl ErrorCategory {
             ErrorCategory::PlatformRefused => "platform_refused",
             ErrorCategory::Credentials => "credentials",
             ErrorCategory::Waiting => "waiting",
+            ErrorCategory::Defect => "defect",
         }
     }
 }
@@ -95,6 +102,7 @@ impl Error {
             Error::Platform(_) => ErrorCategory::PlatformRefused,
             Error::Credentials(_) => ErrorCategory::Credentials,
             Error::InstallationsExist(_) | Error::NotYet { .. } => ErrorCategory::Waiting,
+            Error::Panicked(_) => ErrorCategory::Defect,
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => {
                     e.category()
@@ -251,15 +259,15 @@ impl Context {
         let key =
             (written.meta().namespace.clone().unwrap_or_default(), written.meta().name.clone().unwrap_or_default());
         match written.meta().resource_version.clone() {
-            Some(rv) => self.written.lock().unwrap().insert(key, rv),
-            None => self.written.lock().unwrap().remove(&key),
+            Some(rv) => self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, rv),
+            None => self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key),
         };
     }
 
     /// Forgets what [`Context::wrote`] noted about an object that is going away.
     pub fn forget_written<K: Resource>(&self, obj: &K) {
         let key = (obj.meta().namespace.clone().unwrap_or_default(), obj.meta().name.clone().unwrap_or_default());
-        self.written.lock().unwrap().remove(&key);
+        self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
     }
 
     /// Whether a cached object may predate this process's last status write of it: true when this
@@ -268,18 +276,22 @@ impl Context {
     /// wrote is as fresh in the cache as anywhere: the cache listed it after every earlier writer.
     pub fn may_be_stale<K: Resource>(&self, cached: &K) -> bool {
         let key = (cached.meta().namespace.clone().unwrap_or_default(), cached.meta().name.clone().unwrap_or_default());
-        self.written.lock().unwrap().get(&key).is_some_and(|rv| cached.meta().resource_version.as_ref() != Some(rv))
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .is_some_and(|rv| cached.meta().resource_version.as_ref() != Some(rv))
     }
 
     /// How long since this process last read the object `key` from the platform.
     pub fn since_refresh(&self, key: &str) -> Option<Duration> {
-        self.refreshed.lock().unwrap().get(key).map(|t| t.elapsed())
+        self.refreshed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).map(|t| t.elapsed())
     }
 
     /// Replaces what the platform lists for app `app_id`; answers the (environment key, site)
     /// entries that changed.
     pub fn set_platform_installations(&self, app_id: &str, listed: PlatformListing) -> Vec<(String, String)> {
-        let mut index = self.platform_installations.lock().unwrap();
+        let mut index = self.platform_installations.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let before = index.get(app_id);
         let mut changed: Vec<(String, String)> =
             listed.iter().filter(|(k, v)| before.and_then(|b| b.get(*k)) != Some(*v)).map(|(k, _)| k.clone()).collect();
@@ -300,7 +312,7 @@ impl Context {
     pub fn installation_trigger_stream(
         &self,
     ) -> Option<tokio::sync::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<Installation>>> {
-        self.installation_trigger_stream.lock().unwrap().take()
+        self.installation_trigger_stream.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }
 
     /// What the platform last listed for app `app_id` in environment `environment_key` on `site`.
@@ -310,7 +322,7 @@ impl Context {
         environment_key: &str,
         site: &str,
     ) -> Vec<PlatformInstallation> {
-        let index = self.platform_installations.lock().unwrap();
+        let index = self.platform_installations.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         index
             .get(app_id)
             .and_then(|l| l.get(&(environment_key.to_string(), site.to_string())))
@@ -320,19 +332,25 @@ impl Context {
 
     /// Notes that the status of object `key` was just written.
     pub fn counted(&self, key: &str) {
-        self.counted.lock().unwrap().insert(key.to_string(), std::time::Instant::now());
+        self.counted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.to_string(), std::time::Instant::now());
     }
 
     /// How much longer object `key` should wait before its status is written again, if it was
     /// written less than `every` ago.
     pub fn recount_wait(&self, key: &str, every: Duration) -> Option<Duration> {
-        let last = *self.counted.lock().unwrap().get(key)?;
+        let last = *self.counted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key)?;
         every.checked_sub(last.elapsed()).filter(|d| !d.is_zero())
     }
 
     /// Notes that the object `key` was just read from the platform.
     pub fn mark_refreshed(&self, key: &str) {
-        self.refreshed.lock().unwrap().insert(key.to_string(), std::time::Instant::now());
+        self.refreshed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.to_string(), std::time::Instant::now());
     }
 
     /// The platform credentials `app` acts with: its own Secret, or the operator's default.
@@ -371,14 +389,14 @@ impl Backoff {
 
     /// [`Backoff::next_delay`], at most `max`.
     pub fn next_delay_up_to(&self, key: &str, max: Duration) -> Duration {
-        let mut failures = self.failures.lock().unwrap();
+        let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = failures.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         Duration::from_secs(1u64.checked_shl(*n - 1).unwrap_or(u64::MAX)).min(max)
     }
 
     pub fn reset(&self, key: &str) {
-        self.failures.lock().unwrap().remove(key);
+        self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
     }
 }
 
@@ -389,7 +407,10 @@ where
     F: std::future::Future<Output = Result<Action, Error>>,
 {
     let started = std::time::Instant::now();
-    let result = run.await;
+    let result = unpanicked(run).await;
+    if let Err(Error::Panicked(what)) = &result {
+        tracing::error!(controller, object = %object_key(obj), panic = %what, "a reconcile panicked");
+    }
     ctx.metrics
         .reconcile_seconds
         .get_or_create(&ControllerLabel { controller })
@@ -403,6 +424,27 @@ where
         ctx.backoff.reset(&object_key(obj));
     }
     result
+}
+
+/// Runs a reconcile; a panic in it becomes [`Error::Panicked`] for that object, never the
+/// process's end (kube-runtime's controller would pass the panic on, and every restart, and the
+/// standby, would meet the same object again).
+pub async fn unpanicked<F>(run: F) -> Result<Action, Error>
+where
+    F: std::future::Future<Output = Result<Action, Error>>,
+{
+    use futures::FutureExt as _;
+    match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_string());
+            Err(Error::Panicked(what))
+        }
+    }
 }
 
 /// How long to wait before looking again at an object the platform refused, when nothing else
@@ -432,7 +474,7 @@ pub fn retry_delay<K: Resource<DynamicType = ()>>(controller: &str, obj: &K, err
     }
     let category = error.category();
     match category {
-        ErrorCategory::Kubernetes | ErrorCategory::PlatformRetryable => {
+        ErrorCategory::Kubernetes | ErrorCategory::PlatformRetryable | ErrorCategory::Defect => {
             let max = if category == ErrorCategory::PlatformRetryable { Backoff::MAX_PLATFORM } else { Backoff::MAX };
             let delay = ctx.backoff.next_delay_up_to(&object, max);
             if error.is_stale_write() {
@@ -642,6 +684,21 @@ pub async fn publish_event<K: Resource<DynamicType = ()>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_reconcile_is_an_error_for_its_object_not_the_end_of_the_process() {
+        let panicking = async {
+            let creds: Option<u32> = std::hint::black_box(None);
+            // Test-only: the panic under test.
+            creds.expect("a cancel is decided only with credentials");
+            Ok(Action::await_change())
+        };
+        let result = unpanicked(panicking).await;
+        let Err(e @ Error::Panicked(_)) = result else { panic!("a panic must come back as an error: {result:?}") };
+        assert!(e.to_string().contains("a cancel is decided only with credentials"), "{e}");
+        assert_eq!(e.category(), ErrorCategory::Defect);
+        assert!(unpanicked(async { Ok(Action::await_change()) }).await.is_ok());
+    }
 
     #[test]
     fn errors_have_categories() {

@@ -38,7 +38,7 @@ impl Breaker {
 
     /// Whether a request may go out at `now`; if not, how long until the next probe.
     pub fn admit(&self, now: Instant) -> Result<(), Duration> {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match s.open_until {
             None => Ok(()),
             Some(until) if now < until => Err(until - now),
@@ -53,7 +53,7 @@ impl Breaker {
     /// A request was answered (any answer but a 5xx or no answer at all): closes the breaker.
     /// Answers whether it was open.
     pub fn succeeded(&self) -> bool {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let was_open = s.open_until.is_some();
         *s = State::default();
         was_open
@@ -62,7 +62,7 @@ impl Breaker {
     /// A request failed (5xx, unreachable) at `now`. Answers how long the breaker opens, if it
     /// does now.
     pub fn failed(&self, now: Instant) -> Option<Duration> {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.failures = s.failures.saturating_add(1);
         let probe_failed = s.probing;
         s.probing = false;

@@ -112,16 +112,21 @@ impl CredentialStore {
             Some(name) => (namespace.to_string(), name.to_string()),
             None => (self.operator_namespace.clone(), self.default_secret.clone()),
         };
-        let cached = self.cache.lock().unwrap().get(&key).cloned().filter(|(at, creds)| {
-            // Refused credentials are read again sooner: the user may have just fixed the Secret.
-            let keep = if self.is_refused(creds, Instant::now()) { REREAD_REFUSED } else { self.ttl };
-            at.elapsed() < keep
-        });
+        let cached = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).cloned().filter(
+            |(at, creds)| {
+                // Refused credentials are read again sooner: the user may have just fixed the Secret.
+                let keep = if self.is_refused(creds, Instant::now()) { REREAD_REFUSED } else { self.ttl };
+                at.elapsed() < keep
+            },
+        );
         let creds = match cached {
             Some((_, creds)) => creds,
             None => {
                 let creds = self.read(&key.0, &key.1).await?;
-                self.cache.lock().unwrap().insert(key, (Instant::now(), creds.clone()));
+                self.cache
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(key, (Instant::now(), creds.clone()));
                 creds
             }
         };
@@ -137,7 +142,7 @@ impl CredentialStore {
     }
 
     fn is_refused(&self, creds: &Credentials, now: Instant) -> bool {
-        let mut refused = self.refused.lock().unwrap();
+        let mut refused = self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         refused.retain(|(_, at)| now.saturating_duration_since(*at) < REFUSED_FOR);
         refused.iter().any(|(c, _)| c == creds)
     }
@@ -149,8 +154,8 @@ impl CredentialStore {
     }
 
     fn invalidate_at(&self, creds: &Credentials, now: Instant) {
-        self.cache.lock().unwrap().retain(|_, (_, c)| c != creds);
-        let mut refused = self.refused.lock().unwrap();
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|_, (_, c)| c != creds);
+        let mut refused = self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !refused.iter().any(|(c, _)| c == creds) {
             refused.push((creds.clone(), now));
         }

@@ -718,7 +718,7 @@ impl Platform for ForgeGateway {
             cloud_ids.dedup();
             let mut host_of = HashMap::new();
             {
-                let known = self.host_names.lock().unwrap();
+                let known = self.host_names.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 cloud_ids.retain(|id| match known.get(id) {
                     Some((host, at)) if at.elapsed() < HOST_NAME_TTL => {
                         host_of.insert(id.clone(), host.clone());
@@ -732,7 +732,7 @@ impl Platform for ForgeGateway {
                     .call(creds, HOSTS, ops::GET_HOSTNAME_FOR_TENANT_CONTEXTS, json!({ "cloudIds": chunk }))
                     .await?;
                 let hosts = data.get("tenantContexts").and_then(Value::as_array).cloned().unwrap_or_default();
-                let mut known = self.host_names.lock().unwrap();
+                let mut known = self.host_names.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 for (id, host) in chunk.iter().zip(hosts) {
                     if let Some(h) = s(&host, "hostName") {
                         known.insert(id.clone(), (h.clone(), Instant::now()));

@@ -67,6 +67,8 @@ crate::named! {
         NothingToUpgrade,
         Cancelled,
         CancelledOnPlatform,
+        /// The upgrade's ForgeApp is gone while its rollout runs: nothing to follow or cancel it with.
+        AppGone,
         MaxFailuresExceeded,
         // The platform could not be used.
         BadCredentials,
@@ -822,6 +824,39 @@ pub fn decide(i: &Inputs) -> Decision {
         };
         Decision { status: render(next, &s, &prev.conditions, i.generation, &i.now), effects, requeue, situation: s }
     };
+
+    // A rollout runs, and the app it runs for is gone (deleted under it): there are no credentials
+    // to follow or cancel it with. Cancelling finishes the object; the rollout is the platform's.
+    if let (Some(running), AppView::Missing) =
+        (next.rollouts.last().filter(|r| r.status == RolloutPhase::Running).cloned(), &i.app)
+    {
+        let app = &i.spec.app_ref.name;
+        let id = &running.id;
+        let (state, message, requeue) = if i.spec.cancelled {
+            next.completed_at = Some(i.now.clone());
+            next.blocked_by = None;
+            effects.push(Effect::ReleaseLeases);
+            let message = format!(
+                "cancelled in the cluster; ForgeApp {app} is gone, so rollout {id} could not be cancelled on the \
+                 platform and may run on: cancel it there with `forge version bulk-upgrade cancel` if it must stop"
+            );
+            (BulkUpgradeState::Cancelled, message, Requeue::AwaitChange)
+        } else {
+            let message = format!(
+                "ForgeApp {app} is gone while rollout {id} runs: forgeops cannot follow or cancel it; recreate the \
+                 ForgeApp, or set cancelled: true (or delete this object) to let it go"
+            );
+            (BulkUpgradeState::Running, message, Requeue::Recheck)
+        };
+        let mut s = situation(state, Reason::AppGone, &next);
+        s.summary = message;
+        return Decision {
+            status: render(next, &s, &prev.conditions, i.generation, &i.now),
+            effects,
+            requeue,
+            situation: s,
+        };
+    }
 
     // A rollout runs: poll it, renew the Leases, cancel it if asked.
     if let Some(running) = next.rollouts.last().filter(|r| r.status == RolloutPhase::Running).cloned() {

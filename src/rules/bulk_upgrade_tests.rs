@@ -367,6 +367,10 @@ fn cond(d: &Decision, t: Type) -> (String, String) {
     (c.status.clone(), c.reason.clone())
 }
 
+fn cond_message(d: &Decision, t: Type) -> String {
+    conds::find(&d.status.conditions, t).unwrap().message.clone()
+}
+
 fn state(d: &Decision) -> BulkUpgradeState {
     d.status.state.unwrap()
 }
@@ -682,6 +686,26 @@ fn cancel_cancels_the_running_rollout_then_finishes() {
     let mut c = Case::new();
     c.spec.cancelled = true;
     assert_eq!(state(&c.decide()), BulkUpgradeState::Cancelled);
+}
+
+#[test]
+fn a_running_upgrade_whose_app_is_gone_says_so_and_can_still_be_cancelled() {
+    let mut c = Case::new();
+    c.previous.state = Some(BulkUpgradeState::Running);
+    c.previous.rollouts = vec![running(1, 100, Some(0))];
+    c.app = AppView::Missing;
+    let d = c.decide();
+    assert!(d.effects.is_empty(), "nothing to poll or cancel with: {:?}", d.effects);
+    assert_eq!((state(&d), cond(&d, Type::Progressing).1), (BulkUpgradeState::Running, "AppGone".into()));
+    assert!(cond_message(&d, Type::Ready).contains("recreate the ForgeApp, or set cancelled: true"));
+    c.previous = d.status;
+    c.spec.cancelled = true;
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Cancelled);
+    assert!(!d.effects.iter().any(|e| matches!(e, Effect::CancelRollout(_))), "no cancel without credentials");
+    assert!(d.effects.contains(&Effect::ReleaseLeases));
+    assert!(cond_message(&d, Type::Ready).contains("rollout r-1-0 could not be cancelled on the platform"));
+    assert_eq!(cond(&d, Type::Ready).0, "True", "finished as asked");
 }
 
 #[test]

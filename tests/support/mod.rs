@@ -238,6 +238,11 @@ pub struct RunningOperator {
 }
 
 impl RunningOperator {
+    /// Whether the operator's task ended on its own (a panic passed on by a controller ends it).
+    pub fn exited(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+
     /// Stops the controllers and returns how the operator ended.
     pub async fn shutdown(mut self) -> Result<(), operator::Error> {
         let _ = self.stop.take().unwrap().send(());
