@@ -15,7 +15,7 @@
 //! | `POST /admin/api-tokens` | `{email, apiToken}` | `{email}`: another token of the account; 404 if no such account |
 //! | `DELETE /admin/api-tokens` | `{email, apiToken}` | `{email}`: that token revoked; 404 if the account has no such token |
 //! | `POST /admin/apps` | [`SeedApp`] (owner: an account's email or id) | the app as in the state; 409 if it exists |
-//! | `POST /admin/deploy` | [`DeployRequest`] (with `requiredProducts`, `modules`) | [`DeployOutcome`]; a minor reaches its major within the minor rollout window; a new environment starts with its skeleton 1.1.0 |
+//! | `POST /admin/deploy` | [`DeployRequest`] (with `requiredProducts`, `modules`, `remotes`, `securityPolicies`) | [`DeployOutcome`]; a minor reaches its major within the minor rollout window (a minor adding a remote or a content security policy option is refused: a new major); a new environment starts with its skeleton 1.1.0 |
 //! | `POST /admin/sites` | [`SeedSite`] (with `admins`) | [`SiteInfo`]; 409 if the host name exists |
 //! | `GET /admin/sites` | | `[SiteInfo]` (with `admins`, account ids) |
 //! | `POST /admin/link-install` | [`LinkInstallRequest`] | [`LinkInstallOutcome`]: a customer's admin follows an installation link |

@@ -37,6 +37,12 @@ pub mod error_type {
     pub const DISTRIBUTION_LINK_INVALID: &str = "DISTRIBUTION_LINK_INVALID";
     pub const APP_NOT_SHARED: &str = "APP_NOT_SHARED";
     pub const UNAUTHORIZED: &str = "UNAUTHORIZED";
+    /// A code-only upgrade to code older than the installation's permissions version (the CLI's
+    /// `VERSION_DECREASES_ROLLING_RELEASE`).
+    pub const VERSION_DECREASES_ROLLING_RELEASE: &str = "VERSION_DECREASES_ROLLING_RELEASE";
+    /// A code-only upgrade to a version whose licensing differs from the permissions version's
+    /// (the CLI's `LICENSE_CHANGE_ROLLING_RELEASE`).
+    pub const LICENSE_CHANGE_ROLLING_RELEASE: &str = "LICENSE_CHANGE_ROLLING_RELEASE";
 }
 
 use error_type as et;
@@ -154,6 +160,56 @@ fn default_egress_type() -> EgressType {
     EgressType::FetchBackendSide
 }
 
+/// A remote a version declares (`remotes` in the manifest): a backend outside Atlassian that the
+/// app's code or UI calls (the gateway answers it under `storage { remotes }`). A new remote, or a
+/// new base URL for a key, needs the site admin's consent: a new major.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Remote {
+    /// The remote's key (unique in a version).
+    pub key: String,
+    /// Its base URL (`https://...`).
+    pub base_url: String,
+}
+
+/// The type of a content security policy (`permissions.content` in the manifest), as the gateway's
+/// `AppSecurityPoliciesPermissionType` has them: `SCRIPTS` and `STYLES` (a seed or deploy may also
+/// write them as the manifest does, `scripts` and `styles`).
+#[derive(async_graphql::Enum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[graphql(name = "AppSecurityPoliciesPermissionType")]
+pub enum SecurityPolicyType {
+    /// `script-src` options (`unsafe-inline`, `unsafe-hashes`, ...).
+    #[serde(alias = "scripts")]
+    Scripts,
+    /// `style-src` options (`unsafe-inline`, ...).
+    #[serde(alias = "styles")]
+    Styles,
+}
+
+impl SecurityPolicyType {
+    /// The manifest's name of the type (`scripts`, `styles`).
+    pub fn manifest_name(self) -> &'static str {
+        match self {
+            SecurityPolicyType::Scripts => "scripts",
+            SecurityPolicyType::Styles => "styles",
+        }
+    }
+}
+
+/// A version's content security policy options of one type (the gateway's
+/// `AppSecurityPoliciesPermission`). A new option needs the site admin's consent: a new major.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecurityPolicy {
+    /// `type`: `SCRIPTS` or `STYLES`.
+    #[serde(rename = "type")]
+    pub kind: SecurityPolicyType,
+    /// The options (`unsafe-inline`, `unsafe-hashes`, `'sha256-...'`, ...).
+    #[serde(default)]
+    pub policies: Vec<String>,
+}
+
 /// A developer account. Its tokens are never serialized.
 #[derive(Serialize, Clone, Debug)]
 #[serde(rename_all = "camelCase")]
@@ -186,6 +242,13 @@ pub struct Version {
     /// the version is a single-product app: installable only into the products of its modules.
     #[serde(default)]
     pub modules: Vec<String>,
+    /// The version's remotes (the gateway's `storage { remotes }`), in manifest order.
+    #[serde(default)]
+    pub remotes: Vec<Remote>,
+    /// Its content security policies (the gateway's `permissions { securityPolicies }`): at most
+    /// one entry per type.
+    #[serde(default)]
+    pub security_policies: Vec<SecurityPolicy>,
 }
 
 impl Version {
@@ -305,6 +368,58 @@ fn normalize_modules(modules: &[String]) -> Result<Vec<String>, PlatformError> {
         .collect()
 }
 
+/// Checks remotes (as a seed or a deploy gives them): a key of no whitespace, used once, and an
+/// `https://` base URL with a host.
+fn normalize_remotes(remotes: &[Remote]) -> Result<Vec<Remote>, PlatformError> {
+    let mut out: Vec<Remote> = Vec::new();
+    for r in remotes {
+        let key = r.key.trim();
+        if key.is_empty() || key.chars().any(char::is_whitespace) {
+            return Err(PlatformError::bad_request(format!("bad remote key {:?}", r.key)));
+        }
+        let base_url = r.base_url.trim();
+        let host = base_url.strip_prefix("https://").unwrap_or_default();
+        if host.is_empty() || host.starts_with('/') || base_url.chars().any(char::is_whitespace) {
+            return Err(PlatformError::bad_request(format!(
+                "remote {key}: bad baseUrl {:?} (an https:// URL)",
+                r.base_url
+            )));
+        }
+        if out.iter().any(|o| o.key == key) {
+            return Err(PlatformError::bad_request(format!("remote {key} appears twice")));
+        }
+        out.push(Remote { key: key.to_string(), base_url: base_url.to_string() });
+    }
+    Ok(out)
+}
+
+/// Checks content security policies (as a seed or a deploy gives them): entries of the same type
+/// are merged (in order of first appearance), each option once, none empty; a type without options
+/// is left out.
+fn normalize_security_policies(policies: &[SecurityPolicy]) -> Result<Vec<SecurityPolicy>, PlatformError> {
+    let mut out: Vec<SecurityPolicy> = Vec::new();
+    for p in policies {
+        let idx = match out.iter().position(|o| o.kind == p.kind) {
+            Some(i) => i,
+            None => {
+                out.push(SecurityPolicy { kind: p.kind, policies: Vec::new() });
+                out.len() - 1
+            }
+        };
+        for policy in &p.policies {
+            let t = policy.trim();
+            if t.is_empty() {
+                return Err(PlatformError::bad_request(format!("empty {} security policy", p.kind.manifest_name())));
+            }
+            if !out[idx].policies.iter().any(|x| x == t) {
+                out[idx].policies.push(t.to_string());
+            }
+        }
+    }
+    out.retain(|p| !p.policies.is_empty());
+    Ok(out)
+}
+
 /// An app environment; `versions` are in ascending version order (the last is the latest).
 #[derive(Serialize, Deserialize, Clone, Debug)]
 #[serde(rename_all = "camelCase")]
@@ -335,6 +450,8 @@ impl Environment {
             requires_license: false,
             required_products: Vec::new(),
             modules: Vec::new(),
+            remotes: Vec::new(),
+            security_policies: Vec::new(),
         };
         Environment {
             id: id.unwrap_or_else(|| stable_uuid(&format!("{app_id}/{key}"))),
@@ -456,7 +573,14 @@ pub struct Installation {
     pub product: String,
     /// The installation context (workspace ARI).
     pub context: String,
+    /// The permissions version: what the site admin consented to (the gateway's
+    /// `appEnvironmentVersion`).
     pub version_id: String,
+    /// The version whose code runs (the gateway's `computeVersion`) when it is not `version_id`:
+    /// after a code-only upgrade (`upgradeApp` with `computeOnly`). `None`: the code of
+    /// `version_id` runs. See [`Installation::compute_version`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_version_id: Option<String>,
     pub created_at: Millis,
     /// The rollouts that upgraded this installation, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -469,6 +593,13 @@ pub struct Installation {
     /// progressively, without consent), and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_minor: Option<PendingMinor>,
+}
+
+impl Installation {
+    /// The id of the version whose code runs: its compute version, else its (permissions) version.
+    pub fn compute_version(&self) -> &str {
+        self.compute_version_id.as_deref().unwrap_or(&self.version_id)
+    }
 }
 
 /// A scheduled automatic move of an installation to a newer minor of its major.
@@ -528,6 +659,10 @@ pub struct Task {
     pub errors: Vec<PlatformError>,
     /// A failure decided when the task was accepted, reported when it finishes.
     pub preset_failure: Option<PlatformError>,
+    /// An upgrade of the code only (`upgradeApp` with `computeOnly`): the installation's permissions
+    /// version stays.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compute_only: bool,
 }
 
 /// A rollout's status.
@@ -605,6 +740,8 @@ pub struct InstallInput {
     pub environment_key: String,
     pub context: String,
     pub version_id: Option<String>,
+    /// `upgradeApp`'s `computeOnly`: move only the code (see [`Model::upgrade`]).
+    pub compute_only: bool,
 }
 
 /// What an uninstall asks for.
@@ -746,6 +883,19 @@ pub fn rollout_ineligibility(source: &Version, target: &Version) -> Option<Strin
                 }
                 Some(_) => {}
             }
+        }
+    }
+    if let Some(r) = target.remotes.iter().find(|r| !source.remotes.contains(r)) {
+        return Some(format!("version {} adds remote {} {}", target.version, r.key, r.base_url));
+    }
+    for p in &target.security_policies {
+        let known = source.security_policies.iter().find(|s| s.kind == p.kind).map(|s| &s.policies);
+        if let Some(policy) = p.policies.iter().find(|x| known.is_none_or(|k| !k.contains(x))) {
+            return Some(format!(
+                "version {} adds the {} content security policy {policy}",
+                target.version,
+                p.kind.manifest_name()
+            ));
         }
     }
     if target.requires_license != source.requires_license {
@@ -1050,6 +1200,19 @@ impl Model {
         self.installations.iter().find(|i| i.id == id)
     }
 
+    /// The compute version an installation keeps when its permissions version moves to `target`
+    /// without a code-only upgrade (a minor reaching it, a rollout, its site admin's upgrade): the
+    /// code moves with the permissions, unless it already runs a newer version (after a code-only
+    /// upgrade), which it keeps, as the code never runs older than the permissions.
+    fn compute_after_move(&self, installation: &Installation, target: &str) -> Option<String> {
+        let running = installation.compute_version_id.as_deref()?;
+        let newer = match (self.version(running), self.version(target)) {
+            (Some((_, _, r)), Some((_, _, t))) => r.triple() > t.triple(),
+            _ => false,
+        };
+        newer.then(|| running.to_string())
+    }
+
     /// A task by id.
     pub fn task(&self, id: &str) -> Option<&Task> {
         self.tasks.get(id)
@@ -1194,6 +1357,7 @@ impl Model {
             state: TaskState::Pending,
             errors: Vec::new(),
             preset_failure,
+            compute_only: false,
         };
         Ok(self.new_task(task, now))
     }
@@ -1201,7 +1365,21 @@ impl Model {
     /// `upgradeApp`: refused at once when the installation is missing or already on the target
     /// version (INSTALLATION_ALREADY_UPGRADED), or when the target version does not support the
     /// installation's product (BAD_REQUEST, as for `installApp`); otherwise a task. Without a
-    /// version, the latest.
+    /// version, the latest. A full upgrade moves both the permissions version and the code to the
+    /// target.
+    ///
+    /// With `computeOnly` (`forge install --upgrade code`), only the code moves: the installation
+    /// keeps its permissions version (what its site admin consented to) and runs the target's code
+    /// (its `computeVersion`). The target may be of another major, and may ask for permissions the
+    /// installation was never granted (scopes, egress, remotes, content security policies): as on
+    /// the platform's rolling releases, the code then runs with the permissions of the installed
+    /// version until the admin consents to the new ones (a full upgrade or a site admin's upgrade),
+    /// so nothing new is granted. Refused at once, as the platform refuses such a code-only
+    /// upgrade: when the installation already runs the target's code (INSTALLATION_ALREADY_UPGRADED),
+    /// when the target is older than the permissions version (VERSION_DECREASES_ROLLING_RELEASE:
+    /// the code never runs older than the permissions), or when it changes licensing
+    /// (LICENSE_CHANGE_ROLLING_RELEASE). A code-only upgrade back to the permissions version makes
+    /// code and permissions one version again.
     pub fn upgrade(&mut self, caller: &str, input: &InstallInput, now: Millis) -> Result<String, PlatformError> {
         let target_id = self.target_version(caller, input)?;
         let (site, product) = self.resolve_context(&input.context)?;
@@ -1211,7 +1389,14 @@ impl Model {
             self.find_installation(&input.app_id, &input.environment_key, &cloud_id, &product).ok_or_else(|| {
                 PlatformError::new(et::INSTALLATION_NOT_FOUND, 404, "The app is not installed on this site")
             })?;
-        if installation.version_id == target_id {
+        if input.compute_only && installation.compute_version() == target_id {
+            return Err(PlatformError::new(
+                et::INSTALLATION_ALREADY_UPGRADED,
+                409,
+                "The installation already runs this version's code",
+            ));
+        }
+        if !input.compute_only && installation.version_id == target_id {
             return Err(PlatformError::new(
                 et::INSTALLATION_ALREADY_UPGRADED,
                 409,
@@ -1223,6 +1408,31 @@ impl Model {
             .map(|(_, _, v)| v)
             .ok_or_else(|| PlatformError::new(et::APP_NOT_FOUND, 404, format!("Version {target_id} was not found")))?;
         Self::require_supported(target, &product)?;
+        if input.compute_only
+            && let Some((_, _, permissions)) = self.version(&installation.version_id)
+        {
+            if target.triple() < permissions.triple() {
+                return Err(PlatformError::new(
+                    et::VERSION_DECREASES_ROLLING_RELEASE,
+                    400,
+                    format!(
+                        "The permissions version ({}) cannot be greater than the app's code version ({})",
+                        permissions.version, target.version
+                    ),
+                ));
+            }
+            if target.requires_license != permissions.requires_license {
+                return Err(PlatformError::new(
+                    et::LICENSE_CHANGE_ROLLING_RELEASE,
+                    400,
+                    format!(
+                        "Version {} changes licensing from the permissions version {}: it is not eligible for a \
+                         code-only upgrade",
+                        target.version, permissions.version
+                    ),
+                ));
+            }
+        }
         let task = Task {
             id: String::new(),
             kind: TaskKind::Upgrade,
@@ -1239,6 +1449,7 @@ impl Model {
             state: TaskState::Pending,
             errors: Vec::new(),
             preset_failure: None,
+            compute_only: input.compute_only,
         };
         Ok(self.new_task(task, now))
     }
@@ -1284,6 +1495,7 @@ impl Model {
             state: TaskState::Pending,
             errors: Vec::new(),
             preset_failure: None,
+            compute_only: false,
         };
         Ok(self.new_task(task, now))
     }
@@ -1379,8 +1591,13 @@ impl Model {
                     .iter_mut()
                     .find(|i| Some(&i.id) == task.installation_id.as_ref())
                     .ok_or_else(|| PlatformError::new(et::INSTALLATION_NOT_FOUND, 404, "Installation not found"))?;
-                inst.version_id = target;
-                inst.upgraded_by_admin = false;
+                if task.compute_only {
+                    inst.compute_version_id = (inst.version_id != target).then_some(target);
+                } else {
+                    inst.version_id = target;
+                    inst.compute_version_id = None;
+                    inst.upgraded_by_admin = false;
+                }
                 Ok(None)
             }
             TaskKind::Uninstall => {
@@ -1409,10 +1626,12 @@ impl Model {
             let current = self.version(&self.installations[k].version_id).map(|(_, _, v)| v.triple());
             let pending = self.version(&target).map(|(_, _, v)| v.triple());
             let applies = matches!((current, pending), (Some(c), Some(p)) if c.0 == p.0 && c < p);
+            let compute = self.compute_after_move(&self.installations[k], &target);
             let i = &mut self.installations[k];
             i.pending_minor = None;
             if applies {
                 i.version_id = target;
+                i.compute_version_id = compute;
                 i.upgraded_by_admin = false;
             }
             self.touch();
@@ -1433,10 +1652,12 @@ impl Model {
                 let (source, target) =
                     (self.rollouts[idx].source_version_id.clone(), self.rollouts[idx].target_version_id.clone());
                 let failing = self.installation(&inst_id).is_some_and(|i| self.site_failing(&i.cloud_id));
+                let compute = self.installation(&inst_id).and_then(|i| self.compute_after_move(i, &target));
                 let ok = match self.installations.iter_mut().find(|i| i.id == inst_id) {
                     Some(i) if i.version_id == target => true,
                     Some(i) if i.version_id == source && !failing => {
                         i.version_id = target;
+                        i.compute_version_id = compute;
                         i.upgraded_by_admin = false;
                         i.upgraded_by.push(self.rollouts[idx].id.clone());
                         true
@@ -1803,8 +2024,10 @@ impl Model {
         }
         Self::require_supported(&target, &product)?;
         let id = installation.id.clone();
+        let compute = self.compute_after_move(installation, &target.id);
         if let Some(i) = self.installations.iter_mut().find(|i| i.id == id) {
             i.version_id = target.id.clone();
+            i.compute_version_id = compute;
             i.upgraded_by_admin = true;
         }
         self.touch();
@@ -1868,6 +2091,8 @@ impl Model {
                         .map(|p| normalize_product(p))
                         .collect::<Result<_, _>>()?,
                     modules: normalize_modules(&v.modules)?,
+                    remotes: normalize_remotes(&v.remotes)?,
+                    security_policies: normalize_security_policies(&v.security_policies)?,
                 });
             }
             versions.sort_by_key(|v| v.triple());
@@ -1896,10 +2121,13 @@ impl Model {
 
     /// Deploys a new version (the latest unless it is a minor of an older major). A minor of an
     /// existing major may not add or remove scopes or egress, put egress in scope of end-user
-    /// data, or change licensing (the real platform makes such a deployment a new major).
+    /// data, add a remote (or change a remote's base URL) or a content security policy option, or
+    /// change licensing (the real platform makes such a deployment a new major; removing a remote
+    /// or a content security policy option needs no consent, so a minor may).
     /// Installations on an older version of the same major are moved to it without consent,
     /// progressively: each at a time spread evenly over [`Settings::minor_rollout_ms`] from now
-    /// (a later minor replaces a pending one), or at once when that is 0.
+    /// (a later minor replaces a pending one), or at once when that is 0. Permissions and code move
+    /// together, unless a code-only upgrade runs newer code already, which stays.
     pub fn deploy(&mut self, req: &DeployRequest, now: Millis) -> Result<DeployOutcome, PlatformError> {
         let version = normalize_version(&req.version)
             .ok_or_else(|| PlatformError::bad_request(format!("bad version {:?}", req.version)))?;
@@ -1915,6 +2143,8 @@ impl Model {
             requires_license: req.requires_license,
             required_products,
             modules: normalize_modules(&req.modules)?,
+            remotes: normalize_remotes(&req.remotes)?,
+            security_policies: normalize_security_policies(&req.security_policies)?,
         };
         // A deploy into a new environment creates it with its skeleton, as `forge deploy -e` does:
         // what is deployed is checked against that skeleton too.
@@ -1966,9 +2196,11 @@ impl Model {
             .collect();
         let n = reached.len() as i64;
         for (k, idx) in reached.into_iter().enumerate() {
+            let compute = self.compute_after_move(&self.installations[idx], &new.id);
             let i = &mut self.installations[idx];
             if window == 0 {
                 i.version_id = new.id.clone();
+                i.compute_version_id = compute;
                 i.upgraded_by_admin = false;
                 i.pending_minor = None;
                 upgraded.push(i.id.clone());

@@ -41,6 +41,8 @@ fn seed() -> Seed {
                     requires_license: false,
                     required_products: vec!["jira".into()],
                     modules: vec![],
+                    remotes: vec![],
+                    security_policies: vec![],
                     created_at: None,
                 })
                 .collect(),
@@ -72,6 +74,7 @@ fn install_input(m: &Model, app: &str, host: &str, version: Option<&str>) -> Ins
         environment_key: "production".into(),
         context: ctx(m, host, "jira"),
         version_id: version.map(|v| version_id(m, app, "production", v)),
+        compute_only: false,
     }
 }
 
@@ -285,6 +288,8 @@ fn version(v: &str, scopes: &[&str], egress: &[(&str, Option<EgressCategory>)], 
         requires_license: license,
         required_products: vec![],
         modules: vec![],
+        remotes: vec![],
+        security_policies: vec![],
     }
 }
 
@@ -394,6 +399,8 @@ fn the_per_account_rollout_limit_counts_the_calling_account() {
                 requires_license: false,
                 required_products: vec!["confluence".into()],
                 modules: vec![],
+                remotes: vec![],
+                security_policies: vec![],
             },
             T0,
         )
@@ -447,6 +454,8 @@ fn rollout_concurrency_limits_and_failures() {
                 requires_license: false,
                 required_products: vec!["confluence".into()],
                 modules: vec![],
+                remotes: vec![],
+                security_policies: vec![],
             },
             T0,
         )
@@ -560,6 +569,8 @@ fn deploy_rolls_minors_out_but_not_majors() {
         requires_license: false,
         required_products: vec!["jira".into()],
         modules: vec![],
+        remotes: vec![],
+        security_policies: vec![],
     };
     // Not newer than the newest of its major.
     assert_eq!(m.deploy(&deploy("1.1", &["read:jira-work"]), T0).unwrap_err().error_type, "CONFLICT");
@@ -769,6 +780,8 @@ fn a_customers_admin_upgrades_their_site_to_any_newer_major() {
         requires_license: false,
         required_products: vec!["jira".into()],
         modules: vec![],
+        remotes: vec![],
+        security_policies: vec![],
     };
     m.deploy(&deploy, T0 + 1).unwrap();
     let out = m.site_admin_upgrade(&req(None), T0 + 2).unwrap();
@@ -810,6 +823,8 @@ fn minors_reach_their_major_progressively() {
         requires_license: false,
         required_products: vec!["jira".into()],
         modules: vec![],
+        remotes: vec![],
+        security_policies: vec![],
     };
     let d = T0 + 10_000;
     let out = m.deploy(&deploy("1.3.0"), d).unwrap();
@@ -852,6 +867,8 @@ fn a_new_environment_starts_with_the_skeleton_and_deploys_only_go_up_from_it() {
         requires_license: false,
         required_products: vec!["jira".into()],
         modules: vec![],
+        remotes: vec![],
+        security_policies: vec![],
     };
     // Below the skeleton of its major: refused, and no environment is left behind.
     assert_eq!(m.deploy(&deploy("1.0", &[]), T0).unwrap_err().error_type, "CONFLICT");
@@ -908,6 +925,7 @@ fn app4_input(m: &Model, context: String, version: Option<&str>) -> InstallInput
         environment_key: "production".into(),
         context,
         version_id: version.map(|v| version_id(m, APP4, "production", v)),
+        compute_only: false,
     }
 }
 
@@ -1080,4 +1098,193 @@ fn modules_come_from_deploys_and_seeds_and_seeded_installations_follow_the_rule(
     assert!(e.message.contains("declares no modules for confluence"), "{e}");
     s.apps[1].environments[0].versions.iter_mut().for_each(|v| v.modules = vec!["confluence:globalPage".into()]);
     assert_eq!(Model::from_seed(&s, Settings::default(), T0).unwrap().installations.len(), 1);
+}
+
+/// A deploy of APP1's production, as `forge deploy` would send it, with the seed's scopes and egress.
+fn app1_deploy(v: &str, remotes: &[(&str, &str)], policies: &[(SecurityPolicyType, &[&str])]) -> DeployRequest {
+    DeployRequest {
+        app_id: APP1.into(),
+        environment: "production".into(),
+        version: v.into(),
+        scopes: vec!["read:jira-work".into(), "write:jira-work".into()],
+        egress: vec![SeedEgress::Address("api.insights.acme.example".into())],
+        requires_license: false,
+        required_products: vec!["jira".into()],
+        modules: vec![],
+        remotes: remotes.iter().map(|(k, u)| Remote { key: k.to_string(), base_url: u.to_string() }).collect(),
+        security_policies: policies
+            .iter()
+            .map(|(t, ps)| SecurityPolicy { kind: *t, policies: ps.iter().map(|p| p.to_string()).collect() })
+            .collect(),
+    }
+}
+
+#[test]
+fn a_new_remote_or_content_security_policy_needs_a_new_major() {
+    let mut m = model();
+    m.settings.minor_rollout_ms = 0;
+    let on_2_0 = installed(&mut m, APP1, "acme.atlassian.net", Some("2.0.0"), T0);
+    let api = [("api-backend", "https://api.example.com")];
+
+    // The team adds a backend to 2.x as a minor: the platform would ask every site admin to
+    // consent, so it must be a new major; nothing is deployed and nobody moves.
+    let e = m.deploy(&app1_deploy("2.1.0", &api, &[]), T0).unwrap_err();
+    assert_eq!(e.error_type, "BAD_REQUEST");
+    assert!(
+        e.message.contains("adds remote api-backend https://api.example.com")
+            && e.message.contains("deploy it as a new major"),
+        "{e}"
+    );
+    assert_eq!(m.app(APP1).unwrap().environment("production").unwrap().latest().unwrap().version, "2.0.0");
+    assert_eq!(m.installation(&on_2_0).unwrap().version_id, version_id(&m, APP1, "production", "2.0.0"));
+
+    // As 3.0.0 it is accepted, moves nobody, and the version has the remote.
+    let out = m.deploy(&app1_deploy("3.0.0", &api, &[]), T0).unwrap();
+    assert!(out.upgraded_installations.is_empty() && out.scheduled_installations.is_empty());
+    let v3 = m.version(&out.version_id).unwrap().2.clone();
+    assert_eq!(v3.remotes, vec![Remote { key: "api-backend".into(), base_url: "https://api.example.com".into() }]);
+    // Installations on 2.0.0 cannot be bulk-upgraded to it either (that needs no consent).
+    assert!(!m.upgradeable(&version_id(&m, APP1, "production", "2.0.0"), &out.version_id).unwrap());
+
+    // The same remote again is a minor; moving it to another host is a new remote; dropping it is not.
+    m.deploy(&app1_deploy("3.1.0", &api, &[]), T0).unwrap();
+    let e = m.deploy(&app1_deploy("3.2.0", &[("api-backend", "https://api2.example.com")], &[]), T0).unwrap_err();
+    assert!(e.message.contains("adds remote api-backend https://api2.example.com"), "{e}");
+    m.deploy(&app1_deploy("3.2.0", &[], &[]), T0).unwrap();
+
+    // Content security policies: a new option (of a known type or a new one) needs a major.
+    let inline: &[&str] = &["unsafe-inline"];
+    let e = m.deploy(&app1_deploy("3.3.0", &[], &[(SecurityPolicyType::Scripts, inline)]), T0).unwrap_err();
+    assert!(e.message.contains("adds the scripts content security policy unsafe-inline"), "{e}");
+    m.deploy(&app1_deploy("4.0.0", &[], &[(SecurityPolicyType::Scripts, inline)]), T0).unwrap();
+    let more: &[&str] = &["unsafe-inline", "unsafe-hashes"];
+    let e = m.deploy(&app1_deploy("4.1.0", &[], &[(SecurityPolicyType::Scripts, more)]), T0).unwrap_err();
+    assert!(e.message.contains("scripts content security policy unsafe-hashes"), "{e}");
+    let styles = [(SecurityPolicyType::Scripts, inline), (SecurityPolicyType::Styles, inline)];
+    let e = m.deploy(&app1_deploy("4.1.0", &[], &styles), T0).unwrap_err();
+    assert!(e.message.contains("styles content security policy unsafe-inline"), "{e}");
+    // Entries of one type are merged, each option once; dropping an option needs no major.
+    let split = [(SecurityPolicyType::Scripts, inline), (SecurityPolicyType::Scripts, inline)];
+    let out = m.deploy(&app1_deploy("4.1.0", &[], &split), T0).unwrap();
+    let merged = &m.version(&out.version_id).unwrap().2.security_policies;
+    assert_eq!(
+        merged,
+        &vec![SecurityPolicy { kind: SecurityPolicyType::Scripts, policies: vec!["unsafe-inline".into()] }]
+    );
+    m.deploy(&app1_deploy("4.2.0", &[], &[]), T0).unwrap();
+
+    // Bad remotes are refused.
+    for bad in [("", "https://x.example"), ("k", "http://x.example"), ("k", "https://"), ("k k", "https://x.example")] {
+        let e = m.deploy(&app1_deploy("5.0.0", &[bad], &[]), T0).unwrap_err();
+        assert_eq!(e.error_type, "BAD_REQUEST", "{bad:?}");
+    }
+    let twice = [("k", "https://a.example"), ("k", "https://b.example")];
+    assert!(m.deploy(&app1_deploy("5.0.0", &twice, &[]), T0).unwrap_err().message.contains("appears twice"));
+    // The skeleton of a new environment has none.
+    let mut staging = app1_deploy("2.0.0", &api, &[]);
+    staging.environment = "staging".into();
+    m.deploy(&staging, T0).unwrap();
+    let skeleton = &m.app(APP1).unwrap().environment("staging").unwrap().versions[0];
+    assert!(skeleton.remotes.is_empty() && skeleton.security_policies.is_empty());
+}
+
+#[test]
+fn remotes_and_security_policies_come_from_seeds_and_admin_apps() {
+    let app = |versions: serde_json::Value| -> SeedApp {
+        serde_json::from_value(serde_json::json!({
+            "id": "ari:cloud:ecosystem::app/6f1c2d3e-0000-4000-8000-000000000009", "owner": ACME,
+            "environments": [{"key": "production", "versions": versions}],
+        }))
+        .unwrap()
+    };
+    let mut m = model();
+    m.add_app(
+        &app(serde_json::json!([{"version": "1.0.0",
+            "remotes": [{"key": "api-backend", "baseUrl": "https://api.example.com"}],
+            "securityPolicies": [{"type": "scripts", "policies": ["unsafe-inline"]},
+                                 {"type": "STYLES", "policies": ["unsafe-inline"]}]}])),
+        T0,
+    )
+    .unwrap();
+    let v = m.app("ari:cloud:ecosystem::app/6f1c2d3e-0000-4000-8000-000000000009").unwrap().environments[0].versions[0]
+        .clone();
+    assert_eq!(v.remotes[0].base_url, "https://api.example.com");
+    let kinds: Vec<SecurityPolicyType> = v.security_policies.iter().map(|p| p.kind).collect();
+    assert_eq!(kinds, [SecurityPolicyType::Scripts, SecurityPolicyType::Styles]);
+    // The gateway has no other type; a bad remote in a seed is an error, not a panic.
+    let bad: Result<SeedApp, _> = serde_json::from_value(serde_json::json!({
+        "id": "ari:cloud:ecosystem::app/6f1c2d3e-0000-4000-8000-00000000000a", "owner": ACME,
+        "environments": [{"key": "production", "versions": [{"version": "1.0.0",
+            "securityPolicies": [{"type": "frame-ancestors", "policies": ["self"]}]}]}],
+    }));
+    assert!(bad.is_err());
+    let mut m = model();
+    let e =
+        m.add_app(&app(serde_json::json!([{"version": "1.0.0", "remotes": [{"key": "k", "baseUrl": "ftp://x"}]}])), T0);
+    assert_eq!(e.unwrap_err().error_type, "BAD_REQUEST");
+}
+
+#[test]
+fn a_code_only_upgrade_moves_the_code_and_keeps_the_permissions() {
+    let mut m = model();
+    m.settings.minor_rollout_ms = 0;
+    let caller = acme(&m);
+    let a = installed(&mut m, APP1, "acme.atlassian.net", Some("1.0.0"), T0);
+    let v1_0 = version_id(&m, APP1, "production", "1.0.0");
+    // A new major that asks for a remote and a scope the site admin never granted.
+    let mut v3 = app1_deploy("3.0.0", &[("api-backend", "https://api.example.com")], &[]);
+    v3.scopes.push("manage:jira-webhook".into());
+    let v3_id = m.deploy(&v3, T0).unwrap().version_id;
+
+    // The team moves only the code there: the permissions stay on 1.0.0.
+    let mut code = install_input(&m, APP1, "acme.atlassian.net", Some("3.0.0"));
+    code.compute_only = true;
+    let t = m.upgrade(&caller, &code, T0 + 1000).unwrap();
+    assert!(m.task(&t).unwrap().compute_only);
+    m.advance(T0 + 2000);
+    assert_eq!(m.task(&t).unwrap().state, TaskState::Complete);
+    let i = m.installation(&a).unwrap();
+    assert_eq!((i.version_id.as_str(), i.compute_version()), (v1_0.as_str(), v3_id.as_str()));
+    assert_eq!(m.upgrade(&caller, &code, T0 + 2000).unwrap_err().error_type, "INSTALLATION_ALREADY_UPGRADED");
+    // It survives a restart of the emulator (the state file).
+    let restored = Model::restore(&serde_json::to_string(&m).unwrap(), &seed(), Settings::default()).unwrap();
+    assert_eq!(restored.installation(&a).unwrap().compute_version(), v3_id);
+
+    // A minor of the installed major moves the permissions; the newer code stays.
+    let v1_3 = m.deploy(&DeployRequest { scopes: vec!["read:jira-work".into()], ..app1_deploy("1.3.0", &[], &[]) }, T0);
+    let v1_3 = v1_3.unwrap().version_id;
+    let i = m.installation(&a).unwrap();
+    assert_eq!((i.version_id.as_str(), i.compute_version()), (v1_3.as_str(), v3_id.as_str()));
+    // Code older than the permissions is refused, as the platform refuses it.
+    let mut older = install_input(&m, APP1, "acme.atlassian.net", Some("1.2.0"));
+    older.compute_only = true;
+    let e = m.upgrade(&caller, &older, T0 + 3000).unwrap_err();
+    assert_eq!(e.error_type, "VERSION_DECREASES_ROLLING_RELEASE");
+    assert!(e.message.contains("(1.3.0)") && e.message.contains("(1.2.0)"), "{e}");
+    // So is code whose licensing differs from the permissions version's.
+    let paid = m.deploy(&DeployRequest { requires_license: true, ..app1_deploy("4.0.0", &[], &[]) }, T0).unwrap();
+    let mut to_paid = install_input(&m, APP1, "acme.atlassian.net", Some("4.0.0"));
+    to_paid.compute_only = true;
+    assert_eq!(m.upgrade(&caller, &to_paid, T0 + 3000).unwrap_err().error_type, "LICENSE_CHANGE_ROLLING_RELEASE");
+    assert_ne!(m.installation(&a).unwrap().compute_version(), paid.version_id);
+
+    // Once the admin consents (a full upgrade to 3.0.0), code and permissions are one version again.
+    let full = install_input(&m, APP1, "acme.atlassian.net", Some("3.0.0"));
+    m.upgrade(&caller, &full, T0 + 4000).unwrap();
+    m.advance(T0 + 5000);
+    let i = m.installation(&a).unwrap();
+    assert_eq!((i.version_id.as_str(), i.compute_version_id.as_deref()), (v3_id.as_str(), None));
+
+    // Code-only within a major, then a minor of it: both move to the minor.
+    let b = installed(&mut m, APP1, "globex.atlassian.net", Some("1.0.0"), T0 + 6000);
+    let mut code = install_input(&m, APP1, "globex.atlassian.net", Some("1.3.0"));
+    code.compute_only = true;
+    m.upgrade(&caller, &code, T0 + 7000).unwrap();
+    m.advance(T0 + 8000);
+    assert_eq!(m.installation(&b).unwrap().compute_version(), v1_3);
+    assert_eq!(m.installation(&b).unwrap().version_id, v1_0);
+    let v1_4 = m.deploy(&DeployRequest { scopes: vec!["read:jira-work".into()], ..app1_deploy("1.4.0", &[], &[]) }, T0);
+    let v1_4 = v1_4.unwrap().version_id;
+    let i = m.installation(&b).unwrap();
+    assert_eq!((i.version_id.as_str(), i.compute_version_id.as_deref()), (v1_4.as_str(), None));
 }

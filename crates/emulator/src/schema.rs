@@ -14,7 +14,7 @@ use base64::Engine as _;
 
 use super::model::{
     self as m, AccountStatus, DistributionStatus, EgressCategory, EgressType, EnvironmentType, Model, PlatformError,
-    RolloutStatus, TaskState,
+    RolloutStatus, SecurityPolicyType, TaskState,
 };
 
 /// The model shared by the schema and the HTTP server.
@@ -226,19 +226,13 @@ pub struct AppNetworkEgressPermission {
     pub kind: Option<EgressType>,
 }
 
-/// `AppSecurityPoliciesPermissionType`.
-#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AppSecurityPoliciesPermissionType {
-    Scripts,
-    Styles,
-}
-
-/// `AppSecurityPoliciesPermission` (none are modelled).
+/// `AppSecurityPoliciesPermission`: a version's content security policy options of one type
+/// (`AppSecurityPoliciesPermissionType` is [`SecurityPolicyType`]).
 #[derive(SimpleObject, Clone, Debug)]
 pub struct AppSecurityPoliciesPermission {
     pub policies: Option<Vec<String>>,
     #[graphql(name = "type")]
-    pub kind: Option<AppSecurityPoliciesPermissionType>,
+    pub kind: Option<SecurityPolicyType>,
 }
 
 /// `AppPermission`: one permission set of a version.
@@ -266,7 +260,7 @@ pub struct HostedStorage {
     pub locations: Option<Vec<String>>,
 }
 
-/// `Remote` (not modelled).
+/// `Remote`: a version's remote (classifications and locations are not modelled: null).
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Remote {
     pub base_url: String,
@@ -275,7 +269,7 @@ pub struct Remote {
     pub locations: Option<Vec<String>>,
 }
 
-/// `Storage` (answered empty).
+/// `Storage`: a version's remotes (null when it has none); hosted storage is not modelled (null).
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Storage {
     pub hosted: Option<HostedStorage>,
@@ -412,7 +406,13 @@ impl AppEnvironmentVersion {
                     })
                     .collect(),
             ),
-            security_policies: Some(Vec::new()),
+            security_policies: Some(
+                self.version
+                    .security_policies
+                    .iter()
+                    .map(|p| AppSecurityPoliciesPermission { policies: Some(p.policies.clone()), kind: Some(p.kind) })
+                    .collect(),
+            ),
             supports_configurable_egress: None,
         }]
     }
@@ -428,8 +428,23 @@ impl AppEnvironmentVersion {
             nodes: Some(AppVersionExtension::of_version(&self.app_id, &self.environment_id, &self.version)),
         })
     }
+    /// `remotes`: one per remote of the version (null when it has none).
     async fn storage(&self) -> Storage {
-        Storage { hosted: None, remotes: None }
+        let remotes = &self.version.remotes;
+        Storage {
+            hosted: None,
+            remotes: (!remotes.is_empty()).then(|| {
+                remotes
+                    .iter()
+                    .map(|r| Remote {
+                        base_url: r.base_url.clone(),
+                        classifications: None,
+                        key: r.key.clone(),
+                        locations: None,
+                    })
+                    .collect()
+            }),
+        }
     }
     async fn migration_keys(&self) -> Option<MigrationKeys> {
         None
@@ -731,13 +746,15 @@ impl AppInstallation {
         let app = model.app(&i.app_id)?;
         let env = app.environment(&i.environment_key)?;
         let version = env.version(&i.version_id).map(|v| AppEnvironmentVersion::of(env, &app.id, v));
+        let compute = env.version(i.compute_version()).map(|v| AppEnvironmentVersion::of(env, &app.id, v));
         Some(AppInstallation {
             id: ID(i.id.clone()),
             installation_context: ID(i.context.clone()),
             secondary_installation_contexts: Some(Vec::new()),
             app_environment: Some(AppEnvironment { app_id: app.id.clone(), key: env.key.clone() }),
-            // No separate code version: the code running is the installed version.
-            compute_version: version.clone(),
+            // The code running: the installed (permissions) version's unless a code-only upgrade
+            // moved it ahead.
+            compute_version: compute,
             app_environment_version: version,
             created_at: ms_to_datetime(i.created_at),
             is_recoverable: false,
@@ -1290,6 +1307,7 @@ impl MutationRoot {
             environment_key: input.environment_key,
             context: input.installation_context.0,
             version_id: input.version_id.map(|v| v.0),
+            compute_only: false,
         };
         let r = lock(ctx)?.install(&caller, &i, now_ms());
         Ok(Some(AppInstallationResponse {
@@ -1299,7 +1317,8 @@ impl MutationRoot {
             installation_id: None,
         }))
     }
-    /// Upgrades an installation (to `versionId`, else the latest), asynchronously (a task).
+    /// Upgrades an installation (to `versionId`, else the latest), asynchronously (a task); with
+    /// `computeOnly`, only its code (its `computeVersion`; see [`Model::upgrade`]).
     async fn upgrade_app(
         &self,
         ctx: &Context<'_>,
@@ -1311,6 +1330,7 @@ impl MutationRoot {
             environment_key: input.environment_key,
             context: input.installation_context.0,
             version_id: input.version_id.map(|v| v.0),
+            compute_only: input.compute_only.unwrap_or(false),
         };
         let mut model = lock(ctx)?;
         let r = model.upgrade(&caller, &i, now_ms());

@@ -29,6 +29,9 @@
 //!             requiredProducts: [jira]       # a cross-product app (empty: a single-product app)
 //!             modules: [jira:issuePanel, sql]   # extension type keys; a single-product app installs
 //!                                        # only into its modules' products (the part before `:`)
+//!             remotes: [{key: api-backend, baseUrl: "https://api.example.com"}]   # storage.remotes
+//!             securityPolicies: [{type: scripts, policies: [unsafe-inline]}]     # permissions.content
+//!                                        # (type: scripts | styles, or SCRIPTS | STYLES)
 //! sites:
 //!   - hostName: acme.atlassian.net
 //!     products: [jira, confluence]       # activation ids derived unless given in activationIds
@@ -49,7 +52,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{AccountStatus, DistributionStatus, Egress, EgressType, EnvironmentType};
+use super::model::{AccountStatus, DistributionStatus, Egress, EgressType, EnvironmentType, Remote, SecurityPolicy};
 
 /// The platform's initial content: accounts, apps (with environments and versions), sites and
 /// installations.
@@ -177,6 +180,12 @@ pub struct SeedVersion {
     /// Without required products they decide the products it installs into.
     #[serde(default)]
     pub modules: Vec<String>,
+    /// The version's remotes (`{key, baseUrl}`, an `https://` base URL).
+    #[serde(default)]
+    pub remotes: Vec<Remote>,
+    /// Its content security policies (`{type: scripts | styles, policies: [...]}`).
+    #[serde(default)]
+    pub security_policies: Vec<SecurityPolicy>,
     /// Creation time, epoch milliseconds (default: the emulator's start, in version order).
     #[serde(default)]
     pub created_at: Option<i64>,
@@ -280,6 +289,14 @@ pub struct DeployRequest {
     /// required products they decide the products it installs into.
     #[serde(default)]
     pub modules: Vec<String>,
+    /// The version's remotes (`{key, baseUrl}`). A remote the newest version of the same major
+    /// lacks (or a new base URL for a key) makes a minor a new major.
+    #[serde(default)]
+    pub remotes: Vec<Remote>,
+    /// Its content security policies (`{type: scripts | styles, policies: [...]}`). A new option
+    /// makes a minor a new major.
+    #[serde(default)]
+    pub security_policies: Vec<SecurityPolicy>,
 }
 
 /// What a deploy did.

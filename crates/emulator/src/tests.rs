@@ -916,6 +916,8 @@ async fn http_site_upgrade_by_the_customers_admin() {
             requires_license: false,
             required_products: vec!["jira".into()],
             modules: vec![],
+            remotes: vec![],
+            security_policies: vec![],
         })
         .unwrap();
     assert_eq!((out.upgraded_installations.len(), out.scheduled_installations.len()), (1, 0));
@@ -1198,4 +1200,103 @@ async fn version_extensions_answer_the_versions_modules() {
         data(&schema, &me, GET_VERSION_DETAILS, json!({"appId": APP1, "environmentKey": "production", "firstN": 1}))
             .await;
     assert_eq!(d["app"]["environmentByKey"]["versions"]["nodes"][0]["extensions"], Value::Null);
+}
+
+#[tokio::test]
+async fn version_details_answer_remotes_and_security_policies() {
+    let (model, schema, me) = setup();
+    // A new major of team-dashboard that calls a backend and needs inline scripts and styles.
+    let req: DeployRequest = serde_json::from_value(json!({
+        "appId": APP2, "version": "2.0.0", "scopes": ["read:confluence-content.summary"],
+        "requiredProducts": ["confluence"],
+        "remotes": [{"key": "api-backend", "baseUrl": "https://api.example.com"},
+                    {"key": "metrics", "baseUrl": "https://metrics.example.com/v1"}],
+        "securityPolicies": [{"type": "scripts", "policies": ["unsafe-inline", "unsafe-hashes"]},
+                             {"type": "styles", "policies": ["unsafe-inline"]}],
+    }))
+    .unwrap();
+    model.lock().unwrap().deploy(&req, now_ms()).unwrap();
+
+    // What forgeops reads to tell what the site admin is asked for.
+    let vars = json!({"appId": APP2, "environmentKey": "production", "firstN": 2});
+    let d = data(&schema, &me, GET_VERSION_DETAILS, vars).await;
+    let nodes = &d["app"]["environmentByKey"]["versions"]["nodes"];
+    assert_eq!(nodes[0]["version"], "2.0.0");
+    assert_eq!(
+        nodes[0]["permissions"][0]["securityPolicies"],
+        json!([{"type": "SCRIPTS", "policies": ["unsafe-inline", "unsafe-hashes"]},
+               {"type": "STYLES", "policies": ["unsafe-inline"]}])
+    );
+    assert_eq!(
+        nodes[0]["storage"],
+        json!({"hosted": null, "remotes": [
+            {"key": "api-backend", "baseUrl": "https://api.example.com", "classifications": null, "locations": null},
+            {"key": "metrics", "baseUrl": "https://metrics.example.com/v1", "classifications": null, "locations": null},
+        ]})
+    );
+    // A version without any answers as before: no policies, no remotes.
+    assert_eq!(nodes[1]["version"], "1.4.0");
+    assert_eq!(nodes[1]["permissions"][0]["securityPolicies"], json!([]));
+    assert_eq!(nodes[1]["storage"], json!({"hosted": null, "remotes": null}));
+
+    // The same remote as a minor of 1.x is refused: it needs the admin's consent.
+    let minor: DeployRequest = serde_json::from_value(json!({
+        "appId": APP2, "version": "1.5.0", "scopes": ["read:confluence-content.summary"],
+        "requiredProducts": ["confluence"], "remotes": [{"key": "api-backend", "baseUrl": "https://api.example.com"}],
+    }))
+    .unwrap();
+    let e = model.lock().unwrap().deploy(&minor, now_ms()).unwrap_err();
+    assert!(e.message.contains("adds remote api-backend https://api.example.com"), "{e}");
+}
+
+#[tokio::test]
+async fn a_code_only_upgrade_shows_the_compute_version_ahead_of_the_permissions() {
+    let (model, schema, me) = setup();
+    let ctx = workspace(&schema, &me, "acme.atlassian.net", "jira").await;
+    let (v1, _) = version_id(&schema, &me, "production", 1).await;
+    let (v2, _) = version_id(&schema, &me, "production", 2).await;
+    let input = |version: &str, compute_only: Option<bool>| {
+        let mut i = json!({"installationContext": ctx, "appId": APP1, "environmentKey": "production",
+            "async": true, "versionId": version});
+        if let Some(c) = compute_only {
+            i["computeOnly"] = json!(c);
+        }
+        json!({"input": i})
+    };
+    let d = data(&schema, &me, INSTALL, input(&v1, None)).await;
+    assert_eq!(d["installApp"]["success"], true, "{d}");
+    finish_tasks(&model);
+    let filter = json!({"filter": {"apps": {"ids": [APP1]}}, "first": 10});
+    let listed = |d: &Value| d["ecosystem"]["appInstallationsByApp"]["nodes"][0].clone();
+
+    // `forge install --upgrade code` to 2.0.0: the code of 2.0.0 runs, the permissions stay 1.2.0.
+    let d = data(&schema, &me, UPGRADE, input(&v2, Some(true))).await;
+    assert_eq!(d["upgradeApp"]["success"], true, "{d}");
+    finish_tasks(&model);
+    let node = listed(&data(&schema, &me, GET_INSTALLATIONS, filter.clone()).await);
+    assert_eq!(node["appEnvironmentVersion"]["version"], "1.2.0");
+    assert_eq!(node["appEnvironmentVersion"]["isLatest"], false, "outdated permissions");
+    assert_eq!(node["computeVersion"]["version"], "2.0.0");
+    assert_eq!(node["computeVersion"]["isLatest"], true);
+    assert_eq!(node["appEnvironmentVersion"]["permissions"][0]["scopes"], json!([{"key": "read:jira-work"}]));
+    assert_eq!(
+        node["computeVersion"]["permissions"][0]["scopes"],
+        json!([{"key": "read:jira-work"}, {"key": "write:jira-work"}]),
+        "what the code asks for, not yet granted"
+    );
+    // The code-only upgrade again: already done.
+    let d = data(&schema, &me, UPGRADE, input(&v2, Some(true))).await;
+    assert_eq!(d["upgradeApp"]["errors"][0]["extensions"]["errorType"], "INSTALLATION_ALREADY_UPGRADED");
+
+    // A full upgrade (the admin consents): both on 2.0.0.
+    let d = data(&schema, &me, UPGRADE, input(&v2, None)).await;
+    assert_eq!(d["upgradeApp"]["success"], true, "{d}");
+    finish_tasks(&model);
+    let node = listed(&data(&schema, &me, GET_INSTALLATIONS, filter.clone()).await);
+    assert_eq!(node["appEnvironmentVersion"]["version"], "2.0.0");
+    assert_eq!(node["computeVersion"], node["appEnvironmentVersion"]);
+    // Code older than the permissions is refused at once.
+    let d = data(&schema, &me, UPGRADE, input(&v1, Some(true))).await;
+    assert_eq!(d["upgradeApp"]["success"], false);
+    assert_eq!(d["upgradeApp"]["errors"][0]["extensions"]["errorType"], "VERSION_DECREASES_ROLLING_RELEASE");
 }
