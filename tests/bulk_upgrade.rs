@@ -637,6 +637,8 @@ async fn a_rollout_whose_creation_answer_was_lost_is_adopted_not_started_twice()
                 requires_license: false,
                 required_products: vec!["jira".into()],
                 modules: vec![],
+                remotes: vec![],
+                security_policies: vec![],
             };
             platform.emulator.deploy(deploy).unwrap();
             let ask = json!({"metadata": {"annotations": {"forgeops.dev/refresh": format!("{to}.0")}}});

@@ -558,6 +558,8 @@ async fn installations_follow_the_minors_the_platform_rolls_out() {
         requires_license: false,
         required_products: vec!["jira".into()],
         modules: vec![],
+        remotes: vec![],
+        security_policies: vec![],
     };
     platform.emulator.deploy(deploy).unwrap();
     let ask = json!({"metadata": {"annotations": {"forgeops.dev/refresh": "after-deploy"}}});

@@ -349,6 +349,8 @@ async fn forgeapp_reports_what_the_platform_has_and_says_what_to_fix() {
         requires_license: false,
         required_products: vec!["jira".into()],
         modules: vec![],
+        remotes: vec![],
+        security_policies: vec![],
     };
     // Settle first: the mirror's own refresh request must be answered, and a read the operator
     // makes from a cached copy that does not show its answer yet (under load) must be over.

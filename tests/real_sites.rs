@@ -141,6 +141,8 @@ async fn on_a_customers_site_forgeops_never_installs_upgrades_or_uninstalls() {
         requires_license: false,
         required_products: vec!["jira".into()],
         modules: vec![],
+        remotes: vec![],
+        security_policies: vec![],
     };
     platform.emulator.deploy(deploy).unwrap();
     refresh(&apps, "after-deploy").await;
