@@ -251,7 +251,7 @@ async fn a_mutation_whose_answer_was_lost_is_confirmed_from_the_platform_and_nev
 }
 
 #[tokio::test]
-async fn a_major_that_only_re_categorises_an_egress_permission_needs_consent() {
+async fn a_major_that_only_re_categorises_egress_or_adds_a_remote_and_a_script_source_needs_consent() {
     let t = TestNs::new("egress-category").await;
     let operator = t.start_operator().await;
     let platform = operator.platform.clone();
@@ -292,6 +292,31 @@ async fn a_major_that_only_re_categorises_an_egress_permission_needs_consent() {
     })
     .await;
     assert_eq!(platform.calls("forge_cli_upgradeApplication"), 1);
+
+    // 3.0 keeps the scopes and egress and adds a remote back end and a script source: also a
+    // major the admin must consent to, told from what the platform returns for the version.
+    let deploy: forgeops_emulator::DeployRequest = serde_json::from_value(json!({
+        "appId": APP_ID, "environment": "production", "version": "3.0.0", "scopes": ["read"],
+        "egress": [{"type": "FETCH_BACKEND_SIDE", "addresses": ["api.example.com"], "category": "ANALYTICS"}],
+        "requiredProducts": ["jira"],
+        "remotes": [{"key": "crm", "baseUrl": "https://crm.example.com"}],
+        "securityPolicies": [{"type": "scripts", "policies": ["https://cdn.example.com"]}],
+    }))
+    .unwrap();
+    platform.emulator.deploy(deploy).unwrap();
+    refresh(&apps, "after-deploy-3").await;
+    let pin = json!({"spec": {"majorVersion": 3}});
+    insts.patch("acme", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&pin)).await.unwrap();
+    let waiting = wait_for(&insts, "acme", WAIT, "ConsentRequired for 3", |i| {
+        reason_of(i, "UpToDate").1 == "ConsentRequired"
+            && i.status.as_ref().unwrap().observed_generation == i.metadata.generation
+    })
+    .await;
+    let message = reason_of(&waiting, "UpToDate").2;
+    assert!(message.contains("remote crm https://crm.example.com"), "{message}");
+    assert!(message.contains("content security policy"), "{message}");
+    assert!(message.contains("https://cdn.example.com"), "{message}");
+    assert_eq!(platform.calls("forge_cli_upgradeApplication"), 1, "nothing sent without consent");
 }
 
 fn named_app(name: &str, app_id: &str, versions: Value) -> Value {
