@@ -181,6 +181,13 @@ fn bad_objects() -> Vec<Bad> {
             message: "site is immutable",
         },
         Bad {
+            kind: fapp,
+            plural: "forgeapps",
+            before: Some(fapp_spec("moved-app", json!({}))),
+            bad: fapp_spec("moved-app", json!({"appId": "ari:cloud:ecosystem::app/another"})),
+            message: "appId is immutable",
+        },
+        Bad {
             kind: "Installation",
             plural: "installations",
             before: None,

@@ -46,8 +46,11 @@ pub const MAX_ENVIRONMENTS: usize = 25;
 #[serde(rename_all = "camelCase")]
 pub struct ForgeAppSpec {
     /// The Forge app ID, as in the app's manifest: `ari:cloud:ecosystem::app/` followed by the
-    /// app's UUID (for example `ari:cloud:ecosystem::app/0b7f...`).
+    /// app's UUID (for example `ari:cloud:ecosystem::app/0b7f...`). Immutable: the app's
+    /// Installations, policies and bulk upgrades act on the app they were made for; to manage
+    /// another app, create another ForgeApp.
     #[schemars(length(min = 1, max = 256), regex(pattern = r"^ari:cloud:ecosystem::app/[A-Za-z0-9][-A-Za-z0-9]*$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("appId is immutable: the objects of this ForgeApp act on the app they were made for; to manage another app, create another ForgeApp"))]
     pub app_id: String,
 
     /// The Atlassian developer account that owns the app, for the one-bulk-upgrade-per-account

@@ -103,6 +103,10 @@ pub struct InstallationStatus {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 
+    /// The platform's app this Installation acts on (its ForgeApp's `appId` when first seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+
     /// The version installed on the site, as `major.minor` (for example `2.3`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installed_version: Option<String>,

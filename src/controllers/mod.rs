@@ -569,7 +569,9 @@ pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
 /// The current time, truncated to whole seconds as the API server stores it, so a status computed
 /// now compares equal to the same status read back.
 pub fn now() -> Time {
-    Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).expect("now is a valid timestamp"))
+    let now = jiff::Timestamp::now();
+    // A whole second of a valid timestamp is valid; should it ever not be, the untruncated time.
+    Time(jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
 /// A namespaced object whose status the operator writes.

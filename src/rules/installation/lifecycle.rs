@@ -279,6 +279,9 @@ pub fn decide(i: &Inputs) -> Decision {
     if let Some(c) = conditions {
         top.conditions = c;
     }
+    if top.app_id.is_none() {
+        top.app_id = i.facts.app.map(|a| a.spec.app_id.clone());
+    }
     if several && !(i.deleting && stopped.is_none()) {
         summarize_first(&mut top, products[0]);
     }
@@ -314,6 +317,7 @@ fn view_of(top: &InstallationStatus, object: &InstallationStatus, k: usize, prod
         installation_id: r.installation_id,
         task: r.task,
         running_version: None,
+        app_id: None,
         products: Vec::new(),
     }
 }

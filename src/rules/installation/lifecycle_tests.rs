@@ -132,6 +132,7 @@ fn a_first_install_looks_first_records_before_sending_then_records_the_task() {
     assert_eq!(d.effects, vec![Effect::Find { lookup: Lookup::OnSite, why: Why::BeforeInstall(ver(2, 0)) }]);
     assert_eq!(d.requeue, Requeue::Answer);
     assert_eq!(w.status.unconfirmed, None, "a read needs no record");
+    assert_eq!(w.status.app_id.as_deref(), Some(app().spec.app_id.as_str()), "the app it acts on, recorded");
 
     let d = w.round(Some(Answer::Found(Why::BeforeInstall(ver(2, 0)), Ok(None))));
     assert_eq!(d.platform_effect(), Some(&Effect::Send(Request::Install(ver(2, 0)))));
