@@ -737,3 +737,22 @@ async fn an_app_deleted_under_a_running_rollout_waits_for_it_and_a_bulk_upgrade_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn an_environment_typo_is_stalled_with_what_to_change_and_holds_no_one_up() {
+    let t = TestNs::new("bulk-typo").await;
+    let _operator = operator_with_rollout_step(&t, Duration::from_millis(100)).await;
+    installed_on_major_1(&t, "insights", "dev", 3, vec![version(2, 0, &["read"])]).await;
+    let bus: Api<BulkUpgrade> = t.api();
+    create(&bus, bulk("typo", "insights", 1, 2, json!({"environment": "prodution"}))).await;
+    let b = wait_condition(&bus, "typo", "Stalled", "True", "EnvironmentNotManaged").await;
+    assert_eq!(state(&b), Some(BulkUpgradeState::Ineligible), "{b:#?}");
+    let message = condition(&b, "Ready").unwrap().2;
+    assert!(message.contains("does not manage environment prodution (it manages production)"), "{message}");
+    assert!(message.contains("fix spec.environment"), "{message}");
+    // The next upgrade of the same account is not queued behind the typo.
+    create(&bus, bulk("real", "insights", 1, 2, json!({}))).await;
+    let b = wait_state(&bus, "real", BulkUpgradeState::Complete).await;
+    assert!(status(&b).blocked_by.is_none(), "{b:#?}");
+    assert_eq!(status(&b).upgraded, 3);
+}

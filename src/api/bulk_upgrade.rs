@@ -289,6 +289,7 @@ crate::named! {
     #[derive(Serialize, Deserialize, schemars::JsonSchema)]
     pub enum Ineligibility {
         AppNotFound,
+        EnvironmentNotManaged,
         MajorNotDeployed,
         ToMajorNotNewer,
         AddsScopes,
@@ -304,7 +305,8 @@ crate::named! {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IneligibleReason {
-    /// The rule: `AppNotFound`, `MajorNotDeployed`, `ToMajorNotNewer`, `AddsScopes`, `AddsEgress`
+    /// The rule: `AppNotFound`, `EnvironmentNotManaged` (the ForgeApp does not manage
+    /// `spec.environment`), `MajorNotDeployed`, `ToMajorNotNewer`, `AddsScopes`, `AddsEgress`
     /// (a new egress, or one re-categorised, of another type or newly in scope of end-user data),
     /// `AddsPermissions` (remotes, content security policies), `LicensingChanged`, `PlatformRefused` or `PinnedInstallations`.
     pub reason: Ineligibility,

@@ -35,6 +35,7 @@ crate::named! {
         // Eligibility.
         Eligible,
         AppNotFound,
+        EnvironmentNotManaged,
         AppNotRead,
         MajorNotDeployed,
         ToMajorNotNewer,
@@ -85,6 +86,7 @@ type Decided = conds::Decided<Type, Reason>;
 pub fn reason_of(rule: Ineligibility) -> Reason {
     match rule {
         Ineligibility::AppNotFound => Reason::AppNotFound,
+        Ineligibility::EnvironmentNotManaged => Reason::EnvironmentNotManaged,
         Ineligibility::MajorNotDeployed => Reason::MajorNotDeployed,
         Ineligibility::ToMajorNotNewer => Reason::ToMajorNotNewer,
         Ineligibility::AddsScopes => Reason::AddsScopes,
@@ -116,6 +118,18 @@ pub fn eligibility(app: Option<&ForgeApp>, spec: &BulkUpgradeSpec) -> Vec<Inelig
             format!("ForgeApp {} does not exist in this namespace", spec.app_ref.name),
         )];
     };
+    if !app.spec.environments.contains(&spec.environment) {
+        return vec![ineligible(
+            Ineligibility::EnvironmentNotManaged,
+            format!(
+                "ForgeApp {} does not manage environment {} (it manages {}): fix spec.environment, or add the \
+                 environment to the ForgeApp's spec.environments",
+                spec.app_ref.name,
+                spec.environment,
+                app.spec.environments.join(", ")
+            ),
+        )];
+    }
     let deployed = app.deployed(&spec.environment);
     let mut out = Vec::new();
     if spec.to_major <= spec.from_major {
@@ -200,6 +214,8 @@ pub struct VersionRef {
 pub enum AppView {
     /// No ForgeApp of that name in the namespace.
     Missing,
+    /// The ForgeApp does not manage the upgrade's environment: only a change of spec fixes it.
+    Unmanaged(Vec<IneligibleReason>),
     /// The ForgeApp has not been read from the platform yet.
     NotRead,
     Read(AppFacts),
@@ -223,6 +239,9 @@ pub struct AppFacts {
 /// Builds the [`AppView`] of `spec` from the ForgeApp (if any) and the pinned installations.
 pub fn app_view(app: Option<&ForgeApp>, spec: &BulkUpgradeSpec, pinned: Vec<String>) -> AppView {
     let Some(app) = app else { return AppView::Missing };
+    if !app.spec.environments.contains(&spec.environment) {
+        return AppView::Unmanaged(eligibility(Some(app), spec));
+    }
     let read = app.status.as_ref().is_some_and(|s| s.environments.iter().any(|e| e.name == spec.environment));
     let Some(account) = app.account().filter(|_| read) else { return AppView::NotRead };
     let deployed = app.deployed(&spec.environment);
@@ -920,6 +939,10 @@ pub fn decide(i: &Inputs) -> Decision {
         AppView::Missing => {
             let reasons = eligibility(None, i.spec);
             return not_ready(next, effects, BulkUpgradeState::Ineligible, reasons, None, Requeue::Recheck);
+        }
+        AppView::Unmanaged(reasons) => {
+            // Holds no place in any queue: Ineligible, until the spec (or the app's) changes.
+            return not_ready(next, effects, BulkUpgradeState::Ineligible, reasons.clone(), None, Requeue::Recheck);
         }
         AppView::NotRead => {
             let waiting =

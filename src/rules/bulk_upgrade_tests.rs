@@ -144,6 +144,25 @@ fn the_app_view_reads_ids_account_and_versions() {
     assert_eq!(app_view(Some(&unread), &spec(1, 2), vec![]), AppView::NotRead);
 }
 
+#[test]
+fn an_environment_its_app_does_not_manage_is_ineligible_at_once_and_holds_no_place() {
+    let app = ForgeApp::test("insights").developer_account("dev").deploys(vec![AppVersion::test(1, 0)]);
+    let mut typo = spec(1, 2);
+    typo.environment = "prodution".into();
+    let view = app_view(Some(&app), &typo, vec![]);
+    let AppView::Unmanaged(reasons) = &view else { panic!("not waiting to be read: {view:?}") };
+    assert_eq!(reasons[0].reason, Ineligibility::EnvironmentNotManaged);
+    assert!(reasons[0].detail.contains("does not manage environment prodution (it manages production)"));
+    let mut c = Case::new();
+    c.spec = typo;
+    c.app = view;
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Ineligible, "not Pending: nothing will change by waiting");
+    assert_eq!(cond(&d, Type::Stalled), ("True".into(), "EnvironmentNotManaged".into()));
+    assert!(!d.effects.contains(&Effect::TakeLeases), "holds no Lease: {:?}", d.effects);
+    assert!(d.effects.contains(&Effect::ReleaseLeases));
+}
+
 // --- admission ---
 
 fn hold(holder: &str, live: bool) -> Option<LeaseHold> {
