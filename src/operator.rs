@@ -29,6 +29,17 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("metrics endpoint {addr}: {source}")]
     Metrics { addr: SocketAddr, source: std::io::Error },
+    /// The leader Lease was lost (taken by another replica, or not renewed within the renew
+    /// deadline): the controllers were stopped at once, mid-call, and the process exits so that
+    /// only the new leader acts on the platform.
+    #[error("lost the leader Lease: stopped at once; the new leader carries on")]
+    LeadershipLost,
+}
+
+/// How long a leader keeps trying to renew its Lease before it gives up leading: two thirds of
+/// the lease duration (client-go's 10 s of 15 s), so it stops before another replica may take over.
+pub fn renew_deadline(lease: Duration) -> Duration {
+    lease * 2 / 3
 }
 
 /// What the operator watches and serves.
@@ -104,7 +115,7 @@ pub async fn run(
             let identity = format!("{}-{nonce}", settings.instance.as_deref().unwrap_or("forgeops"));
             let holder = Holder { uid: identity.clone(), name: identity };
             match become_leader(&leases, &holder, duration, &health, shutdown.clone()).await? {
-                Some((lost, renewer)) => Some((leases, holder, lost, renewer)),
+                Some((lost, renewer, fence)) => Some((leases, holder, lost, renewer, fence)),
                 None => return Ok(()), // shut down before becoming leader
             }
         }
@@ -112,7 +123,7 @@ pub async fn run(
     };
     // Stop the controllers on shutdown, or as soon as leadership is lost.
     let stop: Shared<BoxFuture<'static, ()>> = match &leadership {
-        Some((_, _, lost, _)) => {
+        Some((_, _, lost, _, _)) => {
             let (shutdown, lost) = (shutdown.clone(), lost.clone());
             async move {
                 tokio::select! { _ = shutdown => {}, _ = lost => {} }
@@ -127,7 +138,7 @@ pub async fn run(
     let caches = Arc::new(
         controllers::caches::Caches::start(&client, settings.namespace.as_deref(), &settings.operator_namespace).await,
     );
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         metrics,
         settings.platform.clone(),
@@ -140,7 +151,11 @@ pub async fn run(
         caches,
         settings.operator_namespace.clone(),
         settings.instance.clone(),
-    ));
+    );
+    if let Some((_, _, _, _, fence)) = &leadership {
+        ctx.fence = fence.clone();
+    }
+    let ctx = Arc::new(ctx);
     {
         let (health, caches) = (health.clone(), ctx.caches.clone());
         tokio::spawn(async move {
@@ -163,31 +178,50 @@ pub async fn run(
             health.stopped(name);
         }
     };
-    tokio::join!(
-        watched(
-            "forgeapp",
-            controllers::forge_app::run(controllers::api_in(&client, ns), ctx.clone(), shutdown.clone()).boxed()
-        ),
-        watched(
-            "distributionpolicy",
-            controllers::distribution_policy::run(controllers::api_in(&client, ns), ctx.clone(), shutdown.clone())
+    let work = async {
+        tokio::join!(
+            watched(
+                "forgeapp",
+                controllers::forge_app::run(controllers::api_in(&client, ns), ctx.clone(), shutdown.clone()).boxed()
+            ),
+            watched(
+                "distributionpolicy",
+                controllers::distribution_policy::run(controllers::api_in(&client, ns), ctx.clone(), shutdown.clone())
+                    .boxed()
+            ),
+            watched("installation", controllers::installation::run(ctx.clone(), shutdown.clone()).boxed()),
+            watched(
+                "bulkupgrade",
+                controllers::bulk_upgrade::run(
+                    controllers::api_in::<BulkUpgrade>(&client, ns),
+                    ctx,
+                    settings.bulk_limits,
+                    shutdown.clone()
+                )
                 .boxed()
-        ),
-        watched("installation", controllers::installation::run(ctx.clone(), shutdown.clone()).boxed()),
-        watched(
-            "bulkupgrade",
-            controllers::bulk_upgrade::run(
-                controllers::api_in::<BulkUpgrade>(&client, ns),
-                ctx,
-                settings.bulk_limits,
-                shutdown.clone()
-            )
-            .boxed()
-        ),
-    );
+            ),
+        )
+    };
+    match &leadership {
+        // Losing the Lease stops everything at once: the controllers' futures are dropped
+        // mid-call (no reconcile is let finish, no further platform request is sent), and the
+        // process ends with an error so its supervisor restarts it as a standby.
+        Some((_, _, lost, _, _)) => {
+            tokio::select! {
+                _ = work => {}
+                _ = lost.clone() => {
+                    health.shutting_down();
+                    return Err(Error::LeadershipLost);
+                }
+            }
+        }
+        None => {
+            work.await;
+        }
+    }
     health.shutting_down();
     info!("forgeops controllers stopped");
-    if let Some((leases, holder, _, renewer)) = leadership {
+    if let Some((leases, holder, _, renewer, _)) = leadership {
         renewer.abort();
         // Hand over at once rather than making the next replica wait for the Lease to expire.
         leases::release(&leases, LEADER_LEASE, &holder.uid).await?;
@@ -196,7 +230,7 @@ pub async fn run(
 }
 
 /// Leadership: resolves when it is lost; the handle stops the background renewals.
-type Leadership = (Shared<BoxFuture<'static, ()>>, tokio::task::AbortHandle);
+type Leadership = (Shared<BoxFuture<'static, ()>>, tokio::task::AbortHandle, controllers::Fence);
 
 /// Waits until this replica holds the leader Lease, then keeps renewing it in the background.
 /// Returns `None` if `shutdown` came first.
@@ -236,18 +270,31 @@ async fn become_leader(
     }
     info!(identity = %holder.uid, "became leader");
     let (leases, holder) = (leases.clone(), holder.clone());
+    let deadline = renew_deadline(duration);
+    let fence = controllers::Fence::leading(deadline);
+    let renewals = fence.clone();
     let lost = async move {
         let mut last_renewal = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(retry).await;
-            match leases::claim(&leases, LEADER_LEASE, &holder, duration, &observer).await {
-                Ok(Claim::Held) => last_renewal = tokio::time::Instant::now(),
+            // A renewal that does not come back (a black-holed connection) counts as failed once
+            // the renew deadline passes.
+            let left = deadline.saturating_sub(last_renewal.elapsed()).max(Duration::from_millis(100));
+            let renewed =
+                tokio::time::timeout(left, leases::claim(&leases, LEADER_LEASE, &holder, duration, &observer))
+                    .await
+                    .unwrap_or_else(|_| Err(kube::Error::Service("renewing the leader Lease timed out".into())));
+            match renewed {
+                Ok(Claim::Held) => {
+                    last_renewal = tokio::time::Instant::now();
+                    renewals.renewed();
+                }
                 Ok(Claim::Busy(other)) => {
-                    tracing::error!(%other, "leadership lost to another replica; stopping the controllers");
+                    tracing::error!(%other, "leadership lost to another replica; stopping at once");
                     return;
                 }
-                Err(e) if last_renewal.elapsed() >= duration => {
-                    tracing::error!(error = %e, "could not renew the leader Lease in time; stopping the controllers");
+                Err(e) if last_renewal.elapsed() >= deadline => {
+                    tracing::error!(error = %e, "could not renew the leader Lease within its renew deadline; stopping at once");
                     return;
                 }
                 Err(e) => tracing::warn!(error = %e, "renewing the leader Lease failed; retrying"),
@@ -256,7 +303,7 @@ async fn become_leader(
     };
     let task = tokio::spawn(lost);
     let renewer = task.abort_handle();
-    Ok(Some((task.map(|_| ()).boxed().shared(), renewer)))
+    Ok(Some((task.map(|_| ()).boxed().shared(), renewer, fence)))
 }
 
 async fn serve_metrics(

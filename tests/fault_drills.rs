@@ -357,6 +357,66 @@ async fn the_leader_is_killed_twice_during_a_stepped_bulk_upgrade_and_no_step_st
     eprintln!("drill-leader: {} rollout requests, Lease transitions {transitions}", platform.calls(CREATE_ROLLOUT));
 }
 
+/// A leader frozen (SIGSTOP, as a paused VM or a long GC pause would) past its Lease while a stepped
+/// bulk upgrade runs: the standby takes over; when the old leader wakes it sends no platform
+/// mutation (its renewal is older than the renew deadline, so it is fenced) and exits within the
+/// renew deadline; each step's rollout is asked for once, counted from the emulator's request log.
+#[tokio::test]
+async fn a_leader_frozen_past_its_lease_sends_nothing_when_it_wakes_and_exits() {
+    const BULK: u32 = 300;
+    let _turn = DRILL.lock().await;
+    let t = TestNs::new("drill-frozen").await;
+    let platform = platform_stepping(&t, BULK as usize, Duration::from_millis(300), Duration::from_millis(40)).await;
+    let url = platform.emulator.graphql_url();
+    let mut replicas = vec![replica(&t, &url, 0), replica(&t, &url, 1)];
+    let frozen = leader_of(&replicas, Duration::from_secs(60)).await;
+    let bus: Api<BulkUpgrade> = t.api();
+    start_bulk_upgrade(&bus).await;
+    wait_until("the first rollout request", Duration::from_secs(120), &replicas[frozen].process, async || {
+        platform.calls(CREATE_ROLLOUT) >= 1
+    })
+    .await;
+    replicas[frozen].process.signal(forgeops_testenv::sys::SIGSTOP);
+    let stopped = Instant::now();
+    let others: Vec<Replica> = vec![replicas.remove(1 - frozen)];
+    let old = replicas.remove(0);
+    let leader = leader_of(&others, Duration::from_secs(30)).await;
+    eprintln!("drill-frozen: the standby led {:.2} s after the freeze", stopped.elapsed().as_secs_f64());
+    // Frozen well past its Lease, while the new leader works on.
+    tokio::time::sleep(Duration::from_secs(2 * LEASE_SECS)).await;
+    let mutations_before: usize = MUTATIONS.iter().map(|op| platform.calls(op)).sum();
+    old.process.signal(forgeops_testenv::sys::SIGCONT);
+    let woke = Instant::now();
+    let deadline = forgeops::operator::renew_deadline(Duration::from_secs(LEASE_SECS)) + Duration::from_secs(2);
+    while !old.process.has_exited() {
+        assert!(
+            woke.elapsed() < deadline,
+            "the old leader did not exit after waking:
+{}",
+            old.process.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("drill-frozen: the old leader exited {:.2} s after waking", woke.elapsed().as_secs_f64());
+    let log = old.process.log();
+    assert!(log.contains("stopping at once") && !log.contains("panicked"), "{log}");
+    upgraded_once(&platform, &bus, BULK, &others[leader].process).await;
+    // Every mutation request on the platform's log: three rollouts, one per step, whoever sent them.
+    assert_eq!(platform.calls(CREATE_ROLLOUT), 3, "a rollout asked for twice");
+    let mutations_after: usize = MUTATIONS.iter().map(|op| platform.calls(op)).sum();
+    eprintln!("drill-frozen: mutation requests {mutations_before} before the wake, {mutations_after} at the end");
+}
+
+/// The platform mutations the operator can send.
+const MUTATIONS: [&str; 6] = [
+    "forge_cli_installApplication",
+    "forge_cli_upgradeApplication",
+    "forge_cli_uninstallApplication",
+    CREATE_ROLLOUT,
+    "forge_cli_cancelAppVersionUpgradeRollout",
+    "forgeops_updateAppDetails",
+];
+
 fn leader_lease(holder: &str, renewed: jiff::Timestamp) -> serde_json::Value {
     json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": forgeops::operator::LEADER_LEASE},

@@ -94,6 +94,11 @@ pub async fn reconcile(bu: Arc<BulkUpgrade>, bctx: Arc<BulkContext>) -> Result<A
 async fn cancel_on_delete(bu: &BulkUpgrade, bctx: &BulkContext) {
     let ctx = &bctx.ctx;
     let Some(rollout) = bu.status.as_ref().and_then(running_rollout) else { return };
+    if !ctx.fence.holds() {
+        warn!(bulk_upgrade = %full_name(bu), rollout = %rollout.id,
+            "deleted while running, but this replica is not sure it still leads: the rollout is not cancelled");
+        return;
+    }
     let Some(app) = ctx.caches.app(&bu.namespace().unwrap_or_default(), &bu.spec.app_ref.name) else { return };
     let cancelled = match ctx.credentials_for(&app).await {
         Ok(creds) => ctx.platform.cancel_rollout(&creds, &rollout.id).await.map_err(|e| e.to_string()),
@@ -429,6 +434,7 @@ async fn execute(
                 release_all(bctx, &uid(bu), finishing).await?;
             }
             Effect::StartRollout(request) => {
+                ctx.fence.check()?;
                 let Some(creds) = gathered.creds.as_ref() else {
                     // The rules start a rollout only for an app read with credentials; should that
                     // ever not hold, the object reports it and nothing is sent.
@@ -470,6 +476,7 @@ async fn execute(
                 requeue = after;
             }
             Effect::CancelRollout(id) => {
+                ctx.fence.check()?;
                 let Some(creds) = gathered.creds.as_ref() else {
                     return Err(Error::NotYet {
                         what: "no credentials to cancel the rollout with".into(),

@@ -72,6 +72,11 @@ async fn carry_out(
     previous: &DistributionPolicyStatus,
     ctx: &Context,
 ) -> Result<LinkState, PlatformError> {
+    if !ctx.fence.holds() {
+        // Not leading (or not sure): the sharing mutations below are for the leader to send.
+        let why = "this replica has not renewed the leader Lease within its renew deadline";
+        return Err(PlatformError::new(ErrorKind::Unavailable, "leader", why));
+    }
     let creds = ctx
         .credentials_for(app)
         .await

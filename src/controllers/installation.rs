@@ -178,7 +178,8 @@ async fn rounds(cached: &Installation, ctx: &Context, deleting: bool) -> Result<
                     break;
                 };
                 if matches!(effect, Effect::Send(_)) {
-                    // The pre-send record: nothing is sent unless it is written.
+                    // Only while this replica leads, and only once the pre-send record is written.
+                    ctx.fence.check()?;
                     base = write_status(ctx, &base, &status).await?;
                 }
                 let creds = match &creds {

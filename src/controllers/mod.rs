@@ -178,6 +178,8 @@ impl From<kube::runtime::finalizer::Error<Error>> for Error {
 
 /// What every controller shares.
 pub struct Context {
+    /// Whether this replica may still act on the platform (see [`Fence`]).
+    pub fence: Fence,
     pub client: Client,
     /// Events waiting for the background sender (see [`publish_event`]).
     events: tokio::sync::mpsc::Sender<(k8s_openapi::api::core::v1::ObjectReference, Event)>,
@@ -202,6 +204,56 @@ pub struct Context {
         Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<Installation>>>>,
     /// The resourceVersion each object had after this process last wrote its status.
     written: Mutex<HashMap<(String, String), String>>,
+}
+
+/// Whether this replica still leads: with leader election, it may act on the platform only while
+/// its last renewal of the leader Lease is younger than the renew deadline. Checked before every
+/// platform mutation, so a replica that was frozen (SIGSTOP, a VM pause) past its Lease sends
+/// nothing when it wakes, even before its renewal loop notices the Lease is gone. Without leader
+/// election it always holds.
+#[derive(Clone, Default)]
+pub struct Fence(Option<Arc<FenceState>>);
+
+struct FenceState {
+    renewed: Mutex<std::time::Instant>,
+    deadline: Duration,
+}
+
+impl Fence {
+    /// A fence renewed now, holding for `deadline` after each renewal.
+    pub fn leading(deadline: Duration) -> Fence {
+        Fence(Some(Arc::new(FenceState { renewed: Mutex::new(std::time::Instant::now()), deadline })))
+    }
+
+    /// Notes a successful renewal of the Lease.
+    pub fn renewed(&self) {
+        if let Some(state) = &self.0 {
+            *state.renewed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Instant::now();
+        }
+    }
+
+    /// Whether this replica may send a platform mutation now.
+    pub fn holds(&self) -> bool {
+        match &self.0 {
+            None => true,
+            Some(state) => {
+                state.renewed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).elapsed() < state.deadline
+            }
+        }
+    }
+
+    /// [`Error::NotYet`] unless the fence holds: what a mutation returns instead of being sent.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.holds() {
+            return Ok(());
+        }
+        Err(Error::NotYet {
+            what: "this replica has not renewed the leader Lease within its renew deadline: nothing is sent to the \
+                   platform until it does"
+                .into(),
+            after: Duration::from_secs(1),
+        })
+    }
 }
 
 /// An app's installations as the platform last listed them, by (environment key, site): one per
@@ -237,6 +289,7 @@ impl Context {
         tokio::spawn(send_events(Recorder::new(client.clone(), reporter), queued));
         let (installation_triggers, stream) = tokio::sync::mpsc::unbounded_channel();
         Context {
+            fence: Fence::default(),
             installation_triggers,
             installation_trigger_stream: Mutex::new(Some(stream)),
             events,
@@ -686,6 +739,19 @@ pub async fn publish_event<K: Resource<DynamicType = ()>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_frozen_past_its_renew_deadline_sends_nothing_until_it_renews() {
+        assert!(Fence::default().holds(), "without leader election");
+        let fence = Fence::leading(Duration::from_millis(40));
+        assert!(fence.holds() && fence.check().is_ok());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!fence.holds(), "frozen past the deadline");
+        assert!(matches!(fence.check(), Err(Error::NotYet { .. })));
+        fence.renewed();
+        assert!(fence.holds());
+        assert_eq!(crate::operator::renew_deadline(Duration::from_secs(15)), Duration::from_secs(10));
+    }
 
     #[tokio::test]
     async fn a_panicking_reconcile_is_an_error_for_its_object_not_the_end_of_the_process() {

@@ -124,6 +124,11 @@ impl KeptProcess {
     }
 
     /// The last lines of the process's log, for error messages.
+    /// Everything the process wrote.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
