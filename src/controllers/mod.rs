@@ -762,6 +762,7 @@ mod tests {
             Ok(Action::await_change())
         };
         let result = unpanicked(panicking).await;
+        // Test-only (#[cfg(test)]): the assertion's panic.
         let Err(e @ Error::Panicked(_)) = result else { panic!("a panic must come back as an error: {result:?}") };
         assert!(e.to_string().contains("a cancel is decided only with credentials"), "{e}");
         assert_eq!(e.category(), ErrorCategory::Defect);

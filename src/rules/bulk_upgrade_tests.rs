@@ -150,6 +150,7 @@ fn an_environment_its_app_does_not_manage_is_ineligible_at_once_and_holds_no_pla
     let mut typo = spec(1, 2);
     typo.environment = "prodution".into();
     let view = app_view(Some(&app), &typo, vec![]);
+    // Test-only: the assertion's panic.
     let AppView::Unmanaged(reasons) = &view else { panic!("not waiting to be read: {view:?}") };
     assert_eq!(reasons[0].reason, Ineligibility::EnvironmentNotManaged);
     assert!(reasons[0].detail.contains("does not manage environment prodution (it manages production)"));
@@ -386,6 +387,7 @@ fn cond(d: &Decision, t: Type) -> (String, String) {
     (c.status.clone(), c.reason.clone())
 }
 
+/// Test-only: a missing condition fails the test.
 fn cond_message(d: &Decision, t: Type) -> String {
     conds::find(&d.status.conditions, t).unwrap().message.clone()
 }

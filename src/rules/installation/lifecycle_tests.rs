@@ -420,6 +420,7 @@ fn install_in(w: &mut World, product: Product, id: &str) {
     assert_eq!((d.product, d.platform_effect()), (product, Some(&Effect::Send(Request::Install(ver(2, 0))))));
     w.round(Some(Answer::Sent(Request::Install(ver(2, 0)), Ok(Sent::Task(format!("t-{id}"))))));
     let d = w.round(None);
+    // Test-only: the assertion's panic.
     let Some(Effect::PollTask(task)) = d.platform_effect().cloned() else { panic!("polls {product}'s task: {d:?}") };
     assert_eq!(d.product, product);
     w.round(Some(Answer::Polled(task, Ok(TaskOutcome::Complete))));
