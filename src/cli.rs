@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::controllers::bulk_upgrade::Limits;
 use crate::operator;
+use crate::platform::credentials::Grant;
 use crate::platform::{ForgeGateway, GatewayOptions, Platform};
 use crate::telemetry::Metrics;
 
@@ -34,6 +35,16 @@ pub struct RunArgs {
     /// ForgeApps that name none in `spec.credentialsSecretRef`.
     #[arg(long, env = "FORGEOPS_CREDENTIALS_SECRET", default_value = "forgeops-credentials")]
     pub credentials_secret: String,
+    /// Namespaces (comma separated), besides the operator's own, whose ForgeApps may act with the
+    /// default credentials Secret. A ForgeApp anywhere else needs a Secret of its own
+    /// (`spec.credentialsSecretRef`). Default: none.
+    #[arg(long, env = "FORGEOPS_DEFAULT_CREDENTIALS_NAMESPACES", value_delimiter = ',')]
+    pub default_credentials_namespaces: Vec<String>,
+    /// A label selector on Namespaces (`key=value`, `key!=value`, `key`, `!key`, comma separated)
+    /// whose ForgeApps may also act with the default credentials Secret. Labelling a Namespace is
+    /// a cluster admin's right, not a namespace user's. Default: none.
+    #[arg(long, env = "FORGEOPS_DEFAULT_CREDENTIALS_NAMESPACE_SELECTOR")]
+    pub default_credentials_namespace_selector: Option<String>,
     /// Seconds to wait for one platform request.
     #[arg(long, env = "FORGEOPS_PLATFORM_TIMEOUT_SECS", default_value_t = 30)]
     pub platform_timeout_secs: u64,
@@ -73,9 +84,15 @@ impl RunArgs {
             ..GatewayOptions::default()
         };
         let platform: Arc<dyn Platform> = Arc::new(ForgeGateway::new(options, Some(metrics.clone()))?);
+        let grant = Grant::new(
+            self.default_credentials_namespaces.clone(),
+            self.default_credentials_namespace_selector.as_deref(),
+        )
+        .map_err(|e| anyhow::anyhow!("--default-credentials-namespace-selector: {e}"))?;
         Ok(operator::Settings {
             platform,
             credentials_secret: self.credentials_secret.clone(),
+            credentials_grant: grant,
             operator_namespace: self.operator_namespace.clone(),
             namespace: self.namespace.clone(),
             metrics_addr: Some(self.metrics_addr),

@@ -15,6 +15,7 @@ pub mod controllers;
 pub mod health;
 pub mod leases;
 pub mod operator;
+pub mod ownership;
 pub mod platform;
 pub mod rules;
 pub mod telemetry;

@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML, or write them to a file.
     Crd {
         /// Write to this file instead of standard output.
@@ -45,9 +45,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => {
             let metrics = Arc::new(Metrics::default());
             let config = kube::Config::infer().await.context("no Kubernetes configuration found")?;
-            let client = telemetry::counted_client(config, metrics.clone())?;
             let settings = args.settings(&metrics)?;
-            operator::run(client, metrics, settings, operator::shutdown_signal()).await?;
+            operator::run(config, metrics, settings, operator::shutdown_signal()).await?;
         }
     }
     Ok(())

@@ -49,6 +49,8 @@ pub struct Settings {
     pub platform: Arc<dyn Platform>,
     /// The default credentials Secret, in the operator namespace, for apps that name none.
     pub credentials_secret: String,
+    /// The namespaces besides the operator's own that may use the default Secret.
+    pub credentials_grant: crate::platform::credentials::Grant,
     /// The operator's own namespace: its leader Lease, the bulk-upgrade Leases and the default
     /// credentials Secret.
     pub operator_namespace: String,
@@ -84,14 +86,35 @@ pub async fn check_crds(client: &Client) -> Result<(), Error> {
     if missing.is_empty() { Ok(()) } else { Err(Error::CrdsMissing { missing: missing.join(", ") }) }
 }
 
-/// Runs every controller until `shutdown` resolves. `client` should count its requests into
-/// `metrics` (see [`crate::telemetry::counted_client`]).
+/// How long a request other than a watch may wait for the API server to send anything: a
+/// black-holed connection fails after this instead of holding a reconcile (or a Lease renewal)
+/// forever. Watches run on a client of their own without it (kube-runtime's watcher has its own
+/// idle timeout), so a quiet watch is not cut.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The two clients the operator uses for `config`, both counted into `metrics`: one for requests
+/// (reads, writes, Lease renewals), with [`REQUEST_TIMEOUT`], and one for watches.
+pub fn clients(config: kube::Config, metrics: &Arc<Metrics>) -> Result<(Client, Client), kube::Error> {
+    let mut requests = config.clone();
+    requests.read_timeout = Some(REQUEST_TIMEOUT);
+    // The timeout counts from each request, not from when its pooled connection went idle.
+    requests.reset_reader_on_write = true;
+    requests.write_timeout = Some(REQUEST_TIMEOUT);
+    Ok((
+        crate::telemetry::counted_client(requests, metrics.clone())?,
+        crate::telemetry::counted_client(config, metrics.clone())?,
+    ))
+}
+
+/// Runs every controller until `shutdown` resolves, against the cluster of `config` (see
+/// [`clients`]: every request but a watch has a timeout).
 pub async fn run(
-    client: Client,
+    config: kube::Config,
     metrics: Arc<Metrics>,
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let (client, watch_client) = clients(config, &metrics)?;
     check_crds(&client).await?;
     let shutdown: Shared<BoxFuture<'static, ()>> = shutdown.boxed().shared();
     let health = settings.health.clone();
@@ -136,16 +159,23 @@ pub async fn run(
     let shutdown = stop;
     health.set_role(crate::health::Role::Leader);
     let caches = Arc::new(
-        controllers::caches::Caches::start(&client, settings.namespace.as_deref(), &settings.operator_namespace).await,
+        controllers::caches::Caches::start(
+            &watch_client,
+            settings.namespace.as_deref(),
+            &settings.operator_namespace,
+            controllers::decoded::Undecodable::new(client.clone(), settings.instance.clone()),
+        )
+        .await,
     );
     let mut ctx = Context::new(
         client.clone(),
         metrics,
         settings.platform.clone(),
-        Arc::new(crate::platform::credentials::CredentialStore::new(
+        Arc::new(crate::platform::credentials::CredentialStore::granting(
             client.clone(),
             settings.operator_namespace.clone(),
             settings.credentials_secret.clone(),
+            settings.credentials_grant.clone(),
             CREDENTIALS_TTL,
         )),
         caches,
@@ -182,18 +212,23 @@ pub async fn run(
         tokio::join!(
             watched(
                 "forgeapp",
-                controllers::forge_app::run(controllers::api_in(&client, ns), ctx.clone(), shutdown.clone()).boxed()
+                controllers::forge_app::run(controllers::api_in(&watch_client, ns), ctx.clone(), shutdown.clone())
+                    .boxed()
             ),
             watched(
                 "distributionpolicy",
-                controllers::distribution_policy::run(controllers::api_in(&client, ns), ctx.clone(), shutdown.clone())
-                    .boxed()
+                controllers::distribution_policy::run(
+                    controllers::api_in(&watch_client, ns),
+                    ctx.clone(),
+                    shutdown.clone()
+                )
+                .boxed()
             ),
             watched("installation", controllers::installation::run(ctx.clone(), shutdown.clone()).boxed()),
             watched(
                 "bulkupgrade",
                 controllers::bulk_upgrade::run(
-                    controllers::api_in::<BulkUpgrade>(&client, ns),
+                    controllers::api_in::<BulkUpgrade>(&watch_client, ns),
                     ctx,
                     settings.bulk_limits,
                     shutdown.clone()

@@ -68,9 +68,11 @@ async fn wait_state(api: &Api<BulkUpgrade>, name: &str, want: BulkUpgradeState) 
     .await
 }
 
+/// The bulk upgrades' concurrency Leases still held (not the apps' owner Leases, held while the
+/// ForgeApps exist).
 async fn leases_held(t: &TestNs) -> Vec<String> {
     Api::<Lease>::namespaced(t.client.clone(), &t.name)
-        .list(&ListParams::default())
+        .list(&ListParams::default().labels("forgeops.dev/lease!=app-owner"))
         .await
         .unwrap()
         .items

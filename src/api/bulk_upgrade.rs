@@ -298,6 +298,7 @@ crate::named! {
         LicensingChanged,
         PlatformRefused,
         PinnedInstallations,
+        Conflict,
     }
 }
 
@@ -308,7 +309,7 @@ pub struct IneligibleReason {
     /// The rule: `AppNotFound`, `EnvironmentNotManaged` (the ForgeApp does not manage
     /// `spec.environment`), `MajorNotDeployed`, `ToMajorNotNewer`, `AddsScopes`, `AddsEgress`
     /// (a new egress, or one re-categorised, of another type or newly in scope of end-user data),
-    /// `AddsPermissions` (remotes, content security policies), `LicensingChanged`, `PlatformRefused` or `PinnedInstallations`.
+    /// `AddsPermissions` (remotes, content security policies), `LicensingChanged`, `PlatformRefused`, `PinnedInstallations` or `Conflict` (another namespace's ForgeApp owns the app).
     pub reason: Ineligibility,
     /// What exactly fails the rule, for example `adds scope write:confluence-content`.
     pub detail: String,

@@ -13,7 +13,7 @@ use kube::api::DeleteParams;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::Store;
-use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
+use kube::runtime::{Controller, PredicateConfig, WatchStreamExt};
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 
@@ -100,6 +100,12 @@ async fn cancel_on_delete(bu: &BulkUpgrade, bctx: &BulkContext) {
         return;
     }
     let Some(app) = ctx.caches.app(&bu.namespace().unwrap_or_default(), &bu.spec.app_ref.name) else { return };
+    if !ctx.claim_of(&app).is_ours() {
+        // Another namespace's ForgeApp owns the app: nothing is sent on its behalf.
+        warn!(bulk_upgrade = %full_name(bu), rollout = %rollout.id,
+            "deleted while running, for an app this namespace does not own: the rollout is not cancelled");
+        return;
+    }
     let cancelled = match ctx.credentials_for(&app).await {
         Ok(creds) => ctx.platform.cancel_rollout(&creds, &rollout.id).await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
@@ -294,7 +300,8 @@ async fn gather(bu: &BulkUpgrade, bctx: &BulkContext) -> Result<Gathered, Error>
     let app = ctx.caches.app(&ns, &bu.spec.app_ref.name);
     let installations = ctx.caches.installations_of_app(&ns, &bu.spec.app_ref.name);
     let pinned = rules::pinned(&bu.spec, installations.iter().map(|i| i.as_ref()));
-    let view = rules::app_view(app.as_deref(), &bu.spec, pinned);
+    let claim = app.as_deref().map(|a| ctx.claim_of(a)).unwrap_or_default();
+    let view = rules::app_view(app.as_deref(), &bu.spec, pinned, &claim);
     let mut gathered =
         Gathered { app: app.clone(), view, platform: PlatformView::default(), admission: Admission::Free, creds: None };
     let (Some(app), AppView::Read(facts)) = (app, &gathered.view) else { return Ok(gathered) };
@@ -710,8 +717,7 @@ pub async fn run(
     // Only spec changes and deletion trigger a reconcile, not the upgrade's own status writes:
     // those change with every poll while a rollout runs, and would otherwise poll in a loop.
     let (reader, writer) = kube::runtime::reflector::store();
-    let changes = watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
+    let changes = super::decoded::watch(api, ctx.undecodable.clone())
         .reflect(writer)
         .applied_objects()
         .predicate_filter(spec_or_deletion, PredicateConfig::default());

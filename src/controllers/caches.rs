@@ -67,16 +67,14 @@ pub fn trim<K: Resource>(obj: &mut K) {
     }
 }
 
-fn start_one<K>(api: Api<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
+fn start_one<K>(
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default().any_semantic()).default_backoff().modify(trim::<K>),
-    )
-    .applied_objects();
+    let stream = reflector::reflector(writer, events.modify(trim::<K>)).applied_objects();
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
@@ -105,12 +103,10 @@ impl Dependents {
 fn start_apps(
     api: Api<ForgeApp>,
     senders: Vec<tokio::sync::mpsc::UnboundedSender<ObjectRef<ForgeApp>>>,
+    undecodable: super::decoded::Undecodable,
 ) -> (Store<ForgeApp>, tokio::task::JoinHandle<()>) {
     let (reader, writer) = reflector::store();
-    let events = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default().any_semantic()).default_backoff().modify(trim::<ForgeApp>),
-    );
+    let events = reflector::reflector(writer, super::decoded::watch(api, undecodable).modify(trim::<ForgeApp>));
     let task = tokio::spawn(async move {
         let mut fingerprints = AppFingerprints::default();
         let mut events = std::pin::pin!(events);
@@ -177,7 +173,14 @@ impl AppFingerprints {
 impl Caches {
     /// Starts the watches (in `namespace`, or everywhere; the Leases in `operator_namespace`) and
     /// waits until each has listed once.
-    pub async fn start(client: &Client, namespace: Option<&str>, operator_namespace: &str) -> Caches {
+    /// Starts the watches (`undecodable` tells about objects that cannot be decoded, which are
+    /// skipped: see [`super::decoded`]).
+    pub async fn start(
+        client: &Client,
+        namespace: Option<&str>,
+        operator_namespace: &str,
+        undecodable: super::decoded::Undecodable,
+    ) -> Caches {
         let mut change_senders = Vec::new();
         let mut app_changes = Vec::new();
         for _ in Dependents::ALL {
@@ -185,9 +188,13 @@ impl Caches {
             change_senders.push(tx);
             app_changes.push(Some(rx));
         }
-        let (apps, a) = start_apps(super::api_in::<ForgeApp>(client, namespace), change_senders);
-        let (policies, p) = start_one(super::api_in::<DistributionPolicy>(client, namespace));
-        let (leases, l) = start_one(Api::<Lease>::namespaced(client.clone(), operator_namespace));
+        let (apps, a) = start_apps(super::api_in::<ForgeApp>(client, namespace), change_senders, undecodable.clone());
+        let (policies, p) = start_one(super::decoded::watch(
+            super::api_in::<DistributionPolicy>(client, namespace),
+            undecodable.clone(),
+        ));
+        let leases_api = Api::<Lease>::namespaced(client.clone(), operator_namespace);
+        let (leases, l) = start_one(watcher(leases_api, watcher::Config::default()).default_backoff());
 
         // Installations: one shared watch, indexed, with a feed for each controller that needs one.
         let (installations, writer) = reflector::store_shared::<Installation>(SUBSCRIBER_BUFFER);
@@ -198,11 +205,9 @@ impl Caches {
         let index = Arc::new(RwLock::new(InstallationIndex::default()));
         let i = {
             let index = index.clone();
-            let events =
-                watcher(super::api_in::<Installation>(client, namespace), watcher::Config::default().any_semantic())
-                    .default_backoff()
-                    .modify(trim::<Installation>)
-                    .reflect_shared(writer);
+            let events = super::decoded::watch(super::api_in::<Installation>(client, namespace), undecodable)
+                .modify(trim::<Installation>)
+                .reflect_shared(writer);
             tokio::spawn(async move {
                 let mut events = std::pin::pin!(events);
                 while let Some(event) = events.next().await {

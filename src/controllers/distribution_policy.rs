@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
+use kube::runtime::Controller;
 use kube::runtime::controller::Action;
-use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 
 use super::{Context, Error, apply_status, instrumented, objects_of_app, publish_event, retry_later};
@@ -35,7 +35,8 @@ async fn apply(policy: &DistributionPolicy, ctx: &Context) -> Result<(), Error> 
         .filter(|name| *name != policy.name_any());
 
     // Decide.
-    let decision = distribution::decide(policy, app.as_ref(), governing.as_deref());
+    let claim = app.as_ref().map(|a| ctx.claim_of(a)).unwrap_or_default();
+    let decision = distribution::decide(policy, app.as_ref(), governing.as_deref(), &claim);
     let previous = policy.status.clone().unwrap_or_default();
 
     // Act on the platform, where the decision says to.
@@ -161,7 +162,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     use futures::StreamExt;
-    let controller = Controller::new(api.clone(), watcher::Config::default().any_semantic())
+    use kube::runtime::WatchStreamExt;
+    let (reader, writer) = kube::runtime::reflector::store();
+    let policies = super::decoded::watch(api.clone(), ctx.undecodable.clone()).reflect(writer).applied_objects();
+    let controller = Controller::for_stream(policies, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(super::concurrency::SMALL));
     let (by_app, by_sibling) = (controller.store(), controller.store());
     let app_changes = ctx.caches.take_app_changes(super::caches::Dependents::Policies);
@@ -169,9 +173,10 @@ pub async fn run(
         .reconcile_on(super::dependents_of_changed_apps(app_changes, move |ns, app| {
             objects_of_app(&by_app, Some(ns.to_string()), app)
         }))
-        .watches(api, watcher::Config::default().any_semantic(), move |p: DistributionPolicy| {
-            objects_of_app(&by_sibling, p.namespace(), &p.spec.app_ref.name)
-        })
+        .watches_stream(
+            super::decoded::watch(api, ctx.undecodable.clone()).applied_objects(),
+            move |p: DistributionPolicy| objects_of_app(&by_sibling, p.namespace(), &p.spec.app_ref.name),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

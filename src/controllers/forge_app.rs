@@ -5,14 +5,15 @@
 
 use std::sync::Arc;
 
+use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 use tracing::info;
 
 use super::{Context, Error, apply_status, instrumented, publish_event, retry_later};
 use crate::api::{AccountStatus, ForgeApp, ForgeAppStatus};
+use crate::ownership::Claim;
 use crate::platform::{ErrorKind, PlatformError};
 use crate::rules::forge_app::{
     InstallationSummary, Observation, Reason, app_versions, desired_status, next_look, ready_change, refresh_due,
@@ -32,7 +33,11 @@ pub async fn reconcile(app: Arc<ForgeApp>, ctx: Arc<Context>) -> Result<Action, 
                 Finalizer::Apply(app) => report(&app, &ctx).await.map(|(_, next)| Action::requeue(next)),
                 Finalizer::Cleanup(app) => match report(&app, &ctx).await?.0 {
                     0 => match rollouts_in_flight(&app, &ctx).await? {
-                        none if none.is_empty() => Ok(Action::await_change()),
+                        none if none.is_empty() => {
+                            // Nothing uses the app any more: another ForgeApp may claim it now.
+                            ctx.release_claim(&app).await?;
+                            Ok(Action::await_change())
+                        }
                         names => Err(Error::NotYet {
                             what: format!(
                                 "ForgeApp {} is kept while BulkUpgrade {} has a rollout on the platform (without \
@@ -129,11 +134,39 @@ const COUNTS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Reads the app from the platform: the account, the environments, and each managed environment's
 /// versions with their installation counts.
 async fn observe(app: &ForgeApp, ctx: &Context) -> Observation {
+    let app_id = app.spec.app_id.as_str();
+    // One ForgeApp per app in the cluster: only the owner reads or changes it on the platform.
+    match ctx.claim(app).await {
+        Ok(Claim::Ours) => {}
+        Ok(Claim::Theirs(owner)) => {
+            let message = format!(
+                "app {app_id} belongs to ForgeApp {owner} (namespace {}): an app has one ForgeApp in the cluster, so \
+                 nothing is done on the platform for this one, nor for its Installations, DistributionPolicies or \
+                 BulkUpgrades. Delete this ForgeApp, or have the owner's namespace manage the app",
+                owner.split('/').next().unwrap_or_default()
+            );
+            return Observation::Failed { reason: Reason::Conflict, message };
+        }
+        Ok(Claim::Unclaimed) => {
+            let message = "another ForgeApp is claiming the same app at the same moment; looking again".to_string();
+            return Observation::Failed { reason: Reason::Refreshing, message };
+        }
+        Err(e) => {
+            let message = format!("could not claim the app (its owner Lease): {e}; retrying");
+            return Observation::Failed { reason: Reason::PlatformUnavailable, message };
+        }
+    }
     let creds = match ctx.credentials_for(app).await {
         Ok(creds) => creds,
-        Err(e) => return Observation::Failed { reason: Reason::BadCredentials, message: e.to_string() },
+        Err(e) => {
+            use crate::platform::credentials::CredentialsError as C;
+            let reason = match &e {
+                Error::Credentials(C::NotGranted { .. } | C::NotPermitted { .. }) => Reason::CredentialsNotGranted,
+                _ => Reason::BadCredentials,
+            };
+            return Observation::Failed { reason, message: e.to_string() };
+        }
     };
-    let app_id = app.spec.app_id.as_str();
     let result: Result<Observation, PlatformError> = async {
         let me = ctx.platform.whoami(&creds).await?;
         let existing = ctx.platform.environments(&creds, app_id).await?;
@@ -162,8 +195,8 @@ async fn observe(app: &ForgeApp, ctx: &Context) -> Observation {
                 Reason::AppNotFound,
                 format!(
                     "app {app_id} not found on the platform, or {} may not see it: check spec.appId, and that the \
-                     credentials ({}) are those of the app's owner ({e})",
-                    creds.email, creds.source
+                     credentials are those of the app's owner ({e})",
+                    creds.who()
                 ),
             ),
             _ => (Reason::PlatformUnavailable, format!("the platform could not be read: {e}; retrying")),
@@ -202,7 +235,10 @@ pub async fn run(
         tracing::error!("the ForgeApp controller's feed was taken already: the controller does not run");
         return;
     };
-    Controller::new(api, watcher::Config::default().any_semantic())
+    use kube::runtime::WatchStreamExt;
+    let (reader, writer) = kube::runtime::reflector::store();
+    let apps = super::decoded::watch(api, ctx.undecodable.clone()).reflect(writer).applied_objects();
+    Controller::for_stream(apps, reader)
         .with_config(kube::runtime::controller::Config::default().concurrency(super::concurrency::MEDIUM))
         .reconcile_on(futures::stream::unfold(feed, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) }))
         .graceful_shutdown_on(shutdown)

@@ -56,6 +56,8 @@ struct Observed {
     duplicate_of: Option<String>,
     /// The app's installation link, from a DistributionPolicy of the app in this namespace.
     link: Option<String>,
+    /// Whether the app's ForgeApp owns the appId.
+    claim: crate::ownership::Claim,
 }
 
 impl Observed {
@@ -65,6 +67,7 @@ impl Observed {
             duplicate_of: self.duplicate_of.clone(),
             customer_site: false,
             link: self.link.clone(),
+            claim: self.claim.clone(),
         }
     }
 }
@@ -95,7 +98,8 @@ async fn observe(inst: &Installation, ctx: &Context, deleting: bool) -> Result<O
         .policies_of_app(&ns, &spec.app_ref.name)
         .iter()
         .find_map(|p| p.status.as_ref().and_then(|s| s.installation_link.clone()));
-    Ok(Observed { app, duplicate_of, link })
+    let claim = app.as_deref().map(|a| ctx.claim_of(a)).unwrap_or_default();
+    Ok(Observed { app, duplicate_of, link, claim })
 }
 
 /// The watch cache can lag behind this process's own last status write. Before acting on the

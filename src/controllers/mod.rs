@@ -3,6 +3,7 @@
 
 pub mod bulk_upgrade;
 pub mod caches;
+pub mod decoded;
 pub mod distribution_policy;
 pub mod forge_app;
 pub mod installation;
@@ -189,6 +190,8 @@ pub struct Context {
     pub credentials: Arc<CredentialStore>,
     /// The watch caches reconciles read related objects from.
     pub caches: Arc<caches::Caches>,
+    /// Tells about objects a controller's watch cannot decode (see [`decoded`]).
+    pub undecodable: decoded::Undecodable,
     /// Where the operator keeps its own objects (the bulk upgrades' concurrency Leases).
     pub operator_namespace: String,
     backoff: Backoff,
@@ -284,12 +287,14 @@ impl Context {
         operator_namespace: String,
         instance: Option<String>,
     ) -> Self {
+        let undecodable = decoded::Undecodable::new(client.clone(), instance.clone());
         let reporter = Reporter { controller: "forgeops".into(), instance };
         let (events, queued) = tokio::sync::mpsc::channel(EVENT_QUEUE);
         tokio::spawn(send_events(Recorder::new(client.clone(), reporter), queued));
         let (installation_triggers, stream) = tokio::sync::mpsc::unbounded_channel();
         Context {
             fence: Fence::default(),
+            undecodable,
             installation_triggers,
             installation_trigger_stream: Mutex::new(Some(stream)),
             events,
@@ -404,6 +409,27 @@ impl Context {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(key.to_string(), std::time::Instant::now());
+    }
+
+    /// Whose `app`'s appId is, from the watch cache of the owner Leases (see [`crate::ownership`]).
+    pub fn claim_of(&self, app: &ForgeApp) -> crate::ownership::Claim {
+        let lease = self.caches.lease(&self.operator_namespace, &crate::ownership::lease_name(&app.spec.app_id));
+        crate::ownership::claim_of(lease.as_deref(), app)
+    }
+
+    /// Claims `app`'s appId for it, or tells who owns it (see [`crate::ownership::claim`]).
+    pub async fn claim(&self, app: &ForgeApp) -> Result<crate::ownership::Claim, Error> {
+        let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(self.client.clone(), &self.operator_namespace);
+        let cached = self.caches.lease(&self.operator_namespace, &crate::ownership::lease_name(&app.spec.app_id));
+        Ok(crate::ownership::claim(&api, cached.as_deref(), app).await?)
+    }
+
+    /// Gives up `app`'s claim (its deletion is done).
+    pub async fn release_claim(&self, app: &ForgeApp) -> Result<(), Error> {
+        let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(self.client.clone(), &self.operator_namespace);
+        Ok(crate::ownership::release(&api, app).await?)
     }
 
     /// The platform credentials `app` acts with: its own Secret, or the operator's default.

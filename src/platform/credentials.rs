@@ -1,6 +1,10 @@
 //! Platform credentials: an Atlassian account e-mail and API token, read from a Kubernetes Secret
-//! (keys `email` and `apiToken`) that each ForgeApp names, or from the operator-wide default
-//! Secret in the operator's namespace. Secrets are re-read after a short time, and at once after
+//! (keys `email` and `apiToken`) that each ForgeApp names in its own namespace, or from the
+//! operator-wide default Secret in the operator's namespace. The default Secret is the platform
+//! team's account: only the operator's own namespace, and the namespaces the cluster admin grants
+//! it to ([`Grant`]: by name, or by a label selector on the Namespace), may use it; every other
+//! namespace needs a Secret of its own. Messages about the shared account never show its e-mail
+//! to the namespaces that borrow it. Secrets are re-read after a short time, and at once after
 //! the platform refused them, so a rotated token is used without a restart. Credentials the
 //! platform refused are not offered to it again while their Secret still holds them (for up to
 //! [`REFUSED_FOR`]): a revoked token costs no platform request until someone fixes the Secret.
@@ -18,17 +22,45 @@ pub const EMAIL_KEY: &str = "email";
 pub const TOKEN_KEY: &str = "apiToken";
 
 /// An account's e-mail and API token. `Debug` never shows the token.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Credentials {
     pub email: String,
     api_token: String,
     /// Where they came from (`namespace/name`), for messages.
     pub source: String,
+    /// Lent to an object in another namespace (the operator's default Secret, by grant): messages
+    /// that object sees do not show the account's e-mail or the Secret.
+    lent: bool,
 }
+
+/// Two credentials are the same when their account, token and Secret are, however lent.
+impl PartialEq for Credentials {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.email, &self.api_token, &self.source) == (&other.email, &other.api_token, &other.source)
+    }
+}
+
+impl Eq for Credentials {}
 
 impl Credentials {
     pub fn new(email: impl Into<String>, api_token: impl Into<String>, source: impl Into<String>) -> Self {
-        Credentials { email: email.into(), api_token: api_token.into(), source: source.into() }
+        Credentials { email: email.into(), api_token: api_token.into(), source: source.into(), lent: false }
+    }
+
+    /// The same credentials, lent to an object in another namespace (see [`Credentials::who`]).
+    pub fn lent(mut self) -> Self {
+        self.lent = true;
+        self
+    }
+
+    /// Who these credentials are, as messages and status may say it: the e-mail and the Secret
+    /// for an object's own Secret; for the operator's shared account lent by grant, only that.
+    pub fn who(&self) -> String {
+        if self.lent {
+            "the operator's shared account (granted to this namespace)".to_string()
+        } else {
+            format!("{} ({})", self.email, self.source)
+        }
     }
 
     /// The token, only for building the `Authorization` header.
@@ -52,6 +84,85 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// Which namespaces besides the operator's own may use the operator's default credentials Secret:
+/// those named, and those whose Namespace labels match the selector. Set by the cluster admin on
+/// the operator (`--default-credentials-namespaces`, `--default-credentials-namespace-selector`),
+/// in the manner of Flux's `--no-cross-namespace-refs` and cert-manager's ClusterIssuer; nothing
+/// a namespace user writes can widen it. Empty: no other namespace.
+#[derive(Clone, Debug, Default)]
+pub struct Grant {
+    namespaces: Vec<String>,
+    selector: Option<(String, kube::core::Selector)>,
+}
+
+impl Grant {
+    /// A grant to `namespaces` and to the namespaces `selector` matches (`key=value`, `key!=value`,
+    /// `key` (exists) and `!key`, comma separated, as `kubectl -l` reads them without sets).
+    pub fn new(namespaces: Vec<String>, selector: Option<&str>) -> Result<Grant, String> {
+        let namespaces = namespaces.into_iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect();
+        let selector = match selector.map(str::trim).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(text) => Some((text.to_string(), parse_selector(text)?)),
+        };
+        Ok(Grant { namespaces, selector })
+    }
+
+    /// Whether the grant names `namespace`, or needs its labels to tell.
+    fn names(&self, namespace: &str) -> bool {
+        self.namespaces.iter().any(|n| n == namespace)
+    }
+
+    /// How a cluster admin grants `namespace`, for messages.
+    pub fn how(&self, namespace: &str) -> String {
+        match &self.selector {
+            Some((text, _)) if !text.contains(',') && !text.contains('!') && text.contains('=') => {
+                format!("`kubectl label namespace {namespace} {}`", text.replace("==", "="))
+            }
+            _ => "the operator's --default-credentials-namespaces or --default-credentials-namespace-selector".into(),
+        }
+    }
+
+    /// Whether a namespace with these labels is granted by the selector.
+    fn selects(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        use kube::core::SelectorExt as _;
+        self.selector.as_ref().is_some_and(|(_, s)| s.matches(labels))
+    }
+}
+
+/// A label selector from its text. kube-core matches selectors but parses none from text, and
+/// the grammar needed here (no set expressions) is four forms, so it is parsed here.
+fn parse_selector(text: &str) -> Result<kube::core::Selector, String> {
+    use kube::core::Expression;
+    let valid =
+        |k: &str| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+    let mut expressions = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let expression = if let Some((k, v)) = part.split_once("!=") {
+            Expression::NotEqual(k.trim().into(), v.trim().into())
+        } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+            Expression::Equal(k.trim().into(), v.trim().into())
+        } else if let Some(k) = part.strip_prefix('!') {
+            Expression::DoesNotExist(k.trim().into())
+        } else {
+            Expression::Exists(part.into())
+        };
+        let key = match &expression {
+            Expression::NotEqual(k, _)
+            | Expression::Equal(k, _)
+            | Expression::DoesNotExist(k)
+            | Expression::Exists(k) => k,
+            Expression::In(k, _) | Expression::NotIn(k, _) => k,
+        };
+        if !valid(key) {
+            return Err(format!(
+                "the namespace selector {text:?} is not one forgeops reads: use comma-separated `key=value`,                  `key!=value`, `key` or `!key`"
+            ));
+        }
+        expressions.push(expression);
+    }
+    Ok(expressions.into_iter().collect())
+}
+
 /// Why no credentials could be had. Messages name the Secret and the fix, never its content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialsError {
@@ -65,11 +176,24 @@ pub enum CredentialsError {
     #[error("reading Secret {secret}: {message}")]
     Unreadable { secret: String, message: String },
     #[error(
-        "the platform refused the credentials of {email} ({secret}): put a valid `{EMAIL_KEY}` and `{TOKEN_KEY}` in \
+        "the operator may not read Secrets in namespace {namespace}: a cluster admin grants it with `kubectl \
+         create rolebinding forgeops-operator-credentials -n {namespace} \
+         --clusterrole=forgeops-operator-credentials --serviceaccount=<operator namespace>:forgeops-operator` \
+         (or installs the cluster-wide Secret read, deploy/components/cluster-wide-secrets)"
+    )]
+    NotPermitted { namespace: String },
+    #[error(
+        "namespace {namespace} may not use the operator's shared credentials: create a Secret in {namespace} with \
+         keys `{EMAIL_KEY}` and `{TOKEN_KEY}` and set spec.credentialsSecretRef to it, or ask a cluster admin to \
+         grant this namespace ({how})"
+    )]
+    NotGranted { namespace: String, how: String },
+    #[error(
+        "the platform refused the credentials of {who}: put a valid `{EMAIL_KEY}` and `{TOKEN_KEY}` in \
          the Secret (the same ones are not sent to the platform again for {} minutes)",
         REFUSED_FOR.as_secs() / 60
     )]
-    Refused { email: String, secret: String },
+    Refused { who: String },
 }
 
 /// How long credentials the platform refused are held back while their Secret is unchanged (an
@@ -81,6 +205,9 @@ pub const REFUSED_FOR: Duration = Duration::from_secs(300);
 /// Secret read it at most once a second.
 pub const REREAD_REFUSED: Duration = Duration::from_secs(1);
 
+/// A Namespace's labels.
+type Labels = std::collections::BTreeMap<String, String>;
+
 /// Reads credentials Secrets, caching each for `ttl`.
 pub struct CredentialStore {
     client: Client,
@@ -88,6 +215,10 @@ pub struct CredentialStore {
     operator_namespace: String,
     /// The default Secret's name, for apps that name none.
     default_secret: String,
+    /// The namespaces besides the operator's own that may use the default Secret.
+    grant: Grant,
+    /// Namespace labels, for the grant's selector: read at most once per `ttl`.
+    namespace_labels: Mutex<HashMap<String, (Instant, Labels)>>,
     ttl: Duration,
     cache: Mutex<HashMap<(String, String), (Instant, Credentials)>>,
     /// Credentials the platform refused, and when.
@@ -96,18 +227,37 @@ pub struct CredentialStore {
 
 impl CredentialStore {
     pub fn new(client: Client, operator_namespace: String, default_secret: String, ttl: Duration) -> Self {
+        Self::granting(client, operator_namespace, default_secret, Grant::default(), ttl)
+    }
+
+    /// A store whose default Secret may also be used from the namespaces `grant` names.
+    pub fn granting(
+        client: Client,
+        operator_namespace: String,
+        default_secret: String,
+        grant: Grant,
+        ttl: Duration,
+    ) -> Self {
         CredentialStore {
             client,
             operator_namespace,
             default_secret,
+            grant,
+            namespace_labels: Mutex::new(HashMap::new()),
             ttl,
             cache: Mutex::new(HashMap::new()),
             refused: Mutex::new(Vec::new()),
         }
     }
 
-    /// The credentials of an app in `namespace` that names `secret` (or none: the default Secret).
+    /// The credentials of an app in `namespace` that names `secret` (or none: the default Secret,
+    /// if `namespace` is the operator's or is granted it).
     pub async fn get(&self, namespace: &str, secret: Option<&str>) -> Result<Credentials, CredentialsError> {
+        let lent = secret.is_none() && namespace != self.operator_namespace;
+        if lent && !self.granted(namespace).await? {
+            let how = self.grant.how(namespace);
+            return Err(CredentialsError::NotGranted { namespace: namespace.to_string(), how });
+        }
         let key = match secret {
             Some(name) => (namespace.to_string(), name.to_string()),
             None => (self.operator_namespace.clone(), self.default_secret.clone()),
@@ -130,13 +280,56 @@ impl CredentialStore {
                 creds
             }
         };
+        let creds = if lent { creds.lent() } else { creds };
         self.not_refused(creds, Instant::now())
+    }
+
+    /// Whether `namespace` may use the default Secret: named by the grant, or its labels match the
+    /// grant's selector (read from the Namespace; a grant is then kept for `ttl`).
+    async fn granted(&self, namespace: &str) -> Result<bool, CredentialsError> {
+        if self.grant.names(namespace) {
+            return Ok(true);
+        }
+        if self.grant.selector.is_none() {
+            return Ok(false);
+        }
+        let cached = self
+            .namespace_labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(namespace)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, labels)| labels.clone());
+        let labels = match cached {
+            Some(labels) => labels,
+            None => {
+                let api = Api::<k8s_openapi::api::core::v1::Namespace>::all(self.client.clone());
+                let labels = api
+                    .get_opt(namespace)
+                    .await
+                    .map_err(|e| CredentialsError::Unreadable {
+                        secret: format!("(the labels of namespace {namespace})"),
+                        message: e.to_string(),
+                    })?
+                    .and_then(|n| n.metadata.labels)
+                    .unwrap_or_default();
+                // Only a grant is kept: a label just added is seen at the next look.
+                if self.grant.selects(&labels) {
+                    self.namespace_labels
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(namespace.to_string(), (Instant::now(), labels.clone()));
+                }
+                labels
+            }
+        };
+        Ok(self.grant.selects(&labels))
     }
 
     /// `creds`, unless the platform refused them less than [`REFUSED_FOR`] before `now`.
     fn not_refused(&self, creds: Credentials, now: Instant) -> Result<Credentials, CredentialsError> {
         if self.is_refused(&creds, now) {
-            return Err(CredentialsError::Refused { email: creds.email, secret: creds.source });
+            return Err(CredentialsError::Refused { who: creds.who() });
         }
         Ok(creds)
     }
@@ -166,7 +359,10 @@ impl CredentialStore {
         let secret = Api::<Secret>::namespaced(self.client.clone(), namespace)
             .get_opt(name)
             .await
-            .map_err(|e| CredentialsError::Unreadable { secret: source.clone(), message: e.to_string() })?
+            .map_err(|e| match e {
+                kube::Error::Api(s) if s.code == 403 => CredentialsError::NotPermitted { namespace: namespace.into() },
+                e => CredentialsError::Unreadable { secret: source.clone(), message: e.to_string() },
+            })?
             .ok_or_else(|| CredentialsError::Missing(source.clone()))?;
         from_secret(&secret, &source)
     }
@@ -214,7 +410,7 @@ mod tests {
         let (t0, old) = (Instant::now(), Credentials::new("a@b.example", "revoked", "ops/creds"));
         store.invalidate_at(&old, t0);
         let held = store.not_refused(old.clone(), t0 + Duration::from_secs(60)).unwrap_err();
-        assert!(matches!(&held, CredentialsError::Refused { secret, .. } if secret == "ops/creds"));
+        assert!(matches!(&held, CredentialsError::Refused { who } if who.contains("ops/creds")));
         let message = held.to_string();
         assert!(
             message.contains("apiToken") && message.contains("5 minutes") && !message.contains("revoked"),
@@ -223,6 +419,60 @@ mod tests {
         let rotated = Credentials::new("a@b.example", "new-token", "ops/creds");
         assert_eq!(store.not_refused(rotated.clone(), t0 + Duration::from_secs(60)), Ok(rotated));
         assert_eq!(store.not_refused(old.clone(), t0 + REFUSED_FOR), Ok(old), "tried once more after a while");
+    }
+
+    #[test]
+    fn the_shared_account_is_never_shown_to_the_namespaces_it_is_lent_to() {
+        let own = Credentials::new("team@acme.example", "t", "apps/creds");
+        assert_eq!(own.who(), "team@acme.example (apps/creds)");
+        let lent = Credentials::new("platform@acme.example", "t", "forgeops-system/forgeops-credentials").lent();
+        assert!(!lent.who().contains("platform@") && !lent.who().contains("forgeops-credentials"), "{}", lent.who());
+        assert_eq!(lent, lent.clone().lent(), "lending does not make other credentials");
+        let refused = CredentialsError::Refused { who: lent.who() }.to_string();
+        assert!(!refused.contains("platform@"), "{refused}");
+        let how = Grant::new(vec![], Some("forgeops.dev/default-credentials=granted")).unwrap().how("team-b");
+        assert_eq!(how, "`kubectl label namespace team-b forgeops.dev/default-credentials=granted`");
+        let not_granted = CredentialsError::NotGranted { namespace: "team-b".into(), how }.to_string();
+        assert!(
+            not_granted.contains("spec.credentialsSecretRef") && not_granted.contains("kubectl label"),
+            "{not_granted}"
+        );
+    }
+
+    #[test]
+    fn a_grant_names_namespaces_or_selects_them_by_label() {
+        let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let grant =
+            Grant::new(vec![" apps ".into(), "".into()], Some("forgeops.dev/credentials=shared, !frozen")).unwrap();
+        assert!(grant.names("apps") && !grant.names("other"));
+        assert!(grant.selects(&labels(&[("forgeops.dev/credentials", "shared")])));
+        assert!(!grant.selects(&labels(&[("forgeops.dev/credentials", "shared"), ("frozen", "")])));
+        assert!(!grant.selects(&labels(&[("forgeops.dev/credentials", "own")])));
+        assert!(!Grant::default().selects(&labels(&[])), "no selector selects nothing");
+        let all = Grant::new(vec![], Some("kubernetes.io/metadata.name")).unwrap();
+        assert!(all.selects(&labels(&[("kubernetes.io/metadata.name", "x")])));
+        assert!(Grant::new(vec![], Some("team in (a,b)")).is_err());
+        assert!(Grant::new(vec![], Some("a=1,b!=2")).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_namespace_not_granted_never_reads_the_default_secret() {
+        // The client points nowhere: a refusal must come before any request.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let grant = Grant::new(vec!["granted".into()], None).unwrap();
+        let store = CredentialStore::granting(
+            Client::try_from(config).unwrap(),
+            "ops".into(),
+            "creds".into(),
+            grant,
+            Duration::from_secs(15),
+        );
+        let refused = store.get("team-b", None).await.unwrap_err();
+        assert!(matches!(refused, CredentialsError::NotGranted { namespace, .. } if namespace == "team-b"));
+        // A granted namespace (and the operator's own) goes on to read the Secret: here it
+        // cannot, which shows it tried.
+        assert!(matches!(store.get("granted", None).await, Err(CredentialsError::Unreadable { .. })));
+        assert!(matches!(store.get("ops", None).await, Err(CredentialsError::Unreadable { .. })));
     }
 
     #[test]

@@ -239,8 +239,8 @@ impl ForgeGateway {
                 .unwrap_or_else(|| format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()));
             let message = match kind {
                 ErrorKind::BadCredentials => format!(
-                    "the platform refused the credentials of {} ({}): check the Secret's email and apiToken",
-                    creds.email, creds.source
+                    "the platform refused the credentials of {}: check the Secret's email and apiToken",
+                    creds.who()
                 ),
                 _ => message,
             };
@@ -534,7 +534,7 @@ impl Platform for ForgeGateway {
                 return Err(PlatformError::new(
                     ErrorKind::BadCredentials,
                     OP,
-                    format!("the account of {} is {}, not active", creds.email, account.status),
+                    format!("the account of {} is {}, not active", creds.who(), account.status),
                 ));
             }
             Ok(account)

@@ -45,6 +45,8 @@ crate::named! {
         LicensingChanged,
         PlatformRefused,
         PinnedInstallations,
+        /// Another namespace's ForgeApp owns the app.
+        Conflict,
         // Admission: the cluster's Leases, then the platform's own limits.
         EnvironmentBusy,
         AccountBusy,
@@ -95,6 +97,7 @@ pub fn reason_of(rule: Ineligibility) -> Reason {
         Ineligibility::LicensingChanged => Reason::LicensingChanged,
         Ineligibility::PlatformRefused => Reason::PlatformRefused,
         Ineligibility::PinnedInstallations => Reason::PinnedInstallations,
+        Ineligibility::Conflict => Reason::Conflict,
     }
 }
 
@@ -214,7 +217,8 @@ pub struct VersionRef {
 pub enum AppView {
     /// No ForgeApp of that name in the namespace.
     Missing,
-    /// The ForgeApp does not manage the upgrade's environment: only a change of spec fixes it.
+    /// The upgrade cannot start because of its own spec or its app's owner (the ForgeApp does not
+    /// manage the environment, or another namespace's ForgeApp owns the app): only a change fixes it.
     Unmanaged(Vec<IneligibleReason>),
     /// The ForgeApp has not been read from the platform yet.
     NotRead,
@@ -236,9 +240,28 @@ pub struct AppFacts {
     pub pinned: Vec<String>,
 }
 
-/// Builds the [`AppView`] of `spec` from the ForgeApp (if any) and the pinned installations.
-pub fn app_view(app: Option<&ForgeApp>, spec: &BulkUpgradeSpec, pinned: Vec<String>) -> AppView {
+/// Builds the [`AppView`] of `spec` from the ForgeApp (if any), whether it owns the app (`claim`)
+/// and the pinned installations. Only the owner's upgrades may start: another's is ineligible, and
+/// one whose app is not claimed yet waits as not read.
+pub fn app_view(
+    app: Option<&ForgeApp>,
+    spec: &BulkUpgradeSpec,
+    pinned: Vec<String>,
+    claim: &crate::ownership::Claim,
+) -> AppView {
     let Some(app) = app else { return AppView::Missing };
+    match claim {
+        crate::ownership::Claim::Ours => {}
+        crate::ownership::Claim::Theirs(owner) => {
+            let detail = format!(
+                "app {} belongs to ForgeApp {owner}, not to ForgeApp {} of this namespace: upgrade it from the owner's \
+                 namespace, or delete this BulkUpgrade",
+                app.spec.app_id, spec.app_ref.name
+            );
+            return AppView::Unmanaged(vec![ineligible(Ineligibility::Conflict, detail)]);
+        }
+        crate::ownership::Claim::Unclaimed => return AppView::NotRead,
+    }
     if !app.spec.environments.contains(&spec.environment) {
         return AppView::Unmanaged(eligibility(Some(app), spec));
     }
@@ -846,7 +869,9 @@ pub fn decide(i: &Inputs) -> Decision {
 
     // A rollout runs, and the app it runs for is gone (deleted under it): there are no credentials
     // to follow or cancel it with. Cancelling finishes the object; the rollout is the platform's.
-    if let (Some(running), AppView::Missing) =
+    // The same for an app another ForgeApp owns (a rollout recorded before ownership was
+    // checked): nothing is sent for it.
+    if let (Some(running), AppView::Missing | AppView::Unmanaged(_)) =
         (next.rollouts.last().filter(|r| r.status == RolloutPhase::Running).cloned(), &i.app)
     {
         let app = &i.spec.app_ref.name;

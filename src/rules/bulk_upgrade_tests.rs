@@ -1,5 +1,6 @@
 use super::*;
 use crate::api::{AppRef, AppVersion, UpgradeStep};
+use crate::ownership::Claim;
 
 fn spec(from: u32, to: u32) -> BulkUpgradeSpec {
     BulkUpgradeSpec {
@@ -135,13 +136,13 @@ fn the_app_view_reads_ids_account_and_versions() {
     let app = ForgeApp::test("insights")
         .developer_account("dev")
         .deploys(vec![AppVersion::test(1, 0).scopes(["read"]), AppVersion::test(2, 3).scopes(["read"])]);
-    let AppView::Read(f) = app_view(Some(&app), &spec(1, 2), vec![]) else { panic!("read") };
+    let AppView::Read(f) = app_view(Some(&app), &spec(1, 2), vec![], &Claim::Ours) else { panic!("read") };
     assert_eq!(f.source, Some(VersionRef { id: "v-1-0".into(), version: "1.0.0".into() }));
     assert_eq!(f.target, Some(VersionRef { id: "v-2-3".into(), version: "2.3.0".into() }));
-    assert_eq!(app_view(None, &spec(1, 2), vec![]), AppView::Missing);
+    assert_eq!(app_view(None, &spec(1, 2), vec![], &Claim::Ours), AppView::Missing);
     let mut unread = app.clone();
     unread.status = None;
-    assert_eq!(app_view(Some(&unread), &spec(1, 2), vec![]), AppView::NotRead);
+    assert_eq!(app_view(Some(&unread), &spec(1, 2), vec![], &Claim::Ours), AppView::NotRead);
 }
 
 #[test]
@@ -149,7 +150,7 @@ fn an_environment_its_app_does_not_manage_is_ineligible_at_once_and_holds_no_pla
     let app = ForgeApp::test("insights").developer_account("dev").deploys(vec![AppVersion::test(1, 0)]);
     let mut typo = spec(1, 2);
     typo.environment = "prodution".into();
-    let view = app_view(Some(&app), &typo, vec![]);
+    let view = app_view(Some(&app), &typo, vec![], &Claim::Ours);
     // Test-only: the assertion's panic.
     let AppView::Unmanaged(reasons) = &view else { panic!("not waiting to be read: {view:?}") };
     assert_eq!(reasons[0].reason, Ineligibility::EnvironmentNotManaged);
@@ -162,6 +163,24 @@ fn an_environment_its_app_does_not_manage_is_ineligible_at_once_and_holds_no_pla
     assert_eq!(cond(&d, Type::Stalled), ("True".into(), "EnvironmentNotManaged".into()));
     assert!(!d.effects.contains(&Effect::TakeLeases), "holds no Lease: {:?}", d.effects);
     assert!(d.effects.contains(&Effect::ReleaseLeases));
+}
+
+#[test]
+fn an_upgrade_of_an_app_another_namespace_owns_is_ineligible_and_sends_nothing() {
+    let app = ForgeApp::test("insights").developer_account("dev").deploys(vec![AppVersion::test(1, 0)]);
+    let theirs = Claim::Theirs("team-a/insights".into());
+    let view = app_view(Some(&app), &spec(1, 2), vec![], &theirs);
+    // Test-only: the assertion's panic.
+    let AppView::Unmanaged(reasons) = &view else { panic!("ineligible: {view:?}") };
+    assert_eq!(reasons[0].reason, Ineligibility::Conflict);
+    assert!(reasons[0].detail.contains("team-a/insights"), "{}", reasons[0].detail);
+    let mut c = Case::new();
+    c.app = view;
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Ineligible);
+    assert_eq!(cond(&d, Type::Stalled), ("True".into(), "Conflict".into()));
+    assert!(!d.effects.contains(&Effect::TakeLeases), "holds no place: {:?}", d.effects);
+    assert_eq!(app_view(Some(&app), &spec(1, 2), vec![], &Claim::Unclaimed), AppView::NotRead, "waits for the claim");
 }
 
 // --- admission ---

@@ -27,6 +27,8 @@ crate::named! {
         ListedOnMarketplace,
         ProductsNotSupported,
         Conflict,
+        /// The ForgeApp has not claimed the app yet.
+        Claiming,
         Ready,
         /// Sharing cannot be managed on the platform by forgeops.
         DistributionUnsupported,
@@ -97,14 +99,44 @@ pub fn governing<'a>(
 
 /// Decides a policy's conditions. `governing` is the name of the policy that governs the same app
 /// environment, if it is not this one.
-pub fn decide(policy: &DistributionPolicy, app: Option<&ForgeApp>, governing: Option<&str>) -> PolicyDecision {
+/// `claim` tells whether the app's ForgeApp owns the appId: a policy of an app another ForgeApp
+/// owns (or not claimed yet) does nothing on the platform, Disabled or not.
+pub fn decide(
+    policy: &DistributionPolicy,
+    app: Option<&ForgeApp>,
+    governing: Option<&str>,
+    claim: &crate::ownership::Claim,
+) -> PolicyDecision {
+    use crate::ownership::Claim;
     let spec = &policy.spec;
     let inactive = |reason: Reason, message: String, ready_ok: bool| PolicyDecision {
         sharing: Decided::new(Type::Sharing, false, reason, message.clone()),
         outcome: if ready_ok { Outcome::Done(Reason::Ready, message) } else { Outcome::Stalled(reason, message) },
         link: None,
-        act: app.is_some() && governing.is_none(),
+        act: app.is_some() && governing.is_none() && claim.is_ours(),
     };
+    if let Some(app) = app {
+        match claim {
+            Claim::Ours => {}
+            Claim::Theirs(owner) => {
+                let message = format!(
+                    "app {} belongs to ForgeApp {owner}, not to ForgeApp {} of this namespace: this policy does \
+                     nothing on the platform; manage sharing from the owner's namespace, or delete this policy",
+                    app.spec.app_id, spec.app_ref.name
+                );
+                return inactive(Reason::Conflict, message, false);
+            }
+            Claim::Unclaimed => {
+                let message = format!("waiting for ForgeApp {} to claim app {}", spec.app_ref.name, app.spec.app_id);
+                return PolicyDecision {
+                    sharing: Decided::new(Type::Sharing, false, Reason::Claiming, message.clone()),
+                    outcome: Outcome::InProgress(Reason::Claiming, message),
+                    link: None,
+                    act: false,
+                };
+            }
+        }
+    }
     if let Some(first) = governing {
         return inactive(
             Reason::Conflict,
@@ -312,6 +344,26 @@ pub(crate) mod tests {
     use super::*;
     use crate::api::AppVersion;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    /// [`super::decide`] for a ForgeApp that owns its app.
+    fn decide(p: &DistributionPolicy, app: Option<&ForgeApp>, governing: Option<&str>) -> PolicyDecision {
+        super::decide(p, app, governing, &crate::ownership::Claim::Ours)
+    }
+
+    #[test]
+    fn a_policy_of_an_app_another_namespace_owns_never_acts_even_disabled() {
+        let app = ForgeApp::test("insights").developer_account("dev").deploys(vec![AppVersion::test(1, 0)]);
+        let theirs = crate::ownership::Claim::Theirs("team-a/insights".into());
+        for policy in [DistributionPolicy::test("p").enabled(), DistributionPolicy::test("p")] {
+            let d = super::decide(&policy, Some(&app), None, &theirs);
+            assert!(!d.act, "a non-owner never changes sharing");
+            assert_eq!(d.sharing.reason, Reason::Conflict);
+            assert!(d.outcome.is_stalled() && d.outcome.message().contains("team-a/insights"));
+        }
+        let waiting =
+            super::decide(&DistributionPolicy::test("p"), Some(&app), None, &crate::ownership::Claim::Unclaimed);
+        assert!(!waiting.act && waiting.sharing.reason == Reason::Claiming);
+    }
 
     /// The versions of the app's production environment, to change in a test.
     pub(crate) fn versions_of(app: &mut ForgeApp) -> &mut Vec<AppVersion> {

@@ -28,6 +28,11 @@ crate::named! {
         Refreshing,
         InstallationsExist,
         BadCredentials,
+        /// The default credentials are not granted to this namespace, or the operator may not read
+        /// the named Secret.
+        CredentialsNotGranted,
+        /// Another ForgeApp owns the appId.
+        Conflict,
         AppNotFound,
         EnvironmentNotFound,
         PlatformUnavailable,
@@ -53,7 +58,8 @@ pub enum Observation {
     NotRead,
     /// Read: the account, and each managed environment's versions (none: no such environment).
     Read { account: AccountStatus, environments: Vec<(String, Option<Vec<AppVersion>>)> },
-    /// The platform could not be read: `BadCredentials`, `AppNotFound` or `PlatformUnavailable`.
+    /// The platform could not be read (`BadCredentials`, `CredentialsNotGranted`, `AppNotFound`,
+    /// `PlatformUnavailable`), or was not read because another ForgeApp owns the app (`Conflict`).
     Failed { reason: Reason, message: String },
 }
 
@@ -250,9 +256,14 @@ fn outcome(held: Option<String>, synced: &Decided) -> Outcome<Reason> {
     match (held, synced.reason) {
         (Some(message), _) => Outcome::Waiting(Reason::InstallationsExist, message),
         _ if synced.status => Outcome::Done(Reason::Ready, synced.message.clone()),
-        (None, Reason::BadCredentials | Reason::AppNotFound | Reason::EnvironmentNotFound) => {
-            Outcome::Stalled(synced.reason, synced.message.clone())
-        }
+        (
+            None,
+            Reason::BadCredentials
+            | Reason::CredentialsNotGranted
+            | Reason::Conflict
+            | Reason::AppNotFound
+            | Reason::EnvironmentNotFound,
+        ) => Outcome::Stalled(synced.reason, synced.message.clone()),
         (None, Reason::PlatformUnavailable) => Outcome::Retrying(synced.reason, synced.message.clone()),
         (None, reason) => Outcome::InProgress(reason, synced.message.clone()),
     }

@@ -40,6 +40,10 @@ crate::named! {
         MinorRollingOut,
         AwaitingAdminConsent,
         CustomerSite,
+        /// Another ForgeApp owns the app: nothing is done on the platform.
+        Conflict,
+        /// The ForgeApp has not claimed the app yet.
+        Claiming,
         Confirming,
         PlatformError,
         Ready,
@@ -62,6 +66,8 @@ pub struct Facts<'a> {
     pub customer_site: bool,
     /// The app's installation link, when a DistributionPolicy holds one (for the site's admin).
     pub link: Option<String>,
+    /// Whether the app's ForgeApp owns the appId (see [`crate::ownership`]).
+    pub claim: crate::ownership::Claim,
 }
 
 /// What to do on the platform.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use forgeops::operator::{self, Settings};
 use forgeops::platform::{ForgeGateway, GatewayOptions};
-use forgeops::telemetry::{self, Metrics};
+use forgeops::telemetry::Metrics;
 use forgeops_emulator::EmulatorConfig;
 use forgeops_testenv::localcluster::{self, LocalCluster, OPERATOR_USER};
 use k8s_openapi::api::core::v1::Namespace;
@@ -80,10 +80,10 @@ pub fn shared() -> &'static Shared {
     })
 }
 
-/// Binds the ClusterRole shipped in `deploy/base/rbac.yaml` to the user the operator runs as in tests,
+/// Binds the ClusterRole that `deploy/base/rbac.yaml` binds cluster-wide to the user the operator runs as in tests,
 /// so the tests prove that role is enough.
 async fn bind_operator_user(client: &Client) {
-    for role in ["forgeops-operator", "forgeops-operator-credentials"] {
+    for role in ["forgeops-operator"] {
         bind_operator_user_to(client, role).await;
     }
 }
@@ -115,6 +115,12 @@ pub struct TestNs {
     /// Whether the operators of this namespace use the platform's distribution capability (on
     /// unless a test turns it off).
     pub distribution: bool,
+    /// The namespaces besides this one that may use the default credentials Secret (none unless
+    /// a test grants some).
+    pub credentials_grant: forgeops::platform::credentials::Grant,
+    /// The operators of this namespace watch every namespace (for tenancy tests; one such test
+    /// per test binary, or two operators would act on each other's objects).
+    pub watch_all: bool,
 }
 
 impl TestNs {
@@ -127,7 +133,15 @@ impl TestNs {
             .create(&PostParams::default(), &ns)
             .await
             .expect("creating the test namespace");
-        TestNs { name, client, bulk_limits: Default::default(), leader_election: None, distribution: true }
+        TestNs {
+            name,
+            client,
+            bulk_limits: Default::default(),
+            leader_election: None,
+            distribution: true,
+            credentials_grant: Default::default(),
+            watch_all: false,
+        }
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -177,7 +191,7 @@ impl TestNs {
     /// Runs the operator's controllers on an emulator already started.
     pub async fn start_operator_on(&self, platform: Arc<TestPlatform>) -> RunningOperator {
         let metrics = Arc::new(Metrics::default());
-        let client = telemetry::counted_client(shared().operator.clone(), metrics.clone()).unwrap();
+        let config = shared().operator.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let options = GatewayOptions {
             url: platform.emulator.graphql_url(),
@@ -191,8 +205,9 @@ impl TestNs {
         let settings = Settings {
             platform: Arc::new(ForgeGateway::new(options, Some(metrics.clone())).unwrap()),
             credentials_secret: platform::CREDENTIALS_SECRET.into(),
+            credentials_grant: self.credentials_grant.clone(),
             operator_namespace: self.name.clone(),
-            namespace: Some(self.name.clone()),
+            namespace: (!self.watch_all).then(|| self.name.clone()),
             metrics_addr: None,
             instance: Some("test".into()),
             bulk_limits: self.bulk_limits,
@@ -201,7 +216,7 @@ impl TestNs {
         };
         let task_metrics = metrics.clone();
         let task = tokio::spawn(async move {
-            operator::run(client, task_metrics, settings, async move {
+            operator::run(config, task_metrics, settings, async move {
                 let _ = stopped.await;
             })
             .await

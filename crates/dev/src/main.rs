@@ -211,8 +211,15 @@ async fn dev(
         cluster.kubeconfig_path().display(),
         run.metrics_addr,
     );
+    if run.default_credentials_namespaces.is_empty() && run.default_credentials_namespace_selector.is_none() {
+        // A cluster of one developer: every namespace may act with the seed's account. A real
+        // cluster grants the default Secret to chosen namespaces only (see the README's security
+        // section); pass --default-credentials-namespaces here to try that.
+        run.default_credentials_namespace_selector = Some("kubernetes.io/metadata.name".into());
+        eprintln!("forgeops dev: every namespace may use the default credentials Secret (a one-user cluster)");
+    }
     let settings = run.settings(&metrics)?;
-    let result = operator::run(client, metrics, settings, operator::shutdown_signal()).await;
+    let result = operator::run(cluster.admin_config(), metrics, settings, operator::shutdown_signal()).await;
     drop(platform);
     drop(cluster);
     result.map_err(Into::into)

@@ -22,7 +22,7 @@ use crate::api::{
 };
 use crate::platform::site::{Sent, TASK_POLL, TaskOutcome};
 use crate::platform::{ErrorKind, PlatformError};
-use crate::rules::conditions;
+use crate::rules::conditions::{self, Outcome};
 use crate::rules::versions::Version;
 
 /// How long a lost answer is given to show in the platform's installations before the request
@@ -232,6 +232,9 @@ struct Lane<'a> {
 /// that has something to do; its conditions are the Installation's unless an earlier product is
 /// not ready.
 pub fn decide(i: &Inputs) -> Decision {
+    if let Some(d) = not_owner(i) {
+        return d;
+    }
     let products = super::products_of(i.inst, i.status, i.facts.app);
     let several = products.len() > 1;
     let order: Vec<usize> =
@@ -290,6 +293,66 @@ pub fn decide(i: &Inputs) -> Decision {
         None => (if i.deleting { Requeue::Release } else { Requeue::AwaitChange }, products[0]),
     };
     Decision { status: top, effects, requeue, product }
+}
+
+/// How long a deletion waits for usable credentials (a Secret deleted with its namespace, a
+/// grant withdrawn) before it lets the object go and leaves the site as it is, with a Warning
+/// Event: a namespace's deletion is never held forever.
+pub const DELETE_WITHOUT_CREDENTIALS: Duration = Duration::from_secs(60);
+
+/// An Installation whose ForgeApp does not own the app (another ForgeApp does, or it has not
+/// claimed it yet) does nothing on the platform: no read, no install, no adoption, and its
+/// deletion leaves the site as it is. One not claimed yet waits for the claim; deleting, it waits
+/// only if it recorded something on the site (it may turn out to be the owner's).
+fn not_owner(i: &Inputs) -> Option<Decision> {
+    use crate::ownership::Claim;
+    let app = i.facts.app?;
+    let spec = &i.inst.spec;
+    let recorded = i.status.installation_id.is_some() || i.status.task.is_some() || i.status.unconfirmed.is_some();
+    let (outcome, requeue, left) = match &i.facts.claim {
+        Claim::Ours => return None,
+        Claim::Theirs(owner) => {
+            let message = format!(
+                "app {} belongs to ForgeApp {owner}, not to ForgeApp {} of this namespace: this Installation does \
+                 nothing on the platform{}. Manage {} from the owner's namespace, or delete this Installation",
+                app.spec.app_id,
+                spec.app_ref.name,
+                if i.deleting { " and its deletion leaves the site as it is" } else { "" },
+                spec.site
+            );
+            let requeue = if i.deleting { Requeue::Release } else { Requeue::AwaitChange };
+            (Outcome::Stalled(super::Reason::Conflict, message), requeue, i.deleting && recorded)
+        }
+        Claim::Unclaimed => {
+            let message = format!(
+                "waiting for ForgeApp {} to claim app {} (it does once it is read from the platform)",
+                spec.app_ref.name, app.spec.app_id
+            );
+            let requeue = if i.deleting && !recorded {
+                Requeue::Release
+            } else {
+                Requeue::After { after: std::time::Duration::from_secs(2), waiting: message.clone() }
+            };
+            (Outcome::InProgress(super::Reason::Claiming, message), requeue, false)
+        }
+    };
+    let (reason, message) = (outcome.reason(), outcome.message().to_string());
+    let mut decided = vec![
+        super::Decided::new(super::Type::Installed, i.status.installed_version.is_some(), reason, message.clone()),
+        super::Decided::new(super::Type::UpToDate, false, reason, message.clone()),
+    ];
+    decided.extend(conditions::summary(&outcome, None));
+    let generation = i.inst.metadata.generation;
+    let mut status = i.status.clone();
+    status.observed_generation = generation;
+    status.conditions = conditions::merge(&i.status.conditions, &decided, generation, &i.now);
+    let effects = if left {
+        let note = format!("left {} as it is: ForgeApp {} does not own the app", spec.site, spec.app_ref.name);
+        vec![Effect::Event(Event { warning: true, reason: Told::LeftOnSite.as_str(), note })]
+    } else {
+        Vec::new()
+    };
+    Some(Decision { status, effects, requeue, product: Product::Jira })
 }
 
 /// The status one product's installation decides with: the status itself for the first product,
@@ -811,7 +874,29 @@ impl Round<'_> {
         }
         match self.i.answer.clone() {
             None => {}
-            Some(Answer::NoCredentials(why)) => return self.no_credentials(Step::Nothing, why),
+            Some(Answer::NoCredentials(why)) => {
+                // The credentials went first (the namespace is deleted with its Secret, or a
+                // grant was withdrawn): a deletion is not held forever for them.
+                let since = self
+                    .i
+                    .inst
+                    .metadata
+                    .deletion_timestamp
+                    .as_ref()
+                    .map(|t| self.i.now.0.as_second() - t.0.as_second());
+                if since.is_some_and(|s| s >= DELETE_WITHOUT_CREDENTIALS.as_secs() as i64) {
+                    let note = format!(
+                        "no credentials to uninstall from {} with for {} s since the deletion began ({why}): left as \
+                         it is; uninstall it with `forge uninstall` if it must go",
+                        self.site(),
+                        DELETE_WITHOUT_CREDENTIALS.as_secs()
+                    );
+                    self.tell(true, Told::LeftOnSite.as_str(), note);
+                    self.release();
+                    return;
+                }
+                return self.no_credentials(Step::Nothing, why);
+            }
             Some(Answer::Polled(task, outcome)) if task.action == TaskAction::Uninstall => {
                 return self.uninstall_polled(task, outcome);
             }

@@ -48,6 +48,8 @@ struct World {
     told: Vec<Event>,
     /// The product the last decision's platform effect was for (its answer is for it).
     product: Product,
+    /// Whose the app is.
+    claim: crate::ownership::Claim,
 }
 
 impl World {
@@ -62,7 +64,14 @@ impl World {
             asked: vec![],
             told: vec![],
             product: Product::Jira,
+            claim: crate::ownership::Claim::Ours,
         }
+    }
+
+    /// The app belongs to another namespace's ForgeApp.
+    fn owned_by(mut self, owner: &str) -> World {
+        self.claim = crate::ownership::Claim::Theirs(owner.into());
+        self
     }
 
     fn with(mut self, status: InstallationStatus) -> World {
@@ -84,7 +93,7 @@ impl World {
         let d = decide(&Inputs {
             inst: &self.inst,
             status: &self.status,
-            facts: Facts { app: self.app.as_ref(), ..Default::default() },
+            facts: Facts { app: self.app.as_ref(), claim: self.claim.clone(), ..Default::default() },
             listed: self.listed.clone().map(|o| ("jira".to_string(), o)).into_iter().collect(),
             answer: answer.map(|a| (self.product, a)),
             deleting: self.deleting,
@@ -295,6 +304,21 @@ fn missing_credentials_are_a_failure_on_the_conditions_not_a_request() {
     assert!(matches!(&d.requeue, Requeue::Failed(e) if e.kind == ErrorKind::BadCredentials));
     assert_eq!(d.platform_effect(), None);
     assert_eq!(w.ready(), ("False".into(), Reason::PlatformError.as_str().into()));
+}
+
+#[test]
+fn a_deletion_whose_credentials_are_gone_waits_a_while_then_leaves_the_site_as_it_is() {
+    let mut inst = Installation::test("acme");
+    inst.metadata.deletion_timestamp = Some(at(0));
+    let mut w = World::of(inst).with(installed("1.0", "i-1")).deleted();
+    w.round(None);
+    let d = w.round(Some(Answer::NoCredentials("Secret team/creds does not exist".into())));
+    assert!(matches!(&d.requeue, Requeue::Failed(_)), "retried at first: {:?}", d.requeue);
+    w.later(DELETE_WITHOUT_CREDENTIALS.as_secs() as i64);
+    w.round(None);
+    let d = w.round(Some(Answer::NoCredentials("Secret team/creds does not exist".into())));
+    assert_eq!(d.requeue, Requeue::Release);
+    assert!(w.told(Told::LeftOnSite) && w.sends() == 0);
 }
 
 #[test]
@@ -540,4 +564,43 @@ fn products_to_install_follow_the_platforms_two_kinds_of_app() {
     );
     let unknown = crate::api::Compatibility::default();
     assert_eq!(products_to_install(&[Product::Compass], &unknown), Ok(vec![Product::Compass]), "the platform judges");
+}
+
+#[test]
+fn an_installation_of_an_app_another_namespace_owns_does_nothing_on_the_platform_even_when_deleted() {
+    // The site has the owner's installation; this namespace's Installation names the same app.
+    let mut w = World::of(Installation::test("acme")).owned_by("team-a/insights");
+    w.listed = Some(on_site("inst-a", ver(1, 2)));
+    let d = w.round(None);
+    assert!(w.asked.is_empty(), "not even a read: {:?}", w.asked);
+    assert_eq!(d.requeue, Requeue::AwaitChange);
+    assert_eq!(w.ready(), ("False".into(), Reason::Conflict.as_str().into()));
+    let stalled = w.status.conditions.iter().find(|c| c.type_ == Type::Stalled.as_str()).unwrap();
+    assert!(stalled.status == "True" && stalled.message.contains("team-a/insights"), "{stalled:?}");
+    assert!(w.status.installation_id.is_none(), "the owner's installation is not adopted");
+
+    // Recorded before ownership was checked (an Installation from an older forgeops): its
+    // deletion lets go of the object and leaves the owner's installation on the site.
+    let mut gone = World::of(Installation::test("acme")).owned_by("team-a/insights").with(installed("1.2", "inst-a"));
+    gone.deleting = true;
+    let d = gone.round(None);
+    assert_eq!(d.requeue, Requeue::Release);
+    assert!(gone.asked.is_empty() && gone.told(Told::LeftOnSite), "{:?}", gone.asked);
+}
+
+#[test]
+fn an_installation_waits_for_its_app_to_be_claimed_and_a_deletion_with_a_record_waits_too() {
+    let mut w = World::of(Installation::test("acme"));
+    w.claim = crate::ownership::Claim::Unclaimed;
+    let d = w.round(None);
+    assert!(w.asked.is_empty());
+    assert!(matches!(d.requeue, Requeue::After { .. }), "{:?}", d.requeue);
+    assert_eq!(w.ready(), ("False".into(), Reason::Claiming.as_str().into()));
+    let mut fresh = World::of(Installation::test("acme")).deleted();
+    fresh.claim = crate::ownership::Claim::Unclaimed;
+    assert_eq!(fresh.round(None).requeue, Requeue::Release, "nothing recorded: nothing to undo");
+    let mut recorded = World::of(Installation::test("acme")).with(installed("1.2", "inst-1")).deleted();
+    recorded.claim = crate::ownership::Claim::Unclaimed;
+    assert!(matches!(recorded.round(None).requeue, Requeue::After { .. }), "it may be the owner's: wait");
+    assert!(recorded.asked.is_empty());
 }
