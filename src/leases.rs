@@ -234,6 +234,26 @@ pub async fn release(api: &Api<Lease>, name: &str, holder: &str) -> Result<(), k
     }
 }
 
+/// Deletes the Lease `name` if `holder` holds it: for Leases that mean nothing once free (the bulk
+/// upgrades'), so none is left behind. Conditional on the resourceVersion read: a Lease taken over
+/// meanwhile stays. Idempotent.
+pub async fn remove(api: &Api<Lease>, name: &str, holder: &str) -> Result<(), kube::Error> {
+    let Some(lease) = api.get_opt(name).await? else { return Ok(()) };
+    if lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) != Some(holder) {
+        return Ok(());
+    }
+    let preconditions = kube::api::Preconditions {
+        resource_version: lease.metadata.resource_version.clone(),
+        uid: lease.metadata.uid.clone(),
+    };
+    let params = kube::api::DeleteParams { preconditions: Some(preconditions), ..Default::default() };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// A Lease name for `prefix` and `key`: readable, DNS-safe, and unique through a hash of the key.
 pub fn lease_name(prefix: &str, key: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());

@@ -136,7 +136,6 @@ impl Fuzz {
             "site" => vec![format!("fz-{n}.atlassian.net"), "fuzz-site.atlassian.net".into()],
             "environment" | "environments" => vec!["production".into(), "staging".into(), "default".into()],
             "refreshInterval" => vec!["1s".into(), "10m".into(), "1h30m".into(), "0s".into(), "99999999999h".into()],
-            "developerAccount" => vec!["dev".into(), support::platform::EMAIL.into()],
             _ => vec!["production".into()],
         };
         self.pick(&sensible)

@@ -20,10 +20,25 @@ fn version(major: u32, minor: u32, scopes: &[&str]) -> Value {
     json!({"major": major, "minor": minor, "scopes": scopes, "compatibility": {"required": "jira"}})
 }
 
+/// ForgeApp `name`, owned on the platform by `account`: the test account (`dev`), or one a test
+/// added with [`another_account`], whose credentials the app names.
 fn app(name: &str, account: &str, versions: Value) -> Value {
-    json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": name},
-        "spec": {"appId": format!("ari:cloud:ecosystem::app/{name}"), "developerAccount": account,
-            "environments": [{"name": "production", "versions": versions}]}})
+    let mut body = json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": name},
+        "spec": {"appId": format!("ari:cloud:ecosystem::app/{name}"),
+            "environments": [{"name": "production", "versions": versions}]}});
+    if account != "dev" {
+        body["spec"]["credentialsSecretRef"] = json!({"name": format!("creds-{account}")});
+        body["metadata"]["annotations"] =
+            json!({support::platform::OWNER_ANNOTATION: format!("{account}@acme.example")});
+    }
+    body
+}
+
+/// A second developer account on the platform, and its credentials Secret.
+async fn another_account(t: &TestNs, operator: &support::RunningOperator, account: &str) {
+    let (email, token) = (format!("{account}@acme.example"), format!("token-{account}"));
+    operator.platform.add_account(&email, &token);
+    t.put_credentials(&format!("creds-{account}"), &email, &token).await;
 }
 
 fn bulk(name: &str, app: &str, from: u32, to: u32, extra: Value) -> Value {
@@ -100,7 +115,7 @@ async fn ineligible_upgrades_touch_nothing_and_are_re_evaluated_when_the_app_is_
     installed_on_major_1(
         &t,
         "insights",
-        "dev-a",
+        "dev",
         1,
         vec![version(2, 0, &["read", "write:confluence-content"]), egress.clone(), licensed.clone()],
     )
@@ -148,14 +163,19 @@ async fn ineligible_upgrades_touch_nothing_and_are_re_evaluated_when_the_app_is_
 #[tokio::test]
 async fn contention_for_an_environment_an_account_and_the_global_limit() {
     let mut t = TestNs::new("bulk-contention").await;
-    t.bulk_limits = Limits { global: 2, ..Default::default() };
-    let _operator = t.start_operator().await;
-    for (app, account) in [("a1", "dev-x"), ("a2", "dev-x"), ("a3", "dev-y"), ("a4", "dev-z")] {
+    t.bulk_limits = Limits { global: 1, ..Default::default() };
+    // A rollout moves one installation per 3 s: long enough to be seen running.
+    let operator = operator_with_rollout_step(&t, Duration::from_secs(3)).await;
+    // The account a bulk upgrade counts against is the one its app's credentials act as, as the
+    // platform says: A1 and A2 are the test account's, A3 and A4 two others'.
+    another_account(&t, &operator, "dev-y").await;
+    another_account(&t, &operator, "dev-z").await;
+    for (app, account) in [("a1", "dev"), ("a2", "dev"), ("a3", "dev-y"), ("a4", "dev-z")] {
         installed_on_major_1(&t, app, account, 1, vec![version(2, 0, &["read"])]).await;
     }
     let bus: Api<BulkUpgrade> = t.api();
     let ns = &t.name;
-    // A and D hold their Leases while paused.
+    // A paused upgrade holds its environment's and its account's Leases, not a global slot.
     create(&bus, bulk("a", "a1", 1, 2, json!({"paused": true}))).await;
     let a = wait_state(&bus, "a", BulkUpgradeState::Paused).await;
     assert_eq!(condition(&a, "Admitted").unwrap().0, "True");
@@ -169,17 +189,21 @@ async fn contention_for_an_environment_an_account_and_the_global_limit() {
     assert!(blocker == format!("{ns}/a") || blocker == format!("{ns}/b"), "{blocker}");
     create(&bus, bulk("d", "a3", 1, 2, json!({"paused": true}))).await;
     wait_state(&bus, "d", BulkUpgradeState::Paused).await;
+    // The one global slot is free while A and D are paused: E runs.
     create(&bus, bulk("e", "a4", 1, 2, json!({}))).await;
-    let e = wait_condition(&bus, "e", "Admitted", "False", "GlobalLimitReached").await;
-    assert_eq!(state(&e), Some(BulkUpgradeState::Queued));
-    assert!(e.status.as_ref().unwrap().blocked_by.is_some());
-    assert_eq!(majors(&t, "a1").await, vec![Some(1)], "nothing runs while A is paused");
+    wait_state(&bus, "e", BulkUpgradeState::Running).await;
+    // D, resumed while E runs, waits for the slot.
+    patch_spec(&bus, "d", json!({"paused": false})).await;
+    let d = wait_condition(&bus, "d", "Admitted", "False", "GlobalLimitReached").await;
+    assert_eq!(state(&d), Some(BulkUpgradeState::Queued));
+    assert_eq!(d.status.as_ref().unwrap().blocked_by.as_deref(), Some(format!("{ns}/e").as_str()));
+    assert_eq!(majors(&t, "a1").await, vec![Some(1)], "nothing runs for A while it is paused");
+    wait_state(&bus, "d", BulkUpgradeState::Complete).await;
 
     // A finishes; the waiting ones run in turn, then everything is released.
     patch_spec(&bus, "a", json!({"paused": false})).await;
     wait_state(&bus, "a", BulkUpgradeState::Complete).await;
     wait_state(&bus, "b", BulkUpgradeState::Complete).await;
-    patch_spec(&bus, "d", json!({"paused": false})).await;
     for name in ["c", "d", "e"] {
         wait_state(&bus, name, BulkUpgradeState::Complete).await;
     }
@@ -278,7 +302,7 @@ async fn pause_between_steps_holds_until_resumed() {
     let s = status(&b);
     assert_eq!((s.upgraded, s.pending, s.unprocessed, s.step), (2, 0, 3, Some(1)), "{s:#?}");
     assert_eq!(condition(&b, "Progressing").unwrap().1, "Paused");
-    assert_eq!(leases_held(&t).await.len(), 3, "the environment, account and slot Leases stay held");
+    assert_eq!(leases_held(&t).await.len(), 2, "the environment and account Leases stay held, not a global slot");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(operator.platform.rollouts(APP_ID).len(), 1, "no step starts while paused");
     patch_spec(&bus, "held", json!({"paused": false})).await;
@@ -437,7 +461,7 @@ async fn a_lease_whose_holder_stopped_renewing_is_taken_over_after_it_expires() 
     installed_on_major_1(&t, "insights", "dev", 1, vec![version(2, 0, &["read"])]).await;
     let now = jiff::Timestamp::now();
     let dead: Lease = serde_json::from_value(json!({
-        "metadata": {"name": env_lease_name(&t.name, "insights", "production"), "annotations": {"forgeops.dev/holder": "elsewhere/ghost"}},
+        "metadata": {"name": env_lease_name("ari:cloud:ecosystem::app/insights", "production"), "annotations": {"forgeops.dev/holder": "elsewhere/ghost"}},
         "spec": {"holderIdentity": "a-dead-operator", "leaseDurationSeconds": 4, "renewTime": now.to_string(), "acquireTime": now.to_string()},
     }))
     .unwrap();
@@ -516,12 +540,16 @@ async fn a_rollout_started_with_the_cli_makes_the_upgrade_wait_and_the_cli_lists
     )
     .await;
     assert_eq!(platform.rollouts(APP_ID).len(), 1);
+    let cli_rollout = platform.rollouts(APP_ID)[0]["id"].as_str().unwrap().to_string();
     create(&bus, bulk("mine", "insights", 1, 2, json!({}))).await;
     let b = wait_condition(&bus, "mine", "Admitted", "False", "AppRolloutRunning").await;
     assert_eq!(state(&b), Some(BulkUpgradeState::Queued));
     assert!(
-        status(&b).blocked_by.as_deref().is_some_and(|w| w.contains("already running")),
-        "{:?}",
+        status(&b)
+            .blocked_by
+            .as_deref()
+            .is_some_and(|w| w.contains(&format!("rollout {cli_rollout}, already running"))),
+        "names the platform's rollout it waits for: {:?}",
         status(&b).blocked_by
     );
     assert!(status(&b).rollouts.is_empty(), "nothing started, nothing counted as failed");

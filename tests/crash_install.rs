@@ -31,7 +31,7 @@ async fn sigkill_while_installing_100_sites_installs_each_exactly_once() {
     create(
         &apps,
         json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": "insights"},
-        "spec": {"appId": "ari:cloud:ecosystem::app/insights", "developerAccount": "dev", "environments": [{"name": "production",
+        "spec": {"appId": "ari:cloud:ecosystem::app/insights", "environments": [{"name": "production",
             "versions": [{"major": 1, "minor": 0, "compatibility": {"required": "jira"}}]}]}}),
     )
     .await;

@@ -17,7 +17,7 @@ const WAIT: Duration = Duration::from_secs(60);
 const WRONG_TOKEN: &str = "wrong-token-5c81e0";
 
 fn app(name: &str, secret: Option<&str>) -> serde_json::Value {
-    let mut spec = json!({"appId": format!("ari:cloud:ecosystem::app/{name}"), "developerAccount": "dev",
+    let mut spec = json!({"appId": format!("ari:cloud:ecosystem::app/{name}"), 
         "environments": [{"name": "production", "versions": [
             {"major": 1, "minor": 0, "compatibility": {"required": "jira"}}]}]});
     if let Some(secret) = secret {

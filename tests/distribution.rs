@@ -20,7 +20,7 @@ fn version(major: u32, minor: u32, scopes: &[&str]) -> Value {
 
 fn app(name: &str, environments: Value) -> Value {
     json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": name},
-        "spec": {"appId": format!("ari:cloud:ecosystem::app/{name}"), "developerAccount": "dev@acme.example", "environments": environments}})
+        "spec": {"appId": format!("ari:cloud:ecosystem::app/{name}"), "environments": environments}})
 }
 
 fn prod(versions: Value) -> Value {

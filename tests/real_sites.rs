@@ -21,7 +21,7 @@ fn version(major: u32, minor: u32, scopes: &[&str]) -> Value {
 
 fn app(versions: Value) -> Value {
     json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": "insights"},
-        "spec": {"appId": APP_ID, "developerAccount": "dev@acme.example",
+        "spec": {"appId": APP_ID, 
                  "environments": [{"name": "production", "versions": versions}]}})
 }
 
@@ -321,7 +321,7 @@ async fn a_major_that_only_re_categorises_egress_or_adds_a_remote_and_a_script_s
 
 fn named_app(name: &str, app_id: &str, versions: Value) -> Value {
     json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": name},
-        "spec": {"appId": app_id, "developerAccount": "dev@acme.example",
+        "spec": {"appId": app_id, 
                  "environments": [{"name": "production", "versions": versions}]}})
 }
 

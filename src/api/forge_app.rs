@@ -53,12 +53,6 @@ pub struct ForgeAppSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("appId is immutable: the objects of this ForgeApp act on the app they were made for; to manage another app, create another ForgeApp"))]
     pub app_id: String,
 
-    /// The Atlassian developer account that owns the app, for the one-bulk-upgrade-per-account
-    /// limit. Unset: the account the credentials act as (`status.account.accountId`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256))]
-    pub developer_account: Option<String>,
-
     /// The Secret, in this namespace, holding the platform credentials the operator acts with for
     /// this app: keys `email` (the Atlassian account) and `apiToken` (an Atlassian API token). Unset:
     /// the operator-wide default Secret (`--credentials-secret` in the operator's namespace). A
@@ -119,12 +113,10 @@ impl ForgeApp {
             .max(std::time::Duration::from_secs(5))
     }
 
-    /// The account bulk upgrades are limited by: `spec.developerAccount`, else the observed one.
+    /// The account bulk upgrades are limited by: the one the credentials act as, as the platform
+    /// said when the app was read (`status.account.accountId`), never one a user writes.
     pub fn account(&self) -> Option<&str> {
-        self.spec
-            .developer_account
-            .as_deref()
-            .or_else(|| self.status.as_ref().and_then(|s| s.account.as_ref()).map(|a| a.account_id.as_str()))
+        self.status.as_ref().and_then(|s| s.account.as_ref()).map(|a| a.account_id.as_str())
     }
 }
 

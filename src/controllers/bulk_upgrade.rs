@@ -166,9 +166,9 @@ async fn apply(bu: Arc<BulkUpgrade>, bctx: &BulkContext) -> Result<Action, Error
             Err(e) => {
                 // The Leases are renewed while a rollout runs, whatever the platform answers.
                 if running_rollout(&previous).is_some()
-                    && let Some(account) = current_account(&current, ctx)
+                    && let Some(facts) = lease_facts(&current, ctx)
                 {
-                    let _ = take_leases(&current, &account, bctx).await;
+                    let _ = take_leases(&current, &facts, true, bctx).await;
                 }
                 return Err(report_failure(&current, ctx, e).await);
             }
@@ -281,9 +281,13 @@ fn poll_after(age: Duration, poll: Duration) -> Duration {
     (age / 4).clamp(Duration::from_millis(250).min(poll), poll)
 }
 
-fn current_account(bu: &BulkUpgrade, ctx: &Context) -> Option<String> {
+/// What the Leases of `bu` are keyed by (its app and account), from the caches.
+fn lease_facts(bu: &BulkUpgrade, ctx: &Context) -> Option<rules::AppFacts> {
     let app = ctx.caches.app(&bu.namespace().unwrap_or_default(), &bu.spec.app_ref.name)?;
-    app.account().map(str::to_string)
+    match rules::app_view(Some(&app), &bu.spec, vec![], &ctx.claim_of(&app)) {
+        AppView::Read(facts) => Some(facts),
+        _ => None,
+    }
 }
 
 fn count(n: u64) -> u32 {
@@ -308,7 +312,7 @@ async fn gather(bu: &BulkUpgrade, bctx: &BulkContext) -> Result<Gathered, Error>
     if finished(status.state) {
         return Ok(gathered);
     }
-    gathered.admission = admission_of(bu, &facts.account, bctx);
+    gathered.admission = admission_of(bu, facts, bctx);
     let admission = &gathered.admission;
     let creds = ctx.credentials_for(&app).await?;
     let platform = &ctx.platform;
@@ -361,7 +365,8 @@ async fn gather(bu: &BulkUpgrade, bctx: &BulkContext) -> Result<Gathered, Error>
 }
 
 /// Admission from the Lease cache and the other upgrades in the watch cache.
-fn admission_of(bu: &BulkUpgrade, account: &str, bctx: &BulkContext) -> Admission {
+fn admission_of(bu: &BulkUpgrade, facts: &rules::AppFacts, bctx: &BulkContext) -> Admission {
+    let account = facts.account.as_str();
     let ctx = &bctx.ctx;
     let hold = |name: &str| {
         let lease = ctx.caches.lease(&ctx.operator_namespace, name)?;
@@ -376,7 +381,7 @@ fn admission_of(bu: &BulkUpgrade, account: &str, bctx: &BulkContext) -> Admissio
         Some(LeaseHold { holder, name: display, live })
     };
     let held = Leases {
-        environment: hold(&env_lease(bu)),
+        environment: hold(&env_lease(&facts.app_id, bu)),
         account: hold(&account_lease(account)),
         slots: (0..bctx.limits.global).map(|i| hold(&slot_lease(i))).collect(),
     };
@@ -390,9 +395,7 @@ fn admission_of(bu: &BulkUpgrade, account: &str, bctx: &BulkContext) -> Admissio
         .filter_map(|o| {
             let created = o.metadata.creation_timestamp.clone()?.0;
             let state = o.status.as_ref().and_then(|s| s.state).unwrap_or_default();
-            let waiting = matches!(state, BulkUpgradeState::Queued | BulkUpgradeState::Pending)
-                && !o.spec.cancelled
-                && o.metadata.deletion_timestamp.is_none();
+            let waiting = rules::holds_a_place(state, o.spec.cancelled, o.metadata.deletion_timestamp.is_some());
             let same_app = o.namespace() == ns && o.spec.app_ref == bu.spec.app_ref;
             let other_account = ctx
                 .caches
@@ -428,9 +431,9 @@ async fn execute(
     let was_finished = finished(inputs.previous.state);
     for effect in &decision.effects {
         match effect {
-            Effect::TakeLeases => {
+            Effect::TakeLeases | Effect::TakeLeasesWithoutSlot => {
                 let AppView::Read(facts) = &gathered.view else { continue };
-                if !take_leases(bu, &facts.account, bctx).await? {
+                if !take_leases(bu, facts, *effect == Effect::TakeLeases, bctx).await? {
                     return Ok(None);
                 }
             }
@@ -463,7 +466,17 @@ async fn execute(
                     Err(e) => match rules::refusal(e.kind) {
                         Some(reason) => {
                             info!(bulk_upgrade = %full_name(bu), %reason, "the platform refused the rollout for now");
-                            StartAnswer::Refused { reason, message: refusal_message(reason, &e) }
+                            // Name the rollout it waits for, when it is this app environment's.
+                            let running = if reason == Reason::AppRolloutRunning {
+                                let app_id = gathered.app.as_ref().map(|a| a.spec.app_id.clone()).unwrap_or_default();
+                                let env = crate::platform::environment_key(&bu.spec.environment);
+                                ctx.platform.rollouts(creds, &app_id, env).await.ok().and_then(|all| {
+                                    all.into_iter().find(|r| r.status == RolloutStatus::Running).map(|r| r.id)
+                                })
+                            } else {
+                                None
+                            };
+                            StartAnswer::Refused { reason, message: refusal_message(reason, running.as_deref(), &e) }
                         }
                         None => {
                             ctx.saw_platform_error(creds, &e);
@@ -541,11 +554,18 @@ async fn execute(
     Ok(Some((status, requeue)))
 }
 
-fn refusal_message(reason: Reason, e: &PlatformError) -> String {
-    let what = match reason {
-        Reason::AppRolloutRunning => "a rollout already running on the platform for this app environment",
-        Reason::AccountRolloutRunning => "a rollout already running on the platform for another app of this account",
-        _ => "the platform's global limit on running rollouts",
+fn refusal_message(reason: Reason, rollout: Option<&str>, e: &PlatformError) -> String {
+    let what = match (reason, rollout) {
+        (Reason::AppRolloutRunning, Some(id)) => {
+            format!("rollout {id}, already running on the platform for this app environment")
+        }
+        (Reason::AppRolloutRunning, None) => {
+            "a rollout already running on the platform for this app environment".into()
+        }
+        (Reason::AccountRolloutRunning, _) => {
+            "a rollout already running on the platform for another app of this account".into()
+        }
+        _ => "the platform's global limit on running rollouts".into(),
     };
     format!("{what} (started outside this cluster?): {}", e.message)
 }
@@ -584,21 +604,35 @@ async fn report(bu: &BulkUpgrade, ctx: &Context, previous: &BulkUpgradeStatus, n
     publish_event(ctx, bu, warning, &reason, c.message.clone(), "Reconcile").await;
 }
 
-/// Takes (or renews) the environment, account and one global-slot Lease, all or none. Answers
-/// whether it holds them all.
-async fn take_leases(bu: &BulkUpgrade, account: &str, bctx: &BulkContext) -> Result<bool, Error> {
+/// Takes (or renews) the environment, account and (`with_slot`) one global-slot Lease, all or
+/// none; without the slot, one it holds is released. Answers whether it holds them all.
+async fn take_leases(
+    bu: &BulkUpgrade,
+    facts: &rules::AppFacts,
+    with_slot: bool,
+    bctx: &BulkContext,
+) -> Result<bool, Error> {
     let ctx = &bctx.ctx;
     let api: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.operator_namespace);
     let me = Holder { uid: uid(bu), name: full_name(bu) };
     let duration = bctx.limits.lease_duration;
     let cached = |name: &str| ctx.caches.lease(&ctx.operator_namespace, name);
-    for name in [env_lease(bu), account_lease(account)] {
+    for name in [env_lease(&facts.app_id, bu), account_lease(&facts.account)] {
         if !matches!(claim(&api, &name, cached(&name), &me, duration, &bctx.observer).await?, Claim::Held) {
             release_all(bctx, &me.uid, true).await?;
             return Ok(false);
         }
     }
     let slots: Vec<String> = (0..bctx.limits.global).map(slot_lease).collect();
+    if !with_slot {
+        for slot in &slots {
+            let held = cached(slot).and_then(|l| l.spec.clone()).and_then(|s| s.holder_identity);
+            if held.as_deref() == Some(me.uid.as_str()) {
+                leases::remove(&api, slot, &me.uid).await?;
+            }
+        }
+        return Ok(true);
+    }
     let mine = slots.iter().find(|s| {
         cached(s).and_then(|l| l.spec.clone()).and_then(|s| s.holder_identity).as_deref() == Some(me.uid.as_str())
     });
@@ -664,18 +698,22 @@ async fn release_all(bctx: &BulkContext, holder: &str, ask_api: bool) -> Result<
         names.dedup();
     }
     for name in names {
-        leases::release(&api, &name, holder).await?;
+        // A free bulk-upgrade Lease means nothing: it is deleted, not left behind.
+        leases::remove(&api, &name, holder).await?;
     }
     Ok(())
 }
 
-/// The Lease that admits one running bulk upgrade per app environment.
-pub fn env_lease_name(namespace: &str, app: &str, environment: &str) -> String {
-    leases::lease_name("forgeops-bulkupgrade-env", &format!("{namespace}/{app}/{environment}"))
+/// The Lease that admits one running bulk upgrade per app environment: keyed by the platform's app
+/// (its appId) and the environment, so two objects can never both hold it for one app on the
+/// platform, whatever their namespaces or names.
+pub fn env_lease_name(app_id: &str, environment: &str) -> String {
+    let app = app_id.rsplit('/').next().unwrap_or(app_id);
+    leases::lease_name("forgeops-bulkupgrade-env", &format!("{app}/{environment}"))
 }
 
-fn env_lease(bu: &BulkUpgrade) -> String {
-    env_lease_name(&bu.namespace().unwrap_or_default(), &bu.spec.app_ref.name, &bu.spec.environment)
+fn env_lease(app_id: &str, bu: &BulkUpgrade) -> String {
+    env_lease_name(app_id, &bu.spec.environment)
 }
 
 fn account_lease(account: &str) -> String {

@@ -228,6 +228,8 @@ pub enum AppView {
 /// The upgrade's app as read from the platform.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AppFacts {
+    /// The platform's app (its appId), for the environment Lease.
+    pub app_id: String,
     /// The developer account, for the account Lease.
     pub account: String,
     /// The latest version of fromMajor (what rollouts upgrade from).
@@ -277,6 +279,7 @@ pub fn app_view(
         })
     };
     AppView::Read(AppFacts {
+        app_id: app.spec.app_id.clone(),
         account: account.to_string(),
         source: version_ref(spec.from_major),
         target: version_ref(spec.to_major),
@@ -365,6 +368,14 @@ pub fn admission(me: &str, leases: &Leases, older_waiting: Option<(Reason, Strin
     Admission::Free
 }
 
+/// Whether an upgrade in `state` holds a place in the queue for the Leases: only one waiting for a
+/// Lease (`Queued`), neither cancelled nor being deleted. A `Pending` one (its app not read yet,
+/// or the platform's count not in) and an `Ineligible` one (a typo, another namespace's app) hold
+/// no one up.
+pub fn holds_a_place(state: BulkUpgradeState, cancelled: bool, deleting: bool) -> bool {
+    state == BulkUpgradeState::Queued && !cancelled && !deleting
+}
+
 /// Another BulkUpgrade, as [`older_waiting`] needs it.
 #[derive(Clone, Debug)]
 pub struct Other {
@@ -412,6 +423,9 @@ pub struct RolloutRequest {
 pub enum Effect {
     /// Take or renew the environment, account and global-slot Leases (all or none).
     TakeLeases,
+    /// Take or renew the environment and account Leases, and release any global slot (paused
+    /// between rollouts).
+    TakeLeasesWithoutSlot,
     /// Release every Lease this upgrade holds.
     ReleaseLeases,
     /// Create a rollout (`status.starting` is already recorded), then fold the answer in with
@@ -670,7 +684,12 @@ pub fn conditions(s: &Situation) -> Vec<Decided> {
             Outcome::InProgress(s.detail, summary.into()),
         ),
         Paused => (
-            (true, Reason::Admitted, "holding the concurrency Leases while paused".into()),
+            (
+                true,
+                Reason::Admitted,
+                "holding the environment and account Leases while paused (no global slot: other upgrades may run)"
+                    .into(),
+            ),
             (false, Reason::Paused, summary.into()),
             (false, Reason::Paused, summary.into()),
             Outcome::Waiting(Reason::Paused, summary.into()),
@@ -1050,12 +1069,19 @@ pub fn decide(i: &Inputs) -> Decision {
         Plan::Done(reason) => return done(next, effects, BulkUpgradeState::Complete, reason, true),
         Plan::Start { step, limit } => (step, limit),
     };
-    if let Admission::Busy { reason, holder } = &i.admission {
-        return queued(i, next, effects, (*reason, holder.clone()), None);
+    // A paused upgrade waits for its environment and account only: it holds no global slot, so
+    // it keeps no one else's rollout from running.
+    let busy = match &i.admission {
+        Admission::Busy { reason: Reason::GlobalLimitReached, .. } if i.spec.paused => None,
+        Admission::Busy { reason, holder } => Some((*reason, holder.clone())),
+        Admission::Free => None,
+    };
+    if let Some(busy) = busy {
+        return queued(i, next, effects, busy, None);
     }
     if i.spec.paused {
-        // Admitted, holding the Leases, before the next rollout.
-        effects.push(Effect::TakeLeases);
+        // Admitted, holding the environment and account Leases, before the next rollout.
+        effects.push(Effect::TakeLeasesWithoutSlot);
         next.blocked_by = None;
         let s = situation(BulkUpgradeState::Paused, Reason::Paused, &next);
         return Decision {

@@ -24,7 +24,7 @@ fn reasons(r: &[IneligibleReason]) -> Vec<&str> {
 
 #[test]
 fn the_same_permissions_are_eligible() {
-    let app = ForgeApp::test("insights").developer_account("dev").deploys(vec![
+    let app = ForgeApp::test("insights").read_as("dev").deploys(vec![
         AppVersion::test(1, 0).scopes(["read"]).egress(["a.example"]),
         AppVersion::test(2, 0).scopes(["read"]).egress(["a.example"]),
     ]);
@@ -33,7 +33,7 @@ fn the_same_permissions_are_eligible() {
 
 #[test]
 fn removing_scopes_or_egress_and_adding_sql_are_eligible() {
-    let app = ForgeApp::test("insights").developer_account("dev").deploys(vec![
+    let app = ForgeApp::test("insights").read_as("dev").deploys(vec![
         AppVersion::test(1, 0).scopes(["read", "write"]).egress(["a.example"]),
         AppVersion::test(2, 0).scopes(["read"]).sql(),
     ]);
@@ -43,14 +43,14 @@ fn removing_scopes_or_egress_and_adding_sql_are_eligible() {
 #[test]
 fn a_re_categorised_egress_or_a_new_remote_is_not_eligible() {
     let base = AppVersion::test(1, 0).scopes(["read"]).egress(["a.example"]);
-    let analytics = ForgeApp::test("insights").developer_account("dev").deploys(vec![
+    let analytics = ForgeApp::test("insights").read_as("dev").deploys(vec![
         base.clone(),
         AppVersion::test(2, 0).scopes(["read"]).egress(["a.example"]).egress_category("a.example", "ANALYTICS"),
     ]);
     let r = eligibility(Some(&analytics), &spec(1, 2));
     assert_eq!(reasons(&r), vec!["AddsEgress"]);
     assert_eq!(r[0].detail, "adds egress a.example re-categorised from none to ANALYTICS");
-    let remote = ForgeApp::test("insights").developer_account("dev").deploys(vec![
+    let remote = ForgeApp::test("insights").read_as("dev").deploys(vec![
         base.clone(),
         AppVersion::test(2, 0).scopes(["read"]).egress(["a.example"]).remotes(["crm https://crm.example"]),
     ]);
@@ -61,7 +61,7 @@ fn a_re_categorised_egress_or_a_new_remote_is_not_eligible() {
 #[test]
 fn each_rule_alone() {
     let base = AppVersion::test(1, 0).scopes(["read"]).egress(["a.example"]);
-    let scope = ForgeApp::test("insights").developer_account("dev").deploys(vec![
+    let scope = ForgeApp::test("insights").read_as("dev").deploys(vec![
         base.clone(),
         AppVersion::test(2, 0).scopes(["read", "write:confluence-content"]).egress(["a.example"]),
     ]);
@@ -69,19 +69,19 @@ fn each_rule_alone() {
     assert_eq!(reasons(&r), vec!["AddsScopes"]);
     assert_eq!(r[0].detail, "adds scope write:confluence-content");
     let egress = ForgeApp::test("insights")
-        .developer_account("dev")
+        .read_as("dev")
         .deploys(vec![base.clone(), AppVersion::test(2, 0).scopes(["read"]).egress(["a.example", "b.example"])]);
     let r = eligibility(Some(&egress), &spec(1, 2));
     assert_eq!((reasons(&r), r[0].detail.as_str()), (vec!["AddsEgress"], "adds egress b.example"));
     let licensing = ForgeApp::test("insights")
-        .developer_account("dev")
+        .read_as("dev")
         .deploys(vec![base.clone(), AppVersion::test(2, 0).scopes(["read"]).egress(["a.example"]).licensed()]);
     assert_eq!(reasons(&eligibility(Some(&licensing), &spec(1, 2))), vec!["LicensingChanged"]);
     let unlicensing = ForgeApp::test("insights")
-        .developer_account("dev")
+        .read_as("dev")
         .deploys(vec![AppVersion::test(1, 0).scopes(["read"]).licensed(), AppVersion::test(2, 0).scopes(["read"])]);
     assert_eq!(reasons(&eligibility(Some(&unlicensing), &spec(1, 2))), vec!["LicensingChanged"]);
-    let only_one = ForgeApp::test("insights").developer_account("dev").deploys(vec![base]);
+    let only_one = ForgeApp::test("insights").read_as("dev").deploys(vec![base]);
     let r = eligibility(Some(&only_one), &spec(1, 2));
     assert_eq!(
         (reasons(&r), r[0].detail.as_str()),
@@ -93,7 +93,7 @@ fn each_rule_alone() {
 
 #[test]
 fn combinations_list_every_failed_rule() {
-    let app = ForgeApp::test("insights").developer_account("dev").deploys(vec![
+    let app = ForgeApp::test("insights").read_as("dev").deploys(vec![
         AppVersion::test(1, 0).scopes(["read"]).egress(["a.example"]),
         AppVersion::test(3, 0).scopes(["read", "write", "admin"]).egress(["b.example"]).sql().licensed(),
     ]);
@@ -107,17 +107,11 @@ fn combinations_list_every_failed_rule() {
 fn the_latest_minors_are_compared() {
     let mut versions = vec![AppVersion::test(1, 0).scopes(["read"]), AppVersion::test(2, 0).scopes(["read", "write"])];
     assert_eq!(
-        reasons(&eligibility(
-            Some(&ForgeApp::test("insights").developer_account("dev").deploys(versions.clone())),
-            &spec(1, 2)
-        )),
+        reasons(&eligibility(Some(&ForgeApp::test("insights").read_as("dev").deploys(versions.clone())), &spec(1, 2))),
         vec!["AddsScopes"]
     );
     versions.push(AppVersion::test(2, 1).scopes(["read"]));
-    assert!(
-        eligibility(Some(&ForgeApp::test("insights").developer_account("dev").deploys(versions)), &spec(1, 2))
-            .is_empty()
-    );
+    assert!(eligibility(Some(&ForgeApp::test("insights").read_as("dev").deploys(versions)), &spec(1, 2)).is_empty());
 }
 
 #[test]
@@ -134,7 +128,7 @@ fn installations_pinned_to_another_major_are_named() {
 #[test]
 fn the_app_view_reads_ids_account_and_versions() {
     let app = ForgeApp::test("insights")
-        .developer_account("dev")
+        .read_as("dev")
         .deploys(vec![AppVersion::test(1, 0).scopes(["read"]), AppVersion::test(2, 3).scopes(["read"])]);
     let AppView::Read(f) = app_view(Some(&app), &spec(1, 2), vec![], &Claim::Ours) else { panic!("read") };
     assert_eq!(f.source, Some(VersionRef { id: "v-1-0".into(), version: "1.0.0".into() }));
@@ -147,7 +141,7 @@ fn the_app_view_reads_ids_account_and_versions() {
 
 #[test]
 fn an_environment_its_app_does_not_manage_is_ineligible_at_once_and_holds_no_place() {
-    let app = ForgeApp::test("insights").developer_account("dev").deploys(vec![AppVersion::test(1, 0)]);
+    let app = ForgeApp::test("insights").read_as("dev").deploys(vec![AppVersion::test(1, 0)]);
     let mut typo = spec(1, 2);
     typo.environment = "prodution".into();
     let view = app_view(Some(&app), &typo, vec![], &Claim::Ours);
@@ -167,7 +161,7 @@ fn an_environment_its_app_does_not_manage_is_ineligible_at_once_and_holds_no_pla
 
 #[test]
 fn an_upgrade_of_an_app_another_namespace_owns_is_ineligible_and_sends_nothing() {
-    let app = ForgeApp::test("insights").developer_account("dev").deploys(vec![AppVersion::test(1, 0)]);
+    let app = ForgeApp::test("insights").read_as("dev").deploys(vec![AppVersion::test(1, 0)]);
     let theirs = Claim::Theirs("team-a/insights".into());
     let view = app_view(Some(&app), &spec(1, 2), vec![], &theirs);
     // Test-only: the assertion's panic.
@@ -184,6 +178,16 @@ fn an_upgrade_of_an_app_another_namespace_owns_is_ineligible_and_sends_nothing()
 }
 
 // --- admission ---
+
+#[test]
+fn only_an_upgrade_waiting_for_a_lease_holds_a_place_in_the_queue() {
+    assert!(holds_a_place(BulkUpgradeState::Queued, false, false));
+    for state in [BulkUpgradeState::Pending, BulkUpgradeState::Ineligible, BulkUpgradeState::Paused] {
+        assert!(!holds_a_place(state, false, false), "{state:?}");
+    }
+    assert!(!holds_a_place(BulkUpgradeState::Queued, true, false), "cancelled");
+    assert!(!holds_a_place(BulkUpgradeState::Queued, false, true), "being deleted");
+}
 
 fn hold(holder: &str, live: bool) -> Option<LeaseHold> {
     Some(LeaseHold { holder: holder.into(), name: format!("ns/{holder}"), live })
@@ -356,6 +360,7 @@ fn now() -> Time {
 
 fn facts() -> AppFacts {
     AppFacts {
+        app_id: "ari:cloud:ecosystem::app/insights".into(),
         account: "acct".into(),
         source: Some(VersionRef { id: "v-1-0".into(), version: "1.0.0".into() }),
         target: Some(VersionRef { id: "v-2-0".into(), version: "2.0.0".into() }),
@@ -672,11 +677,11 @@ fn the_next_step_starts_after_the_gate_and_pause_holds_before_it() {
     let d = c.decide();
     assert_eq!(d.status.starting.as_ref().map(|s| s.step), Some(2));
     assert_eq!(d.requeue, Requeue::Now);
-    // Paused: holds (with the Leases) before step 2.
+    // Paused: holds (with the environment and account Leases, no global slot) before step 2.
     c.spec.paused = true;
     let d = c.decide();
     assert_eq!(state(&d), BulkUpgradeState::Paused);
-    assert_eq!(d.effects, vec![Effect::TakeLeases]);
+    assert_eq!(d.effects, vec![Effect::TakeLeasesWithoutSlot]);
     assert_eq!(cond(&d, Type::Progressing), ("False".into(), "Paused".into()));
     // The gate: two failures are more than maxFailures 1.
     c.spec.paused = false;
@@ -693,8 +698,11 @@ fn paused_before_anything_ran_is_admitted_first() {
     c.spec.paused = true;
     let d = c.decide();
     assert_eq!(state(&d), BulkUpgradeState::Paused);
-    assert_eq!(d.effects, vec![Effect::TakeLeases]);
+    assert_eq!(d.effects, vec![Effect::TakeLeasesWithoutSlot]);
     assert_eq!(cond(&d, Type::Admitted).0, "True");
+    // Every global slot taken does not keep a paused upgrade from pausing: it needs none.
+    c.admission = Admission::Busy { reason: Reason::GlobalLimitReached, holder: "ns/z".into() };
+    assert_eq!(state(&c.decide()), BulkUpgradeState::Paused);
     c.admission = Admission::Busy { reason: Reason::EnvironmentBusy, holder: "ns/a".into() };
     assert_eq!(state(&c.decide()), BulkUpgradeState::Queued);
 }

@@ -352,7 +352,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_policy_of_an_app_another_namespace_owns_never_acts_even_disabled() {
-        let app = ForgeApp::test("insights").developer_account("dev").deploys(vec![AppVersion::test(1, 0)]);
+        let app = ForgeApp::test("insights").read_as("dev").deploys(vec![AppVersion::test(1, 0)]);
         let theirs = crate::ownership::Claim::Theirs("team-a/insights".into());
         for policy in [DistributionPolicy::test("p").enabled(), DistributionPolicy::test("p")] {
             let d = super::decide(&policy, Some(&app), None, &theirs);
@@ -378,7 +378,7 @@ pub(crate) mod tests {
     #[test]
     fn an_enabled_policy_for_a_deployed_unlicensed_app_shares() {
         let app = ForgeApp::test("insights")
-            .developer_account("dev")
+            .read_as("dev")
             .deploys(vec![AppVersion::test(1, 0).optional([Product::Confluence])]);
         let d = decide(
             &DistributionPolicy::test("p").enabled().products([Product::Jira, Product::Confluence]).revision(3),
@@ -391,21 +391,17 @@ pub(crate) mod tests {
 
     #[test]
     fn each_reason_sharing_is_inactive() {
-        let app = ForgeApp::test("insights").developer_account("dev").deploys(vec![AppVersion::test(1, 0)]);
+        let app = ForgeApp::test("insights").read_as("dev").deploys(vec![AppVersion::test(1, 0)]);
         let enabled = DistributionPolicy::test("p").enabled().products([Product::Jira]);
         let d = decide(&DistributionPolicy::test("p").products([Product::Jira]), Some(&app), None);
         assert_eq!(reasons(&d), (false, Reason::Disabled, true, Reason::Ready));
         assert!(d.link.is_none());
         assert_eq!(reasons(&decide(&enabled, None, None)), (false, Reason::AppNotFound, false, Reason::AppNotFound));
         assert_eq!(
-            reasons(&decide(
-                &enabled,
-                Some(&ForgeApp::test("insights").developer_account("dev").deploys(vec![])),
-                None
-            )),
+            reasons(&decide(&enabled, Some(&ForgeApp::test("insights").read_as("dev").deploys(vec![])), None)),
             (false, Reason::NotDeployed, false, Reason::NotDeployed)
         );
-        let mut licensed = ForgeApp::test("insights").developer_account("dev").deploys(vec![AppVersion::test(1, 0)]);
+        let mut licensed = ForgeApp::test("insights").read_as("dev").deploys(vec![AppVersion::test(1, 0)]);
         versions_of(&mut licensed)[0].licensing = true;
         let d = decide(&enabled, Some(&licensed), None);
         assert_eq!(reasons(&d), (false, Reason::LicensedApp, false, Reason::LicensedApp));
@@ -420,7 +416,7 @@ pub(crate) mod tests {
     #[test]
     fn products_must_include_the_required_one_and_only_supported_ones() {
         let app = ForgeApp::test("insights")
-            .developer_account("dev")
+            .read_as("dev")
             .deploys(vec![AppVersion::test(1, 0).optional([Product::Confluence])]);
         let d = decide(&DistributionPolicy::test("p").enabled().products([Product::Confluence]), Some(&app), None);
         assert_eq!(reasons(&d), (true, Reason::Active, false, Reason::ProductsNotSupported));
@@ -448,7 +444,7 @@ pub(crate) mod tests {
     fn a_link_issued_again_for_new_products_says_so_while_it_stands() {
         let now = Time(jiff::Timestamp::from_second(1).unwrap());
         let app = ForgeApp::test("insights")
-            .developer_account("dev")
+            .read_as("dev")
             .deploys(vec![AppVersion::test(1, 0).optional([Product::Confluence])]);
         let p = DistributionPolicy::test("p").enabled().products([Product::Jira, Product::Confluence]);
         let d = decide(&p, Some(&app), None);
@@ -478,7 +474,7 @@ pub(crate) mod tests {
     #[test]
     fn a_platform_failure_turns_every_condition_false_and_is_retried_unless_unsupported() {
         let now = Time(jiff::Timestamp::from_second(1).unwrap());
-        let app = ForgeApp::test("insights").developer_account("dev").deploys(vec![AppVersion::test(1, 0)]);
+        let app = ForgeApp::test("insights").read_as("dev").deploys(vec![AppVersion::test(1, 0)]);
         let p = DistributionPolicy::test("p").enabled().products([Product::Jira]);
         let d = decide(&p, Some(&app), None);
         assert!(d.act);

@@ -139,7 +139,6 @@ impl ForgeApp {
             ForgeAppSpec {
                 credentials_secret_ref: None,
                 app_id: format!("ari:cloud:ecosystem::app/{name}"),
-                developer_account: None,
                 listed_on_marketplace: false,
                 environments: vec!["production".into()],
                 refresh_interval: None,
@@ -153,9 +152,10 @@ impl ForgeApp {
         self
     }
 
-    /// It belongs to this developer account.
-    pub fn developer_account(mut self, account: &str) -> Self {
-        self.spec.developer_account = Some(account.into());
+    /// Read from the platform as this developer account (its credentials act as it).
+    pub fn read_as(mut self, account: &str) -> Self {
+        let status = self.status.get_or_insert_with(Default::default);
+        status.account = Some(crate::api::AccountStatus { account_id: account.into(), name: account.into() });
         self
     }
 
@@ -173,7 +173,9 @@ impl ForgeApp {
 
     /// Read from the platform: its production environment has `versions` deployed.
     pub fn deploys(mut self, versions: impl IntoIterator<Item = AppVersion>) -> Self {
+        let account = self.status.as_ref().and_then(|s| s.account.clone());
         self.status = Some(ForgeAppStatus {
+            account,
             environments: vec![EnvironmentStatus {
                 name: "production".into(),
                 latest_version: None,

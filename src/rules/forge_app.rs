@@ -556,11 +556,7 @@ mod tests {
         let on = |n: i64| {
             let mut v = AppVersion::test(1, 0);
             v.installations = Some(n);
-            ForgeApp::test("insights").developer_account("dev").deploys(vec![
-                v,
-                AppVersion::test(1, 1),
-                AppVersion::test(2, 0),
-            ])
+            ForgeApp::test("insights").read_as("dev").deploys(vec![v, AppVersion::test(1, 1), AppVersion::test(2, 0)])
         };
         assert!(minor_rolling_out(&on(3)), "three sites still on 1.0 while 1.1 is deployed");
         assert_eq!(refresh_interval(&on(3)), MINOR_ROLLOUT_LOOK);

@@ -510,7 +510,7 @@ mod tests {
     }
 
     fn app() -> ForgeApp {
-        ForgeApp::test("insights").developer_account("dev").deploys(vec![
+        ForgeApp::test("insights").read_as("dev").deploys(vec![
             AppVersion::test(1, 0).scopes(["read"]).optional([Product::Confluence]),
             AppVersion::test(1, 2).scopes(["read"]).optional([Product::Confluence]),
             AppVersion::test(2, 0).scopes(["read"]).optional([Product::Confluence]),
@@ -533,7 +533,7 @@ mod tests {
     fn a_new_installation_needs_the_app_a_deployment_and_no_twin() {
         let d = plan(&Installation::test("acme"), None, &Facts::default());
         assert_eq!(reasons(&d)[0], (Type::Installed, false, Reason::AppNotFound));
-        let empty = ForgeApp::test("insights").developer_account("dev").deploys(vec![]);
+        let empty = ForgeApp::test("insights").read_as("dev").deploys(vec![]);
         let d = plan(&Installation::test("acme"), None, &Facts { app: Some(&empty), ..Default::default() });
         assert_eq!(reasons(&d)[0], (Type::Installed, false, Reason::NotDeployed));
         let app = app();
@@ -597,9 +597,8 @@ mod tests {
     #[test]
     fn enabling_licensing_needs_consent_even_without_new_scopes() {
         let paid = AppVersion::test(2, 0).scopes(["read"]).licensed();
-        let app = ForgeApp::test("insights")
-            .developer_account("dev")
-            .deploys(vec![AppVersion::test(1, 0).scopes(["read"]), paid]);
+        let app =
+            ForgeApp::test("insights").read_as("dev").deploys(vec![AppVersion::test(1, 0).scopes(["read"]), paid]);
         let facts = Facts { app: Some(&app), ..Default::default() };
         let d = plan(&Installation::test("acme").pinned_to(2), Some(ver(1, 0)), &facts);
         assert_eq!(d.step, Step::Nothing);
@@ -618,7 +617,7 @@ mod tests {
         assert_eq!(reasons(&d)[1], (Type::UpToDate, false, Reason::PermissionsOutdated), "3.1 adds the write scope");
         assert_eq!(d.available, Some(ver(3, 1)));
         let no_new = ForgeApp::test("insights")
-            .developer_account("dev")
+            .read_as("dev")
             .deploys(vec![AppVersion::test(1, 0).scopes(["read"]), AppVersion::test(2, 0).scopes(["read"])]);
         let d = plan(&Installation::test("acme"), Some(ver(1, 0)), &Facts { app: Some(&no_new), ..Default::default() });
         assert_eq!((d.step, reasons(&d)[1]), (Step::Nothing, (Type::UpToDate, false, Reason::UpgradeAvailable)));

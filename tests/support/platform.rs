@@ -52,7 +52,14 @@ pub struct TestPlatform {
     deployed: Arc<Mutex<BTreeSet<String>>>,
     /// Refreshes asked for so far.
     refreshes: std::sync::atomic::AtomicU64,
+    /// The e-mails of the accounts added besides the test account: they administer the sites the
+    /// mirror adds too.
+    accounts: Mutex<Vec<String>>,
 }
+
+/// The annotation naming the e-mail of the account that owns an app the mirror adds (default:
+/// the test account).
+pub const OWNER_ANNOTATION: &str = "test.forgeops.dev/owner";
 
 /// An environment and its versions, as tests declare them.
 #[derive(serde::Deserialize, Default)]
@@ -183,7 +190,7 @@ impl TestPlatform {
                     }
                 }
             });
-            TestPlatform { emulator, mirror, deployed, refreshes: Default::default() }
+            TestPlatform { emulator, mirror, deployed, refreshes: Default::default(), accounts: Default::default() }
         })
     }
 
@@ -225,8 +232,9 @@ impl TestPlatform {
                     serde_json::json!({"key": forgeops::platform::environment_key(name), "versions": versions})
                 })
                 .collect();
+            let owner = app.metadata.annotations.as_ref().and_then(|a| a.get(OWNER_ANNOTATION)).map(String::as_str);
             let seed_app: SeedApp = serde_json::from_value(serde_json::json!({
-                "id": id, "owner": EMAIL, "listedOnMarketplace": app.spec.listed_on_marketplace,
+                "id": id, "owner": owner.unwrap_or(EMAIL), "listedOnMarketplace": app.spec.listed_on_marketplace,
                 "environments": environments,
             }))
             .unwrap();
@@ -283,7 +291,11 @@ impl TestPlatform {
         }
         // The test account administers every site the tests declare, except customers' sites
         // (host names starting with `customer`), which only the installation link reaches.
-        let admins: Vec<&str> = if host.starts_with("customer") { vec![] } else { vec![EMAIL] };
+        let mut admins: Vec<String> = vec![EMAIL.to_string()];
+        admins.extend(self.accounts.lock().unwrap().iter().cloned());
+        if host.starts_with("customer") {
+            admins.clear();
+        }
         let site: SeedSite = serde_json::from_value(
             serde_json::json!({"hostName": host, "products": ["jira", "confluence", "compass"], "admins": admins}),
         )
@@ -291,6 +303,14 @@ impl TestPlatform {
         if let Err(e) = self.emulator.add_site(site) {
             eprintln!("mirror: adding site {host}: {e:?}");
         }
+    }
+
+    /// Adds a developer account (it administers every site the mirror adds from now on).
+    pub fn add_account(&self, email: &str, token: &str) {
+        let account: forgeops_emulator::SeedAccount =
+            serde_json::from_value(serde_json::json!({"email": email, "apiToken": token})).unwrap();
+        self.emulator.add_account(account).expect("adding an account");
+        self.accounts.lock().unwrap().push(email.to_string());
     }
 
     pub fn set_faults(&self, faults: Faults) {

@@ -17,7 +17,7 @@ fn at(second: i64) -> Time {
 }
 
 fn app() -> ForgeApp {
-    ForgeApp::test("insights").developer_account("dev").deploys(vec![
+    ForgeApp::test("insights").read_as("dev").deploys(vec![
         AppVersion::test(1, 0).scopes(["read"]),
         AppVersion::test(1, 2).scopes(["read"]),
         AppVersion::test(2, 0).scopes(["read"]),
@@ -430,7 +430,7 @@ fn the_products_a_target_installs_into_start_with_the_required_one() {
 /// An app whose versions require Jira and Confluence (a cross-product app).
 fn cross_product_app() -> ForgeApp {
     ForgeApp::test("insights")
-        .developer_account("dev")
+        .read_as("dev")
         .deploys(vec![AppVersion::test(2, 0).scopes(["read"]).requires_all([Product::Jira, Product::Confluence])])
 }
 
