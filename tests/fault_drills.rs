@@ -65,7 +65,7 @@ async fn platform_stepping(
     create(
         &apps,
         json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": "insights"},
-        "spec": {"appId": INSTALL_APP, "developerAccount": "dev", "environments": [{"name": "production",
+        "spec": {"appId": INSTALL_APP, "environments": [{"name": "production",
             "versions": [{"major": 1, "minor": 0, "compatibility": {"required": "jira"}}]}]}}),
     )
     .await;
@@ -405,6 +405,199 @@ async fn a_leader_frozen_past_its_lease_sends_nothing_when_it_wakes_and_exits() 
     assert_eq!(platform.calls(CREATE_ROLLOUT), 3, "a rollout asked for twice");
     let mutations_after: usize = MUTATIONS.iter().map(|op| platform.calls(op)).sum();
     eprintln!("drill-frozen: mutation requests {mutations_before} before the wake, {mutations_after} at the end");
+}
+
+/// A leader frozen (SIGSTOP) past its Lease while it installs 200 sites, then woken: the
+/// standby finishes, the old leader sends nothing and exits within its renew deadline, and the
+/// platform's request log shows one install request per site (requests, not only tasks).
+#[tokio::test]
+async fn a_leader_frozen_past_its_lease_during_200_installs_sends_no_install_twice() {
+    const INSTALLS: usize = 200;
+    let _turn = DRILL.lock().await;
+    let t = TestNs::new("drill-frozen-installs").await;
+    let platform = platform(&t, 0, Duration::from_millis(300)).await;
+    let url = platform.emulator.graphql_url();
+    let mut replicas = vec![replica(&t, &url, 0), replica(&t, &url, 1)];
+    let frozen = leader_of(&replicas, Duration::from_secs(60)).await;
+    let insts: Api<Installation> = t.api();
+    for i in 0..INSTALLS {
+        create(&insts, installation(i)).await;
+    }
+    wait_until("40 install requests", Duration::from_secs(120), &replicas[frozen].process, async || {
+        platform.calls("forge_cli_installApplication") >= 40
+    })
+    .await;
+    replicas[frozen].process.signal(forgeops_testenv::sys::SIGSTOP);
+    let stopped = Instant::now();
+    let others: Vec<Replica> = vec![replicas.remove(1 - frozen)];
+    let old = replicas.remove(0);
+    leader_of(&others, Duration::from_secs(30)).await;
+    eprintln!("drill-frozen-installs: the standby led {:.2} s after the freeze", stopped.elapsed().as_secs_f64());
+    tokio::time::sleep(Duration::from_secs(2 * LEASE_SECS)).await;
+    let sent_by_then = platform.calls("forge_cli_installApplication");
+    old.process.signal(forgeops_testenv::sys::SIGCONT);
+    let woke = Instant::now();
+    let deadline = forgeops::operator::renew_deadline(Duration::from_secs(LEASE_SECS)) + Duration::from_secs(2);
+    while !old.process.has_exited() {
+        assert!(woke.elapsed() < deadline, "the old leader did not exit after waking:\n{}", old.process.log_tail());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("drill-frozen-installs: the old leader exited {:.2} s after waking", woke.elapsed().as_secs_f64());
+    wait_until("every site installed", Duration::from_secs(240), &others[0].process, async || {
+        installed(&insts).await.len() == INSTALLS
+    })
+    .await;
+    // One install request per site on the platform's own log, whoever sent it.
+    let mut per_site: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in platform.emulator.requests() {
+        if r.operation_name.as_deref() == Some("forge_cli_installApplication") {
+            let input = &r.variables["input"];
+            let site = input["installationContext"].as_str().unwrap_or_default().to_string();
+            *per_site.entry(site).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = per_site.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "install requests sent twice for a site: {twice:?}");
+    assert_eq!(per_site.len(), INSTALLS, "one install request for each site");
+    let doubled: Vec<_> = platform.every_task("install").into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(doubled.is_empty(), "a site installed twice: {doubled:?}");
+    eprintln!(
+        "drill-frozen-installs: {sent_by_then} install requests before the wake, {} in all, one per site",
+        platform.calls("forge_cli_installApplication")
+    );
+}
+
+/// A lifecycle sequence with random edits: a second ForgeApp for the same appId (a non-owner) with
+/// Installations of its own, random edits of existing objects (valid and not), Installations
+/// deleted mid-task, then everything deleted. The operator never exits, nothing is done on a site
+/// for the non-owner (the platform's own log and tasks), and every delete finishes within a bound.
+#[tokio::test]
+async fn random_edits_and_deletes_mid_task_never_stop_the_operator_and_every_delete_finishes() {
+    const SITES: usize = 30;
+    const BOUND: Duration = Duration::from_secs(120);
+    let _turn = DRILL.lock().await;
+    let t = TestNs::new("drill-lifecycle").await;
+    let platform = platform(&t, 0, Duration::from_millis(1500)).await;
+    let operator = t.spawn_operator_process(&platform.emulator.graphql_url(), 1);
+    let (apps, insts): (Api<ForgeApp>, Api<Installation>) = (t.api(), t.api());
+    // The owner ("insights", created with the platform) is read first; "shadow" declares its appId.
+    wait_until("the owner read", Duration::from_secs(60), &operator, async || {
+        apps.get("insights").await.ok().and_then(|a| support::condition(&a, "Ready")).is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    create(
+        &apps,
+        json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "ForgeApp", "metadata": {"name": "shadow"},
+        "spec": {"appId": INSTALL_APP, "environments": ["production"]}}),
+    )
+    .await;
+    for i in 0..SITES {
+        create(&insts, installation(i)).await;
+        let shadow = json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "Installation",
+            "metadata": {"name": format!("shadow-{i}")},
+            "spec": {"appRef": {"name": "shadow"}, "site": format!("shadow-{i}.atlassian.net"), "products": ["jira"]}});
+        create(&insts, shadow).await;
+    }
+
+    // Random edits of existing objects, from a fixed seed (so a failure can be replayed).
+    let mut seed: u64 = 0x5eed_f0a9;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let installation_edits = [
+        json!({"spec": {"majorVersion": 1}}),
+        json!({"spec": {"majorVersion": 0}}),
+        json!({"spec": {"majorVersion": 7}}),
+        json!({"spec": {"deletionPolicy": "Orphan"}}),
+        json!({"spec": {"deletionPolicy": "Uninstall"}}),
+        json!({"spec": {"deletionPolicy": "Sometimes"}}),
+        json!({"spec": {"products": ["jira", "confluence"]}}),
+        json!({"spec": {"products": []}}),
+        json!({"spec": {"site": "elsewhere.atlassian.net"}}),
+        json!({"metadata": {"annotations": {"forgeops.dev/refresh": "now"}, "labels": {"team": "x"}}}),
+    ];
+    let app_edits = [
+        json!({"spec": {"refreshInterval": "1s"}}),
+        json!({"spec": {"refreshInterval": "soon"}}),
+        json!({"spec": {"environments": ["production", "staging"]}}),
+        json!({"spec": {"environments": []}}),
+        json!({"spec": {"appId": "ari:cloud:ecosystem::app/another"}}),
+        json!({"metadata": {"annotations": {"forgeops.dev/refresh": "again"}}}),
+    ];
+    let (mut accepted, mut refused) = (0, 0);
+    let params = kube::api::PatchParams::default();
+    for round in 0..120 {
+        let result = if round % 4 == 0 {
+            let name = ["insights", "shadow"][next(2)];
+            apps.patch(name, &params, &kube::api::Patch::Merge(&app_edits[next(app_edits.len())])).await.map(|_| ())
+        } else {
+            let i = next(SITES);
+            let name = if next(2) == 0 { format!("site-{i}") } else { format!("shadow-{i}") };
+            let edit = &installation_edits[next(installation_edits.len())];
+            insts.patch(&name, &params, &kube::api::Patch::Merge(edit)).await.map(|_| ())
+        };
+        if result.is_ok() {
+            accepted += 1
+        } else {
+            refused += 1
+        }
+        // Deletes mid-task: a third of the owner's Installations while their installs run.
+        if round % 12 == 5 {
+            let _ = insts.delete(&format!("site-{}", next(SITES)), &Default::default()).await;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        assert!(!operator.has_exited(), "the operator exited:\n{}", operator.log_tail());
+    }
+    eprintln!("drill-lifecycle: {accepted} edits accepted, {refused} refused at admission");
+
+    // Everything goes; each kind within the bound.
+    for i in 0..SITES {
+        let _ = insts.delete(&format!("site-{i}"), &Default::default()).await;
+        let _ = insts.delete(&format!("shadow-{i}"), &Default::default()).await;
+    }
+    let _ = apps.delete("shadow", &Default::default()).await;
+    let started = Instant::now();
+    wait_until("every Installation and the shadow app deleted", BOUND, &operator, async || {
+        insts.list(&ListParams::default()).await.is_ok_and(|l| l.items.is_empty())
+            && apps.get_opt("shadow").await.is_ok_and(|a| a.is_none())
+    })
+    .await;
+    eprintln!(
+        "drill-lifecycle: every delete finished {:.1} s after the last was asked",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Nothing was done for the ForgeApp that does not own the app: no task on its sites, and no
+    // mutation request naming one of them.
+    for kind in ["install", "upgrade", "uninstall"] {
+        let touched: Vec<_> = platform.every_task(kind).into_keys().filter(|h| h.starts_with("shadow-")).collect();
+        assert!(touched.is_empty(), "{kind} tasks on the non-owner's sites: {touched:?}");
+    }
+    let state = platform.emulator.state();
+    let shadow_clouds: Vec<String> = state["sites"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["hostName"].as_str().is_some_and(|h| h.starts_with("shadow-")))
+        .filter_map(|s| s["cloudId"].as_str().map(String::from))
+        .collect();
+    assert!(!shadow_clouds.is_empty(), "the non-owner's sites exist on the platform (so they could be acted on)");
+    let named: Vec<_> = platform
+        .emulator
+        .requests()
+        .into_iter()
+        .filter(|r| MUTATIONS.contains(&r.operation_name.as_deref().unwrap_or_default()))
+        .filter(|r| {
+            let vars = r.variables.to_string();
+            shadow_clouds.iter().any(|c| vars.contains(c.as_str()))
+        })
+        .collect();
+    assert!(named.is_empty(), "mutation requests for the non-owner's sites: {}", named.len());
+    let log = operator.log();
+    assert!(!log.contains("panicked"), "a panic:\n{log}");
 }
 
 /// The platform mutations the operator can send.

@@ -23,7 +23,18 @@ pub async fn reconcile(policy: Arc<DistributionPolicy>, ctx: Arc<Context>) -> Re
         .await
 }
 
-async fn apply(policy: &DistributionPolicy, ctx: &Context) -> Result<(), Error> {
+async fn apply(cached: &DistributionPolicy, ctx: &Context) -> Result<(), Error> {
+    // A copy older than this process's last status write of it would decide from a link record
+    // that is gone (and rotate a link twice): read it afresh first.
+    let fresh;
+    let policy = if ctx.may_be_stale(cached) {
+        let api: Api<DistributionPolicy> = Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+        let Some(latest) = api.get_opt(&cached.name_any()).await? else { return Ok(()) };
+        fresh = latest;
+        &fresh
+    } else {
+        cached
+    };
     // Observe: the app, and every policy for the same app (to find the one that governs).
     let ns = policy.namespace().unwrap_or_default();
     let app_name = &policy.spec.app_ref.name;
@@ -55,7 +66,8 @@ async fn apply(policy: &DistributionPolicy, ctx: &Context) -> Result<(), Error> 
 
     // Report.
     if status != previous {
-        apply_status(&ctx.client, policy, &status).await?;
+        let written = apply_status(&ctx.client, policy, &status).await?;
+        ctx.wrote(&written);
         report_events(ctx, policy, &previous, &status).await;
     }
     match failure {

@@ -671,7 +671,8 @@ impl<K> NamespacedObject for K where
 }
 
 /// Writes an object's status with server-side apply. The operator owns status and never writes spec.
-pub async fn apply_status<K, S>(client: &Client, obj: &K, status: &S) -> Result<(), kube::Error>
+/// Answers the object as written.
+pub async fn apply_status<K, S>(client: &Client, obj: &K, status: &S) -> Result<K, kube::Error>
 where
     K: NamespacedObject,
     S: Serialize,
@@ -699,7 +700,7 @@ where
     api.patch_status(&obj.name_any(), &params, &Patch::Json::<()>(patch)).await
 }
 
-async fn write_status<K, S>(client: &Client, obj: &K, status: &S) -> Result<(), kube::Error>
+async fn write_status<K, S>(client: &Client, obj: &K, status: &S) -> Result<K, kube::Error>
 where
     K: NamespacedObject,
     S: Serialize,
@@ -710,8 +711,7 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
-    Ok(())
+    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await
 }
 
 /// How many Events may wait to be sent; past that, new ones are dropped (and counted), as

@@ -268,7 +268,20 @@ pub fn app_view(
         return AppView::Unmanaged(eligibility(Some(app), spec));
     }
     let read = app.status.as_ref().is_some_and(|s| s.environments.iter().any(|e| e.name == spec.environment));
-    let Some(account) = app.account().filter(|_| read) else { return AppView::NotRead };
+    let Some(account) = app.account().filter(|_| read) else {
+        // Never read, and stalled on what only a change fixes (credentials, the appId, an
+        // environment missing on the platform): the upgrade says so and holds no place.
+        let stalled =
+            app.status.as_ref().and_then(|s| conds::find(&s.conditions, crate::rules::forge_app::Type::Stalled));
+        if let Some(c) = stalled.filter(|c| c.status == crate::api::TRUE) {
+            let detail = format!(
+                "ForgeApp {} cannot be read from the platform ({}: {}): fix that first",
+                spec.app_ref.name, c.reason, c.message
+            );
+            return AppView::Unmanaged(vec![ineligible(Ineligibility::AppNotFound, detail)]);
+        }
+        return AppView::NotRead;
+    };
     let deployed = app.deployed(&spec.environment);
     let version_ref = |major| {
         versions::latest_of_major(deployed, major).and_then(|v| {

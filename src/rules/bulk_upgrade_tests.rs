@@ -160,6 +160,30 @@ fn an_environment_its_app_does_not_manage_is_ineligible_at_once_and_holds_no_pla
 }
 
 #[test]
+fn an_app_that_cannot_be_read_makes_the_upgrade_stalled_not_pending() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+    let mut app = ForgeApp::test("insights");
+    let stalled = Condition {
+        type_: "Stalled".into(),
+        status: "True".into(),
+        reason: "CredentialsNotGranted".into(),
+        message: "namespace team-b may not use the operator's shared credentials".into(),
+        last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        observed_generation: None,
+    };
+    app.status = Some(crate::api::ForgeAppStatus { conditions: vec![stalled], ..Default::default() });
+    let view = app_view(Some(&app), &spec(1, 2), vec![], &Claim::Ours);
+    // Test-only: the assertion's panic.
+    let AppView::Unmanaged(reasons) = &view else { panic!("stalled, not waiting: {view:?}") };
+    assert!(reasons[0].detail.contains("CredentialsNotGranted"), "{}", reasons[0].detail);
+    let mut c = Case::new();
+    c.app = view;
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Ineligible);
+    assert!(!d.effects.contains(&Effect::TakeLeases));
+}
+
+#[test]
 fn an_upgrade_of_an_app_another_namespace_owns_is_ineligible_and_sends_nothing() {
     let app = ForgeApp::test("insights").read_as("dev").deploys(vec![AppVersion::test(1, 0)]);
     let theirs = Claim::Theirs("team-a/insights".into());
