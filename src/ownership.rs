@@ -126,9 +126,12 @@ pub async fn release(leases: &Api<Lease>, app: &ForgeApp) -> Result<(), kube::Er
 
 #[cfg(test)]
 mod tests {
+    // Test-only: the unwraps and panics in this module are the tests' assertions, never on an
+    // operator path.
     use super::*;
 
     fn app(ns: &str, name: &str, uid: &str) -> ForgeApp {
+        // Test-only: an assertion.
         let mut a = ForgeApp::new(name, serde_json::from_value(serde_json::json!({"appId": "ari:app/1"})).unwrap());
         a.metadata.namespace = Some(ns.into());
         a.metadata.uid = Some(uid.into());

@@ -139,6 +139,8 @@ fn typed<K>(
 
 #[cfg(test)]
 mod tests {
+    // Test-only: the unwraps and panics in this module are the tests' assertions, never on an
+    // operator path.
     use super::*;
     use crate::api::Installation;
 
@@ -148,11 +150,13 @@ mod tests {
             "apiVersion": "forgeops.dev/v1alpha1", "kind": "Installation",
             "metadata": {"name": "good", "namespace": "apps"},
             "spec": {"appRef": {"name": "insights"}, "site": "acme.atlassian.net", "products": ["jira"]}}))
+        // Test-only: an assertion.
         .unwrap();
         let bad: DynamicObject = serde_json::from_value(serde_json::json!({
             "apiVersion": "forgeops.dev/v1alpha1", "kind": "Installation",
             "metadata": {"name": "bad", "namespace": "apps"},
             "spec": {"appRef": {"name": "insights"}, "site": 42, "products": ["jira"]}}))
+        // Test-only: an assertion.
         .unwrap();
         let error = decode::<Installation>(&bad).unwrap_err().to_string();
         assert!(error.starts_with("spec.site: invalid type"), "names the field: {error}");

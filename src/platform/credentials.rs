@@ -385,6 +385,8 @@ pub fn from_secret(secret: &Secret, source: &str) -> Result<Credentials, Credent
 
 #[cfg(test)]
 mod tests {
+    // Test-only: the unwraps and panics in this module are the tests' assertions, never on an
+    // operator path.
     use super::*;
     use k8s_openapi::ByteString;
 
@@ -400,8 +402,10 @@ mod tests {
     async fn refused_credentials_are_held_back_until_the_secret_changes_or_a_while_passes() {
         // No API server is reached: the client points nowhere and every check below is answered
         // from the store's own memory.
+        // Test-only: an assertion.
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
         let store = CredentialStore::new(
+            // Test-only: an assertion.
             Client::try_from(config).unwrap(),
             "ops".into(),
             "creds".into(),
@@ -430,6 +434,7 @@ mod tests {
         assert_eq!(lent, lent.clone().lent(), "lending does not make other credentials");
         let refused = CredentialsError::Refused { who: lent.who() }.to_string();
         assert!(!refused.contains("platform@"), "{refused}");
+        // Test-only: an assertion.
         let how = Grant::new(vec![], Some("forgeops.dev/default-credentials=granted")).unwrap().how("team-b");
         assert_eq!(how, "`kubectl label namespace team-b forgeops.dev/default-credentials=granted`");
         let not_granted = CredentialsError::NotGranted { namespace: "team-b".into(), how }.to_string();
@@ -443,12 +448,14 @@ mod tests {
     fn a_grant_names_namespaces_or_selects_them_by_label() {
         let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let grant =
+            // Test-only: an assertion.
             Grant::new(vec![" apps ".into(), "".into()], Some("forgeops.dev/credentials=shared, !frozen")).unwrap();
         assert!(grant.names("apps") && !grant.names("other"));
         assert!(grant.selects(&labels(&[("forgeops.dev/credentials", "shared")])));
         assert!(!grant.selects(&labels(&[("forgeops.dev/credentials", "shared"), ("frozen", "")])));
         assert!(!grant.selects(&labels(&[("forgeops.dev/credentials", "own")])));
         assert!(!Grant::default().selects(&labels(&[])), "no selector selects nothing");
+        // Test-only: an assertion.
         let all = Grant::new(vec![], Some("kubernetes.io/metadata.name")).unwrap();
         assert!(all.selects(&labels(&[("kubernetes.io/metadata.name", "x")])));
         assert!(Grant::new(vec![], Some("team in (a,b)")).is_err());
@@ -458,9 +465,12 @@ mod tests {
     #[tokio::test]
     async fn a_namespace_not_granted_never_reads_the_default_secret() {
         // The client points nowhere: a refusal must come before any request.
+        // Test-only: an assertion.
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        // Test-only: an assertion.
         let grant = Grant::new(vec!["granted".into()], None).unwrap();
         let store = CredentialStore::granting(
+            // Test-only: an assertion.
             Client::try_from(config).unwrap(),
             "ops".into(),
             "creds".into(),
@@ -485,7 +495,9 @@ mod tests {
             from_secret(&s, "ns/x"),
             Err(CredentialsError::MissingKey { secret: "ns/x".into(), key: TOKEN_KEY })
         );
+        // Test-only: an assertion.
         s.data.as_mut().unwrap().insert(TOKEN_KEY.into(), ByteString(b"tok".to_vec()));
+        // Test-only: an assertion.
         let c = from_secret(&s, "ns/x").unwrap();
         assert_eq!((c.email.as_str(), c.api_token()), ("a@b.example", "tok"));
         let message = CredentialsError::MissingKey { secret: "ns/x".into(), key: TOKEN_KEY }.to_string();
