@@ -113,10 +113,10 @@ async fn sharing_is_active_only_for_a_deployed_unlicensed_unlisted_app() {
     patch_spec(&policies, "insights", json!({"products": ["jira", "confluence"]})).await;
     wait_condition(&policies, "insights", "Ready", "True", "Ready").await;
 
-    // A second policy for the same app environment conflicts with the first.
+    // A second policy for the same app conflicts with the first.
     create(&policies, policy("second", "insights", "Enabled", &["jira"])).await;
     let second = wait_condition(&policies, "second", "Ready", "False", "Conflict").await;
-    assert!(condition(&second, "Ready").unwrap().2.contains("DistributionPolicy insights already governs"));
+    assert!(condition(&second, "Ready").unwrap().2.contains("DistributionPolicy insights already governs sharing"));
     assert!(link(&second).is_none());
 
     // Disabled by the user.
@@ -125,18 +125,13 @@ async fn sharing_is_active_only_for_a_deployed_unlicensed_unlisted_app() {
     let p = wait_condition(&policies, "quiet", "Sharing", "False", "Disabled").await;
     assert_eq!(condition(&p, "Ready").unwrap().0, "True", "disabled on purpose is not a problem");
 
-    // A licensed app, and a Marketplace-listed app, cannot be shared by link.
+    // A licensed app cannot be shared by link (a listed one: tests/sharing.rs).
     let mut licensed = version(1, 0, &[]);
     licensed["licensing"] = json!(true);
     create(&apps, app("licensed", prod(json!([licensed])))).await;
     create(&policies, policy("licensed", "licensed", "Enabled", &["jira"])).await;
     let p = wait_condition(&policies, "licensed", "Sharing", "False", "LicensedApp").await;
     assert!(condition(&p, "Sharing").unwrap().2.contains("share an unlicensed copy of the app instead"));
-    let mut listed = app("listed", prod(json!([version(1, 0, &[])])));
-    listed["spec"]["listedOnMarketplace"] = json!(true);
-    create(&apps, listed).await;
-    create(&policies, policy("listed", "listed", "Enabled", &["jira"])).await;
-    wait_condition(&policies, "listed", "Sharing", "False", "ListedOnMarketplace").await;
 }
 
 #[tokio::test]
@@ -151,15 +146,17 @@ async fn links_come_from_the_platform_rotate_one_way_and_follow_the_products() {
     let link1 = link(&p).unwrap();
     assert_eq!(p.status.as_ref().unwrap().link_products, ["jira"]);
     let customer = |site: &str, link: &str| {
-        let s: forgeops_emulator::SeedSite =
-            serde_json::from_value(json!({"hostName": site, "products": ["jira", "confluence"]})).unwrap();
+        let s: forgeops_emulator::SeedSite = serde_json::from_value(json!({"hostName": site,
+            "products": ["jira", "confluence"], "productAdmins": {"jira": ["admin@customer.example"]}}))
+        .unwrap();
         platform.emulator.add_site(s).unwrap();
         platform.emulator.link_install(forgeops_emulator::LinkInstallRequest {
             app_id: "ari:cloud:ecosystem::app/insights".into(),
-            environment: "production".into(),
+            environment: None,
             site: site.into(),
             product: "jira".into(),
             signature: signature_of(link),
+            admin: "admin@customer.example".into(),
         })
     };
     customer("first.atlassian.net", &link1).expect("the link admits a customer");
@@ -264,19 +261,21 @@ async fn a_customers_install_through_the_link_is_adopted_and_deletion_policy_is_
     let creds = forgeops::platform::Credentials::new(support::platform::EMAIL, support::platform::TOKEN, "test");
     let app_id = "ari:cloud:ecosystem::app/insights";
     use forgeops::platform::Platform as _;
-    gateway.set_sharing(&creds, app_id, true).await.unwrap();
+    gateway.set_sharing(&creds, app_id, true, &Default::default()).await.unwrap();
     let link = gateway.generate_link(&creds, app_id, &["jira".to_string()]).await.unwrap();
-    let site: forgeops_emulator::SeedSite =
-        serde_json::from_value(json!({"hostName": "customer.atlassian.net", "products": ["jira"]})).unwrap();
+    let site: forgeops_emulator::SeedSite = serde_json::from_value(json!({"hostName": "customer.atlassian.net",
+        "products": ["jira"], "productAdmins": {"jira": ["admin@customer.example"]}}))
+    .unwrap();
     platform.emulator.add_site(site).unwrap();
     platform
         .emulator
         .link_install(forgeops_emulator::LinkInstallRequest {
             app_id: app_id.into(),
-            environment: "production".into(),
+            environment: None,
             site: "customer.atlassian.net".into(),
             product: "jira".into(),
             signature: signature_of(&link.url),
+            admin: "admin@customer.example".into(),
         })
         .unwrap();
 
@@ -455,10 +454,8 @@ async fn a_failing_site_reports_platform_errors_and_recovers_when_the_fault_is_l
     assert!(condition(&bad, "Installed").unwrap().2.contains("failed on the platform"), "{bad:#?}");
     assert_eq!(condition(&bad, "Ready").unwrap().1, "PlatformError");
     assert_eq!(condition(&bad, "Reconciling").unwrap().0, "True", "retried with backoff: in progress");
-    assert!(
-        operator.metrics.encode().contains(r#"controller="installation",result="error",category="platform_retryable""#),
-        "the reconcile metrics carry the category"
-    );
+    // The reconcile metrics carry the category.
+    operator.wait_metric(r#"controller="installation",result="error",category="platform_retryable""#, WAIT).await;
 
     platform.set_faults(Faults::default());
     wait_installed(&insts, "bad", "1.0").await;

@@ -151,7 +151,7 @@ async fn kstatus_and_argo_cd_see_each_kind_failing_in_progress_and_healthy() {
     // DistributionPolicy: healthy, and for an app that does not exist.
     let policy = |name: &str, app: &str| {
         json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "DistributionPolicy", "metadata": {"name": name},
-            "spec": {"appRef": {"name": app}, "environment": "production", "sharing": "Enabled", "products": ["jira"]}})
+            "spec": {"appRef": {"name": app}, "sharing": "Enabled", "products": ["jira"]}})
     };
     create(&pols, policy("shared", "good")).await;
     let shared = wait_for(&pols, "shared", WAIT, "Ready", |p| {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use forgeops::platform::{
-    Credentials, ErrorKind, ForgeGateway, GatewayOptions, InstallationFilter, Platform, RolloutStatus, Target,
-    TaskState,
+    AppDetails, Credentials, ErrorKind, ForgeGateway, GatewayOptions, InstallationFilter, Platform, RolloutStatus,
+    Target, TaskState,
 };
 use forgeops::telemetry::Metrics;
 use forgeops_emulator::{self as emulator, EmulatorConfig, Faults, RunningEmulator, Seed};
@@ -169,13 +169,35 @@ async fn every_port_operation_works_against_the_emulator() {
     let page = g.installations(&c, APP, &InstallationFilter::default(), None).await.unwrap();
     assert_eq!(page.items.len(), 2);
 
-    // Distribution capability: sharing on, a link, a rotated link.
-    g.set_sharing(&c, APP, true).await.unwrap();
+    // Distribution capability: sharing on (with the app details the platform asks for), a link, a
+    // rotated link, all seen in one read.
+    let before = g.sharing_state(&c, APP).await.unwrap();
+    assert!(!before.shared && !before.listed_on_marketplace && before.link.is_none(), "{before:?}");
+    let missing = g.set_sharing(&c, APP, true, &AppDetails::default()).await;
+    if let Err(e) = &missing {
+        assert_eq!(e.kind, ErrorKind::Refused, "{e}");
+    }
+    let details = AppDetails {
+        vendor_name: Some("Example Vendor".into()),
+        privacy_policy: Some("https://example.com/privacy".into()),
+        terms_of_service: Some("https://example.com/terms".into()),
+        contact_link: None,
+    };
+    g.set_sharing(&c, APP, true, &details).await.unwrap();
     let first = g.generate_link(&c, APP, &["jira".to_string()]).await.unwrap();
     assert!(first.url.starts_with("https://developer.atlassian.com/console/install/"), "{}", first.url);
     let second = g.generate_link(&c, APP, &["jira".to_string()]).await.unwrap();
     assert_ne!(first.url, second.url, "a new link each time");
-    assert_eq!(g.active_link(&c, APP).await.unwrap(), Some(second));
+    let now = g.sharing_state(&c, APP).await.unwrap();
+    assert!(now.shared && !now.listed_on_marketplace);
+    assert_eq!(now.link, Some(second));
+    // A 401 from a distribution operation is a refusal of that operation, not bad credentials.
+    let refused = Credentials::new("dev@acme.example", "not-the-token", "test/refused");
+    let e = g.sharing_state(&refused, APP).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Refused, "{e}");
+    assert!(e.message.contains("HTTP 401"), "{e}");
+    let e = g.set_sharing(&refused, APP, false, &AppDetails::default()).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Refused, "{e}");
 
     // Not found, permission denied and a missing site are told apart.
     let e = g.versions(&c, "ari:cloud:ecosystem::app/nope", "production").await.unwrap_err();
@@ -269,7 +291,7 @@ async fn distribution_refused_by_the_platform_is_unsupported() {
 
     // And forgeops itself keeps the capability off unless asked.
     let off = ForgeGateway::new(GatewayOptions { url: emu.graphql_url(), ..GatewayOptions::default() }, None).unwrap();
-    let e = off.set_sharing(&creds(), APP, true).await.unwrap_err();
+    let e = off.set_sharing(&creds(), APP, true, &Default::default()).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Unsupported);
     assert!(e.message.contains("developer console"), "{e}");
 }

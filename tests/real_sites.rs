@@ -111,16 +111,17 @@ async fn on_a_customers_site_forgeops_never_installs_upgrades_or_uninstalls() {
     .unwrap();
     let creds = forgeops::platform::Credentials::new(support::platform::EMAIL, support::platform::TOKEN, "test");
     use forgeops::platform::Platform as _;
-    gateway.set_sharing(&creds, APP_ID, true).await.unwrap();
+    gateway.set_sharing(&creds, APP_ID, true, &Default::default()).await.unwrap();
     let link = gateway.generate_link(&creds, APP_ID, &["jira".to_string()]).await.unwrap();
     platform
         .emulator
         .link_install(forgeops_emulator::LinkInstallRequest {
             app_id: APP_ID.into(),
-            environment: "production".into(),
+            environment: None,
             site: "customer.atlassian.net".into(),
             product: "jira".into(),
             signature: link_signature(&link.url),
+            admin: support::platform::customer_admin("customer.atlassian.net"),
         })
         .unwrap();
     refresh(&apps, "after-link-install").await;

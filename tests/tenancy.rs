@@ -149,7 +149,7 @@ async fn one_tenant_cannot_act_for_another_and_every_delete_finishes() {
     create(
         &b_policies,
         json!({"apiVersion": "forgeops.dev/v1alpha1", "kind": "DistributionPolicy",
-        "metadata": {"name": "insights"}, "spec": {"appRef": {"name": "insights"}, "environment": "production",
+        "metadata": {"name": "insights"}, "spec": {"appRef": {"name": "insights"},
         "sharing": "Enabled", "products": ["jira"]}}),
     )
     .await;

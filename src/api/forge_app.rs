@@ -60,11 +60,6 @@ pub struct ForgeAppSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
 
-    /// Whether the app is listed on the Atlassian Marketplace. A listed app cannot be shared by
-    /// installation link.
-    #[serde(default)]
-    pub listed_on_marketplace: bool,
-
     /// The environments forgeops manages: `production`, `staging`, `development` or custom ones (at
     /// most 25, the platform's limit). Default: `production`.
     #[serde(default = "default_environments")]

@@ -1,165 +1,164 @@
-//! The DistributionPolicy controller: decides whether sharing should be active, and carries that
-//! out on the platform through its distribution capability: sharing on or off, the installation
-//! link (generated again when `linkRevision` is raised or the products change, reused otherwise,
-//! so a re-created policy never brings back a rotated link). Where the capability is off or the
-//! platform refuses, the conditions say so and where to do it by hand.
+//! The DistributionPolicy controller: gathers the policy, its app and the policy that governs the
+//! app from the watch caches, then runs rounds of [`distribution::decide`], carrying out each round's
+//! steps (a read of the platform's sharing state, sharing on or off, a new link, the finalizer) and
+//! feeding their answers into the next round. Every decision is in `rules::distribution`.
 
 use std::sync::Arc;
 
+use kube::api::{Patch, PatchParams};
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::{Context, Error, apply_status, instrumented, objects_of_app, publish_event, retry_later};
-use crate::api::{DistributionPolicy, DistributionPolicyStatus, ForgeApp};
-use crate::platform::{ErrorKind, PlatformError};
-use crate::rules::conditions;
-use crate::rules::distribution::{self, Carried, LinkState, Type};
+use crate::api::{DistributionPolicy, ForgeApp};
+use crate::platform::{Credentials, ErrorKind, PlatformError};
+use crate::rules::distribution::{self, Answer, Answers, Effect, FINALIZER, Inputs};
 
 const NAME: &str = "distributionpolicy";
+/// The most rounds one reconcile runs: finalizer, read, sharing on, read, link, done.
+const MAX_ROUNDS: usize = 8;
 
 pub async fn reconcile(policy: Arc<DistributionPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
-    instrumented(&ctx, NAME, policy.as_ref(), async { apply(&policy, &ctx).await.map(|_| Action::await_change()) })
-        .await
+    instrumented(&ctx, NAME, policy.as_ref(), apply(&policy, &ctx)).await
 }
 
-async fn apply(cached: &DistributionPolicy, ctx: &Context) -> Result<(), Error> {
+async fn apply(cached: &DistributionPolicy, ctx: &Context) -> Result<Action, Error> {
+    let ns = cached.namespace().unwrap_or_default();
+    let api: Api<DistributionPolicy> = Api::namespaced(ctx.client.clone(), &ns);
     // A copy older than this process's last status write of it would decide from a link record
     // that is gone (and rotate a link twice): read it afresh first.
-    let fresh;
-    let policy = if ctx.may_be_stale(cached) {
-        let api: Api<DistributionPolicy> = Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
-        let Some(latest) = api.get_opt(&cached.name_any()).await? else { return Ok(()) };
-        fresh = latest;
-        &fresh
+    let mut policy = if ctx.may_be_stale(cached) {
+        let Some(latest) = api.get_opt(&cached.name_any()).await? else { return Ok(Action::await_change()) };
+        latest
     } else {
-        cached
+        cached.clone()
     };
-    // Observe: the app, and every policy for the same app (to find the one that governs).
-    let ns = policy.namespace().unwrap_or_default();
-    let app_name = &policy.spec.app_ref.name;
     // From the watch caches: no request per reconcile.
-    let app = ctx.caches.app(&ns, app_name).map(|a| a.as_ref().clone());
-    let siblings = ctx.caches.policies_of_app(&ns, app_name);
-    let governing = distribution::governing(siblings.iter().map(|p| p.as_ref()), app_name, &policy.spec.environment)
+    let app_name = policy.spec.app_ref.name.clone();
+    let app = ctx.caches.app(&ns, &app_name).map(|a| a.as_ref().clone());
+    let siblings = ctx.caches.policies_of_app(&ns, &app_name);
+    let governing = distribution::governing(siblings.iter().map(|p| p.as_ref()), &app_name)
         .map(|p| p.name_any())
         .filter(|name| *name != policy.name_any());
-
-    // Decide.
     let claim = app.as_ref().map(|a| ctx.claim_of(a)).unwrap_or_default();
-    let decision = distribution::decide(policy, app.as_ref(), governing.as_deref(), &claim);
-    let previous = policy.status.clone().unwrap_or_default();
 
-    // Act on the platform, where the decision says to.
-    let carried = match (app.as_ref(), decision.act) {
-        (Some(app), true) => Some(carry_out(policy, app, &decision, &previous, ctx).await),
-        _ => None,
-    };
-    let app_id = app.as_ref().map(|a| a.spec.app_id.as_str()).unwrap_or_default();
-    let outcome = match &carried {
-        None => Carried::NotAsked,
-        Some(Ok(link)) => Carried::Done(link),
-        Some(Err(e)) => Carried::Failed(e),
-    };
-    let status = distribution::status(policy, app_id, &decision, &previous, outcome, &super::now());
-    let failure = carried.and_then(Result::err).filter(distribution::retried);
-
-    // Report.
-    if status != previous {
-        let written = apply_status(&ctx.client, policy, &status).await?;
-        ctx.wrote(&written);
-        report_events(ctx, policy, &previous, &status).await;
-    }
-    match failure {
-        Some(e) => Err(e.into()),
-        None => Ok(()),
-    }
-}
-
-/// Sharing on or off on the platform, and the link: the active one is kept unless the revision
-/// was raised or the products changed. Returns the link the platform holds now.
-async fn carry_out(
-    policy: &DistributionPolicy,
-    app: &ForgeApp,
-    decision: &distribution::PolicyDecision,
-    previous: &DistributionPolicyStatus,
-    ctx: &Context,
-) -> Result<LinkState, PlatformError> {
-    if !ctx.fence.holds() {
-        // Not leading (or not sure): the sharing mutations below are for the leader to send.
-        let why = "this replica has not renewed the leader Lease within its renew deadline";
-        return Err(PlatformError::new(ErrorKind::Unavailable, "leader", why));
-    }
-    let creds = ctx
-        .credentials_for(app)
-        .await
-        .map_err(|e| PlatformError::new(ErrorKind::BadCredentials, "credentials", e.to_string()))?;
-    let app_id = app.spec.app_id.as_str();
-    let result = async {
-        if !decision.sharing_active() {
-            if previous.installation_link.is_some() || previous.link_revision.is_some() {
-                ctx.platform.set_sharing(&creds, app_id, false).await?;
-            }
-            return Ok(LinkState::default());
+    let mut answers = Answers::default();
+    let mut creds: Option<Credentials> = None;
+    for _ in 0..MAX_ROUNDS {
+        let now = super::now();
+        let decision = distribution::decide(&Inputs {
+            policy: &policy,
+            app: app.as_ref(),
+            governing: governing.as_deref(),
+            claim: &claim,
+            answers: &answers,
+            now: &now,
+        });
+        if decision.effects.is_empty() {
+            return finish(&policy, decision, ctx).await;
         }
-        let products: Vec<String> = policy.spec.products.iter().map(|p| p.as_str().to_string()).collect();
-        ctx.platform.set_sharing(&creds, app_id, true).await?;
-        let active = ctx.platform.active_link(&creds, app_id).await?;
-        let rotate = previous.link_revision.is_some_and(|r| policy.spec.link_revision > r);
-        let same_products = |l: &crate::platform::DistributionLink| {
-            let mut a = l.products.clone();
-            let mut b = products.clone();
-            a.sort();
-            b.sort();
-            a == b
-        };
-        let link = match active {
-            Some(l) if !rotate && same_products(&l) => l,
-            _ => ctx.platform.generate_link(&creds, app_id, &products).await?,
-        };
-        Ok(LinkState { url: Some(link.url), revision: Some(policy.spec.link_revision), products: link.products })
+        for effect in decision.effects {
+            match effect {
+                Effect::AddFinalizer => {
+                    policy = set_finalizer(&api, &policy, true).await?;
+                    answers.record(Answer::FinalizerAdded);
+                }
+                Effect::RemoveFinalizer => {
+                    let deleting = policy.metadata.deletion_timestamp.is_some();
+                    if deleting {
+                        // The events of the round that let it go (LeftShared).
+                        for e in &decision.events {
+                            publish_event(ctx, &policy, e.warning, e.reason.as_str(), e.note.clone(), e.action).await;
+                        }
+                    }
+                    policy = set_finalizer(&api, &policy, false).await?;
+                    if deleting {
+                        ctx.forget_written(&policy);
+                        return Ok(Action::await_change());
+                    }
+                }
+                platform_step => {
+                    let Some(app) = app.as_ref() else { break };
+                    let answer = carry_out(&platform_step, app, &mut creds, ctx).await;
+                    let failed = matches!(answer, Answer::Failed(_));
+                    answers.record(answer);
+                    if failed {
+                        break;
+                    }
+                }
+            }
+        }
     }
-    .await;
-    if let Err(e) = &result {
-        ctx.saw_platform_error(&creds, e);
-    }
-    result
+    let why = "the policy took more rounds than any decision needs";
+    Err(PlatformError::new(ErrorKind::Unavailable, "distribution", why).into())
 }
 
-async fn report_events(
-    ctx: &Context,
+/// Writes the status when it changed, publishes the round's Events, and says when to look again.
+async fn finish(policy: &DistributionPolicy, decision: distribution::Decision, ctx: &Context) -> Result<Action, Error> {
+    let previous = policy.status.clone().unwrap_or_default();
+    if decision.status != previous {
+        let written = apply_status(&ctx.client, policy, &decision.status).await?;
+        ctx.wrote(&written);
+    }
+    for e in &decision.events {
+        publish_event(ctx, policy, e.warning, e.reason.as_str(), e.note.clone(), e.action).await;
+    }
+    if let Some(e) = decision.retry {
+        return Err(e.into());
+    }
+    Ok(decision.requeue.map(Action::requeue).unwrap_or_else(Action::await_change))
+}
+
+/// One platform step. Its failure is the policy's alone: a refused distribution operation never
+/// marks the credentials bad for the app's other objects.
+async fn carry_out(effect: &Effect, app: &ForgeApp, creds: &mut Option<Credentials>, ctx: &Context) -> Answer {
+    if effect.mutates_platform() && !ctx.fence.holds() {
+        // Not leading (or not sure): the sharing mutations are for the leader to send.
+        let why = "this replica has not renewed the leader Lease within its renew deadline";
+        return Answer::Failed(PlatformError::new(ErrorKind::Unavailable, "leader", why));
+    }
+    let c = match creds {
+        Some(c) => c.clone(),
+        None => match ctx.credentials_for(app).await {
+            Ok(c) => {
+                *creds = Some(c.clone());
+                c
+            }
+            Err(e) => return Answer::Failed(PlatformError::new(ErrorKind::Refused, "credentials", e.to_string())),
+        },
+    };
+    let app_id = app.spec.app_id.as_str();
+    let result = match effect {
+        Effect::Read => ctx.platform.sharing_state(&c, app_id).await.map(Answer::Read),
+        Effect::EnableSharing(details) => {
+            ctx.platform.set_sharing(&c, app_id, true, details).await.map(|_| Answer::SharingSet(true))
+        }
+        Effect::DisableSharing => {
+            ctx.platform.set_sharing(&c, app_id, false, &Default::default()).await.map(|_| Answer::SharingSet(false))
+        }
+        Effect::GenerateLink(products) => ctx.platform.generate_link(&c, app_id, products).await.map(Answer::Generated),
+        Effect::AddFinalizer | Effect::RemoveFinalizer => {
+            return Answer::Failed(PlatformError::new(ErrorKind::Refused, "distribution", "not a platform step"));
+        }
+    };
+    result.unwrap_or_else(Answer::Failed)
+}
+
+/// Adds or removes [`FINALIZER`], guarded by the resourceVersion the decision saw.
+async fn set_finalizer(
+    api: &Api<DistributionPolicy>,
     policy: &DistributionPolicy,
-    before: &DistributionPolicyStatus,
-    after: &DistributionPolicyStatus,
-) {
-    let was = conditions::is_true(&before.conditions, Type::Sharing);
-    let is = conditions::is_true(&after.conditions, Type::Sharing);
-    let sharing = conditions::find(&after.conditions, Type::Sharing).map(|c| c.message.clone()).unwrap_or_default();
-    if is && !was {
-        publish_event(ctx, policy, false, "SharingEnabled", sharing.clone(), "Share").await;
-    } else if was && !is {
-        publish_event(ctx, policy, false, "SharingDisabled", sharing.clone(), "Share").await;
+    present: bool,
+) -> Result<DistributionPolicy, Error> {
+    let mut finalizers: Vec<String> = policy.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    if present {
+        finalizers.push(FINALIZER.to_string());
     }
-    if let (Some(old), Some(new)) = (before.link_revision, after.link_revision)
-        && old != new
-    {
-        let note = format!(
-            "installation link rotated from revision {old} to {new}; the old link no longer admits new installations"
-        );
-        publish_event(ctx, policy, false, "LinkRotated", note, "Rotate").await;
-    } else if before.installation_link.is_some()
-        && after.installation_link.is_some()
-        && before.installation_link != after.installation_link
-        && before.link_products != after.link_products
-    {
-        let note = format!(
-            "the products changed from {} to {}: the platform issued a new installation link, and the old one no \
-             longer admits new installations",
-            before.link_products.join(", "),
-            after.link_products.join(", ")
-        );
-        publish_event(ctx, policy, false, "LinkRegenerated", note, "Rotate").await;
-    }
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": policy.resource_version() }
+    });
+    Ok(api.patch(&policy.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?)
 }
 
 pub fn error_policy(policy: Arc<DistributionPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -167,7 +166,8 @@ pub fn error_policy(policy: Arc<DistributionPolicy>, error: &Error, ctx: Arc<Con
 }
 
 /// Runs the DistributionPolicy controller until `shutdown` resolves. A policy is reconciled again
-/// when its app changes, and when another policy for the same app changes (conflicts).
+/// when its app changes, when another policy for the same app changes (conflicts), and when its
+/// drift interval is up.
 pub async fn run(
     api: Api<DistributionPolicy>,
     ctx: Arc<Context>,

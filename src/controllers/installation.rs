@@ -93,11 +93,15 @@ async fn observe(inst: &Installation, ctx: &Context, deleting: bool) -> Result<O
         .filter(|o| key(o) < key(inst))
         .map(|o| o.name_any())
         .next();
-    let link = ctx
-        .caches
-        .policies_of_app(&ns, &spec.app_ref.name)
-        .iter()
-        .find_map(|p| p.status.as_ref().and_then(|s| s.installation_link.clone()));
+    // The link installs the production environment only.
+    let link = (spec.environment == crate::rules::distribution::LINK_ENVIRONMENT)
+        .then(|| {
+            ctx.caches
+                .policies_of_app(&ns, &spec.app_ref.name)
+                .iter()
+                .find_map(|p| p.status.as_ref().and_then(|s| s.installation_link.clone()))
+        })
+        .flatten();
     let claim = app.as_deref().map(|a| ctx.claim_of(a)).unwrap_or_default();
     Ok(Observed { app, duplicate_of, link, claim })
 }

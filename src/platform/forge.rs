@@ -17,9 +17,9 @@ use serde_json::{Value, json};
 
 use super::ops;
 use super::{
-    Account, Credentials, DistributionLink, Egress, EnvironmentInfo, ErrorKind, InstallationFilter, InstallationInfo,
-    Page, Platform, PlatformError, PlatformResult, Rollout, RolloutStarted, RolloutStatus, Target, Task, TaskState,
-    UpgradeTarget, VersionCount, VersionInfo,
+    Account, AppDetails, Credentials, DistributionLink, Egress, EnvironmentInfo, ErrorKind, InstallationFilter,
+    InstallationInfo, Page, Platform, PlatformError, PlatformResult, Rollout, RolloutStarted, RolloutStatus,
+    SharingState, Target, Task, TaskState, UpgradeTarget, VersionCount, VersionInfo,
 };
 use crate::telemetry::Metrics;
 
@@ -984,15 +984,32 @@ impl Platform for ForgeGateway {
         creds: &'a Credentials,
         app_id: &'a str,
         enabled: bool,
+        details: &'a AppDetails,
     ) -> BoxFuture<'a, PlatformResult<()>> {
         async move {
             const OP: &str = "forgeops_updateAppDetails";
             self.require_distribution(OP)?;
             let status = if enabled { "PUBLIC" } else { "DEVELOPMENT" };
-            let vars = json!({ "input": { "appId": app_id, "distributionStatus": status } });
-            let data = self.call(creds, OP, ops::FORGEOPS_UPDATE_APP_DETAILS, vars).await?;
-            let not_offered = (ErrorKind::Unsupported, "the platform does not offer this");
-            Self::payload(OP, &data, "/updateAppDetails", not_offered).map(|_| ())
+            let mut input = json!({ "appId": app_id, "distributionStatus": status });
+            if enabled {
+                for (key, value) in [
+                    ("vendorName", &details.vendor_name),
+                    ("privacyPolicy", &details.privacy_policy),
+                    ("termsOfService", &details.terms_of_service),
+                    ("contactLink", &details.contact_link),
+                ] {
+                    if let Some(v) = value {
+                        input[key] = json!(v);
+                    }
+                }
+            }
+            let result = async {
+                let data = self.call(creds, OP, ops::FORGEOPS_UPDATE_APP_DETAILS, json!({ "input": input })).await?;
+                let not_offered = (ErrorKind::Unsupported, "the platform does not offer this");
+                Self::payload(OP, &data, "/updateAppDetails", not_offered).map(|_| ())
+            }
+            .await;
+            result.map_err(|e| distribution_refusal(e, creds))
         }
         .boxed()
     }
@@ -1007,7 +1024,10 @@ impl Platform for ForgeGateway {
             const OP: &str = "forgeops_generateDistributionLink";
             self.require_distribution(OP)?;
             let vars = json!({ "appId": app_id, "products": products });
-            let data = self.call(creds, OP, ops::FORGEOPS_GENERATE_DISTRIBUTION_LINK, vars).await?;
+            let data = self
+                .call(creds, OP, ops::FORGEOPS_GENERATE_DISTRIBUTION_LINK, vars)
+                .await
+                .map_err(|e| distribution_refusal(e, creds))?;
             data.pointer("/ecosystem/devConsole/generateDistributionLink")
                 .filter(|l| !l.is_null())
                 .map(|l| link(app_id, l))
@@ -1016,23 +1036,52 @@ impl Platform for ForgeGateway {
         .boxed()
     }
 
-    fn active_link<'a>(
+    fn sharing_state<'a>(
         &'a self,
         creds: &'a Credentials,
         app_id: &'a str,
-    ) -> BoxFuture<'a, PlatformResult<Option<DistributionLink>>> {
+    ) -> BoxFuture<'a, PlatformResult<SharingState>> {
         async move {
-            const OP: &str = "forgeops_getActiveDistributionLink";
+            const OP: &str = "forgeops_getAppSharing";
             self.require_distribution(OP)?;
-            let data =
-                self.call(creds, OP, ops::FORGEOPS_GET_ACTIVE_DISTRIBUTION_LINK, json!({ "appId": app_id })).await?;
-            Ok(data
-                .pointer("/ecosystem/devConsole/getActiveDistributionLink")
-                .filter(|l| !l.is_null() && l.get("signature").is_some_and(|s| !s.is_null()))
-                .map(|l| link(app_id, l)))
+            let vars = json!({ "id": app_id, "appId": app_id });
+            let data = self
+                .call(creds, OP, ops::FORGEOPS_GET_APP_SHARING, vars)
+                .await
+                .map_err(|e| distribution_refusal(e, creds))?;
+            let app = data
+                .pointer("/app")
+                .filter(|a| !a.is_null())
+                .ok_or_else(|| not_found(OP, format!("app {app_id} not found")))?;
+            let status = s(app, "distributionStatus").ok_or_else(|| {
+                PlatformError::new(ErrorKind::Unsupported, OP, "the platform reports no distributionStatus")
+            })?;
+            Ok(SharingState {
+                shared: status == "PUBLIC",
+                listed_on_marketplace: app.get("marketplaceApp").is_some_and(|m| !m.is_null()),
+                link: data
+                    .pointer("/ecosystem/devConsole/getActiveDistributionLink")
+                    .filter(|l| !l.is_null() && l.get("signature").is_some_and(|s| !s.is_null()))
+                    .map(|l| link(app_id, l)),
+            })
         }
         .boxed()
     }
+}
+
+/// A refusal of an undocumented distribution operation. A 401 there says only that the platform
+/// does not let these credentials share apps (the operations are unconfirmed for API tokens), not
+/// that the credentials are bad: it is a refusal for the policy alone, never a reason to drop the
+/// credentials every other object uses.
+fn distribution_refusal(mut e: PlatformError, creds: &Credentials) -> PlatformError {
+    if e.kind == ErrorKind::BadCredentials {
+        e.kind = ErrorKind::Refused;
+        e.message = format!(
+            "the platform refused this distribution operation for {} (HTTP 401); the other operations are not              affected",
+            creds.who()
+        );
+    }
+    e
 }
 
 fn task_id(operation: &'static str, data: &Value, field: &str) -> PlatformResult<String> {

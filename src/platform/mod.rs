@@ -249,6 +249,26 @@ pub struct DistributionLink {
     pub products: Vec<String>,
 }
 
+/// An app's sharing state on the platform (distribution capability): one read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SharingState {
+    /// `distributionStatus` is `PUBLIC`.
+    pub shared: bool,
+    /// `marketplaceApp` is present: the app is listed on (or submitted to) the Marketplace.
+    pub listed_on_marketplace: bool,
+    /// The active installation link, if any.
+    pub link: Option<DistributionLink>,
+}
+
+/// The app details sent when sharing is turned on (`UpdateAppDetailsInput`); unset ones are not sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppDetails {
+    pub vendor_name: Option<String>,
+    pub privacy_policy: Option<String>,
+    pub terms_of_service: Option<String>,
+    pub contact_link: Option<String>,
+}
+
 /// A time the platform reports, as epoch milliseconds: it answers epoch milliseconds as a string
 /// for versions and an RFC 3339 date-time for rollouts and installations.
 pub fn time_millis(text: &str) -> Option<i64> {
@@ -501,12 +521,14 @@ pub trait Platform: Send + Sync {
     /// Cancels a running rollout (`forge_cli_cancelAppVersionUpgradeRollout`).
     fn cancel_rollout<'a>(&'a self, creds: &'a Credentials, rollout_id: &'a str) -> BoxFuture<'a, PlatformResult<()>>;
 
-    /// Distribution capability: turns sharing by link on or off. `Unsupported` without it.
+    /// Distribution capability: turns sharing by link on (sending `details`) or off. `Unsupported`
+    /// without it.
     fn set_sharing<'a>(
         &'a self,
         creds: &'a Credentials,
         app_id: &'a str,
         enabled: bool,
+        details: &'a AppDetails,
     ) -> BoxFuture<'a, PlatformResult<()>>;
 
     /// Distribution capability: generates a new installation link (the old one stops working).
@@ -517,12 +539,13 @@ pub trait Platform: Send + Sync {
         products: &'a [String],
     ) -> BoxFuture<'a, PlatformResult<DistributionLink>>;
 
-    /// Distribution capability: the active installation link, if any.
-    fn active_link<'a>(
+    /// Distribution capability: whether the app is shared, whether it is listed on the Marketplace,
+    /// and its active installation link, in one request.
+    fn sharing_state<'a>(
         &'a self,
         creds: &'a Credentials,
         app_id: &'a str,
-    ) -> BoxFuture<'a, PlatformResult<Option<DistributionLink>>>;
+    ) -> BoxFuture<'a, PlatformResult<SharingState>>;
 }
 
 #[cfg(test)]

@@ -49,8 +49,8 @@ pub const GET_TENANT_CONTEXT_DETAILS: &str = include_str!("ops/getTenantContextD
 pub const FORGEOPS_UPDATE_APP_DETAILS: &str = include_str!("ops/forgeops_updateAppDetails.graphql");
 /// `forgeops_generateDistributionLink` (distribution capability).
 pub const FORGEOPS_GENERATE_DISTRIBUTION_LINK: &str = include_str!("ops/forgeops_generateDistributionLink.graphql");
-/// `forgeops_getActiveDistributionLink` (distribution capability).
-pub const FORGEOPS_GET_ACTIVE_DISTRIBUTION_LINK: &str = include_str!("ops/forgeops_getActiveDistributionLink.graphql");
+/// `forgeops_getAppSharing` (distribution capability).
+pub const FORGEOPS_GET_APP_SHARING: &str = include_str!("ops/forgeops_getAppSharing.graphql");
 
 /// Every CLI operation above, by operation name.
 pub const CLI_OPERATIONS: &[(&str, &str)] = &[

@@ -139,7 +139,6 @@ impl ForgeApp {
             ForgeAppSpec {
                 credentials_secret_ref: None,
                 app_id: format!("ari:cloud:ecosystem::app/{name}"),
-                listed_on_marketplace: false,
                 environments: vec!["production".into()],
                 refresh_interval: None,
             },
@@ -156,12 +155,6 @@ impl ForgeApp {
     pub fn read_as(mut self, account: &str) -> Self {
         let status = self.status.get_or_insert_with(Default::default);
         status.account = Some(crate::api::AccountStatus { account_id: account.into(), name: account.into() });
-        self
-    }
-
-    /// It is listed on the Marketplace.
-    pub fn listed(mut self) -> Self {
-        self.spec.listed_on_marketplace = true;
         self
     }
 
@@ -197,10 +190,13 @@ impl DistributionPolicy {
             name,
             DistributionPolicySpec {
                 app_ref: AppRef { name: "insights".into() },
-                environment: "production".into(),
                 sharing: Sharing::Disabled,
                 products: vec![],
                 link_revision: 1,
+                on_drift: Default::default(),
+                refresh_interval: None,
+                deletion_policy: Default::default(),
+                app_details: None,
             },
         );
         p.metadata.namespace = Some("team".into());
@@ -225,9 +221,21 @@ impl DistributionPolicy {
         self
     }
 
-    /// It governs this environment (instead of production).
-    pub fn environment(mut self, environment: &str) -> Self {
-        self.spec.environment = environment.into();
+    /// It only reports changes made outside the cluster (`onDrift: Report`).
+    pub fn reporting_drift(mut self) -> Self {
+        self.spec.on_drift = crate::api::DriftAction::Report;
+        self
+    }
+
+    /// Deleting it turns sharing off (`deletionPolicy: StopSharing`).
+    pub fn stops_sharing_when_deleted(mut self) -> Self {
+        self.spec.deletion_policy = crate::api::PolicyDeletion::StopSharing;
+        self
+    }
+
+    /// Its spec is at this generation.
+    pub fn generation(mut self, generation: i64) -> Self {
+        self.metadata.generation = Some(generation);
         self
     }
 

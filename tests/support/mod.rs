@@ -253,6 +253,22 @@ pub struct RunningOperator {
 }
 
 impl RunningOperator {
+    /// Waits until the exported metrics contain `text`: a reconcile's outcome is counted after its status write,
+    /// so a test that has seen the status may read the metrics a moment early.
+    pub async fn wait_metric(&self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let exported = self.metrics.encode();
+            if exported.contains(text) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {timeout:?} waiting for the metrics to contain {text}; last seen:\n{exported}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Whether the operator's task ended on its own (a panic passed on by a controller ends it).
     pub fn exited(&self) -> bool {
         self.task.as_ref().is_none_or(|t| t.is_finished())

@@ -6,7 +6,9 @@
 //! on the emulator (owned by the test account), deploys each version it lacks and then asks the
 //! operator to read the app again (the `forgeops.dev/refresh` annotation, as a CI job would after
 //! `forge deploy`); for every Installation, it adds the site with Jira, Confluence and Compass,
-//! administered by the test account unless its host name starts with `customer` (a customer's site).
+//! administered by the test account unless its host name starts with `customer` (a customer's site,
+//! whose product admin [`customer_admin`] follows installation links). A new app has the app details
+//! sharing needs saved ([`DEFAULT_APP_DETAILS`]) unless [`APP_DETAILS_ANNOTATION`] says otherwise.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -60,6 +62,41 @@ pub struct TestPlatform {
 /// The annotation naming the e-mail of the account that owns an app the mirror adds (default:
 /// the test account).
 pub const OWNER_ANNOTATION: &str = "test.forgeops.dev/owner";
+
+/// The annotation saying which app details (the developer console's vendor, privacy policy and
+/// terms of service, which sharing needs) an app the mirror adds has saved: absent, the
+/// [`DEFAULT_APP_DETAILS`]; `none`, no details at all (sharing is refused until they are given);
+/// else a JSON object `{vendorName?, privacyPolicy?, termsOfService?, contactLink?}`.
+pub const APP_DETAILS_ANNOTATION: &str = "test.forgeops.dev/app-details";
+
+/// The app details (vendor, privacy policy, terms of service) the mirror saves for a new app
+/// unless [`APP_DETAILS_ANNOTATION`] says otherwise.
+pub const DEFAULT_APP_DETAILS: (&str, &str, &str) =
+    ("Example Vendor", "https://example.com/privacy", "https://example.com/terms");
+
+/// The app details of a new mirrored app, as seed fields (see [`APP_DETAILS_ANNOTATION`]).
+fn app_details_of(app: &ForgeApp) -> serde_json::Map<String, serde_json::Value> {
+    let annotation = app.metadata.annotations.as_ref().and_then(|a| a.get(APP_DETAILS_ANNOTATION));
+    match annotation.map(|a| a.trim()) {
+        Some("none") => serde_json::Map::new(),
+        Some(text) => serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
+            .unwrap_or_else(|e| panic!("{APP_DETAILS_ANNOTATION}: not a JSON object: {e}"))
+            .into_iter()
+            .filter(|(k, _)| ["vendorName", "privacyPolicy", "termsOfService", "contactLink"].contains(&k.as_str()))
+            .collect(),
+        None => {
+            let (vendor, privacy, terms) = DEFAULT_APP_DETAILS;
+            let details = serde_json::json!({"vendorName": vendor, "privacyPolicy": privacy, "termsOfService": terms});
+            details.as_object().cloned().unwrap_or_default()
+        }
+    }
+}
+
+/// The customer's admin of every product of a customer's site the mirror adds (host names
+/// starting with `customer`): who follows an installation link there.
+pub fn customer_admin(host: &str) -> String {
+    format!("admin@{}", host.to_ascii_lowercase())
+}
 
 /// An environment and its versions, as tests declare them.
 #[derive(serde::Deserialize, Default)]
@@ -233,11 +270,14 @@ impl TestPlatform {
                 })
                 .collect();
             let owner = app.metadata.annotations.as_ref().and_then(|a| a.get(OWNER_ANNOTATION)).map(String::as_str);
-            let seed_app: SeedApp = serde_json::from_value(serde_json::json!({
-                "id": id, "owner": owner.unwrap_or(EMAIL), "listedOnMarketplace": app.spec.listed_on_marketplace,
+            let mut body = serde_json::json!({
+                "id": id, "owner": owner.unwrap_or(EMAIL), "listedOnMarketplace": false,
                 "environments": environments,
-            }))
-            .unwrap();
+            });
+            if let Some(fields) = body.as_object_mut() {
+                fields.extend(app_details_of(app));
+            }
+            let seed_app: SeedApp = serde_json::from_value(body).unwrap();
             if let Err(e) = self.emulator.add_app(seed_app) {
                 // The platform refuses such an app id: nothing to deploy, and no refresh to ask.
                 eprintln!("mirror: adding app {id}: {e:?}");
@@ -291,14 +331,21 @@ impl TestPlatform {
         }
         // The test account administers every site the tests declare, except customers' sites
         // (host names starting with `customer`), which only the installation link reaches.
+        // A customer's site has its own admin of every product ([`customer_admin`]), who follows
+        // the installation link.
         let mut admins: Vec<String> = vec![EMAIL.to_string()];
         admins.extend(self.accounts.lock().unwrap().iter().cloned());
+        let mut product_admins = serde_json::Map::new();
         if host.starts_with("customer") {
             admins.clear();
+            for product in ["jira", "confluence", "compass"] {
+                product_admins.insert(product.to_string(), serde_json::json!([customer_admin(&host)]));
+            }
         }
-        let site: SeedSite = serde_json::from_value(
-            serde_json::json!({"hostName": host, "products": ["jira", "confluence", "compass"], "admins": admins}),
-        )
+        let site: SeedSite = serde_json::from_value(serde_json::json!({
+            "hostName": host, "products": ["jira", "confluence", "compass"], "admins": admins,
+            "productAdmins": product_admins,
+        }))
         .unwrap();
         if let Err(e) = self.emulator.add_site(site) {
             eprintln!("mirror: adding site {host}: {e:?}");
@@ -311,6 +358,43 @@ impl TestPlatform {
             serde_json::from_value(serde_json::json!({"email": email, "apiToken": token})).unwrap();
         self.emulator.add_account(account).expect("adding an account");
         self.accounts.lock().unwrap().push(email.to_string());
+    }
+
+    /// The app's owner acts in the developer console: `action` is `stopSharing`, `startSharing`,
+    /// `generateLink` (for `products`) or `saveDetails`. Answers the app's sharing state.
+    pub fn console(
+        &self,
+        app_id: &str,
+        action: &str,
+        products: &[&str],
+    ) -> Result<emulator::ConsoleOutcome, emulator::PlatformError> {
+        let action: emulator::ConsoleAction = serde_json::from_value(serde_json::json!(action))
+            .map_err(|e| emulator::PlatformError::new("BAD_REQUEST", 400, format!("console action {action:?}: {e}")))?;
+        let mut request = emulator::ConsoleRequest::new(app_id, action);
+        request.products = products.iter().map(|p| p.to_string()).collect();
+        self.emulator.console(request)
+    }
+
+    /// Saves the app's details in the developer console (vendor, privacy policy URL, terms of
+    /// service URL; a blank one is cleared).
+    pub fn set_app_details(
+        &self,
+        app_id: &str,
+        vendor: &str,
+        privacy: &str,
+        terms: &str,
+    ) -> Result<emulator::ConsoleOutcome, emulator::PlatformError> {
+        let mut request = emulator::ConsoleRequest::new(app_id, emulator::ConsoleAction::SaveDetails);
+        request.vendor_name = Some(vendor.to_string());
+        request.privacy_policy = Some(privacy.to_string());
+        request.terms_of_service = Some(terms.to_string());
+        self.emulator.console(request)
+    }
+
+    /// The app is listed on (or submitted to) the Marketplace, or no longer. Answers the app's
+    /// sharing state.
+    pub fn set_listed(&self, app_id: &str, listed: bool) -> Result<emulator::ConsoleOutcome, emulator::PlatformError> {
+        self.emulator.set_listed(app_id, listed)
     }
 
     pub fn set_faults(&self, faults: Faults) {

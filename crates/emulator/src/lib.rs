@@ -16,11 +16,13 @@
 //! | `DELETE /admin/api-tokens` | `{email, apiToken}` | `{email}`: that token revoked; 404 if the account has no such token |
 //! | `POST /admin/apps` | [`SeedApp`] (owner: an account's email or id) | the app as in the state; 409 if it exists |
 //! | `POST /admin/deploy` | [`DeployRequest`] (with `requiredProducts`, `modules`, `remotes`, `securityPolicies`) | [`DeployOutcome`]; a minor reaches its major within the minor rollout window (a minor adding a remote or a content security policy option is refused: a new major); a new environment starts with its skeleton 1.1.0 |
-//! | `POST /admin/sites` | [`SeedSite`] (with `admins`) | [`SiteInfo`]; 409 if the host name exists |
-//! | `GET /admin/sites` | | `[SiteInfo]` (with `admins`, account ids) |
-//! | `POST /admin/link-install` | [`LinkInstallRequest`] | [`LinkInstallOutcome`]: a customer's admin follows an installation link |
+//! | `POST /admin/sites` | [`SeedSite`] (with `admins`, `productAdmins`) | [`SiteInfo`]; 409 if the host name exists |
+//! | `GET /admin/sites` | | `[SiteInfo]` (with `admins`, account ids, and `productAdmins`) |
+//! | `POST /admin/link-install` | [`LinkInstallRequest`] `{appId, site, product, signature, admin, environment?}` | [`LinkInstallOutcome`]: a customer's admin of `product` follows an installation link (always production; 403 when the app is listed or licensed, sharing is off, the link is not the current one or the site lacks one of its products, or `admin` is not an admin of the product there) |
+//! | `POST /admin/console` | [`ConsoleRequest`] `{appId, action: stopSharing \| startSharing \| generateLink \| saveDetails, products?, vendorName?, privacyPolicy?, termsOfService?, contactLink?}` | [`ConsoleOutcome`] `{distributionStatus, listedOnMarketplace, link: {products, signature} \| null}`: the app's owner in the developer console, whatever the distribution capability; refused as `updateAppDetails` and `generateDistributionLink` are |
+//! | `POST /admin/marketplace` | [`MarketplaceRequest`] `{appId, listed}` | [`ConsoleOutcome`]: the app listed on (or submitted to) the Marketplace, or no longer; sharing stays as it is, but a listed app's link admits nobody |
 //! | `POST /admin/site-upgrade` | [`SiteUpgradeRequest`] `{appId, environment?, site, product, version?}` | [`SiteUpgradeOutcome`] `{installationId, version}`: a customer's admin moves their installation to a newer version, any major |
-//! | `PUT /admin/faults`, `GET /admin/faults` | [`Faults`] (with `mutations`, `hangMs`) | [`Faults`] (counts left) |
+//! | `PUT /admin/faults`, `GET /admin/faults` | [`Faults`] (with `mutations`, `hangMs`, `unauthorizedOperations`) | [`Faults`] (counts left) |
 //! | `PUT /admin/settings`, `GET /admin/settings` | [`RuntimeSettings`] `{minorRolloutMs?}` | [`RuntimeSettings`] |
 //! | `GET /admin/requests`, `DELETE /admin/requests` | | `[RecordedRequest]` (with the `fault` injected), 204 |
 //! | `GET /admin/state` | | the model as JSON (no tokens) |
@@ -53,9 +55,9 @@ use serde::{Deserialize, Serialize};
 
 pub use model::PlatformError;
 pub use seed::{
-    DeployOutcome, DeployRequest, LinkInstallOutcome, LinkInstallRequest, Seed, SeedAccount, SeedApp, SeedEgress,
-    SeedEnvironment, SeedInstallation, SeedLink, SeedSite, SeedVersion, SiteInfo, SiteUpgradeOutcome,
-    SiteUpgradeRequest,
+    ConsoleAction, ConsoleOutcome, ConsoleRequest, DeployOutcome, DeployRequest, LinkInstallOutcome,
+    LinkInstallRequest, MarketplaceRequest, Seed, SeedAccount, SeedApp, SeedEgress, SeedEnvironment, SeedInstallation,
+    SeedLink, SeedSite, SeedVersion, SiteInfo, SiteUpgradeOutcome, SiteUpgradeRequest,
 };
 
 use model::{Model, Settings};
@@ -79,7 +81,7 @@ pub struct EmulatorConfig {
     pub global_rollout_limit: u32,
     /// Sharing and installation links are available (`updateAppDetails`,
     /// `generateDistributionLink`, `getActiveDistributionLink`); when off they answer an error
-    /// with errorType UNSUPPORTED.
+    /// with errorType UNSUPPORTED. The developer console (`POST /admin/console`) works either way.
     pub distribution: bool,
     /// Faults injected from the start.
     pub faults: Faults,
@@ -128,6 +130,10 @@ pub struct Faults {
     /// How long a [`MutationFaultMode::Hang`] request waits, after it was applied, before it is
     /// answered (default 60000).
     pub hang_ms: u64,
+    /// Operations (by `operationName`) answered HTTP 401 (errorType UNAUTHORIZED) without being
+    /// executed, though the credentials are good: what the gateway answers when it does not let
+    /// these credentials use an operation. Only authenticated requests that parse are refused so.
+    pub unauthorized_operations: Vec<String>,
 }
 
 impl Default for Faults {
@@ -140,6 +146,7 @@ impl Default for Faults {
             down: false,
             mutations: Vec::new(),
             hang_ms: 60_000,
+            unauthorized_operations: Vec::new(),
         }
     }
 }
@@ -209,8 +216,9 @@ pub struct RecordedRequest {
     pub account_id: Option<String>,
     /// When it was received, epoch milliseconds.
     pub at_ms: i64,
-    /// The fault injected into it, if any: `down`, `rateLimitBurst`, `errorRate`, or a
-    /// [`MutationFaultMode`] name (`applyThen504`, `applyThenDrop`, `hang`).
+    /// The fault injected into it, if any: `down`, `rateLimitBurst`, `errorRate`, `unauthorized`
+    /// (see [`Faults::unauthorized_operations`]), or a [`MutationFaultMode`] name (`applyThen504`,
+    /// `applyThenDrop`, `hang`).
     #[serde(default)]
     pub fault: Option<String>,
 }
@@ -400,9 +408,20 @@ impl RunningEmulator {
     pub fn add_site(&self, site: SeedSite) -> Result<SiteInfo, PlatformError> {
         self.shared.mutate(|m, _| m.add_site(site))
     }
-    /// A customer installs the app through its installation link.
+    /// A customer's admin installs the app through its installation link (see
+    /// [`model::Model::link_install`]).
     pub fn link_install(&self, req: LinkInstallRequest) -> Result<LinkInstallOutcome, PlatformError> {
         self.shared.mutate(|m, now| m.link_install(&req, now))
+    }
+    /// The app's owner acts in the developer console (see [`model::Model::console`]); answers the
+    /// app's sharing state.
+    pub fn console(&self, req: ConsoleRequest) -> Result<ConsoleOutcome, PlatformError> {
+        self.shared.mutate(|m, now| m.console(&req, now))
+    }
+    /// The app is listed on (or submitted to) the Marketplace, or no longer (see
+    /// [`model::Model::set_listed`]); answers the app's sharing state.
+    pub fn set_listed(&self, app_id: &str, listed: bool) -> Result<ConsoleOutcome, PlatformError> {
+        self.shared.mutate(|m, _| m.set_listed(app_id, listed))
     }
     /// A customer's site admin moves their installation to a newer version (any major).
     pub fn site_upgrade(&self, req: SiteUpgradeRequest) -> Result<SiteUpgradeOutcome, PlatformError> {
@@ -503,6 +522,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/apps", post(admin_add_app))
         .route("/sites", post(admin_add_site).get(admin_sites))
         .route("/link-install", post(admin_link_install))
+        .route("/console", post(admin_console))
+        .route("/marketplace", post(admin_marketplace))
         .route("/site-upgrade", post(admin_site_upgrade))
         .route("/faults", get(admin_get_faults).put(admin_put_faults))
         .route("/requests", get(admin_requests).delete(admin_clear_requests))
@@ -607,6 +628,16 @@ async fn admin_sites(State(s): State<Arc<Shared>>) -> Response {
 
 async fn admin_link_install(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     admin_result(parse_body::<LinkInstallRequest>(&body).and_then(|req| s.mutate(|m, now| m.link_install(&req, now))))
+}
+
+async fn admin_console(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    admin_result(parse_body::<ConsoleRequest>(&body).and_then(|req| s.mutate(|m, now| m.console(&req, now))))
+}
+
+async fn admin_marketplace(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    admin_result(
+        parse_body::<MarketplaceRequest>(&body).and_then(|req| s.mutate(|m, _| m.set_listed(&req.app_id, req.listed))),
+    )
 }
 
 async fn admin_site_upgrade(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -716,6 +747,7 @@ async fn graphql(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) 
         Down,
         RateLimited,
         Error,
+        Unauthorized,
         Mutation(MutationFaultMode),
     }
     let (faults, injected) = {
@@ -727,6 +759,11 @@ async fn graphql(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) 
             Some(Injected::RateLimited)
         } else if state.faults.error_rate > 0.0 && rand::random::<f64>() < state.faults.error_rate {
             Some(Injected::Error)
+        } else if account_id.is_some()
+            && parsed.is_ok()
+            && state.faults.unauthorized_operations.iter().any(|o| Some(o.as_str()) == operation_name.as_deref())
+        {
+            Some(Injected::Unauthorized)
         } else if account_id.is_some() && parsed.is_ok() {
             let name = operation_name.as_deref().unwrap_or_default();
             state.faults.mutations.iter_mut().find(|f| f.count > 0 && f.operation == name).map(|f| {
@@ -748,6 +785,7 @@ async fn graphql(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) 
                 Injected::Down => "down",
                 Injected::RateLimited => "rateLimitBurst",
                 Injected::Error => "errorRate",
+                Injected::Unauthorized => "unauthorized",
                 Injected::Mutation(m) => m.name(),
             }
             .to_string()
@@ -768,6 +806,9 @@ async fn graphql(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) 
             } else {
                 gateway_error(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "Service Unavailable")
             };
+        }
+        Some(Injected::Unauthorized) => {
+            return gateway_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "Unauthorized");
         }
         Some(Injected::Mutation(mode)) => Some(mode),
         None => None,

@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::seed::{
-    DeployOutcome, DeployRequest, LinkInstallOutcome, LinkInstallRequest, Seed, SeedAccount, SeedApp, SeedSite,
-    SiteInfo, SiteUpgradeOutcome, SiteUpgradeRequest,
+    ConsoleAction, ConsoleOutcome, ConsoleRequest, DeployOutcome, DeployRequest, LinkInstallOutcome,
+    LinkInstallRequest, Seed, SeedAccount, SeedApp, SeedLink, SeedSite, SiteInfo, SiteUpgradeOutcome,
+    SiteUpgradeRequest,
 };
 
 /// Epoch milliseconds.
@@ -36,6 +37,15 @@ pub mod error_type {
     pub const SITE_FAILURE: &str = "INTERNAL_SERVER_ERROR";
     pub const DISTRIBUTION_LINK_INVALID: &str = "DISTRIBUTION_LINK_INVALID";
     pub const APP_NOT_SHARED: &str = "APP_NOT_SHARED";
+    /// The app is listed on (or submitted to) the Marketplace: it cannot be shared by link.
+    pub const APP_LISTED_ON_MARKETPLACE: &str = "APP_LISTED_ON_MARKETPLACE";
+    /// The latest version deployed to production requires a license: the app cannot be shared by
+    /// link.
+    pub const APP_LICENSED: &str = "APP_LICENSED";
+    /// Nothing is deployed to the production environment, which an installation link installs.
+    pub const APP_NOT_DEPLOYED: &str = "APP_NOT_DEPLOYED";
+    /// An input field is missing or invalid (the app details sharing needs).
+    pub const VALIDATION_ERROR: &str = "VALIDATION_ERROR";
     pub const UNAUTHORIZED: &str = "UNAUTHORIZED";
     /// A code-only upgrade to code older than the installation's permissions version (the CLI's
     /// `VERSION_DECREASES_ROLLING_RELEASE`).
@@ -252,6 +262,17 @@ pub struct Version {
 }
 
 impl Version {
+    /// Whether it is an environment's skeleton (see [`SKELETON_VERSION`]): 1.1.0 with nothing in it.
+    pub fn is_skeleton(&self) -> bool {
+        self.version == SKELETON_VERSION
+            && self.scopes.is_empty()
+            && self.egress.is_empty()
+            && self.required_products.is_empty()
+            && self.modules.is_empty()
+            && self.remotes.is_empty()
+            && self.security_policies.is_empty()
+            && !self.requires_license
+    }
     /// `(major, minor, patch)`.
     pub fn triple(&self) -> (u64, u64, u64) {
         parse_version(&self.version).unwrap_or((0, 0, 0))
@@ -466,6 +487,10 @@ impl Environment {
     pub fn latest(&self) -> Option<&Version> {
         self.versions.last()
     }
+    /// The latest version deployed to it: its skeleton does not count (`None`: nothing deployed).
+    pub fn latest_deployed(&self) -> Option<&Version> {
+        self.versions.iter().rev().find(|v| !v.is_skeleton())
+    }
     /// A version by id.
     pub fn version(&self, id: &str) -> Option<&Version> {
         self.versions.iter().find(|v| v.id == id)
@@ -491,11 +516,25 @@ pub struct App {
     pub owner: String,
     pub created_at: Millis,
     pub distribution_status: DistributionStatus,
+    /// Listed on (or submitted to) the Marketplace: such an app cannot be shared by link (its
+    /// link admits nobody), nor made private.
     pub listed_on_marketplace: bool,
     pub distribution_link: Option<DistributionLink>,
     /// Signatures of links that were replaced (they admit no install).
     #[serde(default)]
     pub retired_link_signatures: Vec<String>,
+    /// App details (`vendorName`): required before the app is shared.
+    #[serde(default)]
+    pub vendor_name: Option<String>,
+    /// App details (`privacyPolicy`, a URL): required before the app is shared.
+    #[serde(default)]
+    pub privacy_policy: Option<String>,
+    /// App details (`termsOfService`, a URL): required before the app is shared.
+    #[serde(default)]
+    pub terms_of_service: Option<String>,
+    /// App details (`contactLink`): optional.
+    #[serde(default)]
+    pub contact_link: Option<String>,
     pub environments: Vec<Environment>,
 }
 
@@ -507,7 +546,54 @@ impl App {
     fn environment_mut(&mut self, key: &str) -> Option<&mut Environment> {
         self.environments.iter_mut().find(|e| e.key == key)
     }
+    /// The latest version deployed to the production environment (its skeleton is no deployment),
+    /// which an installation link installs.
+    pub fn production_latest(&self) -> Option<&Version> {
+        self.environment(PRODUCTION).and_then(Environment::latest_deployed)
+    }
+    /// Why the app cannot be shared by link now (listed on the Marketplace, or its production
+    /// version requires a license), answered with `status_code`; `None` when it can.
+    pub fn link_sharing_refusal(&self, status_code: u16) -> Option<PlatformError> {
+        if self.listed_on_marketplace {
+            return Some(PlatformError::new(
+                et::APP_LISTED_ON_MARKETPLACE,
+                status_code,
+                "The app is listed on (or was submitted for listing on) the Marketplace: apps listed or submitted \
+                 for listing on Marketplace can't be shared via installation link",
+            ));
+        }
+        if let Some(v) = self.production_latest().filter(|v| v.requires_license) {
+            return Some(PlatformError::new(
+                et::APP_LICENSED,
+                status_code,
+                format!(
+                    "Version {} in production requires a license: apps that have a license in the app manifest \
+                     can't be shared via installation link",
+                    v.version
+                ),
+            ));
+        }
+        None
+    }
+    /// Its sharing state, as the developer console shows it.
+    pub fn sharing_outcome(&self) -> ConsoleOutcome {
+        ConsoleOutcome {
+            distribution_status: self.distribution_status,
+            listed_on_marketplace: self.listed_on_marketplace,
+            link: self
+                .distribution_link
+                .as_ref()
+                .map(|l| SeedLink { products: l.products.clone(), signature: l.signature.clone() }),
+        }
+    }
+    /// The Marketplace's key of the app when it is listed: the emulator uses the app's uuid.
+    pub fn marketplace_app_key(&self) -> Option<&str> {
+        if self.listed_on_marketplace { app_uuid(&self.id) } else { None }
+    }
 }
+
+/// The environment an installation link installs.
+pub const PRODUCTION: &str = "production";
 
 /// An Atlassian site.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -522,6 +608,11 @@ pub struct Site {
     /// which no developer account administers).
     #[serde(default)]
     pub admins: Vec<String>,
+    /// The site's product admins (the customer's people, not developer accounts): lowercase
+    /// product to e-mails or account ids. A developer account of [`Site::admins`] is an admin of
+    /// every product besides.
+    #[serde(default)]
+    pub product_admins: BTreeMap<String, Vec<String>>,
 }
 
 impl Site {
@@ -537,6 +628,7 @@ impl Site {
     pub fn info(&self) -> SiteInfo {
         SiteInfo {
             admins: self.admins.clone(),
+            product_admins: self.product_admins.clone(),
             host_name: self.host_name.clone(),
             cloud_id: self.cloud_id.clone(),
             activation_ids: self.products.clone(),
@@ -753,6 +845,24 @@ pub struct UninstallInput {
     pub context: Option<String>,
 }
 
+/// What `updateAppDetails` (or the developer console) asks to change: `None` leaves a field as it
+/// is; a blank app detail clears it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppDetailsUpdate {
+    /// `distributionStatus`: sharing on (PUBLIC) or off (DEVELOPMENT).
+    pub distribution_status: Option<DistributionStatus>,
+    /// `name` (not blank).
+    pub name: Option<String>,
+    /// `vendorName` (required to share).
+    pub vendor_name: Option<String>,
+    /// `privacyPolicy` (required to share).
+    pub privacy_policy: Option<String>,
+    /// `termsOfService` (required to share).
+    pub terms_of_service: Option<String>,
+    /// `contactLink`.
+    pub contact_link: Option<String>,
+}
+
 /// The installations filter of `appInstallationsByApp`.
 #[derive(Clone, Debug, Default)]
 pub struct InstallationFilter {
@@ -840,6 +950,11 @@ fn format_uuid(v: u128) -> String {
 /// A uuid derived from a name: the same name always gives the same uuid.
 pub fn stable_uuid(name: &str) -> String {
     format_uuid((u128::from(fnv(name, 1)) << 64) | u128::from(fnv(name, 0x9e37_79b9)))
+}
+
+/// The Marketplace's (numeric) id of a listed app, derived from the app's id.
+pub fn stable_marketplace_id(app_id: &str) -> String {
+    (1_000_000 + fnv(app_id, 7) % 9_000_000).to_string()
 }
 
 /// A random uuid.
@@ -1844,7 +1959,8 @@ impl Model {
         }
     }
 
-    /// `updateAppDetails(distributionStatus)`: sharing on (PUBLIC) or off (DEVELOPMENT).
+    /// `updateAppDetails(distributionStatus, name)`: sharing on (PUBLIC) or off (DEVELOPMENT), and
+    /// the app's name (see [`Model::update_app_details`], which sets the app details too).
     pub fn set_distribution_status(
         &mut self,
         caller: &str,
@@ -1852,21 +1968,100 @@ impl Model {
         status: Option<DistributionStatus>,
         name: Option<String>,
     ) -> Result<(), PlatformError> {
+        let update = AppDetailsUpdate { distribution_status: status, name, ..AppDetailsUpdate::default() };
+        self.update_app_details(caller, app_id, &update)
+    }
+
+    /// `updateAppDetails`: the app details given are stored (a blank one is cleared), and sharing
+    /// turned on or off, all or nothing. Needs the distribution capability and the caller's
+    /// ownership. Turning sharing on (PUBLIC) is refused (409) when the app is listed on the
+    /// Marketplace (APP_LISTED_ON_MARKETPLACE), its production version requires a license
+    /// (APP_LICENSED) or nothing is deployed to production (APP_NOT_DEPLOYED); and (400
+    /// VALIDATION_ERROR) when `vendorName`, `privacyPolicy` or `termsOfService` would be missing
+    /// afterwards (the same for a call that blanks one of them while the app is shared). A listed
+    /// app cannot be made DEVELOPMENT (CONFLICT).
+    pub fn update_app_details(
+        &mut self,
+        caller: &str,
+        app_id: &str,
+        update: &AppDetailsUpdate,
+    ) -> Result<(), PlatformError> {
         self.require_distribution()?;
-        let app = self.owned_app(caller, app_id)?;
-        if status == Some(DistributionStatus::Development) && app.listed_on_marketplace {
-            return Err(PlatformError::new(
-                et::CONFLICT,
-                409,
-                "A Marketplace-listed app cannot be made private (DEVELOPMENT)",
-            ));
+        self.owned_app(caller, app_id)?;
+        self.apply_app_details(app_id, update)
+    }
+
+    /// [`Model::update_app_details`] as the app's owner, whether or not the distribution
+    /// capability is on (what the developer console does).
+    fn apply_app_details(&mut self, app_id: &str, update: &AppDetailsUpdate) -> Result<(), PlatformError> {
+        let app = self.app(app_id).ok_or_else(|| PlatformError::app_not_found(app_id))?;
+        if update.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(PlatformError::new(et::VALIDATION_ERROR, 400, "name: must not be blank"));
+        }
+        match update.distribution_status {
+            Some(DistributionStatus::Development) if app.listed_on_marketplace => {
+                return Err(PlatformError::new(
+                    et::CONFLICT,
+                    409,
+                    "A Marketplace-listed app cannot be made private (DEVELOPMENT)",
+                ));
+            }
+            Some(DistributionStatus::Public) => {
+                if let Some(e) = app.link_sharing_refusal(409) {
+                    return Err(e);
+                }
+                if app.production_latest().is_none() {
+                    return Err(PlatformError::new(
+                        et::APP_NOT_DEPLOYED,
+                        409,
+                        "Nothing is deployed to the production environment, which an installation link installs: \
+                         deploy the app to production first",
+                    ));
+                }
+            }
+            _ => {}
+        }
+        let merged = |given: &Option<String>, stored: &Option<String>| -> Option<String> {
+            match given {
+                Some(v) => Some(v.trim().to_string()).filter(|v| !v.is_empty()),
+                None => stored.clone(),
+            }
+        };
+        let vendor_name = merged(&update.vendor_name, &app.vendor_name);
+        let privacy_policy = merged(&update.privacy_policy, &app.privacy_policy);
+        let terms_of_service = merged(&update.terms_of_service, &app.terms_of_service);
+        let contact_link = merged(&update.contact_link, &app.contact_link);
+        let status = update.distribution_status.unwrap_or(app.distribution_status);
+        let touches_required =
+            update.vendor_name.is_some() || update.privacy_policy.is_some() || update.terms_of_service.is_some();
+        if status == DistributionStatus::Public
+            && (update.distribution_status == Some(DistributionStatus::Public) || touches_required)
+        {
+            let missing: Vec<&str> = [
+                ("vendorName", &vendor_name),
+                ("privacyPolicy", &privacy_policy),
+                ("termsOfService", &terms_of_service),
+            ]
+            .into_iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k)
+            .collect();
+            if !missing.is_empty() {
+                return Err(PlatformError::new(
+                    et::VALIDATION_ERROR,
+                    400,
+                    format!("{}: required to share the app", missing.join(", ")),
+                ));
+            }
         }
         if let Some(app) = self.app_mut(app_id) {
-            if let Some(s) = status {
-                app.distribution_status = s;
-            }
-            if let Some(n) = name {
-                app.name = n;
+            app.distribution_status = status;
+            app.vendor_name = vendor_name;
+            app.privacy_policy = privacy_policy;
+            app.terms_of_service = terms_of_service;
+            app.contact_link = contact_link;
+            if let Some(n) = &update.name {
+                app.name = n.trim().to_string();
             }
         }
         self.touch();
@@ -1874,7 +2069,8 @@ impl Model {
     }
 
     /// `generateDistributionLink`: a new link (new signature) replacing the current one, which
-    /// then admits no install. Sharing must be on.
+    /// then admits no install, ever. Sharing must be on (APP_NOT_SHARED), and the app shareable
+    /// by link (APP_LISTED_ON_MARKETPLACE, APP_LICENSED: 409).
     pub fn generate_link(
         &mut self,
         caller: &str,
@@ -1883,7 +2079,17 @@ impl Model {
         now: Millis,
     ) -> Result<DistributionLink, PlatformError> {
         self.require_distribution()?;
-        let app = self.owned_app(caller, app_id)?;
+        self.owned_app(caller, app_id)?;
+        self.new_link(app_id, products, now)
+    }
+
+    /// [`Model::generate_link`] as the app's owner, whether or not the distribution capability is
+    /// on (what the developer console does).
+    fn new_link(&mut self, app_id: &str, products: &[String], now: Millis) -> Result<DistributionLink, PlatformError> {
+        let app = self.app(app_id).ok_or_else(|| PlatformError::app_not_found(app_id))?;
+        if let Some(e) = app.link_sharing_refusal(409) {
+            return Err(e);
+        }
         if app.distribution_status != DistributionStatus::Public {
             return Err(PlatformError::new(
                 et::APP_NOT_SHARED,
@@ -1911,16 +2117,88 @@ impl Model {
         Ok(link)
     }
 
+    /// What the app's owner does in the developer console (admin `POST /admin/console`), whether
+    /// or not the distribution capability is on: `stopSharing` (DEVELOPMENT), `startSharing`
+    /// (PUBLIC, refused as [`Model::update_app_details`] refuses it: the details given here or
+    /// stored before must be complete), `generateLink` (a new link for `products`, as
+    /// [`Model::generate_link`]; the previous one never admits anyone again) and `saveDetails`
+    /// (the app details given). The link stays while sharing is off and works again when it is on.
+    /// Answers the app's sharing state.
+    pub fn console(&mut self, req: &ConsoleRequest, now: Millis) -> Result<ConsoleOutcome, PlatformError> {
+        self.app(&req.app_id).ok_or_else(|| PlatformError::app_not_found(&req.app_id))?;
+        let details_given = req.vendor_name.is_some()
+            || req.privacy_policy.is_some()
+            || req.terms_of_service.is_some()
+            || req.contact_link.is_some();
+        if req.action != ConsoleAction::GenerateLink && !req.products.is_empty() {
+            return Err(PlatformError::bad_request("products: only for the generateLink action"));
+        }
+        if details_given && !matches!(req.action, ConsoleAction::StartSharing | ConsoleAction::SaveDetails) {
+            return Err(PlatformError::bad_request("app details: only for the startSharing and saveDetails actions"));
+        }
+        let details = |status| AppDetailsUpdate {
+            distribution_status: status,
+            name: None,
+            vendor_name: req.vendor_name.clone(),
+            privacy_policy: req.privacy_policy.clone(),
+            terms_of_service: req.terms_of_service.clone(),
+            contact_link: req.contact_link.clone(),
+        };
+        match req.action {
+            ConsoleAction::StopSharing => {
+                self.apply_app_details(&req.app_id, &details(Some(DistributionStatus::Development)))?
+            }
+            ConsoleAction::StartSharing => {
+                self.apply_app_details(&req.app_id, &details(Some(DistributionStatus::Public)))?
+            }
+            ConsoleAction::SaveDetails => self.apply_app_details(&req.app_id, &details(None))?,
+            ConsoleAction::GenerateLink => {
+                self.new_link(&req.app_id, &req.products, now)?;
+            }
+        }
+        self.sharing_of(&req.app_id)
+    }
+
+    /// The app is listed on (or submitted to) the Marketplace, or no longer (admin
+    /// `POST /admin/marketplace`). Sharing stays as it is: a listed app's link admits nobody, and it
+    /// can be neither shared again nor made private. Answers the app's sharing state.
+    pub fn set_listed(&mut self, app_id: &str, listed: bool) -> Result<ConsoleOutcome, PlatformError> {
+        let app = self.app_mut(app_id).ok_or_else(|| PlatformError::app_not_found(app_id))?;
+        app.listed_on_marketplace = listed;
+        self.touch();
+        self.sharing_of(app_id)
+    }
+
+    /// The app's sharing state, as the developer console shows it.
+    pub fn sharing_of(&self, app_id: &str) -> Result<ConsoleOutcome, PlatformError> {
+        Ok(self.app(app_id).ok_or_else(|| PlatformError::app_not_found(app_id))?.sharing_outcome())
+    }
+
     /// `getActiveDistributionLink`.
     pub fn active_link(&self, caller: &str, app_id: &str) -> Result<Option<DistributionLink>, PlatformError> {
         self.require_distribution()?;
         Ok(self.owned_app(caller, app_id)?.distribution_link.clone())
     }
 
-    /// A customer installs through an installation link: refused unless sharing is on, the
-    /// signature is the current link's and the product is one of the link's. Immediate.
+    /// A customer's admin installs through an installation link, into its production environment
+    /// (BAD_REQUEST for any other `environment`). Refused (403) when the app is listed on the
+    /// Marketplace (APP_LISTED_ON_MARKETPLACE) or its production version requires a license
+    /// (APP_LICENSED), when sharing is off (APP_NOT_SHARED), when the signature is not the current
+    /// link's, the product is not one of the link's or the site lacks one of the link's products
+    /// (DISTRIBUTION_LINK_INVALID), and when `admin` is not an admin of the product on the site
+    /// (PERMISSION_DENIED): one of the site's product admins of it, or a developer account
+    /// administering the site. Immediate.
     pub fn link_install(&mut self, req: &LinkInstallRequest, now: Millis) -> Result<LinkInstallOutcome, PlatformError> {
+        if req.environment.as_deref().is_some_and(|e| e != PRODUCTION) {
+            return Err(PlatformError::bad_request(format!(
+                "environment {:?}: an installation link installs the production environment",
+                req.environment.as_deref().unwrap_or_default()
+            )));
+        }
         let app = self.app(&req.app_id).ok_or_else(|| PlatformError::app_not_found(&req.app_id))?;
+        if let Some(e) = app.link_sharing_refusal(403) {
+            return Err(e);
+        }
         if app.distribution_status != DistributionStatus::Public {
             return Err(PlatformError::new(et::APP_NOT_SHARED, 403, "The app is not shared"));
         }
@@ -1935,21 +2213,46 @@ impl Model {
                 format!("The installation link does not cover {product}"),
             ));
         }
-        let env = app.environment(&req.environment).ok_or_else(|| {
-            PlatformError::new(et::APP_NOT_FOUND, 404, format!("Environment {} was not found", req.environment))
+        let env = app.environment(PRODUCTION).ok_or_else(|| {
+            PlatformError::new(et::APP_NOT_FOUND, 404, format!("Environment {PRODUCTION} was not found"))
         })?;
         let version =
             env.latest().ok_or_else(|| PlatformError::new(et::APP_NOT_FOUND, 404, "Nothing is deployed"))?.clone();
         let site = self
             .site_by_host(&req.site)
             .ok_or_else(|| PlatformError::new(et::NOT_FOUND, 404, format!("Site {} was not found", req.site)))?;
+        let missing: Vec<&str> =
+            link.products.iter().filter(|p| !site.products.contains_key(p.as_str())).map(String::as_str).collect();
+        if !missing.is_empty() {
+            return Err(PlatformError::new(
+                et::DISTRIBUTION_LINK_INVALID,
+                403,
+                format!(
+                    "The installation link is for {}: {} has no {}",
+                    link.products.join(", "),
+                    site.host_name,
+                    missing.join(", ")
+                ),
+            ));
+        }
+        let admin = req.admin.trim();
+        if admin.is_empty() {
+            return Err(PlatformError::bad_request("admin: the person following the link is required"));
+        }
+        if !self.product_admin(site, &product, admin) {
+            return Err(PlatformError::new(
+                et::PERMISSION_DENIED,
+                403,
+                format!("{admin} is not an admin of {product} on {}", site.host_name),
+            ));
+        }
         let context = site
             .context(&product)
             .ok_or_else(|| PlatformError::bad_request(format!("{} has no {product}", site.host_name)))?;
         let cloud_id = site.cloud_id.clone();
         Self::require_supported(&version, &product)?;
-        self.require_required_installed(&req.app_id, &req.environment, &cloud_id, &version, &product)?;
-        if self.installed(&req.app_id, &req.environment, &cloud_id, &product) {
+        self.require_required_installed(&req.app_id, PRODUCTION, &cloud_id, &version, &product)?;
+        if self.installed(&req.app_id, PRODUCTION, &cloud_id, &product) {
             return Err(PlatformError::new(et::APP_ALREADY_INSTALLED, 409, "App is already installed on this site"));
         }
         if let Some(limit) = site.app_limit
@@ -1961,7 +2264,7 @@ impl Model {
         self.installations.push(Installation {
             id: id.clone(),
             app_id: req.app_id.clone(),
-            environment_key: req.environment.clone(),
+            environment_key: PRODUCTION.to_string(),
             cloud_id,
             product,
             context: context.clone(),
@@ -1972,6 +2275,21 @@ impl Model {
         });
         self.touch();
         Ok(LinkInstallOutcome { installation_id: id, installation_context: context, version: version.version })
+    }
+
+    /// Whether `who` (an e-mail or account id) is an admin of `product` on the site: one of its
+    /// product admins of it, or a developer account administering the site (an admin of every
+    /// product there).
+    pub fn product_admin(&self, site: &Site, product: &str, who: &str) -> bool {
+        let account = self.resolve_account(who);
+        if account.as_deref().is_some_and(|a| site.administered_by(a)) {
+            return true;
+        }
+        site.product_admins.get(product).is_some_and(|admins| {
+            admins
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(who) || account.is_some() && self.resolve_account(a) == account)
+        })
     }
 
     /// A customer's site admin moves their installation to a newer version (the latest unless
@@ -2057,6 +2375,10 @@ impl Model {
             listed_on_marketplace: a.listed_on_marketplace,
             distribution_link: None,
             retired_link_signatures: Vec::new(),
+            vendor_name: detail(&a.vendor_name),
+            privacy_policy: detail(&a.privacy_policy),
+            terms_of_service: detail(&a.terms_of_service),
+            contact_link: detail(&a.contact_link),
             environments: Vec::new(),
         };
         if let Some(link) = &a.distribution_link {
@@ -2248,7 +2570,24 @@ impl Model {
                 admins.push(id);
             }
         }
-        let site = Site { host_name: host, cloud_id, products, app_limit: s.app_limit, admins };
+        let mut product_admins: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (p, people) in &s.product_admins {
+            let p = normalize_product(p)?;
+            if !products.contains_key(&p) {
+                return Err(PlatformError::bad_request(format!("site {host}: productAdmins of {p}, which it lacks")));
+            }
+            let entry = product_admins.entry(p.clone()).or_default();
+            for who in people {
+                let who = who.trim();
+                if who.is_empty() {
+                    return Err(PlatformError::bad_request(format!("site {host}: a blank product admin of {p}")));
+                }
+                if !entry.iter().any(|x| x.eq_ignore_ascii_case(who)) {
+                    entry.push(who.to_string());
+                }
+            }
+        }
+        let site = Site { host_name: host, cloud_id, products, app_limit: s.app_limit, admins, product_admins };
         let info = site.info();
         self.sites.push(site);
         self.touch();
@@ -2289,6 +2628,11 @@ impl Model {
             .filter(|i| filter.ids.as_ref().is_none_or(|ids| ids.contains(&i.id)))
             .collect())
     }
+}
+
+/// An app detail as a seed gives it: trimmed, blank is none.
+fn detail(v: &Option<String>) -> Option<String> {
+    v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string)
 }
 
 fn app_uuid(id: &str) -> Option<&str> {

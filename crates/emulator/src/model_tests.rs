@@ -27,6 +27,10 @@ fn seed() -> Seed {
         distribution_status: DistributionStatus::Development,
         listed_on_marketplace: true,
         distribution_link: None,
+        vendor_name: None,
+        privacy_policy: None,
+        terms_of_service: None,
+        contact_link: None,
         environments: vec![SeedEnvironment {
             key: "production".into(),
             env_type: None,
@@ -517,10 +521,12 @@ fn links_rotate_one_way_and_need_sharing() {
     assert_eq!(m.active_link(&caller, APP1).unwrap(), Some(first.clone()));
     let req = |sig: &str, site: &str| LinkInstallRequest {
         app_id: APP1.into(),
-        environment: "production".into(),
+        environment: Some("production".into()),
         site: site.into(),
         product: "jira".into(),
         signature: sig.into(),
+        // The developer account administers acme and globex: an admin of every product there.
+        admin: ACME.into(),
     };
     let done = m.link_install(&req(&first.signature, "acme.atlassian.net"), T0).unwrap();
     assert_eq!(done.version, "2.0.0");
@@ -665,6 +671,13 @@ fn versions_parse() {
     assert_eq!(random_uuid().len(), 36);
 }
 
+/// Someone who may install `product` on `host` through a link: its first product admin of it, or
+/// else the seed's developer account.
+fn admin_of(m: &Model, host: &str, product: &str) -> String {
+    let site = m.site_by_host(host).unwrap();
+    site.product_admins.get(product).and_then(|a| a.first()).cloned().unwrap_or_else(|| ACME.to_string())
+}
+
 /// Links APP1 onto a site (sharing on, a fresh link) and answers the installation id.
 fn link_installed(m: &mut Model, host: &str, now: Millis) -> String {
     let caller = acme(m);
@@ -672,10 +685,11 @@ fn link_installed(m: &mut Model, host: &str, now: Millis) -> String {
     let link = m.generate_link(&caller, APP1, &["jira".to_string()], now).unwrap();
     let req = LinkInstallRequest {
         app_id: APP1.into(),
-        environment: "production".into(),
+        environment: None,
         site: host.into(),
         product: "jira".into(),
         signature: link.signature,
+        admin: admin_of(m, host, "jira"),
     };
     m.link_install(&req, now).unwrap().installation_id
 }
@@ -1287,4 +1301,277 @@ fn a_code_only_upgrade_moves_the_code_and_keeps_the_permissions() {
     let v1_4 = v1_4.unwrap().version_id;
     let i = m.installation(&b).unwrap();
     assert_eq!((i.version_id.as_str(), i.compute_version_id.as_deref()), (v1_4.as_str(), None));
+}
+
+/// APP1 shared (the seed saved its app details) with a fresh link for `products`; answers the
+/// link's signature.
+fn shared_with_link(m: &mut Model, products: &[&str]) -> String {
+    let caller = acme(m);
+    m.set_distribution_status(&caller, APP1, Some(DistributionStatus::Public), None).unwrap();
+    let products: Vec<String> = products.iter().map(|p| p.to_string()).collect();
+    m.generate_link(&caller, APP1, &products, T0).unwrap().signature
+}
+
+fn link_req(signature: &str, site: &str, product: &str, admin: &str) -> LinkInstallRequest {
+    LinkInstallRequest {
+        app_id: APP1.into(),
+        environment: None,
+        site: site.into(),
+        product: product.into(),
+        signature: signature.into(),
+        admin: admin.into(),
+    }
+}
+
+/// A link install that must be refused: nothing installed. Answers the error.
+fn link_refused(m: &mut Model, req: &LinkInstallRequest) -> PlatformError {
+    let before = m.installations.len();
+    let e = m.link_install(req, T0).expect_err("refused");
+    assert_eq!(m.installations.len(), before, "nothing installed: {e}");
+    e
+}
+
+#[test]
+fn a_link_installs_production_for_an_admin_of_the_product_on_a_site_with_all_its_products() {
+    let mut m = model();
+    let sig = shared_with_link(&mut m, &["jira", "confluence"]);
+    let initech = "initech.atlassian.net";
+    const JIRA_ADMIN: &str = "jira-admin@initech.example";
+
+    // A site lacking one of the link's products: refused, naming it and the site.
+    let info = m
+        .add_site(SeedSite {
+            host_name: "customer.atlassian.net".into(),
+            products: vec!["jira".into()],
+            product_admins: [("jira".to_string(), vec!["boss@customer.example".to_string()])].into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(info.product_admins["jira"], vec!["boss@customer.example".to_string()]);
+    let e = link_refused(&mut m, &link_req(&sig, "customer.atlassian.net", "jira", "boss@customer.example"));
+    assert_eq!((e.error_type.as_str(), e.status_code), ("DISTRIBUTION_LINK_INVALID", 403));
+    assert!(e.message.contains("customer.atlassian.net has no confluence"), "{e}");
+
+    // Any environment but production: refused.
+    let mut staging = link_req(&sig, initech, "jira", JIRA_ADMIN);
+    staging.environment = Some("default".into());
+    let e = link_refused(&mut m, &staging);
+    assert_eq!((e.error_type.as_str(), e.status_code), ("BAD_REQUEST", 400));
+    assert!(e.message.contains("an installation link installs the production environment"), "{e}");
+
+    // Not an admin of the product (an admin of another one, or nobody): refused.
+    let e = link_refused(&mut m, &link_req(&sig, initech, "jira", "confluence-admin@initech.example"));
+    assert_eq!((e.error_type.as_str(), e.status_code), ("PERMISSION_DENIED", 403));
+    assert_eq!(e.message, "confluence-admin@initech.example is not an admin of jira on initech.atlassian.net");
+    let e = link_refused(&mut m, &link_req(&sig, initech, "jira", ACME));
+    assert_eq!(e.error_type, "PERMISSION_DENIED", "a developer account administers no customer's site");
+    let e = link_refused(&mut m, &link_req(&sig, initech, "jira", " "));
+    assert_eq!(e.error_type, "BAD_REQUEST");
+
+    // The product's admin (e-mails match whatever their case): admitted, into production.
+    let mut ok = link_req(&sig, initech, "jira", "Jira-Admin@Initech.example");
+    ok.environment = Some("production".into());
+    let done = m.link_install(&ok, T0).unwrap();
+    let inst = m.installation(&done.installation_id).unwrap();
+    assert_eq!((inst.environment_key.as_str(), inst.product.as_str()), ("production", "jira"));
+    let confluence = link_req(&sig, initech, "confluence", "confluence-admin@initech.example");
+    m.link_install(&confluence, T0).unwrap();
+
+    // A developer account administering the site is an admin of every product there, by e-mail
+    // or account id.
+    m.link_install(&link_req(&sig, "globex.atlassian.net", "jira", ACME), T0).unwrap();
+    let by_id = acme(&m);
+    m.link_install(&link_req(&sig, "globex.atlassian.net", "confluence", &by_id), T0).unwrap();
+
+    // productAdmins only of products the site has.
+    let e = m
+        .add_site(SeedSite {
+            host_name: "x.atlassian.net".into(),
+            products: vec!["jira".into()],
+            product_admins: [("confluence".to_string(), vec!["a@x".to_string()])].into(),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(e.error_type, "BAD_REQUEST");
+}
+
+#[test]
+fn a_listed_or_licensed_app_is_never_shared_by_link() {
+    let mut m = model();
+    let caller = acme(&m);
+    let sig = shared_with_link(&mut m, &["jira"]);
+    let req = link_req(&sig, "acme.atlassian.net", "jira", ACME);
+
+    // Listed (or submitted): sharing stays as it was, but the link admits nobody, and neither
+    // sharing nor a new link is accepted.
+    let out = m.set_listed(APP1, true).unwrap();
+    assert_eq!((out.distribution_status, out.listed_on_marketplace), (DistributionStatus::Public, true));
+    assert_eq!(out.link.as_ref().map(|l| l.signature.as_str()), Some(sig.as_str()));
+    let e = link_refused(&mut m, &req);
+    assert_eq!((e.error_type.as_str(), e.status_code), ("APP_LISTED_ON_MARKETPLACE", 403));
+    let e = m.set_distribution_status(&caller, APP1, Some(DistributionStatus::Public), None).unwrap_err();
+    assert_eq!((e.error_type.as_str(), e.status_code), ("APP_LISTED_ON_MARKETPLACE", 409));
+    assert!(e.message.contains("can't be shared via installation link"), "{e}");
+    let e = m.generate_link(&caller, APP1, &["jira".to_string()], T0).unwrap_err();
+    assert_eq!((e.error_type.as_str(), e.status_code), ("APP_LISTED_ON_MARKETPLACE", 409));
+    let e = m.set_distribution_status(&caller, APP1, Some(DistributionStatus::Development), None).unwrap_err();
+    assert_eq!(e.error_type, "CONFLICT", "a listed app cannot be made private either");
+    m.set_listed(APP1, false).unwrap();
+    m.link_install(&req, T0).unwrap();
+
+    // Licensed in production: the same, though a licensed version elsewhere does not matter.
+    let licensed = |env: &str, v: &str| DeployRequest {
+        app_id: APP1.into(),
+        environment: env.into(),
+        version: v.into(),
+        scopes: vec!["read:jira-work".into(), "write:jira-work".into()],
+        egress: vec![SeedEgress::Address("api.insights.acme.example".into())],
+        requires_license: true,
+        required_products: vec!["jira".into()],
+        modules: vec![],
+        remotes: vec![],
+        security_policies: vec![],
+    };
+    m.deploy(&licensed("default", "3.0.0"), T0).unwrap();
+    m.link_install(&link_req(&sig, "globex.atlassian.net", "jira", ACME), T0).unwrap();
+    m.deploy(&licensed("production", "3.0.0"), T0).unwrap();
+    let e = link_refused(&mut m, &link_req(&sig, "initech.atlassian.net", "jira", "jira-admin@initech.example"));
+    assert_eq!((e.error_type.as_str(), e.status_code), ("APP_LICENSED", 403));
+    let e = m.set_distribution_status(&caller, APP1, Some(DistributionStatus::Public), None).unwrap_err();
+    assert_eq!((e.error_type.as_str(), e.status_code), ("APP_LICENSED", 409));
+    let e = m.generate_link(&caller, APP1, &["jira".to_string()], T0).unwrap_err();
+    assert_eq!((e.error_type.as_str(), e.status_code), ("APP_LICENSED", 409));
+    // Turning sharing off is still possible.
+    m.set_distribution_status(&caller, APP1, Some(DistributionStatus::Development), None).unwrap();
+}
+
+#[test]
+fn sharing_needs_the_app_details_and_a_production_deployment() {
+    let mut m = model();
+    let caller = acme(&m);
+    let public = |d: AppDetailsUpdate| AppDetailsUpdate { distribution_status: Some(DistributionStatus::Public), ..d };
+    // APP2 has no app details: every missing one is named, by its input name; nothing changes.
+    let update = public(AppDetailsUpdate { privacy_policy: Some("https://x.example/p".into()), ..Default::default() });
+    let e = m.update_app_details(&caller, APP2, &update).unwrap_err();
+    assert_eq!((e.error_type.as_str(), e.status_code), ("VALIDATION_ERROR", 400));
+    assert_eq!(e.message, "vendorName, termsOfService: required to share the app");
+    let app2 = m.app(APP2).unwrap();
+    assert_eq!((app2.distribution_status, app2.privacy_policy.as_deref()), (DistributionStatus::Development, None));
+    let complete = public(AppDetailsUpdate {
+        vendor_name: Some(" Acme ".into()),
+        privacy_policy: Some("https://x.example/p".into()),
+        terms_of_service: Some("https://x.example/t".into()),
+        ..Default::default()
+    });
+    m.update_app_details(&caller, APP2, &complete).unwrap();
+    let app2 = m.app(APP2).unwrap();
+    assert_eq!((app2.distribution_status, app2.vendor_name.as_deref()), (DistributionStatus::Public, Some("Acme")));
+    // Off and on again: the stored details do.
+    m.set_distribution_status(&caller, APP2, Some(DistributionStatus::Development), None).unwrap();
+    m.set_distribution_status(&caller, APP2, Some(DistributionStatus::Public), None).unwrap();
+    // The owner only, and only with the capability.
+    let e = m.update_app_details("other-account", APP2, &complete).unwrap_err();
+    assert_eq!(e.error_type, "PERMISSION_DENIED");
+
+    // Only the skeleton in production: nothing deployed there.
+    let app: SeedApp = serde_json::from_value(serde_json::json!({
+        "id": APP4, "owner": ACME, "vendorName": "Acme", "privacyPolicy": "p", "termsOfService": "t",
+        "environments": [{"key": "production"}, {"key": "default", "versions": [{"version": "1.0.0"}]}],
+    }))
+    .unwrap();
+    m.add_app(&app, T0).unwrap();
+    assert_eq!(m.app(APP4).unwrap().environment("production").unwrap().versions.len(), 1);
+    let e = m.set_distribution_status(&caller, APP4, Some(DistributionStatus::Public), None).unwrap_err();
+    assert_eq!((e.error_type.as_str(), e.status_code), ("APP_NOT_DEPLOYED", 409));
+    assert!(e.message.contains("deploy the app to production first"), "{e}");
+    m.deploy(
+        &serde_json::from_value(serde_json::json!({"appId": APP4, "version": "2.0.0", "requiredProducts": ["jira"]}))
+            .unwrap(),
+        T0,
+    )
+    .unwrap();
+    m.set_distribution_status(&caller, APP4, Some(DistributionStatus::Public), None).unwrap();
+}
+
+#[test]
+fn the_console_stops_and_starts_sharing_with_the_same_link_and_generating_retires_the_old_one() {
+    let mut m = model();
+    // The console acts as the owner whether or not the API may.
+    m.settings.distribution = false;
+    let req = |action| ConsoleRequest::new(APP1, action);
+    let out = m.console(&req(ConsoleAction::StartSharing), T0).unwrap();
+    assert_eq!(
+        (out.distribution_status, out.listed_on_marketplace, out.link),
+        (DistributionStatus::Public, false, None)
+    );
+    let mut generate = req(ConsoleAction::GenerateLink);
+    generate.products = vec!["jira".into()];
+    let first = m.console(&generate, T0).unwrap().link.unwrap();
+    assert_eq!(first.products, vec!["jira".to_string()]);
+
+    // Stopped: the link stays but admits nobody; started again: the same link admits again.
+    let out = m.console(&req(ConsoleAction::StopSharing), T0).unwrap();
+    assert_eq!((out.distribution_status, out.link.as_ref()), (DistributionStatus::Development, Some(&first)));
+    let e = link_refused(&mut m, &link_req(&first.signature, "acme.atlassian.net", "jira", ACME));
+    assert_eq!(e.error_type, "APP_NOT_SHARED");
+    let e = m.console(&generate, T0).unwrap_err();
+    assert_eq!(e.error_type, "APP_NOT_SHARED", "no link while sharing is off");
+    let out = m.console(&req(ConsoleAction::StartSharing), T0).unwrap();
+    assert_eq!((out.distribution_status, out.link.as_ref()), (DistributionStatus::Public, Some(&first)));
+    m.link_install(&link_req(&first.signature, "acme.atlassian.net", "jira", ACME), T0).unwrap();
+
+    // A new link disables the previous one, for good.
+    let second = m.console(&generate, T0 + 1).unwrap().link.unwrap();
+    assert_ne!(second.signature, first.signature);
+    m.console(&req(ConsoleAction::StopSharing), T0).unwrap();
+    m.console(&req(ConsoleAction::StartSharing), T0).unwrap();
+    let e = link_refused(&mut m, &link_req(&first.signature, "globex.atlassian.net", "jira", ACME));
+    assert_eq!(e.error_type, "DISTRIBUTION_LINK_INVALID");
+    assert_eq!(m.app(APP1).unwrap().retired_link_signatures, vec![first.signature.clone()]);
+    m.link_install(&link_req(&second.signature, "globex.atlassian.net", "jira", ACME), T0).unwrap();
+
+    // Misplaced fields, unknown apps.
+    let mut stop = req(ConsoleAction::StopSharing);
+    stop.products = vec!["jira".into()];
+    assert_eq!(m.console(&stop, T0).unwrap_err().error_type, "BAD_REQUEST");
+    let mut details = generate.clone();
+    details.vendor_name = Some("x".into());
+    assert_eq!(m.console(&details, T0).unwrap_err().error_type, "BAD_REQUEST");
+    let nope = ConsoleRequest::new("ari:cloud:ecosystem::app/nope", ConsoleAction::StartSharing);
+    assert_eq!(m.console(&nope, T0).unwrap_err().error_type, "APP_NOT_FOUND");
+    assert_eq!(m.set_listed("ari:cloud:ecosystem::app/nope", true).unwrap_err().error_type, "APP_NOT_FOUND");
+
+    // startSharing needs the details as updateAppDetails does: saved before, or given with it.
+    let e = m.console(&ConsoleRequest::new(APP2, ConsoleAction::StartSharing), T0).unwrap_err();
+    assert_eq!(e.message, "vendorName, privacyPolicy, termsOfService: required to share the app");
+    let mut save = ConsoleRequest::new(APP2, ConsoleAction::SaveDetails);
+    save.vendor_name = Some("Acme".into());
+    save.privacy_policy = Some("https://x.example/p".into());
+    assert_eq!(m.console(&save, T0).unwrap().distribution_status, DistributionStatus::Development);
+    let mut start = ConsoleRequest::new(APP2, ConsoleAction::StartSharing);
+    start.terms_of_service = Some("https://x.example/t".into());
+    assert_eq!(m.console(&start, T0).unwrap().distribution_status, DistributionStatus::Public);
+
+    // A listed app: neither started, stopped nor linked.
+    m.set_listed(APP1, true).unwrap();
+    assert_eq!(m.console(&req(ConsoleAction::StartSharing), T0).unwrap_err().error_type, "APP_LISTED_ON_MARKETPLACE");
+    assert_eq!(m.console(&generate, T0).unwrap_err().error_type, "APP_LISTED_ON_MARKETPLACE");
+    assert_eq!(m.console(&req(ConsoleAction::StopSharing), T0).unwrap_err().error_type, "CONFLICT");
+}
+
+#[test]
+fn state_persisted_before_app_details_and_product_admins_still_loads() {
+    let m = model();
+    let mut state = serde_json::to_value(&m).unwrap();
+    for app in state["apps"].as_array_mut().unwrap() {
+        for k in ["vendorName", "privacyPolicy", "termsOfService", "contactLink"] {
+            app.as_object_mut().unwrap().remove(k);
+        }
+    }
+    for site in state["sites"].as_array_mut().unwrap() {
+        site.as_object_mut().unwrap().remove("productAdmins");
+    }
+    let restored = Model::restore(&state.to_string(), &seed(), Settings::default()).unwrap();
+    assert!(restored.app(APP1).unwrap().vendor_name.is_none());
+    assert!(restored.site_by_host("initech.atlassian.net").unwrap().product_admins.is_empty());
 }

@@ -689,6 +689,33 @@ impl App {
             .to_string()
         })
     }
+    /// App details: the vendor's name (sharing needs it).
+    async fn vendor_name(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        self.with(ctx, |_, a| a.vendor_name.clone())
+    }
+    /// App details: the privacy policy's URL (sharing needs it).
+    async fn privacy_policy(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        self.with(ctx, |_, a| a.privacy_policy.clone())
+    }
+    /// App details: the terms of service's URL (sharing needs it).
+    async fn terms_of_service(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        self.with(ctx, |_, a| a.terms_of_service.clone())
+    }
+    /// App details: a contact link.
+    async fn contact_link(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        self.with(ctx, |_, a| a.contact_link.clone())
+    }
+    /// The app's Marketplace listing: null unless it is listed on (or submitted to) the
+    /// Marketplace, which an app shared by link must not be.
+    async fn marketplace_app(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<MarketplaceApp>> {
+        self.with(ctx, |_, a| {
+            a.marketplace_app_key().map(|key| MarketplaceApp {
+                app_id: ID(m::stable_marketplace_id(&a.id)),
+                app_key: key.to_string(),
+                name: a.name.clone(),
+            })
+        })
+    }
     async fn stores_personal_data(&self) -> bool {
         false
     }
@@ -725,6 +752,17 @@ impl App {
             total_count: Some(total),
         }))
     }
+}
+
+/// `MarketplaceApp` (a subset of its fields): an app's Marketplace listing.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct MarketplaceApp {
+    /// The Marketplace's id of the app (numeric).
+    pub app_id: ID,
+    /// The Marketplace app key (the emulator uses the Forge app's uuid).
+    pub app_key: String,
+    /// The listing's name (the app's name).
+    pub name: String,
 }
 
 /// `AppInstallation`.
@@ -893,16 +931,22 @@ impl TenantContext {
 pub struct DevConsoleActiveDistributionLink {
     pub products: Vec<String>,
     pub signature: String,
-    /// `ACTIVE` while sharing is on, else `INACTIVE`.
+    /// `ACTIVE` while it admits installs (sharing on, the app neither listed nor licensed), else
+    /// `INACTIVE`.
     pub status: String,
 }
 
-fn link_of(link: m::DistributionLink, shared: bool) -> DevConsoleActiveDistributionLink {
+fn link_of(link: m::DistributionLink, active: bool) -> DevConsoleActiveDistributionLink {
     DevConsoleActiveDistributionLink {
         products: link.products,
         signature: link.signature,
-        status: if shared { "ACTIVE" } else { "INACTIVE" }.to_string(),
+        status: if active { "ACTIVE" } else { "INACTIVE" }.to_string(),
     }
+}
+
+/// Whether the app's link admits installs now.
+fn link_active(app: Option<&m::App>) -> bool {
+    app.is_some_and(|a| a.distribution_status == DistributionStatus::Public && a.link_sharing_refusal(403).is_none())
 }
 
 /// `DevConsoleQuery`.
@@ -919,8 +963,8 @@ impl DevConsoleQuery {
         let caller = caller(ctx)?;
         let model = lock(ctx)?;
         let link = model.active_link(&caller, &app_id).map_err(gql_error)?;
-        let shared = model.app(&app_id).is_some_and(|a| a.distribution_status == DistributionStatus::Public);
-        Ok(link.map(|l| link_of(l, shared)))
+        let active = link_active(model.app(&app_id));
+        Ok(link.map(|l| link_of(l, active)))
     }
 }
 
@@ -929,7 +973,9 @@ pub struct DevConsoleMutation;
 
 #[Object]
 impl DevConsoleMutation {
-    /// A new installation link (a new signature; the previous link stops admitting installs).
+    /// A new installation link (a new signature; the previous link stops admitting installs, for
+    /// good). Refused unless the app is shared, and when it is listed on the Marketplace or
+    /// licensed.
     async fn generate_distribution_link(
         &self,
         ctx: &Context<'_>,
@@ -939,7 +985,8 @@ impl DevConsoleMutation {
         let caller = caller(ctx)?;
         let mut model = lock(ctx)?;
         let link = model.generate_link(&caller, &app_id, &products, now_ms()).map_err(gql_error)?;
-        Ok(Some(link_of(link, true)))
+        let active = link_active(model.app(&app_id));
+        Ok(Some(link_of(link, active)))
     }
 }
 
@@ -1180,7 +1227,8 @@ pub struct AppUninstallationResponse {
     pub errors: Option<Vec<MutationError>>,
 }
 
-/// `UpdateAppDetailsInput` (only `distributionStatus` and `name` have an effect).
+/// `UpdateAppDetailsInput` (`distributionStatus`, `name`, `vendorName`, `privacyPolicy`,
+/// `termsOfService` and `contactLink` have an effect; the others are accepted and ignored).
 #[derive(InputObject, Clone, Debug)]
 pub struct UpdateAppDetailsInput {
     pub app_id: ID,
@@ -1359,7 +1407,8 @@ impl MutationRoot {
         let r = lock(ctx)?.uninstall(&caller, &i, now_ms());
         Ok(Some(AppUninstallationResponse { success: r.is_ok(), errors: errors_of(&r), task_id: r.ok().map(ID) }))
     }
-    /// Sharing on (`PUBLIC`) or off (`DEVELOPMENT`), and the app's name. A GraphQL error with
+    /// Sharing on (`PUBLIC`) or off (`DEVELOPMENT`), the app's name and its app details (see
+    /// [`Model::update_app_details`]: refusals are in the payload's `errors`). A GraphQL error with
     /// errorType UNSUPPORTED when the distribution capability is off.
     async fn update_app_details(
         &self,
@@ -1375,7 +1424,15 @@ impl MutationRoot {
                 "updateAppDetails is not available for API-token authentication",
             )));
         }
-        let r = model.set_distribution_status(&caller, &input.app_id, input.distribution_status, input.name);
+        let update = m::AppDetailsUpdate {
+            distribution_status: input.distribution_status,
+            name: input.name,
+            vendor_name: input.vendor_name,
+            privacy_policy: input.privacy_policy,
+            terms_of_service: input.terms_of_service,
+            contact_link: input.contact_link,
+        };
+        let r = model.update_app_details(&caller, &input.app_id, &update);
         Ok(Some(UpdateAppDetailsResponse {
             success: r.is_ok(),
             errors: errors_of(&r),

@@ -17,8 +17,12 @@
 //!     name: issue-tracker-insights
 //!     owner: platform-team@acme.example  # an account's email or account id
 //!     distributionStatus: DEVELOPMENT    # DEVELOPMENT (sharing off) | PUBLIC (sharing on)
-//!     listedOnMarketplace: false
+//!     listedOnMarketplace: false         # listed on (or submitted to) the Marketplace: never shared by link
 //!     distributionLink: {products: [jira], signature: abc}   # optional: the current link
+//!     vendorName: Acme                   # optional app details; sharing (PUBLIC) needs vendorName,
+//!     privacyPolicy: https://acme.example/privacy          # privacyPolicy and termsOfService
+//!     termsOfService: https://acme.example/terms
+//!     contactLink: https://acme.example/support           # optional
 //!     environments:
 //!       - key: production                # type defaults from the key (PRODUCTION, STAGING, else DEVELOPMENT)
 //!         versions:
@@ -39,6 +43,9 @@
 //!     admins: [platform-team@acme.example]   # optional: accounts (emails or account ids) administering the site;
 //!                                        # only they install/upgrade/uninstall there (else PERMISSION_DENIED).
 //!                                        # Default []: a customer's site, reached through an installation link only
+//!     productAdmins: {jira: [admin@acme.example]}   # optional: the customer's admins of each product (e-mails
+//!                                        # or account ids): only they (or an account of `admins`) install
+//!                                        # through an installation link
 //! installations:
 //!   - appId: ari:cloud:ecosystem::app/6f1c2d3e-0000-4000-8000-000000000001
 //!     environment: production
@@ -116,19 +123,32 @@ pub struct SeedApp {
     /// `DEVELOPMENT` (sharing off, the default) or `PUBLIC` (sharing on).
     #[serde(default)]
     pub distribution_status: DistributionStatus,
-    /// Listed on the Atlassian Marketplace (such an app cannot be unshared).
+    /// Listed on (or submitted to) the Atlassian Marketplace: such an app can be neither shared by
+    /// link (its link admits nobody) nor made private.
     #[serde(default)]
     pub listed_on_marketplace: bool,
     /// The current installation link, if one was generated.
     #[serde(default)]
     pub distribution_link: Option<SeedLink>,
+    /// App details: the vendor's name (required to share the app).
+    #[serde(default)]
+    pub vendor_name: Option<String>,
+    /// App details: the privacy policy's URL (required to share the app).
+    #[serde(default)]
+    pub privacy_policy: Option<String>,
+    /// App details: the terms of service's URL (required to share the app).
+    #[serde(default)]
+    pub terms_of_service: Option<String>,
+    /// App details: a contact link (optional).
+    #[serde(default)]
+    pub contact_link: Option<String>,
     /// The app's environments.
     #[serde(default)]
     pub environments: Vec<SeedEnvironment>,
 }
 
 /// An installation (distribution) link.
-#[derive(Deserialize, Serialize, Clone, Debug)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SeedLink {
     /// Products the link installs into (`jira`, `confluence`, `compass`).
@@ -235,6 +255,11 @@ pub struct SeedSite {
     /// Empty (the default): a customer's site, reached through an installation link only.
     #[serde(default)]
     pub admins: Vec<String>,
+    /// The customer's admins of each product of the site (product to e-mails or account ids):
+    /// who may install it through an installation link (besides the accounts of `admins`, which
+    /// administer every product). Only products of the site.
+    #[serde(default)]
+    pub product_admins: BTreeMap<String, Vec<String>>,
 }
 
 /// An installation present at start.
@@ -331,23 +356,110 @@ pub struct SiteInfo {
     /// Account ids of the developer accounts that administer the site (empty: a customer's site).
     #[serde(default)]
     pub admins: Vec<String>,
+    /// The customer's admins of each product (lowercase product to e-mails or account ids).
+    #[serde(default)]
+    pub product_admins: BTreeMap<String, Vec<String>>,
 }
 
-/// A customer installing an app through its installation link (admin `POST /admin/link-install`).
+/// A customer's admin installing an app through its installation link (admin
+/// `POST /admin/link-install`).
 #[derive(Deserialize, Serialize, Clone, Debug)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LinkInstallRequest {
     /// The app's ARI.
     pub app_id: String,
-    /// The environment key (default `production`).
-    #[serde(default = "production")]
-    pub environment: String,
-    /// The customer's site (host name).
+    /// The environment: a link installs `production`, the only value accepted (default).
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// The customer's site (host name). It must have every product of the link.
     pub site: String,
-    /// The product to install into.
+    /// The product to install into: one of the link's.
     pub product: String,
     /// The signature of the link the customer followed.
     pub signature: String,
+    /// Who follows the link (an e-mail or account id): an admin of `product` on the site (one of
+    /// its product admins, or a developer account administering it).
+    pub admin: String,
+}
+
+/// What the app's owner does in the developer console (admin `POST /admin/console`).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum ConsoleAction {
+    /// `stopSharing`: sharing off (DEVELOPMENT); the link stays, admitting nobody meanwhile.
+    StopSharing,
+    /// `startSharing`: sharing on (PUBLIC), as `updateAppDetails` would (the app details given or
+    /// stored before must be complete); the link, if any, admits again.
+    StartSharing,
+    /// `generateLink`: a new link for `products`; the previous one never admits anyone again.
+    GenerateLink,
+    /// `saveDetails`: the app details given are saved (a blank one is cleared).
+    SaveDetails,
+}
+
+/// A developer console action (admin `POST /admin/console`), acting as the app's owner whether or
+/// not the distribution capability of the API is on.
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsoleRequest {
+    /// The app's ARI.
+    pub app_id: String,
+    /// What is done.
+    pub action: ConsoleAction,
+    /// The products of the new link (`generateLink` only).
+    #[serde(default)]
+    pub products: Vec<String>,
+    /// App details (`startSharing` and `saveDetails` only).
+    #[serde(default)]
+    pub vendor_name: Option<String>,
+    /// App details (`startSharing` and `saveDetails` only).
+    #[serde(default)]
+    pub privacy_policy: Option<String>,
+    /// App details (`startSharing` and `saveDetails` only).
+    #[serde(default)]
+    pub terms_of_service: Option<String>,
+    /// App details (`startSharing` and `saveDetails` only).
+    #[serde(default)]
+    pub contact_link: Option<String>,
+}
+
+impl ConsoleRequest {
+    /// An `action` on app `app_id`, with nothing else.
+    pub fn new(app_id: impl Into<String>, action: ConsoleAction) -> Self {
+        ConsoleRequest {
+            app_id: app_id.into(),
+            action,
+            products: Vec::new(),
+            vendor_name: None,
+            privacy_policy: None,
+            terms_of_service: None,
+            contact_link: None,
+        }
+    }
+}
+
+/// An app's sharing state, as the developer console shows it (the answer of
+/// `POST /admin/console` and `POST /admin/marketplace`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsoleOutcome {
+    /// `DEVELOPMENT` (sharing off) or `PUBLIC` (sharing on).
+    pub distribution_status: DistributionStatus,
+    /// Listed on (or submitted to) the Marketplace.
+    pub listed_on_marketplace: bool,
+    /// The current link (kept while sharing is off), if one was generated.
+    pub link: Option<SeedLink>,
+}
+
+/// The app is listed on (or submitted to) the Marketplace, or no longer (admin
+/// `POST /admin/marketplace`).
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MarketplaceRequest {
+    /// The app's ARI.
+    pub app_id: String,
+    /// Listed (or submitted) or not.
+    pub listed: bool,
 }
 
 /// The installation a link install made.

@@ -38,7 +38,7 @@ const LIST_ROLLOUTS: &str = include_str!("../../../src/platform/ops/forge_cli_ge
 const CANCEL_ROLLOUT: &str = include_str!("../../../src/platform/ops/forge_cli_cancelAppVersionUpgradeRollout.graphql");
 const UPDATE_APP_DETAILS: &str = include_str!("../../../src/platform/ops/forgeops_updateAppDetails.graphql");
 const GENERATE_LINK: &str = include_str!("../../../src/platform/ops/forgeops_generateDistributionLink.graphql");
-const GET_LINK: &str = include_str!("../../../src/platform/ops/forgeops_getActiveDistributionLink.graphql");
+const GET_SHARING: &str = include_str!("../../../src/platform/ops/forgeops_getAppSharing.graphql");
 
 // Operations the CLI sends whose texts are not in src/platform/ops (copied from @forge/cli 13.3.0).
 const HAS_NO_INSTALLATIONS: &str = r#"
@@ -530,21 +530,27 @@ async fn forgeops_distribution_operations() {
     let (model, schema, me) = setup();
     let share = |status: &str| json!({"input": {"appId": APP1, "distributionStatus": status}});
     let link_vars = json!({"appId": APP1, "products": ["jira", "confluence"]});
+    let sharing_vars = json!({"id": APP1, "appId": APP1});
     // Sharing is off in the seed: no link.
     let r = exec(&schema, &me, GENERATE_LINK, link_vars.clone()).await;
     assert_eq!(r["errors"][0]["extensions"]["errorType"], "APP_NOT_SHARED");
+    let d = data(&schema, &me, GET_SHARING, sharing_vars.clone()).await;
+    assert_eq!(d["app"], json!({"id": APP1, "distributionStatus": "DEVELOPMENT", "marketplaceApp": null}));
+    assert_eq!(d["ecosystem"]["devConsole"]["getActiveDistributionLink"], Value::Null);
+    // The seed saved APP1's app details: sharing needs nothing more.
     let d = data(&schema, &me, UPDATE_APP_DETAILS, share("PUBLIC")).await;
     assert_eq!(
         d["updateAppDetails"],
         json!({"success": true, "errors": null, "app": {"id": APP1, "distributionStatus": "PUBLIC"}})
     );
-    let d = data(&schema, &me, GET_LINK, json!({"appId": APP1})).await;
+    let d = data(&schema, &me, GET_SHARING, sharing_vars.clone()).await;
+    assert_eq!(d["app"]["distributionStatus"], "PUBLIC");
     assert_eq!(d["ecosystem"]["devConsole"]["getActiveDistributionLink"], Value::Null);
     let d = data(&schema, &me, GENERATE_LINK, link_vars.clone()).await;
     let first = d["ecosystem"]["devConsole"]["generateDistributionLink"].clone();
     assert_eq!(first["products"], json!(["jira", "confluence"]));
     assert_eq!(first["status"], "ACTIVE");
-    let d = data(&schema, &me, GET_LINK, json!({"appId": APP1})).await;
+    let d = data(&schema, &me, GET_SHARING, sharing_vars.clone()).await;
     assert_eq!(d["ecosystem"]["devConsole"]["getActiveDistributionLink"], first);
     let d = data(&schema, &me, GENERATE_LINK, link_vars.clone()).await;
     let second = d["ecosystem"]["devConsole"]["generateDistributionLink"].clone();
@@ -552,11 +558,12 @@ async fn forgeops_distribution_operations() {
     // The old signature admits no install, the new one does.
     let link = |sig: &Value| LinkInstallRequest {
         app_id: APP1.into(),
-        environment: "production".into(),
+        environment: None,
         site: "acme.atlassian.net".into(),
         // APP1 requires jira: its first installation on a site is there.
         product: "jira".into(),
         signature: sig.as_str().unwrap().into(),
+        admin: EMAIL.into(),
     };
     {
         let mut m = model.lock().unwrap();
@@ -567,20 +574,179 @@ async fn forgeops_distribution_operations() {
         m.link_install(&link(&second["signature"]), now_ms()).unwrap();
     }
     // Another account cannot touch it.
-    let r = exec(&schema, "other-account", GET_LINK, json!({"appId": APP1})).await;
+    let r = exec(&schema, "other-account", GET_SHARING, sharing_vars.clone()).await;
     assert_eq!(r["errors"][0]["extensions"]["errorType"], "PERMISSION_DENIED");
     let d = data(&schema, "other-account", UPDATE_APP_DETAILS, share("DEVELOPMENT")).await;
     assert_eq!(d["updateAppDetails"]["errors"][0]["extensions"]["errorType"], "PERMISSION_DENIED");
     // Without the distribution capability: UNSUPPORTED errors.
     model.lock().unwrap().settings.distribution = false;
     for (query, vars) in
-        [(UPDATE_APP_DETAILS, share("DEVELOPMENT")), (GENERATE_LINK, link_vars), (GET_LINK, json!({"appId": APP1}))]
+        [(UPDATE_APP_DETAILS, share("DEVELOPMENT")), (GENERATE_LINK, link_vars), (GET_SHARING, sharing_vars)]
     {
         let r = exec(&schema, &me, query, vars).await;
         assert_eq!(r["errors"][0]["extensions"]["errorType"], "UNSUPPORTED", "{r}");
         assert_eq!(r["errors"][0]["extensions"]["statusCode"], 403);
     }
     let _ = APP2;
+}
+
+/// `updateAppDetails` with the app details and what it answers them in, as forgeops sends it.
+const UPDATE_DETAILS_READ_BACK: &str = r#"
+    mutation forgeops_updateAppDetails($input: UpdateAppDetailsInput!) {
+      updateAppDetails(input: $input) {
+        success
+        errors { message extensions { errorType statusCode } }
+        app { id distributionStatus vendorName privacyPolicy termsOfService contactLink }
+      }
+    }"#;
+
+const APP_DETAILS: &str = r#"
+    query details($id: ID!) {
+      app(id: $id) {
+        name distributionStatus vendorName privacyPolicy termsOfService contactLink
+        marketplaceApp { appId appKey name }
+      }
+    }"#;
+
+/// Sharing on, as a seed could have it, whatever the rules.
+fn force_shared(model: &SharedModel, app: &str) {
+    let mut m = model.lock().unwrap();
+    m.apps.iter_mut().find(|a| a.id == app).unwrap().distribution_status = model::DistributionStatus::Public;
+}
+
+/// The first error of an `updateAppDetails` payload that must have failed: `(errorType,
+/// statusCode, message)`.
+fn refusal(d: &Value) -> (String, i64, String) {
+    let p = &d["updateAppDetails"];
+    assert_eq!((p["success"].clone(), p["app"].clone()), (json!(false), Value::Null), "{p}");
+    let e = &p["errors"][0];
+    (
+        e["extensions"]["errorType"].as_str().unwrap().to_string(),
+        e["extensions"]["statusCode"].as_i64().unwrap(),
+        e["message"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn sharing_needs_the_app_details_a_production_deploy_and_no_license_or_listing() {
+    let (model, schema, me) = setup();
+    // APP2 has no app details: PUBLIC is refused, naming every missing field, and nothing changes.
+    let public = |extra: Value| {
+        let mut input = json!({"appId": APP2, "distributionStatus": "PUBLIC"});
+        input.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        json!({"input": input})
+    };
+    let d = data(&schema, &me, UPDATE_DETAILS_READ_BACK, public(json!({"privacyPolicy": "https://x.example/p"}))).await;
+    let (kind, status, message) = refusal(&d);
+    assert_eq!((kind.as_str(), status), ("VALIDATION_ERROR", 400));
+    assert_eq!(message, "vendorName, termsOfService: required to share the app");
+    let details = data(&schema, &me, APP_DETAILS, json!({"id": APP2})).await;
+    assert_eq!(
+        details["app"],
+        json!({"name": "team-dashboard", "distributionStatus": "DEVELOPMENT", "vendorName": null,
+            "privacyPolicy": null, "termsOfService": null, "contactLink": null, "marketplaceApp": null}),
+        "nothing stored from a refused call"
+    );
+    // A blank detail is a missing one.
+    let d = data(
+        &schema,
+        &me,
+        UPDATE_DETAILS_READ_BACK,
+        public(
+            json!({"vendorName": " ", "privacyPolicy": "https://x.example/p", "termsOfService": "https://x.example/t"}),
+        ),
+    )
+    .await;
+    assert_eq!(refusal(&d).2, "vendorName: required to share the app");
+    // Details saved first (no status), then PUBLIC alone: shared.
+    let d = data(
+        &schema,
+        &me,
+        UPDATE_DETAILS_READ_BACK,
+        json!({"input": {"appId": APP2, "vendorName": "Acme", "privacyPolicy": "https://x.example/p",
+            "termsOfService": "https://x.example/t", "contactLink": "https://x.example/c", "name": "dash"}}),
+    )
+    .await;
+    assert_eq!(
+        d["updateAppDetails"]["app"],
+        json!({"id": APP2, "distributionStatus": "DEVELOPMENT", "vendorName": "Acme",
+            "privacyPolicy": "https://x.example/p", "termsOfService": "https://x.example/t",
+            "contactLink": "https://x.example/c"})
+    );
+    let d = data(&schema, &me, UPDATE_DETAILS_READ_BACK, public(json!({}))).await;
+    assert_eq!(d["updateAppDetails"]["success"], true, "{d}");
+    let details = data(&schema, &me, APP_DETAILS, json!({"id": APP2})).await;
+    assert_eq!(details["app"]["name"], "dash");
+    assert_eq!(details["app"]["distributionStatus"], "PUBLIC");
+    // Blanking a required detail of a shared app is refused too.
+    let d = data(&schema, &me, UPDATE_DETAILS_READ_BACK, json!({"input": {"appId": APP2, "termsOfService": ""}})).await;
+    assert_eq!(refusal(&d).2, "termsOfService: required to share the app");
+    let blank_name = json!({"input": {"appId": APP2, "name": "  "}});
+    assert_eq!(refusal(&data(&schema, &me, UPDATE_DETAILS_READ_BACK, blank_name).await).0, "VALIDATION_ERROR");
+
+    // Licensed in production: refused (409), and no link either.
+    let d =
+        data(&schema, &me, UPDATE_APP_DETAILS, json!({"input": {"appId": APP2, "distributionStatus": "DEVELOPMENT"}}))
+            .await;
+    assert_eq!(d["updateAppDetails"]["success"], true);
+    let licensed = DeployRequest {
+        app_id: APP2.into(),
+        environment: "production".into(),
+        version: "2.0.0".into(),
+        scopes: vec!["read:confluence-content.summary".into()],
+        egress: vec![],
+        requires_license: true,
+        required_products: vec!["confluence".into()],
+        modules: vec![],
+        remotes: vec![],
+        security_policies: vec![],
+    };
+    model.lock().unwrap().deploy(&licensed, now_ms()).unwrap();
+    let (kind, status, message) = refusal(&data(&schema, &me, UPDATE_DETAILS_READ_BACK, public(json!({}))).await);
+    assert_eq!((kind.as_str(), status), ("APP_LICENSED", 409));
+    assert!(message.contains("2.0.0") && message.contains("license"), "{message}");
+    force_shared(&model, APP2);
+    let r = exec(&schema, &me, GENERATE_LINK, json!({"appId": APP2, "products": ["confluence"]})).await;
+    assert_eq!(r["errors"][0]["extensions"]["errorType"], "APP_LICENSED", "{r}");
+    assert_eq!(r["errors"][0]["extensions"]["statusCode"], 409);
+
+    // Listed on the Marketplace: refused (409), the link too; marketplaceApp says so.
+    model.lock().unwrap().set_listed(APP1, true).unwrap();
+    let d = data(&schema, &me, APP_DETAILS, json!({"id": APP1})).await;
+    let uuid = APP1.rsplit('/').next().unwrap();
+    assert_eq!(d["app"]["marketplaceApp"]["appKey"], uuid);
+    assert_eq!(d["app"]["marketplaceApp"]["name"], "issue-tracker-insights");
+    assert!(d["app"]["marketplaceApp"]["appId"].as_str().is_some_and(|id| id.parse::<u64>().is_ok()));
+    let d =
+        data(&schema, &me, UPDATE_DETAILS_READ_BACK, json!({"input": {"appId": APP1, "distributionStatus": "PUBLIC"}}))
+            .await;
+    let (kind, status, message) = refusal(&d);
+    assert_eq!((kind.as_str(), status), ("APP_LISTED_ON_MARKETPLACE", 409));
+    assert!(message.contains("can't be shared via installation link"), "{message}");
+    force_shared(&model, APP1);
+    let r = exec(&schema, &me, GENERATE_LINK, json!({"appId": APP1, "products": ["jira"]})).await;
+    assert_eq!(r["errors"][0]["extensions"]["errorType"], "APP_LISTED_ON_MARKETPLACE", "{r}");
+    let d = data(&schema, &me, GET_SHARING, json!({"id": APP1, "appId": APP1})).await;
+    assert_eq!(d["app"]["marketplaceApp"], json!({"appKey": uuid}));
+
+    // Nothing deployed to production: refused (409).
+    let app: SeedApp = serde_json::from_value(json!({
+        "id": "ari:cloud:ecosystem::app/6f1c2d3e-0000-4000-8000-00000000000a", "owner": EMAIL,
+        "vendorName": "Acme", "privacyPolicy": "https://x.example/p", "termsOfService": "https://x.example/t",
+        "environments": [{"key": "production"}, {"key": "default", "versions": [{"version": "1.0.0"}]}],
+    }))
+    .unwrap();
+    model.lock().unwrap().add_app(&app, now_ms()).unwrap();
+    let d = data(
+        &schema,
+        &me,
+        UPDATE_DETAILS_READ_BACK,
+        json!({"input": {"appId": app.id, "distributionStatus": "PUBLIC"}}),
+    )
+    .await;
+    let (kind, status, message) = refusal(&d);
+    assert_eq!((kind.as_str(), status), ("APP_NOT_DEPLOYED", 409));
+    assert!(message.contains("deploy the app to production first"), "{message}");
 }
 
 fn client() -> reqwest::Client {
@@ -767,17 +933,18 @@ async fn http_admin_api_and_install_by_the_clock() {
     let (_, _, r) = gql(&emu, GENERATE_LINK, json!({"appId": APP1, "products": ["jira"]})).await;
     let signature = r["data"]["ecosystem"]["devConsole"]["generateDistributionLink"]["signature"].clone();
     let url = format!("{}/link-install", emu.admin_url());
-    let body = |sig: Value| json!({"appId": APP1, "site": "globex.atlassian.net", "product": "jira", "signature": sig});
+    let body = |sig: Value| json!({"appId": APP1, "site": "globex.atlassian.net", "product": "jira", "signature": sig, "admin": EMAIL});
     let (status, e) = admin(reqwest::Method::POST, url.clone(), Some(body(json!("forged")))).await;
     assert_eq!((status, e["error"]["errorType"].as_str()), (403, Some("DISTRIBUTION_LINK_INVALID")));
     let (status, out) = admin(reqwest::Method::POST, url, Some(body(signature))).await;
     assert_eq!((status, out["version"].as_str()), (200, Some("2.1.0")));
     let direct = emu.link_install(LinkInstallRequest {
         app_id: APP1.into(),
-        environment: "production".into(),
+        environment: None,
         site: "globex.atlassian.net".into(),
         product: "jira".into(),
         signature: "forged".into(),
+        admin: EMAIL.into(),
     });
     assert!(direct.is_err());
 
@@ -883,7 +1050,8 @@ async fn http_site_upgrade_by_the_customers_admin() {
     let (status, linked) = admin(
         reqwest::Method::POST,
         format!("{}/link-install", emu.admin_url()),
-        Some(json!({"appId": APP1, "site": "initech.atlassian.net", "product": "jira", "signature": signature})),
+        Some(json!({"appId": APP1, "site": "initech.atlassian.net", "product": "jira", "signature": signature,
+            "admin": "jira-admin@initech.example"})),
     )
     .await;
     assert_eq!(status, 200, "{linked}");
@@ -1299,4 +1467,84 @@ async fn a_code_only_upgrade_shows_the_compute_version_ahead_of_the_permissions(
     let d = data(&schema, &me, UPGRADE, input(&v1, Some(true))).await;
     assert_eq!(d["upgradeApp"]["success"], false);
     assert_eq!(d["upgradeApp"]["errors"][0]["extensions"]["errorType"], "VERSION_DECREASES_ROLLING_RELEASE");
+}
+
+#[tokio::test]
+async fn http_console_marketplace_product_admins_and_unauthorized_operations() {
+    // The console works without the API's distribution capability.
+    let emu =
+        start(EmulatorConfig { distribution: false, ..config() }, "127.0.0.1:0".parse().unwrap()).await.expect("start");
+    let console = format!("{}/console", emu.admin_url());
+    let (status, out) =
+        admin(reqwest::Method::POST, console.clone(), Some(json!({"appId": APP1, "action": "startSharing"}))).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out, json!({"distributionStatus": "PUBLIC", "listedOnMarketplace": false, "link": null}));
+    let (status, out) = admin(
+        reqwest::Method::POST,
+        console.clone(),
+        Some(json!({"appId": APP1, "action": "generateLink", "products": ["jira"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
+    let link = out["link"].clone();
+    assert_eq!(link["products"], json!(["jira"]));
+    let (status, out) =
+        admin(reqwest::Method::POST, console.clone(), Some(json!({"appId": APP1, "action": "stopSharing"}))).await;
+    assert_eq!((status, &out["distributionStatus"], &out["link"]), (200, &json!("DEVELOPMENT"), &link));
+    let (status, e) = admin(reqwest::Method::POST, console.clone(), Some(json!({"appId": APP1, "action": "x"}))).await;
+    assert_eq!((status, e["error"]["errorType"].as_str()), (400, Some("BAD_REQUEST")));
+    let (status, e) =
+        admin(reqwest::Method::POST, console.clone(), Some(json!({"appId": APP2, "action": "startSharing"}))).await;
+    assert_eq!((status, e["error"]["errorType"].as_str()), (400, Some("VALIDATION_ERROR")), "{e}");
+    let out = emu.console(ConsoleRequest::new(APP1, ConsoleAction::StartSharing)).unwrap();
+    assert_eq!(out.link.as_ref().map(|l| l.signature.as_str()), link["signature"].as_str());
+
+    // The customer's site lists its product admins; the jira admin follows the link.
+    let (_, sites) = admin(reqwest::Method::GET, format!("{}/sites", emu.admin_url()), None).await;
+    let initech = sites.as_array().unwrap().iter().find(|s| s["hostName"] == "initech.atlassian.net").unwrap().clone();
+    assert_eq!(initech["productAdmins"]["jira"], json!(["jira-admin@initech.example"]));
+    let install = |admin_email: &str| {
+        json!({"appId": APP1, "site": "initech.atlassian.net", "product": "jira",
+            "signature": link["signature"], "admin": admin_email})
+    };
+    let url = format!("{}/link-install", emu.admin_url());
+    let (status, e) =
+        admin(reqwest::Method::POST, url.clone(), Some(install("confluence-admin@initech.example"))).await;
+    assert_eq!((status, e["error"]["errorType"].as_str()), (403, Some("PERMISSION_DENIED")));
+    let (status, e) = admin(
+        reqwest::Method::POST,
+        url.clone(),
+        Some(
+            json!({"appId": APP1, "site": "initech.atlassian.net", "product": "jira", "signature": link["signature"]}),
+        ),
+    )
+    .await;
+    assert_eq!((status, e["error"]["errorType"].as_str()), (400, Some("BAD_REQUEST")), "admin is required");
+
+    // Listed: the link admits nobody, sharing stays; unlisted: it admits again.
+    let marketplace = format!("{}/marketplace", emu.admin_url());
+    let (status, out) =
+        admin(reqwest::Method::POST, marketplace.clone(), Some(json!({"appId": APP1, "listed": true}))).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!((&out["distributionStatus"], &out["listedOnMarketplace"]), (&json!("PUBLIC"), &json!(true)));
+    let (status, e) = admin(reqwest::Method::POST, url.clone(), Some(install("jira-admin@initech.example"))).await;
+    assert_eq!((status, e["error"]["errorType"].as_str()), (403, Some("APP_LISTED_ON_MARKETPLACE")));
+    let (status, e) =
+        admin(reqwest::Method::POST, console.clone(), Some(json!({"appId": APP1, "action": "startSharing"}))).await;
+    assert_eq!((status, e["error"]["errorType"].as_str()), (409, Some("APP_LISTED_ON_MARKETPLACE")));
+    assert!(emu.set_listed(APP1, false).is_ok());
+    let (status, out) = admin(reqwest::Method::POST, url, Some(install("jira-admin@initech.example"))).await;
+    assert_eq!((status, out["version"].as_str()), (200, Some("2.0.0")), "{out}");
+    let (status, e) = admin(reqwest::Method::POST, marketplace, Some(json!({"appId": "nope", "listed": true}))).await;
+    assert_eq!((status, e["error"]["errorType"].as_str()), (404, Some("APP_NOT_FOUND")));
+
+    // Operations answered 401 though the credentials are good; the others go on.
+    emu.set_faults(Faults { unauthorized_operations: vec!["forgeops_getAppSharing".into()], ..Default::default() });
+    let (status, _, r) = gql(&emu, GET_SHARING, json!({"id": APP1, "appId": APP1})).await;
+    assert_eq!((status, &r["errors"][0]["extensions"]["errorType"]), (401, &json!("UNAUTHORIZED")));
+    let (status, _, r) = gql(&emu, GET_USER_DETAILS, json!({})).await;
+    assert_eq!(status, 200, "{r}");
+    let recorded = emu.requests();
+    let refused = recorded.iter().find(|r| r.operation_name.as_deref() == Some("forgeops_getAppSharing")).unwrap();
+    assert_eq!(refused.fault.as_deref(), Some("unauthorized"));
 }
