@@ -10,7 +10,7 @@ use forgeops_emulator::{EmulatorConfig, Faults};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::{Value, json};
-use support::{TestNs, condition, create, patch_spec, wait_condition, wait_for};
+use support::{TestNs, condition, create, patch_spec, signature_of, wait_condition, wait_for};
 
 const WAIT: Duration = Duration::from_secs(45);
 
@@ -219,24 +219,6 @@ async fn without_the_distribution_capability_the_policy_says_where_to_share_by_h
     assert!(message.contains("--platform-distribution"), "{message}");
     assert!(link(&p).is_none());
     assert_eq!(condition(&p, "Stalled").unwrap().1, "DistributionUnsupported");
-}
-
-/// The signature of a platform installation link (`...?signature=<s>&product=...`).
-fn signature_of(url: &str) -> String {
-    let raw = url.split("signature=").nth(1).unwrap().split('&').next().unwrap();
-    let mut out = Vec::new();
-    let bytes = raw.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            out.push(u8::from_str_radix(&raw[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
 }
 
 #[tokio::test]

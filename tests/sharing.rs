@@ -14,7 +14,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use support::platform::TestPlatform;
-use support::{TestNs, condition, create, patch_spec, wait_condition, wait_for};
+use support::{TestNs, condition, create, patch_spec, signature_of, wait_condition, wait_for};
 
 const WAIT: Duration = Duration::from_secs(45);
 
@@ -41,24 +41,6 @@ fn policy(name: &str, app: &str, extra: Value) -> Value {
 
 fn link(p: &DistributionPolicy) -> Option<String> {
     p.status.as_ref().and_then(|s| s.installation_link.clone())
-}
-
-/// The signature of a platform installation link (`...?signature=<s>&product=...`), decoded.
-fn signature_of(url: &str) -> String {
-    let raw = url.split("signature=").nth(1).unwrap().split('&').next().unwrap();
-    let mut out = Vec::new();
-    let bytes = raw.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            out.push(u8::from_str_radix(&raw[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
 }
 
 /// A customer's site with `products`, whose admin of the first product follows `link`.

@@ -431,3 +431,21 @@ pub async fn restart_apiserver(down: Duration) {
 pub fn signal_etcd(signal: i32) {
     CLUSTER.lock().unwrap().as_ref().expect("the shared control plane is running").etcd().signal(signal);
 }
+
+/// The signature of a platform installation link (`...?signature=<s>&product=...`).
+pub fn signature_of(url: &str) -> String {
+    let raw = url.split("signature=").nth(1).unwrap().split('&').next().unwrap();
+    let mut out = Vec::new();
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            out.push(u8::from_str_radix(&raw[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}

@@ -194,8 +194,24 @@ fn random_token() -> String {
 
 impl LocalCluster {
     /// Starts etcd and kube-apiserver with their state in `dir`. With `dir` unset a fresh temporary
-    /// directory is used and removed on drop.
+    /// directory is used and removed on drop. The loopback ports are picked free just before the
+    /// processes bind them, so another process can take one in between ("address already in use"):
+    /// a start whose process exits early is tried again, up to three times, on new ports.
     pub async fn start(dir: Option<PathBuf>) -> Result<Self, Error> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(dir.clone()).await {
+                Err(Error::Exited(what, log)) if attempt < 3 => {
+                    let last = log.lines().last().unwrap_or_default().to_string();
+                    eprintln!("{what} exited early (attempt {attempt}), starting again on new ports: {last}");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(dir: Option<PathBuf>) -> Result<Self, Error> {
         let bin = binaries()?;
         let remove_dir = dir.is_none();
         let dir = match dir {
