@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use forgeops::api::{DistributionPolicy, ForgeApp, Installation};
 use forgeops_emulator::{EmulatorConfig, Faults};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams};
 use serde_json::{Value, json};
-use support::{TestNs, condition, create, patch_spec, signature_of, wait_condition, wait_for};
+use support::{TestNs, condition, create, patch_spec, signature_of, wait_condition, wait_event, wait_for};
 
 const WAIT: Duration = Duration::from_secs(45);
 
@@ -55,31 +54,6 @@ async fn wait_installed(api: &Api<Installation>, name: &str, version: &str) -> I
     .await;
     assert_eq!(condition(&i, "Ready").unwrap().0, "True", "{i:#?}");
     i
-}
-
-async fn event_reasons(t: &TestNs, name: &str) -> Vec<String> {
-    let events: Api<Event> = t.api();
-    events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .filter_map(|e| e.reason)
-        .collect()
-}
-
-async fn wait_event(t: &TestNs, name: &str, reason: &str) {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let reasons = event_reasons(t, name).await;
-        if reasons.iter().any(|r| r == reason) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "no {reason} event on {name}: {reasons:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]

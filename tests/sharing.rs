@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use forgeops::api::{DistributionPolicy, DriftChange, ForgeApp, Installation};
 use forgeops_emulator::{EmulatorConfig, Faults};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use support::platform::TestPlatform;
-use support::{TestNs, condition, create, patch_spec, signature_of, wait_condition, wait_for};
+use support::{TestNs, condition, create, patch_spec, signature_of, wait_condition, wait_event, wait_for};
 
 const WAIT: Duration = Duration::from_secs(45);
 
@@ -82,28 +81,6 @@ fn mutations(platform: &TestPlatform) -> usize {
 async fn refresh(policies: &Api<DistributionPolicy>, name: &str, value: &str) {
     let ask = json!({"metadata": {"annotations": {"forgeops.dev/refresh": value}}});
     policies.patch(name, &PatchParams::default(), &Patch::Merge(&ask)).await.unwrap();
-}
-
-async fn event_reasons(t: &TestNs, name: &str) -> Vec<String> {
-    let events: Api<Event> = t.api();
-    let list = events.list(&ListParams::default()).await.unwrap();
-    list.items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .filter_map(|e| e.reason)
-        .collect()
-}
-
-async fn wait_event(t: &TestNs, name: &str, reason: &str) {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let reasons = event_reasons(t, name).await;
-        if reasons.iter().any(|r| r == reason) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "no {reason} event on {name}: {reasons:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn wait_gone(policies: &Api<DistributionPolicy>, name: &str) {

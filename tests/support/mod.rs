@@ -449,3 +449,27 @@ pub fn signature_of(url: &str) -> String {
     }
     String::from_utf8(out).unwrap()
 }
+
+/// The reasons of the Events about the object `name` in the test namespace.
+pub async fn event_reasons(t: &TestNs, name: &str) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = t.api();
+    let list = events.list(&kube::api::ListParams::default()).await.expect("listing Events");
+    list.items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// Waits (at most 45 s) for an Event with `reason` about the object `name`.
+pub async fn wait_event(t: &TestNs, name: &str, reason: &str) {
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let reasons = event_reasons(t, name).await;
+        if reasons.iter().any(|r| r == reason) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {reason} event on {name}: {reasons:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
