@@ -30,6 +30,7 @@ async fn apply(cached: &DistributionPolicy, ctx: &Context) -> Result<Action, Err
     // that is gone (and rotate a link twice): read it afresh first.
     let mut policy = if ctx.may_be_stale(cached) {
         let Some(latest) = api.get_opt(&cached.name_any()).await? else { return Ok(Action::await_change()) };
+        ctx.wrote(&latest);
         latest
     } else {
         cached.clone()
@@ -58,10 +59,22 @@ async fn apply(cached: &DistributionPolicy, ctx: &Context) -> Result<Action, Err
         if decision.effects.is_empty() {
             return finish(&policy, decision, ctx).await;
         }
+        // The first sharing mutation after a (re)start or failover rests on a fresh read: a
+        // previous leader may have recorded a rotation the watch has not shown this process yet.
+        if decision.effects.iter().any(Effect::mutates_platform) && !ctx.knows_latest(&policy) {
+            let Some(latest) = api.get_opt(&policy.name_any()).await? else { return Ok(Action::await_change()) };
+            ctx.wrote(&latest);
+            if latest.resource_version() != policy.resource_version() {
+                policy = latest;
+                answers = Answers::default();
+                continue;
+            }
+        }
         for effect in decision.effects {
             match effect {
                 Effect::AddFinalizer => {
                     policy = set_finalizer(&api, &policy, true).await?;
+                    ctx.wrote(&policy);
                     answers.record(Answer::FinalizerAdded);
                 }
                 Effect::RemoveFinalizer => {

@@ -341,6 +341,19 @@ impl Context {
             .is_some_and(|rv| cached.meta().resource_version.as_ref() != Some(rv))
     }
 
+    /// Whether this process knows the cached copy to be the latest: it wrote or read afresh that
+    /// very resourceVersion. False for everything after a (re)start or failover until the object is
+    /// read afresh, so the first platform mutation for an object never rests on a copy a previous
+    /// leader may have outdated (see the DistributionPolicy controller).
+    pub fn knows_latest<K: Resource>(&self, cached: &K) -> bool {
+        let key = (cached.meta().namespace.clone().unwrap_or_default(), cached.meta().name.clone().unwrap_or_default());
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .is_some_and(|rv| cached.meta().resource_version.as_ref() == Some(rv))
+    }
+
     /// How long since this process last read the object `key` from the platform.
     pub fn since_refresh(&self, key: &str) -> Option<Duration> {
         self.refreshed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).map(|t| t.elapsed())
