@@ -18,6 +18,7 @@
 //! | `POST /admin/deploy` | [`DeployRequest`] (with `requiredProducts`, `modules`, `remotes`, `securityPolicies`) | [`DeployOutcome`]; a minor reaches its major within the minor rollout window (a minor adding a remote or a content security policy option is refused: a new major); a new environment starts with its skeleton 1.1.0 |
 //! | `POST /admin/sites` | [`SeedSite`] (with `admins`, `productAdmins`) | [`SiteInfo`]; 409 if the host name exists |
 //! | `GET /admin/sites` | | `[SiteInfo]` (with `admins`, account ids, and `productAdmins`) |
+//! | `POST /admin/batch` | [`BatchRequest`] `{sites: [SeedSite], installations: [SeedInstallation], linkInstalls: [LinkInstallRequest]}` (each optional) | [`BatchOutcome`] `{sites, installations, linkInstalls}` (how many added): sites, then installations (complete at once, as a seed's: `{appId, environment?, site, product, version?, id?}`), then link installs, each refused as on its own, in one step; all or nothing: a refusal answers that entry's status with the entry named (`installations[12]: ...`) and applies none of the batch; a body of up to 512 MB (other admin bodies: 2 MB) |
 //! | `POST /admin/link-install` | [`LinkInstallRequest`] `{appId, site, product, signature, admin, environment?}` | [`LinkInstallOutcome`]: a customer's admin of `product` follows an installation link (always production; 403 when the app is listed or licensed, sharing is off, the link is not the current one or the site lacks one of its products, or `admin` is not an admin of the product there) |
 //! | `POST /admin/console` | [`ConsoleRequest`] `{appId, action: stopSharing \| startSharing \| generateLink \| saveDetails, products?, vendorName?, privacyPolicy?, termsOfService?, contactLink?}` | [`ConsoleOutcome`] `{distributionStatus, listedOnMarketplace, link: {products, signature} \| null}`: the app's owner in the developer console, whatever the distribution capability; refused as `updateAppDetails` and `generateDistributionLink` are |
 //! | `POST /admin/marketplace` | [`MarketplaceRequest`] `{appId, listed}` | [`ConsoleOutcome`]: the app listed on (or submitted to) the Marketplace, or no longer; sharing stays as it is, but a listed app's link admits nobody |
@@ -29,10 +30,13 @@
 //! | `POST /admin/forget-finished-rollouts` | | `{"forgotten": n}` |
 //!
 //! API tokens are never logged, recorded or serialized. Accounts are not persisted in the state
-//! file: after a restart only the seed's accounts exist.
+//! file: after a restart only the seed's accounts exist. The state file is written behind the
+//! requests (at most every [`PERSIST_INTERVAL`], serialized outside the model's lock, and once
+//! more when the emulator stops), never by a request itself.
 //!
 //! Admin errors answer `{"error": {"errorType", "statusCode", "message"}}` with that status.
 
+mod indexed;
 pub mod model;
 pub mod schema;
 mod seed;
@@ -40,11 +44,13 @@ mod seed;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -55,9 +61,10 @@ use serde::{Deserialize, Serialize};
 
 pub use model::PlatformError;
 pub use seed::{
-    ConsoleAction, ConsoleOutcome, ConsoleRequest, DeployOutcome, DeployRequest, LinkInstallOutcome,
-    LinkInstallRequest, MarketplaceRequest, Seed, SeedAccount, SeedApp, SeedEgress, SeedEnvironment, SeedInstallation,
-    SeedLink, SeedSite, SeedVersion, SiteInfo, SiteUpgradeOutcome, SiteUpgradeRequest,
+    BatchOutcome, BatchRequest, ConsoleAction, ConsoleOutcome, ConsoleRequest, DeployOutcome, DeployRequest,
+    LinkInstallOutcome, LinkInstallRequest, MarketplaceRequest, Seed, SeedAccount, SeedApp, SeedEgress,
+    SeedEnvironment, SeedInstallation, SeedLink, SeedSite, SeedVersion, SiteInfo, SiteUpgradeOutcome,
+    SiteUpgradeRequest,
 };
 
 use model::{Model, Settings};
@@ -85,7 +92,9 @@ pub struct EmulatorConfig {
     pub distribution: bool,
     /// Faults injected from the start.
     pub faults: Faults,
-    /// Persist the model here (JSON, after each change) and restore it at start if present.
+    /// Persist the model here (JSON) and restore it at start if present. Written behind: at most
+    /// every [`PERSIST_INTERVAL`] while the model changes (serialized outside the model's lock),
+    /// and once more when the emulator stops, so the file holds the last state.
     pub state_file: Option<PathBuf>,
     /// Finished bulk upgrades are forgotten this long after they finish (None: kept).
     pub rollout_retention: Option<Duration>,
@@ -228,14 +237,20 @@ struct FaultState {
     burst_left: u32,
 }
 
+/// How often, at most, the state file is written while the model changes.
+pub const PERSIST_INTERVAL: Duration = Duration::from_millis(250);
+
 struct Shared {
     model: SharedModel,
     schema: EmulatorSchema,
     faults: Mutex<FaultState>,
     requests: Mutex<Vec<RecordedRequest>>,
     state_file: Option<PathBuf>,
-    /// The model revision last written to the state file.
+    /// The model revision last written to the state file; held while writing, so one write
+    /// happens at a time and in order.
     persisted: Mutex<u64>,
+    /// How many times the state file was written.
+    writes: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -276,6 +291,7 @@ impl Shared {
             requests: Mutex::new(Vec::new()),
             state_file: config.state_file.clone(),
             persisted: Mutex::new(u64::MAX),
+            writes: AtomicU64::new(0),
         });
         shared.persist();
         Ok(shared)
@@ -285,22 +301,53 @@ impl Shared {
         lock(&self.model).advance(now_ms());
     }
 
-    /// Writes the model to the state file if it changed (temp file, then rename).
+    /// [`model::Model::dump`], serialized outside the model's lock (from a snapshot).
+    fn dump(&self) -> serde_json::Value {
+        let (snapshot, accounts) = {
+            let model = lock(&self.model);
+            (model.snapshot(), model.accounts.clone())
+        };
+        snapshot.dump(&accounts)
+    }
+
+    /// Whether the model changed since the state file was last written.
+    fn dirty(&self) -> bool {
+        if self.state_file.is_none() {
+            return false;
+        }
+        // One lock at a time: `persist` takes `persisted` before the model.
+        let revision = lock(&self.model).revision;
+        revision != *lock(&self.persisted)
+    }
+
+    /// Writes the model to the state file if it changed (temp file, then rename). The model's
+    /// lock is held only to take a [`model::Snapshot`] (which shares the model's items); it is
+    /// serialized and written after.
     fn persist(&self) {
         let Some(path) = &self.state_file else { return };
         let mut persisted = lock(&self.persisted);
-        let (revision, json) = {
+        let (revision, snapshot) = {
             let model = lock(&self.model);
             if model.revision == *persisted {
                 return;
             }
-            (model.revision, serde_json::to_vec(&*model))
+            (model.revision, model.snapshot())
         };
-        let Ok(json) = json else { return };
+        let json = match serde_json::to_vec(&snapshot) {
+            Ok(json) => json,
+            Err(e) => {
+                tracing::warn!(error = %e, "emulator: could not serialize the state");
+                return;
+            }
+        };
+        drop(snapshot);
         let tmp = path.with_extension("tmp");
         let written = std::fs::write(&tmp, &json).and_then(|()| std::fs::rename(&tmp, path));
         match written {
-            Ok(()) => *persisted = revision,
+            Ok(()) => {
+                *persisted = revision;
+                self.writes.fetch_add(1, Ordering::Relaxed);
+            }
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "emulator: could not write the state file"),
         }
     }
@@ -331,13 +378,9 @@ impl Shared {
 
     fn mutate<T>(&self, f: impl FnOnce(&mut Model, i64) -> Result<T, PlatformError>) -> Result<T, PlatformError> {
         let now = now_ms();
-        let result = {
-            let mut model = lock(&self.model);
-            model.advance(now);
-            f(&mut model, now)
-        };
-        self.persist();
-        result
+        let mut model = lock(&self.model);
+        model.advance(now);
+        f(&mut model, now)
     }
 }
 
@@ -348,6 +391,7 @@ pub struct RunningEmulator {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
     ticker: tokio::task::JoinHandle<()>,
+    persister: tokio::task::JoinHandle<()>,
 }
 
 impl RunningEmulator {
@@ -390,7 +434,7 @@ impl RunningEmulator {
     /// The model as JSON (what `GET /admin/state` answers; no tokens).
     pub fn state(&self) -> serde_json::Value {
         self.shared.advance();
-        lock(&self.shared.model).dump()
+        self.shared.dump()
     }
     /// Deploys a new version (see [`model::Model::deploy`]).
     pub fn deploy(&self, req: DeployRequest) -> Result<DeployOutcome, PlatformError> {
@@ -442,6 +486,21 @@ impl RunningEmulator {
     pub fn forget_finished_rollouts(&self) -> usize {
         self.shared.mutate(|m, _| Ok(m.forget_finished_rollouts())).unwrap_or(0)
     }
+    /// Adds many sites, installations and link installs at once, all or nothing (see
+    /// [`model::Model::batch`] and `POST /admin/batch`).
+    pub fn batch(&self, req: &BatchRequest) -> Result<BatchOutcome, PlatformError> {
+        self.shared.mutate(|m, now| m.batch(req, now))
+    }
+    /// How many times the state file was written so far (with a [`EmulatorConfig::state_file`]):
+    /// once at start, then at most every [`PERSIST_INTERVAL`] while the model changes, and once
+    /// when the emulator stops.
+    pub fn persist_writes(&self) -> u64 {
+        self.shared.writes.load(Ordering::Relaxed)
+    }
+    /// Whether the state file holds the model as it is now (true without a state file).
+    pub fn persisted(&self) -> bool {
+        !self.shared.dirty()
+    }
 }
 
 impl Drop for RunningEmulator {
@@ -450,7 +509,9 @@ impl Drop for RunningEmulator {
             let _ = tx.send(());
         }
         self.ticker.abort();
+        self.persister.abort();
         self.server.abort();
+        // The last state, whatever the persister had written (this waits for a write under way).
         self.shared.persist();
     }
 }
@@ -458,13 +519,29 @@ impl Drop for RunningEmulator {
 fn spawn_ticker(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(Duration::from_millis(25));
-        let mut last_persist = std::time::Instant::now();
         loop {
             interval.tick().await;
             shared.advance();
-            if last_persist.elapsed() >= Duration::from_millis(200) {
-                shared.persist();
-                last_persist = std::time::Instant::now();
+        }
+    })
+}
+
+/// Writes the state file behind the requests: at most every [`PERSIST_INTERVAL`], when the
+/// model changed, on a blocking thread (serializing a large platform takes a while).
+fn spawn_persister(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if shared.state_file.is_none() {
+            return;
+        }
+        let mut interval = tokio::time::interval(PERSIST_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            if shared.dirty() {
+                let s = shared.clone();
+                if let Err(e) = tokio::task::spawn_blocking(move || s.persist()).await {
+                    tracing::warn!(error = %e, "emulator: the state writer failed");
+                }
             }
         }
     })
@@ -489,7 +566,8 @@ pub async fn start(config: EmulatorConfig, listen: SocketAddr) -> anyhow::Result
         }
     });
     let ticker = spawn_ticker(shared.clone());
-    Ok(RunningEmulator { shared, addr, shutdown: Some(tx), server, ticker })
+    let persister = spawn_persister(shared.clone());
+    Ok(RunningEmulator { shared, addr, shutdown: Some(tx), server, ticker, persister })
 }
 
 /// Serves an emulator on `listen` until `shutdown` completes (`forgeops-dev platform serve`).
@@ -507,10 +585,15 @@ pub async fn serve(
         "emulator: serving the Forge GraphQL gateway"
     );
     let ticker = spawn_ticker(shared.clone());
+    let persister = spawn_persister(shared.clone());
     let app = router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     ticker.abort();
-    shared.persist();
+    persister.abort();
+    let last = shared.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || last.persist()).await {
+        tracing::warn!(error = %e, "emulator: could not write the last state");
+    }
     result.map_err(Into::into)
 }
 
@@ -522,6 +605,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/apps", post(admin_add_app))
         .route("/sites", post(admin_add_site).get(admin_sites))
         .route("/link-install", post(admin_link_install))
+        .route("/batch", post(admin_batch).layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)))
         .route("/console", post(admin_console))
         .route("/marketplace", post(admin_marketplace))
         .route("/site-upgrade", post(admin_site_upgrade))
@@ -630,6 +714,13 @@ async fn admin_link_install(State(s): State<Arc<Shared>>, body: Bytes) -> Respon
     admin_result(parse_body::<LinkInstallRequest>(&body).and_then(|req| s.mutate(|m, now| m.link_install(&req, now))))
 }
 
+/// The largest `POST /admin/batch` body (other admin bodies keep axum's default of 2 MB).
+const BATCH_BODY_LIMIT: usize = 512 * 1024 * 1024;
+
+async fn admin_batch(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    admin_result(parse_body::<BatchRequest>(&body).and_then(|req| s.mutate(|m, now| m.batch(&req, now))))
+}
+
 async fn admin_console(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     admin_result(parse_body::<ConsoleRequest>(&body).and_then(|req| s.mutate(|m, now| m.console(&req, now))))
 }
@@ -685,7 +776,7 @@ async fn admin_clear_requests(State(s): State<Arc<Shared>>) -> Response {
 
 async fn admin_state(State(s): State<Arc<Shared>>) -> Response {
     s.advance();
-    let dump = lock(&s.model).dump();
+    let dump = s.dump();
     json_response(StatusCode::OK, &dump)
 }
 
@@ -833,7 +924,6 @@ async fn graphql(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) 
         request = request.operation_name(name);
     }
     let response = s.schema.execute(request).await;
-    s.persist();
     match mutation_fault {
         Some(MutationFaultMode::ApplyThen504) => {
             return gateway_error(StatusCode::GATEWAY_TIMEOUT, "GATEWAY_TIMEOUT", "Gateway Timeout");

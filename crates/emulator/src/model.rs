@@ -3,13 +3,16 @@
 //! [`Model::advance`] is called with a later time.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::indexed::{Installations, Seq, Sites};
+
 use super::seed::{
-    ConsoleAction, ConsoleOutcome, ConsoleRequest, DeployOutcome, DeployRequest, LinkInstallOutcome,
-    LinkInstallRequest, Seed, SeedAccount, SeedApp, SeedLink, SeedSite, SiteInfo, SiteUpgradeOutcome,
-    SiteUpgradeRequest,
+    BatchOutcome, BatchRequest, ConsoleAction, ConsoleOutcome, ConsoleRequest, DeployOutcome, DeployRequest,
+    LinkInstallOutcome, LinkInstallRequest, Seed, SeedAccount, SeedApp, SeedInstallation, SeedLink, SeedSite, SiteInfo,
+    SiteUpgradeOutcome, SiteUpgradeRequest,
 };
 
 /// Epoch milliseconds.
@@ -889,9 +892,12 @@ pub struct Model {
     #[serde(skip)]
     pub accounts: Vec<Account>,
     pub apps: Vec<App>,
-    pub sites: Vec<Site>,
-    pub installations: Vec<Installation>,
-    pub tasks: BTreeMap<String, Task>,
+    /// In the order they were added, indexed by host name, cloud id and activation id.
+    pub sites: Sites,
+    /// In creation order, indexed by id, site, app and context.
+    pub installations: Installations,
+    /// By id (shared, so a snapshot for the state file copies no task).
+    pub tasks: BTreeMap<String, Arc<Task>>,
     pub rollouts: Vec<Rollout>,
     #[serde(skip)]
     pub settings: Settings,
@@ -901,6 +907,39 @@ pub struct Model {
     /// Incremented on every change (for persistence).
     #[serde(skip)]
     pub revision: u64,
+    /// The ids of the tasks not finished (PENDING or RUNNING), which [`Model::advance`] moves.
+    #[serde(skip)]
+    unfinished: BTreeSet<String>,
+}
+
+/// What the state file holds of a [`Model`], taken under the model's lock in a moment (its items
+/// are shared with the model, which copies one only when it changes it) and serialized after,
+/// outside the lock: the same JSON as the model's.
+#[derive(Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    apps: Vec<App>,
+    sites: Vec<Arc<Site>>,
+    installations: Vec<Arc<Installation>>,
+    #[serde(serialize_with = "tasks_by_id")]
+    tasks: Vec<Arc<Task>>,
+    rollouts: Vec<Rollout>,
+}
+
+impl Snapshot {
+    /// The JSON dump of [`Model::dump`], from a snapshot and the accounts (tokens left out), so it
+    /// can be built outside the model's lock.
+    pub fn dump(&self, accounts: &[Account]) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("accounts".into(), serde_json::to_value(accounts).unwrap_or_default());
+        }
+        v
+    }
+}
+
+fn tasks_by_id<S: serde::Serializer>(tasks: &[Arc<Task>], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(tasks.iter().map(|t| (&t.id, &**t)))
 }
 
 /// Parses `M`, `M.m` or `M.m.p`.
@@ -1060,57 +1099,66 @@ impl Model {
             model.add_app(a, now)?;
         }
         for i in &seed.installations {
-            let product = normalize_product(&i.product)?;
-            let site = model
-                .site_by_host(&i.site)
-                .ok_or_else(|| PlatformError::bad_request(format!("installation: unknown site {}", i.site)))?
-                .clone();
-            let context = site
-                .context(&product)
-                .ok_or_else(|| PlatformError::bad_request(format!("installation: {} has no {product}", i.site)))?;
-            let app = model.app(&i.app_id).ok_or_else(|| PlatformError::app_not_found(&i.app_id))?;
-            let env = app.environment(&i.environment).ok_or_else(|| {
-                PlatformError::bad_request(format!("installation: {} has no environment {}", i.app_id, i.environment))
-            })?;
-            let version = match &i.version {
-                None => env.latest(),
-                Some(v) => {
-                    let v = normalize_version(v).unwrap_or_default();
-                    env.versions.iter().find(|x| x.version == v)
-                }
-            }
-            .ok_or_else(|| PlatformError::bad_request(format!("installation: no such version {:?}", i.version)))?;
-            Self::require_supported(version, &product)
-                .map_err(|e| PlatformError::bad_request(format!("installation of {}: {}", i.app_id, e.message)))?;
-            let id = i.id.clone().unwrap_or_else(|| {
-                stable_uuid(&format!("installation/{}/{}/{}/{product}", i.app_id, i.environment, site.cloud_id))
-            });
-            let installation = Installation {
-                id,
-                app_id: i.app_id.clone(),
-                environment_key: i.environment.clone(),
-                cloud_id: site.cloud_id.clone(),
-                product,
-                context,
-                version_id: version.id.clone(),
-                created_at: now,
-                upgraded_by: Vec::new(),
-                ..Default::default()
-            };
-            if model.installed(
-                &installation.app_id,
-                &installation.environment_key,
-                &site.cloud_id,
-                &installation.product,
-            ) {
-                return Err(PlatformError::bad_request(format!(
-                    "installation of {} {} on {} {} appears twice",
-                    i.app_id, i.environment, i.site, installation.product
-                )));
-            }
-            model.installations.push(installation);
+            model.seed_installation(i, now)?;
         }
         Ok(model)
+    }
+
+    /// Adds an installation as a seed describes it (complete, without a task): the site must have
+    /// the product, the app the environment and version (default: the latest), which must support
+    /// the product; an app environment is installed once per site's product. Answers its id.
+    pub fn seed_installation(&mut self, i: &SeedInstallation, now: Millis) -> Result<String, PlatformError> {
+        let product = normalize_product(&i.product)?;
+        let site = self
+            .site_by_host(&i.site)
+            .ok_or_else(|| PlatformError::bad_request(format!("installation: unknown site {}", i.site)))?;
+        let context = site
+            .context(&product)
+            .ok_or_else(|| PlatformError::bad_request(format!("installation: {} has no {product}", i.site)))?;
+        let cloud_id = site.cloud_id.clone();
+        let app = self.app(&i.app_id).ok_or_else(|| PlatformError::app_not_found(&i.app_id))?;
+        let env = app.environment(&i.environment).ok_or_else(|| {
+            PlatformError::bad_request(format!("installation: {} has no environment {}", i.app_id, i.environment))
+        })?;
+        let version = match &i.version {
+            None => env.latest(),
+            Some(v) => {
+                let v = normalize_version(v).unwrap_or_default();
+                env.versions.iter().find(|x| x.version == v)
+            }
+        }
+        .ok_or_else(|| PlatformError::bad_request(format!("installation: no such version {:?}", i.version)))?;
+        Self::require_supported(version, &product)
+            .map_err(|e| PlatformError::bad_request(format!("installation of {}: {}", i.app_id, e.message)))?;
+        let id = i.id.clone().unwrap_or_else(|| {
+            stable_uuid(&format!("installation/{}/{}/{cloud_id}/{product}", i.app_id, i.environment))
+        });
+        let installation = Installation {
+            id: id.clone(),
+            app_id: i.app_id.clone(),
+            environment_key: i.environment.clone(),
+            cloud_id,
+            product,
+            context,
+            version_id: version.id.clone(),
+            created_at: now,
+            upgraded_by: Vec::new(),
+            ..Default::default()
+        };
+        if self.installed(
+            &installation.app_id,
+            &installation.environment_key,
+            &installation.cloud_id,
+            &installation.product,
+        ) {
+            return Err(PlatformError::bad_request(format!(
+                "installation of {} {} on {} {} appears twice",
+                i.app_id, i.environment, i.site, installation.product
+            )));
+        }
+        self.installations.push(installation);
+        self.touch();
+        Ok(id)
     }
 
     /// Restores a persisted model, with the accounts of the seed and the given settings.
@@ -1118,16 +1166,25 @@ impl Model {
         let mut model: Model = serde_json::from_str(json)?;
         model.accounts = accounts_from_seed(seed);
         model.settings = settings;
+        model.unfinished =
+            model.tasks.iter().filter(|(_, t)| !t.state.is_finished()).map(|(id, _)| id.clone()).collect();
         Ok(model)
+    }
+
+    /// What the state file holds, taken in a moment (see [`Snapshot`]).
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            apps: self.apps.clone(),
+            sites: self.sites.snapshot(),
+            installations: self.installations.snapshot(),
+            tasks: self.tasks.values().cloned().collect(),
+            rollouts: self.rollouts.clone(),
+        }
     }
 
     /// A JSON dump of everything (tokens left out).
     pub fn dump(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).unwrap_or_default();
-        if let Some(obj) = v.as_object_mut() {
-            obj.insert("accounts".into(), serde_json::to_value(&self.accounts).unwrap_or_default());
-        }
-        v
+        self.snapshot().dump(&self.accounts)
     }
 
     fn touch(&mut self) {
@@ -1250,17 +1307,17 @@ impl Model {
     pub fn site_by_host(&self, host: &str) -> Option<&Site> {
         let host = host.trim().trim_start_matches("https://").trim_start_matches("http://");
         let host = host.split('/').next().unwrap_or(host);
-        self.sites.iter().find(|s| s.host_name.eq_ignore_ascii_case(host))
+        self.sites.by_host(host)
     }
 
     /// A site by cloud id.
     pub fn site_by_cloud_id(&self, cloud_id: &str) -> Option<&Site> {
-        self.sites.iter().find(|s| s.cloud_id == cloud_id)
+        self.sites.by_cloud_id(cloud_id)
     }
 
     /// A site by one of its activation ids.
     pub fn site_by_activation_id(&self, activation_id: &str) -> Option<&Site> {
-        self.sites.iter().find(|s| s.products.values().any(|a| a == activation_id))
+        self.sites.by_activation_id(activation_id)
     }
 
     /// Reads an installation context: `ari:cloud:<product>:<cloudId>:workspace/<activationId>`,
@@ -1305,14 +1362,12 @@ impl Model {
     }
 
     fn find_installation(&self, app_id: &str, env_key: &str, cloud_id: &str, product: &str) -> Option<&Installation> {
-        self.installations.iter().find(|i| {
-            i.app_id == app_id && i.environment_key == env_key && i.cloud_id == cloud_id && i.product == product
-        })
+        self.installations.find(app_id, env_key, cloud_id, product)
     }
 
     /// An installation by id.
     pub fn installation(&self, id: &str) -> Option<&Installation> {
-        self.installations.iter().find(|i| i.id == id)
+        self.installations.get(id)
     }
 
     /// The compute version an installation keeps when its permissions version moves to `target`
@@ -1330,11 +1385,11 @@ impl Model {
 
     /// A task by id.
     pub fn task(&self, id: &str) -> Option<&Task> {
-        self.tasks.get(id)
+        self.tasks.get(id).map(|t| &**t)
     }
 
     fn unfinished_tasks(&self) -> impl Iterator<Item = &Task> {
-        self.tasks.values().filter(|t| !t.state.is_finished())
+        self.unfinished.iter().filter_map(|id| self.task(id)).filter(|t| !t.state.is_finished())
     }
 
     fn new_task(&mut self, mut task: Task, now: Millis) -> String {
@@ -1343,7 +1398,8 @@ impl Model {
         task.due_at = now + self.settings.task_duration_ms.max(0);
         task.state = TaskState::Pending;
         let id = task.id.clone();
-        self.tasks.insert(id.clone(), task);
+        self.tasks.insert(id.clone(), Arc::new(task));
+        self.unfinished.insert(id.clone());
         self.touch();
         id
     }
@@ -1441,7 +1497,7 @@ impl Model {
             if pending_same || self.installed(&input.app_id, &input.environment_key, &cloud_id, &product) {
                 Some(PlatformError::new(et::APP_ALREADY_INSTALLED, 409, "App is already installed on this site"))
             } else if let Some(limit) = app_limit {
-                let on_site = self.installations.iter().filter(|i| i.cloud_id == cloud_id).count()
+                let on_site = self.installations.seqs_on_site(&cloud_id).len()
                     + self
                         .unfinished_tasks()
                         .filter(|t| t.kind == TaskKind::Install && t.preset_failure.is_none() && t.cloud_id == cloud_id)
@@ -1623,7 +1679,17 @@ impl Model {
     /// Moves tasks and rollouts forward to `now`. Answers whether anything changed.
     pub fn advance(&mut self, now: Millis) -> bool {
         let before = self.revision;
-        let mut due: Vec<(Millis, String)> = self.unfinished_tasks().map(|t| (t.due_at, t.id.clone())).collect();
+        let mut due: Vec<(Millis, String)> = Vec::new();
+        let mut gone: Vec<String> = Vec::new();
+        for id in &self.unfinished {
+            match self.tasks.get(id) {
+                Some(t) if !t.state.is_finished() => due.push((t.due_at, t.id.clone())),
+                _ => gone.push(id.clone()),
+            }
+        }
+        for id in gone {
+            self.unfinished.remove(&id);
+        }
         due.sort();
         for (_, id) in due {
             let Some(task) = self.tasks.get(&id) else { continue };
@@ -1631,7 +1697,7 @@ impl Model {
                 self.finish_task(&id);
             } else if task.state == TaskState::Pending && now >= task.created_at + (task.due_at - task.created_at) / 3 {
                 if let Some(t) = self.tasks.get_mut(&id) {
-                    t.state = TaskState::Running;
+                    Arc::make_mut(t).state = TaskState::Running;
                 }
                 self.touch();
             }
@@ -1649,7 +1715,7 @@ impl Model {
     }
 
     fn finish_task(&mut self, id: &str) {
-        let Some(task) = self.tasks.get(id).cloned() else { return };
+        let Some(task) = self.tasks.get(id).map(|t| Task::clone(t)) else { return };
         let outcome = if let Some(f) = task.preset_failure.clone() {
             Err(f)
         } else if self.site_failing(&task.cloud_id) {
@@ -1657,7 +1723,9 @@ impl Model {
         } else {
             self.apply_task(&task)
         };
+        self.unfinished.remove(id);
         if let Some(t) = self.tasks.get_mut(id) {
+            let t = Arc::make_mut(t);
             match outcome {
                 Ok(installation_id) => {
                     t.state = TaskState::Complete;
@@ -1701,10 +1769,10 @@ impl Model {
             }
             TaskKind::Upgrade => {
                 let target = task.version_id.clone().unwrap_or_default();
-                let inst = self
-                    .installations
-                    .iter_mut()
-                    .find(|i| Some(&i.id) == task.installation_id.as_ref())
+                let inst = task
+                    .installation_id
+                    .as_deref()
+                    .and_then(|id| self.installations.get_mut(id))
                     .ok_or_else(|| PlatformError::new(et::INSTALLATION_NOT_FOUND, 404, "Installation not found"))?;
                 if task.compute_only {
                     inst.compute_version_id = (inst.version_id != target).then_some(target);
@@ -1716,9 +1784,8 @@ impl Model {
                 Ok(None)
             }
             TaskKind::Uninstall => {
-                let n = self.installations.len();
-                self.installations.retain(|i| Some(&i.id) != task.installation_id.as_ref());
-                if self.installations.len() == n {
+                let removed = task.installation_id.as_deref().map_or(0, |id| self.installations.remove(id));
+                if removed == 0 {
                     return Err(PlatformError::new(et::INSTALLATION_NOT_FOUND, 404, "Installation not found"));
                 }
                 Ok(None)
@@ -1729,22 +1796,26 @@ impl Model {
     /// Moves the installations whose pending minor is due; a pending minor that is no longer newer
     /// than the installed version of the same major (the installation moved meanwhile) is dropped.
     fn advance_minors(&mut self, now: Millis) {
-        let due: Vec<(usize, String)> = self
-            .installations
-            .iter()
-            .enumerate()
-            .filter_map(|(k, i)| {
-                i.pending_minor.as_ref().filter(|p| p.due_at <= now).map(|p| (k, p.version_id.clone()))
-            })
-            .collect();
+        let mut due: Vec<(Seq, String)> = Vec::new();
+        let mut stale: Vec<Seq> = Vec::new();
+        for k in self.installations.with_pending_minor() {
+            match self.installations.at(k).and_then(|i| i.pending_minor.as_ref()) {
+                Some(p) if p.due_at <= now => due.push((k, p.version_id.clone())),
+                Some(_) => {}
+                None => stale.push(k),
+            }
+        }
+        for k in stale {
+            self.installations.set_pending_minor(k, None);
+        }
         for (k, target) in due {
-            let current = self.version(&self.installations[k].version_id).map(|(_, _, v)| v.triple());
+            let Some(installation) = self.installations.at(k) else { continue };
+            let current = self.version(&installation.version_id).map(|(_, _, v)| v.triple());
             let pending = self.version(&target).map(|(_, _, v)| v.triple());
             let applies = matches!((current, pending), (Some(c), Some(p)) if c.0 == p.0 && c < p);
-            let compute = self.compute_after_move(&self.installations[k], &target);
-            let i = &mut self.installations[k];
-            i.pending_minor = None;
-            if applies {
+            let compute = self.compute_after_move(installation, &target);
+            self.installations.set_pending_minor(k, None);
+            if applies && let Some(i) = self.installations.at_mut(k) {
                 i.version_id = target;
                 i.compute_version_id = compute;
                 i.upgraded_by_admin = false;
@@ -1768,7 +1839,7 @@ impl Model {
                     (self.rollouts[idx].source_version_id.clone(), self.rollouts[idx].target_version_id.clone());
                 let failing = self.installation(&inst_id).is_some_and(|i| self.site_failing(&i.cloud_id));
                 let compute = self.installation(&inst_id).and_then(|i| self.compute_after_move(i, &target));
-                let ok = match self.installations.iter_mut().find(|i| i.id == inst_id) {
+                let ok = match self.installations.get_mut(&inst_id) {
                     Some(i) if i.version_id == target => true,
                     Some(i) if i.version_id == source && !failing => {
                         i.version_id = target;
@@ -1876,8 +1947,8 @@ impl Model {
         }
         let mut eligible: Vec<&Installation> = self
             .installations
-            .iter()
-            .filter(|i| i.app_id == app_id && i.environment_key == env_key && i.version_id == source_id)
+            .of_app(&app_id)
+            .filter(|i| i.environment_key == env_key && i.version_id == source_id)
             .collect();
         eligible.sort_by_key(|i| i.created_at);
         let upgrade_limit = match limit {
@@ -2256,7 +2327,7 @@ impl Model {
             return Err(PlatformError::new(et::APP_ALREADY_INSTALLED, 409, "App is already installed on this site"));
         }
         if let Some(limit) = site.app_limit
-            && self.installations.iter().filter(|i| i.cloud_id == cloud_id).count() >= limit as usize
+            && self.installations.seqs_on_site(&cloud_id).len() >= limit as usize
         {
             return Err(PlatformError::new(et::INSTALLATION_LIMIT_REACHED, 400, "The site has too many apps"));
         }
@@ -2343,7 +2414,7 @@ impl Model {
         Self::require_supported(&target, &product)?;
         let id = installation.id.clone();
         let compute = self.compute_after_move(installation, &target.id);
-        if let Some(i) = self.installations.iter_mut().find(|i| i.id == id) {
+        if let Some(i) = self.installations.get_mut(&id) {
             i.version_id = target.id.clone();
             i.compute_version_id = compute;
             i.upgraded_by_admin = true;
@@ -2510,26 +2581,33 @@ impl Model {
         env.versions.sort_by_key(|v| v.triple());
         let window = self.settings.minor_rollout_ms.max(0);
         let (mut upgraded, mut scheduled) = (Vec::new(), Vec::new());
-        let reached: Vec<usize> = (0..self.installations.len())
+        let reached: Vec<Seq> = self
+            .installations
+            .seqs_of_app(&app_id)
             .filter(|&k| {
-                let i = &self.installations[k];
-                i.app_id == app_id && i.environment_key == env_key && same_major.contains(&i.version_id)
+                self.installations
+                    .at(k)
+                    .is_some_and(|i| i.environment_key == env_key && same_major.contains(&i.version_id))
             })
             .collect();
         let n = reached.len() as i64;
         for (k, idx) in reached.into_iter().enumerate() {
-            let compute = self.compute_after_move(&self.installations[idx], &new.id);
-            let i = &mut self.installations[idx];
+            let Some(installation) = self.installations.at(idx) else { continue };
+            let compute = self.compute_after_move(installation, &new.id);
             if window == 0 {
-                i.version_id = new.id.clone();
-                i.compute_version_id = compute;
-                i.upgraded_by_admin = false;
-                i.pending_minor = None;
-                upgraded.push(i.id.clone());
+                self.installations.set_pending_minor(idx, None);
+                if let Some(i) = self.installations.at_mut(idx) {
+                    i.version_id = new.id.clone();
+                    i.compute_version_id = compute;
+                    i.upgraded_by_admin = false;
+                    upgraded.push(i.id.clone());
+                }
             } else {
                 let due_at = now + window * (k as i64 + 1) / n;
-                i.pending_minor = Some(PendingMinor { version_id: new.id.clone(), due_at });
-                scheduled.push(i.id.clone());
+                self.installations.set_pending_minor(idx, Some(PendingMinor { version_id: new.id.clone(), due_at }));
+                if let Some(i) = self.installations.at(idx) {
+                    scheduled.push(i.id.clone());
+                }
             }
         }
         self.touch();
@@ -2538,6 +2616,41 @@ impl Model {
             version,
             upgraded_installations: upgraded,
             scheduled_installations: scheduled,
+        })
+    }
+
+    /// Applies a batch (admin `POST /admin/batch`): its sites, then its installations, then its
+    /// link installs, each refused as on its own. All or nothing: on a refusal nothing of the
+    /// batch stays, and the error names the entry (`sites[3]: ...`) with that entry's error type
+    /// and status.
+    pub fn batch(&mut self, req: &BatchRequest, now: Millis) -> Result<BatchOutcome, PlatformError> {
+        let (sites, installations, revision) = (self.sites.len(), self.installations.mark(), self.revision);
+        let result = self.apply_batch(req, now);
+        if result.is_err() {
+            self.installations.remove_since(installations);
+            self.sites.truncate(sites);
+            self.revision = revision;
+        }
+        result
+    }
+
+    fn apply_batch(&mut self, req: &BatchRequest, now: Millis) -> Result<BatchOutcome, PlatformError> {
+        fn at(what: &'static str, k: usize) -> impl Fn(PlatformError) -> PlatformError {
+            move |e| PlatformError { message: format!("{what}[{k}]: {}", e.message), ..e }
+        }
+        for (k, site) in req.sites.iter().enumerate() {
+            self.add_site(site.clone()).map_err(at("sites", k))?;
+        }
+        for (k, i) in req.installations.iter().enumerate() {
+            self.seed_installation(i, now).map_err(at("installations", k))?;
+        }
+        for (k, l) in req.link_installs.iter().enumerate() {
+            self.link_install(l, now).map_err(at("linkInstalls", k))?;
+        }
+        Ok(BatchOutcome {
+            sites: req.sites.len(),
+            installations: req.installations.len(),
+            link_installs: req.link_installs.len(),
         })
     }
 
@@ -2610,9 +2723,22 @@ impl Model {
         let contexts: Option<Vec<(String, String)>> = filter.contexts.as_ref().map(|cs| {
             cs.iter().filter_map(|c| self.resolve_context(c).ok().map(|(s, p)| (s.cloud_id.clone(), p))).collect()
         });
-        Ok(self
-            .installations
-            .iter()
+        // The candidates, from the narrowest index the filter allows (the filters below decide).
+        let mut seqs: Vec<Seq> = match (&filter.ids, &contexts, &filter.contexts) {
+            (Some(ids), _, _) => ids.iter().flat_map(|id| self.installations.seqs_of_id(id)).copied().collect(),
+            (None, Some(resolved), Some(raw)) => resolved
+                .iter()
+                .flat_map(|(cloud_id, _)| self.installations.seqs_on_site(cloud_id))
+                .chain(raw.iter().flat_map(|c| self.installations.seqs_with_context(c)))
+                .copied()
+                .collect(),
+            _ => filter.app_ids.iter().flat_map(|a| self.installations.seqs_of_app(a)).collect(),
+        };
+        seqs.sort_unstable();
+        seqs.dedup();
+        Ok(seqs
+            .into_iter()
+            .filter_map(|k| self.installations.at(k))
             .filter(|i| filter.app_ids.contains(&i.app_id))
             .filter(|i| {
                 filter.environment_types.as_ref().is_none_or(|types| {

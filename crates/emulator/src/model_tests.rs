@@ -97,7 +97,7 @@ fn seed_loads_with_stable_ids_and_normalized_versions() {
     let a = model();
     let b = model();
     assert_eq!(version_id(&a, APP1, "production", "1.2.0"), version_id(&b, APP1, "production", "1.2.0"));
-    assert_eq!(a.sites[0].cloud_id, b.sites[0].cloud_id);
+    assert_eq!(a.sites.get(0).unwrap().cloud_id, b.sites.get(0).unwrap().cloud_id);
     let env = a.app(APP1).unwrap().environment("production").unwrap();
     assert_eq!(env.latest().unwrap().version, "2.0.0");
     assert_eq!(env.env_type, EnvironmentType::Production);
@@ -155,8 +155,8 @@ fn install_task_lifecycle_pending_running_complete() {
     assert_eq!(t.state, TaskState::Complete);
     assert_eq!(m.installations.len(), 1);
     // Without a version: the latest.
-    assert_eq!(m.installations[0].version_id, version_id(&m, APP1, "production", "2.0.0"));
-    assert_eq!(t.installation_id.as_deref(), Some(m.installations[0].id.as_str()));
+    assert_eq!(m.installations.iter().next().unwrap().version_id, version_id(&m, APP1, "production", "2.0.0"));
+    assert_eq!(t.installation_id.as_deref(), Some(m.installations.iter().next().unwrap().id.as_str()));
 }
 
 #[test]
@@ -200,7 +200,7 @@ fn upgrade_rules() {
     let t = m.upgrade(&caller, &latest, T0 + 2000).unwrap();
     m.advance(T0 + 3000);
     assert_eq!(m.task(&t).unwrap().state, TaskState::Complete);
-    assert_eq!(m.installations[0].version_id, version_id(&m, APP1, "production", "2.0.0"));
+    assert_eq!(m.installations.iter().next().unwrap().version_id, version_id(&m, APP1, "production", "2.0.0"));
     assert_eq!(m.upgrade(&caller, &latest, T0 + 4000).unwrap_err().error_type, "INSTALLATION_ALREADY_UPGRADED");
     // Not installed there.
     let globex = install_input(&m, APP1, "globex.atlassian.net", None);
@@ -863,7 +863,7 @@ fn minors_reach_their_major_progressively() {
     // An installation moved meanwhile to another major is not pulled back.
     m.deploy(&deploy("1.5.0"), d + 4000).unwrap();
     let v2 = version_id(&m, APP1, "production", "2.0.0");
-    m.installations.iter_mut().find(|i| i.id == b).unwrap().version_id = v2.clone();
+    m.installations.get_mut(&b).unwrap().version_id = v2.clone();
     m.advance(d + 7000);
     assert_eq!((listed(&m, &a), listed(&m, &b)), ("1.5.0".into(), "2.0.0".into()));
     assert!(m.installation(&b).unwrap().pending_minor.is_none());
@@ -1574,4 +1574,306 @@ fn state_persisted_before_app_details_and_product_admins_still_loads() {
     let restored = Model::restore(&state.to_string(), &seed(), Settings::default()).unwrap();
     assert!(restored.app(APP1).unwrap().vendor_name.is_none());
     assert!(restored.site_by_host("initech.atlassian.net").unwrap().product_admins.is_empty());
+}
+
+fn batch_site(i: usize) -> SeedSite {
+    SeedSite {
+        host_name: format!("batch-{i:03}.atlassian.net"),
+        products: vec!["jira".into()],
+        admins: vec![ACME.into()],
+        ..Default::default()
+    }
+}
+
+fn batch_installation(site: &str) -> SeedInstallation {
+    SeedInstallation {
+        id: None,
+        app_id: APP1.into(),
+        environment: "production".into(),
+        site: site.into(),
+        product: "jira".into(),
+        version: None,
+    }
+}
+
+#[test]
+fn a_batch_adds_sites_installations_and_link_installs_in_one_step() {
+    let mut m = model();
+    let caller = acme(&m);
+    m.set_distribution_status(&caller, APP1, Some(DistributionStatus::Public), None).unwrap();
+    let link = m.generate_link(&caller, APP1, &["jira".to_string()], T0).unwrap();
+    let (sites, installations) = (m.sites.len(), m.installations.len());
+    let req = BatchRequest {
+        sites: (0..20).map(batch_site).collect(),
+        installations: (0..20).map(|i| batch_installation(&format!("batch-{i:03}.atlassian.net"))).collect(),
+        link_installs: vec![LinkInstallRequest {
+            app_id: APP1.into(),
+            environment: None,
+            site: "initech.atlassian.net".into(),
+            product: "jira".into(),
+            signature: link.signature.clone(),
+            admin: "jira-admin@initech.example".into(),
+        }],
+    };
+    let out = m.batch(&req, T0).unwrap();
+    assert_eq!(out, BatchOutcome { sites: 20, installations: 20, link_installs: 1 });
+    assert_eq!((m.sites.len(), m.installations.len()), (sites + 20, installations + 21));
+    // Installed at once, on the latest version, found as any other installation.
+    let latest = version_id(&m, APP1, "production", "2.0.0");
+    let by_ctx = InstallationFilter {
+        app_ids: vec![APP1.into()],
+        contexts: Some(vec![ctx(&m, "batch-007.atlassian.net", "jira")]),
+        ..Default::default()
+    };
+    let found = m.installations_by_app(&caller, &by_ctx).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].version_id, latest);
+    assert!(m.tasks.is_empty(), "no tasks");
+    // And upgraded or uninstalled as any other.
+    let input = InstallInput {
+        app_id: APP1.into(),
+        environment_key: "production".into(),
+        context: ctx(&m, "batch-007.atlassian.net", "jira"),
+        ..Default::default()
+    };
+    let task = m.uninstall(
+        &caller,
+        &UninstallInput {
+            app_id: APP1.into(),
+            environment_key: "production".into(),
+            installation_id: None,
+            context: Some(input.context.clone()),
+        },
+        T0,
+    );
+    m.advance(T0 + 1000);
+    assert_eq!(m.task(&task.unwrap()).unwrap().state, TaskState::Complete);
+    assert!(m.installations_by_app(&caller, &by_ctx).unwrap().is_empty());
+    assert_eq!(m.installations.len(), installations + 20);
+}
+
+#[test]
+fn a_refused_batch_entry_is_named_and_nothing_of_the_batch_stays() {
+    let mut m = model();
+    let before = serde_json::to_value(&m).unwrap();
+    let revision = m.revision;
+    let check = |m: &mut Model, req: BatchRequest, status: u16, entry: &str| {
+        let e = m.batch(&req, T0).unwrap_err();
+        assert_eq!(e.status_code, status, "{e}");
+        assert!(e.message.starts_with(entry), "{e}");
+        assert_eq!(serde_json::to_value(&*m).unwrap(), before, "nothing applied: {e}");
+        assert_eq!(m.revision, revision);
+    };
+    // A site that exists (409), the same site twice in the batch.
+    let mut sites: Vec<SeedSite> = (0..5).map(batch_site).collect();
+    sites.push(SeedSite { host_name: "acme.atlassian.net".into(), ..Default::default() });
+    check(&mut m, BatchRequest { sites, ..Default::default() }, 409, "sites[5]: ");
+    let sites = vec![batch_site(1), batch_site(2), batch_site(1)];
+    check(&mut m, BatchRequest { sites, ..Default::default() }, 409, "sites[2]: ");
+    // An installation on a site of no such product, or twice, or of an unknown app.
+    let mut bad = batch_installation("batch-000.atlassian.net");
+    bad.product = "compass".into();
+    let installations = vec![batch_installation("batch-001.atlassian.net"), bad];
+    check(
+        &mut m,
+        BatchRequest { sites: (0..3).map(batch_site).collect(), installations, ..Default::default() },
+        400,
+        "installations[1]: ",
+    );
+    let installations =
+        vec![batch_installation("batch-001.atlassian.net"), batch_installation("batch-001.atlassian.net")];
+    check(
+        &mut m,
+        BatchRequest { sites: (0..3).map(batch_site).collect(), installations, ..Default::default() },
+        400,
+        "installations[1]: ",
+    );
+    let mut unknown = batch_installation("batch-001.atlassian.net");
+    unknown.app_id = "ari:cloud:ecosystem::app/nope".into();
+    check(
+        &mut m,
+        BatchRequest { sites: (0..3).map(batch_site).collect(), installations: vec![unknown], ..Default::default() },
+        404,
+        "installations[0]: ",
+    );
+    // A link install refused as POST /admin/link-install refuses it (sharing is off).
+    let link_installs = vec![LinkInstallRequest {
+        app_id: APP1.into(),
+        environment: None,
+        site: "batch-000.atlassian.net".into(),
+        product: "jira".into(),
+        signature: "nope".into(),
+        admin: ACME.into(),
+    }];
+    check(
+        &mut m,
+        BatchRequest {
+            sites: (0..3).map(batch_site).collect(),
+            installations: vec![batch_installation("batch-002.atlassian.net")],
+            link_installs,
+        },
+        403,
+        "linkInstalls[0]: ",
+    );
+    // After all that, the same batch without the faults applies.
+    let ok = BatchRequest {
+        sites: (0..3).map(batch_site).collect(),
+        installations: vec![batch_installation("batch-002.atlassian.net")],
+        ..Default::default()
+    };
+    assert_eq!(m.batch(&ok, T0).unwrap(), BatchOutcome { sites: 3, installations: 1, link_installs: 0 });
+    assert!(m.site_by_host("batch-002.atlassian.net").is_some());
+}
+
+#[test]
+fn the_snapshot_serializes_as_the_model() {
+    let mut m = model();
+    let _ = installed(&mut m, APP1, "acme.atlassian.net", None, T0);
+    let mut input = install_input(&m, APP2, "acme.atlassian.net", None);
+    input.context = ctx(&m, "acme.atlassian.net", "confluence");
+    m.install(&acme(&m), &input, T0 + 5000).unwrap();
+    many_installations(&mut m, 30, "1.0.0");
+    let snapshot = m.snapshot();
+    // Byte for byte: the state file is what it was when the model itself was written.
+    assert_eq!(serde_json::to_string(&snapshot).unwrap(), serde_json::to_string(&m).unwrap());
+    // GET /admin/state: the model with its accounts, tokens left out.
+    let mut dump = serde_json::to_value(&m).unwrap();
+    dump.as_object_mut().unwrap().insert("accounts".into(), serde_json::to_value(&m.accounts).unwrap());
+    assert_eq!(m.dump(), dump);
+    assert_eq!(snapshot.dump(&m.accounts), dump);
+    assert!(!dump.to_string().contains("local-dev-token"));
+    // Later changes do not reach a snapshot taken before.
+    let before = serde_json::to_value(&snapshot).unwrap();
+    m.advance(T0 + 60_000);
+    m.batch(&BatchRequest { sites: vec![batch_site(0)], ..Default::default() }, T0).unwrap();
+    assert_eq!(serde_json::to_value(&snapshot).unwrap(), before);
+    assert_ne!(serde_json::to_value(m.snapshot()).unwrap(), before);
+}
+
+/// The indexed lookups answer what a scan of everything in order answers.
+#[test]
+fn indexed_lookups_answer_as_a_scan_would() {
+    let mut m = model();
+    many_installations(&mut m, 40, "1.0.0");
+    let caller = "other-account";
+    // Some gone (as an uninstall task's completion removes them).
+    for k in [3, 17, 25] {
+        assert_eq!(m.installations.remove(&format!("inst-{k}")), 1);
+    }
+    let all: Vec<Installation> = m.installations.iter().cloned().collect();
+    for s in m.sites.iter() {
+        assert_eq!(m.site_by_host(&s.host_name.to_uppercase()).map(|x| &x.cloud_id), Some(&s.cloud_id));
+        assert_eq!(m.site_by_cloud_id(&s.cloud_id).map(|x| &x.host_name), Some(&s.host_name));
+        for a in s.products.values() {
+            let first = m.sites.iter().find(|x| x.products.values().any(|v| v == a)).map(|x| &x.cloud_id);
+            assert_eq!(m.site_by_activation_id(a).map(|x| &x.cloud_id), first);
+        }
+    }
+    let ids = |v: Vec<&Installation>| v.into_iter().map(|i| i.id.clone()).collect::<Vec<_>>();
+    let contexts: Vec<String> = ["site5.atlassian.net", "site17.atlassian.net", "site30.atlassian.net"]
+        .iter()
+        .map(|h| ctx(&m, h, "jira"))
+        .chain([format!("ari:cloud:jira::site/{}", m.site_by_host("site9.atlassian.net").unwrap().cloud_id)])
+        .collect();
+    let by_ctx =
+        InstallationFilter { app_ids: vec![APP3.into()], contexts: Some(contexts.clone()), ..Default::default() };
+    let expected: Vec<String> = all
+        .iter()
+        .filter(|i| {
+            contexts.iter().any(|c| {
+                m.resolve_context(c).is_ok_and(|(s, p)| s.cloud_id == i.cloud_id && p == i.product) || c == &i.context
+            })
+        })
+        .map(|i| i.id.clone())
+        .collect();
+    assert_eq!(ids(m.installations_by_app(caller, &by_ctx).unwrap()), expected);
+    assert_eq!(expected, ["inst-5", "inst-9", "inst-30"]);
+    let wanted = vec!["inst-30".to_string(), "inst-2".into(), "inst-3".into(), "inst-2".into()];
+    let by_id = InstallationFilter { app_ids: vec![APP3.into()], ids: Some(wanted), ..Default::default() };
+    assert_eq!(ids(m.installations_by_app(caller, &by_id).unwrap()), ["inst-2", "inst-30"], "creation order, once");
+    let every = InstallationFilter { app_ids: vec![APP3.into(), APP3.into()], ..Default::default() };
+    let expected: Vec<String> = all.iter().filter(|i| i.app_id == APP3).map(|i| i.id.clone()).collect();
+    assert_eq!(ids(m.installations_by_app(caller, &every).unwrap()), expected);
+    assert_eq!(expected.len(), 37);
+}
+
+/// A state file is read into the indexes: every lookup answers what a scan in order answers, also
+/// for keys two items share (from a state file written by hand or by an older emulator): the
+/// first added wins, host names ignore case, and the state serializes back as it was.
+#[test]
+fn a_restored_state_answers_lookups_as_a_scan_would_the_first_added_winning() {
+    use serde_json::json;
+    let mut m = model();
+    many_installations(&mut m, 5, "1.0.0");
+    let mut state = serde_json::to_value(&m).unwrap();
+    let sites = state["sites"].as_array_mut().unwrap();
+    let (first, second) = (sites[0].clone(), sites[1].clone());
+    let site = |host: &str, cloud: &str, activation: &str| {
+        json!({"hostName": host, "cloudId": cloud, "products": {"jira": activation}, "appLimit": null,
+               "admins": [], "productAdmins": {}})
+    };
+    let first_activation = first["products"].as_object().unwrap().values().next().unwrap().as_str().unwrap();
+    sites.extend([
+        // The first site's host name again, in capitals: the first still answers.
+        site(&first["hostName"].as_str().unwrap().to_uppercase(), "cloud-dup-host", "activation-dup-host"),
+        // Its activation id, on another site.
+        site("dup-activation.atlassian.net", "cloud-dup-activation", first_activation),
+        // The second's cloud id, on another site.
+        site("dup-cloud.atlassian.net", second["cloudId"].as_str().unwrap(), "activation-dup-cloud"),
+    ]);
+    let installations = state["installations"].as_array_mut().unwrap();
+    let mut twin = installations[0].clone();
+    twin["createdAt"] = json!(T0 + 999);
+    installations.push(twin);
+    let restored = Model::restore(&state.to_string(), &seed(), Settings::default()).unwrap();
+    assert_eq!(serde_json::to_value(&restored).unwrap(), state, "serialized as it was read");
+    assert_eq!((restored.sites.len(), restored.installations.len()), (m.sites.len() + 3, m.installations.len() + 1));
+
+    let cloud = |s: Option<&Site>| s.map(|s| s.cloud_id.clone());
+    for probe in restored.sites.iter() {
+        for host in [probe.host_name.clone(), probe.host_name.to_uppercase(), format!("https://{}/", probe.host_name)] {
+            let scan = restored.sites.iter().find(|s| s.host_name.eq_ignore_ascii_case(&probe.host_name));
+            assert_eq!(cloud(restored.site_by_host(&host)), cloud(scan), "{host}");
+        }
+        let scan = restored.sites.iter().find(|s| s.cloud_id == probe.cloud_id);
+        assert_eq!(restored.site_by_cloud_id(&probe.cloud_id).map(|s| &s.host_name), scan.map(|s| &s.host_name));
+        for a in probe.products.values() {
+            let scan = restored.sites.iter().find(|s| s.products.values().any(|x| x == a));
+            assert_eq!(cloud(restored.site_by_activation_id(a)), cloud(scan), "{a}");
+        }
+    }
+    assert_eq!(
+        cloud(restored.site_by_host(first["hostName"].as_str().unwrap())),
+        Some(first["cloudId"].as_str().unwrap().into())
+    );
+    assert_eq!(
+        cloud(restored.site_by_activation_id(first_activation)),
+        Some(first["cloudId"].as_str().unwrap().into())
+    );
+    assert_eq!(
+        restored.site_by_cloud_id(second["cloudId"].as_str().unwrap()).map(|s| s.host_name.as_str()),
+        second["hostName"].as_str()
+    );
+    assert!(restored.site_by_host("dup-cloud.atlassian.net").is_some(), "found by its own host name");
+
+    // Two installations of one id: the first answers, a listing by id has both (creation order),
+    // and removing the id (as an uninstall task does) removes both, as the scans did.
+    let all: Vec<Installation> = restored.installations.iter().cloned().collect();
+    for i in &all {
+        let scan = all.iter().find(|x| x.id == i.id).map(|x| x.created_at);
+        assert_eq!(restored.installation(&i.id).map(|x| x.created_at), scan);
+    }
+    assert_eq!(restored.installation("inst-0").map(|i| i.created_at), Some(T0));
+    let by_id =
+        InstallationFilter { app_ids: vec![APP3.into()], ids: Some(vec!["inst-0".into()]), ..Default::default() };
+    let found: Vec<Millis> =
+        restored.installations_by_app("other-account", &by_id).unwrap().iter().map(|i| i.created_at).collect();
+    assert_eq!(found, [T0, T0 + 999]);
+    let mut restored = restored;
+    assert_eq!(restored.installations.remove("inst-0"), 2);
+    assert!(restored.installation("inst-0").is_none());
+    assert!(restored.installations_by_app("other-account", &by_id).unwrap().is_empty());
+    let on_site: Vec<&str> = restored.installations.on_site(&all[0].cloud_id).map(|i| i.id.as_str()).collect();
+    assert!(on_site.is_empty(), "{on_site:?}");
+    assert_eq!(restored.installations.len(), all.len() - 2);
 }

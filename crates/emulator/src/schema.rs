@@ -457,15 +457,12 @@ impl AppEnvironmentVersion {
         after: Option<String>,
     ) -> async_graphql::Result<Option<AppInstallationByIndexConnection>> {
         let model = lock(ctx)?;
-        let items: Vec<AppInstallation> = model
+        let items: Vec<&m::Installation> = model
             .installations
-            .iter()
-            .filter(|i| {
-                i.app_id == self.app_id && i.environment_key == self.environment_key && i.version_id == self.version.id
-            })
-            .filter_map(|i| AppInstallation::of(&model, i))
+            .of_app(&self.app_id)
+            .filter(|i| i.environment_key == self.environment_key && i.version_id == self.version.id)
             .collect();
-        Ok(Some(AppInstallationByIndexConnection::page(items, first, after.as_deref())?))
+        Ok(Some(AppInstallationByIndexConnection::page(&model, items, first, after.as_deref())?))
     }
     /// Whether installations on `sourceVersionId` may be bulk-upgraded to this version.
     async fn upgradeable_by_rollout_from_version(
@@ -780,6 +777,10 @@ pub struct AppInstallation {
 }
 
 impl AppInstallation {
+    /// Whether [`AppInstallation::of`] answers the installation (its app environment exists).
+    fn answerable(model: &Model, i: &m::Installation) -> bool {
+        model.app(&i.app_id).is_some_and(|a| a.environment(&i.environment_key).is_some())
+    }
     fn of(model: &Model, i: &m::Installation) -> Option<Self> {
         let app = model.app(&i.app_id)?;
         let env = app.environment(&i.environment_key)?;
@@ -810,11 +811,19 @@ pub struct AppInstallationByIndexConnection {
 }
 
 impl AppInstallationByIndexConnection {
-    fn page(items: Vec<AppInstallation>, first: Option<i32>, after: Option<&str>) -> async_graphql::Result<Self> {
+    /// A page of the installations (only the page's are built into answers).
+    fn page(
+        model: &Model,
+        items: Vec<&m::Installation>,
+        first: Option<i32>,
+        after: Option<&str>,
+    ) -> async_graphql::Result<Self> {
+        let items: Vec<&m::Installation> =
+            items.into_iter().filter(|i| AppInstallation::answerable(model, i)).collect();
         let total = items.len() as i32;
         let (page, page_info) = paginate(items, first, after)?;
         Ok(AppInstallationByIndexConnection {
-            nodes: Some(page.into_iter().map(Some).collect()),
+            nodes: Some(page.into_iter().filter_map(|i| AppInstallation::of(model, i)).map(Some).collect()),
             page_info,
             total_count: Some(total),
         })
@@ -1044,8 +1053,7 @@ impl EcosystemQuery {
             ids: filter.app_installations.and_then(|i| i.ids).map(|c| c.into_iter().map(|i| i.0).collect()),
         };
         let found = model.installations_by_app(&caller, &f).map_err(gql_error)?;
-        let items: Vec<AppInstallation> = found.into_iter().filter_map(|i| AppInstallation::of(&model, i)).collect();
-        Ok(Some(AppInstallationByIndexConnection::page(items, first, after.as_deref())?))
+        Ok(Some(AppInstallationByIndexConnection::page(&model, found, first, after.as_deref())?))
     }
     /// A bulk upgrade by id (null if unknown or forgotten).
     async fn app_version_rollout(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<AppVersionRollout>> {

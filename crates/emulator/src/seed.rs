@@ -502,3 +502,30 @@ pub struct SiteUpgradeOutcome {
     /// Its version now (`M.m.p`).
     pub version: String,
 }
+
+/// Many additions in one request (admin `POST /admin/batch`): sites, then installations (made
+/// complete at once, as a seed's), then link installs, each checked as on its own (`POST
+/// /admin/sites`, a seed's `installations`, `POST /admin/link-install`) and seeing those before
+/// it. All or nothing: when one is refused, none is applied.
+#[derive(Deserialize, Serialize, Clone, Debug, Default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct BatchRequest {
+    /// Sites to add.
+    pub sites: Vec<SeedSite>,
+    /// Installations to add, complete (no task).
+    pub installations: Vec<SeedInstallation>,
+    /// Customers' admins following installation links.
+    pub link_installs: Vec<LinkInstallRequest>,
+}
+
+/// What a batch added: how many of each.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchOutcome {
+    /// Sites added.
+    pub sites: usize,
+    /// Installations added.
+    pub installations: usize,
+    /// Link installs made.
+    pub link_installs: usize,
+}

@@ -1548,3 +1548,132 @@ async fn http_console_marketplace_product_admins_and_unauthorized_operations() {
     let refused = recorded.iter().find(|r| r.operation_name.as_deref() == Some("forgeops_getAppSharing")).unwrap();
     assert_eq!(refused.fault.as_deref(), Some("unauthorized"));
 }
+
+fn batch_body(n: usize, bad_installation: Option<usize>) -> Value {
+    let host = |k: usize| format!("bulk-{k:02}.atlassian.net");
+    let sites: Vec<Value> =
+        (0..n).map(|k| json!({"hostName": host(k), "products": ["jira"], "admins": [EMAIL]})).collect();
+    let installations: Vec<Value> = (0..n)
+        .map(|k| {
+            let site = if Some(k) == bad_installation { "nowhere.atlassian.net".to_string() } else { host(k) };
+            json!({"appId": APP1, "site": site, "product": "jira"})
+        })
+        .collect();
+    json!({"sites": sites, "installations": installations})
+}
+
+#[tokio::test]
+async fn http_batch_applies_all_or_nothing_and_names_the_refused_entry() {
+    let emu = start(config(), "127.0.0.1:0".parse().unwrap()).await.expect("start");
+    let url = format!("{}/batch", emu.admin_url());
+    let before = emu.state();
+    let counts =
+        |state: &Value| (state["sites"].as_array().unwrap().len(), state["installations"].as_array().unwrap().len());
+
+    // Refused at its 13th installation: the status and type of that refusal, the entry named, and
+    // none of the 20 sites and 12 installations before it stays.
+    let (status, body) = admin(reqwest::Method::POST, url.clone(), Some(batch_body(20, Some(12)))).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["statusCode"], 400);
+    assert_eq!(body["error"]["errorType"], "BAD_REQUEST");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("installations[12]: "), "{message}");
+    assert!(message.contains("nowhere.atlassian.net"), "{message}");
+    assert_eq!(emu.state(), before, "nothing of the batch applied");
+    // A link install refused as POST /admin/link-install refuses it undoes the sites and
+    // installations before it too.
+    let mut with_link = batch_body(3, None);
+    with_link["linkInstalls"] = json!([{"appId": APP1, "site": "bulk-00.atlassian.net", "product": "jira",
+                                        "signature": "not-the-link", "admin": EMAIL}]);
+    let (status, body) = admin(reqwest::Method::POST, url.clone(), Some(with_link)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("linkInstalls[0]: "), "{body}");
+    assert_eq!(emu.state(), before, "nothing of the batch applied");
+    let (status, body) = admin(reqwest::Method::POST, url.clone(), Some(json!({"sites": [], "nope": 1}))).await;
+    assert_eq!(status, 400, "{body}");
+
+    // Without the fault, all of it, found through the gateway as any other.
+    let (status, body) = admin(reqwest::Method::POST, url.clone(), Some(batch_body(20, None))).await;
+    assert_eq!((status, body), (200, json!({"sites": 20, "installations": 20, "linkInstalls": 0})));
+    let after = emu.state();
+    assert_eq!(counts(&after), (counts(&before).0 + 20, counts(&before).1 + 20));
+    let (_, _, r) =
+        gql(&emu, GET_TENANT_CONTEXT_DETAILS, json!({"hostNames": ["BULK-12.atlassian.net"], "product": "jira"})).await;
+    let cloud_id = r["data"]["tenantContexts"][0]["cloudId"].as_str().expect("found by host name").to_string();
+    let site = after["sites"].as_array().unwrap().iter().find(|s| s["hostName"] == "bulk-12.atlassian.net").unwrap();
+    assert_eq!(site["cloudId"], cloud_id.as_str());
+    let ctx = model::workspace_ari("jira", &cloud_id, site["products"]["jira"].as_str().unwrap());
+    let filter = json!({"filter": {"apps": {"ids": [APP1]}, "appInstallations": {"contexts": [ctx]}}, "first": 100});
+    let (_, _, r) = gql(&emu, GET_INSTALLATIONS, filter).await;
+    let nodes = r["data"]["ecosystem"]["appInstallationsByApp"]["nodes"].as_array().unwrap().clone();
+    assert_eq!(nodes.len(), 1, "{r}");
+    assert_eq!(nodes[0]["installationContext"], ctx.as_str());
+    assert_eq!(nodes[0]["appEnvironmentVersion"]["isLatest"], true);
+    // The same sites again: the first is named, and nothing more is added.
+    let (status, body) = admin(reqwest::Method::POST, url, Some(batch_body(20, None))).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("sites[0]: "), "{body}");
+    assert_eq!(emu.state(), after);
+}
+
+/// The state file is written behind the requests: many changes in quick succession cost a few
+/// writes (at most one per [`PERSIST_INTERVAL`]), none while nothing changes, the file catches up
+/// without the emulator stopping, and the last change is on disk once it stops.
+#[tokio::test]
+async fn the_state_file_is_written_behind_and_holds_the_last_state_when_the_emulator_stops() {
+    let dir = std::env::temp_dir().join(format!("forgeops-emulator-{}", model::random_uuid()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("state.json");
+    let config = EmulatorConfig { state_file: Some(path.clone()), ..config() };
+    let on_disk = |host: &str| {
+        let state: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        state["sites"].as_array().unwrap().iter().any(|s| s["hostName"] == host)
+    };
+    let emu = start(config.clone(), "127.0.0.1:0".parse().unwrap()).await.expect("start");
+    assert_eq!(emu.persist_writes(), 1, "written once at start");
+    let started = std::time::Instant::now();
+    let n: u64 = 400;
+    let http = client();
+    for k in 0..n {
+        let site = json!({"hostName": format!("wb-{k:03}.atlassian.net"), "products": ["jira"], "admins": [EMAIL]});
+        let req = http.post(format!("{}/sites", emu.admin_url())).header("content-type", "application/json");
+        let resp = req.body(serde_json::to_vec(&site).unwrap()).send().await.expect("request");
+        assert_eq!(resp.status().as_u16(), 200, "{}", resp.text().await.unwrap_or_default());
+    }
+    let elapsed = started.elapsed();
+    let writes = emu.persist_writes() - 1;
+    let bound = elapsed.as_millis() / PERSIST_INTERVAL.as_millis() + 2;
+    assert!(u128::from(writes) <= bound, "{writes} writes for {n} changes in {elapsed:?}");
+    assert!(writes < n / 4, "{writes} writes for {n} changes in {elapsed:?}");
+
+    // Behind, but not far: the file catches up while the emulator runs.
+    tokio::time::sleep(PERSIST_INTERVAL * 3).await;
+    assert!(emu.persisted() && on_disk("wb-399.atlassian.net"), "written behind");
+    let settled = emu.persist_writes();
+    tokio::time::sleep(PERSIST_INTERVAL * 3).await;
+    let (_, _, r) =
+        gql(&emu, GET_TENANT_CONTEXT_DETAILS, json!({"hostNames": ["wb-001.atlassian.net"], "product": "jira"})).await;
+    assert!(r["data"]["tenantContexts"][0]["cloudId"].is_string(), "{r}");
+    assert_eq!(emu.persist_writes(), settled, "no write while nothing changes");
+
+    // The last change, and the emulator stops at once: it is on disk.
+    let last = emu
+        .add_site(SeedSite {
+            host_name: "last.atlassian.net".into(),
+            products: vec!["jira".into()],
+            admins: vec![EMAIL.into()],
+            ..Default::default()
+        })
+        .unwrap();
+    drop(emu);
+    assert!(on_disk("last.atlassian.net"), "the last state written when the emulator stops");
+
+    // Restarted from the file: the last change is there, and found through the indexes.
+    let emu = start(config, "127.0.0.1:0".parse().unwrap()).await.expect("restart");
+    assert_eq!(emu.state()["sites"].as_array().unwrap().len(), 3 + n as usize + 1);
+    let (_, _, r) =
+        gql(&emu, GET_TENANT_CONTEXT_DETAILS, json!({"hostNames": ["LAST.atlassian.net"], "product": "jira"})).await;
+    assert_eq!(r["data"]["tenantContexts"][0]["cloudId"], last.cloud_id.as_str(), "{r}");
+    drop(emu);
+    let _ = std::fs::remove_dir_all(&dir);
+}
