@@ -58,6 +58,13 @@ pub struct RunArgs {
     /// undocumented for API-token auth, so they are off unless asked for.
     #[arg(long, env = "FORGEOPS_PLATFORM_DISTRIBUTION")]
     pub platform_distribution: bool,
+    /// Platform requests per account at most, over every operation, as `N/s`, `N/m` or `N/h`
+    /// (a token bucket of N). The platform documents no gateway-wide rate: none unless set.
+    #[arg(long, env = "FORGEOPS_PLATFORM_RATE")]
+    pub platform_rate: Option<crate::platform::limiter::Rate>,
+    /// App metrics API calls per account at most (the platform's documented limit: `5/m`).
+    #[arg(long, env = "FORGEOPS_PLATFORM_METRICS_RATE", default_value = "5/m")]
+    pub platform_metrics_rate: crate::platform::limiter::Rate,
     /// At most this many bulk upgrades run at once, across every namespace the operator watches.
     #[arg(long, env = "FORGEOPS_MAX_RUNNING_BULK_UPGRADES", default_value_t = 3)]
     pub max_running_bulk_upgrades: u32,
@@ -81,6 +88,8 @@ impl RunArgs {
             attempts: self.platform_attempts.max(1),
             ca_bundle: self.platform_ca_bundle.clone(),
             distribution: self.platform_distribution,
+            rate: self.platform_rate,
+            metrics_rate: Some(self.platform_metrics_rate),
             ..GatewayOptions::default()
         };
         let platform: Arc<dyn Platform> = Arc::new(ForgeGateway::new(options, Some(metrics.clone()))?);

@@ -10,6 +10,10 @@ use forgeops::cli::RunArgs;
 use forgeops::telemetry::{self, LogFormat, Metrics};
 use forgeops::{api, operator};
 
+/// jemalloc, which gives freed memory back (see Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// forgeops: declare how Atlassian Forge apps are distributed, in Kubernetes.
 #[derive(Parser)]
 #[command(version, about)]

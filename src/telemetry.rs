@@ -63,6 +63,12 @@ pub struct OperationLabel {
     pub operation: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CredentialsLabel {
+    /// The Secret the account's token came from (`namespace/name`); never the account's e-mail.
+    pub credentials: String,
+}
+
 /// The operator's metrics, served at `/metrics`.
 pub struct Metrics {
     registry: Registry,
@@ -75,6 +81,8 @@ pub struct Metrics {
     pub platform_seconds: Family<OperationLabel, Histogram>,
     /// Events not recorded because the queue of Events to send was full.
     pub events_dropped: Counter,
+    /// Seconds platform requests waited for the client-side rate limit, by credentials.
+    pub platform_limiter_wait: Family<CredentialsLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -112,8 +120,15 @@ impl Default for Metrics {
             "Events not recorded because the queue of Events waiting to be sent was full",
             events_dropped.clone(),
         );
+        let platform_limiter_wait = Family::<CredentialsLabel, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "platform_rate_limit_wait_seconds",
+            "Time platform requests waited for forgeops' own rate limit per account, by credentials Secret",
+            platform_limiter_wait.clone(),
+        );
         Metrics {
             registry,
+            platform_limiter_wait,
             reconciliations,
             reconcile_seconds,
             api_requests,

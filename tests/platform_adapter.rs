@@ -295,3 +295,52 @@ async fn distribution_refused_by_the_platform_is_unsupported() {
     assert_eq!(e.kind, ErrorKind::Unsupported);
     assert!(e.message.contains("developer console"), "{e}");
 }
+
+#[tokio::test]
+async fn lookups_at_the_same_time_share_requests_and_a_rate_limit_holds_an_account() {
+    let emu = start(config()).await;
+    let g = gateway(&emu, None);
+    let count = |op: &str| emu.requests().iter().filter(|r| r.operation_name.as_deref() == Some(op)).count();
+    let sites = ["acme.atlassian.net", "globex.atlassian.net", "initech.atlassian.net"];
+    let me = creds();
+
+    // Three sites resolved at once: one tenant-context request; again: none (kept).
+    let contexts = futures::future::join_all(sites.iter().map(|s| g.installation_context(&me, s, "jira"))).await;
+    let contexts: Vec<String> = contexts.into_iter().map(|c| c.expect("a context")).collect();
+    assert_eq!(count("forgeops_getTenantContexts"), 1, "{:?}", emu.requests());
+    for (site, context) in sites.iter().zip(&contexts) {
+        assert_eq!(&g.installation_context(&creds(), site, "jira").await.unwrap(), context);
+    }
+    assert_eq!(count("forgeops_getTenantContexts"), 1, "resolved contexts are kept");
+    assert_eq!(count("getTenantContextDetails"), 0);
+    let unknown = g.installation_context(&creds(), "nowhere.atlassian.net", "jira").await.unwrap_err();
+    assert_eq!(unknown.kind, ErrorKind::NotFound, "{unknown}");
+
+    // Install on one site; what is installed in the three contexts, asked at once: one listing.
+    let task = g.start_install(&creds(), &target("globex.atlassian.net"), None).await.unwrap();
+    assert_eq!(finish(&g, &task).await.state, TaskState::Complete);
+    let before = count("forge_cli_getEcosystemInstallationsByApp");
+    let found = futures::future::join_all(contexts.iter().map(|c| g.installations_in(&me, APP, c))).await;
+    let found: Vec<usize> = found.into_iter().map(|f| f.expect("listed").len()).collect();
+    assert_eq!(found, [0, 1, 0]);
+    assert_eq!(count("forge_cli_getEcosystemInstallationsByApp") - before, 1);
+
+    // Four requests a second for the account: eight calls wait for the last four tokens.
+    let metrics = Arc::new(Metrics::default());
+    let limited = ForgeGateway::new(
+        GatewayOptions { url: emu.graphql_url(), rate: "4/s".parse().ok(), ..GatewayOptions::default() },
+        Some(metrics.clone()),
+    )
+    .unwrap();
+    for _ in 0..8 {
+        limited.whoami(&creds()).await.expect("answered after waiting its turn");
+    }
+    let exported = metrics.encode();
+    let waited: f64 = exported
+        .lines()
+        .find(|l| l.starts_with(r#"forgeops_platform_rate_limit_wait_seconds_total{credentials="test/creds"}"#))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no wait counted: {exported}"));
+    assert!(waited > 0.2, "waited {waited} s in all");
+    assert!(!exported.contains("dev@acme.example"), "the metric names the Secret, not the account");
+}

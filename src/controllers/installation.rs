@@ -201,7 +201,13 @@ async fn rounds(cached: &Installation, ctx: &Context, deleting: bool) -> Result<
                     },
                 };
                 let target = rules::target_in(&inst, app, decision.product);
-                let Some(answered) = carry_out(ctx, &creds, &target, effect).await else { break };
+                let known = match &effect {
+                    Effect::Send(Request::Install(to) | Request::Upgrade(to)) => {
+                        rules::observed_version_id(&inst, app, *to)
+                    }
+                    _ => None,
+                };
+                let Some(answered) = carry_out(ctx, &creds, &target, effect, known).await else { break };
                 answer = Some((decision.product, answered));
             }
             Requeue::Release => return Ok(Action::await_change()),
@@ -225,7 +231,14 @@ async fn rounds(cached: &Installation, ctx: &Context, deleting: bool) -> Result<
 
 /// Carries out one platform effect and answers what the platform said (`None` for an Event,
 /// which the rounds publish themselves and never pass here).
-async fn carry_out(ctx: &Context, creds: &Credentials, target: &Target, effect: Effect) -> Option<Answer> {
+/// `known` is the platform's id of the version an install or upgrade goes to, as the app observed it.
+async fn carry_out(
+    ctx: &Context,
+    creds: &Credentials,
+    target: &Target,
+    effect: Effect,
+    known: Option<String>,
+) -> Option<Answer> {
     let platform = ctx.platform.as_ref();
     let answer = match effect {
         Effect::Find { lookup, why } => {
@@ -241,8 +254,8 @@ async fn carry_out(ctx: &Context, creds: &Credentials, target: &Target, effect: 
         }
         Effect::Send(request) => {
             let sent = match &request {
-                Request::Install(to) => site::start(platform, creds, target, false, *to).await,
-                Request::Upgrade(to) => site::start(platform, creds, target, true, *to).await,
+                Request::Install(to) => site::start(platform, creds, target, false, *to, known).await,
+                Request::Upgrade(to) => site::start(platform, creds, target, true, *to, known).await,
                 Request::Uninstall { id, context } => site::start_uninstall(platform, creds, target, id, context).await,
             };
             Answer::Sent(request, sent)

@@ -3,21 +3,32 @@
 //! rollout) reaches the Installations from here: each Installation whose entry changed is
 //! reconciled again, with no request of its own.
 
+use std::collections::BTreeSet;
+
 use kube::ResourceExt;
 
 use super::{Context, PlatformInstallation, PlatformListing};
 use crate::api::ForgeApp;
-use crate::platform::{Credentials, InstallationFilter, PlatformError};
+use crate::platform::{Credentials, InstallationFilter, PlatformError, environment_key, environment_type};
 
-/// Lists every installation of `app`, stores the listing, and triggers the Installations in the
-/// app's namespace whose (environment, site) entry changed. Answers how many changed.
+/// Lists the installations of `app` in the environments it manages (asking the platform for their
+/// environment types only, so installations in other environments cost no page), stores the
+/// listing, and triggers the Installations in the app's namespace whose (environment, site) entry
+/// changed. Answers how many changed.
 pub async fn refresh(ctx: &Context, app: &ForgeApp, creds: &Credentials) -> Result<usize, PlatformError> {
     let app_id = app.spec.app_id.as_str();
+    let managed: BTreeSet<&str> = app.spec.environments.iter().map(|e| environment_key(e)).collect();
+    let types: BTreeSet<&str> = managed.iter().map(|k| environment_type(k)).collect();
+    let filter =
+        InstallationFilter { environment_types: types.into_iter().map(str::to_string).collect(), ..Default::default() };
     let mut listed = PlatformListing::new();
     let mut after: Option<String> = None;
     loop {
-        let page = ctx.platform.installations(creds, app_id, &InstallationFilter::default(), after.as_deref()).await?;
+        let page = ctx.platform.installations(creds, app_id, &filter, after.as_deref()).await?;
         for i in page.items {
+            if !managed.contains(i.environment_key.as_str()) {
+                continue;
+            }
             if let Some(site) = i.site {
                 let product = i.product.unwrap_or_default();
                 let entry =

@@ -1,5 +1,5 @@
 //! A circuit breaker for the platform: after [`Breaker::THRESHOLD`] failures in a row (5xx answers,
-//! the gateway unreachable), requests stop going out for a while (1 s, doubling to
+//! the gateway unreachable, `TOO_MANY_REQUESTS`), requests stop going out for a while (1 s, doubling to
 //! [`Breaker::MAX_OPEN`]); then one probe is let through, and its answer closes the breaker or
 //! opens it again for longer. While it is open, calls fail at once with `Unavailable`, so
 //! reconciles free their slots and back off per object instead of all waiting out their retries
@@ -59,7 +59,7 @@ impl Breaker {
         was_open
     }
 
-    /// A request failed (5xx, unreachable) at `now`. Answers how long the breaker opens, if it
+    /// A request failed (5xx, unreachable, rate limited) at `now`. Answers how long the breaker opens, if it
     /// does now.
     pub fn failed(&self, now: Instant) -> Option<Duration> {
         let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

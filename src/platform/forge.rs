@@ -15,6 +15,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
+use super::coalesce::Coalescer;
 use super::ops;
 use super::{
     Account, AppDetails, Credentials, DistributionLink, Egress, EnvironmentInfo, ErrorKind, InstallationFilter,
@@ -46,6 +47,11 @@ pub struct GatewayOptions {
     /// Whether the distribution operations (sharing, links) are offered. They are undocumented and
     /// unconfirmed for API-token auth on the real platform, so they are off unless asked for.
     pub distribution: bool,
+    /// Requests per account at most, over every operation (`None`: the platform documents no
+    /// gateway rate, so none is kept unless asked for).
+    pub rate: Option<super::limiter::Rate>,
+    /// App metrics API calls per account at most (documented: five a minute per user).
+    pub metrics_rate: Option<super::limiter::Rate>,
 }
 
 impl Default for GatewayOptions {
@@ -58,6 +64,8 @@ impl Default for GatewayOptions {
             max_backoff: Duration::from_secs(20),
             ca_bundle: None,
             distribution: false,
+            rate: None,
+            metrics_rate: Some(super::limiter::Rate::METRICS),
         }
     }
 }
@@ -72,7 +80,28 @@ pub struct ForgeGateway {
     host_names: std::sync::Mutex<HashMap<String, (String, Instant)>>,
     /// Stops requests for a while when the platform keeps failing (see [`super::breaker`]).
     breaker: super::breaker::Breaker,
+    /// The client-side rate limit per account (see [`super::limiter`]).
+    limiter: super::limiter::Limiter,
+    /// Installation contexts by (credentials, site, product), as last resolved: a site's context
+    /// changes only if the product is removed and added again; entries expire.
+    contexts: std::sync::Mutex<HashMap<ContextKey, (String, Instant)>>,
+    /// Tenant-context lookups of many sites in one request, per (credentials, product).
+    context_lookups: Coalescer<(String, String), String, Option<SiteContext>>,
+    /// Installation lookups of many contexts in one request, per (credentials, app).
+    installation_lookups: Coalescer<(String, String), String, Vec<InstallationInfo>>,
+    /// Installation lookups of many ids in one request, per (credentials, app).
+    id_lookups: Coalescer<(String, String), String, InstallationInfo>,
 }
+
+/// (credentials, site, product).
+type ContextKey = (String, String, String);
+/// A site's cloud id, and its activation id of a product if it runs it.
+type SiteContext = (String, Option<String>);
+
+/// Sites a tenant-context request names at most (as the CLI resolves host names, 20 a call).
+const CONTEXTS_A_REQUEST: usize = 20;
+/// Installation contexts an installations request names at most.
+const INSTALLATION_CONTEXTS_A_REQUEST: usize = 50;
 
 /// How long a resolved site host name is used before it is resolved again.
 const HOST_NAME_TTL: Duration = Duration::from_secs(600);
@@ -93,7 +122,88 @@ impl ForgeGateway {
             }
         }
         let http = builder.build().context("building the HTTP client")?;
-        Ok(ForgeGateway { options, http, metrics, host_names: Default::default(), breaker: Default::default() })
+        let limiter = super::limiter::Limiter::new(options.rate, options.metrics_rate);
+        Ok(ForgeGateway {
+            options,
+            http,
+            metrics,
+            host_names: Default::default(),
+            breaker: Default::default(),
+            limiter,
+            contexts: Default::default(),
+            context_lookups: Coalescer::new(CONTEXTS_A_REQUEST),
+            installation_lookups: Coalescer::new(INSTALLATION_CONTEXTS_A_REQUEST),
+            id_lookups: Coalescer::new(INSTALLATION_CONTEXTS_A_REQUEST),
+        })
+    }
+
+    /// Which credentials a coalesced lookup may share a request with: the same account and Secret.
+    fn sharing_key(creds: &Credentials) -> String {
+        format!("{}\u{0}{}", creds.email, creds.source)
+    }
+
+    /// Resolves `hosts` for `product` in one request: (cloud id, activation if the site runs it)
+    /// by host name; a host the platform does not know is absent.
+    async fn tenant_contexts(
+        &self,
+        creds: &Credentials,
+        product: &str,
+        hosts: Vec<String>,
+    ) -> PlatformResult<HashMap<String, Option<SiteContext>>> {
+        const OP: &str = "forgeops_getTenantContexts";
+        let vars = json!({ "hostNames": hosts, "product": product });
+        let data = self.call(creds, OP, ops::FORGEOPS_GET_TENANT_CONTEXTS, vars).await?;
+        let mut out = HashMap::new();
+        let mut known = self.host_names.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for c in data.get("tenantContexts").and_then(Value::as_array).into_iter().flatten() {
+            let (Some(host), Some(cloud_id)) = (s(c, "hostName"), s(c, "cloudId")) else { continue };
+            let activation = c.pointer("/activationIdByProduct/active").and_then(Value::as_str).map(str::to_string);
+            known.insert(cloud_id.clone(), (host.clone(), Instant::now()));
+            out.insert(host, Some((cloud_id, activation)));
+        }
+        Ok(out)
+    }
+
+    /// The app's installations in `contexts`, every page, by context.
+    async fn installations_by_context(
+        &self,
+        creds: &Credentials,
+        app_id: &str,
+        contexts: Vec<String>,
+    ) -> PlatformResult<HashMap<String, Vec<InstallationInfo>>> {
+        let filter = InstallationFilter { contexts: contexts.clone(), ..Default::default() };
+        let mut out: HashMap<String, Vec<InstallationInfo>> = contexts.into_iter().map(|c| (c, Vec::new())).collect();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.installations(creds, app_id, &filter, after.as_deref()).await?;
+            for i in page.items {
+                out.entry(i.installation_context.clone()).or_default().push(i);
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// The app's installations with these ids, every page, by id.
+    async fn installations_by_id(
+        &self,
+        creds: &Credentials,
+        app_id: &str,
+        ids: Vec<String>,
+    ) -> PlatformResult<HashMap<String, InstallationInfo>> {
+        let filter = InstallationFilter { ids, ..Default::default() };
+        let mut out = HashMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.installations(creds, app_id, &filter, after.as_deref()).await?;
+            out.extend(page.items.into_iter().map(|i| (i.id.clone(), i)));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(out),
+            }
+        }
     }
 
     fn record(&self, operation: &'static str, outcome: &'static str, started: Instant) {
@@ -130,6 +240,13 @@ impl ForgeGateway {
                 );
                 return Err(PlatformError::new(ErrorKind::Unavailable, operation, message));
             }
+            let waited = self.limiter.wait(&creds.email, super::limiter::Class::of(operation)).await;
+            if let Some(m) = &self.metrics
+                && !waited.is_zero()
+            {
+                let label = crate::telemetry::CredentialsLabel { credentials: creds.source.clone() };
+                m.platform_limiter_wait.get_or_create(&label).inc_by(waited.as_secs_f64());
+            }
             let started = Instant::now();
             let mut result = self.send_once(creds, operation, &body).await;
             if let Err(e) = &mut result {
@@ -141,7 +258,9 @@ impl ForgeGateway {
             };
             self.record(operation, outcome, started);
             match &result {
-                Err(e) if e.kind == ErrorKind::Unavailable => {
+                // Rate limited: the platform is answering, but asks forgeops to slow down, as
+                // failures in a row do.
+                Err(e) if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::RateLimited) => {
                     if let Some(open) = self.breaker.failed(Instant::now()) {
                         tracing::warn!(operation, error = %e, hold = ?open, "the platform keeps failing: holding requests");
                     }
@@ -767,19 +886,61 @@ impl Platform for ForgeGateway {
                     "Bitbucket workspaces are not supported by forgeops yet",
                 ));
             }
-            let vars = json!({ "hostNames": [site], "product": product });
-            let data = self.call(creds, OP, ops::GET_TENANT_CONTEXT_DETAILS, vars).await?;
-            let context = data.get("tenantContexts").and_then(Value::as_array).and_then(|c| c.first()).cloned();
-            let cloud_id = context
-                .as_ref()
-                .and_then(|c| s(c, "cloudId"))
-                .ok_or_else(|| not_found(OP, format!("{site} is not an Atlassian site the platform knows")))?;
-            let activation = context
-                .as_ref()
-                .and_then(|c| c.pointer("/activationIdByProduct/active"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| not_found(OP, format!("{site} does not run {product}")))?;
-            Ok(format!("ari:cloud:{product}:{cloud_id}:workspace/{activation}"))
+            let sharing = Self::sharing_key(creds);
+            let cached = (sharing.clone(), site.to_string(), product.to_string());
+            if let Some((context, at)) =
+                self.contexts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&cached)
+                && at.elapsed() < HOST_NAME_TTL
+            {
+                return Ok(context.clone());
+            }
+            let found = self
+                .context_lookups
+                .get((sharing, product.to_string()), site.to_string(), |hosts| {
+                    self.tenant_contexts(creds, product, hosts)
+                })
+                .await?
+                .flatten();
+            let Some((cloud_id, activation)) = found else {
+                return Err(not_found(OP, format!("{site} is not an Atlassian site the platform knows")));
+            };
+            let activation = activation.ok_or_else(|| not_found(OP, format!("{site} does not run {product}")))?;
+            let context = format!("ari:cloud:{product}:{cloud_id}:workspace/{activation}");
+            self.contexts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(cached, (context.clone(), Instant::now()));
+            Ok(context)
+        }
+        .boxed()
+    }
+
+    fn installation_with_id<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        app_id: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, PlatformResult<Option<InstallationInfo>>> {
+        async move {
+            let group = (Self::sharing_key(creds), app_id.to_string());
+            self.id_lookups.get(group, id.to_string(), |ids| self.installations_by_id(creds, app_id, ids)).await
+        }
+        .boxed()
+    }
+
+    fn installations_in<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        app_id: &'a str,
+        context: &'a str,
+    ) -> BoxFuture<'a, PlatformResult<Vec<InstallationInfo>>> {
+        async move {
+            let group = (Self::sharing_key(creds), app_id.to_string());
+            let found = self
+                .installation_lookups
+                .get(group, context.to_string(), |contexts| self.installations_by_context(creds, app_id, contexts))
+                .await?;
+            Ok(found.unwrap_or_default())
         }
         .boxed()
     }

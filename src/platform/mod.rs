@@ -8,13 +8,16 @@
 //! waiting on it and by treating `APP_ALREADY_INSTALLED` / `INSTALLATION_ALREADY_UPGRADED` as done.
 
 pub mod breaker;
+pub mod coalesce;
 pub mod credentials;
 pub mod forge;
+pub mod limiter;
 pub mod ops;
 pub mod site;
 
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
@@ -93,6 +96,16 @@ pub fn environment_key(name: &str) -> &str {
     match name {
         "development" => "default",
         other => other,
+    }
+}
+
+/// The platform's type of the environment with key `key`: `production` and `staging` are their
+/// own types; `default` (development) and every custom environment are `DEVELOPMENT`.
+pub fn environment_type(key: &str) -> &'static str {
+    match key {
+        "production" => "PRODUCTION",
+        "staging" => "STAGING",
+        _ => "DEVELOPMENT",
     }
 }
 
@@ -454,6 +467,48 @@ pub trait Platform: Send + Sync {
         site: &'a str,
         product: &'a str,
     ) -> BoxFuture<'a, PlatformResult<String>>;
+
+    /// The app's installations in one installation context, every environment
+    /// (`forge_cli_getEcosystemInstallationsByApp` filtered by the context, every page). A backend
+    /// may answer many such lookups with one request.
+    fn installations_in<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        app_id: &'a str,
+        context: &'a str,
+    ) -> BoxFuture<'a, PlatformResult<Vec<InstallationInfo>>> {
+        async move {
+            let filter = InstallationFilter { contexts: vec![context.to_string()], ..Default::default() };
+            let mut out = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = self.installations(creds, app_id, &filter, after.as_deref()).await?;
+                out.extend(page.items);
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => return Ok(out),
+                }
+            }
+        }
+        .boxed()
+    }
+
+    /// The app's installation with this id, if the platform still has it
+    /// (`forge_cli_getEcosystemInstallationsByApp` filtered by the id). A backend may answer many
+    /// such lookups with one request.
+    fn installation_with_id<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        app_id: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, PlatformResult<Option<InstallationInfo>>> {
+        async move {
+            let filter = InstallationFilter { ids: vec![id.to_string()], ..Default::default() };
+            let page = self.installations(creds, app_id, &filter, None).await?;
+            Ok(page.items.into_iter().find(|i| i.id == id))
+        }
+        .boxed()
+    }
 
     /// Starts installing; returns the task id (`forge_cli_installApplication`).
     fn start_install<'a>(

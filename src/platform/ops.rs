@@ -1,7 +1,8 @@
 //! The GraphQL operations forgeops sends to the gateway, verbatim from the pinned `@forge/cli` 13.3.0
 //! package (each `.graphql` file names its source; `tests/graphql_ops_match_cli.rs` fails when the CLI's
 //! text and ours drift apart). `forgeops_*.graphql` are forgeops' own operations for the distribution
-//! capability, which the CLI does not offer.
+//! capability, which the CLI does not offer, and `forgeops_getTenantContexts`, the CLI's tenant-context
+//! lookup asked for many sites at once.
 
 /// `forge_cli_cancelAppVersionUpgradeRollout`.
 pub const CANCEL_APP_VERSION_UPGRADE_ROLLOUT: &str =
@@ -49,6 +50,8 @@ pub const GET_TENANT_CONTEXT_DETAILS: &str = include_str!("ops/getTenantContextD
 pub const FORGEOPS_UPDATE_APP_DETAILS: &str = include_str!("ops/forgeops_updateAppDetails.graphql");
 /// `forgeops_generateDistributionLink` (distribution capability).
 pub const FORGEOPS_GENERATE_DISTRIBUTION_LINK: &str = include_str!("ops/forgeops_generateDistributionLink.graphql");
+/// `forgeops_getTenantContexts`: `getTenantContextDetails` for many sites in one request.
+pub const FORGEOPS_GET_TENANT_CONTEXTS: &str = include_str!("ops/forgeops_getTenantContexts.graphql");
 /// `forgeops_getAppSharing` (distribution capability).
 pub const FORGEOPS_GET_APP_SHARING: &str = include_str!("ops/forgeops_getAppSharing.graphql");
 

@@ -7,11 +7,20 @@
 
 use std::time::Duration;
 
-use super::{Credentials, ErrorKind, InstallationFilter, InstallationInfo, Platform, PlatformError, Target, TaskState};
+use super::{Credentials, ErrorKind, InstallationInfo, Platform, PlatformError, Target, TaskState};
 use crate::rules::versions::Version;
 
-/// How often a task is polled (the CLI polls every 500 ms).
-pub const TASK_POLL: Duration = Duration::from_millis(250);
+/// The first look at a task, after it starts (the CLI's poll interval).
+pub const TASK_POLL: Duration = Duration::from_millis(500);
+/// The longest wait between two looks at a task.
+pub const TASK_POLL_MAX: Duration = Duration::from_secs(5);
+
+/// When to look at a task again, `elapsed` after it started: the CLI's 500 ms at first, then half
+/// the time it has run so far (a task that took 4 s is unlikely to end in the next 250 ms), at most
+/// [`TASK_POLL_MAX`]. A platform that completes a task in under half a second is polled once.
+pub fn task_poll_after(elapsed: Duration) -> Duration {
+    (elapsed / 2).clamp(TASK_POLL, TASK_POLL_MAX)
+}
 
 /// How the platform answered a mutation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,15 +71,22 @@ pub async fn version_id(
         })
 }
 
-/// Starts installing (`upgrade` false) or upgrading to `to`.
+/// Starts installing (`upgrade` false) or upgrading to `to`: to the version id `known` (the
+/// ForgeApp's own observation of the environment, see
+/// [`crate::rules::installation::observed_version_id`]), or, when the observation has none, the
+/// id the platform answers now ([`version_id`]).
 pub async fn start(
     platform: &dyn Platform,
     creds: &Credentials,
     target: &Target,
     upgrade: bool,
     to: Version,
+    known: Option<String>,
 ) -> Result<Sent, PlatformError> {
-    let id = version_id(platform, creds, target, to).await?;
+    let id = match known {
+        Some(id) => id,
+        None => version_id(platform, creds, target, to).await?,
+    };
     let started = if upgrade {
         platform.start_upgrade(creds, target, Some(&id)).await
     } else {
@@ -127,18 +143,8 @@ pub async fn find_installation(
         Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let filter = InstallationFilter { contexts: vec![context], ..Default::default() };
-    let mut after: Option<String> = None;
-    loop {
-        let page = platform.installations(creds, &target.app_id, &filter, after.as_deref()).await?;
-        if let Some(found) = page.items.into_iter().find(|i| i.environment_key == target.environment_key) {
-            return Ok(Some(found));
-        }
-        match page.next {
-            Some(next) => after = Some(next),
-            None => return Ok(None),
-        }
-    }
+    let found = platform.installations_in(creds, &target.app_id, &context).await?;
+    Ok(found.into_iter().find(|i| i.environment_key == target.environment_key))
 }
 
 /// The platform's installation with the id forgeops recorded, if it still exists.
@@ -148,7 +154,18 @@ pub async fn installation_by_id(
     target: &Target,
     id: &str,
 ) -> Result<Option<InstallationInfo>, PlatformError> {
-    let filter = InstallationFilter { ids: vec![id.to_string()], ..Default::default() };
-    let page = platform.installations(creds, &target.app_id, &filter, None).await?;
-    Ok(page.items.into_iter().find(|i| i.id == id))
+    platform.installation_with_id(creds, &target.app_id, id).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_are_polled_at_the_clis_interval_then_backing_off_to_five_seconds() {
+        assert_eq!(task_poll_after(Duration::ZERO), TASK_POLL);
+        assert_eq!(task_poll_after(Duration::from_millis(900)), TASK_POLL);
+        assert_eq!(task_poll_after(Duration::from_secs(3)), Duration::from_millis(1500));
+        assert_eq!(task_poll_after(Duration::from_secs(60)), TASK_POLL_MAX);
+    }
 }

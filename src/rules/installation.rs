@@ -396,6 +396,22 @@ pub fn target(inst: &Installation, app: &ForgeApp) -> crate::platform::Target {
     target_in(inst, app, first)
 }
 
+/// The platform's id of version `to` in `inst`'s environment as the ForgeApp last observed it:
+/// its highest patch (`M.m.p`), as [`crate::platform::site::version_id`] would ask the platform.
+/// `None` when the observation has no id for it (the version was deployed since; the platform is
+/// asked then).
+pub fn observed_version_id(inst: &Installation, app: &ForgeApp, to: Version) -> Option<String> {
+    let patch = |v: &AppVersion| {
+        v.version.as_deref().and_then(|t| t.rsplit('.').next()).and_then(|p| p.parse::<u32>().ok()).unwrap_or(0)
+    };
+    app.deployed(&inst.spec.environment)
+        .iter()
+        .filter(|v| Version { major: v.major, minor: v.minor } == to)
+        .filter(|v| v.id.as_deref().is_some_and(|id| !id.is_empty()))
+        .max_by_key(|v| patch(v))
+        .and_then(|v| v.id.clone())
+}
+
 /// The step a recorded platform task carries out.
 pub fn step_of(task: &TaskRecord) -> Step {
     let version = task.version.as_deref().and_then(Version::parse).unwrap_or(Version { major: 0, minor: 0 });
@@ -516,6 +532,31 @@ mod tests {
             AppVersion::test(2, 0).scopes(["read"]).optional([Product::Confluence]),
             AppVersion::test(3, 1).scopes(["read", "write"]).optional([Product::Confluence]),
         ])
+    }
+
+    #[test]
+    fn the_version_id_comes_from_the_apps_observation_highest_patch_first() {
+        let mut patched = AppVersion::test(1, 2);
+        patched.version = Some("1.2.7".into());
+        patched.id = Some("v-1-2-7".into());
+        let mut no_id = AppVersion::test(2, 0);
+        no_id.id = None;
+        let app = ForgeApp::test("insights").read_as("dev").deploys(vec![
+            AppVersion::test(1, 2),
+            patched,
+            no_id,
+            AppVersion::test(3, 1),
+        ]);
+        let inst = Installation::test("acme");
+        assert_eq!(observed_version_id(&inst, &app, ver(1, 2)).as_deref(), Some("v-1-2-7"));
+        assert_eq!(observed_version_id(&inst, &app, ver(3, 1)).as_deref(), Some("v-3-1"));
+        // No id observed, or not deployed as far as the app knows: the platform is asked.
+        assert_eq!(observed_version_id(&inst, &app, ver(2, 0)), None);
+        assert_eq!(observed_version_id(&inst, &app, ver(4, 0)), None);
+        // Another environment's versions are not this one's.
+        let mut staging = Installation::test("acme");
+        staging.spec.environment = "staging".into();
+        assert_eq!(observed_version_id(&staging, &app, ver(3, 1)), None);
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub struct Options {
     /// Give up on a phase after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout_secs: u64,
+    /// The operator's client-side rate limit per account (`--platform-rate`, as `N/s`); none by
+    /// default, as the operator's own default.
+    #[arg(long)]
+    pub platform_rate: Option<String>,
 }
 
 /// The figures of one run.
@@ -97,6 +101,17 @@ pub struct Report {
     pub idle_secs: u64,
     pub idle_requests: u64,
     pub sigterm_to_exit_ms: u64,
+    /// Platform requests per installation while installing, by GraphQL operation (from the
+    /// emulator's request log).
+    pub platform_install_by_operation: BTreeMap<String, f64>,
+    /// Platform requests per moved installation during the bulk upgrade, by operation.
+    pub platform_bulk_by_operation: BTreeMap<String, f64>,
+    /// The emulator's cap of installations per rollout.
+    pub rollout_cap: u32,
+    /// The operator's client-side rate limit per account (`none` when not set).
+    pub platform_rate: String,
+    /// Seconds platform requests waited for that limit, in all (from the operator's /metrics).
+    pub limiter_wait_s: f64,
 }
 
 impl Report {
@@ -122,6 +137,16 @@ impl Report {
                 self.platform_requests_per_installation,
                 self.platform_request_mean_ms
             ),
+            format!("platform requests / install  {}", per_verb(&self.platform_install_by_operation)),
+            format!(
+                "platform requests / moved    {} (rollout cap {})",
+                per_verb(&self.platform_bulk_by_operation),
+                self.rollout_cap
+            ),
+            format!(
+                "rate-limit waits             {:.1} s in all (client-side rate per account: {})",
+                self.limiter_wait_s, self.platform_rate
+            ),
             format!("operator peak RSS            {:.1} MiB", self.operator_peak_rss_mib),
             format!("bulk-upgrade requests / inst {}", per_verb(&self.bulk_requests_per_installation)),
             format!("kube-apiserver / etcd RSS    {:.1} MiB / {:.1} MiB", self.apiserver_rss_mib, self.etcd_rss_mib),
@@ -144,6 +169,16 @@ impl Report {
 fn per_verb(by_verb: &BTreeMap<String, f64>) -> String {
     let verbs: Vec<String> = by_verb.iter().map(|(v, n)| format!("{v} {n:.2}")).collect();
     format!("{:.2} ({})", by_verb.values().sum::<f64>(), verbs.join(", "))
+}
+
+/// Requests in the emulator's log after the first `from`, per installation, by operation.
+fn by_operation(requests: &[forgeops_emulator::RecordedRequest], from: usize, n: usize) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for r in requests.iter().skip(from) {
+        let op = r.operation_name.clone().unwrap_or_else(|| "?".into());
+        *out.entry(op.trim_start_matches("forge_cli_").to_string()).or_insert(0.0) += 1.0 / n.max(1) as f64;
+    }
+    out
 }
 
 fn rss_mib(pid: u32, key: &str) -> f64 {
@@ -187,6 +222,16 @@ async fn work(port: u16) -> anyhow::Result<[f64; 4]> {
         sum("forgeops_platform_request_duration_seconds_count{"),
         sum("forgeops_platform_request_duration_seconds_sum{"),
     ])
+}
+
+/// From the operator's /metrics: seconds platform requests waited for the client-side rate limit.
+async fn limiter_wait(port: u16) -> anyhow::Result<f64> {
+    let text = metrics(port).await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("forgeops_platform_rate_limit_wait_seconds_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
 }
 
 /// By Installation name: when it first showed a version, and when it first showed 2.0.
@@ -255,11 +300,13 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
             {"version": "1.0.0", "scopes": ["read:jira-work"], "requiredProducts": ["jira"]}]}]}],
         "sites": sites,
     }))?;
+    report.rollout_cap = 500;
+    report.platform_rate = o.platform_rate.clone().unwrap_or_else(|| "none".into());
     let config = EmulatorConfig {
         seed,
         task_duration: Duration::from_millis(o.task_ms),
         rollout_step: Duration::ZERO,
-        upgrade_limit: 500,
+        upgrade_limit: report.rollout_cap,
         faults: Faults { latency_ms: o.latency_ms, ..Default::default() },
         ..Default::default()
     };
@@ -279,6 +326,7 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
     cmd.args(["run", "--namespace", NAMESPACE, "--operator-namespace", NAMESPACE])
         .args(["--platform-url", &emulator.graphql_url()])
         .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args(o.platform_rate.iter().flat_map(|r| ["--platform-rate", r.as_str()]))
         .env("KUBECONFIG", cluster.kubeconfig_path())
         .env("RUST_LOG", if o.operator_log.is_some() { "info" } else { "warn" });
     let log = o.operator_log.clone().unwrap_or_else(|| cluster.dir().join("operator.log"));
@@ -326,6 +374,7 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
     eprintln!("bench: creating {n} Installations");
     let before = requests(port).await?;
     let work_before = work(port).await?;
+    let platform_before = emulator.requests().len();
     let created: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
     let started = Instant::now();
     futures::stream::iter(0..n)
@@ -346,6 +395,7 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
     report.create_wall_s = started.elapsed().as_secs_f64();
     wait_until("every Installation installed", timeout, || installed.lock().unwrap().len() >= n).await?;
     report.install_wall_s = started.elapsed().as_secs_f64();
+    report.platform_install_by_operation = by_operation(&emulator.requests(), platform_before, n);
     let after = requests(port).await?;
     let w: Vec<f64> = work(port).await?.iter().zip(work_before).map(|(a, b)| a - b).collect();
     report.reconciles_per_installation = w[0] / n as f64;
@@ -383,6 +433,7 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
     // Bulk upgrade every installation; time until every Installation shows 2.0.
     eprintln!("bench: bulk upgrade");
     let before = requests(port).await?;
+    let platform_before = emulator.requests().len();
     let bus: Api<BulkUpgrade> = Api::namespaced(client.clone(), NAMESPACE);
     let started = Instant::now();
     bus.create(
@@ -397,6 +448,7 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
     })
     .await?;
     report.bulk_upgrade_s = started.elapsed().as_secs_f64();
+    report.platform_bulk_by_operation = by_operation(&emulator.requests(), platform_before, n);
     let after = requests(port).await?;
     for (verb, count) in &after {
         let delta = count - before.get(verb).copied().unwrap_or(0);
@@ -414,6 +466,7 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    report.limiter_wait_s = limiter_wait(port).await?;
     eprintln!("bench: {} s idle", o.idle_secs);
     let before: u64 = requests(port).await?.values().sum();
     tokio::time::sleep(Duration::from_secs(o.idle_secs)).await;

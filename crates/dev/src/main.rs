@@ -60,7 +60,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8765")]
         platform_listen: SocketAddr,
         #[command(flatten)]
-        run: RunArgs,
+        run: Box<RunArgs>,
     },
     /// A local Forge platform emulator (a stand-in for the Forge GraphQL gateway).
     Platform {
@@ -125,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
             // The emulator offers sharing and links, so the examples' DistributionPolicy works.
             run.platform_distribution = true;
             let dir = dir.unwrap_or_else(|| localcluster::repo_root().join("target/dev-cluster"));
-            dev(dir, examples, (platform_seed, platform_listen), run).await?
+            dev(dir, examples, (platform_seed, platform_listen), *run).await?
         }
         Command::Platform { command: PlatformCommand::Serve(args) } => platform_serve(args).await?,
     }

@@ -20,7 +20,7 @@ use crate::api::{
     DeletionPolicy, Installation, InstallationStatus, Product, ProductInstallation, TaskAction, TaskRecord,
     UnconfirmedRequest,
 };
-use crate::platform::site::{Sent, TASK_POLL, TaskOutcome};
+use crate::platform::site::{Sent, TASK_POLL, TaskOutcome, task_poll_after};
 use crate::platform::{ErrorKind, PlatformError};
 use crate::rules::conditions::{self, Outcome};
 use crate::rules::versions::Version;
@@ -521,6 +521,24 @@ impl Round<'_> {
         self.ask(Effect::Send(request));
     }
 
+    /// Polls `task`, unless its first poll is not due yet (a reconcile that the operator's own
+    /// record of the task set off): then waits for it.
+    fn poll_when_due(&mut self, task: TaskRecord) {
+        let elapsed: Duration = self.i.now.0.duration_since(task.started_at.0).try_into().unwrap_or_default();
+        if elapsed < TASK_POLL {
+            let waiting = format!("platform task {} ({}) on {} is under way", task.id, task.action_str(), self.site());
+            self.wait(TASK_POLL - elapsed, waiting);
+        } else {
+            self.ask(Effect::PollTask(task));
+        }
+    }
+
+    /// When to poll `task` again: on the CLI's schedule, backing off with the time it has run.
+    fn poll_after(&self, task: &TaskRecord) -> Duration {
+        let elapsed = self.i.now.0.duration_since(task.started_at.0).try_into().unwrap_or_default();
+        task_poll_after(elapsed)
+    }
+
     fn wait(&mut self, after: Duration, waiting: String) {
         self.next = Some(Requeue::After { after, waiting });
     }
@@ -597,7 +615,7 @@ impl Round<'_> {
     /// plan asks for.
     fn next_step(&mut self) {
         if let Some(task) = self.s.task.clone() {
-            self.ask(Effect::PollTask(task));
+            self.poll_when_due(task);
             return;
         }
         if let Some(lost) = self.s.unconfirmed.clone() {
@@ -634,7 +652,7 @@ impl Round<'_> {
             Ok(TaskOutcome::StillRunning) => {
                 let waiting =
                     format!("platform task {} ({}) on {} is under way", task.id, task.action_str(), self.site());
-                self.wait(TASK_POLL, waiting);
+                self.wait(self.poll_after(&task), waiting);
             }
             Ok(TaskOutcome::Failed(said)) => {
                 // Dropped: the next attempt decides afresh (with backoff).
@@ -919,7 +937,7 @@ impl Round<'_> {
                 let waiting = format!("waiting for the platform task on {} to end before deleting", self.site());
                 self.wait(TASK_POLL.max(self.after()), waiting);
             } else if let Some(task) = self.s.task.clone() {
-                self.ask(Effect::PollTask(task));
+                self.poll_when_due(task);
             } else if let Some(lost) = self.s.unconfirmed.clone() {
                 self.find(Lookup::OnSite, Why::Confirm(lost));
             }
@@ -948,7 +966,7 @@ impl Round<'_> {
             return;
         }
         if let Some(task) = self.s.task.clone() {
-            self.ask(Effect::PollTask(task));
+            self.poll_when_due(task);
         } else if let Some(lost) = self.s.unconfirmed.clone() {
             let lookup = self.recorded();
             self.find(lookup, Why::Confirm(lost));
@@ -980,7 +998,7 @@ impl Round<'_> {
         match outcome {
             Ok(TaskOutcome::StillRunning) => {
                 let waiting = format!("uninstall task {} on {} is under way", task.id, self.site());
-                self.wait(TASK_POLL, waiting);
+                self.wait(self.poll_after(&task), waiting);
             }
             Ok(TaskOutcome::Complete | TaskOutcome::AlreadyDone) => self.uninstalled(),
             Ok(TaskOutcome::Failed(said)) => {

@@ -154,7 +154,14 @@ fn a_first_install_looks_first_records_before_sending_then_records_the_task() {
     assert!(matches!(d.requeue, Requeue::After { after, .. } if after == TASK_POLL));
     assert_eq!(w.ready(), ("False".into(), Reason::Installing.as_str().into()));
 
+    // A reconcile at once (set off by that record) does not poll before the CLI's first 500 ms.
+    let asked = w.asked.len();
+    let d = w.round(None);
+    assert_eq!(w.asked.len(), asked, "{d:?}");
+    assert!(matches!(d.requeue, Requeue::After { after, .. } if after == TASK_POLL));
+
     // The next reconcile waits for the task, records it done, then learns the installation's id.
+    w.later(1);
     w.round(None);
     assert_eq!(w.asked.last(), Some(&Effect::PollTask(w.status.task.clone().unwrap())));
     let task = w.status.task.clone().unwrap();
@@ -380,6 +387,7 @@ fn deleting_during_an_install_task_waits_for_it_then_uninstalls_what_it_installe
         TaskRecord { id: "t-1".into(), action: TaskAction::Install, version: Some("2.0".into()), started_at: at(0) };
     let status = InstallationStatus { task: Some(task.clone()), ..Default::default() };
     let mut w = World::of(Installation::test("acme")).with(status).deleted();
+    w.later(1);
     let d = w.round(None);
     assert_eq!(d.effects, vec![Effect::PollTask(task.clone())]);
     let d = w.round(Some(Answer::Polled(task.clone(), Ok(TaskOutcome::StillRunning))));
@@ -443,6 +451,7 @@ fn install_in(w: &mut World, product: Product, id: &str) {
     let d = w.round(Some(Answer::Found(Why::BeforeInstall(ver(2, 0)), Ok(None))));
     assert_eq!((d.product, d.platform_effect()), (product, Some(&Effect::Send(Request::Install(ver(2, 0))))));
     w.round(Some(Answer::Sent(Request::Install(ver(2, 0)), Ok(Sent::Task(format!("t-{id}"))))));
+    w.later(1);
     let d = w.round(None);
     // Test-only: the assertion's panic.
     let Some(Effect::PollTask(task)) = d.platform_effect().cloned() else { panic!("polls {product}'s task: {d:?}") };
@@ -531,6 +540,7 @@ fn deleting_a_cross_product_installation_uninstalls_each_product_last_first() {
         let uninstall = Request::Uninstall { id: id.into(), context };
         assert_eq!(d.platform_effect(), Some(&Effect::Send(uninstall.clone())));
         w.round(Some(Answer::Sent(uninstall, Ok(Sent::Task(format!("u-{id}"))))));
+        w.later(1);
         let d = w.round(None);
         let Some(Effect::PollTask(task)) = d.platform_effect().cloned() else { panic!("polls the uninstall: {d:?}") };
         let d = w.round(Some(Answer::Polled(task, Ok(TaskOutcome::Complete))));
