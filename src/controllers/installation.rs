@@ -129,6 +129,12 @@ fn on_site(found: InstallationInfo) -> OnSite {
 
 /// Gathers, decides and carries out, round after round, until a decision needs no answer.
 async fn rounds(cached: &Installation, ctx: &Context, deleting: bool) -> Result<Action, Error> {
+    // Set off by the watch's event of an earlier write of this process's last reconcile: the
+    // event of its last write is due in a moment, with a reconcile of its own; no fresh read.
+    // (Not while deleting: an Ok there would end the finalizer.)
+    if !deleting && ctx.awaits_own_write(cached) {
+        return Ok(Action::requeue(Duration::from_millis(250)));
+    }
     let observed = observe(cached, ctx, deleting).await?;
     let inst = latest(cached, ctx).await?;
     let listed: Vec<(String, OnSite)> = observed

@@ -205,9 +205,13 @@ pub struct Context {
     installation_triggers: tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<Installation>>,
     installation_trigger_stream:
         Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<Installation>>>>,
-    /// The resourceVersion each object had after this process last wrote its status.
-    written: Mutex<HashMap<(String, String), String>>,
+    /// The resourceVersion each object had after this process last wrote its status, and when.
+    written: Mutex<HashMap<(String, String), (String, std::time::Instant)>>,
 }
+
+/// How long after its own status write this process waits for the watch to deliver it before
+/// reading the object afresh instead.
+pub const WATCH_LAG: Duration = Duration::from_secs(2);
 
 /// Whether this replica still leads: with leader election, it may act on the platform only while
 /// its last renewal of the leader Lease is younger than the renew deadline. Checked before every
@@ -317,7 +321,11 @@ impl Context {
         let key =
             (written.meta().namespace.clone().unwrap_or_default(), written.meta().name.clone().unwrap_or_default());
         match written.meta().resource_version.clone() {
-            Some(rv) => self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, rv),
+            Some(rv) => self
+                .written
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(key, (rv, std::time::Instant::now())),
             None => self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key),
         };
     }
@@ -338,7 +346,21 @@ impl Context {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&key)
-            .is_some_and(|rv| cached.meta().resource_version.as_ref() != Some(rv))
+            .is_some_and(|(rv, _)| cached.meta().resource_version.as_ref() != Some(rv))
+    }
+
+    /// Whether the cache may be stale ([`Context::may_be_stale`]) only because this process wrote
+    /// the object less than [`WATCH_LAG`] ago: the watch is about to deliver that write, and a
+    /// reconcile of its own follows it. A reconcile set off by an earlier event of the same
+    /// reconcile's writes (a pre-send record, then the task) waits for it instead of reading the
+    /// object afresh.
+    pub fn awaits_own_write<K: Resource>(&self, cached: &K) -> bool {
+        let key = (cached.meta().namespace.clone().unwrap_or_default(), cached.meta().name.clone().unwrap_or_default());
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .is_some_and(|(rv, at)| cached.meta().resource_version.as_ref() != Some(rv) && at.elapsed() < WATCH_LAG)
     }
 
     /// Whether this process knows the cached copy to be the latest: it wrote or read afresh that
@@ -351,7 +373,7 @@ impl Context {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&key)
-            .is_some_and(|rv| cached.meta().resource_version.as_ref() == Some(rv))
+            .is_some_and(|(rv, _)| cached.meta().resource_version.as_ref() == Some(rv))
     }
 
     /// How long since this process last read the object `key` from the platform.
