@@ -59,9 +59,22 @@ impl Breaker {
         was_open
     }
 
-    /// A request failed (5xx, unreachable, rate limited) at `now`. Answers how long the breaker opens, if it
+    /// A request failed (5xx, unreachable) at `now`. Answers how long the breaker opens, if it
     /// does now.
     pub fn failed(&self, now: Instant) -> Option<Duration> {
+        self.failed_holding(now, None)
+    }
+
+    /// The platform answered `TOO_MANY_REQUESTS` at `now`, asking to wait `retry_after`: a failure
+    /// in a row like any, but when it opens the breaker, it opens for what the platform asked
+    /// (at least [`Breaker::MIN_OPEN`], at most [`Breaker::MAX_OPEN`]), not for longer each time:
+    /// the platform is up, and says when to come back.
+    pub fn rate_limited(&self, now: Instant, retry_after: Option<Duration>) -> Option<Duration> {
+        let hold = retry_after.unwrap_or(Self::MIN_OPEN).clamp(Self::MIN_OPEN, Self::MAX_OPEN);
+        self.failed_holding(now, Some(hold))
+    }
+
+    fn failed_holding(&self, now: Instant, hold: Option<Duration>) -> Option<Duration> {
         let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.failures = s.failures.saturating_add(1);
         let probe_failed = s.probing;
@@ -69,8 +82,14 @@ impl Breaker {
         if s.failures < Self::THRESHOLD && !probe_failed {
             return None;
         }
-        let open = Self::MIN_OPEN.saturating_mul(1u32 << s.opened.min(10)).min(Self::MAX_OPEN);
-        s.opened = s.opened.saturating_add(1);
+        let open = match hold {
+            Some(hold) => hold,
+            None => {
+                let open = Self::MIN_OPEN.saturating_mul(1u32 << s.opened.min(10)).min(Self::MAX_OPEN);
+                s.opened = s.opened.saturating_add(1);
+                open
+            }
+        };
         s.open_until = Some(now + open);
         Some(open)
     }
@@ -79,6 +98,21 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limiting_in_a_row_opens_it_for_what_the_platform_asked_not_longer_each_time() {
+        let b = Breaker::default();
+        let t0 = Instant::now();
+        for _ in 0..Breaker::THRESHOLD - 1 {
+            assert_eq!(b.rate_limited(t0, Some(Duration::from_secs(2))), None);
+        }
+        assert_eq!(b.rate_limited(t0, Some(Duration::from_secs(2))), Some(Duration::from_secs(2)));
+        assert!(b.admit(t0 + Duration::from_secs(2)).is_ok(), "a probe once the platform's wait is over");
+        assert_eq!(b.rate_limited(t0, None), Some(Breaker::MIN_OPEN), "a limited probe: the same hold again");
+        assert!(b.admit(t0 + Duration::from_secs(1)).is_ok());
+        assert_eq!(b.rate_limited(t0, Some(Duration::from_secs(300))), Some(Breaker::MAX_OPEN), "at most MAX_OPEN");
+        assert!(b.succeeded(), "an answer closes it");
+    }
 
     #[test]
     fn it_opens_after_failures_in_a_row_probes_once_and_closes_on_an_answer() {

@@ -258,9 +258,14 @@ impl ForgeGateway {
             };
             self.record(operation, outcome, started);
             match &result {
-                // Rate limited: the platform is answering, but asks forgeops to slow down, as
-                // failures in a row do.
-                Err(e) if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::RateLimited) => {
+                // Rate limited: the platform is answering, but asks forgeops to slow down; in a
+                // row, that holds requests for as long as it asks.
+                Err(e) if e.kind == ErrorKind::RateLimited => {
+                    if let Some(open) = self.breaker.rate_limited(Instant::now(), e.retry_after) {
+                        tracing::warn!(operation, error = %e, hold = ?open, "the platform keeps rate limiting: holding requests");
+                    }
+                }
+                Err(e) if e.kind == ErrorKind::Unavailable => {
                     if let Some(open) = self.breaker.failed(Instant::now()) {
                         tracing::warn!(operation, error = %e, hold = ?open, "the platform keeps failing: holding requests");
                     }
