@@ -315,6 +315,8 @@ async fn lookups_at_the_same_time_share_requests_and_a_rate_limit_holds_an_accou
     assert_eq!(count("getTenantContextDetails"), 0);
     let unknown = g.installation_context(&creds(), "nowhere.atlassian.net", "jira").await.unwrap_err();
     assert_eq!(unknown.kind, ErrorKind::NotFound, "{unknown}");
+    // A host name written in other letter case is the same site.
+    assert_eq!(g.installation_context(&creds(), "Globex.Atlassian.NET", "jira").await.unwrap(), contexts[1]);
 
     // Install on one site; what is installed in the three contexts, asked at once: one listing.
     let task = g.start_install(&creds(), &target("globex.atlassian.net"), None).await.unwrap();

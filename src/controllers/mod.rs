@@ -336,17 +336,18 @@ impl Context {
         self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
     }
 
+    /// The resourceVersion this process's last status write of the object returned, and when.
+    fn last_write<K: Resource>(&self, obj: &K) -> Option<(String, std::time::Instant)> {
+        let key = (obj.meta().namespace.clone().unwrap_or_default(), obj.meta().name.clone().unwrap_or_default());
+        self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).cloned()
+    }
+
     /// Whether a cached object may predate this process's last status write of it: true when this
     /// process wrote it and the cache does not show the resourceVersion that write returned (the
     /// watch has not delivered it yet, or someone wrote after it). An object this process never
     /// wrote is as fresh in the cache as anywhere: the cache listed it after every earlier writer.
     pub fn may_be_stale<K: Resource>(&self, cached: &K) -> bool {
-        let key = (cached.meta().namespace.clone().unwrap_or_default(), cached.meta().name.clone().unwrap_or_default());
-        self.written
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
-            .is_some_and(|(rv, _)| cached.meta().resource_version.as_ref() != Some(rv))
+        self.last_write(cached).is_some_and(|(rv, _)| cached.meta().resource_version.as_ref() != Some(&rv))
     }
 
     /// Whether the cache may be stale ([`Context::may_be_stale`]) only because this process wrote
@@ -355,12 +356,8 @@ impl Context {
     /// reconcile's writes (a pre-send record, then the task) waits for it instead of reading the
     /// object afresh.
     pub fn awaits_own_write<K: Resource>(&self, cached: &K) -> bool {
-        let key = (cached.meta().namespace.clone().unwrap_or_default(), cached.meta().name.clone().unwrap_or_default());
-        self.written
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
-            .is_some_and(|(rv, at)| cached.meta().resource_version.as_ref() != Some(rv) && at.elapsed() < WATCH_LAG)
+        self.last_write(cached)
+            .is_some_and(|(rv, at)| cached.meta().resource_version.as_ref() != Some(&rv) && at.elapsed() < WATCH_LAG)
     }
 
     /// Whether this process knows the cached copy to be the latest: it wrote or read afresh that
@@ -368,12 +365,7 @@ impl Context {
     /// read afresh, so the first platform mutation for an object never rests on a copy a previous
     /// leader may have outdated (see the DistributionPolicy controller).
     pub fn knows_latest<K: Resource>(&self, cached: &K) -> bool {
-        let key = (cached.meta().namespace.clone().unwrap_or_default(), cached.meta().name.clone().unwrap_or_default());
-        self.written
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
-            .is_some_and(|(rv, _)| cached.meta().resource_version.as_ref() == Some(rv))
+        self.last_write(cached).is_some_and(|(rv, _)| cached.meta().resource_version.as_ref() == Some(&rv))
     }
 
     /// How long since this process last read the object `key` from the platform.

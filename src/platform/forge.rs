@@ -93,6 +93,12 @@ pub struct ForgeGateway {
     id_lookups: Coalescer<(String, String), String, InstallationInfo>,
 }
 
+/// A site's host name as the platform compares it: no scheme or path, lower case.
+fn bare_host(site: &str) -> String {
+    let host = site.trim().trim_start_matches("https://").trim_start_matches("http://");
+    host.split('/').next().unwrap_or(host).to_ascii_lowercase()
+}
+
 /// (credentials, site, product).
 type ContextKey = (String, String, String);
 /// A site's cloud id, and its activation id of a product if it runs it.
@@ -151,17 +157,18 @@ impl ForgeGateway {
         hosts: Vec<String>,
     ) -> PlatformResult<HashMap<String, Option<SiteContext>>> {
         const OP: &str = "forgeops_getTenantContexts";
-        let vars = json!({ "hostNames": hosts, "product": product });
+        let vars = json!({ "hostNames": &hosts, "product": product });
         let data = self.call(creds, OP, ops::FORGEOPS_GET_TENANT_CONTEXTS, vars).await?;
-        let mut out = HashMap::new();
+        // Answers are matched to the asked names by host (the platform answers its own spelling).
+        let mut by_host = HashMap::new();
         let mut known = self.host_names.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for c in data.get("tenantContexts").and_then(Value::as_array).into_iter().flatten() {
             let (Some(host), Some(cloud_id)) = (s(c, "hostName"), s(c, "cloudId")) else { continue };
             let activation = c.pointer("/activationIdByProduct/active").and_then(Value::as_str).map(str::to_string);
             known.insert(cloud_id.clone(), (host.clone(), Instant::now()));
-            out.insert(host, Some((cloud_id, activation)));
+            by_host.insert(bare_host(&host), (cloud_id, activation));
         }
-        Ok(out)
+        Ok(hosts.into_iter().filter_map(|h| by_host.get(&bare_host(&h)).map(|c| (h, Some(c.clone())))).collect())
     }
 
     /// The app's installations in `contexts`, every page, by context.
@@ -173,17 +180,10 @@ impl ForgeGateway {
     ) -> PlatformResult<HashMap<String, Vec<InstallationInfo>>> {
         let filter = InstallationFilter { contexts: contexts.clone(), ..Default::default() };
         let mut out: HashMap<String, Vec<InstallationInfo>> = contexts.into_iter().map(|c| (c, Vec::new())).collect();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.installations(creds, app_id, &filter, after.as_deref()).await?;
-            for i in page.items {
-                out.entry(i.installation_context.clone()).or_default().push(i);
-            }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => return Ok(out),
-            }
+        for i in super::every_installation(self, creds, app_id, &filter).await? {
+            out.entry(i.installation_context.clone()).or_default().push(i);
         }
+        Ok(out)
     }
 
     /// The app's installations with these ids, every page, by id.
@@ -194,16 +194,8 @@ impl ForgeGateway {
         ids: Vec<String>,
     ) -> PlatformResult<HashMap<String, InstallationInfo>> {
         let filter = InstallationFilter { ids, ..Default::default() };
-        let mut out = HashMap::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.installations(creds, app_id, &filter, after.as_deref()).await?;
-            out.extend(page.items.into_iter().map(|i| (i.id.clone(), i)));
-            match page.next {
-                Some(next) => after = Some(next),
-                None => return Ok(out),
-            }
-        }
+        let found = super::every_installation(self, creds, app_id, &filter).await?;
+        Ok(found.into_iter().map(|i| (i.id.clone(), i)).collect())
     }
 
     fn record(&self, operation: &'static str, outcome: &'static str, started: Instant) {

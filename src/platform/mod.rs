@@ -99,6 +99,25 @@ pub fn environment_key(name: &str) -> &str {
     }
 }
 
+/// Every installation of `app_id` that `filter` selects, page after page.
+pub async fn every_installation<P: Platform + ?Sized>(
+    platform: &P,
+    creds: &Credentials,
+    app_id: &str,
+    filter: &InstallationFilter,
+) -> PlatformResult<Vec<InstallationInfo>> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = platform.installations(creds, app_id, filter, after.as_deref()).await?;
+        out.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(out),
+        }
+    }
+}
+
 /// The platform's type of the environment with key `key`: `production` and `staging` are their
 /// own types; `default` (development) and every custom environment are `DEVELOPMENT`.
 pub fn environment_type(key: &str) -> &'static str {
@@ -479,16 +498,7 @@ pub trait Platform: Send + Sync {
     ) -> BoxFuture<'a, PlatformResult<Vec<InstallationInfo>>> {
         async move {
             let filter = InstallationFilter { contexts: vec![context.to_string()], ..Default::default() };
-            let mut out = Vec::new();
-            let mut after: Option<String> = None;
-            loop {
-                let page = self.installations(creds, app_id, &filter, after.as_deref()).await?;
-                out.extend(page.items);
-                match page.next {
-                    Some(next) => after = Some(next),
-                    None => return Ok(out),
-                }
-            }
+            every_installation(self, creds, app_id, &filter).await
         }
         .boxed()
     }
