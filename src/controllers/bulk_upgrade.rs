@@ -66,6 +66,9 @@ pub struct BulkContext {
     upgrades: Store<BulkUpgrade>,
     /// When each app's installations were last listed for a running rollout.
     refreshed: Mutex<HashMap<String, Instant>>,
+    /// The listings under way in the background, per app: `true` when another was asked for
+    /// meanwhile (it runs once the one under way ends).
+    listing: Arc<Mutex<HashMap<String, bool>>>,
     /// When each Lease's record was last seen to change (expiry by this process's clock).
     observer: leases::Observer,
 }
@@ -530,13 +533,14 @@ async fn execute(
                     let mut last = bctx.refreshed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     let due = !still_running || last.get(&key).is_none_or(|t| t.elapsed() >= bctx.limits.refresh);
                     if due {
-                        last.insert(key, Instant::now());
+                        last.insert(key.clone(), Instant::now());
                     }
                     due
                 };
-                if due && let Err(e) = super::listing::refresh(ctx, app, creds).await {
-                    // The next refresh (or the ForgeApp's own) catches up.
-                    warn!(bulk_upgrade = %full_name(bu), error = %e, "listing the app's installations failed");
+                if due {
+                    // Behind the decision: the next rollout starts while the moved sites are
+                    // listed (ten thousand installations are a hundred pages).
+                    list_behind(bctx, key, app.clone(), creds.clone(), full_name(bu));
                 }
             }
             Effect::Delete => {
@@ -552,6 +556,37 @@ async fn execute(
         }
     }
     Ok(Some((status, requeue)))
+}
+
+/// Lists the app's installations in a task of its own (see [`super::listing::refresh`]), one at a
+/// time per app: a listing asked for while one is under way runs once more after it, so what a
+/// rollout moved last is always listed after it moved.
+fn list_behind(bctx: &BulkContext, key: String, app: Arc<ForgeApp>, creds: Credentials, upgrade: String) {
+    let inflight = bctx.listing.clone();
+    {
+        let mut m = inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(again) = m.get_mut(&key) {
+            *again = true;
+            return;
+        }
+        m.insert(key.clone(), false);
+    }
+    let ctx = bctx.ctx.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = super::listing::refresh(&ctx, &app, &creds).await {
+                // The next refresh (or the ForgeApp's own) catches up.
+                warn!(bulk_upgrade = %upgrade, error = %e, "listing the app's installations failed");
+            }
+            let mut m = inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if m.get(&key) == Some(&true) {
+                m.insert(key.clone(), false);
+            } else {
+                m.remove(&key);
+                break;
+            }
+        }
+    });
 }
 
 fn refusal_message(reason: Reason, rollout: Option<&str>, e: &PlatformError) -> String {
@@ -769,6 +804,7 @@ pub async fn run(
         limits,
         upgrades,
         refreshed: Mutex::new(HashMap::new()),
+        listing: Arc::default(),
         observer: leases::Observer::default(),
     });
     controller

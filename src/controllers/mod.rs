@@ -5,6 +5,7 @@ pub mod bulk_upgrade;
 pub mod caches;
 pub mod decoded;
 pub mod distribution_policy;
+pub mod events;
 pub mod forge_app;
 pub mod installation;
 pub mod listing;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 
@@ -292,9 +293,9 @@ impl Context {
         instance: Option<String>,
     ) -> Self {
         let undecodable = decoded::Undecodable::new(client.clone(), instance.clone());
-        let reporter = Reporter { controller: "forgeops".into(), instance };
         let (events, queued) = tokio::sync::mpsc::channel(EVENT_QUEUE);
-        tokio::spawn(send_events(Recorder::new(client.clone(), reporter), queued));
+        let recorder = events::Recorder::new(client.clone(), "forgeops".into(), instance);
+        tokio::spawn(send_events(Arc::new(recorder), queued));
         let (installation_triggers, stream) = tokio::sync::mpsc::unbounded_channel();
         Context {
             fence: Fence::default(),
@@ -749,7 +750,7 @@ const EVENT_SENDERS: usize = 4;
 
 /// Sends the queued Events until the queue closes (every [`Context`] is gone).
 async fn send_events(
-    recorder: Recorder,
+    recorder: Arc<events::Recorder>,
     queued: tokio::sync::mpsc::Receiver<(k8s_openapi::api::core::v1::ObjectReference, Event)>,
 ) {
     use futures::StreamExt;

@@ -60,6 +60,10 @@ pub struct Options {
     /// default, as the operator's own default.
     #[arg(long)]
     pub platform_rate: Option<String>,
+    /// The emulator's cap of installations per rollout (the CLI reference documents 500); a lower
+    /// cap makes as many rollouts in sequence with fewer installations.
+    #[arg(long, default_value_t = 500)]
+    pub rollout_cap: u32,
 }
 
 /// The figures of one run.
@@ -87,12 +91,18 @@ pub struct Report {
     /// Kubernetes API requests the operator sent per installation while installing, by verb.
     pub requests_per_installation: BTreeMap<String, f64>,
     pub operator_peak_rss_mib: f64,
+    /// The operator's RSS at rest, after the idle period.
+    pub operator_rest_rss_mib: f64,
     pub apiserver_rss_mib: f64,
     pub etcd_rss_mib: f64,
     /// kube-apiserver RSS holding the same Installations (same spec, finalizer and status) with no
     /// operator running, on a control plane of its own.
     pub apiserver_baseline_rss_mib: f64,
     pub apiserver_to_baseline: f64,
+    /// The same control plane once a bare client has also written the operator's minimum writes
+    /// (three install statuses, an Event, the upgraded status) to each of those objects, after the
+    /// same rest: what the writes alone leave in kube-apiserver's heap.
+    pub apiserver_after_writes_rss_mib: f64,
     pub bulk_upgrade_s: f64,
     /// Kubernetes API requests the operator sent per installation during the bulk upgrade, by verb.
     pub bulk_requests_per_installation: BTreeMap<String, f64>,
@@ -147,12 +157,24 @@ impl Report {
                 "rate-limit waits             {:.1} s in all (client-side rate per account: {})",
                 self.limiter_wait_s, self.platform_rate
             ),
-            format!("operator peak RSS            {:.1} MiB", self.operator_peak_rss_mib),
+            format!(
+                "operator RSS                 peak {:.1} MiB, at rest {:.1} MiB",
+                self.operator_peak_rss_mib, self.operator_rest_rss_mib
+            ),
             format!("bulk-upgrade requests / inst {}", per_verb(&self.bulk_requests_per_installation)),
             format!("kube-apiserver / etcd RSS    {:.1} MiB / {:.1} MiB", self.apiserver_rss_mib, self.etcd_rss_mib),
             format!(
                 "kube-apiserver, no operator  {:.1} MiB for the same objects; ratio {:.2}",
                 self.apiserver_baseline_rss_mib, self.apiserver_to_baseline
+            ),
+            format!(
+                "  after the minimum writes   {:.1} MiB, no operator; ratio {:.2}",
+                self.apiserver_after_writes_rss_mib,
+                if self.apiserver_baseline_rss_mib > 0.0 {
+                    self.apiserver_after_writes_rss_mib / self.apiserver_baseline_rss_mib
+                } else {
+                    0.0
+                }
             ),
             format!(
                 "bulk upgrade of all          {:.1} s; floor {:.1} s; ratio {:.2}",
@@ -300,7 +322,7 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
             {"version": "1.0.0", "scopes": ["read:jira-work"], "requiredProducts": ["jira"]}]}]}],
         "sites": sites,
     }))?;
-    report.rollout_cap = 500;
+    report.rollout_cap = o.rollout_cap;
     report.platform_rate = o.platform_rate.clone().unwrap_or_else(|| "none".into());
     let config = EmulatorConfig {
         seed,
@@ -430,6 +452,21 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // The Installations learn of 2.0.0 (`UpToDate` False, `UpgradeAvailable`: a status write
+    // each, whether a bulk upgrade follows or not): wait until the operator is quiet again, so the
+    // bulk upgrade is measured on its own.
+    let deadline = Instant::now() + timeout;
+    let mut last: u64 = requests(port).await?.values().sum();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now: u64 = requests(port).await?.values().sum();
+        if now == last {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the operator did not settle after 2.0.0 was deployed");
+        last = now;
+    }
+
     // Bulk upgrade every installation; time until every Installation shows 2.0.
     eprintln!("bench: bulk upgrade");
     let before = requests(port).await?;
@@ -474,6 +511,7 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
     report.idle_requests = after.saturating_sub(before);
     // Memory at rest (after the idle period, as for the baseline below): right after a burst of
     // writes a Go heap holds garbage it has not returned yet.
+    report.operator_rest_rss_mib = rss_mib(operator.pid(), "VmRSS:");
     report.apiserver_rss_mib = rss_mib(cluster.apiserver().pid(), "VmRSS:");
     report.etcd_rss_mib = rss_mib(cluster.etcd().pid(), "VmRSS:");
 
@@ -486,19 +524,7 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
     // one object after the other per slot.
     let floor: Api<Installation> = Api::namespaced(client.clone(), FLOOR_NAMESPACE);
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), FLOOR_NAMESPACE);
-    // The statuses written are the operator's own (conditions and all), from the upgraded template.
-    let upgraded = serde_json::to_value(&template.status)?;
-    let mut done = upgraded.clone();
-    done["installedVersion"] = json!("1.0");
-    done["installedMajor"] = json!(1);
-    let mut task = done.clone();
-    if let Some(fields) = task.as_object_mut() {
-        fields.remove("installedVersion");
-        fields.remove("installedMajor");
-    }
-    let mut sending = task.clone();
-    sending["unconfirmed"] = json!({"action": "install", "version": "1.0", "sentAt": "2026-01-01T00:00:00Z"});
-    task["task"] = json!({"id": "t", "action": "install", "startedAt": "2026-01-01T00:00:00Z"});
+    let MinimumWrites { sending, task, done, upgraded } = MinimumWrites::of(&template)?;
     let started = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
@@ -512,13 +538,8 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
                 floor.patch_status(&name, &PatchParams::default(), &replace_status(&sending)).await?;
                 floor.patch_status(&name, &PatchParams::default(), &replace_status(&task)).await?;
                 floor.patch_status(&name, &PatchParams::default(), &replace_status(&done)).await?;
-                let event = serde_json::from_value(json!({"metadata": {"generateName": "floor-"},
-                    "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "bench",
-                    "reportingInstance": "bench", "action": "Reconcile", "reason": "Installed", "type": "Normal",
-                    "regarding": {"kind": "Installation", "namespace": FLOOR_NAMESPACE, "name": name}}))
-                .expect("a valid Event");
-                events.create(&PostParams::default(), &event).await?;
-                Ok::<_, kube::Error>(())
+                events.create(&PostParams::default(), &install_event(FLOOR_NAMESPACE, &name)?).await?;
+                Ok::<_, anyhow::Error>(())
             }
         })
         .buffer_unordered(o.concurrency)
@@ -563,7 +584,7 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
 
     // The baseline: the same objects on a control plane of their own with no operator.
     eprintln!("bench: kube-apiserver with the same objects and no operator");
-    report.apiserver_baseline_rss_mib =
+    (report.apiserver_baseline_rss_mib, report.apiserver_after_writes_rss_mib) =
         baseline_apiserver_rss(n, o.concurrency, &template, Duration::from_secs(o.idle_secs)).await?;
     report.apiserver_to_baseline = if report.apiserver_baseline_rss_mib > 0.0 {
         report.apiserver_rss_mib / report.apiserver_baseline_rss_mib
@@ -573,14 +594,51 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// The statuses of the operator's minimum writes, the operator's own (conditions and all), from
+/// the upgraded template: the request recorded before it is sent, the task recorded, the installed
+/// version, and the upgraded status.
+struct MinimumWrites {
+    sending: serde_json::Value,
+    task: serde_json::Value,
+    done: serde_json::Value,
+    upgraded: serde_json::Value,
+}
+
+impl MinimumWrites {
+    fn of(template: &Installation) -> anyhow::Result<Self> {
+        let upgraded = serde_json::to_value(&template.status)?;
+        let mut done = upgraded.clone();
+        done["installedVersion"] = json!("1.0");
+        done["installedMajor"] = json!(1);
+        let mut task = done.clone();
+        if let Some(fields) = task.as_object_mut() {
+            fields.remove("installedVersion");
+            fields.remove("installedMajor");
+        }
+        let mut sending = task.clone();
+        sending["unconfirmed"] = json!({"action": "install", "version": "1.0", "sentAt": "2026-01-01T00:00:00Z"});
+        task["task"] = json!({"id": "t", "action": "install", "startedAt": "2026-01-01T00:00:00Z"});
+        Ok(MinimumWrites { sending, task, done, upgraded })
+    }
+}
+
+/// A bench Event about Installation `name` in `namespace`, as the operator records one per install.
+fn install_event(namespace: &str, name: &str) -> anyhow::Result<k8s_openapi::api::events::v1::Event> {
+    Ok(serde_json::from_value(json!({"metadata": {"generateName": "floor-"},
+        "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "bench",
+        "reportingInstance": "bench", "action": "Reconcile", "reason": "Installed", "type": "Normal",
+        "regarding": {"kind": "Installation", "namespace": namespace, "name": name}}))?)
+}
+
 /// kube-apiserver's RSS holding `n` Installations shaped like `template` (its finalizers and status),
-/// written by a bare client, with no operator running, measured after `rest` with nothing changing.
+/// written by a bare client, with no operator running, measured after `rest` with nothing changing;
+/// and again once the same client has written the operator's minimum writes to each.
 async fn baseline_apiserver_rss(
     n: usize,
     concurrency: usize,
     template: &Installation,
     rest: Duration,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, f64)> {
     let cluster = LocalCluster::start(None).await?;
     let client = kube::Client::try_from(cluster.admin_config())?;
     forgeops_testenv::localcluster::install_crds(&client, &forgeops::api::all_crds()).await?;
@@ -609,7 +667,30 @@ async fn baseline_apiserver_rss(
     // The same reads a watcher of the kind causes (the benchmark's own watch ran in the main run).
     let _ = insts.list(&Default::default()).await?;
     tokio::time::sleep(rest).await;
-    Ok(rss_mib(cluster.apiserver().pid(), "VmRSS:"))
+    let at_rest = rss_mib(cluster.apiserver().pid(), "VmRSS:");
+
+    // The operator's minimum writes to each of these objects, by a bare client, then the same rest.
+    let writes = MinimumWrites::of(template)?;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NAMESPACE);
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (insts, events, writes) = (insts.clone(), events.clone(), &writes);
+            async move {
+                let name = format!("site-{i:05}");
+                for status in [&writes.sending, &writes.task, &writes.done, &writes.upgraded] {
+                    insts.patch_status(&name, &PatchParams::default(), &replace_status(status)).await?;
+                }
+                events.create(&PostParams::default(), &install_event(NAMESPACE, &name)?).await?;
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    tokio::time::sleep(rest).await;
+    Ok((at_rest, rss_mib(cluster.apiserver().pid(), "VmRSS:")))
 }
 
 /// The operator binary beside this one. Run through cargo (`cargo bench-scale`), it is built first
