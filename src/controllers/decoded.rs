@@ -17,23 +17,24 @@ use std::sync::{Arc, Mutex};
 use futures::{Stream, TryStreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{ApiResource, DynamicObject};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
+
+use super::events::Recorder;
 
 /// Reports objects that could not be decoded: a log line and a Warning Event on each, once per
 /// resourceVersion.
 #[derive(Clone)]
 pub struct Undecodable {
-    recorder: Recorder,
+    recorder: Arc<Recorder>,
     told: Arc<Mutex<HashSet<(String, String)>>>,
 }
 
 impl Undecodable {
     pub fn new(client: Client, instance: Option<String>) -> Self {
-        let reporter = Reporter { controller: "forgeops".into(), instance };
-        Undecodable { recorder: Recorder::new(client, reporter), told: Default::default() }
+        Undecodable { recorder: Arc::new(Recorder::new(client, "forgeops".into(), instance)), told: Default::default() }
     }
 
     fn tell(&self, obj: &DynamicObject, ar: &ApiResource, error: &DecodeError) {
