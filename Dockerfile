@@ -12,6 +12,8 @@ WORKDIR /src
 # Dependencies first, so a source change does not rebuild them. Cargo needs every workspace
 # member's manifest to read the lock file; the members' sources are stubs and never built.
 COPY Cargo.toml Cargo.lock ./
+# The allocator's settings ([env]) and the aliases.
+COPY .cargo/config.toml .cargo/
 COPY crates/emulator/Cargo.toml crates/emulator/
 COPY crates/testenv/Cargo.toml crates/testenv/
 COPY crates/dev/Cargo.toml crates/dev/
