@@ -346,3 +346,84 @@ async fn lookups_at_the_same_time_share_requests_and_a_rate_limit_holds_an_accou
     assert!(waited > 0.2, "waited {waited} s in all");
     assert!(!exported.contains("dev@acme.example"), "the metric names the Secret, not the account");
 }
+
+/// The App metrics API through the adapter: invocations and errors per version and context from
+/// the emulator's traffic model, judged by the analysis rules; the client's window keeps the
+/// documented five calls a minute (a sixth waits in forgeops, never reaching the platform).
+#[tokio::test]
+async fn app_metrics_per_version_and_context_judged_and_within_five_calls_a_minute() {
+    use forgeops::platform::{MetricKind, MetricsQuery};
+    use forgeops::rules::analysis::{self, Thresholds, Verdict};
+    use forgeops::rules::versions::Version;
+
+    let emu = start(config()).await;
+    let g = gateway(&emu, None);
+    let c = creds();
+    let versions = g.versions(&c, APP, "production").await.unwrap();
+    let id_of = |v: &str| versions.iter().find(|x| x.version == v).unwrap().id.clone();
+    // acme moved to 2.0; globex and initech still on 1.1.
+    for (site, version) in
+        [("acme.atlassian.net", "2.0.0"), ("globex.atlassian.net", "1.1.0"), ("initech.atlassian.net", "1.1.0")]
+    {
+        let task = g.start_install(&c, &target(site), Some(&id_of(version))).await.unwrap();
+        assert_eq!(finish(&g, &task).await.state, TaskState::Complete);
+    }
+    let rule = |version: &str, success_rate: f64| emulator::metrics::TrafficRule {
+        app_id: APP.into(),
+        version: version.into(),
+        site: None,
+        invocations_per_minute: 60_000,
+        success_rate,
+    };
+    emu.set_traffic(rule("2", 0.9)).unwrap();
+    emu.set_traffic(rule("1", 1.0)).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    emu.clear_requests();
+
+    let now = jiff::Timestamp::now().as_millisecond();
+    let query = |kind| MetricsQuery {
+        app_id: APP.into(),
+        environment_id: None,
+        kind,
+        start_ms: now - 15 * 60_000,
+        end_ms: now,
+    };
+    let invocations = g.app_metrics(&c, &query(MetricKind::Invocations)).await.unwrap();
+    let errors = g.app_metrics(&c, &query(MetricKind::Errors)).await.unwrap();
+    let contexts = g.installations(&c, APP, &InstallationFilter::default(), None).await.unwrap().items;
+    let acme =
+        contexts.iter().find(|i| i.site.as_deref() == Some("acme.atlassian.net")).unwrap().installation_context.clone();
+    assert_eq!(invocations.len(), 3, "{invocations:?}");
+    let on_acme = invocations.iter().find(|v| v.context == acme).unwrap();
+    assert_eq!(on_acme.version, "2.0.0");
+    assert!(on_acme.count >= 100, "{on_acme:?}");
+
+    let moved = [acme.clone()].into();
+    let (cohort, baseline) = analysis::figures(
+        &invocations,
+        &errors,
+        &moved,
+        Version { major: 1, minor: 1 },
+        Version { major: 2, minor: 0 },
+    );
+    assert_eq!((cohort.sites, baseline.sites), (1, 2));
+    assert_eq!(baseline.errors, 0);
+    let rate = cohort.success_percent().unwrap();
+    assert!((89.0..=91.0).contains(&rate), "{cohort:?}");
+    let t = Thresholds { min_success_percent: Some(99.0), max_drop_percent: Some(1.0), min_invocations: 100 };
+    assert_eq!(analysis::judge(&t, &cohort, &baseline).0, Verdict::Failed);
+
+    // Three more calls pass; a sixth within the minute waits in the client's window.
+    for _ in 0..3 {
+        g.app_metrics(&c, &query(MetricKind::Errors)).await.unwrap();
+    }
+    let sixth = tokio::time::timeout(Duration::from_secs(2), g.app_metrics(&c, &query(MetricKind::Errors))).await;
+    assert!(sixth.is_err(), "a sixth call within a minute must wait");
+    let sent: Vec<_> = emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation_name.as_deref().is_some_and(|o| o.contains("Metrics")))
+        .collect();
+    assert_eq!(sent.len(), 5, "the platform saw five calls");
+    assert!(sent.iter().all(|r| r.fault.is_none()));
+}

@@ -19,8 +19,8 @@ use super::coalesce::Coalescer;
 use super::ops;
 use super::{
     Account, AppDetails, Credentials, DistributionLink, Egress, EnvironmentInfo, ErrorKind, InstallationFilter,
-    InstallationInfo, Page, Platform, PlatformError, PlatformResult, Rollout, RolloutStarted, RolloutStatus,
-    SharingState, Target, Task, TaskState, UpgradeTarget, VersionCount, VersionInfo,
+    InstallationInfo, MetricKind, MetricsQuery, MetricsValue, Page, Platform, PlatformError, PlatformResult, Rollout,
+    RolloutStarted, RolloutStatus, SharingState, Target, Task, TaskState, UpgradeTarget, VersionCount, VersionInfo,
 };
 use crate::telemetry::Metrics;
 
@@ -299,9 +299,12 @@ impl ForgeGateway {
 
     async fn send_once(&self, creds: &Credentials, operation: &'static str, body: &Value) -> PlatformResult<Value> {
         let unavailable = |m: String| PlatformError::new(ErrorKind::Unavailable, operation, m);
-        let response = self
-            .http
-            .post(&self.options.url)
+        let mut request = self.http.post(&self.options.url);
+        // The App metrics API is experimental and asks for this header ("Export app metrics").
+        if super::limiter::Class::of(operation) == super::limiter::Class::Metrics {
+            request = request.header("X-ExperimentalApi", "ForgeMetricsQuery");
+        }
+        let response = request
             .header(reqwest::header::AUTHORIZATION, creds.authorization())
             .header("atl-client-name", "forgeops")
             .header("atl-client-version", env!("CARGO_PKG_VERSION"))
@@ -597,6 +600,40 @@ fn module_products(version: &Value) -> Vec<String> {
     products.sort();
     products.dedup();
     products
+}
+
+/// An App metrics answer: its series (`groups` naming the version and the context, one data
+/// point with the count), or the `QueryError` the API answers in their place.
+fn parse_metrics(operation: &'static str, answer: &Value) -> PlatformResult<Vec<MetricsValue>> {
+    if answer.is_null() {
+        return Err(not_found(operation, "the app's metrics (no forgeMetrics answer)".into()));
+    }
+    if let Some(series) = answer.get("series").and_then(Value::as_array) {
+        let label = |groups: &Value, key: &str| {
+            groups.as_array().into_iter().flatten().find_map(|g| {
+                let k = g.get("key").and_then(Value::as_str)?.replace('_', "");
+                k.eq_ignore_ascii_case(key).then(|| s(g, "value")).flatten()
+            })
+        };
+        return Ok(series
+            .iter()
+            .filter_map(|one| {
+                let groups = one.get("groups")?;
+                let count = one.get("data")?.as_array()?.iter().filter_map(|p| p.get("count")?.as_u64()).sum();
+                Some(MetricsValue { version: label(groups, "version")?, context: label(groups, "contextari")?, count })
+            })
+            .collect());
+    }
+    let extension = answer.pointer("/extensions/0");
+    let status =
+        extension.and_then(|e| e.get("statusCode")).and_then(Value::as_u64).and_then(|c| u16::try_from(c).ok());
+    let error_type = extension.and_then(|e| s(e, "errorType")).unwrap_or_default();
+    let kind = match status {
+        Some(429) => ErrorKind::RateLimited,
+        _ => ErrorKind::from_error_type(&error_type, status),
+    };
+    let message = s(answer, "message").unwrap_or_else(|| format!("the App metrics API answered {error_type}"));
+    Err(PlatformError::new(kind, operation, message))
 }
 
 fn rollout_status(s: &str) -> RolloutStatus {
@@ -1133,6 +1170,31 @@ impl Platform for ForgeGateway {
             let data = self.call(creds, OP, ops::CANCEL_APP_VERSION_UPGRADE_ROLLOUT, vars).await?;
             let no_answer = (ErrorKind::Unavailable, "the platform gave no answer");
             Self::payload(OP, &data, "/ecosystem/cancelAppVersionRollout", no_answer).map(|_| ())
+        }
+        .boxed()
+    }
+
+    fn app_metrics<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        query: &'a MetricsQuery,
+    ) -> BoxFuture<'a, PlatformResult<Vec<MetricsValue>>> {
+        async move {
+            let (op, text, field): (&'static str, &str, &str) = match query.kind {
+                MetricKind::Invocations => {
+                    ("forgeops_getAppMetricsInvocations", ops::FORGEOPS_GET_APP_METRICS_INVOCATIONS, "invocationsValue")
+                }
+                MetricKind::Errors => ("forgeops_getAppMetricsErrors", ops::FORGEOPS_GET_APP_METRICS_ERRORS, "errorsValue"),
+            };
+            let time = |ms: i64| jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default();
+            let mut filters = json!({ "interval": { "start": time(query.start_ms), "end": time(query.end_ms) } });
+            if let Some(env) = &query.environment_id {
+                filters["environment"] = json!(env);
+            }
+            let vars = json!({ "appId": query.app_id, "query": { "filters": filters, "groupBy": ["VERSION", "CONTEXT_ARI"] } });
+            let data = self.call(creds, op, text, vars).await?;
+            let answer = data.pointer(&format!("/ecosystem/forgeMetrics/{field}")).cloned().unwrap_or(Value::Null);
+            parse_metrics(op, &answer)
         }
         .boxed()
     }

@@ -2,9 +2,13 @@
 //! token bucket of the same rate and size does) for every account forgeops acts as, so many
 //! reconciles at once meet the platform's limits in forgeops' queue, not as `TOO_MANY_REQUESTS`.
 //!
-//! Two buckets per account: one for every gateway request, whose rate the platform does not
-//! document (so none is set unless asked for: `--platform-rate`), and one for the App metrics API,
-//! documented at five calls a minute per user (`--platform-metrics-rate`, default `5/m`). The
+//! Two limits per account: a bucket for every gateway request, whose rate the platform does not
+//! document (so none is set unless asked for: `--platform-rate`), and a window for the App metrics
+//! API, documented at five calls a minute per user (`--platform-metrics-rate`, default `5/m`).
+//! The metrics limit is a sliding window, not a bucket: a bucket of five refilled at one per 12 s
+//! admits six calls within a minute (five at once, one 12 s later), which a platform that counts
+//! calls per minute refuses. [`Window`] admits at most `count` calls in any `per` (and a margin),
+//! hand-written because governor offers only GCRA. The
 //! platform limits per user, so the bucket is the account's (its e-mail), whichever Secret holds
 //! its token; the time spent waiting is counted per Secret (`namespace/name`), never by e-mail.
 
@@ -79,7 +83,43 @@ impl Class {
 /// See the module doc.
 pub struct Limiter {
     gateway: Option<DefaultKeyedRateLimiter<String>>,
-    metrics: Option<DefaultKeyedRateLimiter<String>>,
+    metrics: Option<Window>,
+}
+
+/// At most `rate.count` calls per key in any `rate.per` plus [`Window::MARGIN`] (for the time a
+/// request takes to reach the platform, whose clock counts).
+pub struct Window {
+    rate: Rate,
+    calls: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<Instant>>>,
+}
+
+impl Window {
+    pub const MARGIN: Duration = Duration::from_millis(500);
+
+    pub fn new(rate: Rate) -> Self {
+        Window { rate, calls: std::sync::Mutex::default() }
+    }
+
+    /// Admits a call by `key` at `now`, or answers how long until one would be admitted.
+    pub fn admit(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        let span = self.rate.per + Self::MARGIN;
+        let mut calls = self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let log = calls.entry(key.to_string()).or_default();
+        while log.front().is_some_and(|t| now.duration_since(*t) >= span) {
+            log.pop_front();
+        }
+        if log.len() < self.rate.count.get() as usize {
+            log.push_back(now);
+            return Ok(());
+        }
+        Err(log.front().map_or(Duration::ZERO, |t| span.saturating_sub(now.duration_since(*t))))
+    }
+
+    async fn until_ready(&self, key: &str) {
+        while let Err(wait) = self.admit(key, Instant::now()) {
+            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+        }
+    }
 }
 
 impl Default for Limiter {
@@ -92,8 +132,7 @@ impl Default for Limiter {
 impl Limiter {
     /// A limiter with these rates per account (`None`: not limited).
     pub fn new(gateway: Option<Rate>, metrics: Option<Rate>) -> Self {
-        let keyed = |r: Option<Rate>| r.and_then(Rate::quota).map(RateLimiter::keyed);
-        Limiter { gateway: keyed(gateway), metrics: keyed(metrics) }
+        Limiter { gateway: gateway.and_then(Rate::quota).map(RateLimiter::keyed), metrics: metrics.map(Window::new) }
     }
 
     /// Waits until `account` may send an operation of `class`; answers how long it waited.
@@ -103,7 +142,7 @@ impl Limiter {
         if class == Class::Metrics
             && let Some(m) = &self.metrics
         {
-            m.until_key_ready(&key).await;
+            m.until_ready(&key).await;
         }
         if let Some(g) = &self.gateway {
             g.until_key_ready(&key).await;
@@ -156,7 +195,7 @@ mod tests {
         for _ in 0..5 {
             assert!(passes(&limiter, "a@example.com", Class::Metrics).await);
         }
-        // A sixth call within the minute waits 12 s for its token.
+        // A sixth call within the minute waits for the first to be a minute old.
         assert!(!passes(&limiter, "a@example.com", Class::Metrics).await);
         // Other requests of the account are not held by the metrics bucket, nor are others'.
         assert!(passes(&limiter, "a@example.com", Class::Gateway).await);
@@ -165,5 +204,22 @@ mod tests {
         for _ in 0..100 {
             assert!(passes(&limiter, "a@example.com", Class::Gateway).await);
         }
+    }
+
+    #[test]
+    fn the_metrics_window_never_admits_more_than_five_calls_in_any_minute() {
+        let w = Window::new(Rate::METRICS);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        for s in [0, 1, 2, 3, 4] {
+            assert_eq!(w.admit("a", at(s)), Ok(()));
+        }
+        // Where a bucket refilled at 5/min admits a sixth call 12 s later, the window waits
+        // until the first call is a minute (and the margin) old.
+        assert_eq!(w.admit("a", at(12)), Err(Duration::from_secs(48) + Window::MARGIN));
+        assert_eq!(w.admit("a", at(60)), Err(Window::MARGIN));
+        assert_eq!(w.admit("a", at(61)), Ok(()));
+        assert!(w.admit("a", at(61)).is_err());
+        assert_eq!(w.admit("b", at(12)), Ok(()));
     }
 }

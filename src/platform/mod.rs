@@ -24,6 +24,39 @@ use serde::{Deserialize, Serialize};
 pub use credentials::Credentials;
 pub use forge::{ForgeGateway, GatewayOptions};
 
+/// Which count the App metrics API is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetricKind {
+    /// `invocationsValue`.
+    Invocations,
+    /// `errorsValue`.
+    Errors,
+}
+
+/// One App metrics API call: a count of an app's functions over an interval of at most 15
+/// minutes (the API's limit), grouped by version and installation context.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsQuery {
+    pub app_id: String,
+    /// The environment's platform id (none: every environment).
+    pub environment_id: Option<String>,
+    pub kind: MetricKind,
+    /// Epoch milliseconds, the start included.
+    pub start_ms: i64,
+    /// Epoch milliseconds, the end excluded.
+    pub end_ms: i64,
+}
+
+/// One value of an App metrics answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsValue {
+    /// The version, as the platform's dotted string.
+    pub version: String,
+    /// The installation context (a workspace or site ARI).
+    pub context: String,
+    pub count: u64,
+}
+
 /// The account the credentials act as (`me { user }`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
@@ -585,6 +618,15 @@ pub trait Platform: Send + Sync {
 
     /// Cancels a running rollout (`forge_cli_cancelAppVersionUpgradeRollout`).
     fn cancel_rollout<'a>(&'a self, creds: &'a Credentials, rollout_id: &'a str) -> BoxFuture<'a, PlatformResult<()>>;
+
+    /// The App metrics API (`forgeMetrics`): invocations or failed invocations of an app's
+    /// functions over `window`, one value per (version, installation context). Five calls a
+    /// minute per user: the client's limiter spaces them ([`limiter`]).
+    fn app_metrics<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        query: &'a MetricsQuery,
+    ) -> BoxFuture<'a, PlatformResult<Vec<MetricsValue>>>;
 
     /// Distribution capability: turns sharing by link on (sending `details`) or off. `Unsupported`
     /// without it.

@@ -52,6 +52,10 @@ pub const FORGEOPS_UPDATE_APP_DETAILS: &str = include_str!("ops/forgeops_updateA
 pub const FORGEOPS_GENERATE_DISTRIBUTION_LINK: &str = include_str!("ops/forgeops_generateDistributionLink.graphql");
 /// `forgeops_getTenantContexts`: `getTenantContextDetails` for many sites in one request.
 pub const FORGEOPS_GET_TENANT_CONTEXTS: &str = include_str!("ops/forgeops_getTenantContexts.graphql");
+/// `forgeops_getAppMetricsInvocations`: the App metrics API's invocations per version and context.
+pub const FORGEOPS_GET_APP_METRICS_INVOCATIONS: &str = include_str!("ops/forgeops_getAppMetricsInvocations.graphql");
+/// `forgeops_getAppMetricsErrors`: the App metrics API's failed invocations per version and context.
+pub const FORGEOPS_GET_APP_METRICS_ERRORS: &str = include_str!("ops/forgeops_getAppMetricsErrors.graphql");
 /// `forgeops_getAppSharing` (distribution capability).
 pub const FORGEOPS_GET_APP_SHARING: &str = include_str!("ops/forgeops_getAppSharing.graphql");
 

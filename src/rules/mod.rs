@@ -1,5 +1,6 @@
 //! Pure decision logic: no client, no I/O. Controllers observe, call these, act and report.
 
+pub mod analysis;
 pub mod bulk_upgrade;
 pub mod conditions;
 pub mod distribution;

@@ -37,8 +37,10 @@
 //! Admin errors answer `{"error": {"errorType", "statusCode", "message"}}` with that status.
 
 mod indexed;
+pub mod metrics;
 pub mod model;
 pub mod schema;
+mod schema_metrics;
 mod seed;
 
 use std::future::Future;
@@ -411,6 +413,10 @@ impl RunningEmulator {
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.shared.requests).clone()
     }
+    /// Sets one rule of the App metrics API's traffic model (as `PUT /admin/traffic`).
+    pub fn set_traffic(&self, rule: metrics::TrafficRule) -> Result<(), PlatformError> {
+        lock(&self.shared.model).set_traffic(rule)
+    }
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
         lock(&self.shared.requests).clear();
@@ -613,6 +619,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/requests", get(admin_requests).delete(admin_clear_requests))
         .route("/state", get(admin_state))
         .route("/settings", get(admin_get_settings).put(admin_put_settings))
+        .route("/traffic", get(admin_get_traffic).put(admin_put_traffic))
         .route("/forget-finished-rollouts", post(admin_forget))
         .layer(middleware::from_fn(loopback_only));
     Router::new().route("/graphql", post(graphql)).nest("/admin", admin).with_state(shared)
@@ -763,6 +770,23 @@ async fn admin_put_settings(State(s): State<Arc<Shared>>, body: Bytes) -> Respon
         }
         Err(e) => admin_error(&e),
     }
+}
+
+/// Sets one rule of the App metrics API's traffic model ([`metrics::TrafficRule`]).
+async fn admin_put_traffic(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let rule = match parse_body::<metrics::TrafficRule>(&body) {
+        Ok(rule) => rule,
+        Err(e) => return admin_error(&e),
+    };
+    let mut model = lock(&s.model);
+    match model.set_traffic(rule) {
+        Ok(()) => json_response(StatusCode::OK, &model.traffic.rules()),
+        Err(e) => admin_error(&e),
+    }
+}
+
+async fn admin_get_traffic(State(s): State<Arc<Shared>>) -> Response {
+    json_response(StatusCode::OK, &lock(&s.model).traffic.rules())
 }
 
 async fn admin_requests(State(s): State<Arc<Shared>>) -> Response {
@@ -919,7 +943,8 @@ async fn graphql(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) 
     s.advance();
     let mut request = async_graphql::Request::new(body.query)
         .variables(async_graphql::Variables::from_json(variables))
-        .data(Caller(account_id));
+        .data(Caller(account_id))
+        .data(schema_metrics::ExperimentalApi(headers.contains_key(metrics::EXPERIMENTAL_HEADER)));
     if let Some(name) = operation_name {
         request = request.operation_name(name);
     }

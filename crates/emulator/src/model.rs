@@ -677,6 +677,10 @@ pub struct Installation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compute_version_id: Option<String>,
     pub created_at: Millis,
+    /// When the code that runs moved to its version (unset: since `created_at`); the App metrics
+    /// API counts the installation's traffic on that version from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_since: Option<Millis>,
     /// The rollouts that upgraded this installation, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upgraded_by: Vec<String>,
@@ -694,6 +698,11 @@ impl Installation {
     /// The id of the version whose code runs: its compute version, else its (permissions) version.
     pub fn compute_version(&self) -> &str {
         self.compute_version_id.as_deref().unwrap_or(&self.version_id)
+    }
+
+    /// Since when the code of [`Installation::compute_version`] runs.
+    pub fn code_since(&self) -> Millis {
+        self.code_since.unwrap_or(self.created_at)
     }
 }
 
@@ -910,6 +919,12 @@ pub struct Model {
     /// The ids of the tasks not finished (PENDING or RUNNING), which [`Model::advance`] moves.
     #[serde(skip)]
     unfinished: BTreeSet<String>,
+    /// The App metrics API's traffic model (`PUT /admin/traffic`).
+    #[serde(skip)]
+    pub traffic: crate::metrics::Traffic,
+    /// Calls to the App metrics API, for its limit per user.
+    #[serde(skip)]
+    pub metrics_calls: crate::metrics::CallLog,
 }
 
 /// What the state file holds of a [`Model`], taken under the model's lock in a moment (its items
@@ -1774,6 +1789,7 @@ impl Model {
                     .as_deref()
                     .and_then(|id| self.installations.get_mut(id))
                     .ok_or_else(|| PlatformError::new(et::INSTALLATION_NOT_FOUND, 404, "Installation not found"))?;
+                inst.code_since = Some(task.due_at);
                 if task.compute_only {
                     inst.compute_version_id = (inst.version_id != target).then_some(target);
                 } else {
@@ -1818,6 +1834,7 @@ impl Model {
             if applies && let Some(i) = self.installations.at_mut(k) {
                 i.version_id = target;
                 i.compute_version_id = compute;
+                i.code_since = Some(now);
                 i.upgraded_by_admin = false;
             }
             self.touch();
@@ -1839,11 +1856,13 @@ impl Model {
                     (self.rollouts[idx].source_version_id.clone(), self.rollouts[idx].target_version_id.clone());
                 let failing = self.installation(&inst_id).is_some_and(|i| self.site_failing(&i.cloud_id));
                 let compute = self.installation(&inst_id).and_then(|i| self.compute_after_move(i, &target));
+                let step_at_us = self.rollouts[idx].next_step_at_us;
                 let ok = match self.installations.get_mut(&inst_id) {
                     Some(i) if i.version_id == target => true,
                     Some(i) if i.version_id == source && !failing => {
                         i.version_id = target;
                         i.compute_version_id = compute;
+                        i.code_since = Some(step_at_us / 1000);
                         i.upgraded_by_admin = false;
                         i.upgraded_by.push(self.rollouts[idx].id.clone());
                         true
@@ -2369,7 +2388,7 @@ impl Model {
     pub fn site_admin_upgrade(
         &mut self,
         req: &SiteUpgradeRequest,
-        _now: Millis,
+        now: Millis,
     ) -> Result<SiteUpgradeOutcome, PlatformError> {
         let app = self.app(&req.app_id).ok_or_else(|| PlatformError::app_not_found(&req.app_id))?;
         let env = app.environment(&req.environment).ok_or_else(|| {
@@ -2417,6 +2436,7 @@ impl Model {
         if let Some(i) = self.installations.get_mut(&id) {
             i.version_id = target.id.clone();
             i.compute_version_id = compute;
+            i.code_since = Some(now);
             i.upgraded_by_admin = true;
         }
         self.touch();
@@ -2599,6 +2619,7 @@ impl Model {
                 if let Some(i) = self.installations.at_mut(idx) {
                     i.version_id = new.id.clone();
                     i.compute_version_id = compute;
+                    i.code_since = Some(now);
                     i.upgraded_by_admin = false;
                     upgraded.push(i.id.clone());
                 }

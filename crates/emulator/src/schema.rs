@@ -1066,6 +1066,14 @@ impl EcosystemQuery {
     async fn dev_console(&self) -> Option<DevConsoleQuery> {
         Some(DevConsoleQuery)
     }
+    /// The App metrics API of an app the caller owns (needs the `X-ExperimentalApi` header).
+    async fn forge_metrics(
+        &self,
+        ctx: &Context<'_>,
+        app_id: ID,
+    ) -> async_graphql::Result<Option<crate::schema_metrics::ForgeMetricsQuery>> {
+        crate::schema_metrics::forge_metrics(ctx, &app_id).map(Some)
+    }
 }
 
 /// The query root.

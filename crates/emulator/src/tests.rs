@@ -1677,3 +1677,94 @@ async fn the_state_file_is_written_behind_and_holds_the_last_state_when_the_emul
     drop(emu);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+const METRICS: &str = r#"query forgeops_getAppMetrics($appId: ID!, $query: ForgeMetricsQueryInput!) {
+  ecosystem {
+    forgeMetrics(appId: $appId) {
+      invocationsValue(query: $query) {
+        ... on ForgeMetricsInvocationsValueData { series { groups { key value } data { count timestamp } } }
+        ... on QueryError { message extensions { errorType statusCode } }
+      }
+    }
+  }
+}"#;
+
+async fn metrics_call(emu: &RunningEmulator, auth: (&str, &str), experimental: bool, query: Value) -> Value {
+    let mut req = client()
+        .post(emu.graphql_url())
+        .basic_auth(auth.0, Some(auth.1))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&json!({"query": METRICS, "variables": {"appId": APP1, "query": query}})).unwrap());
+    if experimental {
+        req = req.header("X-ExperimentalApi", "ForgeMetricsQuery");
+    }
+    serde_json::from_slice(&req.send().await.expect("request").bytes().await.expect("body")).expect("JSON")
+}
+
+#[tokio::test]
+async fn http_app_metrics_from_the_traffic_model_under_the_documented_limits() {
+    let emu = start(config(), "127.0.0.1:0".parse().unwrap()).await.expect("start");
+    let (_, site) = admin(
+        reqwest::Method::POST,
+        format!("{}/sites", emu.admin_url()),
+        Some(json!({"hostName": "hooli.atlassian.net", "products": ["jira"], "admins": [EMAIL]})),
+    )
+    .await;
+    let ctx = site["installationContexts"]["jira"].as_str().unwrap().to_string();
+    let (_, _, r) = gql(
+        &emu,
+        INSTALL,
+        json!({"input": {"installationContext": ctx, "appId": APP1, "environmentKey": "production", "async": true}}),
+    )
+    .await;
+    let task = r["data"]["installApp"]["taskId"].as_str().expect("task id").to_string();
+    assert_eq!(wait_task(&emu, &task).await["state"], "COMPLETE");
+    let version = installed_version(&emu).await.as_str().unwrap().to_string();
+    let major = version.split('.').next().unwrap().to_string();
+
+    // Refused rules, then one a minute-rate of 60,000 (one a millisecond), 90% successful.
+    let traffic = format!("{}/traffic", emu.admin_url());
+    let bad = json!({"appId": APP1, "version": major, "invocationsPerMinute": 1, "successRate": 2.0});
+    assert_eq!(admin(reqwest::Method::PUT, traffic.clone(), Some(bad)).await.0, 400);
+    let unknown = json!({"appId": "ari:cloud:ecosystem::app/nope", "version": major, "invocationsPerMinute": 1, "successRate": 1.0});
+    assert_eq!(admin(reqwest::Method::PUT, traffic.clone(), Some(unknown)).await.0, 404);
+    let rule = json!({"appId": APP1, "version": major, "invocationsPerMinute": 60000, "successRate": 0.9});
+    assert_eq!(admin(reqwest::Method::PUT, traffic.clone(), Some(rule)).await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let now = jiff::Timestamp::now();
+    let window = |minutes: i64| {
+        json!({"filters": {"interval": {"start": (now - jiff::SignedDuration::from_mins(minutes)).to_string(),
+            "end": now.to_string()}}, "groupBy": ["VERSION", "CONTEXT_ARI"]})
+    };
+    // Without the header: refused, and not counted.
+    let r = metrics_call(&emu, (EMAIL, TOKEN), false, window(15)).await;
+    assert!(r["errors"][0]["message"].as_str().unwrap().contains("X-ExperimentalApi"), "{r}");
+    // Another account's app: refused.
+    let r = metrics_call(&emu, ("other@globex.example", "other-token"), true, window(15)).await;
+    assert_eq!(r["errors"][0]["extensions"]["errorType"], "PERMISSION_DENIED", "{r}");
+
+    // One series per (version, context), counted since the install.
+    let r = metrics_call(&emu, (EMAIL, TOKEN), true, window(15)).await;
+    let series = &r["data"]["ecosystem"]["forgeMetrics"]["invocationsValue"]["series"];
+    assert_eq!(series.as_array().map(Vec::len), Some(1), "{r}");
+    assert_eq!(
+        series[0]["groups"],
+        json!([{"key": "VERSION", "value": version}, {"key": "CONTEXT_ARI", "value": ctx}])
+    );
+    let count = series[0]["data"][0]["count"].as_i64().unwrap();
+    assert!((300..60_000).contains(&count), "about one a millisecond since the install: {count}");
+
+    // More than 15 minutes in one call: refused (and counted: the call was made).
+    let r = metrics_call(&emu, (EMAIL, TOKEN), true, window(16)).await;
+    assert_eq!(r["data"]["ecosystem"]["forgeMetrics"]["invocationsValue"]["extensions"][0]["statusCode"], 400, "{r}");
+    // Five calls a minute: three more pass, the sixth is refused with 429.
+    for _ in 0..3 {
+        let r = metrics_call(&emu, (EMAIL, TOKEN), true, window(1)).await;
+        assert!(r["data"]["ecosystem"]["forgeMetrics"]["invocationsValue"]["series"].is_array(), "{r}");
+    }
+    let r = metrics_call(&emu, (EMAIL, TOKEN), true, window(1)).await;
+    let refused = &r["data"]["ecosystem"]["forgeMetrics"]["invocationsValue"];
+    assert_eq!(refused["extensions"][0]["statusCode"], 429, "{r}");
+    assert_eq!(refused["extensions"][0]["errorType"], "TOO_MANY_REQUESTS");
+}
