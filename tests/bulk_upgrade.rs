@@ -786,3 +786,70 @@ async fn an_environment_typo_is_stalled_with_what_to_change_and_holds_no_one_up(
     assert!(status(&b).blocked_by.is_none(), "{b:#?}");
     assert_eq!(status(&b).upgraded, 3);
 }
+
+async fn annotate(api: &Api<BulkUpgrade>, name: &str, key: &str, value: &str) {
+    let patch = json!({"metadata": {"annotations": {key: value}}});
+    api.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(patch)).await.unwrap();
+}
+
+#[tokio::test]
+async fn bake_time_then_approval_by_annotation_then_an_emergency_stop_that_a_re_apply_keeps() {
+    let t = TestNs::new("bulk-gates").await;
+    let operator = operator_with_rollout_step(&t, Duration::from_millis(400)).await;
+    installed_on_major_1(&t, "insights", "dev", 10, vec![version(2, 0, &["read"])]).await;
+    let bus: Api<BulkUpgrade> = t.api();
+    let manifest = bulk(
+        "gated",
+        "insights",
+        1,
+        2,
+        json!({"steps": [{"limit": 2, "pause": {"duration": "3s"}}, {"limit": 2, "requireApproval": true}, {}]}),
+    );
+    create(&bus, manifest.clone()).await;
+
+    // Step 1 runs, then bakes: measured from when its rollout is seen complete.
+    wait_state(&bus, "gated", BulkUpgradeState::Baking).await;
+    let baking_seen = std::time::Instant::now();
+    assert_eq!(operator.platform.rollouts(APP_ID).len(), 1);
+    assert_eq!(leases_held(&t).await.len(), 2, "the environment and account Leases stay held while baking");
+    let b = wait_state(&bus, "gated", BulkUpgradeState::AwaitingApproval).await;
+    let baked = baking_seen.elapsed();
+    let completed = status(&b).rollouts[0].completed_at.clone().unwrap().0;
+    let since_completed = jiff::Timestamp::now().duration_since(completed);
+    assert!(
+        since_completed >= jiff::SignedDuration::from_secs(3),
+        "bake held 3 s: {since_completed:?} ({baked:?} seen)"
+    );
+    assert!(condition(&b, "Ready").unwrap().2.contains("forgeops.dev/approve-step-2"), "{:?}", condition(&b, "Ready"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(operator.platform.rollouts(APP_ID).len(), 1, "no rollout before the approval");
+
+    // Approved by annotation: step 2 starts, and who approved is recorded.
+    annotate(&bus, "gated", "forgeops.dev/approve-step-2", "alice@acme.example").await;
+    let b = wait_for(&bus, "gated", WAIT, "step 3 running", |b| {
+        b.status.as_ref().is_some_and(|s| s.rollouts.len() == 3 && s.rollouts[2].status == RolloutPhase::Running)
+    })
+    .await;
+    let approvals = &status(&b).approvals;
+    assert_eq!(approvals.len(), 1);
+    assert_eq!((approvals[0].step, approvals[0].by.as_str()), (2, "alice@acme.example"));
+
+    // The emergency stop cancels the running rollout on the platform.
+    annotate(&bus, "gated", "forgeops.dev/emergency-stop", "bob: errors on EU sites").await;
+    let b = wait_state(&bus, "gated", BulkUpgradeState::Cancelled).await;
+    assert_eq!(condition(&b, "Progressing").unwrap().1, "EmergencyStop");
+    assert_eq!(status(&b).emergency_stop.as_ref().map(|s| s.by.as_str()), Some("bob: errors on EU sites"));
+    let on_platform = operator.platform.rollouts(APP_ID);
+    assert_eq!(on_platform.len(), 3);
+    assert_eq!(on_platform[2]["status"], "CANCELLED", "{:#}", on_platform[2]);
+
+    // A GitOps re-apply of the same manifest (server-side, its own field manager) keeps the
+    // annotation, and nothing starts again.
+    let params = kube::api::PatchParams::apply("gitops-sync").force();
+    bus.patch("gated", &params, &kube::api::Patch::Apply(manifest)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b = bus.get("gated").await.unwrap();
+    assert!(b.metadata.annotations.as_ref().unwrap().contains_key("forgeops.dev/emergency-stop"));
+    assert_eq!(state(&b), Some(BulkUpgradeState::Cancelled));
+    assert_eq!(operator.platform.rollouts(APP_ID).len(), 3, "no rollout after the stop");
+}

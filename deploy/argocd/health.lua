@@ -28,6 +28,11 @@ if obj.kind == "BulkUpgrade" and obj.status.state == "Paused" then
   hs.message = "paused: " .. ((condition("Progressing") or {}).message or "")
   return hs
 end
+if obj.kind == "BulkUpgrade" and obj.status.state == "AwaitingApproval" then
+  hs.status = "Suspended"
+  hs.message = "awaiting approval: " .. ((condition("Ready") or {}).message or "")
+  return hs
+end
 local stalled = condition("Stalled")
 if stalled ~= nil and stalled.status == "True" then
   hs.status = "Degraded"

@@ -107,6 +107,42 @@ pub struct UpgradeStep {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub limit: Option<u32>,
+
+    /// The bake time: once this step's rollouts have completed, hold this long before the next
+    /// step starts (state `Baking`, holding the environment and account Leases). No effect on the
+    /// last step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<StepPause>,
+
+    /// Wait in `AwaitingApproval` before this step starts (after the previous step's bake time)
+    /// until the BulkUpgrade carries the annotation `forgeops.dev/approve-step-<N>` (N: this
+    /// step, counted from 1) whose value names who approves, for example `kubectl annotate
+    /// bulkupgrade/x forgeops.dev/approve-step-2=alice@acme.example`. An annotation, not a spec
+    /// field, so that a GitOps sync does not revert it; who approved and when is kept in
+    /// `status.approvals`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_approval: bool,
+}
+
+/// A hold between steps.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepPause {
+    /// How long, as hours, minutes and seconds: `30m`, `1h30m`, `90s` (at most 7 days).
+    #[schemars(length(min = 2, max = 32), regex(pattern = r"^([0-9]+[hms])+$"))]
+    pub duration: String,
+}
+
+/// A step approved by annotation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    /// The step approved (counted from 1).
+    pub step: u32,
+    /// Who approved, as the annotation's value names them.
+    pub by: String,
+    /// When forgeops first saw the approval.
+    pub at: Time,
 }
 
 /// Where a bulk upgrade is in its life.
@@ -118,6 +154,10 @@ pub enum BulkUpgradeState {
     Queued,
     Running,
     Paused,
+    /// A step's bake time (`steps[].pause`) before the next step.
+    Baking,
+    /// A step that needs approval (`steps[].requireApproval`) waits for its annotation.
+    AwaitingApproval,
     Complete,
     Cancelled,
     Failed,
@@ -198,6 +238,15 @@ pub struct BulkUpgradeStatus {
     /// Every eligibility rule the upgrade fails, with its detail (for example `adds scope write:confluence-content`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ineligible_reasons: Vec<IneligibleReason>,
+
+    /// The steps approved by annotation (`forgeops.dev/approve-step-<N>`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<Approval>,
+
+    /// Who stopped the upgrade with the emergency-stop annotation (`forgeops.dev/emergency-stop`,
+    /// its value), when forgeops saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emergency_stop: Option<Approval>,
 
     /// The upgrade this one waits for while queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]

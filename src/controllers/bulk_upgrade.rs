@@ -185,6 +185,7 @@ async fn apply(bu: Arc<BulkUpgrade>, bctx: &BulkContext) -> Result<Action, Error
             app: gathered.view.clone(),
             platform: gathered.platform.clone(),
             admission: gathered.admission.clone(),
+            asked: rules::asked(current.metadata.annotations.as_ref()),
         };
         let decision = rules::decide(&inputs);
         let acts_on_platform =
@@ -240,6 +241,7 @@ fn action(requeue: Requeue, limits: Limits) -> Action {
         Requeue::Queued => Action::requeue(Duration::from_secs(2)),
         Requeue::Platform => Action::requeue(Duration::from_secs(10)),
         Requeue::Renew => Action::requeue(limits.lease_duration / 3),
+        Requeue::Bake(left) => Action::requeue(left.min(limits.lease_duration / 3)),
         Requeue::Recheck => Action::requeue(limits.recheck),
         Requeue::After(d) => Action::requeue(d),
         Requeue::AwaitChange => Action::await_change(),
@@ -768,7 +770,8 @@ pub fn error_policy(bu: Arc<BulkUpgrade>, error: &Error, bctx: Arc<BulkContext>)
 }
 
 /// What a BulkUpgrade's own changes must alter to trigger a reconcile: its generation (the spec),
-/// its finalizers, or whether it is being deleted.
+/// its finalizers, whether it is being deleted, or what its annotations ask (approvals, the
+/// emergency stop).
 fn spec_or_deletion(bu: &BulkUpgrade) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -776,6 +779,9 @@ fn spec_or_deletion(bu: &BulkUpgrade) -> Option<u64> {
     bu.metadata.deletion_timestamp.is_some().hash(&mut h);
     // The finalizer helper waits for the event of its own finalizer being added.
     bu.metadata.finalizers.hash(&mut h);
+    let asked = rules::asked(bu.metadata.annotations.as_ref());
+    asked.approved.hash(&mut h);
+    asked.stop.hash(&mut h);
     Some(h.finish())
 }
 

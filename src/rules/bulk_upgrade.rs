@@ -65,6 +65,12 @@ crate::named! {
         PauseRequested,
         Cancelling,
         Paused,
+        /// A step's bake time runs before the next step.
+        Baking,
+        /// The next step waits for its approval annotation.
+        AwaitingApproval,
+        /// Stopped by the emergency-stop annotation.
+        EmergencyStop,
         Complete,
         LimitReached,
         NothingToUpgrade,
@@ -465,6 +471,8 @@ pub enum Requeue {
     Platform,
     /// Paused: renew the Leases.
     Renew,
+    /// Baking: renew the Leases, and look again when the bake time is over.
+    Bake(Duration),
     /// Something may change that no watch of this controller reports in time (pinned
     /// installations, the platform's eligibility, an app change the shared cache has not shown
     /// yet when the app's own watch fired).
@@ -498,6 +506,98 @@ pub struct Inputs<'a> {
     pub app: AppView,
     pub platform: PlatformView,
     pub admission: Admission,
+    /// What the upgrade's annotations ask ([`asked`]).
+    pub asked: Asked,
+}
+
+/// The annotation that approves step N (`forgeops.dev/approve-step-N`; its value: who approves).
+pub const APPROVE_STEP_PREFIX: &str = "forgeops.dev/approve-step-";
+/// The annotation that stops the upgrade for good (its value: who, or why).
+pub const EMERGENCY_STOP: &str = "forgeops.dev/emergency-stop";
+/// The longest bake time.
+pub const MAX_PAUSE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What a BulkUpgrade's annotations ask: annotations, not spec fields, so that a GitOps sync of
+/// the manifest neither reverts nor repeats them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Asked {
+    /// Approved steps, and who approved each.
+    pub approved: std::collections::BTreeMap<u32, String>,
+    /// The emergency stop, and who asked for it.
+    pub stop: Option<String>,
+}
+
+/// Reads the approvals and the emergency stop from an object's annotations (an empty value names
+/// nobody: `unnamed`).
+pub fn asked(annotations: Option<&std::collections::BTreeMap<String, String>>) -> Asked {
+    let name =
+        |v: &String| if v.trim().is_empty() { "unnamed".to_string() } else { v.trim().chars().take(253).collect() };
+    let mut out = Asked::default();
+    for (k, v) in annotations.into_iter().flatten() {
+        if k == EMERGENCY_STOP {
+            out.stop = Some(name(v));
+        } else if let Some(step) = k.strip_prefix(APPROVE_STEP_PREFIX).and_then(|n| n.parse::<u32>().ok()) {
+            out.approved.insert(step, name(v));
+        }
+    }
+    out
+}
+
+/// A step pause's duration (`30m`, `1h30m`, `90s`), at most [`MAX_PAUSE`]; `None` when it does not
+/// read (admission refuses such a value).
+pub fn pause_duration(text: &str) -> Option<Duration> {
+    let mut total = 0u64;
+    let mut digits = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let n: u64 = digits.parse().ok()?;
+        digits.clear();
+        let unit = match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    (digits.is_empty() && total > 0).then(|| Duration::from_secs(total).min(MAX_PAUSE))
+}
+
+/// What holds step `step` (counted from 1) before its first rollout: the previous step's bake
+/// time (how long is left), then its own approval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepGate {
+    Baking(Duration),
+    AwaitingApproval,
+}
+
+/// The gate before `step`'s first rollout, if one holds; `None` once the step has a rollout.
+pub fn step_gate(
+    spec: &BulkUpgradeSpec,
+    records: &[RolloutRecord],
+    approvals: &[crate::api::Approval],
+    step: u32,
+    now: &Time,
+) -> Option<StepGate> {
+    if records.iter().any(|r| r.step == step) {
+        return None;
+    }
+    let index = step.checked_sub(1)? as usize;
+    if let Some(pause) = index.checked_sub(1).and_then(|p| spec.steps.get(p)).and_then(|p| p.pause.as_ref())
+        && let Some(bake) = pause_duration(&pause.duration)
+        && let Some(done) =
+            records.iter().filter(|r| r.step == step - 1).filter_map(|r| r.completed_at.as_ref()).max_by_key(|t| t.0)
+    {
+        let elapsed = now.0.duration_since(done.0).as_secs().max(0) as u64;
+        if elapsed < bake.as_secs() {
+            return Some(StepGate::Baking(Duration::from_secs(bake.as_secs() - elapsed)));
+        }
+    }
+    let needs = spec.steps.get(index).is_some_and(|s| s.require_approval);
+    (needs && !approvals.iter().any(|a| a.step == step)).then_some(StepGate::AwaitingApproval)
 }
 
 /// What the conditions say beyond the state.
@@ -707,6 +807,20 @@ pub fn conditions(s: &Situation) -> Vec<Decided> {
             (false, Reason::Paused, summary.into()),
             Outcome::Waiting(Reason::Paused, summary.into()),
         ),
+        // Goes on by itself once the bake time is over.
+        Baking => (
+            (true, Reason::Admitted, "holding the environment and account Leases while the step bakes".into()),
+            (true, Reason::Baking, summary.into()),
+            (false, Reason::Baking, summary.into()),
+            Outcome::InProgress(Reason::Baking, summary.into()),
+        ),
+        // Waits for a person.
+        AwaitingApproval => (
+            (true, Reason::Admitted, "holding the environment and account Leases while awaiting approval".into()),
+            (false, Reason::AwaitingApproval, summary.into()),
+            (false, Reason::AwaitingApproval, summary.into()),
+            Outcome::Waiting(Reason::AwaitingApproval, summary.into()),
+        ),
         Complete => (
             (false, Reason::Released, released.into()),
             (false, s.detail, summary.into()),
@@ -824,6 +938,19 @@ pub fn decide(i: &Inputs) -> Decision {
     }
     let mut next = prev.clone();
     let mut effects = Vec::new();
+    // The emergency stop cancels as `spec.cancelled` does, and is recorded once.
+    let cancelled = i.spec.cancelled || i.asked.stop.is_some();
+    if let (Some(by), None) = (&i.asked.stop, &next.emergency_stop) {
+        next.emergency_stop =
+            Some(crate::api::Approval { step: next.step.unwrap_or(0), by: by.clone(), at: i.now.clone() });
+    }
+    let cancelled_reason = if i.asked.stop.is_some() { Reason::EmergencyStop } else { Reason::Cancelled };
+    // Approvals seen for the first time are recorded, with who approved and when.
+    for (step, by) in &i.asked.approved {
+        if !next.approvals.iter().any(|a| a.step == *step) {
+            next.approvals.push(crate::api::Approval { step: *step, by: by.clone(), at: i.now.clone() });
+        }
+    }
     let facts = match &i.app {
         AppView::Read(f) => Some(f),
         _ => None,
@@ -908,7 +1035,7 @@ pub fn decide(i: &Inputs) -> Decision {
     {
         let app = &i.spec.app_ref.name;
         let id = &running.id;
-        let (state, message, requeue) = if i.spec.cancelled {
+        let (state, message, requeue) = if cancelled {
             next.completed_at = Some(i.now.clone());
             next.blocked_by = None;
             effects.push(Effect::ReleaseLeases);
@@ -942,7 +1069,7 @@ pub fn decide(i: &Inputs) -> Decision {
             next.unprocessed = remaining;
         }
         effects.insert(0, Effect::TakeLeases);
-        let detail = if i.spec.cancelled {
+        let detail = if cancelled {
             effects.push(Effect::CancelRollout(running.id.clone()));
             Reason::Cancelling
         } else if i.spec.paused {
@@ -967,8 +1094,8 @@ pub fn decide(i: &Inputs) -> Decision {
             next.total = on + next.upgraded;
         }
     }
-    if i.spec.cancelled {
-        return done(next, effects, BulkUpgradeState::Cancelled, Reason::Cancelled, true);
+    if cancelled {
+        return done(next, effects, BulkUpgradeState::Cancelled, cancelled_reason, true);
     }
     if next.rollouts.last().is_some_and(|r| r.status == RolloutPhase::Cancelled) {
         return done(next, effects, BulkUpgradeState::Cancelled, Reason::CancelledOnPlatform, true);
@@ -1101,6 +1228,36 @@ pub fn decide(i: &Inputs) -> Decision {
             status: render(next, &s, &prev.conditions, i.generation, &i.now),
             effects,
             requeue: Requeue::Renew,
+            situation: s,
+        };
+    }
+    // Between steps: the previous step's bake time, then this step's approval.
+    if let Some(gate) = step_gate(i.spec, &next.rollouts, &next.approvals, step, &i.now) {
+        effects.push(Effect::TakeLeasesWithoutSlot);
+        next.blocked_by = None;
+        next.step = Some(step);
+        let (state, reason, requeue, what) = match gate {
+            StepGate::Baking(left) => (
+                BulkUpgradeState::Baking,
+                Reason::Baking,
+                Requeue::Bake(left),
+                format!("step {} bakes for {} s more before step {step} starts", step - 1, left.as_secs()),
+            ),
+            StepGate::AwaitingApproval => (
+                BulkUpgradeState::AwaitingApproval,
+                Reason::AwaitingApproval,
+                Requeue::Renew,
+                format!(
+                    "step {step} waits for approval: annotate this BulkUpgrade {APPROVE_STEP_PREFIX}{step}=<who approves>"
+                ),
+            ),
+        };
+        let mut s = situation(state, reason, &next);
+        s.summary = format!("{what}; {}", s.summary);
+        return Decision {
+            status: render(next, &s, &prev.conditions, i.generation, &i.now),
+            effects,
+            requeue,
             situation: s,
         };
     }

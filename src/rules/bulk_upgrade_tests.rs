@@ -304,7 +304,7 @@ fn record(step: u32, completed: u32, failed: u32, remaining: Option<u32>) -> Rol
 }
 
 fn steps(limits: &[Option<u32>]) -> Vec<UpgradeStep> {
-    limits.iter().map(|l| UpgradeStep { limit: *l }).collect()
+    limits.iter().map(|l| UpgradeStep { limit: *l, ..Default::default() }).collect()
 }
 
 #[test]
@@ -403,6 +403,7 @@ struct Case {
     app: AppView,
     platform: PlatformView,
     admission: Admission,
+    asked: Asked,
 }
 
 impl Case {
@@ -413,6 +414,7 @@ impl Case {
             app: AppView::Read(facts()),
             platform: eligible_platform(100),
             admission: Admission::Free,
+            asked: Asked::default(),
         }
     }
 
@@ -426,6 +428,7 @@ impl Case {
             app: self.app.clone(),
             platform: self.platform.clone(),
             admission: self.admission.clone(),
+            asked: self.asked.clone(),
         })
     }
 }
@@ -905,4 +908,136 @@ fn a_failure_that_needs_the_user_is_told_once_and_a_slot_wait_is_read_back() {
     let mut c = Case::new();
     c.admission = Admission::Busy { reason: Reason::GlobalLimitReached, holder: "ns/other".into() };
     assert!(waits_for_slot(&c.decide().status));
+}
+
+#[test]
+fn pause_durations_read_hours_minutes_and_seconds() {
+    assert_eq!(pause_duration("30m"), Some(Duration::from_secs(1800)));
+    assert_eq!(pause_duration("1h30m"), Some(Duration::from_secs(5400)));
+    assert_eq!(pause_duration("90s"), Some(Duration::from_secs(90)));
+    assert_eq!(pause_duration("1000h"), Some(MAX_PAUSE), "capped at seven days");
+    for bad in ["", "0s", "m", "30", "10d", "1.5h", "-1m"] {
+        assert_eq!(pause_duration(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn annotations_ask_for_approvals_by_step_and_the_emergency_stop() {
+    let annotations: std::collections::BTreeMap<String, String> = [
+        ("forgeops.dev/approve-step-2", "alice@acme.example"),
+        ("forgeops.dev/approve-step-3", " "),
+        ("forgeops.dev/approve-step-x", "nobody"),
+        ("forgeops.dev/emergency-stop", "bob: errors on EU sites"),
+        ("other", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let a = asked(Some(&annotations));
+    assert_eq!(a.approved, [(2, "alice@acme.example".to_string()), (3, "unnamed".to_string())].into());
+    assert_eq!(a.stop.as_deref(), Some("bob: errors on EU sites"));
+    assert_eq!(asked(None), Asked::default());
+}
+
+fn gated_steps() -> Vec<UpgradeStep> {
+    vec![
+        UpgradeStep {
+            limit: Some(10),
+            pause: Some(crate::api::StepPause { duration: "30m".into() }),
+            ..Default::default()
+        },
+        UpgradeStep { require_approval: true, ..Default::default() },
+    ]
+}
+
+fn step_one_done(minutes_ago: i64) -> RolloutRecord {
+    let at = now().0 - jiff::SignedDuration::from_mins(minutes_ago);
+    RolloutRecord { completed_at: Some(Time(at)), ..record(1, 10, 0, Some(90)) }
+}
+
+#[test]
+fn after_a_step_its_bake_time_holds_then_the_next_step_waits_for_approval_then_starts() {
+    let mut c = Case::new();
+    c.spec.steps = gated_steps();
+    c.previous.state = Some(BulkUpgradeState::Running);
+    c.previous.rollouts = vec![step_one_done(10)];
+    c.platform = eligible_platform(90);
+
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Baking);
+    assert_eq!(d.requeue, Requeue::Bake(Duration::from_secs(20 * 60)));
+    assert_eq!(d.effects, vec![Effect::TakeLeasesWithoutSlot]);
+    assert_eq!(cond(&d, Type::Reconciling), ("True".into(), "Baking".into()), "goes on by itself");
+    assert!(
+        cond_message(&d, Type::Ready).contains("step 1 bakes for 1200 s more"),
+        "{}",
+        cond_message(&d, Type::Ready)
+    );
+    assert!(d.status.starting.is_none());
+
+    // The bake time is over: step 2 needs an approval.
+    c.previous.rollouts = vec![step_one_done(31)];
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::AwaitingApproval);
+    assert_eq!(d.requeue, Requeue::Renew);
+    assert_eq!(cond(&d, Type::Reconciling).0, "False", "waits for a person");
+    assert_eq!(cond(&d, Type::Stalled).0, "False");
+    assert!(cond_message(&d, Type::Ready).contains("forgeops.dev/approve-step-2=<who approves>"));
+    assert!(d.status.starting.is_none());
+
+    // Approved: recorded with who and when, and the next rollout is on its way.
+    c.previous = d.status;
+    c.asked.approved.insert(2, "alice@acme.example".into());
+    let d = c.decide();
+    assert_eq!(d.status.approvals, vec![crate::api::Approval { step: 2, by: "alice@acme.example".into(), at: now() }]);
+    assert_eq!(d.status.starting.as_ref().map(|s| s.step), Some(2));
+    assert_eq!(d.requeue, Requeue::Now);
+    // The approval is kept once, not recorded again.
+    c.previous = d.status;
+    let d = c.decide();
+    assert_eq!(d.status.approvals.len(), 1);
+    assert!(matches!(d.effects.last(), Some(Effect::StartRollout(r)) if r.step == 2));
+}
+
+#[test]
+fn a_first_step_that_needs_approval_waits_before_any_rollout() {
+    let mut c = Case::new();
+    c.spec.steps = vec![UpgradeStep { require_approval: true, ..Default::default() }];
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::AwaitingApproval);
+    assert!(d.status.starting.is_none() && d.status.rollouts.is_empty());
+    // An approval of another step does not count.
+    c.asked.approved.insert(2, "alice".into());
+    assert_eq!(state(&c.decide()), BulkUpgradeState::AwaitingApproval);
+    c.asked.approved.insert(1, "alice".into());
+    assert!(c.decide().status.starting.is_some());
+}
+
+#[test]
+fn the_emergency_stop_cancels_the_running_rollout_and_finishes_with_its_reason() {
+    let mut c = Case::new();
+    c.asked.stop = Some("bob".into());
+    c.previous.state = Some(BulkUpgradeState::Running);
+    c.previous.step = Some(1);
+    c.previous.rollouts = vec![running(1, 100, Some(0))];
+    c.platform =
+        PlatformView { current: Current::Seen(seen("r-1-0", RolloutStatus::Running, 5, 0, 95)), ..Default::default() };
+    let d = c.decide();
+    assert!(d.effects.contains(&Effect::CancelRollout("r-1-0".into())));
+    assert_eq!(d.status.emergency_stop, Some(crate::api::Approval { step: 1, by: "bob".into(), at: now() }));
+    c.previous = d.status;
+    c.platform = PlatformView {
+        current: Current::Seen(seen("r-1-0", RolloutStatus::Cancelled, 6, 0, 0)),
+        ..eligible_platform(94)
+    };
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Cancelled);
+    assert_eq!(cond(&d, Type::Progressing).1, "EmergencyStop");
+    assert_eq!(d.status.emergency_stop.as_ref().map(|s| s.by.as_str()), Some("bob"), "kept as first seen");
+    // Also while baking or awaiting approval: stops at once.
+    let mut c = Case::new();
+    c.spec.steps = gated_steps();
+    c.previous.rollouts = vec![step_one_done(10)];
+    c.asked.stop = Some("bob".into());
+    assert_eq!(state(&c.decide()), BulkUpgradeState::Cancelled);
 }
