@@ -853,3 +853,101 @@ async fn bake_time_then_approval_by_annotation_then_an_emergency_stop_that_a_re_
     assert_eq!(state(&b), Some(BulkUpgradeState::Cancelled));
     assert_eq!(operator.platform.rollouts(APP_ID).len(), 3, "no rollout after the stop");
 }
+
+/// A stepped upgrade (2 sites, then the rest) with a 10 s analysis after step 1; version 1 runs
+/// at 60,000 invocations a minute, all successful, and version 2 at `v2_per_minute` with
+/// `v2_success`.
+async fn analysed(t: &TestNs, v2_per_minute: u32, v2_success: f64, on_failure: &str) -> support::RunningOperator {
+    let operator = operator_with_rollout_step(t, Duration::from_millis(200)).await;
+    installed_on_major_1(t, "insights", "dev", 6, vec![version(2, 0, &["read"])]).await;
+    let rule = |version: &str, per_minute: u32, success: f64| forgeops_emulator::metrics::TrafficRule {
+        app_id: APP_ID.into(),
+        version: version.into(),
+        site: None,
+        invocations_per_minute: per_minute,
+        success_rate: success,
+    };
+    operator.platform.emulator.set_traffic(rule("1", 60_000, 1.0)).unwrap();
+    operator.platform.emulator.set_traffic(rule("2", v2_per_minute, v2_success)).unwrap();
+    let analysis = json!({"window": "10s", "minSuccessRate": 99, "maxDropFromBaseline": 1, "minInvocations": 1000,
+        "onFailure": on_failure});
+    create(
+        &t.api::<BulkUpgrade>(),
+        bulk("analysed", "insights", 1, 2, json!({"steps": [{"limit": 2}, {}], "analysis": analysis})),
+    )
+    .await;
+    operator
+}
+
+/// No 60 s in the emulator's request log holds more than five App metrics calls.
+fn metrics_calls_within_the_limit(operator: &support::RunningOperator) -> usize {
+    let at: Vec<i64> = operator
+        .platform
+        .emulator
+        .requests()
+        .iter()
+        .filter(|r| r.operation_name.as_deref().is_some_and(|o| o.contains("Metrics")))
+        .map(|r| r.at_ms)
+        .collect();
+    for (i, t) in at.iter().enumerate() {
+        let in_minute = at[i..].iter().take_while(|u| **u < t + 60_000).count();
+        assert!(in_minute <= 5, "{in_minute} metrics calls within a minute: {at:?}");
+    }
+    at.len()
+}
+
+#[tokio::test]
+async fn a_healthy_target_passes_analysis_and_completes_with_the_figures_in_status() {
+    let t = TestNs::new("bulk-healthy").await;
+    let operator = analysed(&t, 60_000, 1.0, "Stop").await;
+    let bus: Api<BulkUpgrade> = t.api();
+    wait_state(&bus, "analysed", BulkUpgradeState::Analyzing).await;
+    let b = wait_state(&bus, "analysed", BulkUpgradeState::Complete).await;
+    let s = status(&b);
+    assert_eq!(s.upgraded, 6);
+    assert_eq!(s.analyses.len(), 1, "one analysis, after step 1 (none after the last step)");
+    let a = &s.analyses[0];
+    assert_eq!((a.step, a.verdict), (1, forgeops::api::AnalysisVerdict::Passed), "{a:#?}");
+    assert_eq!((a.cohort.sites, a.baseline.sites), (2, 4), "{a:#?}");
+    assert!(a.cohort.invocations >= 1000 && a.baseline.invocations >= 1000, "{a:#?}");
+    assert_eq!((a.cohort.success_rate, a.baseline.success_rate), (Some(100.0), Some(100.0)));
+    let window = a.window_end.0.duration_since(a.window_start.0);
+    assert_eq!(window, jiff::SignedDuration::from_secs(10));
+    assert!(a.window_start.0 >= s.rollouts[0].completed_at.clone().unwrap().0, "measured after step 1 completed");
+    assert!(s.rollouts[1].started_at.clone().unwrap().0 >= a.window_end.0, "step 2 started after the window");
+    assert_eq!(metrics_calls_within_the_limit(&operator), 2, "one analysis: invocations and errors");
+}
+
+#[tokio::test]
+async fn a_target_that_fails_on_the_moved_sites_stops_after_the_first_step_with_the_figures() {
+    let t = TestNs::new("bulk-failing").await;
+    let operator = analysed(&t, 60_000, 0.9, "Stop").await;
+    let bus: Api<BulkUpgrade> = t.api();
+    let b = wait_state(&bus, "analysed", BulkUpgradeState::Failed).await;
+    let s = status(&b);
+    assert_eq!((s.upgraded, s.rollouts.len()), (2, 1), "only step 1 ran: {s:#?}");
+    let a = &s.analyses[0];
+    assert_eq!(a.verdict, forgeops::api::AnalysisVerdict::Failed);
+    let rate = a.cohort.success_rate.unwrap();
+    assert!((89.0..=91.0).contains(&rate), "{a:#?}");
+    assert_eq!(condition(&b, "Stalled").unwrap().1, "AnalysisFailed");
+    assert!(condition(&b, "Ready").unwrap().2.contains("below minSuccessRate 99%"), "{:?}", condition(&b, "Ready"));
+    assert_eq!(operator.platform.rollouts(APP_ID).len(), 1, "no second rollout");
+    metrics_calls_within_the_limit(&operator);
+}
+
+#[tokio::test]
+async fn too_few_invocations_are_inconclusive_and_pause_until_approved() {
+    let t = TestNs::new("bulk-quiet").await;
+    let operator = analysed(&t, 60, 1.0, "Stop").await;
+    let bus: Api<BulkUpgrade> = t.api();
+    let b = wait_state(&bus, "analysed", BulkUpgradeState::AwaitingApproval).await;
+    assert_eq!(status(&b).analyses[0].verdict, forgeops::api::AnalysisVerdict::Inconclusive);
+    assert_eq!(condition(&b, "Progressing").unwrap().1, "AnalysisInconclusive");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(operator.platform.rollouts(APP_ID).len(), 1, "paused, never passed");
+    annotate(&bus, "analysed", "forgeops.dev/approve-step-2", "carol").await;
+    let b = wait_state(&bus, "analysed", BulkUpgradeState::Complete).await;
+    assert_eq!(status(&b).upgraded, 6);
+    assert_eq!(status(&b).approvals[0].by, "carol");
+}

@@ -92,6 +92,14 @@ pub struct BulkUpgradeSpec {
     #[serde(default)]
     pub cancelled: bool,
 
+    /// Health analysis after every step but the last (a step's own `analysis` replaces it): once
+    /// the step's rollouts have completed, the sites on the target version are measured over
+    /// `window` with the platform's App metrics API and compared with the sites still on the
+    /// source version over the same window; the verdict gates the next step. See
+    /// [`AnalysisSpec`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisSpec>,
+
     /// Delete this record that many seconds after it finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
@@ -122,6 +130,104 @@ pub struct UpgradeStep {
     /// `status.approvals`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_approval: bool,
+
+    /// The health analysis after this step, instead of `spec.analysis`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisSpec>,
+}
+
+/// How a step's health is judged from the App metrics API (five calls a minute per user: an
+/// analysis makes two, and forgeops spaces every call of the account to stay within the limit).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.minSuccessRate) || has(self.maxDropFromBaseline)").message("set minSuccessRate, maxDropFromBaseline or both"))]
+pub struct AnalysisSpec {
+    /// How long the cohort is measured, from its step's completion (the last part of the step's
+    /// bake time, when that is longer): `10m`; between `10s` and `15m` (the most the API returns
+    /// in one call). The platform counts by the minute: a window of a few minutes or more sees
+    /// its data whole.
+    #[serde(default = "default_window")]
+    #[schemars(length(min = 2, max = 16), regex(pattern = r"^([0-9]+[hms])+$"))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('15m') && duration(self) >= duration('10s')").message("window must be between 10s and 15m"))]
+    pub window: String,
+
+    /// The least success rate, in percent, of the sites on the target version: `99.5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub min_success_rate: Option<f64>,
+
+    /// The most, in percentage points, that the target version's success rate may be below the
+    /// source version's over the same window (the baseline: the sites not upgraded yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub max_drop_from_baseline: Option<f64>,
+
+    /// Fewer invocations on the target version than this make the verdict `Inconclusive`, which
+    /// pauses in `AwaitingApproval` (never passes).
+    #[serde(default = "default_min_invocations")]
+    #[schemars(range(min = 1))]
+    pub min_invocations: u64,
+
+    /// What a `Failed` verdict does: `Stop` (state `Failed`; the default) or `Pause` (state
+    /// `AwaitingApproval`: approving the next step goes on).
+    #[serde(default)]
+    pub on_failure: OnFailure,
+}
+
+fn default_window() -> String {
+    "10m".into()
+}
+
+fn default_min_invocations() -> u64 {
+    100
+}
+
+/// What a failed analysis does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum OnFailure {
+    #[default]
+    Stop,
+    Pause,
+}
+
+/// The verdict of a step's analysis.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum AnalysisVerdict {
+    Passed,
+    Failed,
+    Inconclusive,
+}
+
+/// The counts of one cohort over an analysis window.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CohortFigures {
+    /// Sites (installation contexts) with invocations.
+    pub sites: u32,
+    pub invocations: u64,
+    /// Invocations that failed.
+    pub errors: u64,
+    /// The share that succeeded, in percent (two decimals); absent without invocations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<f64>,
+}
+
+/// A step's health analysis, kept as long as the object.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisRecord {
+    /// The step measured (counted from 1); its verdict gates the next.
+    pub step: u32,
+    pub verdict: AnalysisVerdict,
+    /// The window measured.
+    pub window_start: Time,
+    pub window_end: Time,
+    /// The sites on the target version.
+    pub cohort: CohortFigures,
+    /// The sites still on the source version.
+    pub baseline: CohortFigures,
+    /// What was measured and which threshold decided.
+    pub message: String,
 }
 
 /// A hold between steps.
@@ -156,8 +262,11 @@ pub enum BulkUpgradeState {
     Paused,
     /// A step's bake time (`steps[].pause`) before the next step.
     Baking,
-    /// A step that needs approval (`steps[].requireApproval`) waits for its annotation.
+    /// A step that needs approval (`steps[].requireApproval`), or whose analysis failed with
+    /// `onFailure: Pause` or was inconclusive, waits for the next step's approval annotation.
     AwaitingApproval,
+    /// A step's health analysis: its window is measured.
+    Analyzing,
     Complete,
     Cancelled,
     Failed,
@@ -238,6 +347,10 @@ pub struct BulkUpgradeStatus {
     /// Every eligibility rule the upgrade fails, with its detail (for example `adds scope write:confluence-content`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ineligible_reasons: Vec<IneligibleReason>,
+
+    /// Every step's health analysis, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analyses: Vec<AnalysisRecord>,
 
     /// The steps approved by annotation (`forgeops.dev/approve-step-<N>`), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -545,6 +545,48 @@ async fn execute(
                     list_behind(bctx, key, app.clone(), creds.clone(), full_name(bu));
                 }
             }
+            Effect::Analyze(request) => {
+                let (Some(app), Some(creds)) = (&gathered.app, &gathered.creds) else {
+                    return Err(Error::NotYet {
+                        what: "no credentials to read the app's metrics with".into(),
+                        after: bctx.limits.recheck,
+                    });
+                };
+                let app_id = app.spec.app_id.clone();
+                let key = crate::platform::environment_key(&bu.spec.environment);
+                let measured = async {
+                    let environment_id = ctx
+                        .platform
+                        .environments(creds, &app_id)
+                        .await?
+                        .into_iter()
+                        .find(|e| e.key == key)
+                        .map(|e| e.id);
+                    let query = |kind| crate::platform::MetricsQuery {
+                        app_id: app_id.clone(),
+                        environment_id: environment_id.clone(),
+                        kind,
+                        start_ms: request.start.0.as_millisecond(),
+                        end_ms: request.end.0.as_millisecond(),
+                    };
+                    let invocations =
+                        ctx.platform.app_metrics(creds, &query(crate::platform::MetricKind::Invocations)).await?;
+                    let errors = ctx.platform.app_metrics(creds, &query(crate::platform::MetricKind::Errors)).await?;
+                    Ok::<_, crate::platform::PlatformError>((invocations, errors))
+                };
+                let (invocations, errors) = match measured.await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        ctx.saw_platform_error(creds, &e);
+                        return Err(e.into());
+                    }
+                };
+                status = rules::after_analysis(&status, &bu.spec, request, &invocations, &errors);
+                if let Some(record) = status.analyses.iter().find(|a| a.step == request.step) {
+                    info!(bulk_upgrade = %full_name(bu), step = request.step, verdict = ?record.verdict,
+                        message = %record.message, "analysed a step");
+                }
+            }
             Effect::Delete => {
                 info!(bulk_upgrade = %full_name(bu), "deleting the finished bulk upgrade: its TTL has passed");
                 let api: Api<BulkUpgrade> = Api::namespaced(ctx.client.clone(), &bu.namespace().unwrap_or_default());

@@ -19,8 +19,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time}
 use super::conditions::{self as conds, Outcome};
 use super::versions::{self, Version};
 use crate::api::{
-    BulkUpgradeSpec, BulkUpgradeState, BulkUpgradeStatus, ForgeApp, Ineligibility, IneligibleReason, Installation,
-    RolloutPhase, RolloutRecord, StartingRollout,
+    AnalysisSpec, AnalysisVerdict, BulkUpgradeSpec, BulkUpgradeState, BulkUpgradeStatus, ForgeApp, Ineligibility,
+    IneligibleReason, Installation, OnFailure, RolloutPhase, RolloutRecord, StartingRollout,
 };
 use crate::platform::{ErrorKind, Rollout, RolloutStarted, RolloutStatus};
 
@@ -71,6 +71,12 @@ crate::named! {
         AwaitingApproval,
         /// Stopped by the emergency-stop annotation.
         EmergencyStop,
+        /// A step's analysis window is measured.
+        Analyzing,
+        /// A step's analysis failed (stops, or waits for approval with `onFailure: Pause`).
+        AnalysisFailed,
+        /// A step's analysis had too little traffic to judge: waits for approval.
+        AnalysisInconclusive,
         Complete,
         LimitReached,
         NothingToUpgrade,
@@ -454,6 +460,9 @@ pub enum Effect {
     CancelRollout(String),
     /// Re-list the app's installations on the platform, so the Installations it moved show it.
     RefreshInstallations,
+    /// Measure a step's analysis window with the App metrics API, then fold the counts in with
+    /// [`after_analysis`].
+    Analyze(AnalysisRequest),
     /// Delete the BulkUpgrade: its `ttlSecondsAfterFinished` has passed.
     Delete,
 }
@@ -566,38 +575,158 @@ pub fn pause_duration(text: &str) -> Option<Duration> {
     (digits.is_empty() && total > 0).then(|| Duration::from_secs(total).min(MAX_PAUSE))
 }
 
-/// What holds step `step` (counted from 1) before its first rollout: the previous step's bake
-/// time (how long is left), then its own approval.
+/// A step's analysis to measure: the window, and the versions compared.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StepGate {
-    Baking(Duration),
-    AwaitingApproval,
+pub struct AnalysisRequest {
+    /// The step measured.
+    pub step: u32,
+    pub start: Time,
+    pub end: Time,
 }
 
-/// The gate before `step`'s first rollout, if one holds; `None` once the step has a rollout.
-pub fn step_gate(
-    spec: &BulkUpgradeSpec,
-    records: &[RolloutRecord],
-    approvals: &[crate::api::Approval],
-    step: u32,
-    now: &Time,
-) -> Option<StepGate> {
+/// What holds step `step` (counted from 1) before its first rollout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepGate {
+    /// The previous step's bake time: how long is left.
+    Baking(Duration),
+    /// The previous step's analysis window is still open: how long is left.
+    Measuring(Duration),
+    /// The previous step's window is over: measure it.
+    Analyze(AnalysisRequest),
+    /// The previous step's analysis failed and stops the upgrade (its message).
+    AnalysisStop(String),
+    /// Waits for `forgeops.dev/approve-step-<step>`: why, and what to do.
+    AwaitingApproval(Reason, String),
+}
+
+/// The analysis after `step`: its own, else the upgrade's; none after the last step.
+pub fn analysis_after(spec: &BulkUpgradeSpec, step: u32) -> Option<&AnalysisSpec> {
+    let index = (step as usize).checked_sub(1)?;
+    if index + 1 >= spec.steps.len() {
+        return None;
+    }
+    spec.steps.get(index).and_then(|s| s.analysis.as_ref()).or(spec.analysis.as_ref())
+}
+
+/// The most one App metrics call returns, and so the longest analysis window.
+pub const MAX_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// The gate before `step`'s first rollout, in order: the previous step's bake time, its analysis
+/// (window, measure, verdict), then this step's approval. `None` once the step has a rollout.
+pub fn step_gate(spec: &BulkUpgradeSpec, status: &BulkUpgradeStatus, step: u32, now: &Time) -> Option<StepGate> {
+    let records = &status.rollouts;
     if records.iter().any(|r| r.step == step) {
         return None;
     }
     let index = step.checked_sub(1)? as usize;
-    if let Some(pause) = index.checked_sub(1).and_then(|p| spec.steps.get(p)).and_then(|p| p.pause.as_ref())
-        && let Some(bake) = pause_duration(&pause.duration)
-        && let Some(done) =
-            records.iter().filter(|r| r.step == step - 1).filter_map(|r| r.completed_at.as_ref()).max_by_key(|t| t.0)
-    {
-        let elapsed = now.0.duration_since(done.0).as_secs().max(0) as u64;
-        if elapsed < bake.as_secs() {
-            return Some(StepGate::Baking(Duration::from_secs(bake.as_secs() - elapsed)));
+    let approved = status.approvals.iter().any(|a| a.step == step);
+    let previous = step - 1;
+    let done = records.iter().filter(|r| r.step == previous).filter_map(|r| r.completed_at.as_ref()).map(|t| t.0).max();
+    if let Some(done) = done {
+        let since = |t: jiff::Timestamp| Duration::from_secs(now.0.duration_since(t).as_secs().max(0) as u64);
+        let elapsed = since(done);
+        let bake = index
+            .checked_sub(1)
+            .and_then(|p| spec.steps.get(p))
+            .and_then(|p| p.pause.as_ref())
+            .and_then(|p| pause_duration(&p.duration))
+            .unwrap_or_default();
+        if elapsed < bake {
+            return Some(StepGate::Baking(bake - elapsed));
+        }
+        if let Some(analysis) = analysis_after(spec, previous) {
+            let window = pause_duration(&analysis.window).unwrap_or(MAX_WINDOW).min(MAX_WINDOW);
+            let span = window.max(bake);
+            if elapsed < span {
+                return Some(StepGate::Measuring(span - elapsed));
+            }
+            let end = done + jiff::SignedDuration::try_from(span).unwrap_or_default();
+            let start = end - jiff::SignedDuration::try_from(window).unwrap_or_default();
+            let Some(record) = status.analyses.iter().find(|a| a.step == previous) else {
+                return Some(StepGate::Analyze(AnalysisRequest { step: previous, start: Time(start), end: Time(end) }));
+            };
+            let message = &record.message;
+            match (record.verdict, analysis.on_failure) {
+                (AnalysisVerdict::Passed, _) => {}
+                (AnalysisVerdict::Failed, OnFailure::Stop) => {
+                    return Some(StepGate::AnalysisStop(format!("step {previous}'s analysis failed: {message}")));
+                }
+                (verdict, _) if !approved => {
+                    let reason = if verdict == AnalysisVerdict::Failed {
+                        Reason::AnalysisFailed
+                    } else {
+                        Reason::AnalysisInconclusive
+                    };
+                    return Some(StepGate::AwaitingApproval(
+                        reason,
+                        format!(
+                            "step {previous}'s analysis was {verdict:?} ({message}); to go on anyway, annotate this \
+                             BulkUpgrade {APPROVE_STEP_PREFIX}{step}=<who approves>; to stop, set cancelled: true"
+                        ),
+                    ));
+                }
+                _ => {}
+            }
         }
     }
     let needs = spec.steps.get(index).is_some_and(|s| s.require_approval);
-    (needs && !approvals.iter().any(|a| a.step == step)).then_some(StepGate::AwaitingApproval)
+    (needs && !approved).then(|| {
+        StepGate::AwaitingApproval(
+            Reason::AwaitingApproval,
+            format!(
+                "step {step} waits for approval: annotate this BulkUpgrade {APPROVE_STEP_PREFIX}{step}=<who approves>"
+            ),
+        )
+    })
+}
+
+/// Folds a step's measured counts (`invocations` and `errors` from the App metrics API, by
+/// version and context) into the status as its analysis record: the cohort is every context on
+/// the target version, the baseline every context on the source version.
+pub fn after_analysis(
+    status: &BulkUpgradeStatus,
+    spec: &BulkUpgradeSpec,
+    request: &AnalysisRequest,
+    invocations: &[crate::platform::MetricsValue],
+    errors: &[crate::platform::MetricsValue],
+) -> BulkUpgradeStatus {
+    use super::analysis;
+    let mut next = status.clone();
+    let version = |v: &Option<String>| v.as_deref().and_then(Version::parse);
+    let (Some(source), Some(target)) = (version(&status.source_version), version(&status.target_version)) else {
+        return next;
+    };
+    let Some(a) = analysis_after(spec, request.step) else { return next };
+    let on_target: BTreeSet<String> =
+        invocations.iter().filter(|v| Version::parse(&v.version) == Some(target)).map(|v| v.context.clone()).collect();
+    let (cohort, baseline) = analysis::figures(invocations, errors, &on_target, source, target);
+    let thresholds = analysis::Thresholds {
+        min_success_percent: a.min_success_rate,
+        max_drop_percent: a.max_drop_from_baseline,
+        min_invocations: a.min_invocations,
+    };
+    let (verdict, message) = analysis::judge(&thresholds, &cohort, &baseline);
+    let figures = |f: &analysis::Figures| crate::api::CohortFigures {
+        sites: f.sites,
+        invocations: f.invocations,
+        errors: f.errors,
+        success_rate: f.success_percent().map(|r| (r * 100.0).round() / 100.0),
+    };
+    next.analyses.retain(|r| r.step != request.step);
+    next.analyses.push(crate::api::AnalysisRecord {
+        step: request.step,
+        verdict: match verdict {
+            analysis::Verdict::Passed => AnalysisVerdict::Passed,
+            analysis::Verdict::Failed => AnalysisVerdict::Failed,
+            analysis::Verdict::Inconclusive => AnalysisVerdict::Inconclusive,
+        },
+        window_start: request.start.clone(),
+        window_end: request.end.clone(),
+        cohort: figures(&cohort),
+        baseline: figures(&baseline),
+        message,
+    });
+    next
 }
 
 /// What the conditions say beyond the state.
@@ -814,12 +943,19 @@ pub fn conditions(s: &Situation) -> Vec<Decided> {
             (false, Reason::Baking, summary.into()),
             Outcome::InProgress(Reason::Baking, summary.into()),
         ),
+        // Goes on by itself once the window is measured.
+        Analyzing => (
+            (true, Reason::Admitted, "holding the environment and account Leases while the step is analyzed".into()),
+            (true, Reason::Analyzing, summary.into()),
+            (false, Reason::Analyzing, summary.into()),
+            Outcome::InProgress(Reason::Analyzing, summary.into()),
+        ),
         // Waits for a person.
         AwaitingApproval => (
             (true, Reason::Admitted, "holding the environment and account Leases while awaiting approval".into()),
-            (false, Reason::AwaitingApproval, summary.into()),
-            (false, Reason::AwaitingApproval, summary.into()),
-            Outcome::Waiting(Reason::AwaitingApproval, summary.into()),
+            (false, s.detail, summary.into()),
+            (false, s.detail, summary.into()),
+            Outcome::Waiting(s.detail, summary.into()),
         ),
         Complete => (
             (false, Reason::Released, released.into()),
@@ -1231,27 +1367,45 @@ pub fn decide(i: &Inputs) -> Decision {
             situation: s,
         };
     }
-    // Between steps: the previous step's bake time, then this step's approval.
-    if let Some(gate) = step_gate(i.spec, &next.rollouts, &next.approvals, step, &i.now) {
-        effects.push(Effect::TakeLeasesWithoutSlot);
-        next.blocked_by = None;
-        next.step = Some(step);
+    // Between steps: the previous step's bake time and analysis, then this step's approval.
+    if let Some(gate) = step_gate(i.spec, &next, step, &i.now) {
+        let mut analyze = None;
         let (state, reason, requeue, what) = match gate {
+            StepGate::AnalysisStop(message) => {
+                let mut d = done(next, effects, BulkUpgradeState::Failed, Reason::AnalysisFailed, true);
+                d.situation.summary = message;
+                d.status = render(d.status, &d.situation, &prev.conditions, i.generation, &i.now);
+                return d;
+            }
             StepGate::Baking(left) => (
                 BulkUpgradeState::Baking,
                 Reason::Baking,
                 Requeue::Bake(left),
                 format!("step {} bakes for {} s more before step {step} starts", step - 1, left.as_secs()),
             ),
-            StepGate::AwaitingApproval => (
-                BulkUpgradeState::AwaitingApproval,
-                Reason::AwaitingApproval,
-                Requeue::Renew,
-                format!(
-                    "step {step} waits for approval: annotate this BulkUpgrade {APPROVE_STEP_PREFIX}{step}=<who approves>"
-                ),
+            StepGate::Measuring(left) => (
+                BulkUpgradeState::Analyzing,
+                Reason::Analyzing,
+                Requeue::Bake(left),
+                format!("step {}'s analysis window closes in {} s", step - 1, left.as_secs()),
             ),
+            StepGate::Analyze(request) => {
+                analyze = Some(request);
+                (
+                    BulkUpgradeState::Analyzing,
+                    Reason::Analyzing,
+                    Requeue::Now,
+                    format!("measuring step {}'s analysis window", step - 1),
+                )
+            }
+            StepGate::AwaitingApproval(reason, what) => {
+                (BulkUpgradeState::AwaitingApproval, reason, Requeue::Renew, what)
+            }
         };
+        effects.push(Effect::TakeLeasesWithoutSlot);
+        effects.extend(analyze.map(Effect::Analyze));
+        next.blocked_by = None;
+        next.step = Some(step);
         let mut s = situation(state, reason, &next);
         s.summary = format!("{what}; {}", s.summary);
         return Decision {

@@ -14,6 +14,7 @@ fn spec(from: u32, to: u32) -> BulkUpgradeSpec {
         limit: None,
         paused: false,
         cancelled: false,
+        analysis: None,
         ttl_seconds_after_finished: None,
     }
 }
@@ -1040,4 +1041,97 @@ fn the_emergency_stop_cancels_the_running_rollout_and_finishes_with_its_reason()
     c.previous.rollouts = vec![step_one_done(10)];
     c.asked.stop = Some("bob".into());
     assert_eq!(state(&c.decide()), BulkUpgradeState::Cancelled);
+}
+
+fn analysed_steps(on_failure: crate::api::OnFailure) -> BulkUpgradeSpec {
+    let mut spec = spec(1, 2);
+    spec.steps = steps(&[Some(10), None]);
+    spec.analysis = Some(crate::api::AnalysisSpec {
+        window: "5m".into(),
+        min_success_rate: Some(99.0),
+        max_drop_from_baseline: None,
+        min_invocations: 100,
+        on_failure,
+    });
+    spec
+}
+
+fn metric(version: &str, context: &str, count: u64) -> crate::platform::MetricsValue {
+    crate::platform::MetricsValue { version: version.into(), context: context.into(), count }
+}
+
+#[test]
+fn after_a_step_its_window_is_measured_then_judged_and_a_failure_stops() {
+    let mut c = Case::new();
+    c.spec = analysed_steps(crate::api::OnFailure::Stop);
+    c.previous.state = Some(BulkUpgradeState::Running);
+    c.previous.source_version = Some("1.0.0".into());
+    c.previous.target_version = Some("2.0.0".into());
+    c.previous.rollouts = vec![step_one_done(2)];
+    c.platform = eligible_platform(90);
+    // The window (5 minutes from the step's completion) is still open.
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Analyzing);
+    assert_eq!(d.requeue, Requeue::Bake(Duration::from_secs(180)));
+    assert!(!d.effects.iter().any(|e| matches!(e, Effect::Analyze(_))));
+    // Closed: measure exactly the window.
+    c.previous.rollouts = vec![step_one_done(6)];
+    let d = c.decide();
+    let Some(Effect::Analyze(request)) = d.effects.last().cloned() else { panic!("no Analyze in {:?}", d.effects) };
+    let done = now().0 - jiff::SignedDuration::from_mins(6);
+    assert_eq!((request.step, request.start.0, request.end.0), (1, done, done + jiff::SignedDuration::from_mins(5)));
+    assert_eq!(d.requeue, Requeue::Now);
+    // 2.0 fails 3% of the time on the moved sites: recorded, and the upgrade stops with the figures.
+    let invocations = [metric("2.0.0", "a", 600), metric("2.0.0", "b", 400), metric("1.0.0", "c", 5000)];
+    let errors = [metric("2.0.0", "a", 30), metric("1.0.0", "c", 5)];
+    let folded = after_analysis(&d.status, &c.spec, &request, &invocations, &errors);
+    let record = &folded.analyses[0];
+    assert_eq!(record.verdict, crate::api::AnalysisVerdict::Failed);
+    assert_eq!((record.cohort.sites, record.cohort.invocations, record.cohort.errors), (2, 1000, 30));
+    assert_eq!(record.cohort.success_rate, Some(97.0));
+    assert_eq!(record.baseline.success_rate, Some(99.9));
+    c.previous = folded;
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::Failed);
+    assert_eq!(cond(&d, Type::Stalled), ("True".into(), "AnalysisFailed".into()));
+    assert!(cond_message(&d, Type::Ready).contains("97.00%"), "{}", cond_message(&d, Type::Ready));
+    assert!(d.effects.contains(&Effect::ReleaseLeases));
+    assert!(!d.effects.iter().any(|e| matches!(e, Effect::StartRollout(_))));
+}
+
+#[test]
+fn a_passed_analysis_goes_on_and_an_inconclusive_or_paused_failure_waits_for_approval() {
+    let mut c = Case::new();
+    c.spec = analysed_steps(crate::api::OnFailure::Pause);
+    c.previous.state = Some(BulkUpgradeState::Analyzing);
+    c.previous.source_version = Some("1.0.0".into());
+    c.previous.target_version = Some("2.0.0".into());
+    c.previous.rollouts = vec![step_one_done(6)];
+    c.platform = eligible_platform(90);
+    let Some(Effect::Analyze(request)) = c.decide().effects.last().cloned() else { panic!("no Analyze") };
+    let healthy = after_analysis(&c.previous, &c.spec, &request, &[metric("2.0.0", "a", 1000)], &[]);
+    c.previous = healthy.clone();
+    let d = c.decide();
+    assert_eq!(d.status.starting.as_ref().map(|s| s.step), Some(2), "passed: step 2 is on its way");
+    assert_eq!(d.status.analyses[0].verdict, crate::api::AnalysisVerdict::Passed);
+
+    // Too little traffic: waits for a person, who can approve step 2.
+    let mut quiet = healthy.clone();
+    quiet.analyses.clear();
+    c.previous = after_analysis(&quiet, &c.spec, &request, &[metric("2.0.0", "a", 10)], &[]);
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::AwaitingApproval);
+    assert_eq!(cond(&d, Type::Progressing).1, "AnalysisInconclusive");
+    assert!(cond_message(&d, Type::Ready).contains("forgeops.dev/approve-step-2"));
+    // A failure with onFailure: Pause waits the same way.
+    c.previous = after_analysis(&quiet, &c.spec, &request, &[metric("2.0.0", "a", 1000)], &[metric("2.0.0", "a", 500)]);
+    let d = c.decide();
+    assert_eq!(
+        (state(&d), cond(&d, Type::Progressing).1.as_str()),
+        (BulkUpgradeState::AwaitingApproval, "AnalysisFailed")
+    );
+    c.asked.approved.insert(2, "alice".into());
+    assert_eq!(c.decide().status.starting.as_ref().map(|s| s.step), Some(2), "approved anyway");
+    // No analysis after the last step.
+    assert!(analysis_after(&c.spec, 2).is_none() && analysis_after(&c.spec, 1).is_some());
 }
