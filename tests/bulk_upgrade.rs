@@ -951,3 +951,99 @@ async fn too_few_invocations_are_inconclusive_and_pause_until_approved() {
     assert_eq!(status(&b).upgraded, 6);
     assert_eq!(status(&b).approvals[0].by, "carol");
 }
+
+#[tokio::test]
+async fn a_closed_window_makes_the_next_rollout_wait_until_it_opens() {
+    let t = TestNs::new("bulk-window").await;
+    let operator = operator_with_rollout_step(&t, Duration::from_millis(100)).await;
+    installed_on_major_1(&t, "insights", "dev", 3, vec![version(2, 0, &["read"])]).await;
+    // A deny window from a moment ago to 6 s from now (the clock the test controls is the window).
+    let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
+    let hms = |z: &jiff::Zoned| z.strftime("%H:%M:%S").to_string();
+    let opens = &now + jiff::SignedDuration::from_secs(6);
+    let deny = json!({"kind": "Deny", "timeZone": "UTC", "start": hms(&(&now - jiff::SignedDuration::from_secs(2))), "end": hms(&opens)});
+    let bus: Api<BulkUpgrade> = t.api();
+    create(&bus, bulk("windowed", "insights", 1, 2, json!({"windows": [deny]}))).await;
+    let b = wait_state(&bus, "windowed", BulkUpgradeState::OutsideWindow).await;
+    assert!(
+        condition(&b, "Ready").unwrap().2.contains("outside the rollout windows until"),
+        "{:?}",
+        condition(&b, "Ready")
+    );
+    assert_eq!(operator.platform.rollouts(APP_ID).len(), 0, "nothing starts in a closed window");
+    let b = wait_state(&bus, "windowed", BulkUpgradeState::Complete).await;
+    let started = status(&b).rollouts[0].started_at.clone().unwrap().0;
+    assert!(started >= opens.timestamp() - jiff::SignedDuration::from_secs(1), "started {started}, opens {opens}");
+    assert_eq!(status(&b).upgraded, 3);
+}
+
+/// A loopback webhook receiver that answers 500 to the first request and 200 after: every body it
+/// got, refused ones included.
+async fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::sync::{Arc, Mutex};
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let seen = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let seen = seen.clone();
+            async move {
+                let mut all = seen.lock().unwrap();
+                all.push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                if all.len() == 1 { axum::http::StatusCode::INTERNAL_SERVER_ERROR } else { axum::http::StatusCode::OK }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+#[tokio::test]
+async fn a_webhook_hears_each_step_the_approval_wait_and_the_end_again_after_a_500() {
+    let t = TestNs::new("bulk-notify").await;
+    let _operator = operator_with_rollout_step(&t, Duration::from_millis(100)).await;
+    installed_on_major_1(&t, "insights", "dev", 4, vec![version(2, 0, &["read"])]).await;
+    let (url, got) = webhook_receiver().await;
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook"}, "stringData": {"url": url}}),
+    )
+    .unwrap();
+    t.api::<k8s_openapi::api::core::v1::Secret>().create(&PostParams::default(), &secret).await.unwrap();
+    let bus: Api<BulkUpgrade> = t.api();
+    let spec = json!({"steps": [{"limit": 2}, {"requireApproval": true}],
+        "notifications": {"webhookSecretRef": {"name": "hook"}}});
+    create(&bus, bulk("told", "insights", 1, 2, spec)).await;
+    wait_state(&bus, "told", BulkUpgradeState::AwaitingApproval).await;
+    annotate(&bus, "told", "forgeops.dev/approve-step-2", "dana").await;
+    wait_state(&bus, "told", BulkUpgradeState::Complete).await;
+    let events = || -> Vec<(String, Option<u64>)> {
+        got.lock()
+            .unwrap()
+            .iter()
+            .map(|b| (b["event"].as_str().unwrap_or("").to_string(), b["step"].as_u64()))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    let want: Vec<(String, Option<u64>)> = [
+        ("StepStarted", 1),
+        ("StepStarted", 1),
+        ("StepCompleted", 1),
+        ("AwaitingApproval", 2),
+        ("StepStarted", 2),
+        ("StepCompleted", 2),
+        ("Completed", 2),
+    ]
+    .iter()
+    .map(|(e, s)| (e.to_string(), Some(*s)))
+    .collect();
+    while events() != want {
+        assert!(std::time::Instant::now() < deadline, "webhook got {:?}, want {want:?}", events());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The first was refused with 500 and delivered again; the body names the object.
+    let first = got.lock().unwrap()[0].clone();
+    assert_eq!(first["bulkUpgrade"]["name"], "told");
+    assert_eq!(first, got.lock().unwrap()[1]);
+}

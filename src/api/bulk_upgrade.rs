@@ -100,6 +100,20 @@ pub struct BulkUpgradeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisSpec>,
 
+    /// When rollouts may start: `Allow` windows (when there is any) and `Deny` windows, each in
+    /// its time zone. A closed window holds the start of the next rollout (state `OutsideWindow`,
+    /// holding the environment and account Leases); a rollout already running runs on to its end
+    /// (the platform cannot pause it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub windows: Vec<RolloutWindow>,
+
+    /// A webhook told of each step started and completed, each analysis verdict, and when the
+    /// upgrade awaits approval, fails, is cancelled or completes. Delivered at least once, with
+    /// retries and backoff, without holding the upgrade up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Notifications>,
+
     /// Delete this record that many seconds after it finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
@@ -134,6 +148,88 @@ pub struct UpgradeStep {
     /// The health analysis after this step, instead of `spec.analysis`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisSpec>,
+}
+
+/// Where notifications go.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Notifications {
+    /// The Secret in this namespace whose key holds the webhook URL (a URL often carries a token,
+    /// so it is never written in the spec, logs or Events).
+    pub webhook_secret_ref: WebhookSecretRef,
+    /// `Json` (forgeops' own body; the default) or `Slack` (`{"text": ...}`, for Slack-compatible
+    /// incoming webhooks).
+    #[serde(default)]
+    pub format: NotificationFormat,
+}
+
+/// A Secret key holding a webhook URL.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSecretRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key holding the URL.
+    #[serde(default = "default_url_key")]
+    pub key: String,
+}
+
+fn default_url_key() -> String {
+    "url".into()
+}
+
+/// How a notification is written.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum NotificationFormat {
+    #[default]
+    Json,
+    Slack,
+}
+
+/// A time of the week when rollouts may, or may not, start.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutWindow {
+    /// `Allow` (rollouts start only inside the allowed windows) or `Deny` (never inside).
+    pub kind: WindowKind,
+    /// The IANA time zone the days and times are in, for example `Europe/Berlin`.
+    #[serde(default = "utc")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"))]
+    pub time_zone: String,
+    /// The weekdays (`Mon` .. `Sun`) the window starts on; empty: every day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 7))]
+    pub days: Vec<WindowDay>,
+    /// When it opens, `HH:MM` or `HH:MM:SS`.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"))]
+    pub start: String,
+    /// When it closes (not included), `HH:MM` or `HH:MM:SS`; before `start`: the next day.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"))]
+    pub end: String,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+/// Whether a window allows or denies rollouts.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum WindowKind {
+    Allow,
+    Deny,
+}
+
+/// A weekday.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum WindowDay {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
 }
 
 /// How a step's health is judged from the App metrics API (five calls a minute per user: an
@@ -267,6 +363,8 @@ pub enum BulkUpgradeState {
     AwaitingApproval,
     /// A step's health analysis: its window is measured.
     Analyzing,
+    /// A rollout window (`spec.windows`) holds the next rollout.
+    OutsideWindow,
     Complete,
     Cancelled,
     Failed,

@@ -71,6 +71,8 @@ pub struct BulkContext {
     listing: Arc<Mutex<HashMap<String, bool>>>,
     /// When each Lease's record was last seen to change (expiry by this process's clock).
     observer: leases::Observer,
+    /// The webhook notifications' delivery.
+    notifier: super::notify::Notifier,
 }
 
 pub async fn reconcile(bu: Arc<BulkUpgrade>, bctx: Arc<BulkContext>) -> Result<Action, Error> {
@@ -214,6 +216,7 @@ async fn apply(bu: Arc<BulkUpgrade>, bctx: &BulkContext) -> Result<Action, Error
             let written = apply_status_guarded(&ctx.client, current.as_ref(), &status).await?;
             ctx.wrote(&written);
             report(&current, ctx, &previous, &status).await;
+            notify(&current, bctx, &previous, &status).await;
             current = Arc::new(written);
         }
         if requeue == Requeue::Now {
@@ -683,6 +686,46 @@ async fn report(bu: &BulkUpgrade, ctx: &Context, previous: &BulkUpgradeStatus, n
     publish_event(ctx, bu, warning, &reason, c.message.clone(), "Reconcile").await;
 }
 
+/// Posts the notices of a written status change to the upgrade's webhook, if it has one (the URL
+/// read from its Secret each time, so a rotated URL is used at once).
+async fn notify(bu: &BulkUpgrade, bctx: &BulkContext, previous: &BulkUpgradeStatus, next: &BulkUpgradeStatus) {
+    let Some(n) = &bu.spec.notifications else { return };
+    let notices = crate::rules::notify::notices(previous, next);
+    if notices.is_empty() {
+        return;
+    }
+    let ctx = &bctx.ctx;
+    let namespace = bu.namespace().unwrap_or_default();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let url = match secrets.get_opt(&n.webhook_secret_ref.name).await {
+        Ok(Some(secret)) => secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&n.webhook_secret_ref.key))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .map(|u| u.trim().to_string())
+            .filter(|u| u.starts_with("https://") || u.starts_with("http://")),
+        Ok(None) => None,
+        Err(e) => {
+            warn!(bulk_upgrade = %full_name(bu), error = %e, "could not read the notification webhook's Secret");
+            None
+        }
+    };
+    let Some(url) = url else {
+        let note = format!(
+            "no notification sent: Secret {} has no key {} holding an http(s) URL (or cannot be read by the operator)",
+            n.webhook_secret_ref.name, n.webhook_secret_ref.key
+        );
+        publish_event(ctx, bu, true, "NotificationFailed", note, "Notify").await;
+        return;
+    };
+    let at = jiff::Timestamp::now().to_string();
+    for notice in notices {
+        let body = crate::rules::notify::payload(n.format, &namespace, &bu.name_any(), &notice, &at);
+        bctx.notifier.send(&full_name(bu), url.clone(), body, format!("{:?}", notice.kind));
+    }
+}
+
 /// Takes (or renews) the environment, account and (`with_slot`) one global-slot Lease, all or
 /// none; without the slot, one it holds is released. Answers whether it holds them all.
 async fn take_leases(
@@ -854,6 +897,7 @@ pub async fn run(
         refreshed: Mutex::new(HashMap::new()),
         listing: Arc::default(),
         observer: leases::Observer::default(),
+        notifier: super::notify::Notifier::default(),
     });
     controller
         .reconcile_on(super::dependents_of_changed_apps(app_changes, move |ns, app| {

@@ -9,6 +9,7 @@ pub mod events;
 pub mod forge_app;
 pub mod installation;
 pub mod listing;
+pub mod notify;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

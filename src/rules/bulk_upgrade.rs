@@ -77,6 +77,8 @@ crate::named! {
         AnalysisFailed,
         /// A step's analysis had too little traffic to judge: waits for approval.
         AnalysisInconclusive,
+        /// A rollout window holds the next rollout.
+        OutsideWindow,
         Complete,
         LimitReached,
         NothingToUpgrade,
@@ -943,6 +945,13 @@ pub fn conditions(s: &Situation) -> Vec<Decided> {
             (false, Reason::Baking, summary.into()),
             Outcome::InProgress(Reason::Baking, summary.into()),
         ),
+        // Goes on by itself once a window opens.
+        OutsideWindow => (
+            (true, Reason::Admitted, "holding the environment and account Leases outside the rollout windows".into()),
+            (true, Reason::OutsideWindow, summary.into()),
+            (false, Reason::OutsideWindow, summary.into()),
+            Outcome::InProgress(Reason::OutsideWindow, summary.into()),
+        ),
         // Goes on by itself once the window is measured.
         Analyzing => (
             (true, Reason::Admitted, "holding the environment and account Leases while the step is analyzed".into()),
@@ -1414,6 +1423,30 @@ pub fn decide(i: &Inputs) -> Decision {
             requeue,
             situation: s,
         };
+    }
+    // A rollout window holds the start of the next rollout (an intent already recorded waits too).
+    if !i.spec.windows.is_empty() {
+        let what = match super::windows::next_open(&i.spec.windows, i.instant) {
+            Ok(Some(at)) if at <= i.instant => None,
+            Ok(Some(at)) => {
+                let left = Duration::from_secs(at.duration_since(i.instant).as_secs().max(1) as u64);
+                Some((format!("outside the rollout windows until {at}"), Requeue::Bake(left)))
+            }
+            Ok(None) => Some(("the rollout windows do not open within eight days".to_string(), Requeue::Renew)),
+            Err(why) => Some((format!("{why}; fix spec.windows"), Requeue::Renew)),
+        };
+        if let Some((what, requeue)) = what {
+            effects.push(Effect::TakeLeasesWithoutSlot);
+            next.blocked_by = None;
+            let mut s = situation(BulkUpgradeState::OutsideWindow, Reason::OutsideWindow, &next);
+            s.summary = format!("{what}; {}", s.summary);
+            return Decision {
+                status: render(next, &s, &prev.conditions, i.generation, &i.now),
+                effects,
+                requeue,
+                situation: s,
+            };
+        }
     }
     effects.push(Effect::TakeLeases);
     next.blocked_by = None;

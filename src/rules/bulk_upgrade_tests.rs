@@ -15,6 +15,8 @@ fn spec(from: u32, to: u32) -> BulkUpgradeSpec {
         paused: false,
         cancelled: false,
         analysis: None,
+        notifications: None,
+        windows: vec![],
         ttl_seconds_after_finished: None,
     }
 }
@@ -1134,4 +1136,37 @@ fn a_passed_analysis_goes_on_and_an_inconclusive_or_paused_failure_waits_for_app
     assert_eq!(c.decide().status.starting.as_ref().map(|s| s.step), Some(2), "approved anyway");
     // No analysis after the last step.
     assert!(analysis_after(&c.spec, 2).is_none() && analysis_after(&c.spec, 1).is_some());
+}
+
+#[test]
+fn a_closed_window_holds_the_next_rollout_but_not_a_running_one() {
+    use crate::api::{RolloutWindow, WindowKind};
+    // now() is 2027-01-15T08:00:00Z.
+    let deny = RolloutWindow {
+        kind: WindowKind::Deny,
+        time_zone: "UTC".into(),
+        days: vec![],
+        start: "07:00".into(),
+        end: "09:00".into(),
+    };
+    let mut c = Case::new();
+    c.spec.windows = vec![deny.clone()];
+    let d = c.decide();
+    assert_eq!(state(&d), BulkUpgradeState::OutsideWindow);
+    assert_eq!(d.requeue, Requeue::Bake(Duration::from_secs(3600)));
+    assert!(d.status.starting.is_none());
+    assert_eq!(d.effects, vec![Effect::TakeLeasesWithoutSlot]);
+    assert!(cond_message(&d, Type::Ready).contains("until 2027-01-15T09:00:00Z"), "{}", cond_message(&d, Type::Ready));
+    assert_eq!(cond(&d, Type::Reconciling), ("True".into(), "OutsideWindow".into()), "goes on by itself");
+    // A rollout that runs runs on.
+    c.previous.state = Some(BulkUpgradeState::Running);
+    c.previous.rollouts = vec![running(1, 100, Some(0))];
+    c.platform =
+        PlatformView { current: Current::Seen(seen("r-1-0", RolloutStatus::Running, 5, 0, 95)), ..Default::default() };
+    let d = c.decide();
+    assert_eq!((state(&d), d.requeue), (BulkUpgradeState::Running, Requeue::Poll));
+    // Outside the deny window: starts.
+    let mut c = Case::new();
+    c.spec.windows = vec![RolloutWindow { start: "10:00".into(), end: "11:00".into(), ..deny }];
+    assert!(c.decide().status.starting.is_some());
 }

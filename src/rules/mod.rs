@@ -6,8 +6,10 @@ pub mod conditions;
 pub mod distribution;
 pub mod forge_app;
 pub mod installation;
+pub mod notify;
 pub mod permissions;
 pub mod versions;
+pub mod windows;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
