@@ -1047,3 +1047,35 @@ async fn a_webhook_hears_each_step_the_approval_wait_and_the_end_again_after_a_5
     assert_eq!(first["bulkUpgrade"]["name"], "told");
     assert_eq!(first, got.lock().unwrap()[1]);
 }
+
+#[tokio::test]
+async fn the_preview_before_the_start_matches_what_then_happens() {
+    let t = TestNs::new("bulk-preview").await;
+    let operator = t
+        .start_operator_with(EmulatorConfig {
+            task_duration: Duration::from_millis(100),
+            rollout_step: Duration::from_millis(100),
+            upgrade_limit: 2,
+            ..Default::default()
+        })
+        .await;
+    installed_on_major_1(&t, "insights", "dev", 5, vec![version(2, 0, &["read"])]).await;
+    let bus: Api<BulkUpgrade> = t.api();
+    let spec = json!({"paused": true, "steps": [{"limit": 3, "pause": {"duration": "2s"}}, {}]});
+    create(&bus, bulk("previewed", "insights", 1, 2, spec)).await;
+    let b = wait_for(&bus, "previewed", WAIT, "a preview", |b| b.status.as_ref().is_some_and(|s| s.preview.is_some()))
+        .await;
+    let p = status(&b).preview.clone().unwrap();
+    assert_eq!((p.eligible, p.planned, p.rollouts, p.rollout_cap, p.pinned), (5, 5, 3, Some(2), 0), "{p:#?}");
+    assert!(!p.consent_required);
+    assert_eq!(p.minimum_duration_seconds, 2);
+    assert_eq!(operator.platform.rollouts(APP_ID).len(), 0, "previewed, nothing started");
+    patch_spec(&bus, "previewed", json!({"paused": false})).await;
+    let b = wait_state(&bus, "previewed", BulkUpgradeState::Complete).await;
+    let s = status(&b);
+    assert_eq!((s.upgraded, s.rollouts.len() as u32), (p.planned, p.rollouts), "{s:#?}");
+    let first = s.rollouts.iter().filter(|r| r.step == 1).map(|r| r.completed_at.clone().unwrap().0).max().unwrap();
+    let second = s.rollouts.iter().find(|r| r.step == 2).unwrap().started_at.clone().unwrap().0;
+    assert!(second.duration_since(first) >= jiff::SignedDuration::from_secs(p.minimum_duration_seconds as i64 - 1));
+    assert_eq!(s.preview, Some(p), "kept as it was when the first rollout started");
+}

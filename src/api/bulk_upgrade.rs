@@ -150,6 +150,43 @@ pub struct UpgradeStep {
     pub analysis: Option<AnalysisSpec>,
 }
 
+/// A BulkUpgrade's plan, before it starts.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Preview {
+    /// Installations on the source version (the latest minor of fromMajor), as the platform
+    /// counts them: what rollouts take.
+    pub eligible: u32,
+    /// Installations of fromMajor per version, as the platform counts them; those on older
+    /// minors are not taken by a rollout (the platform moves them to the latest minor itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_version: Vec<VersionInstallations>,
+    /// Installations in the cluster pinned to another major, which hold the upgrade.
+    pub pinned: u32,
+    /// Whether the target needs the site admins' consent (the platform offers no rollout to it):
+    /// then no installation moves by rollout.
+    pub consent_required: bool,
+    /// Installations the steps and `limit` take.
+    pub planned: u32,
+    /// The rollouts that takes, one after the other, at the platform's cap.
+    pub rollouts: u32,
+    /// The most installations the platform takes in one rollout, as it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_cap: Option<u32>,
+    /// The least the upgrade takes, in seconds: its bake times and analysis windows between
+    /// steps; the rollouts' own time (the platform's pace) comes on top.
+    pub minimum_duration_seconds: u64,
+}
+
+/// Installations on one version.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionInstallations {
+    /// The platform's version string.
+    pub version: String,
+    pub installations: u32,
+}
+
 /// Where notifications go.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -445,6 +482,11 @@ pub struct BulkUpgradeStatus {
     /// Every eligibility rule the upgrade fails, with its detail (for example `adds scope write:confluence-content`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ineligible_reasons: Vec<IneligibleReason>,
+
+    /// What the upgrade will do, from the platform's counts: computed before admission and kept
+    /// fresh until the first rollout starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Preview>,
 
     /// Every step's health analysis, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -340,10 +340,13 @@ async fn gather(bu: &BulkUpgrade, bctx: &BulkContext) -> Result<Gathered, Error>
             matches!(admission, Admission::Busy { .. }) && status.starting.is_none() && status.rollouts.is_empty();
         if let (false, false, Some(source), Some(target)) = (still_running, queued, &facts.source, &facts.target) {
             let targets = platform.upgrade_targets(&creds, app_id, env_key, &source.id).await?;
-            view.upgradeable = Some(targets.iter().any(|t| t.version_id == target.id && t.upgradeable_by_rollout));
+            let offered = targets.iter().find(|t| t.version_id == target.id);
+            view.upgradeable = Some(offered.is_some_and(|t| t.upgradeable_by_rollout));
+            view.upgrade_limit = offered.and_then(|t| t.upgrade_limit);
             let counts = platform.installation_counts(&creds, app_id, env_key).await?;
             let on_source = counts.iter().find(|c| c.id == source.id || c.version == source.version);
             view.on_source = Some(on_source.map(|c| count(c.installations)).unwrap_or(0));
+            view.counts = Some(counts);
             if let Some(starting) = &status.starting {
                 let since = starting.since.0.as_millisecond();
                 view.adoptable = platform
@@ -357,6 +360,10 @@ async fn gather(bu: &BulkUpgrade, bctx: &BulkContext) -> Result<Gathered, Error>
                     })
                     .collect();
             }
+        }
+        // Queued before its first rollout: the preview is computed once while it waits.
+        if queued && status.preview.is_none() && facts.source.is_some() {
+            view.counts = Some(platform.installation_counts(&creds, app_id, env_key).await?);
         }
         Ok::<_, PlatformError>(view)
     }

@@ -338,6 +338,68 @@ pub struct PlatformView {
     pub adoptable: Vec<Rollout>,
     /// Installations on the source version now; `None` when not asked.
     pub on_source: Option<u32>,
+    /// Installations per version of the environment, as the platform counts them (for the
+    /// preview); `None` when not asked.
+    pub counts: Option<Vec<crate::platform::VersionCount>>,
+    /// The platform's cap of installations per rollout, as it answered; `None` when not asked.
+    pub upgrade_limit: Option<u32>,
+}
+
+/// The preview of an upgrade that has not started: what the platform counts, and what the steps
+/// and limit will take of it, in how many rollouts at the platform's cap (the documented 500
+/// when it has not said), and the least time the gates between steps take.
+pub fn preview(
+    spec: &BulkUpgradeSpec,
+    counts: &[crate::platform::VersionCount],
+    source_version: &str,
+    pinned: usize,
+    upgradeable: Option<bool>,
+    upgrade_limit: Option<u32>,
+) -> crate::api::Preview {
+    let of_major = |v: &str| Version::parse(v).is_some_and(|v| v.major == spec.from_major);
+    let mut by_version: Vec<crate::api::VersionInstallations> = counts
+        .iter()
+        .filter(|c| of_major(&c.version) && c.installations > 0)
+        .map(|c| crate::api::VersionInstallations { version: c.version.clone(), installations: count(c.installations) })
+        .collect();
+    by_version.sort_by_key(|v| Version::parse(&v.version));
+    let eligible = counts.iter().filter(|c| c.version == source_version).map(|c| count(c.installations)).sum::<u32>();
+    let consent_required = upgradeable == Some(false);
+    let cap = upgrade_limit.unwrap_or(500).max(1);
+    let steps: Vec<Option<u32>> =
+        if spec.steps.is_empty() { vec![None] } else { spec.steps.iter().map(|s| s.limit).collect() };
+    let mut left = if consent_required { 0 } else { spec.limit.map_or(eligible, |l| l.min(eligible)) };
+    let (mut planned, mut rollouts) = (0u32, 0u32);
+    for step in &steps {
+        let take = step.map_or(left, |l| l.min(left));
+        planned += take;
+        rollouts += take.div_ceil(cap);
+        left -= take;
+    }
+    let last = spec.steps.len().max(1) as u32;
+    let gates: u64 = (1..last)
+        .map(|step| {
+            let bake = spec.steps[step as usize - 1]
+                .pause
+                .as_ref()
+                .and_then(|p| pause_duration(&p.duration))
+                .unwrap_or_default();
+            let window = analysis_after(spec, step)
+                .map(|a| pause_duration(&a.window).unwrap_or(MAX_WINDOW).min(MAX_WINDOW))
+                .unwrap_or_default();
+            bake.max(window).as_secs()
+        })
+        .sum();
+    crate::api::Preview {
+        eligible,
+        by_version,
+        pinned: u32::try_from(pinned).unwrap_or(u32::MAX),
+        consent_required,
+        planned,
+        rollouts,
+        rollout_cap: upgrade_limit,
+        minimum_duration_seconds: gates,
+    }
 }
 
 /// Who holds one Lease, as the Lease cache shows it.
@@ -1247,6 +1309,20 @@ pub fn decide(i: &Inputs) -> Decision {
     }
     if !next.rollouts.is_empty() && gate(i.spec, next.upgraded, next.failed).is_some() {
         return done(next, effects, BulkUpgradeState::Failed, Reason::MaxFailuresExceeded, true);
+    }
+
+    // The preview, kept fresh until the first rollout starts.
+    if let (true, Some(counts), AppView::Read(f)) = (next.rollouts.is_empty(), &i.platform.counts, &i.app)
+        && let Some(source) = &f.source
+    {
+        next.preview = Some(preview(
+            i.spec,
+            counts,
+            &source.version,
+            f.pinned.len(),
+            i.platform.upgradeable,
+            i.platform.upgrade_limit,
+        ));
     }
 
     // Eligibility of the next rollout.

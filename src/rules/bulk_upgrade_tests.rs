@@ -1170,3 +1170,43 @@ fn a_closed_window_holds_the_next_rollout_but_not_a_running_one() {
     c.spec.windows = vec![RolloutWindow { start: "10:00".into(), end: "11:00".into(), ..deny }];
     assert!(c.decide().status.starting.is_some());
 }
+
+#[test]
+fn the_preview_counts_what_the_steps_take_in_rollouts_at_the_cap_and_the_gates_time() {
+    let counts = |v: &[(&str, u64)]| -> Vec<crate::platform::VersionCount> {
+        v.iter()
+            .map(|(version, n)| crate::platform::VersionCount {
+                id: format!("id-{version}"),
+                version: version.to_string(),
+                installations: *n,
+            })
+            .collect()
+    };
+    let all = counts(&[("1.0.0", 7), ("1.1.0", 1200), ("2.0.0", 3)]);
+    let mut s = spec(1, 2);
+    s.steps = vec![
+        UpgradeStep {
+            limit: Some(10),
+            pause: Some(crate::api::StepPause { duration: "30m".into() }),
+            ..Default::default()
+        },
+        UpgradeStep { limit: Some(600), ..Default::default() },
+        UpgradeStep::default(),
+    ];
+    s.analysis = analysed_steps(crate::api::OnFailure::Stop).analysis;
+    let p = preview(&s, &all, "1.1.0", 0, Some(true), Some(500));
+    assert_eq!((p.eligible, p.planned, p.rollouts, p.rollout_cap), (1200, 1200, 1 + 2 + 2, Some(500)));
+    assert_eq!(
+        p.by_version.iter().map(|v| (v.version.as_str(), v.installations)).collect::<Vec<_>>(),
+        [("1.0.0", 7), ("1.1.0", 1200)]
+    );
+    // 30 min of bake after step 1 (its 5 min window inside it), a 5 min window after step 2.
+    assert_eq!(p.minimum_duration_seconds, 35 * 60);
+    // A limit caps the plan; a target that needs consent moves nothing.
+    s.limit = Some(100);
+    let p = preview(&s, &all, "1.1.0", 2, Some(true), None);
+    assert_eq!((p.planned, p.rollouts, p.pinned), (100, 2, 2));
+    let p = preview(&s, &all, "1.1.0", 0, Some(false), None);
+    assert!(p.consent_required);
+    assert_eq!((p.planned, p.rollouts), (0, 0));
+}
