@@ -854,7 +854,8 @@ async fn bake_time_then_approval_by_annotation_then_an_emergency_stop_that_a_re_
     assert_eq!(operator.platform.rollouts(APP_ID).len(), 3, "no rollout after the stop");
 }
 
-/// A stepped upgrade (2 sites, then the rest) with a 10 s analysis after step 1; version 1 runs
+/// A stepped upgrade (2 sites, 2 more, then the rest) with a 10 s analysis after steps 1 and 2;
+/// version 1 runs
 /// at 60,000 invocations a minute, all successful, and version 2 at `v2_per_minute` with
 /// `v2_success`.
 async fn analysed(t: &TestNs, v2_per_minute: u32, v2_success: f64, on_failure: &str) -> support::RunningOperator {
@@ -873,7 +874,7 @@ async fn analysed(t: &TestNs, v2_per_minute: u32, v2_success: f64, on_failure: &
         "onFailure": on_failure});
     create(
         &t.api::<BulkUpgrade>(),
-        bulk("analysed", "insights", 1, 2, json!({"steps": [{"limit": 2}, {}], "analysis": analysis})),
+        bulk("analysed", "insights", 1, 2, json!({"steps": [{"limit": 2}, {"limit": 2}, {}], "analysis": analysis})),
     )
     .await;
     operator
@@ -905,17 +906,21 @@ async fn a_healthy_target_passes_analysis_and_completes_with_the_figures_in_stat
     let b = wait_state(&bus, "analysed", BulkUpgradeState::Complete).await;
     let s = status(&b);
     assert_eq!(s.upgraded, 6);
-    assert_eq!(s.analyses.len(), 1, "one analysis, after step 1 (none after the last step)");
-    let a = &s.analyses[0];
-    assert_eq!((a.step, a.verdict), (1, forgeops::api::AnalysisVerdict::Passed), "{a:#?}");
-    assert_eq!((a.cohort.sites, a.baseline.sites), (2, 4), "{a:#?}");
-    assert!(a.cohort.invocations >= 1000 && a.baseline.invocations >= 1000, "{a:#?}");
-    assert_eq!((a.cohort.success_rate, a.baseline.success_rate), (Some(100.0), Some(100.0)));
-    let window = a.window_end.0.duration_since(a.window_start.0);
-    assert_eq!(window, jiff::SignedDuration::from_secs(10));
-    assert!(a.window_start.0 >= s.rollouts[0].completed_at.clone().unwrap().0, "measured after step 1 completed");
-    assert!(s.rollouts[1].started_at.clone().unwrap().0 >= a.window_end.0, "step 2 started after the window");
-    assert_eq!(metrics_calls_within_the_limit(&operator), 2, "one analysis: invocations and errors");
+    assert_eq!(s.analyses.len(), 2, "after steps 1 and 2 (none after the last step)");
+    for (n, a) in s.analyses.iter().enumerate() {
+        let step = n as u32 + 1;
+        assert_eq!((a.step, a.verdict), (step, forgeops::api::AnalysisVerdict::Passed), "{a:#?}");
+        assert_eq!((a.cohort.sites, a.baseline.sites), (2 * step, 6 - 2 * step), "{a:#?}");
+        assert!(a.cohort.invocations >= 1000 && a.baseline.invocations >= 1000, "{a:#?}");
+        assert_eq!((a.cohort.success_rate, a.baseline.success_rate), (Some(100.0), Some(100.0)));
+        let window = a.window_end.0.duration_since(a.window_start.0);
+        assert_eq!(window, jiff::SignedDuration::from_secs(10));
+        let done = s.rollouts.iter().filter(|r| r.step == step).map(|r| r.completed_at.clone().unwrap().0).max();
+        assert!(Some(a.window_start.0) >= done, "measured after step {step} completed");
+        let next = s.rollouts.iter().find(|r| r.step == step + 1).unwrap();
+        assert!(next.started_at.clone().unwrap().0 >= a.window_end.0, "step {} started after the window", step + 1);
+    }
+    assert_eq!(metrics_calls_within_the_limit(&operator), 4, "two analyses: invocations and errors each");
 }
 
 #[tokio::test]
@@ -947,9 +952,19 @@ async fn too_few_invocations_are_inconclusive_and_pause_until_approved() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(operator.platform.rollouts(APP_ID).len(), 1, "paused, never passed");
     annotate(&bus, "analysed", "forgeops.dev/approve-step-2", "carol").await;
+    // Step 2 runs, and its analysis is as quiet: step 3 waits for its own approval.
+    let b = wait_for(&bus, "analysed", WAIT, "step 2 analysed", |b| {
+        b.status.as_ref().is_some_and(|s| s.analyses.len() == 2)
+    })
+    .await;
+    assert_eq!(status(&b).analyses[1].verdict, forgeops::api::AnalysisVerdict::Inconclusive);
+    wait_state(&bus, "analysed", BulkUpgradeState::AwaitingApproval).await;
+    annotate(&bus, "analysed", "forgeops.dev/approve-step-3", "carol").await;
     let b = wait_state(&bus, "analysed", BulkUpgradeState::Complete).await;
     assert_eq!(status(&b).upgraded, 6);
-    assert_eq!(status(&b).approvals[0].by, "carol");
+    let approvals: Vec<(u32, &str)> = status(&b).approvals.iter().map(|a| (a.step, a.by.as_str())).collect();
+    assert_eq!(approvals, [(2, "carol"), (3, "carol")]);
+    metrics_calls_within_the_limit(&operator);
 }
 
 #[tokio::test]
