@@ -1094,3 +1094,35 @@ async fn the_preview_before_the_start_matches_what_then_happens() {
     assert!(second.duration_since(first) >= jiff::SignedDuration::from_secs(p.minimum_duration_seconds as i64 - 1));
     assert_eq!(s.preview, Some(p), "kept as it was when the first rollout started");
 }
+
+#[tokio::test]
+async fn the_operator_wide_webhook_hears_upgrades_without_their_own_in_slack_form() {
+    let t = TestNs::new("bulk-notify-all").await;
+    let _operator = operator_with_rollout_step(&t, Duration::from_millis(100)).await;
+    installed_on_major_1(&t, "insights", "dev", 2, vec![version(2, 0, &["read"])]).await;
+    let (url, got) = webhook_receiver().await;
+    // The test namespace is the operator's own namespace here.
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": forgeops::controllers::bulk_upgrade::OPERATOR_NOTIFICATIONS_SECRET},
+        "stringData": {"url": url, "format": "slack"}}))
+        .unwrap();
+    t.api::<k8s_openapi::api::core::v1::Secret>().create(&PostParams::default(), &secret).await.unwrap();
+    let bus: Api<BulkUpgrade> = t.api();
+    create(&bus, bulk("plain", "insights", 1, 2, json!({}))).await;
+    wait_state(&bus, "plain", BulkUpgradeState::Complete).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let texts: Vec<String> =
+            got.lock().unwrap().iter().map(|b| b["text"].as_str().unwrap_or("").to_string()).collect();
+        if texts.iter().any(|t| t.starts_with(&format!("BulkUpgrade {}/plain: Completed", t_name(&bus)))) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the operator-wide webhook got {texts:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn t_name(api: &Api<BulkUpgrade>) -> String {
+    api.namespace().unwrap_or_default().to_string()
+}

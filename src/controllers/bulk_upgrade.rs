@@ -693,42 +693,61 @@ async fn report(bu: &BulkUpgrade, ctx: &Context, previous: &BulkUpgradeStatus, n
     publish_event(ctx, bu, warning, &reason, c.message.clone(), "Reconcile").await;
 }
 
-/// Posts the notices of a written status change to the upgrade's webhook, if it has one (the URL
-/// read from its Secret each time, so a rotated URL is used at once).
+/// The operator-wide webhook: this Secret in the operator's namespace (keys `url`, and `format`:
+/// `json` or `slack`), for every BulkUpgrade without `spec.notifications`.
+pub const OPERATOR_NOTIFICATIONS_SECRET: &str = "forgeops-notifications";
+
+/// Posts the notices of a written status change to the upgrade's webhook, or the operator-wide
+/// one ([`OPERATOR_NOTIFICATIONS_SECRET`]) if it has none (the URL read from its Secret each time,
+/// so a rotated URL is used at once).
 async fn notify(bu: &BulkUpgrade, bctx: &BulkContext, previous: &BulkUpgradeStatus, next: &BulkUpgradeStatus) {
-    let Some(n) = &bu.spec.notifications else { return };
     let notices = crate::rules::notify::notices(previous, next);
     if notices.is_empty() {
         return;
     }
     let ctx = &bctx.ctx;
     let namespace = bu.namespace().unwrap_or_default();
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let url = match secrets.get_opt(&n.webhook_secret_ref.name).await {
-        Ok(Some(secret)) => secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&n.webhook_secret_ref.key))
-            .and_then(|v| String::from_utf8(v.0.clone()).ok())
-            .map(|u| u.trim().to_string())
-            .filter(|u| u.starts_with("https://") || u.starts_with("http://")),
-        Ok(None) => None,
+    let (secret_namespace, name, key) = match &bu.spec.notifications {
+        Some(n) => (namespace.clone(), n.webhook_secret_ref.name.clone(), n.webhook_secret_ref.key.clone()),
+        None => (ctx.operator_namespace.clone(), OPERATOR_NOTIFICATIONS_SECRET.to_string(), "url".to_string()),
+    };
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), &secret_namespace);
+    let secret = match secrets.get_opt(&name).await {
+        Ok(secret) => secret,
         Err(e) => {
             warn!(bulk_upgrade = %full_name(bu), error = %e, "could not read the notification webhook's Secret");
             None
         }
     };
+    let text = |k: &str| {
+        secret
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .and_then(|d| d.get(k))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+    };
+    let url =
+        text(&key).map(|u| u.trim().to_string()).filter(|u| u.starts_with("https://") || u.starts_with("http://"));
     let Some(url) = url else {
-        let note = format!(
-            "no notification sent: Secret {} has no key {} holding an http(s) URL (or cannot be read by the operator)",
-            n.webhook_secret_ref.name, n.webhook_secret_ref.key
-        );
-        publish_event(ctx, bu, true, "NotificationFailed", note, "Notify").await;
+        // Without an operator-wide Secret there is nothing to tell; a BulkUpgrade's own is missing.
+        if bu.spec.notifications.is_some() {
+            let note = format!(
+                "no notification sent: Secret {name} has no key {key} holding an http(s) URL (or cannot be read by the operator)"
+            );
+            publish_event(ctx, bu, true, "NotificationFailed", note, "Notify").await;
+        }
         return;
+    };
+    let format = match &bu.spec.notifications {
+        Some(n) => n.format,
+        None if text("format").is_some_and(|f| f.trim().eq_ignore_ascii_case("slack")) => {
+            crate::api::NotificationFormat::Slack
+        }
+        None => crate::api::NotificationFormat::Json,
     };
     let at = jiff::Timestamp::now().to_string();
     for notice in notices {
-        let body = crate::rules::notify::payload(n.format, &namespace, &bu.name_any(), &notice, &at);
+        let body = crate::rules::notify::payload(format, &namespace, &bu.name_any(), &notice, &at);
         bctx.notifier.send(&full_name(bu), url.clone(), body, format!("{:?}", notice.kind));
     }
 }

@@ -1000,27 +1000,20 @@ pub fn conditions(s: &Situation) -> Vec<Decided> {
             (false, Reason::Paused, summary.into()),
             Outcome::Waiting(Reason::Paused, summary.into()),
         ),
-        // Goes on by itself once the bake time is over.
-        Baking => (
-            (true, Reason::Admitted, "holding the environment and account Leases while the step bakes".into()),
-            (true, Reason::Baking, summary.into()),
-            (false, Reason::Baking, summary.into()),
-            Outcome::InProgress(Reason::Baking, summary.into()),
-        ),
-        // Goes on by itself once a window opens.
-        OutsideWindow => (
-            (true, Reason::Admitted, "holding the environment and account Leases outside the rollout windows".into()),
-            (true, Reason::OutsideWindow, summary.into()),
-            (false, Reason::OutsideWindow, summary.into()),
-            Outcome::InProgress(Reason::OutsideWindow, summary.into()),
-        ),
-        // Goes on by itself once the window is measured.
-        Analyzing => (
-            (true, Reason::Admitted, "holding the environment and account Leases while the step is analyzed".into()),
-            (true, Reason::Analyzing, summary.into()),
-            (false, Reason::Analyzing, summary.into()),
-            Outcome::InProgress(Reason::Analyzing, summary.into()),
-        ),
+        // Goes on by itself once the bake time is over, a window opens or the step is measured.
+        Baking | OutsideWindow | Analyzing => {
+            let why = match s.state {
+                Baking => "while the step bakes",
+                OutsideWindow => "outside the rollout windows",
+                _ => "while the step is analyzed",
+            };
+            (
+                (true, Reason::Admitted, format!("holding the environment and account Leases {why}")),
+                (true, s.detail, summary.into()),
+                (false, s.detail, summary.into()),
+                Outcome::InProgress(s.detail, summary.into()),
+            )
+        }
         // Waits for a person.
         AwaitingApproval => (
             (true, Reason::Admitted, "holding the environment and account Leases while awaiting approval".into()),

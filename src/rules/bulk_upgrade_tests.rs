@@ -1062,15 +1062,21 @@ fn metric(version: &str, context: &str, count: u64) -> crate::platform::MetricsV
     crate::platform::MetricsValue { version: version.into(), context: context.into(), count }
 }
 
-#[test]
-fn after_a_step_its_window_is_measured_then_judged_and_a_failure_stops() {
+/// Step 1 of [`analysed_steps`] done `minutes_ago`, from 1.0.0 to 2.0.0.
+fn analysed_case(on_failure: crate::api::OnFailure, state: BulkUpgradeState, minutes_ago: i64) -> Case {
     let mut c = Case::new();
-    c.spec = analysed_steps(crate::api::OnFailure::Stop);
-    c.previous.state = Some(BulkUpgradeState::Running);
+    c.spec = analysed_steps(on_failure);
+    c.previous.state = Some(state);
     c.previous.source_version = Some("1.0.0".into());
     c.previous.target_version = Some("2.0.0".into());
-    c.previous.rollouts = vec![step_one_done(2)];
+    c.previous.rollouts = vec![step_one_done(minutes_ago)];
     c.platform = eligible_platform(90);
+    c
+}
+
+#[test]
+fn after_a_step_its_window_is_measured_then_judged_and_a_failure_stops() {
+    let mut c = analysed_case(crate::api::OnFailure::Stop, BulkUpgradeState::Running, 2);
     // The window (5 minutes from the step's completion) is still open.
     let d = c.decide();
     assert_eq!(state(&d), BulkUpgradeState::Analyzing);
@@ -1103,13 +1109,7 @@ fn after_a_step_its_window_is_measured_then_judged_and_a_failure_stops() {
 
 #[test]
 fn a_passed_analysis_goes_on_and_an_inconclusive_or_paused_failure_waits_for_approval() {
-    let mut c = Case::new();
-    c.spec = analysed_steps(crate::api::OnFailure::Pause);
-    c.previous.state = Some(BulkUpgradeState::Analyzing);
-    c.previous.source_version = Some("1.0.0".into());
-    c.previous.target_version = Some("2.0.0".into());
-    c.previous.rollouts = vec![step_one_done(6)];
-    c.platform = eligible_platform(90);
+    let mut c = analysed_case(crate::api::OnFailure::Pause, BulkUpgradeState::Analyzing, 6);
     let Some(Effect::Analyze(request)) = c.decide().effects.last().cloned() else { panic!("no Analyze") };
     let healthy = after_analysis(&c.previous, &c.spec, &request, &[metric("2.0.0", "a", 1000)], &[]);
     c.previous = healthy.clone();
