@@ -184,6 +184,7 @@ pub struct Preview {
 pub struct VersionInstallations {
     /// The platform's version string.
     pub version: String,
+    /// How many installations run it, as the platform counts them.
     pub installations: u32,
 }
 
@@ -337,6 +338,7 @@ pub enum AnalysisVerdict {
 pub struct CohortFigures {
     /// Sites (installation contexts) with invocations.
     pub sites: u32,
+    /// Invocations of the app's functions over the window, as the platform counts them.
     pub invocations: u64,
     /// Invocations that failed.
     pub errors: u64,
