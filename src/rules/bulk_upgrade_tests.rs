@@ -1074,6 +1074,12 @@ fn analysed_case(on_failure: crate::api::OnFailure, state: BulkUpgradeState, min
     c
 }
 
+/// The 5 minute window of step 1 done `minutes_ago` (at least 5), from its completion.
+fn window_of_step_one(minutes_ago: i64) -> AnalysisRequest {
+    let done = now().0 - jiff::SignedDuration::from_mins(minutes_ago);
+    AnalysisRequest { step: 1, start: Time(done), end: Time(done + jiff::SignedDuration::from_mins(5)) }
+}
+
 #[test]
 fn after_a_step_its_window_is_measured_then_judged_and_a_failure_stops() {
     let mut c = analysed_case(crate::api::OnFailure::Stop, BulkUpgradeState::Running, 2);
@@ -1085,9 +1091,8 @@ fn after_a_step_its_window_is_measured_then_judged_and_a_failure_stops() {
     // Closed: measure exactly the window.
     c.previous.rollouts = vec![step_one_done(6)];
     let d = c.decide();
-    let Some(Effect::Analyze(request)) = d.effects.last().cloned() else { panic!("no Analyze in {:?}", d.effects) };
-    let done = now().0 - jiff::SignedDuration::from_mins(6);
-    assert_eq!((request.step, request.start.0, request.end.0), (1, done, done + jiff::SignedDuration::from_mins(5)));
+    let request = window_of_step_one(6);
+    assert_eq!(d.effects.last(), Some(&Effect::Analyze(request.clone())), "measures exactly the window");
     assert_eq!(d.requeue, Requeue::Now);
     // 2.0 fails 3% of the time on the moved sites: recorded, and the upgrade stops with the figures.
     let invocations = [metric("2.0.0", "a", 600), metric("2.0.0", "b", 400), metric("1.0.0", "c", 5000)];
@@ -1110,7 +1115,8 @@ fn after_a_step_its_window_is_measured_then_judged_and_a_failure_stops() {
 #[test]
 fn a_passed_analysis_goes_on_and_an_inconclusive_or_paused_failure_waits_for_approval() {
     let mut c = analysed_case(crate::api::OnFailure::Pause, BulkUpgradeState::Analyzing, 6);
-    let Some(Effect::Analyze(request)) = c.decide().effects.last().cloned() else { panic!("no Analyze") };
+    let request = window_of_step_one(6);
+    assert_eq!(c.decide().effects.last(), Some(&Effect::Analyze(request.clone())));
     let healthy = after_analysis(&c.previous, &c.spec, &request, &[metric("2.0.0", "a", 1000)], &[]);
     c.previous = healthy.clone();
     let d = c.decide();
