@@ -1445,6 +1445,22 @@ pub fn decide(i: &Inputs) -> Decision {
             situation: s,
         };
     }
+    // Held before the next rollout (a gate between steps, a closed window): the environment and
+    // account Leases are kept, no global slot.
+    let hold = |mut next: BulkUpgradeStatus,
+                mut effects: Vec<Effect>,
+                state: BulkUpgradeState,
+                reason: Reason,
+                what: String,
+                requeue: Requeue,
+                then: Option<Effect>| {
+        effects.push(Effect::TakeLeasesWithoutSlot);
+        effects.extend(then);
+        next.blocked_by = None;
+        let mut s = situation(state, reason, &next);
+        s.summary = format!("{what}; {}", s.summary);
+        Decision { status: render(next, &s, &prev.conditions, i.generation, &i.now), effects, requeue, situation: s }
+    };
     // Between steps: the previous step's bake time and analysis, then this step's approval.
     if let Some(gate) = step_gate(i.spec, &next, step, &i.now) {
         let mut analyze = None;
@@ -1480,18 +1496,8 @@ pub fn decide(i: &Inputs) -> Decision {
                 (BulkUpgradeState::AwaitingApproval, reason, Requeue::Renew, what)
             }
         };
-        effects.push(Effect::TakeLeasesWithoutSlot);
-        effects.extend(analyze.map(Effect::Analyze));
-        next.blocked_by = None;
         next.step = Some(step);
-        let mut s = situation(state, reason, &next);
-        s.summary = format!("{what}; {}", s.summary);
-        return Decision {
-            status: render(next, &s, &prev.conditions, i.generation, &i.now),
-            effects,
-            requeue,
-            situation: s,
-        };
+        return hold(next, effects, state, reason, what, requeue, analyze.map(Effect::Analyze));
     }
     // A rollout window holds the start of the next rollout (an intent already recorded waits too).
     if !i.spec.windows.is_empty() {
@@ -1505,16 +1511,7 @@ pub fn decide(i: &Inputs) -> Decision {
             Err(why) => Some((format!("{why}; fix spec.windows"), Requeue::Renew)),
         };
         if let Some((what, requeue)) = what {
-            effects.push(Effect::TakeLeasesWithoutSlot);
-            next.blocked_by = None;
-            let mut s = situation(BulkUpgradeState::OutsideWindow, Reason::OutsideWindow, &next);
-            s.summary = format!("{what}; {}", s.summary);
-            return Decision {
-                status: render(next, &s, &prev.conditions, i.generation, &i.now),
-                effects,
-                requeue,
-                situation: s,
-            };
+            return hold(next, effects, BulkUpgradeState::OutsideWindow, Reason::OutsideWindow, what, requeue, None);
         }
     }
     effects.push(Effect::TakeLeases);
