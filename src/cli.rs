@@ -108,6 +108,7 @@ impl RunArgs {
             instance: self.instance.clone(),
             leader_election: self.leader_elect.then(|| Duration::from_secs(self.lease_duration_secs.clamp(3, 60))),
             health: Default::default(),
+            clock: crate::clock::Clock::system(),
             bulk_limits: Limits {
                 global: self.max_running_bulk_upgrades,
                 lease_duration: Duration::from_secs(self.lease_duration_secs),

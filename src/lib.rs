@@ -5,12 +5,14 @@
 //! - [`controllers`]: observe, decide (via `rules`), act, report status.
 //! - [`operator`]: the process around the controllers.
 //! - [`cli`]: the `forgeops run` options.
+//! - [`clock`]: the wall clock the bulk-upgrade rules read, settable in tests.
 //!
 //! The platform emulator, the local control plane and the development tooling are crates of their
 //! own under `crates/`, so none of them is part of the operator's build.
 
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod controllers;
 pub mod health;
 pub mod leases;

@@ -66,6 +66,8 @@ pub struct Settings {
     pub leader_election: Option<Duration>,
     /// What `/readyz` and `/healthz` answer from.
     pub health: Arc<crate::health::Health>,
+    /// The wall clock the bulk-upgrade rules read (the system's, unless a test sets it).
+    pub clock: crate::clock::Clock,
 }
 
 /// How long a credentials Secret is used before it is read again (a refused one is re-read at once).
@@ -231,6 +233,7 @@ pub async fn run(
                     controllers::api_in::<BulkUpgrade>(&watch_client, ns),
                     ctx,
                     settings.bulk_limits,
+                    settings.clock.clone(),
                     shutdown.clone()
                 )
                 .boxed()

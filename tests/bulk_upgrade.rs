@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use forgeops::api::{BulkUpgrade, BulkUpgradeState, ForgeApp, Installation, RolloutPhase};
+use forgeops::api::{BulkUpgrade, BulkUpgradeState, ForgeApp, Installation, NotificationEvent, RolloutPhase};
 use forgeops::controllers::bulk_upgrade::{Limits, env_lease_name};
 use forgeops_emulator::{EmulatorConfig, Faults};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -972,24 +972,35 @@ async fn a_closed_window_makes_the_next_rollout_wait_until_it_opens() {
     let t = TestNs::new("bulk-window").await;
     let operator = operator_with_rollout_step(&t, Duration::from_millis(100)).await;
     installed_on_major_1(&t, "insights", "dev", 3, vec![version(2, 0, &["read"])]).await;
-    // A deny window from a moment ago to 6 s from now (the clock the test controls is the window).
-    let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
-    let hms = |z: &jiff::Zoned| z.strftime("%H:%M:%S").to_string();
-    let opens = &now + jiff::SignedDuration::from_secs(6);
-    let deny = json!({"kind": "Deny", "timeZone": "UTC", "start": hms(&(&now - jiff::SignedDuration::from_secs(2))), "end": hms(&opens)});
+    // Office hours in Berlin; the operator's clock says Friday evening there.
+    let berlin = |at: &str| {
+        jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S", at)
+            .and_then(|d| d.in_tz("Europe/Berlin"))
+            .map(|z| z.timestamp())
+            .unwrap_or_default()
+    };
+    operator.clock.set(berlin("2030-01-04 17:30:00"));
+    let office = json!({"kind": "Allow", "timeZone": "Europe/Berlin", "days": ["Mon", "Tue", "Wed", "Thu", "Fri"],
+        "start": "09:00", "end": "17:00"});
     let bus: Api<BulkUpgrade> = t.api();
-    create(&bus, bulk("windowed", "insights", 1, 2, json!({"windows": [deny]}))).await;
+    create(&bus, bulk("windowed", "insights", 1, 2, json!({"windows": [office]}))).await;
     let b = wait_state(&bus, "windowed", BulkUpgradeState::OutsideWindow).await;
-    assert!(
-        condition(&b, "Ready").unwrap().2.contains("outside the rollout windows until"),
-        "{:?}",
-        condition(&b, "Ready")
-    );
-    assert_eq!(operator.platform.rollouts(APP_ID).len(), 0, "nothing starts in a closed window");
+    let monday_nine = berlin("2030-01-07 09:00:00");
+    let ready = condition(&b, "Ready").map(|c| c.2).unwrap_or_default();
+    assert!(ready.contains(&format!("outside the rollout windows until {monday_nine}")), "{ready}");
+    // Saturday: still closed, and nothing starts while the clock stands there.
+    operator.clock.set(berlin("2030-01-05 12:00:00"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b = wait_state(&bus, "windowed", BulkUpgradeState::OutsideWindow).await;
+    assert!(status(&b).rollouts.is_empty() && operator.platform.rollouts(APP_ID).is_empty(), "nothing starts closed");
+    // Two seconds before it opens on Monday: the operator wakes by itself when it does.
+    operator.clock.set(monday_nine - jiff::SignedDuration::from_secs(2));
     let b = wait_state(&bus, "windowed", BulkUpgradeState::Complete).await;
-    let started = status(&b).rollouts[0].started_at.clone().unwrap().0;
-    assert!(started >= opens.timestamp() - jiff::SignedDuration::from_secs(1), "started {started}, opens {opens}");
+    let started = status(&b).started_at.clone().map(|t| t.0).unwrap_or_default();
+    assert!(started >= monday_nine, "started {started}, the window opens {monday_nine}");
+    assert!(started < monday_nine + jiff::SignedDuration::from_secs(30), "started {started}, soon after it opened");
     assert_eq!(status(&b).upgraded, 3);
+    assert_eq!(operator.platform.rollouts(APP_ID).len(), 1, "one rollout, once the window opened");
 }
 
 /// A loopback webhook receiver that answers 500 to the first request and 200 after: every body it
@@ -1061,6 +1072,93 @@ async fn a_webhook_hears_each_step_the_approval_wait_and_the_end_again_after_a_5
     let first = got.lock().unwrap()[0].clone();
     assert_eq!(first["bulkUpgrade"]["name"], "told");
     assert_eq!(first, got.lock().unwrap()[1]);
+}
+
+/// A loopback webhook receiver that refuses (503) until `accepting` is set: every body it got,
+/// and whether it accepted it.
+async fn switchable_receiver() -> (String, Received, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let got: Received = Arc::default();
+    let accepting = Arc::new(AtomicBool::new(false));
+    let (seen, open) = (got.clone(), accepting.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let (seen, open) = (seen.clone(), open.clone());
+            async move {
+                let accepted = open.load(Ordering::SeqCst);
+                let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((accepted, body));
+                if accepted { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let url = format!("http://{}/hook", listener.local_addr().expect("its address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got, accepting)
+}
+
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(bool, Value)>>>;
+
+#[tokio::test]
+async fn notifications_told_before_a_restart_are_delivered_by_the_next_operator() {
+    let t = TestNs::new("bulk-outbox").await;
+    let operator = operator_with_rollout_step(&t, Duration::from_millis(100)).await;
+    let platform = operator.platform.clone();
+    installed_on_major_1(&t, "insights", "dev", 2, vec![version(2, 0, &["read"])]).await;
+    let (url, got, accepting) = switchable_receiver().await;
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook"}, "stringData": {"url": url}}),
+    )
+    .expect("a Secret");
+    t.api::<k8s_openapi::api::core::v1::Secret>().create(&PostParams::default(), &secret).await.expect("created");
+    let bus: Api<BulkUpgrade> = t.api();
+    create(&bus, bulk("outboxed", "insights", 1, 2, json!({"notifications": {"webhookSecretRef": {"name": "hook"}}})))
+        .await;
+    wait_state(&bus, "outboxed", BulkUpgradeState::Complete).await;
+    // The receiver refuses: what was told waits in status, numbered.
+    let b = wait_for(&bus, "outboxed", WAIT, "the Completed notification in the outbox", |b| {
+        b.status.as_ref().is_some_and(|s| s.outbox.iter().any(|n| n.event == NotificationEvent::Completed))
+    })
+    .await;
+    let waiting: Vec<(u32, NotificationEvent)> = status(&b).outbox.iter().map(|n| (n.id, n.event)).collect();
+    let want =
+        [(1, NotificationEvent::StepStarted), (2, NotificationEvent::StepCompleted), (3, NotificationEvent::Completed)];
+    assert_eq!(waiting, want, "{:#?}", status(&b).outbox);
+    let refused = got.lock().map(|g| g.len()).unwrap_or_default();
+    assert!(refused >= 1, "the webhook was tried");
+    // The operator stops before any is delivered; the webhook recovers; a new operator starts.
+    drop(operator);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let tried_by_the_first = got.lock().map(|g| g.len()).unwrap_or_default();
+    accepting.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _operator = t.start_operator_on(platform).await;
+    let b =
+        wait_for(&bus, "outboxed", WAIT, "an empty outbox", |b| b.status.as_ref().is_some_and(|s| s.outbox.is_empty()))
+            .await;
+    assert_eq!(status(&b).notifications_told, 3);
+    let accepted: Vec<(String, Value)> = got
+        .lock()
+        .map(|g| {
+            g.iter()
+                .filter(|(ok, _)| *ok)
+                .map(|(_, b)| (b["event"].as_str().unwrap_or("").to_string(), b["time"].clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let events: Vec<&str> = accepted.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(events, ["StepStarted", "StepCompleted", "Completed"], "each once, in order, by the new operator");
+    let completed_at = status(&b).completed_at.clone().map(|t| t.0).unwrap_or_default();
+    let told_at: jiff::Timestamp = accepted[2].1.as_str().and_then(|t| t.parse().ok()).unwrap_or_default();
+    let late = told_at.duration_since(completed_at);
+    assert!(
+        late >= jiff::SignedDuration::ZERO && late <= jiff::SignedDuration::from_secs(1),
+        "the time it happened ({completed_at}), not when it was delivered: {told_at}"
+    );
+    let before_restart = got.lock().map(|g| g[..tried_by_the_first].iter().all(|(ok, _)| !ok)).unwrap_or(false);
+    assert!(before_restart, "nothing was accepted before the restart");
 }
 
 #[tokio::test]

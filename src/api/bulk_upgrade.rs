@@ -506,6 +506,50 @@ pub struct BulkUpgradeStatus {
     /// The upgrade this one waits for while queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_by: Option<String>,
+
+    /// How many webhook notifications this upgrade has told (the last one's number).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub notifications_told: u32,
+
+    /// The notifications told and not yet delivered to the webhook: kept until it accepts each
+    /// (or delivery gives up after ten attempts), so an operator restarted meanwhile sends them.
+    /// At most 50, the oldest dropped first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub outbox: Vec<PendingNotification>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A webhook notification told by a status change and not yet delivered.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingNotification {
+    /// Its number: an upgrade's notifications are numbered from 1 in the order they are told.
+    pub id: u32,
+    /// What happened.
+    pub event: NotificationEvent,
+    /// The step it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u32>,
+    /// What it says.
+    pub message: String,
+    /// When it happened (the time the notification carries, however late it is delivered).
+    pub at: Time,
+}
+
+/// What a notification tells.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum NotificationEvent {
+    StepStarted,
+    StepCompleted,
+    AnalysisVerdict,
+    AwaitingApproval,
+    Failed,
+    Cancelled,
+    Completed,
 }
 
 /// One platform rollout (`createAppVersionRollout`) run by a BulkUpgrade.

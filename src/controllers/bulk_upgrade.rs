@@ -12,7 +12,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::DeleteParams;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt};
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
@@ -73,6 +73,8 @@ pub struct BulkContext {
     observer: leases::Observer,
     /// The webhook notifications' delivery.
     notifier: super::notify::Notifier,
+    /// The wall clock the rules read (windows, bake time).
+    clock: crate::clock::Clock,
 }
 
 pub async fn reconcile(bu: Arc<BulkUpgrade>, bctx: Arc<BulkContext>) -> Result<Action, Error> {
@@ -182,8 +184,8 @@ async fn apply(bu: Arc<BulkUpgrade>, bctx: &BulkContext) -> Result<Action, Error
             spec: &current.spec,
             generation: current.metadata.generation,
             previous: &previous,
-            now: super::now(),
-            instant: jiff::Timestamp::now(),
+            now: super::whole_second(bctx.clock.now()),
+            instant: bctx.clock.now(),
             app: gathered.view.clone(),
             platform: gathered.platform.clone(),
             admission: gathered.admission.clone(),
@@ -207,17 +209,21 @@ async fn apply(bu: Arc<BulkUpgrade>, bctx: &BulkContext) -> Result<Action, Error
             Ok(executed) => executed,
             Err(e) => return Err(report_failure(&current, ctx, e).await),
         };
-        let (status, requeue) = match executed {
+        let (mut status, requeue) = match executed {
             Some(done) => done,
             // Lost a Lease to another upgrade meanwhile: decide again once the cache shows it.
             None => return Ok(Action::requeue(Duration::from_secs(1))),
         };
+        let target = file_notifications(&current, bctx, &previous, &mut status).await;
         if status != previous {
             let written = apply_status_guarded(&ctx.client, current.as_ref(), &status).await?;
             ctx.wrote(&written);
             report(&current, ctx, &previous, &status).await;
-            notify(&current, bctx, &previous, &status).await;
             current = Arc::new(written);
+        }
+        send_notifications(&current, bctx, &status, &target);
+        if matches!(target, Target::Unreadable) && requeue != Requeue::Now {
+            return Ok(Action::requeue(Duration::from_secs(10)));
         }
         if requeue == Requeue::Now {
             let mut next = (*current).clone();
@@ -228,7 +234,7 @@ async fn apply(bu: Arc<BulkUpgrade>, bctx: &BulkContext) -> Result<Action, Error
         if requeue == Requeue::Poll
             && let Some(age) = running_rollout(&status)
                 .and_then(|r| r.started_at.as_ref())
-                .map(|t| jiff::Timestamp::now().duration_since(t.0).unsigned_abs())
+                .map(|t| bctx.clock.now().duration_since(t.0).unsigned_abs())
         {
             return Ok(Action::requeue(poll_after(age, bctx.limits.poll)));
         }
@@ -697,14 +703,76 @@ async fn report(bu: &BulkUpgrade, ctx: &Context, previous: &BulkUpgradeStatus, n
 /// `json` or `slack`), for every BulkUpgrade without `spec.notifications`.
 pub const OPERATOR_NOTIFICATIONS_SECRET: &str = "forgeops-notifications";
 
-/// Posts the notices of a written status change to the upgrade's webhook, or the operator-wide
-/// one ([`OPERATOR_NOTIFICATIONS_SECRET`]) if it has none (the URL read from its Secret each time,
-/// so a rotated URL is used at once).
-async fn notify(bu: &BulkUpgrade, bctx: &BulkContext, previous: &BulkUpgradeStatus, next: &BulkUpgradeStatus) {
-    let notices = crate::rules::notify::notices(previous, next);
-    if notices.is_empty() {
-        return;
+/// Where an upgrade's notifications go.
+enum Target {
+    /// Not looked up: nothing to send.
+    NotLooked,
+    /// Nowhere (no webhook configured, or its Secret holds no URL).
+    Nowhere,
+    /// The Secret could not be read: what is told waits in the outbox.
+    Unreadable,
+    At {
+        url: String,
+        format: crate::api::NotificationFormat,
+    },
+}
+
+/// Files in `next`'s outbox the notifications its change from `previous` tells, and takes out
+/// those this process delivered or gave up on; answers where to send what it holds, looked up
+/// only when there is something to send: the upgrade's webhook, or the operator-wide one
+/// ([`OPERATOR_NOTIFICATIONS_SECRET`]) if it has none (the URL read from its Secret each time, so
+/// a rotated URL is used at once).
+async fn file_notifications(
+    bu: &BulkUpgrade,
+    bctx: &BulkContext,
+    previous: &BulkUpgradeStatus,
+    next: &mut BulkUpgradeStatus,
+) -> Target {
+    let key = ObjectRef::from_obj(bu);
+    let told = crate::rules::notify::notices(previous, next);
+    let mut settled = bctx.notifier.settled(&key);
+    let unsent = previous.outbox.iter().any(|n| bctx.notifier.unsent(&key, n.id));
+    let target = if told.is_empty() && !unsent { Target::NotLooked } else { webhook(bu, bctx).await };
+    let told = match target {
+        Target::Nowhere => {
+            // Nowhere to send: nothing waits (a webhook configured later hears what happens then).
+            settled.extend(previous.outbox.iter().map(|n| n.id));
+            Vec::new()
+        }
+        _ => told,
+    };
+    let at = super::whole_second(bctx.clock.now());
+    let dropped = crate::rules::notify::file(previous, next, told, &settled, &at);
+    if dropped > 0 {
+        warn!(bulk_upgrade = %full_name(bu), dropped, "the notification outbox is full: dropped the oldest undelivered");
     }
+    target
+}
+
+/// Hands the outbox's notifications to the notifier (which skips those it has already), after
+/// the status holding them is written; forgets the settled ones no longer in it.
+fn send_notifications(bu: &BulkUpgrade, bctx: &BulkContext, status: &BulkUpgradeStatus, target: &Target) {
+    let key = ObjectRef::from_obj(bu);
+    if let Target::At { url, format } = target {
+        let namespace = bu.namespace().unwrap_or_default();
+        for pending in &status.outbox {
+            let notice = crate::rules::notify::notice_of(pending);
+            let at = pending.at.0.to_string();
+            let body = crate::rules::notify::payload(*format, &namespace, &bu.name_any(), &notice, &at);
+            bctx.notifier.send(&key, pending.id, url.clone(), body, format!("{:?}", notice.kind));
+        }
+    }
+    if matches!(target, Target::Nowhere) {
+        for pending in &status.outbox {
+            bctx.notifier.give_up(&key, pending.id);
+        }
+    }
+    let kept: Vec<u32> = status.outbox.iter().map(|n| n.id).collect();
+    bctx.notifier.forget(&key, &kept);
+}
+
+/// The upgrade's webhook (see [`file_notifications`]).
+async fn webhook(bu: &BulkUpgrade, bctx: &BulkContext) -> Target {
     let ctx = &bctx.ctx;
     let namespace = bu.namespace().unwrap_or_default();
     let (secret_namespace, name, key) = match &bu.spec.notifications {
@@ -714,9 +782,11 @@ async fn notify(bu: &BulkUpgrade, bctx: &BulkContext, previous: &BulkUpgradeStat
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), &secret_namespace);
     let secret = match secrets.get_opt(&name).await {
         Ok(secret) => secret,
+        // A Secret the operator may not read is a missing one; anything else is retried.
+        Err(kube::Error::Api(e)) if e.code == 403 => None,
         Err(e) => {
             warn!(bulk_upgrade = %full_name(bu), error = %e, "could not read the notification webhook's Secret");
-            None
+            return Target::Unreadable;
         }
     };
     let text = |k: &str| {
@@ -736,7 +806,7 @@ async fn notify(bu: &BulkUpgrade, bctx: &BulkContext, previous: &BulkUpgradeStat
             );
             publish_event(ctx, bu, true, "NotificationFailed", note, "Notify").await;
         }
-        return;
+        return Target::Nowhere;
     };
     let format = match &bu.spec.notifications {
         Some(n) => n.format,
@@ -745,11 +815,7 @@ async fn notify(bu: &BulkUpgrade, bctx: &BulkContext, previous: &BulkUpgradeStat
         }
         None => crate::api::NotificationFormat::Json,
     };
-    let at = jiff::Timestamp::now().to_string();
-    for notice in notices {
-        let body = crate::rules::notify::payload(format, &namespace, &bu.name_any(), &notice, &at);
-        bctx.notifier.send(&full_name(bu), url.clone(), body, format!("{:?}", notice.kind));
-    }
+    Target::At { url, format }
 }
 
 /// Takes (or renews) the environment, account and (`with_slot`) one global-slot Lease, all or
@@ -902,6 +968,7 @@ pub async fn run(
     api: Api<BulkUpgrade>,
     ctx: Arc<Context>,
     limits: Limits,
+    clock: crate::clock::Clock,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     // Only spec changes and deletion trigger a reconcile, not the upgrade's own status writes:
@@ -916,6 +983,7 @@ pub async fn run(
     let upgrades = controller.store();
     let by_app = controller.store();
     let app_changes = ctx.caches.take_app_changes(super::caches::Dependents::BulkUpgrades);
+    let (notifier, notified) = super::notify::Notifier::with_defaults();
     let bctx = Arc::new(BulkContext {
         ctx,
         limits,
@@ -923,12 +991,17 @@ pub async fn run(
         refreshed: Mutex::new(HashMap::new()),
         listing: Arc::default(),
         observer: leases::Observer::default(),
-        notifier: super::notify::Notifier::default(),
+        notifier,
+        clock: clock.clone(),
     });
     controller
         .reconcile_on(super::dependents_of_changed_apps(app_changes, move |ns, app| {
             objects_of_app(&by_app, Some(ns.to_string()), app)
         }))
+        // Notifications delivered: out of the outbox.
+        .reconcile_on(notified)
+        // A clock set by a test: every upgrade is decided again by the new time.
+        .reconcile_all_on(clock.jumps())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, bctx)
         .for_each(|_| futures::future::ready(()))

@@ -677,7 +677,11 @@ pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
 /// The current time, truncated to whole seconds as the API server stores it, so a status computed
 /// now compares equal to the same status read back.
 pub fn now() -> Time {
-    let now = jiff::Timestamp::now();
+    whole_second(jiff::Timestamp::now())
+}
+
+/// `now` truncated to whole seconds (see [`now`]).
+pub fn whole_second(now: jiff::Timestamp) -> Time {
     // A whole second of a valid timestamp is valid; should it ever not be, the untruncated time.
     Time(jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
 }

@@ -7,19 +7,12 @@
 
 use serde::Serialize;
 
-use crate::api::{BulkUpgradeState, BulkUpgradeStatus, NotificationFormat, RolloutPhase};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{BulkUpgradeState, BulkUpgradeStatus, NotificationFormat, PendingNotification, RolloutPhase};
 
 /// What happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum NoticeKind {
-    StepStarted,
-    StepCompleted,
-    AnalysisVerdict,
-    AwaitingApproval,
-    Failed,
-    Cancelled,
-    Completed,
-}
+pub use crate::api::NotificationEvent as NoticeKind;
 
 /// One notification.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -92,6 +85,44 @@ pub fn notices(before: &BulkUpgradeStatus, after: &BulkUpgradeStatus) -> Vec<Not
         }
     }
     out
+}
+
+/// The most notifications kept undelivered in status (`status.outbox`).
+pub const OUTBOX_MAX: usize = 50;
+
+/// `next`'s outbox after one decision: the notifications `settled` (delivered, or given up) leave
+/// it, those `told` join it numbered on from the last one told, and at most [`OUTBOX_MAX`] stay
+/// (the oldest dropped first). Answers how many were dropped.
+pub fn file(
+    previous: &BulkUpgradeStatus,
+    next: &mut BulkUpgradeStatus,
+    told: Vec<Notice>,
+    settled: &[u32],
+    at: &Time,
+) -> usize {
+    let mut outbox: Vec<PendingNotification> =
+        previous.outbox.iter().filter(|n| !settled.contains(&n.id)).cloned().collect();
+    let mut last = previous.notifications_told;
+    for notice in told {
+        last += 1;
+        outbox.push(PendingNotification {
+            id: last,
+            event: notice.kind,
+            step: notice.step,
+            message: notice.message,
+            at: at.clone(),
+        });
+    }
+    let dropped = outbox.len().saturating_sub(OUTBOX_MAX);
+    outbox.drain(..dropped);
+    next.notifications_told = last;
+    next.outbox = outbox;
+    dropped
+}
+
+/// The notice a pending notification tells.
+pub fn notice_of(pending: &PendingNotification) -> Notice {
+    Notice { kind: pending.event, step: pending.step, message: pending.message.clone() }
 }
 
 /// The body posted for `notice` about BulkUpgrade `namespace/name`.
@@ -208,5 +239,48 @@ mod tests {
         assert_eq!(json["step"], 1);
         let slack = payload(NotificationFormat::Slack, "ns", "bu", &n, "2026-12-07T10:00:00Z");
         assert_eq!(slack["text"], "BulkUpgrade ns/bu: Failed: analysis failed");
+    }
+
+    fn told(kind: NoticeKind, step: u32) -> Notice {
+        Notice { kind, step: Some(step), message: format!("{kind:?} {step}") }
+    }
+
+    fn ids(s: &BulkUpgradeStatus) -> Vec<u32> {
+        s.outbox.iter().map(|n| n.id).collect()
+    }
+
+    #[test]
+    fn told_notifications_wait_in_the_outbox_numbered_until_settled() {
+        let at = Time(jiff::Timestamp::from_second(1_800_000_000).unwrap_or_default());
+        let before = BulkUpgradeStatus::default();
+        let mut first = before.clone();
+        let told_now = vec![told(NoticeKind::StepStarted, 1), told(NoticeKind::StepCompleted, 1)];
+        assert_eq!(file(&before, &mut first, told_now, &[], &at), 0);
+        assert_eq!((ids(&first), first.notifications_told), (vec![1, 2], 2));
+        assert_eq!(notice_of(&first.outbox[1]), told(NoticeKind::StepCompleted, 1));
+        assert_eq!(first.outbox[0].at, at, "the time it happened, kept for a late delivery");
+        // The first delivered; a new one numbered on.
+        let mut second = first.clone();
+        file(&first, &mut second, vec![told(NoticeKind::Completed, 1)], &[1], &at);
+        assert_eq!((ids(&second), second.notifications_told), (vec![2, 3], 3));
+        // All settled: the outbox empties, the count stays, so numbers are never reused.
+        let mut third = second.clone();
+        file(&second, &mut third, vec![], &[2, 3, 99], &at);
+        assert_eq!((ids(&third), third.notifications_told), (vec![], 3));
+        let mut fourth = third.clone();
+        file(&third, &mut fourth, vec![told(NoticeKind::Failed, 2)], &[], &at);
+        assert_eq!(ids(&fourth), [4]);
+    }
+
+    #[test]
+    fn a_full_outbox_drops_the_oldest() {
+        let at = Time(jiff::Timestamp::UNIX_EPOCH);
+        let before = BulkUpgradeStatus::default();
+        let mut next = before.clone();
+        let many: Vec<Notice> = (1..=OUTBOX_MAX as u32 + 3).map(|s| told(NoticeKind::StepStarted, s)).collect();
+        assert_eq!(file(&before, &mut next, many, &[], &at), 3);
+        assert_eq!(next.outbox.len(), OUTBOX_MAX);
+        assert_eq!(next.outbox.first().map(|n| n.id), Some(4));
+        assert_eq!(next.notifications_told, OUTBOX_MAX as u32 + 3);
     }
 }

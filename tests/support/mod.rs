@@ -191,6 +191,7 @@ impl TestNs {
     /// Runs the operator's controllers on an emulator already started.
     pub async fn start_operator_on(&self, platform: Arc<TestPlatform>) -> RunningOperator {
         let metrics = Arc::new(Metrics::default());
+        let clock = forgeops::clock::Clock::system();
         let config = shared().operator.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let options = GatewayOptions {
@@ -213,6 +214,7 @@ impl TestNs {
             bulk_limits: self.bulk_limits,
             leader_election: self.leader_election,
             health: Default::default(),
+            clock: clock.clone(),
         };
         let task_metrics = metrics.clone();
         let task = tokio::spawn(async move {
@@ -221,7 +223,7 @@ impl TestNs {
             })
             .await
         });
-        RunningOperator { stop: Some(stop), task: Some(task), metrics, platform }
+        RunningOperator { stop: Some(stop), task: Some(task), metrics, platform, clock }
     }
 }
 
@@ -248,6 +250,8 @@ pub struct RunningOperator {
     pub metrics: Arc<Metrics>,
     /// The platform it acts on.
     pub platform: Arc<TestPlatform>,
+    /// The wall clock its bulk-upgrade rules read: the system's until the test sets it.
+    pub clock: forgeops::clock::Clock,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), operator::Error>>>,
 }
