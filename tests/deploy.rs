@@ -67,6 +67,16 @@ fn the_manifests_render_what_a_cluster_needs() {
     assert_eq!(deployment["spec"]["replicas"], 2);
     assert!(container["args"].as_array().unwrap().iter().any(|a| a == "--leader-elect"));
     assert!(container["args"].as_array().unwrap().iter().any(|a| a == "--metrics-addr=0.0.0.0:9464"));
+    // A drain keeps one replica of the two, and only the metrics port is reachable.
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    let pdb = find(&base, "PodDisruptionBudget", "forgeops-operator");
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], pod_labels);
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let policy = find(&base, "NetworkPolicy", "forgeops-operator");
+    assert_eq!(&policy["spec"]["podSelector"]["matchLabels"], pod_labels);
+    assert_eq!(policy["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+    assert_eq!(policy["spec"]["ingress"][0]["ports"], serde_json::json!([{"port": "metrics", "protocol": "TCP"}]));
+    assert_eq!(container["ports"][0]["name"], "metrics");
     assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
     assert_eq!(spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
@@ -241,6 +251,9 @@ async fn apply_k_deploy_then_the_deployments_operator_reconciles_the_examples_as
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(support::probe(9464, "/healthz").await.map(|a| a.0), Some(200));
+    // The README's `curl -s localhost:9464/metrics`.
+    let metrics = support::probe(9464, "/metrics").await.unwrap_or_default();
+    assert!(metrics.0 == 200 && metrics.1.contains("forgeops_kube_api_requests_total"), "/metrics: {metrics:?}");
     // What the Deployment's memory request and limit are sized from.
     let proc_status = std::fs::read_to_string(format!("/proc/{}/status", operator.pid())).unwrap_or_default();
     let kib = |key: &str| {
