@@ -5,6 +5,7 @@
 //! - [`controllers`]: observe, decide (via `rules`), act, report status.
 //! - [`operator`]: the process around the controllers.
 //! - [`cli`]: the `forgeops run` options.
+//! - [`kubectl_forge`]: the `kubectl forge` plugin.
 //! - [`clock`]: the wall clock the bulk-upgrade rules read, settable in tests.
 //!
 //! The platform emulator, the local control plane and the development tooling are crates of their
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod clock;
 pub mod controllers;
 pub mod health;
+pub mod kubectl_forge;
 pub mod leases;
 pub mod operator;
 pub mod ownership;

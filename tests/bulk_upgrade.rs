@@ -1224,3 +1224,83 @@ async fn the_operator_wide_webhook_hears_upgrades_without_their_own_in_slack_for
 fn t_name(api: &Api<BulkUpgrade>) -> String {
     api.namespace().unwrap_or_default().to_string()
 }
+
+/// Runs the `kubectl forge` plugin as a user would, with the cluster admin's kubeconfig, in `ns`.
+async fn kubectl_forge(ns: &str, args: &[&str]) -> (i32, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-forge"));
+    cmd.args(["-n", ns]).args(args).env("KUBECONFIG", &support::shared().kubeconfig).kill_on_drop(true);
+    let out = tokio::time::timeout(WAIT, cmd.output()).await.expect("kubectl forge ended in time").expect("ran");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test]
+async fn kubectl_forge_previews_shows_approves_and_watches_a_rollout_to_its_end() {
+    let t = TestNs::new("kubectl-forge").await;
+    let operator = operator_with_rollout_step(&t, Duration::from_millis(100)).await;
+    installed_on_major_1(&t, "insights", "dev", 3, vec![version(2, 0, &["read"])]).await;
+    let bus: Api<BulkUpgrade> = t.api();
+    create(
+        &bus,
+        bulk("to-2", "insights", 1, 2, json!({"paused": true, "steps": [{"limit": 1}, {"requireApproval": true}]})),
+    )
+    .await;
+    wait_for(&bus, "to-2", WAIT, "a preview", |b| b.status.as_ref().is_some_and(|s| s.preview.is_some())).await;
+    let (code, text) = kubectl_forge(&t.name, &["preview", "to-2"]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("eligible") && text.contains("3"), "{text}");
+    let (code, text) = kubectl_forge(&t.name, &["pause", "to-2"]).await;
+    assert!(code == 0 && text.contains("to-2 paused"), "{text}");
+    assert!(bus.get("to-2").await.is_ok_and(|b| b.spec.paused));
+    // Resume (spec.paused), then the first step runs and the second waits for approval.
+    let (code, text) = kubectl_forge(&t.name, &["resume", "to-2"]).await;
+    assert!(code == 0 && text.contains("resumed"), "{text}");
+    wait_state(&bus, "to-2", BulkUpgradeState::AwaitingApproval).await;
+    let (code, text) = kubectl_forge(&t.name, &["status", "fbu/to-2"]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("State: AwaitingApproval (step 2 of 2)"), "{text}");
+    assert!(text.contains("Next: kubectl forge approve to-2 --step 2"), "{text}");
+    // Watch in the background while approving: the watch ends, with 0, when the upgrade completes.
+    let ns = t.name.clone();
+    let watching = tokio::spawn(async move { kubectl_forge(&ns, &["status", "bulkupgrade/to-2", "-w"]).await });
+    let (code, text) = kubectl_forge(&t.name, &["approve", "to-2"]).await;
+    assert!(code == 0 && text.contains("step 2 approved by"), "{text}");
+    let (code, text) = watching.await.expect("the watch ran");
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("State: Complete"), "{text}");
+    let b = wait_state(&bus, "to-2", BulkUpgradeState::Complete).await;
+    // Approved as the user the API server knows (the admin kubeconfig's), recorded by the operator.
+    let by = status(&b).approvals.first().map(|a| a.by.clone()).unwrap_or_default();
+    assert_eq!(by, "admin", "the admin kubeconfig's user, from SelfSubjectReview");
+    assert_eq!(status(&b).upgraded, 3);
+    assert_eq!(operator.platform.rollouts(APP_ID).len(), 2, "one rollout per step");
+    // The app's fleet, after a refresh the operator answered.
+    let (code, text) = kubectl_forge(&t.name, &["refresh", "insights", "--timeout", "60"]).await;
+    assert!(code == 0 && text.contains("read from the platform"), "{text}");
+    let (code, text) = kubectl_forge(&t.name, &["status", "insights"]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("ForgeApp") && text.contains("Fleet") && text.contains("2.0"), "{text}");
+}
+
+#[tokio::test]
+async fn kubectl_forge_stop_cancels_a_running_rollout_and_a_bad_target_is_a_clear_error() {
+    let t = TestNs::new("kubectl-forge-stop").await;
+    let operator = operator_with_rollout_step(&t, Duration::from_secs(3)).await;
+    installed_on_major_1(&t, "insights", "dev", 4, vec![version(2, 0, &["read"])]).await;
+    let bus: Api<BulkUpgrade> = t.api();
+    create(&bus, bulk("slow", "insights", 1, 2, json!({}))).await;
+    wait_state(&bus, "slow", BulkUpgradeState::Running).await;
+    let (code, text) = kubectl_forge(&t.name, &["approve", "slow"]).await;
+    assert!(code == 1 && text.contains("not awaiting approval; give --step N"), "{text}");
+    let (code, text) =
+        kubectl_forge(&t.name, &["stop", "slow", "--reason", "errors on EU sites", "--as-name", "bob"]).await;
+    assert!(code == 0 && text.contains("emergency stop asked (bob: errors on EU sites)"), "{text}");
+    let b = wait_state(&bus, "slow", BulkUpgradeState::Cancelled).await;
+    assert_eq!(status(&b).emergency_stop.as_ref().map(|s| s.by.as_str()), Some("bob: errors on EU sites"));
+    let on_platform = operator.platform.rollouts(APP_ID);
+    assert_eq!(on_platform.last().map(|r| r["status"].clone()), Some(json!("CANCELLED")), "{on_platform:#?}");
+    let (code, text) = kubectl_forge(&t.name, &["status", "fbu/slow", "-w"]).await;
+    assert_eq!(code, 1, "a cancelled upgrade ends the watch with 1: {text}");
+    let (code, text) = kubectl_forge(&t.name, &["status", "pod/x"]).await;
+    assert!(code == 1 && text.contains("give forgeapp/NAME or bulkupgrade/NAME"), "{text}");
+}
