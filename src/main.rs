@@ -1,4 +1,4 @@
-//! The operator's binary: `forgeops run` and `forgeops crd`. The quick start, the platform
+//! The operator's binary: `forgeops run`, `forgeops crd` and `forgeops reference`. The quick start, the platform
 //! emulator and the benchmark are in `crates/dev` (`forgeops-dev`, `forgeops-bench`).
 
 use std::path::PathBuf;
@@ -35,6 +35,12 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Print the API reference (Markdown, generated from the CRDs), or write it to a file.
+    Reference {
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -45,6 +51,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Crd { output: None } => print!("{}", api::crds_yaml()),
         Command::Crd { output: Some(path) } => {
             std::fs::write(&path, api::crds_yaml()).with_context(|| format!("writing {}", path.display()))?
+        }
+        Command::Reference { output: None } => print!("{}", api::reference::markdown()),
+        Command::Reference { output: Some(path) } => {
+            std::fs::write(&path, api::reference::markdown()).with_context(|| format!("writing {}", path.display()))?
         }
         Command::Run(args) => {
             let metrics = Arc::new(Metrics::default());

@@ -14,6 +14,8 @@ mod distribution_policy;
 mod forge_app;
 mod installation;
 
+pub mod reference;
+
 pub use bulk_upgrade::*;
 pub use common::*;
 pub use distribution_policy::*;

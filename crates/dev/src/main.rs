@@ -213,8 +213,8 @@ async fn dev(
     );
     if run.default_credentials_namespaces.is_empty() && run.default_credentials_namespace_selector.is_none() {
         // A cluster of one developer: every namespace may act with the seed's account. A real
-        // cluster grants the default Secret to chosen namespaces only (see the README's security
-        // section); pass --default-credentials-namespaces here to try that.
+        // cluster grants the default Secret to chosen namespaces only (see docs/security.md);
+        // pass --default-credentials-namespaces here to try that.
         run.default_credentials_namespace_selector = Some("kubernetes.io/metadata.name".into());
         eprintln!("forgeops dev: every namespace may use the default credentials Secret (a one-user cluster)");
     }
