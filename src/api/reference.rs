@@ -94,14 +94,14 @@ fn constraints(schema: &Value) -> Vec<String> {
         ("minItems", "min items"),
         ("maxItems", "max items"),
     ] {
-        if let Some(v) = schema.get(key) {
+        if let Some(n) = schema.get(key).and_then(Value::as_f64) {
             // The bounds of the integer type itself are noise.
-            let noise = matches!(v.as_i64(), Some(n) if n == i64::from(u32::MAX) || n == i64::from(i32::MAX) || n == i64::from(i32::MIN))
-                || (key == "minimum"
-                    && v.as_i64() == Some(0)
-                    && schema.get("format").and_then(Value::as_str) == Some("uint32"));
+            let unsigned = schema.get("format").and_then(Value::as_str) == Some("uint32");
+            let noise = [f64::from(u32::MAX), f64::from(i32::MAX), f64::from(i32::MIN)].contains(&n)
+                || (key == "minimum" && n == 0.0 && unsigned);
             if !noise {
-                out.push(format!("{what} {v}"));
+                let shown = if n.fract() == 0.0 { format!("{}", n as i64) } else { n.to_string() };
+                out.push(format!("{what} {shown}"));
             }
         }
     }
