@@ -160,6 +160,9 @@ pub async fn run(
     };
     let shutdown = stop;
     health.set_role(crate::health::Role::Leader);
+    metrics.leader.set(1);
+    // The gauge says 0 again however the controllers stop (shutdown, lost leadership, an error).
+    let _not_leading = NotLeading(metrics.clone());
     let caches = Arc::new(
         controllers::caches::Caches::start(
             &watch_client,
@@ -188,6 +191,7 @@ pub async fn run(
         ctx.fence = fence.clone();
     }
     let ctx = Arc::new(ctx);
+    ctx.metrics.fleet.watch(&ctx.caches);
     {
         let (health, caches) = (health.clone(), ctx.caches.clone());
         tokio::spawn(async move {
@@ -267,6 +271,16 @@ pub async fn run(
     Ok(())
 }
 
+/// Sets the `forgeops_leader` gauge to 0 and forgets the object gauges' caches when dropped.
+struct NotLeading(Arc<Metrics>);
+
+impl Drop for NotLeading {
+    fn drop(&mut self) {
+        self.0.leader.set(0);
+        self.0.fleet.clear();
+    }
+}
+
 /// Leadership: resolves when it is lost; the handle stops the background renewals.
 type Leadership = (Shared<BoxFuture<'static, ()>>, tokio::task::AbortHandle, controllers::Fence);
 
@@ -344,6 +358,9 @@ async fn become_leader(
     Ok(Some((task.map(|_| ()).boxed().shared(), renewer, fence)))
 }
 
+/// The content type of `/metrics`.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 async fn serve_metrics(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
@@ -358,7 +375,12 @@ async fn serve_metrics(
     };
     let (live, ready) = (health.clone(), health);
     let app = axum::Router::new()
-        .route("/metrics", get(move || futures::future::ready(metrics.encode())))
+        // The OpenMetrics text format (what prometheus-client writes: a counter's family is named
+        // without `_total`), so that Prometheus parses it as such.
+        .route(
+            "/metrics",
+            get(move || futures::future::ready(([(http::header::CONTENT_TYPE, OPENMETRICS)], metrics.encode()))),
+        )
         .route("/healthz", get(move || futures::future::ready(answer(live.liveness()))))
         .route("/readyz", get(move || futures::future::ready(answer(ready.readiness()))));
     let addr = listener.local_addr().unwrap_or(addr);

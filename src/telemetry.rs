@@ -7,6 +7,7 @@ use kube::client::Body;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tower::util::MapRequestLayer;
@@ -64,6 +65,12 @@ pub struct OperationLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// The operator's version (`Cargo.toml`).
+    pub version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CredentialsLabel {
     /// The Secret the account's token came from (`namespace/name`); never the account's e-mail.
     pub credentials: String,
@@ -83,6 +90,16 @@ pub struct Metrics {
     pub events_dropped: Counter,
     /// Seconds platform requests waited for the client-side rate limit, by credentials.
     pub platform_limiter_wait: Family<CredentialsLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
+    /// 1 while this replica holds the leader Lease (or runs without leader election).
+    pub leader: Gauge,
+    /// 1 while the platform circuit breaker holds requests.
+    pub breaker_open: Gauge,
+    /// How often the circuit breaker opened.
+    pub breaker_opened: Counter,
+    /// Answers in which the platform refused an account's credentials, by credentials Secret.
+    pub credentials_refused: Family<CredentialsLabel, Counter>,
+    /// Where the object gauges are read from (see [`crate::fleet_metrics`]).
+    pub fleet: Arc<crate::fleet_metrics::FleetSource>,
 }
 
 impl Default for Metrics {
@@ -126,8 +143,42 @@ impl Default for Metrics {
             "Time platform requests waited for forgeops' own rate limit per account, by credentials Secret",
             platform_limiter_wait.clone(),
         );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        registry.register("build_info", "The operator's build: 1, with its version as a label", build_info);
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica runs the controllers (holds the leader Lease), 0 while it stands by",
+            leader.clone(),
+        );
+        let breaker_open = Gauge::default();
+        registry.register(
+            "platform_circuit_breaker_open",
+            "1 while the platform circuit breaker holds requests because the platform keeps failing",
+            breaker_open.clone(),
+        );
+        let breaker_opened = Counter::default();
+        registry.register(
+            "platform_circuit_breaker_opened",
+            "How often the platform circuit breaker opened",
+            breaker_opened.clone(),
+        );
+        let credentials_refused = Family::<CredentialsLabel, Counter>::default();
+        registry.register(
+            "platform_credentials_refused",
+            "Platform answers that refused an account's credentials (fix the Secret), by credentials Secret",
+            credentials_refused.clone(),
+        );
+        let fleet = Arc::new(crate::fleet_metrics::FleetSource::default());
+        registry.register_collector(Box::new(crate::fleet_metrics::FleetCollector(fleet.clone())));
         Metrics {
             registry,
+            leader,
+            breaker_open,
+            breaker_opened,
+            credentials_refused,
+            fleet,
             platform_limiter_wait,
             reconciliations,
             reconcile_seconds,

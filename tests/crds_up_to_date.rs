@@ -19,3 +19,18 @@ fn the_api_reference_matches_the_crds() {
         "docs/reference.md is stale: regenerate it with `cargo run --package forgeops -- reference -o docs/reference.md`"
     );
 }
+
+#[test]
+fn the_helm_charts_crd_template_matches_the_crds() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/forgeops/templates/crds.yaml");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_forgeops"))
+        .args(["crd", "--helm"])
+        .output()
+        .expect("running forgeops crd --helm");
+    assert!(out.status.success(), "forgeops crd --helm: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        committed == String::from_utf8_lossy(&out.stdout),
+        "charts/forgeops/templates/crds.yaml is stale: regenerate it with `cargo run --package forgeops -- crd --helm -o charts/forgeops/templates/crds.yaml`"
+    );
+}

@@ -254,6 +254,12 @@ async fn apply_k_deploy_then_the_deployments_operator_reconciles_the_examples_as
     // The README's `curl -s localhost:9464/metrics`.
     let metrics = support::probe(9464, "/metrics").await.unwrap_or_default();
     assert!(metrics.0 == 200 && metrics.1.contains("forgeops_kube_api_requests_total"), "/metrics: {metrics:?}");
+    // Served as OpenMetrics text (a counter's family is named without `_total`), so Prometheus
+    // parses it as such, with the object gauges and build info a dashboard reads.
+    let served = reqwest::Client::new().get("http://127.0.0.1:9464/metrics").send().await.expect("GET /metrics");
+    let content_type = served.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
+    assert_eq!(content_type.as_deref(), Some(forgeops::operator::OPENMETRICS));
+    assert!(metrics.1.contains("forgeops_build_info{") && metrics.1.contains("forgeops_objects{"), "{}", metrics.1);
     // What the Deployment's memory request and limit are sized from.
     let proc_status = std::fs::read_to_string(format!("/proc/{}/status", operator.pid())).unwrap_or_default();
     let kib = |key: &str| {

@@ -982,6 +982,7 @@ pub async fn run(
         .with_config(kube::runtime::controller::Config::default().concurrency(super::concurrency::SMALL));
     let upgrades = controller.store();
     let by_app = controller.store();
+    ctx.metrics.fleet.watch_bulk_upgrades(controller.store());
     let app_changes = ctx.caches.take_app_changes(super::caches::Dependents::BulkUpgrades);
     let (notifier, notified) = super::notify::Notifier::with_defaults();
     let bctx = Arc::new(BulkContext {

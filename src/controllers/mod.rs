@@ -471,6 +471,8 @@ impl Context {
     /// Notes a platform failure: refused credentials are re-read from their Secret next time.
     pub fn saw_platform_error(&self, creds: &Credentials, error: &PlatformError) {
         if error.kind == ErrorKind::BadCredentials {
+            let label = crate::telemetry::CredentialsLabel { credentials: creds.source.clone() };
+            self.metrics.credentials_refused.get_or_create(&label).inc();
             self.credentials.invalidate(creds);
         }
     }

@@ -198,6 +198,14 @@ impl ForgeGateway {
         Ok(found.into_iter().map(|i| (i.id.clone(), i)).collect())
     }
 
+    /// The breaker just opened (or opened again after a failed probe).
+    fn breaker_opened(&self) {
+        if let Some(m) = &self.metrics {
+            m.breaker_open.set(1);
+            m.breaker_opened.inc();
+        }
+    }
+
     fn record(&self, operation: &'static str, outcome: &'static str, started: Instant) {
         if let Some(m) = &self.metrics {
             m.platform_requests
@@ -255,16 +263,21 @@ impl ForgeGateway {
                 Err(e) if e.kind == ErrorKind::RateLimited => {
                     if let Some(open) = self.breaker.rate_limited(Instant::now(), e.retry_after) {
                         tracing::warn!(operation, error = %e, hold = ?open, "the platform keeps rate limiting: holding requests");
+                        self.breaker_opened();
                     }
                 }
                 Err(e) if e.kind == ErrorKind::Unavailable => {
                     if let Some(open) = self.breaker.failed(Instant::now()) {
                         tracing::warn!(operation, error = %e, hold = ?open, "the platform keeps failing: holding requests");
+                        self.breaker_opened();
                     }
                 }
                 _ => {
                     if self.breaker.succeeded() {
                         tracing::info!(operation, "the platform answers again");
+                        if let Some(m) = &self.metrics {
+                            m.breaker_open.set(0);
+                        }
                     }
                 }
             }

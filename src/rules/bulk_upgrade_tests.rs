@@ -1,24 +1,9 @@
 use super::*;
-use crate::api::{AppRef, AppVersion, UpgradeStep};
+use crate::api::{AppVersion, UpgradeStep};
 use crate::ownership::Claim;
 
 fn spec(from: u32, to: u32) -> BulkUpgradeSpec {
-    BulkUpgradeSpec {
-        app_ref: AppRef { name: "insights".into() },
-        environment: "production".into(),
-        from_major: from,
-        to_major: to,
-        steps: vec![],
-        max_failures: None,
-        max_failure_percent: None,
-        limit: None,
-        paused: false,
-        cancelled: false,
-        analysis: None,
-        notifications: None,
-        windows: vec![],
-        ttl_seconds_after_finished: None,
-    }
+    BulkUpgradeSpec { from_major: from, to_major: to, ..crate::api::BulkUpgrade::test("any").spec }
 }
 
 fn reasons(r: &[IneligibleReason]) -> Vec<&str> {

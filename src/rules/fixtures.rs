@@ -288,3 +288,41 @@ impl Installation {
         self
     }
 }
+
+impl crate::api::BulkUpgrade {
+    /// BulkUpgrade `name` of app `insights` in production from major 1 to major 2, in one step,
+    /// with no status.
+    pub fn test(name: &str) -> crate::api::BulkUpgrade {
+        crate::api::BulkUpgrade::new(
+            name,
+            crate::api::BulkUpgradeSpec {
+                app_ref: AppRef { name: "insights".into() },
+                environment: "production".into(),
+                from_major: 1,
+                to_major: 2,
+                steps: vec![],
+                max_failures: None,
+                max_failure_percent: None,
+                limit: None,
+                paused: false,
+                cancelled: false,
+                analysis: None,
+                notifications: None,
+                windows: vec![],
+                ttl_seconds_after_finished: None,
+            },
+        )
+    }
+
+    /// It runs in this many steps (each with no limit of its own).
+    pub fn in_steps(mut self, steps: usize) -> Self {
+        self.spec.steps = vec![crate::api::UpgradeStep::default(); steps];
+        self
+    }
+
+    /// It is in `namespace`.
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        self.metadata.namespace = Some(namespace.into());
+        self
+    }
+}
