@@ -27,6 +27,10 @@ const COMMANDS: &[(&str, &str)] = &[
         "$KUBECTL --kubeconfig target/dev-cluster/kubeconfig delete namespace forge-demo",
         "typed while `cargo dev` runs; finalizing is end-to-end tested",
     ),
+    (
+        "helm install forgeops charts/forgeops -n forgeops-system --create-namespace",
+        "tests/helm_chart.rs installs the chart with the real helm into the real kube-apiserver",
+    ),
     ("docker build", "no container runtime on test machines"),
     ("docker push", "needs a registry"),
     (
