@@ -10,7 +10,9 @@ use forgeops::cli::RunArgs;
 use forgeops::telemetry::{self, LogFormat, Metrics};
 use forgeops::{api, operator};
 
-/// jemalloc, which gives freed memory back (see Cargo.toml).
+/// jemalloc, which gives freed memory back (see Cargo.toml); the system allocator with the
+/// `system-allocator` feature, for heap profilers.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

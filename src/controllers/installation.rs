@@ -146,12 +146,12 @@ async fn rounds(cached: &Installation, ctx: &Context, deleting: bool) -> Result<
                 .into_iter()
                 .map(|l| {
                     let on = OnSite {
-                        id: l.id,
+                        id: l.id.into(),
                         version: l.version.as_deref().and_then(Version::parse),
                         running: l.compute_version.as_deref().and_then(Version::parse),
                         context: String::new(),
                     };
-                    (l.product, on)
+                    (l.product.into(), on)
                 })
                 .collect()
         })

@@ -21,7 +21,7 @@ pub async fn refresh(ctx: &Context, app: &ForgeApp, creds: &Credentials) -> Resu
     let types: BTreeSet<&str> = managed.iter().map(|k| environment_type(k)).collect();
     let filter =
         InstallationFilter { environment_types: types.into_iter().map(str::to_string).collect(), ..Default::default() };
-    let mut listed = PlatformListing::new();
+    let mut listed = PlatformListing::default();
     let mut after: Option<String> = None;
     loop {
         let page = ctx.platform.installations(creds, app_id, &filter, after.as_deref()).await?;
@@ -30,20 +30,19 @@ pub async fn refresh(ctx: &Context, app: &ForgeApp, creds: &Credentials) -> Resu
                 continue;
             }
             if let Some(site) = i.site {
-                let product = i.product.unwrap_or_default();
-                let entry =
-                    PlatformInstallation { id: i.id, version: i.version, product, compute_version: i.compute_version };
-                listed.entry((i.environment_key, site)).or_default().push(entry);
+                let entry = PlatformInstallation {
+                    id: i.id.into(),
+                    version: i.version.map(Into::into),
+                    product: i.product.unwrap_or_default().into(),
+                    compute_version: i.compute_version.map(Into::into),
+                };
+                listed.add(&i.environment_key, &site, entry);
             }
         }
         match page.next {
             Some(next) => after = Some(next),
             None => break,
         }
-    }
-    for on_site in listed.values_mut() {
-        // The same listing compares equal whatever order the pages came in.
-        on_site.sort_by(|a, b| (&a.product, &a.id).cmp(&(&b.product, &b.id)));
     }
     let changed = ctx.set_platform_installations(app_id, listed);
     let count = changed.len();

@@ -77,14 +77,15 @@ pub struct ForgeGateway {
     metrics: Option<Arc<Metrics>>,
     /// Site host names by cloud id, as last resolved, so listing an app's installations again
     /// does not resolve every site again (a site is renamed rarely; entries expire).
-    host_names: std::sync::Mutex<HashMap<String, (String, Instant)>>,
+    host_names: std::sync::Mutex<HashMap<Box<str>, Resolved>>,
     /// Stops requests for a while when the platform keeps failing (see [`super::breaker`]).
     breaker: super::breaker::Breaker,
     /// The client-side rate limit per account (see [`super::limiter`]).
     limiter: super::limiter::Limiter,
-    /// Installation contexts by (credentials, site, product), as last resolved: a site's context
-    /// changes only if the product is removed and added again; entries expire.
-    contexts: std::sync::Mutex<HashMap<ContextKey, (String, Instant)>>,
+    /// Installation contexts by (credentials, product) and site, as last resolved: a site's context
+    /// changes only if the product is removed and added again; entries expire. (Grouped so that
+    /// the credentials' key is not repeated for each of thousands of sites.)
+    contexts: std::sync::Mutex<HashMap<(String, String), SiteContexts>>,
     /// Tenant-context lookups of many sites in one request, per (credentials, product).
     context_lookups: Coalescer<(String, String), String, Option<SiteContext>>,
     /// Installation lookups of many contexts in one request, per (credentials, app).
@@ -99,8 +100,10 @@ fn bare_host(site: &str) -> String {
     host.split('/').next().unwrap_or(host).to_ascii_lowercase()
 }
 
-/// (credentials, site, product).
-type ContextKey = (String, String, String);
+/// A name resolved by the platform (a host name, an installation context), and when.
+type Resolved = (Box<str>, Instant);
+/// Installation contexts by site, of one (credentials, product).
+type SiteContexts = HashMap<Box<str>, Resolved>;
 /// A site's cloud id, and its activation id of a product if it runs it.
 type SiteContext = (String, Option<String>);
 
@@ -165,7 +168,7 @@ impl ForgeGateway {
         for c in data.get("tenantContexts").and_then(Value::as_array).into_iter().flatten() {
             let (Some(host), Some(cloud_id)) = (s(c, "hostName"), s(c, "cloudId")) else { continue };
             let activation = c.pointer("/activationIdByProduct/active").and_then(Value::as_str).map(str::to_string);
-            known.insert(cloud_id.clone(), (host.clone(), Instant::now()));
+            known.insert(cloud_id.as_str().into(), (host.as_str().into(), Instant::now()));
             by_host.insert(bare_host(&host), (cloud_id, activation));
         }
         Ok(hosts.into_iter().filter_map(|h| by_host.get(&bare_host(&h)).map(|c| (h, Some(c.clone())))).collect())
@@ -885,9 +888,9 @@ impl Platform for ForgeGateway {
             let mut host_of = HashMap::new();
             {
                 let known = self.host_names.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                cloud_ids.retain(|id| match known.get(id) {
+                cloud_ids.retain(|id| match known.get(id.as_str()) {
                     Some((host, at)) if at.elapsed() < HOST_NAME_TTL => {
-                        host_of.insert(id.clone(), host.clone());
+                        host_of.insert(id.clone(), host.to_string());
                         false
                     }
                     _ => true,
@@ -901,7 +904,7 @@ impl Platform for ForgeGateway {
                 let mut known = self.host_names.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 for (id, host) in chunk.iter().zip(hosts) {
                     if let Some(h) = s(&host, "hostName") {
-                        known.insert(id.clone(), (h.clone(), Instant::now()));
+                        known.insert(id.as_str().into(), (h.as_str().into(), Instant::now()));
                         host_of.insert(id.clone(), h);
                     }
                 }
@@ -934,12 +937,16 @@ impl Platform for ForgeGateway {
                 ));
             }
             let sharing = Self::sharing_key(creds);
-            let cached = (sharing.clone(), site.to_string(), product.to_string());
-            if let Some((context, at)) =
-                self.contexts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&cached)
+            let cached = (sharing.clone(), product.to_string());
+            if let Some((context, at)) = self
+                .contexts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&cached)
+                .and_then(|c| c.get(site))
                 && at.elapsed() < HOST_NAME_TTL
             {
-                return Ok(context.clone());
+                return Ok(context.to_string());
             }
             let found = self
                 .context_lookups
@@ -956,7 +963,9 @@ impl Platform for ForgeGateway {
             self.contexts
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(cached, (context.clone(), Instant::now()));
+                .entry(cached)
+                .or_default()
+                .insert(site.into(), (context.as_str().into(), Instant::now()));
             Ok(context)
         }
         .boxed()
