@@ -35,11 +35,15 @@ pub struct Shared {
 }
 
 static SHARED: OnceLock<Shared> = OnceLock::new();
+static BARE: OnceLock<Shared> = OnceLock::new();
 static CLUSTER: Mutex<Option<LocalCluster>> = Mutex::new(None);
+static BARE_CLUSTER: Mutex<Option<LocalCluster>> = Mutex::new(None);
 
 extern "C" fn stop_cluster() {
-    if let Ok(mut cluster) = CLUSTER.lock() {
-        cluster.take();
+    for cluster in [&CLUSTER, &BARE_CLUSTER] {
+        if let Ok(mut cluster) = cluster.lock() {
+            cluster.take();
+        }
     }
 }
 
@@ -50,34 +54,45 @@ pub fn repo_path(rel: &str) -> PathBuf {
 /// The shared control plane, started on first use with the CRDs installed and the operator's RBAC
 /// from `deploy/base/rbac.yaml` bound to the operator's test identity.
 pub fn shared() -> &'static Shared {
-    SHARED.get_or_init(|| {
-        // Started on a thread of its own: the caller is inside a test's runtime.
-        std::thread::spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                let cluster = LocalCluster::start(None).await.expect("starting the local control plane");
-                let client = Client::try_from(cluster.admin_config()).unwrap();
+    SHARED.get_or_init(|| start(true))
+}
+
+/// A control plane of its own with nothing installed, as a fresh cluster: no CRDs, no RBAC of
+/// the operator's. For what installs forgeops itself (the Helm chart), which would otherwise
+/// have to delete the shared one's CRDs first.
+pub fn bare() -> &'static Shared {
+    BARE.get_or_init(|| start(false))
+}
+
+fn start(with_forgeops: bool) -> Shared {
+    // Started on a thread of its own: the caller is inside a test's runtime.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let cluster = LocalCluster::start(None).await.expect("starting the local control plane");
+            let client = Client::try_from(cluster.admin_config()).unwrap();
+            if with_forgeops {
                 localcluster::install_crds(&client, &forgeops::api::all_crds()).await.expect("installing the CRDs");
                 forgeops_testenv::manifests::apply_path(&client, &repo_path("deploy/base/rbac.yaml"))
                     .await
                     .expect("applying RBAC");
                 bind_operator_user(&client).await;
-                let shared = Shared {
-                    admin: cluster.admin_config(),
-                    operator: cluster.operator_config(),
-                    kubeconfig: cluster.kubeconfig_path(),
-                    operator_kubeconfig: cluster.operator_kubeconfig_path(),
-                    dir: cluster.dir().to_path_buf(),
-                    kubectl: localcluster::binaries().unwrap().join("kubectl"),
-                };
-                *CLUSTER.lock().unwrap() = Some(cluster);
-                forgeops_testenv::sys::at_exit(stop_cluster);
-                shared
-            })
+            }
+            let shared = Shared {
+                admin: cluster.admin_config(),
+                operator: cluster.operator_config(),
+                kubeconfig: cluster.kubeconfig_path(),
+                operator_kubeconfig: cluster.operator_kubeconfig_path(),
+                dir: cluster.dir().to_path_buf(),
+                kubectl: localcluster::binaries().unwrap().join("kubectl"),
+            };
+            *(if with_forgeops { &CLUSTER } else { &BARE_CLUSTER }).lock().expect("the cluster lock") = Some(cluster);
+            forgeops_testenv::sys::at_exit(stop_cluster);
+            shared
         })
-        .join()
-        .expect("control plane start-up panicked")
     })
+    .join()
+    .expect("control plane start-up panicked")
 }
 
 /// Binds the ClusterRole that `deploy/base/rbac.yaml` binds cluster-wide to the user the operator runs as in tests,
