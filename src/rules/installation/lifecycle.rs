@@ -39,7 +39,6 @@ crate::named! {
     /// The reasons of the Events an Installation records (besides a new blocker, whose Event
     /// carries the condition's [`super::Reason`]).
     pub enum Told {
-        Installed,
         Upgraded,
         MinorVersionRolledOut,
         Adopted,
@@ -761,7 +760,9 @@ impl Round<'_> {
         }
     }
 
-    /// Records that `step` is done on the site, with an Event.
+    /// Records that `step` is done on the site: an upgrade with an Event; an install without one
+    /// (its `Installed` condition turning True tells it, and a fleet of thousands of installs is
+    /// not thousands of Events for the API server to keep: Events are for what a user acts on).
     fn done(&mut self, step: Step) {
         let (Step::Install(to) | Step::UpgradeMajor(to)) = step else { return };
         let from = installed(&self.s);
@@ -770,11 +771,10 @@ impl Round<'_> {
         }
         self.s.installed_version = Some(to.to_string());
         self.s.installed_major = Some(to.major);
-        let site = self.site().to_string();
         let (reason, note) = match (step, from) {
             (Step::Install(_), _) => {
                 self.s.installed_at = Some(self.i.now.clone());
-                (Told::Installed, format!("installed version {to} on {site}"))
+                return;
             }
             (_, Some(from)) if from.major == to.major => {
                 (Told::MinorVersionRolledOut, format!("the platform rolled out {to} (from {from})"))
