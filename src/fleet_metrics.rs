@@ -18,8 +18,8 @@
 
 use std::sync::{Arc, RwLock, Weak};
 
+use crate::api::Condition;
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::reflector::Store;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};

@@ -113,7 +113,7 @@ fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-fn ready_line(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> String {
+fn ready_line(conditions: &[crate::api::Condition]) -> String {
     match conditions.iter().find(|c| c.type_ == "Ready") {
         Some(c) => format!("Ready={} {}: {}", c.status, c.reason, c.message),
         None => "Ready: not reported yet".into(),
@@ -235,7 +235,7 @@ pub fn render_app(app: &ForgeApp, installations: &[Installation]) -> String {
         let mut rows = vec![["NAME", "SITE", "ENVIRONMENT", "INSTALLED", "READY"].map(String::from).to_vec()];
         for i in installations {
             let s = i.status.clone().unwrap_or_default();
-            let ready = s.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.status.clone());
+            let ready = s.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.status.to_string());
             rows.push(vec![
                 i.name_any(),
                 i.spec.site.clone(),

@@ -19,7 +19,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn ready(status: &Option<ForgeAppStatus>) -> Option<(String, String)> {
     let c = status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready")?;
-    Some((c.status.clone(), c.reason.clone()))
+    Some((c.status.to_string(), c.reason.to_string()))
 }
 
 /// A ForgeApp whose production environment has `versions` deployed on the platform (the test

@@ -1,4 +1,5 @@
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use super::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 

@@ -10,6 +10,7 @@
 
 mod bulk_upgrade;
 mod common;
+mod condition;
 mod distribution_policy;
 mod forge_app;
 mod installation;
@@ -18,6 +19,7 @@ pub mod reference;
 
 pub use bulk_upgrade::*;
 pub use common::*;
+pub use condition::{Condition, Name};
 pub use distribution_policy::*;
 pub use forge_app::*;
 pub use installation::*;

@@ -695,7 +695,7 @@ async fn report(bu: &BulkUpgrade, ctx: &Context, previous: &BulkUpgradeStatus, n
         _ => (false, progressing),
     };
     let Some(c) = condition else { return };
-    let reason = if state == BulkUpgradeState::Complete { "Completed".to_string() } else { c.reason.clone() };
+    let reason = if state == BulkUpgradeState::Complete { "Completed".to_string() } else { c.reason.to_string() };
     publish_event(ctx, bu, warning, &reason, c.message.clone(), "Reconcile").await;
 }
 

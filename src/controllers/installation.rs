@@ -135,6 +135,7 @@ async fn rounds(cached: &Installation, ctx: &Context, deleting: bool) -> Result<
     if !deleting && ctx.awaits_own_write(cached) {
         return Ok(Action::requeue(Duration::from_millis(250)));
     }
+    ctx.forget_delivered(cached);
     let observed = observe(cached, ctx, deleting).await?;
     let inst = latest(cached, ctx).await?;
     let listed: Vec<(String, OnSite)> = observed

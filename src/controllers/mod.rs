@@ -10,6 +10,7 @@ pub mod forge_app;
 pub mod installation;
 pub mod listing;
 pub mod notify;
+pub mod own_writes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -208,7 +209,17 @@ pub struct Context {
     installation_trigger_stream:
         Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<kube::runtime::reflector::ObjectRef<Installation>>>>,
     /// The resourceVersion each object had after this process last wrote its status, and when.
-    written: Mutex<HashMap<(String, String), (String, std::time::Instant)>>,
+    written: Mutex<own_writes::OwnWrites>,
+}
+
+/// An object's namespace, name and resourceVersion, as [`own_writes::OwnWrites`] keys them.
+fn key_of<K: Resource>(obj: &K) -> (&str, &str, Option<&str>) {
+    let meta = obj.meta();
+    (
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+        meta.resource_version.as_deref(),
+    )
 }
 
 /// How long after its own status write this process waits for the watch to deliver it before
@@ -372,34 +383,32 @@ impl Context {
             refreshed: Mutex::new(HashMap::new()),
             counted: Mutex::new(HashMap::new()),
             platform_installations: Mutex::new(HashMap::new()),
-            written: Mutex::new(HashMap::new()),
+            written: Mutex::new(own_writes::OwnWrites::default()),
         }
+    }
+
+    fn own_writes(&self) -> std::sync::MutexGuard<'_, own_writes::OwnWrites> {
+        self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Notes the object this process's status write returned (see [`Context::may_be_stale`]).
     pub fn wrote<K: Resource>(&self, written: &K) {
-        let key =
-            (written.meta().namespace.clone().unwrap_or_default(), written.meta().name.clone().unwrap_or_default());
-        match written.meta().resource_version.clone() {
-            Some(rv) => self
-                .written
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(key, (rv, std::time::Instant::now())),
-            None => self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key),
-        };
+        let (ns, name, rv) = key_of(written);
+        self.own_writes().wrote(ns, name, rv, std::time::Instant::now());
     }
 
     /// Forgets what [`Context::wrote`] noted about an object that is going away.
     pub fn forget_written<K: Resource>(&self, obj: &K) {
-        let key = (obj.meta().namespace.clone().unwrap_or_default(), obj.meta().name.clone().unwrap_or_default());
-        self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+        let (ns, name, _) = key_of(obj);
+        self.own_writes().forget(ns, name);
     }
 
-    /// The resourceVersion this process's last status write of the object returned, and when.
-    fn last_write<K: Resource>(&self, obj: &K) -> Option<(String, std::time::Instant)> {
-        let key = (obj.meta().namespace.clone().unwrap_or_default(), obj.meta().name.clone().unwrap_or_default());
-        self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).cloned()
+    /// Forgets what [`Context::wrote`] noted about `cached` once the cache shows that very write
+    /// (see [`own_writes::OwnWrites::forget_delivered`]): for the kind there are thousands of,
+    /// which never asks [`Context::knows_latest`].
+    pub fn forget_delivered<K: Resource>(&self, cached: &K) {
+        let (ns, name, rv) = key_of(cached);
+        self.own_writes().forget_delivered(ns, name, rv);
     }
 
     /// Whether a cached object may predate this process's last status write of it: true when this
@@ -407,7 +416,8 @@ impl Context {
     /// watch has not delivered it yet, or someone wrote after it). An object this process never
     /// wrote is as fresh in the cache as anywhere: the cache listed it after every earlier writer.
     pub fn may_be_stale<K: Resource>(&self, cached: &K) -> bool {
-        self.last_write(cached).is_some_and(|(rv, _)| cached.meta().resource_version.as_ref() != Some(&rv))
+        let (ns, name, rv) = key_of(cached);
+        self.own_writes().may_be_stale(ns, name, rv)
     }
 
     /// Whether the cache may be stale ([`Context::may_be_stale`]) only because this process wrote
@@ -416,8 +426,8 @@ impl Context {
     /// reconcile's writes (a pre-send record, then the task) waits for it instead of reading the
     /// object afresh.
     pub fn awaits_own_write<K: Resource>(&self, cached: &K) -> bool {
-        self.last_write(cached)
-            .is_some_and(|(rv, at)| cached.meta().resource_version.as_ref() != Some(&rv) && at.elapsed() < WATCH_LAG)
+        let (ns, name, rv) = key_of(cached);
+        self.own_writes().awaits_own_write(ns, name, rv, std::time::Instant::now(), WATCH_LAG)
     }
 
     /// Whether this process knows the cached copy to be the latest: it wrote or read afresh that
@@ -425,7 +435,8 @@ impl Context {
     /// read afresh, so the first platform mutation for an object never rests on a copy a previous
     /// leader may have outdated (see the DistributionPolicy controller).
     pub fn knows_latest<K: Resource>(&self, cached: &K) -> bool {
-        self.last_write(cached).is_some_and(|(rv, _)| cached.meta().resource_version.as_ref() == Some(&rv))
+        let (ns, name, rv) = key_of(cached);
+        self.own_writes().knows_latest(ns, name, rv)
     }
 
     /// How long since this process last read the object `key` from the platform.

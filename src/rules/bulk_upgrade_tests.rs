@@ -149,7 +149,7 @@ fn an_environment_its_app_does_not_manage_is_ineligible_at_once_and_holds_no_pla
 
 #[test]
 fn an_app_that_cannot_be_read_makes_the_upgrade_stalled_not_pending() {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+    use crate::api::Condition;
     let mut app = ForgeApp::test("insights");
     let stalled = Condition {
         type_: "Stalled".into(),
@@ -423,7 +423,7 @@ impl Case {
 
 fn cond(d: &Decision, t: Type) -> (String, String) {
     let c = conds::find(&d.status.conditions, t).unwrap();
-    (c.status.clone(), c.reason.clone())
+    (c.status.to_string(), c.reason.to_string())
 }
 
 /// Test-only: a missing condition fails the test.

@@ -1,7 +1,8 @@
 //! Kubernetes conditions with the API conventions' semantics: `lastTransitionTime` moves only when
 //! the status changes, and every condition carries the generation it describes.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use crate::api::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{FALSE, TRUE};
 
@@ -189,9 +190,9 @@ pub fn merge<T: Name, R: Name>(
                 .map(|c| c.last_transition_time.clone())
                 .unwrap_or_else(|| now.clone());
             Condition {
-                type_: d.type_.as_str().to_string(),
-                status: status.to_string(),
-                reason: d.reason.as_str().to_string(),
+                type_: d.type_.as_str().into(),
+                status: status.into(),
+                reason: d.reason.as_str().into(),
                 message: d.message.clone(),
                 observed_generation: generation,
                 last_transition_time,

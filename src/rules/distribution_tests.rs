@@ -130,7 +130,7 @@ fn jira() -> DistributionPolicy {
 
 fn condition(policy: &DistributionPolicy, t: Type) -> (bool, String, String) {
     let c = conditions::find(&policy.status.as_ref().unwrap().conditions, t).unwrap();
-    (c.status == "True", c.reason.clone(), c.message.clone())
+    (c.status == "True", c.reason.to_string(), c.message.clone())
 }
 
 fn reasons_of(r: &Reconciled) -> Vec<EventReason> {

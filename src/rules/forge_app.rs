@@ -418,7 +418,7 @@ mod tests {
 
     fn reason(status: &ForgeAppStatus, type_: Type) -> (String, String) {
         let c = conditions::find(&status.conditions, type_).unwrap();
-        (c.status.clone(), c.reason.clone())
+        (c.status.to_string(), c.reason.to_string())
     }
 
     #[test]

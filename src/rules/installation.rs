@@ -3,7 +3,7 @@
 //! the app's account (as `forge install` does); sharing by link is for customers and the platform,
 //! so no DistributionPolicy gates an Installation.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use crate::api::Condition;
 
 use super::conditions::{self, Outcome};
 use super::versions::{self, Version};

@@ -240,7 +240,7 @@ pub fn decide(i: &Inputs) -> Decision {
         if i.deleting { (0..products.len()).rev().collect() } else { (0..products.len()).collect() };
     let mut top = i.status.clone();
     let mut effects: Vec<Effect> = Vec::new();
-    let mut conditions: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>> = None;
+    let mut conditions: Option<Vec<crate::api::Condition>> = None;
     let mut stopped: Option<(Requeue, Product)> = None;
     for k in order {
         let product = products[k];

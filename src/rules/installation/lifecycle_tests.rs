@@ -120,7 +120,7 @@ impl World {
 
     fn ready(&self) -> (String, String) {
         let c = self.status.conditions.iter().find(|c| c.type_ == Type::Ready.as_str()).unwrap();
-        (c.status.clone(), c.reason.clone())
+        (c.status.to_string(), c.reason.to_string())
     }
 }
 
