@@ -100,7 +100,7 @@ pub struct Report {
     pub apiserver_baseline_rss_mib: f64,
     pub apiserver_to_baseline: f64,
     /// The same control plane once a bare client has also written the operator's minimum writes
-    /// (three install statuses, an Event, the upgraded status) to each of those objects, after the
+    /// (three install statuses and the upgraded status) to each of those objects, after the
     /// same rest: what the writes alone leave in kube-apiserver's heap.
     pub apiserver_after_writes_rss_mib: f64,
     pub bulk_upgrade_s: f64,
@@ -520,16 +520,14 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
     // not watch.
     eprintln!("bench: the floor");
     // For installs: the create and the operator's minimum writes for one install (the finalizer,
-    // the request recorded before it is sent, the task recorded, the installed version, an Event),
-    // one object after the other per slot.
+    // the request recorded before it is sent, the task recorded, the installed version; an install
+    // records no Event), one object after the other per slot.
     let floor: Api<Installation> = Api::namespaced(client.clone(), FLOOR_NAMESPACE);
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), FLOOR_NAMESPACE);
     let MinimumWrites { sending, task, done, upgraded } = MinimumWrites::of(&template)?;
     let started = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
-            let (floor, events, sending, task, done) =
-                (floor.clone(), events.clone(), sending.clone(), task.clone(), done.clone());
+            let (floor, sending, task, done) = (floor.clone(), sending.clone(), task.clone(), done.clone());
             async move {
                 let name = format!("site-{i:05}");
                 floor.create(&PostParams::default(), &installation(&name)).await?;
@@ -538,7 +536,6 @@ pub async fn run(o: Options) -> anyhow::Result<Report> {
                 floor.patch_status(&name, &PatchParams::default(), &replace_status(&sending)).await?;
                 floor.patch_status(&name, &PatchParams::default(), &replace_status(&task)).await?;
                 floor.patch_status(&name, &PatchParams::default(), &replace_status(&done)).await?;
-                events.create(&PostParams::default(), &install_event(FLOOR_NAMESPACE, &name)?).await?;
                 Ok::<_, anyhow::Error>(())
             }
         })
@@ -622,14 +619,6 @@ impl MinimumWrites {
     }
 }
 
-/// A bench Event about Installation `name` in `namespace`, as the operator records one per install.
-fn install_event(namespace: &str, name: &str) -> anyhow::Result<k8s_openapi::api::events::v1::Event> {
-    Ok(serde_json::from_value(json!({"metadata": {"generateName": "floor-"},
-        "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "bench",
-        "reportingInstance": "bench", "action": "Reconcile", "reason": "Installed", "type": "Normal",
-        "regarding": {"kind": "Installation", "namespace": namespace, "name": name}}))?)
-}
-
 /// kube-apiserver's RSS holding `n` Installations shaped like `template` (its finalizers and status),
 /// written by a bare client, with no operator running, measured after `rest` with nothing changing;
 /// and again once the same client has written the operator's minimum writes to each.
@@ -671,17 +660,15 @@ async fn baseline_apiserver_rss(
 
     // The operator's minimum writes to each of these objects, by a bare client, then the same rest.
     let writes = MinimumWrites::of(template)?;
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NAMESPACE);
     futures::stream::iter(0..n)
         .map(|i| {
-            let (insts, events, writes) = (insts.clone(), events.clone(), &writes);
+            let (insts, writes) = (insts.clone(), &writes);
             async move {
                 let name = format!("site-{i:05}");
                 for status in [&writes.sending, &writes.task, &writes.done, &writes.upgraded] {
                     insts.patch_status(&name, &PatchParams::default(), &replace_status(status)).await?;
                 }
-                events.create(&PostParams::default(), &install_event(NAMESPACE, &name)?).await?;
-                Ok::<_, anyhow::Error>(())
+                Ok::<_, kube::Error>(())
             }
         })
         .buffer_unordered(concurrency)
